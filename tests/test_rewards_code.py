@@ -1,0 +1,349 @@
+"""Tests of the sandboxed code verifier (``skpo.rewards.code``).
+
+Hostile programs (infinite loop, fork bomb, memory bomb, writes outside the scratch
+directory, signals to the host, early exits, secret hunting) must each come back promptly
+with reward 0 and a reason that names what happened, leaving the host process, its files
+and its other processes untouched and no sandbox process behind. HumanEval's canonical
+solutions must all pass and broken ones fail.
+
+The tests that need a uid switch (fork bomb, file-system protection, signals) only run as
+root, where the sandbox drops to an exclusive unprivileged uid; the fork bomb test first
+checks that the process limit is really in place before it starts one.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from skpo.paths import REPO_ROOT, benchmark_dir
+from skpo.rewards.base import Verdict
+from skpo.rewards.code import (
+    SandboxLimits,
+    run_python_batch,
+    run_python_sandboxed,
+    run_sandboxed,
+    sandbox_identity_mode,
+    verify_humaneval,
+    verify_humaneval_batch,
+)
+
+SLACK_S = 3.0  # start-up and clean-up allowance on top of a timeout (shared 2-core machine)
+
+needs_uid_switch = pytest.mark.skipif(
+    os.geteuid() != 0, reason="the sandbox can only drop privileges when the tests run as root"
+)
+
+
+def _live_processes_of(uid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        uids = re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)", status, re.MULTILINE)
+        state = re.search(r"^State:\s+(\S)", status, re.MULTILINE)
+        if uids and str(uid) in uids.groups() and state and state.group(1) not in "ZX":
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.fixture
+def root_only_dir() -> Iterator[Path]:
+    """A root-owned 0755 directory under /tmp, with a root-owned 0644 file in it.
+
+    The sandbox can reach and read it (so a refusal is about write permission, not about
+    an untraversable parent) but must not change it.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="skpo-test-rootdir-", dir="/tmp"))
+    directory.chmod(0o755)
+    existing = directory / "existing.txt"
+    existing.write_text("original\n")
+    existing.chmod(0o644)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _run_timed(code: str, **options: object) -> tuple[Verdict, float]:
+    started = time.monotonic()
+    verdict = run_python_sandboxed(code, "", None, **options)  # type: ignore[arg-type]
+    return verdict, time.monotonic() - started
+
+
+# ------------------------------------------------------------------------------------------
+# Ordinary programs.
+# ------------------------------------------------------------------------------------------
+
+
+def test_identity_mode_matches_privileges() -> None:
+    assert sandbox_identity_mode() == ("exclusive-uid" if os.geteuid() == 0 else "host-user")
+
+
+def test_passing_program_runs_unprivileged_in_fresh_scratch_dir() -> None:
+    result = run_sandboxed(
+        "import os\n"
+        "open('notes.txt', 'w').write('scratch is writable')\n"
+        "print(os.getuid(), os.getgid(), os.getgroups(), os.getcwd(), open('notes.txt').read())\n"
+    )
+    assert result.finished and result.returncode == 0 and not result.timed_out
+    uid, gid, groups, cwd, *rest = result.stdout.split(" ", 4)
+    assert rest == ["scratch is writable\n"]
+    if os.geteuid() == 0:
+        assert int(uid) == result.uid and int(uid) >= 2_000_000_000
+        assert int(gid) == int(uid) and groups == "[]"
+    assert cwd.startswith(tempfile.gettempdir()) and "skpo-sandbox-" in cwd
+    assert not Path(cwd).exists()  # deleted afterwards
+
+
+@pytest.mark.parametrize(
+    ("code", "tests", "entry_point", "reward", "reason"),
+    [
+        ("def add(a, b):\n    return a + b\n", "def check(f):\n    assert f(2, 3) == 5\n", "add", 1.0, "passed"),
+        ("def add(a, b):\n    return a - b\n", "def check(f):\n    assert f(2, 3) == 5\n", "add", 0.0, "test failed: AssertionError"),
+        ("def add(a, b):\n    return a + c\n", "assert add(2, 3) == 5\n", None, 0.0, "error: NameError"),
+        ("def add(a, b)\n    return a + b\n", "assert add(2, 3) == 5\n", None, 0.0, "syntax error: SyntaxError"),
+        ("import numpy_that_does_not_exist\n", "", None, 0.0, "error: ModuleNotFoundError"),
+    ],
+)
+def test_ordinary_verdicts(code: str, tests: str, entry_point: str | None, reward: float, reason: str) -> None:
+    verdict = run_python_sandboxed(code, tests, entry_point)
+    assert (verdict.reward, verdict.reason) == (reward, reason)
+    assert verdict.correct is (reward == 1.0)
+
+
+@pytest.mark.parametrize(
+    "early_exit",
+    [
+        "import sys; sys.exit(0)",
+        "import os; os._exit(0)",
+        "import os; os.execv('/bin/true', ['true'])",
+        "raise SystemExit",
+    ],
+)
+def test_leaving_before_the_tests_does_not_pass(early_exit: str) -> None:
+    code = f"def add(a, b):\n    return 0\n{early_exit}\n"
+    verdict = run_python_sandboxed(code, "assert add(2, 3) == 5\n", None)
+    assert verdict.reward == 0.0
+    assert verdict.reason.startswith("exited before tests finished")
+
+
+def test_output_is_capped() -> None:
+    result = run_sandboxed("print('x' * 1_000_000)\n", SandboxLimits(max_output_bytes=1000))
+    assert result.finished
+    assert result.stdout.startswith("x" * 1000) and "more bytes not read" in result.stdout
+    assert len(result.stdout) < 1100
+    big_file = run_python_sandboxed("print('y' * 3_000_000)\n", "", None, max_file_mb=1)
+    # Python ignores SIGXFSZ, so the write fails with EFBIG instead of killing the process.
+    assert big_file == Verdict(0.0, False, "file size limit exceeded")
+
+
+# ------------------------------------------------------------------------------------------
+# Hostile programs.
+# ------------------------------------------------------------------------------------------
+
+
+def test_infinite_loop_times_out() -> None:
+    verdict, elapsed = _run_timed("while True:\n    pass\n", timeout_s=1.0)
+    assert verdict == Verdict(0.0, False, "timeout after 1.0s")
+    assert elapsed < 1.0 + SLACK_S
+
+
+def test_sleeping_program_times_out() -> None:
+    verdict, elapsed = _run_timed("import time\ntime.sleep(60)\n", timeout_s=1.0)
+    assert verdict.reason == "timeout after 1.0s"
+    assert elapsed < 1.0 + SLACK_S
+
+
+def test_memory_bombs_hit_the_memory_limit() -> None:
+    at_once, elapsed = _run_timed("x = bytearray(8 * 1024 ** 3)\n", memory_mb=256)
+    assert at_once == Verdict(0.0, False, "killed: memory limit (MemoryError)")
+    growing, _ = _run_timed("chunks = []\nwhile True:\n    chunks.append(bytearray(16 * 2 ** 20))\n", memory_mb=256)
+    assert growing == Verdict(0.0, False, "killed: memory limit (MemoryError)")
+    assert elapsed < SLACK_S
+
+
+@needs_uid_switch
+def test_fork_bomb_is_contained() -> None:
+    # Only start a fork bomb once the process limit is known to bind in the sandbox.
+    probe = run_sandboxed("import os, resource\nprint(resource.getrlimit(resource.RLIMIT_NPROC), os.getuid())\n")
+    assert probe.stdout.split()[:2] == ["(8,", "8)"] and probe.uid is not None and probe.uid != 0
+    assert sandbox_identity_mode() == "exclusive-uid"
+
+    bomb = "import os\nwhile True:\n    os.fork()\n"
+    started = time.monotonic()
+    result = run_sandboxed(bomb, SandboxLimits(timeout_s=3.0, max_processes=8))
+    elapsed = time.monotonic() - started
+    verdict = run_python_sandboxed(bomb, "", None, timeout_s=3.0, max_processes=8)
+    assert verdict.reward == 0.0
+    assert verdict.reason in ("process limit reached (fork failed)", "timeout after 3.0s")
+    assert "BlockingIOError" in result.stderr
+    assert elapsed < 3.0 + SLACK_S
+    assert _live_processes_of(result.uid) == []  # type: ignore[arg-type]
+
+    # A bomb that swallows the error keeps its 8 processes spinning until the deadline.
+    stubborn = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    started = time.monotonic()
+    result = run_sandboxed(stubborn, SandboxLimits(timeout_s=1.5, max_processes=8))
+    assert result.timed_out and time.monotonic() - started < 1.5 + SLACK_S
+    assert _live_processes_of(result.uid) == []  # type: ignore[arg-type]
+
+
+@needs_uid_switch
+def test_fork_bomb_does_not_starve_concurrent_sandboxes() -> None:
+    # Each concurrent sandbox has its own uid, so one bomb cannot use up the others' limit.
+    bomb = ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n", "", None)
+    benign = ("import subprocess, sys\n", "assert subprocess.run([sys.executable, '-c', 'pass']).returncode == 0\n", None)
+    verdicts = run_python_batch([bomb, benign, benign, benign], max_workers=4, timeout_s=2.0)
+    assert verdicts[0].reason == "timeout after 2.0s"
+    assert [v.reason for v in verdicts[1:]] == ["passed"] * 3
+
+
+@needs_uid_switch
+def test_setsid_escapee_is_killed() -> None:
+    result = run_sandboxed(
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    time.sleep(120)\n"
+        "    os._exit(0)\n"
+        "print('parent done')\n"
+    )
+    assert result.finished and "parent done" in result.stdout
+    assert result.leftover_killed >= 1
+    assert _live_processes_of(result.uid) == []  # type: ignore[arg-type]
+
+
+@needs_uid_switch
+def test_cannot_write_outside_scratch(root_only_dir: Path) -> None:
+    existing = root_only_dir / "existing.txt"
+    new_file = root_only_dir / "created-by-sandbox.txt"
+    repo_file = REPO_ROOT / f".skpo-sandbox-test-{uuid.uuid4().hex}"
+    pyproject = REPO_ROOT / "pyproject.toml"
+    before = (existing.read_bytes(), pyproject.stat().st_mtime_ns, pyproject.stat().st_size)
+    attempts = {
+        "create in a root-owned dir": f"open({str(new_file)!r}, 'w').write('pwned')",
+        "append to a root-owned file": f"open({str(existing)!r}, 'a').write('pwned')",
+        "delete a root-owned file": f"import os; os.remove({str(existing)!r})",
+        "create in the repository": f"open({str(repo_file)!r}, 'w').write('pwned')",
+        # opened for appending and closed without writing: harmless even if it were allowed
+        "open a repository file for writing": f"open({str(pyproject)!r}, 'ab').close()",
+        "chmod a root-owned file": f"import os; os.chmod({str(existing)!r}, 0o666)",
+    }
+    try:
+        for what, code in attempts.items():
+            verdict = run_python_sandboxed(code + "\n", "", None)
+            assert verdict == Verdict(0.0, False, "error: PermissionError"), what
+        assert not new_file.exists() and not repo_file.exists()
+        assert (existing.read_bytes(), pyproject.stat().st_mtime_ns, pyproject.stat().st_size) == before
+        assert existing.stat().st_mode & 0o777 == 0o644
+    finally:
+        repo_file.unlink(missing_ok=True)
+
+
+@needs_uid_switch
+def test_files_left_in_tmp_are_removed() -> None:
+    leak = Path("/tmp") / f"skpo-sandbox-leak-{uuid.uuid4().hex}"
+    verdict = run_python_sandboxed(f"open({str(leak)!r}, 'w').write('left behind')\n", "", None)
+    assert verdict.reason == "passed"  # /tmp is world-writable: allowed, but cleaned up
+    assert not leak.exists()
+
+
+@needs_uid_switch
+def test_cannot_kill_the_host() -> None:
+    bystander = subprocess.Popen(["sleep", "60"])  # a root process the sandbox must not reach
+    try:
+        for target in ("os.getppid()", str(os.getpid()), str(bystander.pid), "1"):
+            verdict = run_python_sandboxed(f"import os, signal\nos.kill({target}, signal.SIGKILL)\n", "", None)
+            assert verdict == Verdict(0.0, False, "error: PermissionError"), target
+        own_group = run_python_sandboxed("import os, signal\nos.killpg(0, signal.SIGKILL)\n", "", None)
+        assert own_group == Verdict(0.0, False, "killed: SIGKILL")
+        # kill(-1) reaches every process the caller may signal (but not itself): here only
+        # processes of its own uid, of which there are none.
+        everyone = run_python_sandboxed("import os, signal\nos.kill(-1, signal.SIGKILL)\n", "", None)
+        assert everyone == Verdict(1.0, True, "passed")
+        assert bystander.poll() is None
+        assert os.getppid() > 1  # and this process is, evidently, still running
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_environment_secret_is_not_visible(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = f"hunter2-{uuid.uuid4().hex}"
+    monkeypatch.setenv("SKPO_TEST_SECRET", secret)
+    assert os.environ["SKPO_TEST_SECRET"] == secret
+    snoop = (
+        "import os\n"
+        "print(sorted(os.environ))\n"
+        "for pid in (os.getppid(), 1):\n"
+        "    try:\n"
+        "        print(open(f'/proc/{pid}/environ', 'rb').read())\n"
+        "    except OSError as exc:\n"
+        "        print(type(exc).__name__)\n"
+    )
+    result = run_sandboxed(snoop if os.geteuid() == 0 else "import os\nprint(sorted(os.environ))\n")
+    assert result.finished
+    assert secret not in result.stdout and "SKPO_TEST_SECRET" not in result.stdout
+    assert "'HOME'" in result.stdout and "'PATH'" in result.stdout
+    if os.geteuid() == 0:  # as the host user, /proc/<parent>/environ would be readable
+        assert result.stdout.count("PermissionError") == 2
+    verdict = run_python_sandboxed("import os\nprint(os.environ['SKPO_TEST_SECRET'])\n", "", None)
+    assert verdict == Verdict(0.0, False, "error: KeyError")
+
+
+# ------------------------------------------------------------------------------------------
+# HumanEval.
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def humaneval() -> list[dict]:
+    with gzip.open(benchmark_dir() / "humaneval.jsonl.gz", "rt", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    assert len(rows) == 164
+    return rows
+
+
+def test_humaneval_canonical_solutions_pass(humaneval: list[dict]) -> None:
+    started = time.monotonic()
+    verdicts = verify_humaneval_batch([row["canonical_solution"] for row in humaneval], humaneval, max_workers=4)
+    failures = [(row["task_id"], v.reason) for row, v in zip(humaneval, verdicts) if not v.correct]
+    print(f"HumanEval canonical: {164 - len(failures)}/164 passed in {time.monotonic() - started:.1f}s")
+    assert failures == []
+
+
+def test_humaneval_broken_solutions_fail(humaneval: list[dict]) -> None:
+    # Body replaced by `pass`, and every `return ...` replaced by `return None`.
+    stubs = ["    pass\n"] * len(humaneval)
+    nones = [re.sub(r"\breturn\b[^\n]*", "return None", row["canonical_solution"]) for row in humaneval]
+    verdicts = verify_humaneval_batch(stubs + nones, humaneval + humaneval, max_workers=4, timeout_s=3.0)
+    passed = [row["task_id"] for row, v in zip(humaneval + humaneval, verdicts) if v.correct]
+    assert passed == []
+    assert all(
+        v.reason.startswith(("test failed", "error: TypeError", "error: AttributeError", "timeout"))
+        for v in verdicts
+    ), {v.reason for v in verdicts}
+
+
+def test_verify_humaneval_single_and_mismatch(humaneval: list[dict]) -> None:
+    row = humaneval[0]
+    assert verify_humaneval(row["canonical_solution"], row) == Verdict(1.0, True, "passed")
+    assert verify_humaneval("    return True\n", row).reason == "test failed: AssertionError"
+    with pytest.raises(ValueError, match="2 completions but 1 problem rows"):
+        verify_humaneval_batch(["a", "b"], [row])
