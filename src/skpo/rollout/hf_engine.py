@@ -1,0 +1,393 @@
+"""A rollout engine over a Hugging Face causal LM, with shared-prefix KV reuse.
+
+The decode loop is written out here rather than calling ``model.generate`` because the
+rollout needs three things ``generate`` does not give together: one prefill per unique
+prompt whose KV cache is then repeated for the ``n`` samples, per-row ``max_new_tokens``
+(SKPO pauses each prompt at its own split ``t_q``), and sampling log-probs defined exactly as
+the trainer recomputes them (see :mod:`skpo.rollout.engine`).
+
+How one call runs
+-----------------
+1. Rows are the pairs (prompt ``i``, sample ``j``). Prompts are sorted by length (longest
+   first, so a too-large batch fails at once) and rows are cut into chunks of at most
+   ``batch_size`` rows; the samples of one prompt stay together unless ``n > batch_size``.
+2. **Prefill once per unique prompt.** The unique prompts of a chunk are left-padded into
+   ``[U, P]`` and run through the model once. The cache (``[U, heads, P, d]`` per layer) is
+   then gathered to ``[R, heads, P, d]`` with ``Cache.reorder_cache(row_to_prompt)``
+   (an ``index_select`` on the batch dimension of every layer), so each prompt's KV is
+   computed once and shared by its rows. ``share_prefix=False`` prefills every row's own copy
+   instead; it exists for tests and the benchmark and gives the same samples.
+3. **Decode** all rows of the chunk one token per step. A finished row is dropped from the
+   batch at once (its cache rows are removed with ``batch_select_indices``) instead of being
+   fed pad tokens: ``DynamicCache`` copies the whole cache every step anyway, so the extra
+   gather is cheap, and the remaining steps run on fewer rows. The loop ends when no row is
+   left.
+
+Left padding and position ids
+-----------------------------
+Prompts of different lengths are padded on the left so that every row's next token sits in
+the last column. Pad columns get ``attention_mask = 0`` and the real tokens get position
+ids ``0, 1, …, L_i − 1`` (``cumsum(mask) − 1``), so a padded row sees exactly the inputs it
+would see alone; decode step ``t`` uses position ``L_i + t``. Without explicit position ids
+a model numbers the columns ``0 … P − 1``, i.e. shifts a short prompt by its pad count. For
+rotary models (Qwen2, Llama) a constant shift cancels in ``q·k`` and only changes rounding
+(measured ~1e-7 here); for absolute-position models (GPT-2) it changes the outputs, and it
+can push positions past ``max_position_embeddings``. The tests check padding invariance on
+both kinds.
+
+Sampling and determinism
+------------------------
+Each row draws its randomness from its own ``torch.Generator`` seeded with
+``mix_seed(prompt_seed, j)``: one uniform ``u_t`` per step, drawn up front. The token is the
+inverse CDF of the (top-p truncated, renormalised) distribution at ``u_t``. So a row's tokens
+depend only on the model, its prompt, its seed and ``j`` — not on chunking, batch
+composition, prefix sharing or pruning — and the shared and unshared paths give the same
+tokens. The CDF is accumulated in float64 so tail tokens of a large vocabulary keep their
+mass. ``temperature == 0`` is greedy: argmax, with untempered log-probs.
+
+Simplifications: no continuous batching (freed rows are not refilled with new prompts), one
+device, ``DynamicCache`` (or whatever cache the model creates on its first forward).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from skpo.rollout.engine import (
+    Completion,
+    DecodeFn,
+    SamplingParams,
+    mix_seed,
+    prompt_seeds,
+    resolve_max_new_tokens,
+)
+
+__all__ = ["HFEngine", "sample_from_logits", "left_pad"]
+
+
+def left_pad(
+    seqs: Sequence[Sequence[int]], pad_token_id: int, device: torch.device | str | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Left-pad token lists into a batch.
+
+    Returns:
+        input_ids ``[B, P]`` (``P`` = longest sequence), attention_mask ``[B, P]`` (1 on real
+        tokens), position_ids ``[B, P]`` (0 at each row's first real token; 0 on pads too).
+    """
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for b, s in enumerate(seqs):
+        if len(s):
+            ids[b, width - len(s) :] = torch.as_tensor(list(s), dtype=torch.long)
+            mask[b, width - len(s) :] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), positions.to(device)
+
+
+def sample_from_logits(
+    logits: Tensor, uniforms: Tensor | None, temperature: float, top_p: float
+) -> tuple[Tensor, Tensor]:
+    """Draw one token per row by inverse CDF, and its sampling log-prob.
+
+    Args:
+        logits: ``[A, V]`` next-token logits (any float dtype; computed in float32).
+        uniforms: ``[A]`` values in ``[0, 1)``, one per row (unused when greedy).
+        temperature: ``0`` = greedy.
+        top_p: nucleus mass in ``(0, 1]``.
+
+    Returns:
+        tokens ``[A]`` (long) and logprobs ``[A]`` = ``log_softmax(logits / T)[token]``, taken
+        before top-p truncation (untempered when greedy).
+    """
+    logits = logits.float()
+    if temperature == 0.0:
+        tokens = logits.argmax(dim=-1)
+        logp = torch.log_softmax(logits, dim=-1)
+        return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+    if uniforms is None:
+        raise ValueError("sampling needs uniforms")
+    logp = torch.log_softmax(logits / temperature, dim=-1)  # [A, V]
+    if top_p >= 1.0:
+        order = None
+        probs = logp.double().exp()  # [A, V], vocabulary order
+        n_kept = torch.full_like(uniforms, logits.shape[-1], dtype=torch.long)
+    else:
+        sorted_logp, order = logp.sort(dim=-1, descending=True)
+        probs = sorted_logp.double().exp()  # [A, V], most likely first
+        mass_before = probs.cumsum(-1) - probs
+        keep = mass_before < top_p  # smallest prefix whose mass reaches top_p
+        keep[:, 0] = True
+        probs = probs * keep
+        n_kept = keep.sum(-1)
+    cdf = probs.cumsum(-1)  # [A, V] float64
+    target = uniforms.to(cdf) * cdf[:, -1]
+    # First index whose cdf exceeds the target: a token with non-zero probability.
+    idx = torch.searchsorted(cdf, target[:, None], right=True).squeeze(-1)
+    idx = torch.minimum(idx, n_kept - 1)  # guards the u·total == total rounding edge
+    tokens = idx if order is None else order.gather(-1, idx[:, None]).squeeze(-1)
+    return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+@dataclass
+class _Row:
+    """One (prompt, sample) pair of a call."""
+
+    prompt: int  # index into the call's prompts
+    sample: int  # j in 0..n-1
+    max_new: int
+    seed: int
+
+
+class HFEngine:
+    """:class:`~skpo.rollout.engine.Engine` over a ``transformers`` causal LM.
+
+    Args:
+        model: a causal LM (``AutoModelForCausalLM``-style: ``forward(input_ids,
+            attention_mask, position_ids, past_key_values, use_cache)`` returning ``logits``
+            and ``past_key_values``). Put it on its device before; it is switched to eval mode
+            during a call and restored after.
+        pad_token_id: id used for left padding (never attended to).
+        eos_token_id: stop token(s) always in force (like vLLM without ``ignore_eos``);
+            ``SamplingParams.stop_token_ids`` adds more. ``None`` for none.
+        decode: token ids → text, needed for stop strings.
+        device: where inputs go; default: the model's first parameter's device.
+        batch_size: most rows (prompt × sample) decoded together; bounds memory.
+        share_prefix: prefill each prompt once and share its KV cache across its ``n``
+            samples (default). ``False`` prefills every row separately (same results; for
+            tests and benchmarks).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        pad_token_id: int,
+        eos_token_id: int | Sequence[int] | None = None,
+        decode: DecodeFn | None = None,
+        device: torch.device | str | None = None,
+        batch_size: int = 64,
+        share_prefix: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.pad_token_id = int(pad_token_id)
+        if eos_token_id is None:
+            self.eos_token_ids: list[int] = []
+        elif isinstance(eos_token_id, int):
+            self.eos_token_ids = [eos_token_id]
+        else:
+            self.eos_token_ids = [int(t) for t in eos_token_id]
+        self.decode = decode
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.batch_size = batch_size
+        self.share_prefix = share_prefix
+        params = inspect.signature(model.forward).parameters
+        # Prefill only needs the last position's logits: [U, V] instead of [U, P, V].
+        self._keeps_logits = "logits_to_keep" in params
+
+    # ------------------------------------------------------------------ public API
+
+    def generate(
+        self,
+        prompts: list[list[int]],
+        n: int,
+        params: SamplingParams,
+        max_new_tokens: list[int] | None = None,
+    ) -> list[list[Completion]]:
+        """Sample ``n`` completions per prompt (see :meth:`skpo.rollout.engine.Engine.generate`)."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("prompts must hold at least one token")
+        if params.stop and self.decode is None:
+            raise ValueError("stop strings need an engine built with decode=")
+        max_new = resolve_max_new_tokens(params, len(prompts), max_new_tokens)
+        seeds = prompt_seeds(params.seed, len(prompts))
+        out: list[list[Completion | None]] = [[None] * n for _ in prompts]
+
+        rows: list[_Row] = []
+        for i in sorted(range(len(prompts)), key=lambda i: -len(prompts[i])):
+            for j in range(n):
+                if max_new[i] == 0:
+                    out[i][j] = Completion([], [], "length")
+                else:
+                    rows.append(_Row(i, j, max_new[i], mix_seed(seeds[i], j)))
+
+        with _eval_mode(self.model), torch.inference_mode():
+            for start in range(0, len(rows), self.batch_size):
+                chunk = rows[start : start + self.batch_size]
+                for row, completion in zip(chunk, self._generate_chunk(prompts, chunk, params)):
+                    out[row.prompt][row.sample] = completion
+        return out  # type: ignore[return-value]
+
+    def score(
+        self,
+        prompts: list[list[int]],
+        completions: list[list[int]],
+        temperature: float = 1.0,
+    ) -> list[list[float]]:
+        """Teacher-forced log-probs: ``out[i][t] = log_softmax(logits/T)[completions[i][t]]``.
+
+        One prompt per completion. ``temperature == 0`` gives untempered log-probs (matching
+        what greedy :meth:`generate` returns). Batched in chunks of ``batch_size``.
+        """
+        if len(prompts) != len(completions):
+            raise ValueError("score needs one prompt per completion")
+        temp = 1.0 if temperature == 0.0 else temperature
+        out: list[list[float]] = [[] for _ in prompts]
+        todo = [i for i in range(len(prompts)) if completions[i]]
+        with _eval_mode(self.model), torch.inference_mode():
+            for start in range(0, len(todo), self.batch_size):
+                idx = todo[start : start + self.batch_size]
+                seqs = [list(prompts[i]) + list(completions[i]) for i in idx]
+                ids, mask, pos = left_pad(seqs, self.pad_token_id, self.device)
+                # Completions end in the last column; keep logits for the longest one plus
+                # the position before its first token.
+                keep = max(len(completions[i]) for i in idx) + 1
+                logits = self._forward(ids, mask, pos, None, keep)[0][:, :-1].float()
+                logp = torch.log_softmax(logits / temp, dim=-1)  # [b, keep-1, V]
+                for b, i in enumerate(idx):
+                    c = len(completions[i])
+                    target = torch.as_tensor(completions[i], device=logp.device)
+                    row = logp[b, logp.shape[1] - c :].gather(-1, target[:, None]).squeeze(-1)
+                    out[i] = row.tolist()
+        return out
+
+    # ------------------------------------------------------------------ internals
+
+    def _forward(
+        self, ids: Tensor, mask: Tensor, pos: Tensor, cache, logits_to_keep: int | None
+    ) -> tuple[Tensor, object]:
+        kwargs = {}
+        if logits_to_keep is not None and self._keeps_logits:
+            kwargs["logits_to_keep"] = logits_to_keep
+        res = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=True,
+            **kwargs,
+        )
+        logits = res.logits
+        if logits_to_keep is not None and logits.shape[1] > logits_to_keep:
+            logits = logits[:, -logits_to_keep:]
+        return logits, res.past_key_values
+
+    def _generate_chunk(
+        self, prompts: list[list[int]], rows: list[_Row], params: SamplingParams
+    ) -> list[Completion]:
+        dev = self.device
+        R = len(rows)
+        # --- prefill: one forward per unique prompt, then gather its KV for each row.
+        if self.share_prefix:
+            unique = list(dict.fromkeys(r.prompt for r in rows))
+            slot = {p: u for u, p in enumerate(unique)}
+            row_src = torch.tensor([slot[r.prompt] for r in rows], device=dev)
+        else:
+            unique = [r.prompt for r in rows]
+            row_src = None
+        ids, mask, pos = left_pad([prompts[p] for p in unique], self.pad_token_id, dev)
+        logits, cache = self._forward(ids, mask, pos, None, 1)
+        logits = logits[:, -1]  # [U, V]
+        if row_src is not None:
+            cache.reorder_cache(row_src)  # [U, h, P, d] -> [R, h, P, d] per layer
+            logits, mask = logits[row_src], mask[row_src]
+        next_pos = mask.sum(-1)  # [R] position of the first generated token = prompt length
+
+        # --- per-row randomness, drawn up front so it cannot depend on the batch.
+        max_new = torch.tensor([r.max_new for r in rows], device=dev)
+        T = int(max_new.max())
+        uniforms = None
+        if not params.greedy:
+            u = torch.zeros((R, T), dtype=torch.float64)
+            for k, r in enumerate(rows):
+                g = torch.Generator().manual_seed(r.seed)
+                u[k, : r.max_new] = torch.rand(r.max_new, generator=g, dtype=torch.float64)
+            uniforms = u.to(dev)
+
+        stop_ids = torch.tensor(
+            sorted(set(self.eos_token_ids) | set(params.stop_token_ids)), dtype=torch.long, device=dev
+        )
+        tokens = torch.full((R, T), self.pad_token_id, dtype=torch.long, device=dev)
+        logprobs = torch.zeros((R, T), dtype=torch.float32, device=dev)
+        lengths = [0] * R
+        reasons: list[tuple[str, int | str | None]] = [("length", None)] * R
+        live = torch.arange(R, device=dev)  # chunk rows still in the batch
+        live_list = list(range(R))
+        host_tokens: list[list[int]] = [[] for _ in range(R)]  # only for stop strings
+        window = 4 * max((len(s) for s in params.stop), default=0) + 4
+
+        for t in range(T):
+            u_t = None if uniforms is None else uniforms[live, t]
+            tok, lp = sample_from_logits(logits, u_t, params.temperature, params.top_p)
+            tokens[live, t] = tok
+            logprobs[live, t] = lp
+            hit_stop = torch.isin(tok, stop_ids)  # [A]
+            done = (hit_stop | (max_new[live] <= t + 1)).tolist()
+            stop_tok = hit_stop.tolist()
+            tok_list: list[int] | None = None
+            hit_str: dict[int, str] = {}  # live index -> stop string it completed
+            if params.stop:  # stop strings are matched on the host, on a tail window
+                tok_list = tok.tolist()
+                for a, k in enumerate(live_list):
+                    host_tokens[k].append(tok_list[a])
+                    if not stop_tok[a]:
+                        text = self.decode(host_tokens[k][-window:])
+                        hit = next((s for s in params.stop if s in text), None)
+                        if hit is not None:
+                            hit_str[a], done[a] = hit, True
+            if any(done):
+                tok_list = tok_list if tok_list is not None else tok.tolist()
+                for a, k in enumerate(live_list):
+                    if done[a]:
+                        lengths[k] = t + 1
+                        if stop_tok[a]:
+                            reasons[k] = ("stop", tok_list[a])
+                        elif a in hit_str:
+                            reasons[k] = ("stop", hit_str[a])
+            keep = [a for a, d in enumerate(done) if not d]
+            if not keep:
+                break
+            if len(keep) < len(live_list):
+                # Drop finished rows from the batch (and their cache rows).
+                keep_t = torch.tensor(keep, device=dev)
+                cache.batch_select_indices(keep_t)
+                live, tok, mask, next_pos = live[keep_t], tok[keep_t], mask[keep_t], next_pos[keep_t]
+                live_list = [live_list[a] for a in keep]
+            mask = torch.cat([mask, mask.new_ones((len(keep), 1))], dim=1)
+            logits, cache = self._forward(tok[:, None], mask, next_pos[:, None], cache, 1)
+            logits = logits[:, -1]
+            next_pos = next_pos + 1
+
+        tokens_host, logprobs_host = tokens.cpu().tolist(), logprobs.cpu().tolist()
+        return [
+            Completion(
+                token_ids=tokens_host[k][: lengths[k]],
+                logprobs=logprobs_host[k][: lengths[k]],
+                finish_reason=reasons[k][0],  # type: ignore[arg-type]
+                stop_reason=reasons[k][1],
+            )
+            for k in range(R)
+        ]
+
+
+class _eval_mode:
+    """Context manager: eval mode inside, the model's previous mode restored after."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    def __enter__(self) -> None:
+        self.was_training = self.model.training
+        self.model.eval()
+
+    def __exit__(self, *exc: object) -> None:
+        self.model.train(self.was_training)
