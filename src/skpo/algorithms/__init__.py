@@ -1,0 +1,56 @@
+"""The algorithm core: pure functions of tensors — advantages, policy losses, aggregation,
+KL/entropy, per-prompt trackers — and the method presets that combine them.
+
+No model, no I/O. Conventions follow verl: token tensors ``[B, T]`` with a ``response_mask``
+and a group ``index`` per row. Add a method by registering a function and a preset; see
+``docs/algorithms.md``.
+"""
+
+from .advantages import (
+    ADVANTAGE_ESTIMATORS,
+    AdvantageInputs,
+    batch_normalized,
+    dapo_group_filter,
+    group_normalized_scores,
+    mc_step_advantages,
+    oar_bilevel_weights,
+    skpo_downstream_index,
+)
+from .losses import POLICY_LOSSES, PolicyLossInputs, PolicyLossOutputs
+from .masked import AGG_MODES, AggDenominators, agg_loss, masked_mean, masked_sum, masked_var, masked_whiten
+from .presets import PRESETS, LossTerm, MethodPreset, get_preset, term_loss
+from .stats import entropy_from_logits, kl_penalty, logprobs_from_logits
+from .trackers import LengthTracker, ValueTracker, prioritized_sample, prioritized_weights
+
+__all__ = [
+    "ADVANTAGE_ESTIMATORS",
+    "AGG_MODES",
+    "AdvantageInputs",
+    "AggDenominators",
+    "LengthTracker",
+    "LossTerm",
+    "MethodPreset",
+    "POLICY_LOSSES",
+    "PRESETS",
+    "PolicyLossInputs",
+    "PolicyLossOutputs",
+    "ValueTracker",
+    "agg_loss",
+    "batch_normalized",
+    "dapo_group_filter",
+    "entropy_from_logits",
+    "get_preset",
+    "group_normalized_scores",
+    "kl_penalty",
+    "logprobs_from_logits",
+    "masked_mean",
+    "masked_sum",
+    "masked_var",
+    "masked_whiten",
+    "mc_step_advantages",
+    "oar_bilevel_weights",
+    "prioritized_sample",
+    "prioritized_weights",
+    "skpo_downstream_index",
+    "term_loss",
+]

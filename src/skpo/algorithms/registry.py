@@ -1,0 +1,67 @@
+"""A small name → plug-in registry shared by advantage estimators and policy losses.
+
+A plug-in is a function plus the frozen dataclass of its hyper-parameters. Looking a name up
+returns both, so configuration can be validated (unknown keys, wrong types) before any
+tensor is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """Parameter record for plug-ins that take no hyper-parameters."""
+
+
+@dataclass(frozen=True)
+class Entry(Generic[F]):
+    name: str
+    fn: F
+    params_cls: type
+
+    def make_params(self, values: dict[str, Any] | None = None) -> Any:
+        """Build the parameter record; unknown keys are an error that names them."""
+        values = dict(values or {})
+        known = {f.name for f in dataclasses.fields(self.params_cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"{self.name}: unknown parameter(s) {unknown}; known: {sorted(known)}"
+            )
+        return self.params_cls(**values)
+
+
+class Registry(Generic[F]):
+    """Maps names to plug-ins. Registering a second function under a taken name is an error."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry[F]] = {}
+
+    def register(self, name: str, params_cls: type = NoParams) -> Callable[[F], F]:
+        def decorator(fn: F) -> F:
+            existing = self._entries.get(name)
+            if existing is not None and existing.fn is not fn:
+                raise ValueError(f"{self.kind} {name!r} is already registered to {existing.fn.__qualname__}")
+            self._entries[name] = Entry(name, fn, params_cls)
+            return fn
+
+        return decorator
+
+    def get(self, name: str) -> Entry[F]:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise KeyError(f"unknown {self.kind} {name!r}; registered: {sorted(self._entries)}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
