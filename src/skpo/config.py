@@ -1,0 +1,200 @@
+"""Run configuration: pydantic models loaded from YAML, with ``key.sub=value`` overrides.
+
+Unknown keys and bad values are errors that name the key (``train.lr: Input should be a
+valid number``). One ``RunConfig`` holds everything a ``skpo train`` run needs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the file and key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(_Strict):
+    path: str = Field("tiny-arith", description="local HF model directory, or 'tiny-arith' for the shipped model")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', …")
+
+
+class ArithSection(_Strict):
+    min_ops: int = 2
+    max_ops: int = 4
+    min_operand: int = 1
+    max_operand: int = 20
+    operators: list[str] = ["+", "-"]
+    allow_negative: bool = False
+    pool_size: int = Field(2000, ge=1, description="distinct training problems (the prompt pool)")
+
+
+class DataSection(_Strict):
+    task: Literal["arith", "jsonl"] = "arith"
+    arith: ArithSection = ArithSection()
+    path: str | None = Field(None, description="JSONL training file (task=jsonl)")
+    prompt_key: str = "problem"
+    answer_key: str = "answer"
+    verifier: Literal["math", "gsm8k"] = "math"
+    prompt_template: str = "{question}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+
+    @model_validator(mode="after")
+    def _jsonl_needs_path(self) -> "DataSection":
+        if self.task == "jsonl" and not self.path:
+            raise ValueError("data.path is required when data.task is 'jsonl'")
+        return self
+
+
+class SkpoSection(_Strict):
+    """SKPO rollout switches (paper defaults; the ablations of Table 2 are switches)."""
+
+    initial_length: float = Field(48.0, gt=0, description="L_q prior in tokens (paper: 1024 for real models)")
+    split_low: float = Field(1 / 6, gt=0, le=1)
+    split_high: float = Field(1 / 2, gt=0, le=1)
+    skip: bool = True
+    upstream_reward: Literal["mc", "own"] = "mc"
+    split: Literal["uniform", "fixed"] = "uniform"
+    selection: Literal["median", "extreme", "first"] = "median"
+    num_segments: int | None = Field(None, ge=1, description="segments in parallel; None = group size")
+
+
+class RolloutSection(_Strict):
+    group_size: int | None = Field(None, ge=1, description="answers per prompt; None = the method's default")
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(64, ge=1)
+    mc_k: int = Field(4, ge=1, description="Monte Carlo continuations per step boundary (mc_dense)")
+    mc_max_steps: int = Field(8, ge=1, description="step boundaries valued per response (mc_dense)")
+    skpo: SkpoSection = SkpoSection()
+
+
+class TrainSection(_Strict):
+    method: str = "skpo"
+    steps: int = Field(50, ge=0)
+    prompts_per_step: int = Field(16, ge=1)
+    mini_batches: int = Field(1, ge=1, description="PPO mini-batches (optimizer steps) per training step")
+    ppo_epochs: int = Field(1, ge=1)
+    micro_batch_tokens: int = Field(4096, ge=1, description="token budget of one forward/backward (length-bucketed)")
+    lr: float = Field(1e-5, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
+    weight_decay: float = Field(0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = Field(1.0, gt=0)
+    seed: int = 0
+    kl_coef: float | None = Field(None, ge=0, description="None = the method's default (0)")
+    kl_estimator: Literal["k1", "k2", "k3", "abs", "k1+", "k3+"] = "k3"
+    kl_placement: Literal["loss", "reward"] = "loss"
+    entropy_coef: float | None = Field(None, ge=0)
+    prompt_sampling: Literal["default", "uniform", "prioritized"] = "default"
+    rho_mode: Literal["kl", "steps"] = Field(
+        "kl", description="tracker forgetting: 'kl' = 2^(-KL/half_life) with the policy drift since the prompt was last seen; 'steps' = 2^(-Δsteps/half_life)"
+    )
+    recompute_old_log_probs: bool = Field(True, description="old log-probs from a trainer forward (False: the engine's)")
+    filter_groups: bool | None = None
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from skpo.algorithms import PRESETS
+
+        if value not in PRESETS:
+            raise ValueError(f"unknown method {value!r}; presets: {sorted(PRESETS)}")
+        return value
+
+
+class EvalSection(_Strict):
+    every: int = Field(0, ge=0, description="evaluate every N steps (0 = only at the end)")
+    num_problems: int = Field(100, ge=1)
+    k: int = Field(4, ge=1)
+    temperature: float = Field(1.0, ge=0)
+    max_new_tokens: int | None = None
+
+
+class LogSection(_Strict):
+    out_dir: str = "runs/skpo-arith"
+    tensorboard: bool = True
+    wandb: bool = False
+    wandb_project: str = "skpo"
+    progress: bool = True
+    save_every: int = Field(0, ge=0, description="checkpoint every N steps (0 = only at the end)")
+    keep_checkpoints: int = Field(2, ge=1)
+
+
+class RunConfig(_Strict):
+    model: ModelSection = ModelSection()
+    data: DataSection = DataSection()
+    rollout: RolloutSection = RolloutSection()
+    train: TrainSection = TrainSection()
+    eval: EvalSection = EvalSection()
+    log: LogSection = LogSection()
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any, source: str) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: cannot set {dotted!r}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """``["train.steps=50", "model.path=/m"]`` → ``[("train.steps", 50), …]`` (values parsed as YAML)."""
+    parsed = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({err})") from None
+        parsed.append((key, value))
+    return parsed
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        lines.append(f"  {loc}: {e['msg']}" + (f" (got {e['input']!r})" if e["type"] != "missing" and "input" in e and not isinstance(e["input"], dict) else ""))
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    tree: dict = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{p}: not valid YAML ({err})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: top level must be a mapping of sections")
+        tree = loaded or {}
+    for key, value in parse_overrides(overrides or []):
+        _set_dotted(tree, key, value, source)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,573 @@
+"""The trainer: one thin loop that runs every method preset by configuration alone.
+
+    sample prompts → rollout → rewards → advantages → old log-probs → PPO mini-batches → step
+
+What differs between methods is read from the preset (``skpo.algorithms.presets``): which
+rollout (group / single / skpo / mc_steps), which trackers, and a list of loss terms, each
+naming the rows it applies to (``response`` / ``upstream`` / ``downstream``), its advantage
+estimator, its loss and its aggregation. The trainer never branches on a method's name.
+
+Simplifications (stated, not hidden):
+- DAPO dynamic sampling masks all-equal groups out of the loss; it does not re-sample to
+  refill the batch (``filter/kept_fraction`` reports how much was kept).
+- With ``rho_mode="kl"`` the per-prompt KL of the SPO trackers is the policy drift
+  accumulated since the prompt was last seen, each step's drift measured as the k3 KL of
+  the updated policy against the rollout policy on one micro-batch of that step's tokens.
+- Several processes (``accelerate launch``) each roll out their own prompts; loss
+  denominators are summed over processes so the averaged gradient equals the global one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from skpo.algorithms import (
+    ADVANTAGE_ESTIMATORS,
+    AdvantageInputs,
+    AggDenominators,
+    LengthTracker,
+    MethodPreset,
+    PolicyLossInputs,
+    ValueTracker,
+    agg_loss,
+    dapo_group_filter,
+    get_preset,
+    kl_penalty,
+    masked_mean,
+    oar_bilevel_weights,
+    prioritized_sample,
+    prioritized_weights,
+    term_loss,
+)
+from skpo.config import RunConfig, dump_config
+from skpo.rollout import HFEngine, SamplingParams, mix_seed, vineppo_values_batch
+from skpo.rollout.skpo_rollout import SkpoPrompt, SkpoRolloutConfig, skpo_rollout
+from skpo.tasks.sources import PromptItem, PromptSource
+from skpo.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from skpo.training.logging import MetricsLogger
+from skpo.training.oar import oar_importance
+from skpo.training.rows import Rows, last_token_rewards, length_buckets, pad_responses, policy_forward
+
+
+def resolve_preset(cfg: RunConfig) -> MethodPreset:
+    """The method's preset with the config's overrides applied (still validated)."""
+    preset = get_preset(cfg.train.method)
+    changes: dict[str, Any] = {}
+    if cfg.rollout.group_size is not None and preset.rollout != "single":
+        changes["group_size"] = cfg.rollout.group_size
+    if cfg.train.kl_coef is not None:
+        changes["kl_coef"] = cfg.train.kl_coef
+    changes["kl_estimator"] = cfg.train.kl_estimator
+    if cfg.train.entropy_coef is not None:
+        changes["entropy_coef"] = cfg.train.entropy_coef
+    if cfg.train.prompt_sampling != "default":
+        changes["prompt_sampling"] = cfg.train.prompt_sampling
+    if cfg.train.filter_groups is not None:
+        changes["filter_groups"] = cfg.train.filter_groups
+    return dataclasses.replace(preset, **changes).validate()
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, *, model, tokenizer, source: PromptSource, resume: bool = False,
+                 accelerator: Accelerator | None = None) -> None:
+        self.cfg = cfg
+        self.preset = resolve_preset(cfg)
+        t = cfg.train
+        self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available() or cfg.model.device == "cpu")
+        set_seed(t.seed)
+        self.tokenizer = tokenizer
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.source = source
+        self.run_dir = Path(cfg.log.out_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+        self.ref_model = None
+        if self.preset.kl_coef > 0:
+            self.ref_model = _frozen_copy(model)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.policy = self.accelerator.unwrap_model(self.model)
+        if self.ref_model is not None:
+            self.ref_model.to(self.accelerator.device)
+        self.engine = HFEngine(
+            self.policy, pad_token_id=self.pad_id, eos_token_id=tokenizer.eos_token_id,
+            decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+        )
+        tracker_kw = {"rho_mode": t.rho_mode}
+        self.value_tracker = ValueTracker(reward_range=self.preset.reward_range, **tracker_kw) if self.preset.value_tracker else None
+        sk = cfg.rollout.skpo
+        self.length_tracker = (
+            LengthTracker(initial=sk.initial_length, low=sk.split_low, high=sk.split_high, **tracker_kw)
+            if self.preset.length_tracker else None
+        )
+        self.drift = 0.0  # accumulated policy KL (rho_mode="kl")
+        self.drift_seen: dict[str, float] = {}
+        self.step = 0
+        self.tokens_seen = 0
+        if resume:
+            self._resume()
+        self.logger = MetricsLogger(
+            self.run_dir, tensorboard=cfg.log.tensorboard, wandb=cfg.log.wandb, wandb_project=cfg.log.wandb_project,
+            config=cfg.model_dump(mode="json"), append=resume,
+        ) if self.accelerator.is_main_process else None
+        (self.run_dir / "config.yaml").write_text(dump_config(cfg))
+        (self.run_dir / "run.json").write_text(json.dumps({"method": cfg.train.method}))
+
+    # ------------------------------------------------------------------ schedule
+    def _lr_factor(self, step: int) -> float:
+        t = self.cfg.train
+        if t.warmup_steps and step < t.warmup_steps:
+            return (step + 1) / t.warmup_steps
+        if t.lr_schedule == "constant" or t.steps <= t.warmup_steps:
+            return 1.0
+        progress = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * progress)) if t.lr_schedule == "cosine" else 1.0 - progress
+
+    # ------------------------------------------------------------------ the loop
+    def train(self) -> None:
+        t = self.cfg.train
+        progress = _progress(self.cfg.log.progress and self.accelerator.is_main_process, t.steps, self.step)
+        with progress as bar:
+            while self.step < t.steps:
+                metrics = self.train_step(self.step)
+                self.step += 1
+                if self.cfg.eval.every and self.step % self.cfg.eval.every == 0:
+                    metrics.update(self.evaluate())
+                if self.logger:
+                    self.logger.log(self.step, metrics)
+                if self.cfg.log.save_every and self.step % self.cfg.log.save_every == 0:
+                    self.save()
+                bar(self.step, metrics)
+        self.save()
+        if self.logger:
+            self.logger.close()
+
+    def sample_prompts(self, step: int) -> list[PromptItem]:
+        """Prompts of step ``step`` — a function of (seed, step, tracker state) only, so a
+        resumed run draws the same prompts."""
+        n = self.cfg.train.prompts_per_step
+        items = self.source.items
+        gen = torch.Generator().manual_seed(mix_seed(self.cfg.train.seed, step, 17))
+        if self.preset.prompt_sampling == "prioritized":
+            weights = prioritized_weights(self.value_tracker.success_prob([it.key for it in items]))
+            idx = prioritized_sample(weights, n, generator=gen, replacement=n > len(items))
+        else:
+            idx = torch.randperm(len(items), generator=gen)[:n] if n <= len(items) else torch.randint(len(items), (n,), generator=gen)
+        return [items[i] for i in idx.tolist()]
+
+    def reward(self, item: PromptItem, response_ids: list[int]) -> tuple[float, bool]:
+        text = self.tokenizer.decode(response_ids, skip_special_tokens=True)
+        correct = self.source.is_correct(item, text)
+        lo, hi = self.preset.reward_range
+        return (hi if correct else lo), correct
+
+    def train_step(self, step: int) -> dict[str, float]:
+        cfg, preset = self.cfg, self.preset
+        timer = _Timer()
+        items = self.sample_prompts(step)
+        params = SamplingParams(
+            temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens,
+            stop_token_ids=[self.tokenizer.eos_token_id], seed=mix_seed(cfg.train.seed, step, 1 + self.accelerator.process_index),
+        )
+        metrics: dict[str, float] = {}
+        with timer("rollout"):
+            roles = self._rollout(items, params, step, metrics, timer)
+        with timer("advantages"):
+            advantages = self._advantages(roles, items, step, metrics)
+        with timer("old_log_probs"):
+            ref = self._old_and_ref_log_probs(roles)
+        with timer("update"):
+            self._update(roles, advantages, ref, metrics)
+        with timer("trackers"):
+            self._update_trackers(roles, step)
+        decoded = int(metrics.pop("_decoded_tokens", 0))
+        trained = sum(int(r.response_mask.sum()) for r in roles.values())
+        self.tokens_seen += decoded
+        metrics.update({f"time/{k}": v for k, v in timer.times.items()})
+        total = sum(timer.times.values())
+        metrics["time/step"] = total
+        metrics["throughput/decoded_tokens_per_s"] = decoded / max(timer.times.get("rollout", 1e-9), 1e-9)
+        metrics["throughput/trained_tokens_per_s"] = trained / max(timer.times.get("update", 1e-9), 1e-9)
+        metrics["tokens/decoded"] = decoded
+        metrics["tokens/trained"] = trained
+        metrics["lr"] = self.scheduler.get_last_lr()[0]
+        return metrics
+
+    # ------------------------------------------------------------------ rollouts
+    def _rollout(self, items, params, step, metrics, timer) -> dict[str, Rows]:
+        preset, cfg = self.preset, self.cfg
+        if preset.rollout == "skpo":
+            sk = cfg.rollout.skpo
+            rcfg = SkpoRolloutConfig(
+                group_size=preset.group_size, num_segments=sk.num_segments, skip=sk.skip,
+                upstream_reward=sk.upstream_reward, split=sk.split, selection=sk.selection,
+            )
+            correct_log: list[bool] = []
+
+            def reward_fn(i: int, answer_ids: list[int]) -> float:
+                r, c = self.reward(items[i], list(answer_ids))
+                correct_log.append(c)
+                return r
+
+            gen = torch.Generator().manual_seed(mix_seed(cfg.train.seed, step, 23))
+            batch = skpo_rollout(
+                self.engine, [SkpoPrompt(it.key, it.prompt_ids) for it in items], self.length_tracker, params,
+                reward_fn, gen, rcfg, step=step, pad_token_id=self.pad_id,
+            )
+            self._skpo_batch = batch
+            up, down = batch.upstream, batch.downstream
+            roles = {
+                "upstream": Rows(up.prompt_ids, up.response_ids, up.response_mask.float(), up.old_log_probs.float(),
+                                 up.rewards.float(), list(up.index)),
+                "downstream": Rows(down.prompt_ids, down.response_ids, down.response_mask.float(), down.old_log_probs.float(),
+                                   down.rewards.float(), list(down.index), list(down.segment_index)),
+            }
+            c = batch.counters
+            metrics["_decoded_tokens"] = c.upstream_decoded_tokens + c.downstream_decoded_tokens + c.own_decoded_tokens
+            metrics["upstream/reward"] = up.rewards.float().mean().item()
+            metrics["upstream/segment_length"] = up.response_mask.float().sum(-1).mean().item()
+            metrics["upstream/cut_early"] = c.num_cut_early / max(1, len(items) * rcfg.segments)
+            metrics["upstream/split_point"] = up.split_points.float().mean().item()
+            metrics["downstream/reward"] = down.rewards.float().mean().item()
+            metrics["downstream/accuracy"] = (down.rewards > 0).float().mean().item() if preset.reward_range[0] < 0 else down.rewards.float().mean().item()
+            metrics["accuracy/mean"] = metrics["downstream/accuracy"]
+            metrics["reward/mean"] = metrics["downstream/reward"]
+            metrics["response_length/mean"] = down.response_mask.float().sum(-1).mean().item()
+            metrics["tokens/prefill"] = c.prefill_tokens
+            return roles
+        # group / single / mc_steps: G answers per prompt from q
+        g = preset.group_size
+        outs = self.engine.generate([list(it.prompt_ids) for it in items], g, params)
+        prompts, responses, lps, rewards, index, correct = [], [], [], [], [], []
+        for it, completions in zip(items, outs):
+            for comp in completions:
+                r, c = self.reward(it, comp.token_ids)
+                prompts.append(list(it.prompt_ids)); responses.append(list(comp.token_ids)); lps.append(list(comp.logprobs))
+                rewards.append(r); index.append(it.key); correct.append(c)
+        ids, mask, old = pad_responses(responses, lps, self.pad_id)
+        rows = Rows(prompts, ids, mask, old, torch.tensor(rewards), index)
+        metrics["_decoded_tokens"] = int(mask.sum())
+        metrics["reward/mean"] = float(torch.tensor(rewards).mean())
+        metrics["accuracy/mean"] = float(torch.tensor(correct, dtype=torch.float32).mean())
+        metrics["response_length/mean"] = float(mask.sum(-1).mean())
+        if preset.rollout == "mc_steps":
+            with timer("mc_values"):
+                self._attach_step_values(rows, items, params, metrics)
+        return {"response": rows}
+
+    def _attach_step_values(self, rows: Rows, items, params, metrics) -> None:
+        """VinePPO step values: K continuations from each step boundary of each response."""
+        by_prompt = {tuple(it.prompt_ids): it for it in items}
+        responses = [rows.response_ids[b, : int(n)].tolist() for b, n in enumerate(rows.lengths())]
+
+        def mc_reward(prompt_ids, response_ids) -> float:
+            return self.reward(by_prompt[tuple(prompt_ids)], list(response_ids))[0]
+
+        values = vineppo_values_batch(
+            self.engine, rows.prompt_ids, responses, set(self.source.step_boundary_ids()), self.cfg.rollout.mc_k,
+            dataclasses.replace(params, seed=mix_seed(int(params.seed), 99)), mc_reward,
+            max_steps=self.cfg.rollout.mc_max_steps, max_response_tokens=self.cfg.rollout.max_new_tokens,
+            terminal_rewards=rows.rewards.tolist(),
+        )
+        s = max([v.num_steps for v in values] + [1])
+        step_values = torch.zeros(len(values), s)
+        step_mask = torch.zeros(len(values), s)
+        token_step = torch.zeros_like(rows.response_ids)
+        for b, v in enumerate(values):
+            step_values[b, : v.num_steps] = v.values[: v.num_steps]
+            step_mask[b, : v.num_steps] = 1
+            token_step[b, : len(v.token_step)] = v.token_step
+        rows.extra.update(step_values=step_values, step_mask=step_mask, token_step_index=token_step)
+        metrics["mc/steps_per_response"] = float(step_mask.sum(-1).mean())
+
+    # ------------------------------------------------------------------ advantages
+    def _advantages(self, roles: dict[str, Rows], items, step, metrics) -> dict[str, torch.Tensor]:
+        out = {}
+        for term in self.preset.terms:
+            rows = roles[term.role]
+            batch = AdvantageInputs(
+                last_token_rewards(rows.rewards, rows.response_mask), rows.response_mask, rows.index,
+                segment_index=rows.segment_index,
+            )
+            if self.value_tracker is not None and term.advantage in ("spo", "skpo_upstream"):
+                batch.baseline = self.value_tracker.baseline(rows.index)  # pre-update: unbiased A
+            for name in ("step_values", "step_mask", "token_step_index"):
+                if name in rows.extra:
+                    setattr(batch, name, rows.extra[name])
+            if self.preset.token_weights is not None:
+                batch.token_weights = self._oar_weights(rows)
+            entry = ADVANTAGE_ESTIMATORS.get(term.advantage)
+            adv = entry.fn(batch, entry.make_params(term.advantage_params))
+            group_relative = term.advantage in ("grpo", "rloo", "bnpo", "oar", "skpo_downstream")
+            if group_relative:
+                keys = list(zip(rows.index, rows.segment_index)) if rows.segment_index is not None else rows.index
+                keep = dapo_group_filter(rows.rewards, keys)
+                metrics[f"{term.role}/zero_adv_group_share"] = 1.0 - keep.float().mean().item()
+                if self.preset.filter_groups:
+                    rows.response_mask = rows.response_mask * keep.unsqueeze(-1).float()
+                    metrics["filter/kept_fraction"] = keep.float().mean().item()
+            metrics[f"{term.role}/advantage_abs_mean"] = masked_mean(adv.abs(), rows.response_mask).item()
+            out[term.role] = adv
+        return out
+
+    def _oar_weights(self, rows: Rows) -> torch.Tensor:
+        responses = [rows.response_ids[b, : int(n)].tolist() for b, n in enumerate(rows.lengths())]
+        importance, scored = oar_importance(
+            self.policy, rows.prompt_ids, responses, self.source.answer_marker_ids(), mode=self.preset.token_weights,
+            pad_id=self.pad_id, generator=torch.Generator().manual_seed(mix_seed(self.cfg.train.seed, self.step, 31)),
+        )
+        weights = oar_bilevel_weights(importance, scored)
+        full = torch.ones_like(rows.response_mask)
+        full[:, : weights.shape[1]] = weights[:, : full.shape[1]]
+        return full
+
+    # ------------------------------------------------------------------ log-probs
+    @torch.no_grad()
+    def _old_and_ref_log_probs(self, roles: dict[str, Rows]) -> dict[str, torch.Tensor | None]:
+        refs: dict[str, torch.Tensor | None] = {}
+        for role, rows in roles.items():
+            if self.cfg.train.recompute_old_log_probs:
+                rows.old_log_probs = self._forward_all(self.policy, rows)
+            refs[role] = self._forward_all(self.ref_model, rows) if self.ref_model is not None else None
+        return refs
+
+    def _forward_all(self, model, rows: Rows) -> torch.Tensor:
+        out = torch.zeros_like(rows.old_log_probs)
+        was_training = model.training
+        model.eval()
+        for bucket in length_buckets(self._row_lengths(rows), self.cfg.train.micro_batch_tokens):
+            sub = rows.select(bucket)
+            lp, _ = policy_forward(model, sub.prompt_ids, sub.response_ids, sub.response_mask, self.pad_id, self.cfg.rollout.temperature)
+            out[torch.tensor(bucket)] = lp.float().cpu()
+        model.train(was_training)
+        return out
+
+    @staticmethod
+    def _row_lengths(rows: Rows) -> list[int]:
+        return [len(p) + int(n) for p, n in zip(rows.prompt_ids, rows.lengths())]
+
+    # ------------------------------------------------------------------ update
+    def _update(self, roles, advantages, refs, metrics) -> None:
+        t, preset = self.cfg.train, self.preset
+        keys = sorted({k for rows in roles.values() for k in rows.index}, key=str)
+        gen = torch.Generator().manual_seed(mix_seed(t.seed, self.step, 41))
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        self.model.train()
+        for _epoch in range(t.ppo_epochs):
+            order = [keys[i] for i in torch.randperm(len(keys), generator=gen).tolist()]
+            chunks = [order[i :: t.mini_batches] for i in range(t.mini_batches)]
+            for chunk in chunks:
+                chunk_keys = set(chunk)
+                if not chunk_keys:
+                    continue
+                for term in preset.terms:
+                    rows = roles[term.role]
+                    sel = [b for b, k in enumerate(rows.index) if k in chunk_keys]
+                    if not sel:
+                        continue
+                    sub = rows.select(sel)
+                    den = self._denominators(sub.response_mask)
+                    for bucket in length_buckets(self._row_lengths(sub), t.micro_batch_tokens):
+                        mb = sub.select(bucket)
+                        idx = torch.tensor([sel[i] for i in bucket])
+                        loss, mmetrics = self._micro_batch_loss(term, mb, advantages[term.role][idx],
+                                                                None if refs[term.role] is None else refs[term.role][idx], den)
+                        self.accelerator.backward(loss)
+                        for k, v in mmetrics.items():
+                            key = f"{term.role}/{k}" if term.role != "response" else f"actor/{k}"
+                            sums[key] = sums.get(key, 0.0) + float(v) * len(bucket)
+                            counts[key] = counts.get(key, 0) + len(bucket)
+                grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                sums["actor/grad_norm"] = sums.get("actor/grad_norm", 0.0) + float(grad_norm)
+                counts["actor/grad_norm"] = counts.get("actor/grad_norm", 0) + 1
+        self.scheduler.step()
+        metrics.update({k: sums[k] / counts[k] for k in sums})
+        if "actor/entropy" not in metrics:
+            ents = [metrics[f"{r}/entropy"] for r in roles if f"{r}/entropy" in metrics]
+            if ents:
+                metrics["actor/entropy"] = sum(ents) / len(ents)
+        if self.cfg.train.rho_mode == "kl":
+            self.drift += self._measure_drift(roles)
+            metrics["actor/policy_drift"] = self.drift
+
+    def _denominators(self, mask: torch.Tensor) -> AggDenominators:
+        """Global counts of a term's rows in this mini-batch (summed over processes)."""
+        counts = torch.tensor([mask.sum().item(), (mask.sum(-1) > 0).sum().item()], dtype=torch.float64)
+        if self.accelerator.num_processes > 1:
+            counts = self.accelerator.reduce(counts.to(self.accelerator.device), reduction="sum").cpu()
+        scale = float(self.cfg.rollout.max_new_tokens) if self.preset.agg_scale == "max_response_length" else None
+        return AggDenominators(float(counts[0]), float(counts[1]), scale)
+
+    def _micro_batch_loss(self, term, mb: Rows, adv, ref_lp, den) -> tuple[torch.Tensor, dict[str, float]]:
+        preset = self.preset
+        need_entropy = True  # cheap at these sizes and always reported
+        log_prob, entropy = policy_forward(self.model, mb.prompt_ids, mb.response_ids, mb.response_mask, self.pad_id,
+                                           self.cfg.rollout.temperature, with_entropy=need_entropy)
+        device = log_prob.device
+        mask = mb.response_mask.to(device)
+        inputs = PolicyLossInputs(log_prob, mb.old_log_probs.to(device), adv.to(device), mask)
+        pg, metrics = term_loss(term, inputs, den)
+        loss = pg
+        out = {k: v.item() for k, v in metrics.items()}
+        if ref_lp is not None and preset.kl_coef > 0:
+            kl = kl_penalty(log_prob, ref_lp.to(device), preset.kl_estimator)
+            loss = loss + preset.kl_coef * agg_loss(kl, mask, term.agg, den)
+            out["kl_ref"] = masked_mean(kl.detach(), mask).item()
+        if entropy is not None:
+            if preset.entropy_coef > 0:
+                loss = loss - preset.entropy_coef * agg_loss(entropy, mask, term.agg, den)
+            out["entropy"] = masked_mean(entropy.detach(), mask).item()
+        out["pg_loss"] = pg.item()
+        # DDP averages gradients over processes; denominators are global, so scale back up
+        return term.weight * loss * self.accelerator.num_processes, out
+
+    @torch.no_grad()
+    def _measure_drift(self, roles: dict[str, Rows]) -> float:
+        rows = next(iter(roles.values()))
+        bucket = length_buckets(self._row_lengths(rows), self.cfg.train.micro_batch_tokens)[0]
+        sub = rows.select(bucket)
+        self.policy.eval()
+        new_lp, _ = policy_forward(self.policy, sub.prompt_ids, sub.response_ids, sub.response_mask, self.pad_id, self.cfg.rollout.temperature)
+        self.policy.train()
+        kl = kl_penalty(sub.old_log_probs, new_lp.float().cpu(), "k3")  # KL(π_old ‖ π_new) from π_old samples
+        return max(masked_mean(kl, sub.response_mask).item(), 0.0)
+
+    def _prompt_kls(self, keys) -> list[float] | None:
+        if self.cfg.train.rho_mode != "kl":
+            return None
+        return [self.drift - self.drift_seen.get(k, self.drift) for k in keys]
+
+    def _update_trackers(self, roles: dict[str, Rows], step: int) -> None:
+        if self.value_tracker is not None:
+            rows = roles.get("upstream") or roles["response"]
+            self.value_tracker.update(rows.index, rows.rewards.tolist(), kls=self._prompt_kls(rows.index), step=step)
+        if self.length_tracker is not None and self.preset.rollout == "skpo":
+            up = self._skpo_batch.upstream
+            self._skpo_batch.update_length_tracker(self.length_tracker, kls=self._prompt_kls(up.index), step=step)
+        for rows in roles.values():
+            for k in rows.index:
+                self.drift_seen[k] = self.drift
+
+    # ------------------------------------------------------------------ eval / checkpoints
+    def evaluate(self) -> dict[str, float]:
+        from skpo.evaluation.runner import evaluate_policy_on_arith
+
+        e = self.cfg.eval
+        result = evaluate_policy_on_arith(
+            self.policy, self.tokenizer, self.cfg, n=e.num_problems, k=e.k, temperature=e.temperature,
+            max_new_tokens=e.max_new_tokens or self.cfg.rollout.max_new_tokens, seed=self.cfg.train.seed,
+        )
+        return {f"eval/arith/{k}": v for k, v in result.items() if isinstance(v, (int, float))}
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {
+            "tokens_seen": self.tokens_seen,
+            "drift": self.drift,
+            "drift_seen": self.drift_seen,
+            "value_tracker": self.value_tracker.state_dict() if self.value_tracker else None,
+            "length_tracker": self.length_tracker.state_dict() if self.length_tracker else None,
+        }
+
+    def save(self) -> Path | None:
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return None
+        return save_checkpoint(self.run_dir, self.step, self.policy, self.tokenizer, self.optimizer, self.scheduler,
+                               self.trainer_state(), keep=self.cfg.log.keep_checkpoints)
+
+    def _resume(self) -> None:
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
+            raise FileNotFoundError(f"--resume: no complete checkpoint under {self.run_dir / 'checkpoints'}")
+        from safetensors.torch import load_file
+
+        state_dict = load_file(str(path / "model" / "model.safetensors"))
+        missing, unexpected = self.policy.load_state_dict(state_dict, strict=False)
+        real_missing = [m for m in missing if not m.endswith("lm_head.weight")]  # tied embeddings
+        if real_missing or unexpected:
+            raise RuntimeError(f"{path}: checkpoint weights do not match the model (missing {real_missing[:3]}, unexpected {unexpected[:3]})")
+        if getattr(self.policy.config, "tie_word_embeddings", False):
+            self.policy.tie_weights()
+        state = load_checkpoint(path, self.optimizer, self.scheduler)
+        self.step = int(state["step"])
+        self.tokens_seen = int(state.get("tokens_seen", 0))
+        self.drift = float(state.get("drift", 0.0))
+        self.drift_seen = dict(state.get("drift_seen", {}))
+        if self.value_tracker is not None:
+            self.value_tracker.load_state_dict(state["value_tracker"])
+        if self.length_tracker is not None:
+            self.length_tracker.load_state_dict(state["length_tracker"])
+        metrics = self.run_dir / "metrics.jsonl"
+        if metrics.is_file():  # drop lines logged after the checkpoint (they will be redone)
+            kept = [ln for ln in metrics.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= self.step]
+            metrics.write_text("".join(ln + "\n" for ln in kept))
+
+
+def _frozen_copy(model):
+    import copy
+
+    ref = copy.deepcopy(model)
+    ref.eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    def __call__(self, name: str):
+        timer = self
+
+        class _Ctx:
+            def __enter__(self):
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.times[name] = timer.times.get(name, 0.0) + time.perf_counter() - self.t0
+
+        return _Ctx()
+
+
+class _progress:
+    """A rich progress bar with the live essentials (or nothing when disabled)."""
+
+    KEYS = (("accuracy/mean", "acc"), ("upstream/reward", "R_up"), ("reward/mean", "R"), ("actor/entropy", "H"),
+            ("time/step", "s/step"))
+
+    def __init__(self, enabled: bool, total: int, start: int) -> None:
+        self.enabled, self.total, self.start = enabled, total, start
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda step, metrics: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._p = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+        self._p.__enter__()
+        self._task = self._p.add_task("train", total=self.total, completed=self.start, info="")
+
+        def update(step: int, metrics: dict[str, float]) -> None:
+            info = " ".join(f"{short}={metrics[k]:.3g}" for k, short in self.KEYS if k in metrics)
+            self._p.update(self._task, completed=step, info=info)
+
+        return update
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self._p.__exit__(*exc)
