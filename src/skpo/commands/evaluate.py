@@ -1,0 +1,235 @@
+"""``skpo eval``: evaluate a model directory or a training checkpoint on benchmarks.
+
+::
+
+    skpo eval --model DIR_OR_CHECKPOINT --benchmarks arith,math500 --k 8 --limit 50 --out results.json
+
+``--model`` accepts (see :func:`resolve_model_dir`):
+
+- any local Hugging Face model directory (``config.json`` + weights + tokenizer files);
+- a training checkpoint directory ``runs/X/checkpoints/step_000050/`` holding the model in a
+  ``model/`` subfolder;
+- a run directory ``runs/X/`` with a ``checkpoints/`` folder: its latest ``step_*`` checkpoint;
+- the literal ``tiny-arith``: the shipped warm-started tiny model.
+
+Prints a ``rich`` table (benchmark, n, avg@k, pass@1, pass@k, maj@k) and writes the full results
+as JSON (format in ``docs/evaluation.md``). The ``arith`` benchmark uses the task difficulty
+recorded in the model directory's ``warmstart.json`` when there is one, else the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from skpo.evaluation.benchmarks import BUILTIN_BENCHMARKS, BenchmarkSpec, get_spec, load_spec_file
+from skpo.tasks.arith import ArithConfig
+
+TINY_ARITH = "tiny-arith"
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def resolve_model_dir(arg: str) -> Path:
+    """The Hugging Face model directory that ``--model`` designates.
+
+    Order: ``tiny-arith`` → the shipped checkpoint; a directory with ``config.json`` → itself;
+    a directory with ``model/config.json`` → ``model/``; a directory with ``checkpoints/step_*``
+    → the highest step's model.
+
+    Raises:
+        FileNotFoundError: naming the path (or what was looked for) when nothing fits.
+    """
+    if arg == TINY_ARITH:
+        from skpo.models.loading import tiny_arith_dir
+
+        path = tiny_arith_dir()
+        if not _is_model_dir(path):
+            raise FileNotFoundError(
+                f"the shipped tiny model is not at {path}; produce it with `skpo warmstart --out {path}`"
+            )
+        return path
+    path = Path(arg).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"model path {str(path)!r} does not exist")
+    if not path.is_dir():
+        raise NotADirectoryError(f"model path {str(path)!r} is not a directory")
+    if _is_model_dir(path):
+        return path
+    if _is_model_dir(path / "model"):
+        return path / "model"
+    checkpoints = path / "checkpoints"
+    if checkpoints.is_dir():
+        steps = sorted((p for p in checkpoints.iterdir() if p.is_dir() and p.name.startswith("step_")), key=_step_of)
+        for step in reversed(steps):
+            if _is_model_dir(step / "model"):
+                return step / "model"
+            if _is_model_dir(step):
+                return step
+    raise FileNotFoundError(
+        f"{str(path)!r} is not a model directory: no config.json in it, in {str(path / 'model')!r}, "
+        f"or in a checkpoints/step_*/model folder"
+    )
+
+
+def _step_of(path: Path) -> int:
+    digits = path.name[len("step_") :]
+    return int(digits) if digits.isdigit() else -1
+
+
+def tokenizer_dir(model_dir: Path) -> Path:
+    """Where the tokenizer lives: the model directory, else its parent (a checkpoint dir)."""
+    for candidate in (model_dir, model_dir.parent):
+        if any((candidate / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+            return candidate
+    return model_dir  # load_tokenizer's error then names it
+
+
+def arith_config_for(model_dir: Path) -> ArithConfig | None:
+    """The task difficulty the model was warm-started on (``warmstart.json``), if recorded."""
+    for candidate in (model_dir, model_dir.parent):
+        record = candidate / "warmstart.json"
+        if record.is_file():
+            task = json.loads(record.read_text()).get("config", {}).get("task")
+            if isinstance(task, dict):
+                task = dict(task)
+                if "operators" in task:
+                    task["operators"] = tuple(task["operators"])
+                return ArithConfig(**task)
+    return None
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="skpo eval",
+        description="Evaluate a model directory or training checkpoint: avg@k, pass@k, maj@k per benchmark.",
+    )
+    p.add_argument("--model", required=True, help="HF model dir, checkpoint dir (with model/), run dir, or 'tiny-arith'")
+    p.add_argument(
+        "--benchmarks", default=None,
+        help=f"comma-separated names (built-in: {', '.join(BUILTIN_BENCHMARKS)}; or names from --spec); "
+        "default: arith, or only the --spec benchmarks when --spec is given",
+    )
+    p.add_argument("--spec", action="append", default=[], type=Path,
+                   help="JSON/YAML file with extra benchmark spec(s), which are evaluated too; repeatable")
+    p.add_argument("--k", type=int, default=8, help="samples per problem (default 8)")
+    p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
+    p.add_argument("--out", type=Path, default=None, help="write results JSON here")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default: per benchmark")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64, help="(prompt, sample) rows decoded together")
+    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--dtype", default=None, help="e.g. bfloat16 (default: the checkpoint's)")
+    p.add_argument("--chat-template", choices=("auto", "on", "off"), default="auto",
+                   help="wrap text prompts in the tokenizer's chat template (auto: when it has one)")
+    p.add_argument("--save-samples", action="store_true", help="keep every completion in the JSON")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's; 1 is often fastest for tiny models on a busy machine)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def results_table(results: dict[str, dict[str, Any]]):
+    """A ``rich`` table: benchmark, n, avg@k, pass@1, pass@k, maj@k."""
+    from rich.table import Table
+
+    table = Table(title="skpo eval")
+    for col in ("benchmark", "n", "k", "avg@k", "pass@1", "pass@k", "maj@k"):
+        table.add_column(col, justify="left" if col == "benchmark" else "right")
+    for name, res in results.items():
+        m, k = res["metrics"], res["k"]
+        table.add_row(
+            name, str(res["n_problems"]), str(k), _fmt(m[f"avg@{k}"]), _fmt(m["pass@1"]), _fmt(m[f"pass@{k}"]),
+            _fmt(m[f"maj@{k}"]),
+        )
+    return table
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    try:
+        extra: dict[str, BenchmarkSpec] = {}
+        for spec_file in args.spec:
+            for spec in load_spec_file(spec_file):
+                extra[spec.name] = spec
+        if args.benchmarks is None:
+            names = [] if extra else ["arith"]
+        else:
+            names = [n.strip() for n in args.benchmarks.split(",") if n.strip()]
+            if not names:
+                raise ValueError("--benchmarks is empty")
+        for spec in extra.values():
+            if spec.name not in names:
+                names.append(spec.name)
+        specs = [get_spec(n, extra) for n in names]
+        if args.k < 1:
+            raise ValueError(f"--k must be >= 1, got {args.k}")
+        model_dir = resolve_model_dir(args.model)
+    except (FileNotFoundError, NotADirectoryError, KeyError, ValueError) as e:
+        err.print(f"[red]skpo eval: error:[/red] {e.args[0] if isinstance(e, KeyError) else e}", highlight=False)
+        return 2
+
+    import torch
+
+    from skpo.evaluation.runner import evaluate
+    from skpo.models.loading import load_policy, load_tokenizer
+
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        model = load_policy(model_dir, device=device, dtype=args.dtype)
+        tokenizer = load_tokenizer(tokenizer_dir(model_dir))
+    except (FileNotFoundError, NotADirectoryError, OSError, ValueError) as e:
+        err.print(f"[red]skpo eval: error loading {model_dir}:[/red] {e}", highlight=False)
+        return 2
+    arith = arith_config_for(model_dir)
+    if arith is not None:
+        specs = [s.model_copy(update={"arith": arith}) if s.verifier == "arith" and s.arith is None else s for s in specs]
+    chat = {"auto": None, "on": True, "off": False}[args.chat_template]
+
+    results: dict[str, dict[str, Any]] = {}
+    started = time.perf_counter()
+    for spec in specs:
+        try:
+            results[spec.name] = evaluate(
+                model, tokenizer, spec, k=args.k, temperature=args.temperature, top_p=args.top_p,
+                max_new_tokens=args.max_new_tokens, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
+                use_chat_template=chat, save_samples=args.save_samples, progress=not args.no_progress,
+            )
+        except (FileNotFoundError, ValueError) as e:
+            err.print(f"[red]skpo eval: error on {spec.name}:[/red] {e}", highlight=False)
+            return 2
+    report = {
+        "model": str(model_dir),
+        "model_arg": args.model,
+        "command": ["skpo", "eval", *argv],
+        "device": device,
+        "seconds": round(time.perf_counter() - started, 3),
+        "benchmarks": results,
+    }
+    Console().print(results_table(results))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,305 @@
+"""Evaluate a model on a benchmark: sample ``k`` completions per problem, verify, summarise.
+
+:func:`evaluate` is one plain pipeline::
+
+    problems ─► prompt ids ─► HFEngine.generate(prompts, n=k) ─► decode ─► verifier ─► metrics
+
+Prompts:
+
+- ``arith``: :func:`skpo.tasks.templates.plain_input_ids` (``Q: 37+48-12\\nA:\\n``), exactly what
+  the policy is trained on.
+- text benchmarks: the tokenizer's chat template around the spec's user message when the
+  tokenizer has one (``use_chat_template=None``, the default), else the spec's plain template;
+  ``use_chat_template=True/False`` forces either.
+
+Sampling: one :class:`~skpo.rollout.engine.SamplingParams` for the whole benchmark; problem ``i``
+gets the prompt seed ``mix_seed(seed, i)``, so its samples depend only on the model, its prompt,
+``seed`` and ``i`` — not on ``limit``, batch size or the other problems. Stop tokens: the
+tokenizer's EOS and the model's ``generation_config.eos_token_id`` (chat models often have two).
+A prompt whose length plus ``max_new_tokens`` exceeds the model's ``max_position_embeddings``
+gets a smaller budget (never below 0); how many did is reported as ``prompts_over_context``.
+
+Simplifications: one device, the model as loaded (no tensor parallelism); a problem's ``k``
+samples are verified after all generation is done.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from skpo.evaluation.benchmarks import BenchmarkSpec, Problem, get_spec, load_problems, score_completions
+from skpo.evaluation.metrics import (
+    avg_at_k,
+    maj_at_k,
+    majority_vote,
+    mean_pass_at_k,
+    pass_k_values,
+    success_histogram,
+)
+from skpo.rewards.arith import check_steps
+from skpo.rollout.engine import Completion, SamplingParams, prompt_seeds
+from skpo.rollout.hf_engine import HFEngine
+from skpo.tasks.templates import plain_input_ids, response_ids
+
+__all__ = ["evaluate", "build_prompts", "arith_step_metrics", "stop_token_ids", "has_chat_template"]
+
+ARITH_EXTRA_TOKENS = 16
+"""``arith`` budget: the longest reference response of the problems plus this many tokens."""
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    """Whether ``tokenizer`` carries a chat template."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """EOS ids from the tokenizer and the model's generation config (deduplicated, sorted)."""
+    ids: set[int] = set()
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    gen = getattr(model, "generation_config", None)
+    eos = getattr(gen, "eos_token_id", None) if gen is not None else None
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif isinstance(eos, (list, tuple)):
+        ids.update(int(e) for e in eos)
+    return sorted(ids)
+
+
+def build_prompts(
+    spec: BenchmarkSpec, tokenizer: Any, problems: Sequence[Problem], use_chat_template: bool | None = None
+) -> tuple[list[list[int]], str]:
+    """Prompt token ids for ``problems`` and the format used (``arith`` | ``chat`` | ``plain``)."""
+    if spec.verifier == "arith":
+        return [plain_input_ids(tokenizer, p.arith if p.arith is not None else p.question) for p in problems], "arith"
+    chat = has_chat_template(tokenizer) if use_chat_template is None else use_chat_template
+    if chat and not has_chat_template(tokenizer):
+        raise ValueError("use_chat_template=True but the tokenizer has no chat template")
+    prompts = []
+    for p in problems:
+        text = spec.render(p.question, chat=chat)
+        if chat:
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+            )
+        prompts.append(list(tokenizer.encode(text, add_special_tokens=not chat)))
+    return prompts, "chat" if chat else "plain"
+
+
+def _budget(
+    spec: BenchmarkSpec, tokenizer: Any, problems: Sequence[Problem], max_new_tokens: int | None
+) -> int:
+    if max_new_tokens is not None:
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        return max_new_tokens
+    if spec.verifier == "arith":
+        return max(len(response_ids(tokenizer, p.arith)) for p in problems if p.arith) + ARITH_EXTRA_TOKENS
+    return spec.max_new_tokens or 1024
+
+
+def arith_step_metrics(problems: Sequence[Problem], completions: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """Per-step quality of arithmetic solutions (see :func:`skpo.rewards.arith.check_steps`).
+
+    Returns:
+        ``step_accuracy``: mean over samples of (correct lines) / max(lines written, steps of the
+        problem) — a missing step and an extra line both count as wrong lines;
+        ``local_step_accuracy``: the same with *locally valid* lines (right arithmetic from the
+        previous written result, i.e. an error carried forward is not counted again);
+        ``step_accuracy_by_position``: for step ``i``, the fraction of samples whose line ``i``
+        is correct, over samples of problems with more than ``i`` steps;
+        ``first_error_counts``: samples by 0-based first wrong step (``str(i)``; ``i`` equal to the
+        number of steps means only the ending was wrong) and ``"none"`` for fully right ones;
+        ``mean_first_error_fraction``: mean of first error / number of steps over samples with an
+        error (0 = the first line, 1 = only the ending).
+    """
+    step_acc: list[float] = []
+    local_acc: list[float] = []
+    pos_right: list[int] = []
+    pos_total: list[int] = []
+    first_errors: dict[str, int] = {}
+    fractions: list[float] = []
+    for problem, texts in zip(problems, completions):
+        arith = problem.arith
+        assert arith is not None
+        n_steps = arith.n_ops
+        if len(pos_total) < n_steps:
+            pos_right += [0] * (n_steps - len(pos_right))
+            pos_total += [0] * (n_steps - len(pos_total))
+        for text in texts:
+            check = check_steps(text, arith)
+            denom = max(len(check.correct), n_steps)
+            step_acc.append(sum(check.correct) / denom)
+            local_acc.append(sum(check.locally_valid) / denom)
+            for i in range(n_steps):
+                pos_total[i] += 1
+                pos_right[i] += int(i < len(check.correct) and check.correct[i])
+            key = "none" if check.first_error is None else str(check.first_error)
+            first_errors[key] = first_errors.get(key, 0) + 1
+            if check.first_error is not None:
+                fractions.append(check.first_error / n_steps)
+    ordered = dict(sorted(first_errors.items(), key=lambda kv: (kv[0] == "none", int(kv[0]) if kv[0] != "none" else 0)))
+    return {
+        "step_accuracy": sum(step_acc) / len(step_acc) if step_acc else 0.0,
+        "local_step_accuracy": sum(local_acc) / len(local_acc) if local_acc else 0.0,
+        "step_accuracy_by_position": [r / t if t else 0.0 for r, t in zip(pos_right, pos_total)],
+        "first_error_counts": ordered,
+        "mean_first_error_fraction": sum(fractions) / len(fractions) if fractions else None,
+    }
+
+
+def _progress(label: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
+    )
+
+
+def evaluate(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    spec: BenchmarkSpec | str,
+    k: int = 8,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    max_new_tokens: int | None = None,
+    limit: int | None = None,
+    seed: int | None = 0,
+    *,
+    batch_size: int = 64,
+    use_chat_template: bool | None = None,
+    save_samples: bool = False,
+    progress: bool = False,
+    math_timeout_s: float = 5.0,
+) -> dict[str, Any]:
+    """Sample ``k`` completions per problem of ``spec`` and score them.
+
+    Args:
+        model: a causal LM on its device (``transformers`` style).
+        tokenizer: its tokenizer.
+        spec: a :class:`BenchmarkSpec` or a built-in name (``arith``, ``math500``, ...).
+        k: samples per problem.
+        temperature, top_p: sampling (``temperature = 0`` is greedy; then all ``k`` samples agree).
+        max_new_tokens: generation budget per sample (default: the spec's; ``arith``: the longest
+            reference response + 16).
+        limit: evaluate only the first ``limit`` problems.
+        seed: sampling seed (``None``: drawn from torch's RNG and recorded in the result).
+        batch_size: most (prompt, sample) rows decoded together.
+        use_chat_template: ``None`` = when the tokenizer has one (text benchmarks only).
+        save_samples: keep every completion's text and verdict in ``problems[i]["samples"]``.
+        progress: show a progress bar (stderr).
+        math_timeout_s: per-answer bound of the math verifier.
+
+    Returns:
+        A JSON-serialisable dict; see ``docs/evaluation.md``. Main keys: ``benchmark``,
+        ``n_problems``, ``k``, ``metrics`` (``avg@k``, ``pass@1``, ``pass@2``, …, ``pass@k``,
+        ``maj@k`` — ``None`` for code —, ``mean_response_tokens``, ``frac_truncated``),
+        ``success_histogram`` (``[k + 1]`` problem counts by number correct), ``step_metrics``
+        (``arith`` only), ``problems`` (per-problem records).
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if isinstance(spec, str):
+        spec = get_spec(spec)
+    if seed is None:
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+    started = time.perf_counter()
+    problems = load_problems(spec, limit)
+    prompts, prompt_format = build_prompts(spec, tokenizer, problems, use_chat_template)
+    budget = _budget(spec, tokenizer, problems, max_new_tokens)
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    per_prompt = [budget] * len(prompts)
+    over = 0
+    if context:
+        for i, p in enumerate(prompts):
+            if len(p) + budget > context:
+                per_prompt[i] = max(0, int(context) - len(p))
+                over += 1
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise ValueError("the tokenizer has neither a pad nor an EOS token; cannot pad prompts")
+    plain = prompt_format == "plain"
+    stop = list(spec.stop) if plain else []
+    engine = HFEngine(
+        model,
+        pad_token_id=int(pad),
+        eos_token_id=stop_token_ids(model, tokenizer),
+        decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=False),
+        batch_size=batch_size,
+    )
+    seeds = prompt_seeds(seed, len(prompts))
+    # Prompts per engine call: enough to fill a batch, small enough for a live progress bar.
+    per_call = max(1, batch_size // k) * 4
+    results: list[list[Completion]] = []
+    bar = _progress(f"{spec.name} k={k}") if progress else None
+    task = bar.add_task("generate", total=len(prompts)) if bar else None
+    if bar:
+        bar.start()
+    try:
+        for start in range(0, len(prompts), per_call):
+            end = min(len(prompts), start + per_call)
+            params = SamplingParams(
+                temperature=temperature, top_p=top_p, max_new_tokens=budget, stop=stop, seed=seeds[start:end]
+            )
+            results += engine.generate(prompts[start:end], k, params, max_new_tokens=per_prompt[start:end])
+            if bar:
+                bar.update(task, completed=end)
+    finally:
+        if bar:
+            bar.stop()
+    generated = time.perf_counter()
+
+    texts = [[tokenizer.decode(c.token_ids, skip_special_tokens=True) for c in row] for row in results]
+    verdicts = score_completions(spec, problems, texts, plain_prompt=plain, math_timeout_s=math_timeout_s)
+    verified = time.perf_counter()
+
+    correct = [[v.correct for v in row] for row in verdicts]
+    counts = [sum(row) for row in correct]
+    answers = [[v.extracted for v in row] for row in verdicts]
+    metrics: dict[str, Any] = {f"avg@{k}": avg_at_k(correct)}
+    for kk in pass_k_values(k):
+        metrics[f"pass@{kk}"] = mean_pass_at_k(counts, k, kk)
+    metrics[f"maj@{k}"] = None if spec.verifier == "code" else maj_at_k(answers, correct)
+    n_samples = len(problems) * k
+    metrics["mean_response_tokens"] = sum(len(c) for row in results for c in row) / n_samples
+    metrics["frac_truncated"] = sum(c.finish_reason == "length" for row in results for c in row) / n_samples
+
+    records = []
+    for p, row_v, row_t, row_c, n_right in zip(problems, verdicts, texts, results, counts):
+        majority, _ = majority_vote([v.extracted for v in row_v])
+        record: dict[str, Any] = {"index": p.index, "id": p.id, "gold": p.gold, "n_correct": n_right,
+                                  "majority_answer": majority}
+        if save_samples:
+            record["samples"] = [
+                {"text": t, "correct": v.correct, "reason": v.reason, "extracted": v.extracted,
+                 "tokens": len(c), "finish_reason": c.finish_reason}
+                for v, t, c in zip(row_v, row_t, row_c)
+            ]
+        records.append(record)
+
+    out: dict[str, Any] = {
+        "benchmark": spec.name,
+        "verifier": spec.verifier,
+        "n_problems": len(problems),
+        "k": k,
+        "prompt_format": prompt_format,
+        "sampling": {"temperature": temperature, "top_p": top_p, "max_new_tokens": budget, "seed": seed},
+        "metrics": metrics,
+        "success_histogram": success_histogram(counts, k),
+        "prompts_over_context": over,
+        "seconds": {
+            "generate": round(generated - started, 3),
+            "verify": round(verified - generated, 3),
+            "total": round(time.perf_counter() - started, 3),
+        },
+    }
+    if spec.verifier == "arith":
+        out["step_metrics"] = arith_step_metrics(problems, texts)
+    out["problems"] = records
+    return out
