@@ -13,6 +13,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--config", help="YAML config (defaults: the embedded SKPO recipe)")
     parser.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--check", action="store_true", help="validate the config and its paths, then exit")
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     args = parser.parse_args(argv)
     try:
@@ -25,8 +26,16 @@ def main(argv: list[str]) -> int:
 
         print(dump_config(cfg))
         return 0
-    from skpo.training.setup import build_trainer
+    from skpo.training.setup import build_trainer, check_paths
 
+    try:
+        check_paths(cfg)
+    except FileNotFoundError as err:
+        print(f"skpo train: {err}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"skpo train: {args.config or 'defaults'} is valid")
+        return 0
     trainer = build_trainer(cfg, resume=args.resume)
     trainer.train()
     print(f"done: {cfg.log.out_dir} (step {trainer.step})")

@@ -464,14 +464,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ eval / checkpoints
     def evaluate(self) -> dict[str, float]:
-        from skpo.evaluation.runner import evaluate_policy_on_arith
+        """avg@k / pass@k on the fixed held-out set of the run's task difficulty."""
+        from skpo.training.setup import evaluate_heldout
 
         e = self.cfg.eval
-        result = evaluate_policy_on_arith(
-            self.policy, self.tokenizer, self.cfg, n=e.num_problems, k=e.k, temperature=e.temperature,
-            max_new_tokens=e.max_new_tokens or self.cfg.rollout.max_new_tokens, seed=self.cfg.train.seed,
-        )
-        return {f"eval/arith/{k}": v for k, v in result.items() if isinstance(v, (int, float))}
+        result = evaluate_heldout(self.policy, self.tokenizer, self.cfg)
+        m = result["metrics"]
+        out = {f"eval/arith/avg@{e.k}": m[f"avg@{e.k}"], f"eval/arith/pass@{e.k}": m[f"pass@{e.k}"]}
+        if "step_metrics" in result:
+            out["eval/arith/step_accuracy"] = result["step_metrics"]["step_accuracy"]
+        return out
 
     def trainer_state(self) -> dict[str, Any]:
         return {
