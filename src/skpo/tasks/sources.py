@@ -41,13 +41,19 @@ class ArithSource:
         self.tokenizer = tokenizer
         seen: set[str] = set()
         items: list[PromptItem] = []
+        draws = 0
         for problem in iter_problems(config, seed, split="train"):
+            draws += 1
+            if draws > 200 * pool_size:  # an easy config may have fewer distinct problems
+                break
             if problem.question in seen:
                 continue
             seen.add(problem.question)
             items.append(PromptItem(problem.question, tuple(plain_input_ids(tokenizer, problem)), problem))
             if len(items) == pool_size:
                 break
+        if not items:
+            raise ValueError(f"data.arith: no training problems can be drawn from {config}")
         self.items = items
 
     def is_correct(self, item: PromptItem, response_text: str) -> bool:
