@@ -119,7 +119,7 @@ def test_missing_metrics_file_and_malformed_lines(tmp_path: Path) -> None:
     with pytest.raises(MetricsFileError, match="line 2: missing or non-integer 'step'"):
         read_metrics(bad / "metrics.jsonl")
     (bad / "metrics.jsonl").write_text('{"step": 0, "reward/mean": 1}\n[1, 2]\n')
-    with pytest.raises(MetricsFileError, match="line 2: expected a JSON object"):
+    with pytest.raises(MetricsFileError, match=r"line 2\): expected a JSON object"):
         read_metrics(bad / "metrics.jsonl")
 
     (bad / "metrics.jsonl").write_text('{"step": 0, "reward/mean": 1}\n{"step": 1, "reward/mean": "high"}\n'

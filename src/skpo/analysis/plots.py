@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skpo.jsonl import read_jsonl
+
 __all__ = [
     "DEFAULT_PANELS",
     "MetricsFileError",
@@ -116,24 +118,12 @@ def read_metrics(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
         MetricsFileError: a line that is not a JSON object or has no integer ``step``
             (file and line number in the message).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no metrics file {str(path)!r}")
     records = []
-    with path.open("r", encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise MetricsFileError(f"{path}: line {line_no}: invalid JSON: {err.msg} at column {err.colno}") from None
-            if not isinstance(rec, dict):
-                raise MetricsFileError(f"{path}: line {line_no}: expected a JSON object, got {type(rec).__name__}")
-            step = rec.get("step")
-            if isinstance(step, bool) or not isinstance(step, int):
-                raise MetricsFileError(f"{path}: line {line_no}: missing or non-integer 'step' ({step!r})")
-            records.append((line_no, rec))
+    for line_no, rec in read_jsonl(path, MetricsFileError, what="metrics file"):
+        step = rec.get("step")
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise MetricsFileError(f"{path}: line {line_no}: missing or non-integer 'step' ({step!r})")
+        records.append((line_no, rec))
     return records
 
 

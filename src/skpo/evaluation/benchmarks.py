@@ -35,7 +35,6 @@ carry no data and are skipped (line numbers stay exact).
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -46,6 +45,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from skpo.paths import benchmark_dir
+from skpo.jsonl import read_jsonl as _read_jsonl
 from skpo.rewards.arith import check_answer, parse_answer
 from skpo.rewards.base import Verdict
 from skpo.rewards.math import gold_from_gsm8k
@@ -259,40 +259,10 @@ class Problem:
     arith: ArithProblem | None = None
 
 
-def _open_text(path: Path):
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open("r", encoding="utf-8")
-
-
 def read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
-    """All rows of a JSONL(.gz) file as ``(line_number, row)`` pairs, in file order.
-
-    Raises:
-        FileNotFoundError: naming the file.
-        BenchmarkDataError: a line that is not valid JSON or not a JSON object (names file,
-            row number and line number).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"benchmark file {str(path)!r} does not exist")
-    rows: list[tuple[int, dict[str, Any]]] = []
-    try:
-        with _open_text(path) as handle:
-            for line_no, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}: row {len(rows) + 1} (line {line_no})"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise BenchmarkDataError(f"{where}: invalid JSON: {err.msg} at column {err.colno}") from None
-                if not isinstance(row, dict):
-                    raise BenchmarkDataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-                rows.append((line_no, row))
-    except (OSError, UnicodeDecodeError, EOFError) as err:  # e.g. a truncated or non-gzip .gz
-        raise BenchmarkDataError(f"{path}: cannot read: {err}") from err
-    return rows
+    """All rows of a JSONL(.gz) benchmark file as ``(line_number, row)`` pairs (see
+    :func:`skpo.jsonl.read_jsonl`); bad lines raise :class:`BenchmarkDataError`."""
+    return _read_jsonl(path, BenchmarkDataError, what="benchmark file")
 
 
 def _number_text(value: int | float) -> str:

@@ -7,13 +7,13 @@ one piece of code.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
+from skpo.jsonl import read_jsonl
 from skpo.rewards.arith import check_answer
-from skpo.tasks.arith import ArithConfig, ArithProblem, iter_problems
+from skpo.tasks.arith import ArithConfig, iter_problems
 from skpo.tasks.templates import plain_input_ids
 
 
@@ -76,17 +76,8 @@ class JsonlSource:
 
         self.tokenizer = tokenizer
         self._verify = verify_math
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"training data {path} does not exist")
         items: list[PromptItem] = []
-        for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+        for lineno, row in read_jsonl(path, what="training data"):
             for key in (prompt_key, answer_key):
                 if key not in row:
                     raise ValueError(f"{path}:{lineno}: missing key {key!r} (row has {sorted(row)})")

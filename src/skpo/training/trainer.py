@@ -23,7 +23,6 @@ import dataclasses
 import json
 import math
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +172,7 @@ class Trainer:
         return (hi if correct else lo), correct
 
     def train_step(self, step: int) -> dict[str, float]:
-        cfg, preset = self.cfg, self.preset
+        cfg = self.cfg
         timer = _Timer()
         items = self.sample_prompts(step)
         params = SamplingParams(

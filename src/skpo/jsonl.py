@@ -1,0 +1,46 @@
+"""Reading JSONL (and ``.jsonl.gz``) files with errors that name the file, row and line.
+
+One reader for benchmark files, training data and ``metrics.jsonl``; callers pass the error
+class they raise, so each layer keeps its own exception type.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+
+class JsonlError(ValueError):
+    """A JSONL line that is not a JSON object; the message names file, row and line."""
+
+
+def read_jsonl(path: str | Path, error_cls: type[ValueError] = JsonlError, what: str = "file") -> list[tuple[int, dict[str, Any]]]:
+    """All rows as ``(line_number, row)`` in file order; blank lines are skipped.
+
+    Raises:
+        FileNotFoundError: naming the file (``what`` says what kind of file it is).
+        error_cls: a line that is not valid JSON or not a JSON object, or an unreadable file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
+    rows: list[tuple[int, dict[str, Any]]] = []
+    opener = (lambda: gzip.open(path, "rt", encoding="utf-8")) if path.name.endswith(".gz") else (lambda: path.open("r", encoding="utf-8"))
+    try:
+        with opener() as handle:
+            for line_no, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path}: row {len(rows) + 1} (line {line_no})"
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise error_cls(f"{where}: invalid JSON: {err.msg} at column {err.colno}") from None
+                if not isinstance(row, dict):
+                    raise error_cls(f"{where}: expected a JSON object, got {type(row).__name__}")
+                rows.append((line_no, row))
+    except (OSError, UnicodeDecodeError, EOFError) as err:  # e.g. a truncated or non-gzip .gz
+        raise error_cls(f"{path}: cannot read: {err}") from err
+    return rows
