@@ -31,7 +31,7 @@ class ArithSection(_Strict):
     min_ops: int = 2
     max_ops: int = 4
     min_operand: int = 1
-    max_operand: int = 20
+    max_operand: int = 50
     operators: list[str] = ["+", "-"]
     allow_negative: bool = False
     pool_size: int = Field(2000, ge=1, description="distinct training problems (the prompt pool)")

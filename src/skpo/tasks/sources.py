@@ -76,6 +76,7 @@ class JsonlSource:
 
         self.tokenizer = tokenizer
         self._verify = verify_math
+        path = Path(path)
         items: list[PromptItem] = []
         for lineno, row in read_jsonl(path, what="training data"):
             for key in (prompt_key, answer_key):

@@ -1,0 +1,77 @@
+"""Load a policy and its tokenizer from a local Hugging Face directory — never from the hub.
+
+:func:`load_policy` and :func:`load_tokenizer` go through ``AutoModelForCausalLM`` /
+``AutoTokenizer`` with ``local_files_only=True``, so the shipped tiny model
+(:func:`tiny_arith_dir`) and a downloaded Qwen checkpoint directory load the same way. A path
+that does not exist, or is not a model directory, raises an error that names it before
+``transformers`` is asked (which would otherwise try to read it as a hub repository id).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+_ASSETS = Path(__file__).resolve().parents[1] / "assets"
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def tiny_arith_dir() -> Path:
+    """Directory of the shipped warm-started tiny model (``skpo/assets/tiny-arith``)."""
+    return _ASSETS / "tiny-arith"
+
+
+def _check_dir(path: str | Path, what: str, needed: tuple[str, ...]) -> Path:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{what} path {str(path)!r} does not exist (models load from local directories only)")
+    if not path.is_dir():
+        raise NotADirectoryError(f"{what} path {str(path)!r} is not a directory")
+    if not any((path / name).is_file() for name in needed):
+        raise FileNotFoundError(
+            f"{str(path)!r} is not a {what} directory: none of {', '.join(needed)} found in it"
+        )
+    return path
+
+
+def load_policy(
+    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | str | None = None
+) -> PreTrainedModel:
+    """A causal LM from a local Hugging Face directory, on ``device`` in ``dtype``.
+
+    Args:
+        path: directory holding ``config.json`` and the weights (safetensors or bin).
+        device: where to put the model.
+        dtype: parameter dtype (a ``torch.dtype`` or a name like ``"bfloat16"``); ``None`` keeps
+            the checkpoint's own dtype.
+
+    Raises:
+        FileNotFoundError / NotADirectoryError: naming ``path`` when it is missing or not a
+            model directory.
+    """
+    path = _check_dir(path, "model", ("config.json",))
+    if not any((path / name).is_file() for name in _WEIGHT_FILES):
+        raise FileNotFoundError(f"{str(path)!r} has a config.json but no weights ({', '.join(_WEIGHT_FILES)})")
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path), local_files_only=True, dtype=dtype if dtype is not None else "auto"
+    )
+    return model.to(device)
+
+
+def load_tokenizer(path: str | Path, padding_side: str | None = None) -> PreTrainedTokenizerBase:
+    """A tokenizer from a local Hugging Face directory (``padding_side`` overrides the saved one).
+
+    A tokenizer without a pad token gets its EOS token as pad (common for base LLMs).
+    """
+    path = _check_dir(path, "tokenizer", _TOKENIZER_FILES)
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if padding_side is not None:
+        tokenizer.padding_side = padding_side
+    return tokenizer

@@ -1,0 +1,93 @@
+"""Prompt templates of the chained-arithmetic task, as text and as token ids.
+
+SKPO conditions the policy three ways; each has a function here.
+
+================  =========================  =============================================
+conditioning      token ids                  text (problem ``37+48-12``, draft ``s``)
+================  =========================  =============================================
+plain ``q``       ``q_ids``                  ``Q: 37+48-12\\nA:\\n``
+continual         ``q_ids + s_ids``          ``Q: 37+48-12\\nA:\\n`` + ``s`` (model continues)
+skip ``[s, q]``   ``s_ids + q_ids``          ``s`` + ``Q: 37+48-12\\nA:\\n`` (fresh answer)
+================  =========================  =============================================
+
+The response after any of them is :func:`skpo.tasks.arith.solution_text` followed by the EOS
+token, e.g. ``37+48=85\\n85-12=73\\nAnswer: 73<|endoftext|>``.
+
+Skip input, exactly: ``skip_input_ids(s_ids, q_ids) == s_ids + q_ids`` — **no separator is
+inserted**, which is the paper's best reading (reference U1: ``input_ids = s_token_ids +
+original_prompt_token_ids``). The plain prompt is built so that this needs none: it starts
+with the token ``Q``, which never occurs in a response (responses hold digits, operators,
+``=``, spaces, newlines and ``Answer:``), so the boundary between draft and problem is one
+unambiguous token even when the draft stops mid-number (SKPO cuts segments at an arbitrary
+token). The tiny model learns to read this layout during the warm start
+(:mod:`skpo.warmstart`); with a real chat model, ``q_ids`` is the full chat-templated prompt and
+the same concatenation applies.
+
+Segments are token ids (a prefix of a sampled response), never re-tokenized text: with BPE
+merges, ``encode(a) + encode(b)`` and ``encode(a + b)`` can differ (e.g. a draft cut inside
+``Answer``), so all SKPO inputs are built from ids.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+from skpo.tasks.arith import ArithProblem, solution_text
+
+PROMPT_PREFIX = "Q: "
+PROMPT_SUFFIX = "\nA:\n"
+SKIP_SEPARATOR_IDS: tuple[int, ...] = ()
+"""Ids inserted between the segment and the prompt in the skip input: none (see module doc)."""
+
+
+class TokenizerLike(Protocol):
+    """The two tokenizer methods used here (a Hugging Face tokenizer fits)."""
+
+    eos_token_id: int | None
+
+    def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = ...) -> str: ...
+
+
+def _question(problem: ArithProblem | str) -> str:
+    return problem if isinstance(problem, str) else problem.question
+
+
+def plain_prompt_text(problem: ArithProblem | str) -> str:
+    """The plain prompt ``q``: ``"Q: 37+48-12\\nA:\\n"``."""
+    return f"{PROMPT_PREFIX}{_question(problem)}{PROMPT_SUFFIX}"
+
+
+def response_text(problem: ArithProblem) -> str:
+    """The reference response (without EOS): the solution text."""
+    return solution_text(problem)
+
+
+def plain_input_ids(tokenizer: TokenizerLike, problem: ArithProblem | str) -> list[int]:
+    """Token ids of the plain prompt. Shape: ``[L_q]``."""
+    return list(tokenizer.encode(plain_prompt_text(problem), add_special_tokens=False))
+
+
+def continual_input_ids(prompt_ids: Sequence[int], segment_ids: Sequence[int]) -> list[int]:
+    """Continual input (hard prefix): ``prompt_ids + segment_ids``; the model continues ``s``.
+
+    Shape: ``[L_q + L_s]``.
+    """
+    return list(prompt_ids) + list(segment_ids)
+
+
+def skip_input_ids(segment_ids: Sequence[int], prompt_ids: Sequence[int]) -> list[int]:
+    """Skip input ``[s, q]``: ``segment_ids + prompt_ids`` exactly (no separator).
+
+    The model then writes a complete fresh answer. Shape: ``[L_s + L_q]``.
+    """
+    return list(segment_ids) + list(SKIP_SEPARATOR_IDS) + list(prompt_ids)
+
+
+def response_ids(tokenizer: TokenizerLike, problem: ArithProblem) -> list[int]:
+    """Token ids of the reference response followed by EOS. Shape: ``[L_o]``."""
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no eos_token_id; the response must end with one")
+    ids = tokenizer.encode(response_text(problem), add_special_tokens=False)
+    return list(ids) + [int(tokenizer.eos_token_id)]
