@@ -78,12 +78,12 @@ class RolloutSection(_Strict):
 
 class TrainSection(_Strict):
     method: str = "skpo"
-    steps: int = Field(50, ge=0)
+    steps: int = Field(200, ge=0)
     prompts_per_step: int = Field(16, ge=1)
     mini_batches: int = Field(1, ge=1, description="PPO mini-batches (optimizer steps) per training step")
     ppo_epochs: int = Field(1, ge=1)
     micro_batch_tokens: int = Field(4096, ge=1, description="token budget of one forward/backward (length-bucketed)")
-    lr: float = Field(1e-5, gt=0)
+    lr: float = Field(5e-5, gt=0)
     warmup_steps: int = Field(0, ge=0)
     lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
     weight_decay: float = Field(0.1, ge=0)
@@ -112,7 +112,7 @@ class TrainSection(_Strict):
 
 
 class EvalSection(_Strict):
-    every: int = Field(0, ge=0, description="evaluate every N steps (0 = only at the end)")
+    every: int = Field(50, ge=0, description="evaluate every N steps (0 = never during training)")
     num_problems: int = Field(100, ge=1)
     k: int = Field(4, ge=1)
     temperature: float = Field(1.0, ge=0)
