@@ -394,7 +394,6 @@ def test_evaluate_clamps_budget_to_context(tokenizer) -> None:
 # ----------------------------------------------------------------------------- shipped tiny model
 
 
-@pytest.mark.skipif(not (tiny_arith_dir() / "config.json").is_file(), reason="shipped tiny-arith model not built yet")
 def test_shipped_tiny_model_on_arith() -> None:
     from skpo.commands.evaluate import arith_config_for
     from skpo.models.loading import load_policy, load_tokenizer
