@@ -197,3 +197,44 @@ def test_shipped_recipes_validate(tmp_path):
         assert cfg.train.mini_batches == 4 and cfg.rollout.group_size == 8
         # the model is not on this machine: the command fails clearly, naming the key and path
         assert train_main(["--config", str(path), "--check"]) == 2
+
+
+def test_sigkill_during_save_leaves_previous_checkpoint(tiny_dir, tmp_path):
+    """A real kill -9 of a training process in the middle of writing a checkpoint."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import sys, time, torch
+        from skpo.config import load_config
+        from skpo.training import checkpoint as ckpt
+        from skpo.training.setup import build_trainer
+        cfg = load_config(None, {[f"model.path={tiny_dir}", "train.method=grpo", "train.steps=2", "train.prompts_per_step=2",
+                                  "rollout.group_size=2", "rollout.max_new_tokens=16", f"log.out_dir={tmp_path}",
+                                  "log.progress=false", "log.tensorboard=false", "log.save_every=1", "data.arith.pool_size=20"]!r})
+        real_save = torch.save
+        def slow_save(obj, f, *a, **k):
+            real_save(obj, f, *a, **k)
+            if "step_000002" in str(f) and str(f).endswith("optimizer.pt"):
+                print("SAVING", flush=True)
+                time.sleep(120)
+        ckpt.torch.save = slow_save
+        build_trainer(cfg).train()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if line.strip() == "SAVING":
+                break
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert list((tmp_path / "checkpoints").glob(".tmp-step_000002-*"))  # the half-written one
+    good = ckpt.latest_checkpoint(tmp_path)
+    assert good.name == "step_000001"
+    ckpt.verify_checkpoint(good)
+    resumed = build_trainer(small_config(tiny_dir, tmp_path, "grpo", "train.steps=1"), resume=True)
+    assert resumed.step == 1
