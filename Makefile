@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 LOCK   := requirements/cpu-lock.txt
 VERL_VERSION := 0.9.1
 
-.PHONY: install main test test-all clean
+.PHONY: install main test test-all bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,15 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m "slow or not slow"
+
+# Speed tables of docs/performance.md (not tests; TRL comes with the [bench] extra).
+bench: $(STAMP)
+	$(PIP) install --quiet -c $(LOCK) -e ".[bench]"
+	$(PY) benchmarks/roofline.py
+	$(PY) benchmarks/skpo_vs_grpo.py
+	$(PY) benchmarks/vs_trl.py --mode natural
+	$(PY) benchmarks/vs_trl.py --mode fixed
+	$(PY) benchmarks/shared_prefix.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

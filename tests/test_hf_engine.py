@@ -236,3 +236,44 @@ def test_training_mode_restored_and_model_untouched(model):
     assert model.training
     model.eval()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_ignore_eos_runs_every_row_to_the_budget_with_the_same_prefix(model):
+    """``ignore_eos``: no row stops at EOS (stop_token_ids still apply); up to each natural
+    stop, the tokens are those of the normal run (a row's randomness is its own)."""
+    eng = engine(model)
+    natural = eng.generate(PROMPTS, 6, SamplingParams(max_new_tokens=30, seed=5))
+    forced = eng.generate(PROMPTS, 6, SamplingParams(max_new_tokens=30, seed=5, ignore_eos=True))
+    stopped = 0
+    for nat_row, forced_row in zip(natural, forced):
+        for nat, full in zip(nat_row, forced_row):
+            assert len(full.token_ids) == 30 and full.finish_reason == "length"
+            assert full.token_ids[: len(nat.token_ids)] == nat.token_ids
+            stopped += nat.finish_reason == "stop"
+    assert stopped > 0  # the comparison covered rows that did stop at EOS
+
+
+def test_preallocated_cache_layer_matches_dynamic_layer():
+    """In-place appends, growth past the capacity, row selection and crop give the tensors
+    a concatenating ``DynamicLayer`` gives."""
+    from transformers.cache_utils import DynamicLayer
+
+    from skpo.rollout.hf_engine import _PreallocatedLayer
+
+    g = torch.Generator().manual_seed(0)
+    k0, v0 = torch.randn(4, 2, 5, 3, generator=g), torch.randn(4, 2, 5, 3, generator=g)
+    ref = DynamicLayer()
+    ref.update(k0, v0)
+    pre = _PreallocatedLayer(k0, v0, capacity=7)
+    for step in range(6):  # the 3rd append outgrows the capacity of 7
+        k, v = torch.randn(4, 2, 1, 3, generator=g), torch.randn(4, 2, 1, 3, generator=g)
+        a, b = ref.update(k, v), pre.update(k, v)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        assert pre.get_seq_length() == ref.get_seq_length() == 6 + step
+    idx = torch.tensor([3, 1])
+    ref.batch_select_indices(idx), pre.batch_select_indices(idx)
+    assert torch.equal(ref.keys, pre.keys) and torch.equal(ref.values, pre.values)
+    ref.crop(-2), pre.crop(-2)
+    assert torch.equal(ref.keys, pre.keys) and pre.get_seq_length() == 9
+    k, v = torch.randn(2, 2, 1, 3, generator=g), torch.randn(2, 2, 1, 3, generator=g)
+    assert torch.equal(ref.update(k, v)[0], pre.update(k, v)[0])

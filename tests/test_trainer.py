@@ -238,3 +238,28 @@ def test_sigkill_during_save_leaves_previous_checkpoint(tiny_dir, tmp_path):
     ckpt.verify_checkpoint(good)
     resumed = build_trainer(small_config(tiny_dir, tmp_path, "grpo", "train.steps=1"), resume=True)
     assert resumed.step == 1
+
+
+@pytest.mark.parametrize("method", ["grpo", "skpo"])
+def test_on_policy_shortcut_equals_recomputed_old_log_probs(tiny_dir, tmp_path, method, monkeypatch):
+    """One mini-batch, one epoch: using the detached log-probs of the update's own forward as
+    π_old must give the same update as a separate old-log-prob pass (ratio 1 either way)."""
+    from skpo.training.trainer import Trainer
+
+    mixed_rewards(monkeypatch)
+    extra_passes = []
+    real_forward_all = Trainer._forward_all
+    monkeypatch.setattr(Trainer, "_forward_all", lambda self, *a: extra_passes.append(1) or real_forward_all(self, *a))
+    fast = build_trainer(small_config(tiny_dir, tmp_path / "fast", method, "train.steps=1"))
+    start = weights(fast.policy)
+    assert fast.on_policy
+    fast.train_step(0)
+    assert extra_passes == []  # no old-log-prob forward
+    monkeypatch.setattr(Trainer, "on_policy", property(lambda self: False))
+    slow = build_trainer(small_config(tiny_dir, tmp_path / "slow", method, "train.steps=1"))
+    slow.train_step(0)
+    assert extra_passes  # the separate pass ran
+    a, b = weights(fast.policy), weights(slow.policy)
+    assert any(not torch.equal(a[k], start[k]) for k in a)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=2e-6)

@@ -71,6 +71,8 @@ class RolloutSection(_Strict):
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(64, ge=1)
+    ignore_eos: bool = Field(False, description="sample past EOS up to max_new_tokens (equal-work benchmarks only)")
+    engine_batch_size: int = Field(256, ge=1, description="most rows (prompt × sample) the engine decodes together")
     mc_k: int = Field(4, ge=1, description="Monte Carlo continuations per step boundary (mc_dense)")
     mc_max_steps: int = Field(8, ge=1, description="step boundaries valued per response (mc_dense)")
     skpo: SkpoSection = SkpoSection()
@@ -82,7 +84,13 @@ class TrainSection(_Strict):
     prompts_per_step: int = Field(16, ge=1)
     mini_batches: int = Field(1, ge=1, description="PPO mini-batches (optimizer steps) per training step")
     ppo_epochs: int = Field(1, ge=1)
-    micro_batch_tokens: int = Field(4096, ge=1, description="token budget of one forward/backward (length-bucketed)")
+    micro_batch_tokens: int = Field(
+        1024, ge=1, description="token budget of one forward/backward (length-bucketed; ~1k tokens keeps a CPU's caches warm, GPUs want far more)"
+    )
+    pack_max_tokens: int = Field(
+        128, ge=0, description="pack answers to one prompt into tree-masked sequences of at most this many tokens "
+        "(prompt encoded once per pack, no padding; attention is dense within a pack, so keep it short); 0 = padded rows"
+    )
     lr: float = Field(5e-5, gt=0)
     warmup_steps: int = Field(0, ge=0)
     lr_schedule: Literal["constant", "cosine", "linear"] = "constant"

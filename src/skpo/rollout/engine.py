@@ -51,6 +51,9 @@ class SamplingParams:
         stop_token_ids: generation of a sample stops after it emits one of these (e.g. EOS).
         stop: stop strings; a sample stops once its decoded completion contains one. Needs
             an engine built with a ``decode`` function.
+        ignore_eos: keep generating past the engine's EOS token(s) (vLLM's ``ignore_eos``):
+            every sample runs to ``max_new_tokens`` unless ``stop_token_ids`` / ``stop``
+            end it. For benchmarks that need exactly equal work.
         seed: ``None`` draws a fresh seed from torch's global RNG (reproducible under
             ``torch.manual_seed``). An ``int`` seeds the whole call: prompt ``i`` gets the
             prompt seed ``mix(seed, i)``. A sequence gives one prompt seed per prompt. The
@@ -64,6 +67,7 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)
     stop: list[str] = field(default_factory=list)
     seed: int | Sequence[int] | None = None
+    ignore_eos: bool = False
 
     def __post_init__(self) -> None:
         if self.temperature < 0:

@@ -17,11 +17,12 @@ How one call runs
    (an ``index_select`` on the batch dimension of every layer), so each prompt's KV is
    computed once and shared by its rows. ``share_prefix=False`` prefills every row's own copy
    instead; it exists for tests and the benchmark and gives the same samples.
-3. **Decode** all rows of the chunk one token per step. A finished row is dropped from the
-   batch at once (its cache rows are removed with ``batch_select_indices``) instead of being
-   fed pad tokens: ``DynamicCache`` copies the whole cache every step anyway, so the extra
-   gather is cheap, and the remaining steps run on fewer rows. The loop ends when no row is
-   left.
+3. **Decode** all rows of the chunk one token per step into a preallocated KV cache
+   (``_PreallocatedLayer``: appending writes in place, where ``DynamicCache`` would copy
+   every layer's whole cache at every step — 1.3× faster at 256 new tokens on CPU). Rows
+   that finish stay in the batch until they are an eighth of it, then are dropped together
+   (``batch_select_indices``): each drop copies the cache, each idle row costs one row of
+   compute. The loop ends when every row is done.
 
 Left padding and position ids
 -----------------------------
@@ -46,7 +47,8 @@ tokens. The CDF is accumulated in float64 so tail tokens of a large vocabulary k
 mass. ``temperature == 0`` is greedy: argmax, with untempered log-probs.
 
 Simplifications: no continuous batching (freed rows are not refilled with new prompts), one
-device, ``DynamicCache`` (or whatever cache the model creates on its first forward).
+device; caches other than plain ``DynamicLayer``s (sliding windows, …) are used as the model
+creates them.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from transformers.cache_utils import DynamicLayer
 
 from skpo.rollout.engine import (
     Completion,
@@ -313,56 +316,64 @@ class HFEngine:
                 u[k, : r.max_new] = torch.rand(r.max_new, generator=g, dtype=torch.float64)
             uniforms = u.to(dev)
 
-        stop_ids = torch.tensor(
-            sorted(set(self.eos_token_ids) | set(params.stop_token_ids)), dtype=torch.long, device=dev
-        )
+        eos = set() if params.ignore_eos else set(self.eos_token_ids)
+        stop_ids = torch.tensor(sorted(eos | set(params.stop_token_ids)), dtype=torch.long, device=dev)
         tokens = torch.full((R, T), self.pad_token_id, dtype=torch.long, device=dev)
         logprobs = torch.zeros((R, T), dtype=torch.float32, device=dev)
         lengths = [0] * R
         reasons: list[tuple[str, int | str | None]] = [("length", None)] * R
-        live = torch.arange(R, device=dev)  # chunk rows still in the batch
-        live_list = list(range(R))
+        _preallocate(cache, extra=T)
+        batch = torch.arange(R, device=dev)  # chunk rows in the decode batch
+        batch_list = list(range(R))
+        finished = [False] * R  # per batch position: done, kept in the batch until compaction
+        n_finished = 0
         host_tokens: list[list[int]] = [[] for _ in range(R)]  # only for stop strings
         window = 4 * max((len(s) for s in params.stop), default=0) + 4
 
         for t in range(T):
-            u_t = None if uniforms is None else uniforms[live, t]
+            u_t = None if uniforms is None else uniforms[batch, t]
             tok, lp = sample_from_logits(logits, u_t, params.temperature, params.top_p)
-            tokens[live, t] = tok
-            logprobs[live, t] = lp
+            # finished rows still in the batch write past their length here: sliced off below
+            tokens[batch, t] = tok
+            logprobs[batch, t] = lp
             hit_stop = torch.isin(tok, stop_ids)  # [A]
-            done = (hit_stop | (max_new[live] <= t + 1)).tolist()
+            done = (hit_stop | (max_new[batch] <= t + 1)).tolist()
             stop_tok = hit_stop.tolist()
             tok_list: list[int] | None = None
-            hit_str: dict[int, str] = {}  # live index -> stop string it completed
+            hit_str: dict[int, str] = {}  # batch position -> stop string it completed
             if params.stop:  # stop strings are matched on the host, on a tail window
                 tok_list = tok.tolist()
-                for a, k in enumerate(live_list):
+                for a, k in enumerate(batch_list):
+                    if finished[a]:
+                        continue
                     host_tokens[k].append(tok_list[a])
                     if not stop_tok[a]:
                         text = self.decode(host_tokens[k][-window:])
                         hit = next((s for s in params.stop if s in text), None)
                         if hit is not None:
                             hit_str[a], done[a] = hit, True
-            if any(done):
-                tok_list = tok_list if tok_list is not None else tok.tolist()
-                for a, k in enumerate(live_list):
-                    if done[a]:
-                        lengths[k] = t + 1
-                        if stop_tok[a]:
-                            reasons[k] = ("stop", tok_list[a])
-                        elif a in hit_str:
-                            reasons[k] = ("stop", hit_str[a])
-            keep = [a for a, d in enumerate(done) if not d]
-            if not keep:
+            for a, k in enumerate(batch_list):
+                if done[a] and not finished[a]:
+                    finished[a] = True
+                    n_finished += 1
+                    lengths[k] = t + 1
+                    if stop_tok[a]:
+                        tok_list = tok_list if tok_list is not None else tok.tolist()
+                        reasons[k] = ("stop", tok_list[a])
+                    elif a in hit_str:
+                        reasons[k] = ("stop", hit_str[a])
+            if n_finished == len(batch_list):
                 break
-            if len(keep) < len(live_list):
-                # Drop finished rows from the batch (and their cache rows).
+            if n_finished * 8 >= len(batch_list):
+                # Drop finished rows (and their cache rows) once they are an eighth of the
+                # batch: each drop copies the cache, each kept row costs a row of compute.
+                keep = [a for a in range(len(batch_list)) if not finished[a]]
                 keep_t = torch.tensor(keep, device=dev)
                 cache.batch_select_indices(keep_t)
-                live, tok, mask, next_pos = live[keep_t], tok[keep_t], mask[keep_t], next_pos[keep_t]
-                live_list = [live_list[a] for a in keep]
-            mask = torch.cat([mask, mask.new_ones((len(keep), 1))], dim=1)
+                batch, tok, mask, next_pos = batch[keep_t], tok[keep_t], mask[keep_t], next_pos[keep_t]
+                batch_list = [batch_list[a] for a in keep]
+                finished, n_finished = [False] * len(keep), 0
+            mask = torch.cat([mask, mask.new_ones((len(batch_list), 1))], dim=1)
             logits, cache = self._forward(tok[:, None], mask, next_pos[:, None], cache, 1)
             logits = logits[:, -1]
             next_pos = next_pos + 1
@@ -377,6 +388,70 @@ class HFEngine:
             )
             for k in range(R)
         ]
+
+
+class _PreallocatedLayer(DynamicLayer):
+    """A ``DynamicLayer`` whose keys and values live in buffers with room for the whole
+    decode. Appending a token writes in place; ``DynamicLayer`` instead concatenates, i.e.
+    copies and reallocates the whole cache of every layer at every step, which on CPU was a
+    third of a decode step's time. ``keys`` / ``values`` are views of the filled part, so
+    everything that reads them (attention, masks, ``get_seq_length``) sees a normal layer."""
+
+    def __init__(self, keys: Tensor, values: Tensor, capacity: int) -> None:
+        super().__init__()
+        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+        b, h, n, d = keys.shape
+        self._k = keys.new_empty(b, h, max(capacity, n), d)
+        self._v = values.new_empty(b, values.shape[1], max(capacity, n), values.shape[-1])
+        self._k[:, :, :n], self._v[:, :, :n] = keys, values
+        self._n = n
+        self._expose()
+
+    def _expose(self) -> None:
+        self.keys, self.values = self._k[:, :, : self._n], self._v[:, :, : self._n]
+
+    def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
+        n = key_states.shape[-2]
+        if self._n + n > self._k.shape[2]:  # out of room: grow like a list
+            grow = max(self._n + n, 2 * self._k.shape[2])
+            self._k = torch.cat([self._k, self._k.new_empty(*self._k.shape[:2], grow - self._k.shape[2], self._k.shape[3])], 2)
+            self._v = torch.cat([self._v, self._v.new_empty(*self._v.shape[:2], grow - self._v.shape[2], self._v.shape[3])], 2)
+        self._k[:, :, self._n : self._n + n] = key_states
+        self._v[:, :, self._n : self._n + n] = value_states
+        self._n += n
+        self._expose()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self._n
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove > 0:
+            raise ValueError("crop takes a negative number of tokens to remove")
+        self._n = max(0, self._n + tokens_to_remove)
+        self._expose()
+
+    def batch_select_indices(self, indices: Tensor) -> None:
+        self._k, self._v = self._k[indices], self._v[indices]
+        self._expose()
+
+    def reorder_cache(self, beam_idx: Tensor) -> None:
+        self.batch_select_indices(beam_idx.to(self._k.device))
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self._k, self._v = self._k.repeat_interleave(repeats, 0), self._v.repeat_interleave(repeats, 0)
+        self._expose()
+
+
+def _preallocate(cache, extra: int) -> None:
+    """Swap the plain ``DynamicLayer``s of a prefilled cache for preallocated ones with room
+    for ``extra`` more tokens (other layer kinds, e.g. sliding windows, are left alone)."""
+    layers = getattr(cache, "layers", None)
+    if not layers:
+        return
+    for i, layer in enumerate(layers):
+        if type(layer) is DynamicLayer and layer.is_initialized and layer.keys is not None and layer.keys.numel():
+            layers[i] = _PreallocatedLayer(layer.keys, layer.values, layer.keys.shape[-2] + extra)
 
 
 class _eval_mode:

@@ -55,7 +55,7 @@ from skpo.tasks.sources import PromptItem, PromptSource
 from skpo.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from skpo.training.logging import MetricsLogger
 from skpo.training.oar import oar_importance
-from skpo.training.rows import Rows, last_token_rewards, length_buckets, pad_responses, policy_forward
+from skpo.training.rows import Rows, can_pack, last_token_rewards, length_buckets, pack_buckets, pad_responses, policy_forward
 
 
 def resolve_preset(cfg: RunConfig) -> MethodPreset:
@@ -101,7 +101,7 @@ class Trainer:
             self.ref_model.to(self.accelerator.device)
         self.engine = HFEngine(
             self.policy, pad_token_id=self.pad_id, eos_token_id=tokenizer.eos_token_id,
-            decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+            decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True), batch_size=cfg.rollout.engine_batch_size,
         )
         tracker_kw = {"rho_mode": t.rho_mode}
         self.value_tracker = ValueTracker(reward_range=self.preset.reward_range, **tracker_kw) if self.preset.value_tracker else None
@@ -177,11 +177,15 @@ class Trainer:
         items = self.sample_prompts(step)
         params = SamplingParams(
             temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens,
-            stop_token_ids=[self.tokenizer.eos_token_id], seed=mix_seed(cfg.train.seed, step, 1 + self.accelerator.process_index),
+            stop_token_ids=[] if cfg.rollout.ignore_eos else [self.tokenizer.eos_token_id], ignore_eos=cfg.rollout.ignore_eos,
+            seed=mix_seed(cfg.train.seed, step, 1 + self.accelerator.process_index),
         )
         metrics: dict[str, float] = {}
         with timer("rollout"):
             roles = self._rollout(items, params, step, metrics, timer)
+        # scoring and MC values run inside the rollout (SKPO scores answers between its
+        # phases): report them apart so the phase times add up to the step
+        timer.times["rollout"] -= timer.times.get("scoring", 0.0) + timer.times.get("mc_values", 0.0)
         with timer("advantages"):
             advantages = self._advantages(roles, items, step, metrics)
         with timer("old_log_probs"):
@@ -215,7 +219,8 @@ class Trainer:
             correct_log: list[bool] = []
 
             def reward_fn(i: int, answer_ids: list[int]) -> float:
-                r, c = self.reward(items[i], list(answer_ids))
+                with timer("scoring"):
+                    r, c = self.reward(items[i], list(answer_ids))
                 correct_log.append(c)
                 return r
 
@@ -251,7 +256,8 @@ class Trainer:
         prompts, responses, lps, rewards, index, correct = [], [], [], [], [], []
         for it, completions in zip(items, outs):
             for comp in completions:
-                r, c = self.reward(it, comp.token_ids)
+                with timer("scoring"):
+                    r, c = self.reward(it, comp.token_ids)
                 prompts.append(list(it.prompt_ids)); responses.append(list(comp.token_ids)); lps.append(list(comp.logprobs))
                 rewards.append(r); index.append(it.key); correct.append(c)
         ids, mask, old = pad_responses(responses, lps, self.pad_id)
@@ -332,11 +338,19 @@ class Trainer:
         return full
 
     # ------------------------------------------------------------------ log-probs
+    @property
+    def on_policy(self) -> bool:
+        """One mini-batch and one epoch: the update runs on the very policy that sampled, so
+        π_old is the current policy and the ratio is 1 (gradient −A·∇log π). The old
+        log-probs are then the detached log-probs of the update's own forward — no extra
+        pass; verl's actor and TRL's GRPOTrainer take the same shortcut."""
+        return self.cfg.train.mini_batches == 1 and self.cfg.train.ppo_epochs == 1
+
     @torch.no_grad()
     def _old_and_ref_log_probs(self, roles: dict[str, Rows]) -> dict[str, torch.Tensor | None]:
         refs: dict[str, torch.Tensor | None] = {}
         for role, rows in roles.items():
-            if self.cfg.train.recompute_old_log_probs:
+            if self.cfg.train.recompute_old_log_probs and not self.on_policy:
                 rows.old_log_probs = self._forward_all(self.policy, rows)
             refs[role] = self._forward_all(self.ref_model, rows) if self.ref_model is not None else None
         return refs
@@ -345,9 +359,10 @@ class Trainer:
         out = torch.zeros_like(rows.old_log_probs)
         was_training = model.training
         model.eval()
-        for bucket in length_buckets(self._row_lengths(rows), self.cfg.train.micro_batch_tokens):
+        for bucket, packs in self._micro_batches(rows):
             sub = rows.select(bucket)
-            lp, _ = policy_forward(model, sub.prompt_ids, sub.response_ids, sub.response_mask, self.pad_id, self.cfg.rollout.temperature)
+            lp, _ = policy_forward(model, sub.prompt_ids, sub.response_ids, sub.response_mask, self.pad_id,
+                                   self.cfg.rollout.temperature, packs=packs)
             out[torch.tensor(bucket)] = lp.float().cpu()
         model.train(was_training)
         return out
@@ -355,6 +370,16 @@ class Trainer:
     @staticmethod
     def _row_lengths(rows: Rows) -> list[int]:
         return [len(p) + int(n) for p, n in zip(rows.prompt_ids, rows.lengths())]
+
+    def _micro_batches(self, rows: Rows) -> list[tuple[list[int], list[list[int]] | None]]:
+        """``(row indices, packs)`` per forward: answers to one prompt packed into
+        tree-masked sequences of at most ``train.pack_max_tokens`` when the attention
+        supports it, else length-bucketed padded rows (``packs=None``); either way within
+        ``train.micro_batch_tokens``."""
+        t = self.cfg.train
+        if t.pack_max_tokens and can_pack(self.policy):
+            return pack_buckets(rows.prompt_ids, rows.lengths().tolist(), t.micro_batch_tokens, t.pack_max_tokens)
+        return [(bucket, None) for bucket in length_buckets(self._row_lengths(rows), t.micro_batch_tokens)]
 
     # ------------------------------------------------------------------ update
     def _update(self, roles, advantages, refs, metrics) -> None:
@@ -378,11 +403,11 @@ class Trainer:
                         continue
                     sub = rows.select(sel)
                     den = self._denominators(sub.response_mask)
-                    for bucket in length_buckets(self._row_lengths(sub), t.micro_batch_tokens):
+                    for bucket, packs in self._micro_batches(sub):
                         mb = sub.select(bucket)
                         idx = torch.tensor([sel[i] for i in bucket])
                         loss, mmetrics = self._micro_batch_loss(term, mb, advantages[term.role][idx],
-                                                                None if refs[term.role] is None else refs[term.role][idx], den)
+                                                                None if refs[term.role] is None else refs[term.role][idx], den, packs)
                         self.accelerator.backward(loss)
                         for k, v in mmetrics.items():
                             key = f"{term.role}/{k}" if term.role != "response" else f"actor/{k}"
@@ -411,14 +436,15 @@ class Trainer:
         scale = float(self.cfg.rollout.max_new_tokens) if self.preset.agg_scale == "max_response_length" else None
         return AggDenominators(float(counts[0]), float(counts[1]), scale)
 
-    def _micro_batch_loss(self, term, mb: Rows, adv, ref_lp, den) -> tuple[torch.Tensor, dict[str, float]]:
+    def _micro_batch_loss(self, term, mb: Rows, adv, ref_lp, den, packs) -> tuple[torch.Tensor, dict[str, float]]:
         preset = self.preset
         need_entropy = True  # cheap at these sizes and always reported
         log_prob, entropy = policy_forward(self.model, mb.prompt_ids, mb.response_ids, mb.response_mask, self.pad_id,
-                                           self.cfg.rollout.temperature, with_entropy=need_entropy)
+                                           self.cfg.rollout.temperature, with_entropy=need_entropy, packs=packs)
         device = log_prob.device
         mask = mb.response_mask.to(device)
-        inputs = PolicyLossInputs(log_prob, mb.old_log_probs.to(device), adv.to(device), mask)
+        old_log_prob = log_prob.detach() if self.on_policy else mb.old_log_probs.to(device)
+        inputs = PolicyLossInputs(log_prob, old_log_prob, adv.to(device), mask)
         pg, metrics = term_loss(term, inputs, den)
         loss = pg
         out = {k: v.item() for k, v in metrics.items()}

@@ -1,0 +1,115 @@
+"""The teacher-forced forward of the trainer: padded rows and tree-packed prompt groups give
+the log-probs, entropies and gradients of scoring each row alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from skpo.models.loading import load_policy, tiny_arith_dir
+from skpo.training.rows import group_by_prompt, length_buckets, pack_buckets, pad_responses, policy_forward
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_policy(tiny_arith_dir(), device="cpu")
+
+
+def batch(seed: int = 0):
+    """Three prompt groups (sizes 3, 1, 4) of different prompt lengths; responses of
+    length 0..9 (0 and 1 are the edge cases of the packed layout)."""
+    g = torch.Generator().manual_seed(seed)
+    prompts = [torch.randint(0, 260, (n,), generator=g).tolist() for n in (7, 3, 12)]
+    rows = [0, 0, 0, 1, 2, 2, 2, 2]
+    lengths = [5, 0, 9, 4, 1, 8, 8, 3]
+    responses = [torch.randint(0, 260, (n,), generator=g).tolist() for n in lengths]
+    ids, mask, _ = pad_responses(responses, [[0.0] * n for n in lengths], pad_id=262)
+    order = [4, 0, 6, 1, 3, 7, 2, 5]  # groups interleaved: packing must not rely on row order
+    return [prompts[rows[i]] for i in order], ids[order], mask[order]
+
+
+def alone(model, prompts, ids, mask, temperature):
+    """Ground truth: each row scored by itself, no padding at all."""
+    out = torch.zeros(ids.shape)
+    for b, p in enumerate(prompts):
+        n = int(mask[b].sum())
+        if n == 0:
+            continue
+        seq = torch.tensor([list(p) + ids[b, :n].tolist()])
+        logits = model(input_ids=seq).logits[0, len(p) - 1 : -1] / temperature
+        out[b, :n] = torch.log_softmax(logits, -1).gather(-1, ids[b, :n, None]).squeeze(-1)
+    return out
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_packed_and_padded_rows_equal_rows_scored_alone(model, attn, temperature):
+    model.set_attn_implementation(attn)
+    try:
+        prompts, ids, mask = batch()
+        with torch.no_grad():
+            truth = alone(model, prompts, ids, mask, temperature)
+            rows_lp, rows_h = policy_forward(model, prompts, ids, mask, 262, temperature, with_entropy=True)
+            pack_lp, pack_h = policy_forward(model, prompts, ids, mask, 262, temperature, with_entropy=True,
+                                            packs=group_by_prompt(prompts))
+        torch.testing.assert_close(rows_lp, truth, atol=2e-5, rtol=0)
+        torch.testing.assert_close(pack_lp, truth, atol=2e-5, rtol=0)
+        torch.testing.assert_close(pack_h, rows_h, atol=2e-5, rtol=0)
+        assert (pack_lp[mask == 0] == 0).all() and (pack_h[mask == 0] == 0).all()
+        assert (pack_lp[mask == 1] < 0).all()
+    finally:
+        model.set_attn_implementation("sdpa")
+
+
+def test_packed_gradients_equal_padded_rows(model):
+    prompts, ids, mask = batch(1)
+    weights = torch.randn(ids.shape, generator=torch.Generator().manual_seed(3))
+
+    def grads(packs) -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        lp, h = policy_forward(model, prompts, ids, mask, 262, 1.0, with_entropy=True, packs=packs)
+        ((lp * weights).sum() + 0.1 * h.sum()).backward()
+        return {k: p.grad.clone() for k, p in model.named_parameters()}
+
+    # two packs for the 4-row group: a prompt may be split across packs
+    assert sorted(group_by_prompt(prompts)) == [[0, 2, 5, 7], [1, 3, 6], [4]]
+    packs = [[0, 2], [5, 7], [1, 3, 6], [4]]
+    packed, rows = grads(packs), grads(None)
+    for k in rows:
+        torch.testing.assert_close(packed[k], rows[k], atol=5e-5, rtol=1e-3)  # float32 sums in another order
+    assert any(g.abs().sum() > 0 for g in packed.values())
+
+
+def test_pack_buckets_cap_packs_and_respect_the_budget():
+    prompts = [[1] * 10] * 4 + [[2] * 30] * 4 + [[3] * 5] * 2 + [[4] * 200] * 3
+    lengths = [20, 5, 9, 30, 40, 2, 7, 1, 3, 3, 150, 20, 90]
+    buckets = pack_buckets(prompts, lengths, token_budget=200, pack_max_tokens=60)
+    seen = sorted(b for rows, _ in buckets for b in rows)
+    assert seen == list(range(len(prompts)))  # every row exactly once
+    n_packs = 0
+    for rows, packs in buckets:
+        if packs is None:  # only answers that cannot fit a pack even alone
+            assert all(len(prompts[b]) + lengths[b] > 60 for b in rows)
+            assert len(rows) == 1 or len(rows) * max(len(prompts[b]) + lengths[b] for b in rows) <= 200
+            continue
+        assert sorted(i for p in packs for i in p) == list(range(len(rows)))
+        sizes = []
+        for p in packs:
+            members = [rows[i] for i in p]
+            assert len({tuple(prompts[b]) for b in members}) == 1  # one prompt per pack
+            sizes.append(len(prompts[members[0]]) + sum(lengths[b] for b in members))
+        assert max(sizes) <= 60 and len(packs) * max(sizes) <= 200
+        n_packs += len(packs)
+    # 10-token prompt: [30, 20] [9, 5]; 30-token prompt: 40 → rows (70 > 60), [7, 2, 1];
+    # 5-token prompt: [3, 3]; 200-token prompt: all three → rows
+    assert n_packs == 4
+    assert sorted(b for rows, packs in buckets if packs is None for b in rows) == [4, 10, 11, 12]
+
+
+def test_length_buckets_sorted_and_within_budget():
+    lengths = [5, 50, 7, 48, 6, 300]
+    buckets = length_buckets(lengths, 100)
+    assert sorted(i for b in buckets for i in b) == list(range(6))
+    for b in buckets:
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 100
+    assert [5] in buckets  # the over-long row goes alone
