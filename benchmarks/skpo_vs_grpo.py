@@ -10,8 +10,9 @@ dropped) and the table reports medians of:
   cut at the split point) and the downstream phase (G answers from ``[s, q]``);
 - scoring (the task checker), update (forward + backward + optimizer) and everything else;
 - token counts: decoded (segments + answers), prefilled (prompt tokens encoded, each
-  distinct prompt of a call once), trained (response tokens in the loss) and processed in
-  the update (prompt + response tokens the forward/backward runs over).
+  distinct prompt of a call once), trained (response tokens in the loss; SKPO's upstream
+  segments apart) and "update forward" (real tokens the update's forward/backward runs
+  over: prompts once per packed group, plus responses).
 
     python benchmarks/skpo_vs_grpo.py --reps 8
     python benchmarks/skpo_vs_grpo.py --reps 8 rollout.max_new_tokens=128   # any override
@@ -61,7 +62,7 @@ def one_step(trainer, calls) -> dict[str, float]:
     up = m.get("upstream/segment_length", 0.0) * trainer.cfg.train.prompts_per_step
     rows.update({
         "decoded": m["tokens/decoded"], "prefill": m.get("tokens/prefill", 0.0), "trained": m["tokens/trained"],
-        "trained upstream": up,
+        "trained upstream": up, "update forward": m.get("tokens/update_real", 0.0),
     })
     return rows
 
@@ -84,7 +85,6 @@ def main() -> None:
             rec[m].append(one_step(*sides[m]))
     for m in rec:
         rec[m] = rec[m][args.warmup:]
-        # GRPO's prefill: each distinct prompt once (the engine shares it across the G samples)
     grpo_trainer = sides["grpo"][0]
     cfg = grpo_trainer.cfg
     med = {m: {k: _bench.median(r[k] for r in rec[m]) for k in rec[m][0]} for m in rec}
@@ -93,7 +93,7 @@ def main() -> None:
     print(f"# tiny-arith, {cfg.train.prompts_per_step} prompts × G={grpo_trainer.preset.group_size}, answers ≤ "
           f"{cfg.rollout.max_new_tokens} tokens, one optimizer step per step; median of {args.reps} interleaved steps")
     keys = ["step", "upstream gen", "answer gen", "scoring", "update", "other"]
-    counts = ["decoded", "trained", "trained upstream"]
+    counts = ["decoded", "prefill", "trained", "trained upstream", "update forward"]
     rows = []
     for k in keys:
         rows.append([f"{k} (s)", f"{med['grpo'][k]:.3f}", f"{med['skpo'][k]:.3f}",

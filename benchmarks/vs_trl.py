@@ -22,6 +22,7 @@ Two modes:
     pip install -e ".[bench]"          # TRL is pinned there
     python benchmarks/vs_trl.py --reps 6
     python benchmarks/vs_trl.py --mode natural --reps 6
+    python benchmarks/vs_trl.py --trl-micro-batch 16     # TRL with gradient accumulation
 """
 
 from __future__ import annotations
@@ -69,10 +70,16 @@ def trl_side(args, skpo_trainer, out_dir):
         return [float(skpo_trainer.source.is_correct(items[i], c)) for c, i in zip(completions, item)]
 
     gen_kwargs = {"min_new_tokens": args.length} if args.mode == "fixed" else None
+    # A micro-batch smaller than the batch: gradient accumulation over one generation of
+    # the whole batch (steps_per_generation = accumulation steps), still one optimizer step.
+    micro = args.trl_micro_batch or args.prompts * args.group
+    if (args.prompts * args.group) % micro:
+        raise SystemExit(f"--trl-micro-batch {micro} must divide the batch of {args.prompts * args.group} completions")
+    accumulation = args.prompts * args.group // micro
     config = GRPOConfig(
         output_dir=out_dir, use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
-        per_device_train_batch_size=args.prompts * args.group, num_generations=args.group,
-        gradient_accumulation_steps=1, steps_per_generation=1, num_iterations=1,
+        per_device_train_batch_size=micro, num_generations=args.group,
+        gradient_accumulation_steps=accumulation, steps_per_generation=accumulation, num_iterations=1,
         max_completion_length=args.length, temperature=1.0, top_p=1.0, top_k=0, generation_kwargs=gen_kwargs,
         learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.1, max_grad_norm=1.0,
         beta=0.0, loss_type="dapo", max_steps=args.warmup + args.reps, logging_steps=1, save_strategy="no",
@@ -92,6 +99,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=6, help="timed steps of each")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--trl-micro-batch", type=int, default=0,
+                    help="completions per TRL forward/backward (gradient accumulation); 0 = the whole batch")
     ap.add_argument("skpo_overrides", nargs="*", help="extra skpo config overrides (key=value)")
     args = ap.parse_args()
     _bench.set_threads(args.threads)
@@ -132,7 +141,8 @@ def main() -> None:
     trl_s, skpo_s = rec["trl"][w:], rec["skpo"][w:]
     trl_tps = [n / s for n, s in zip(rec["trl_tokens"][w:], trl_s)]
     skpo_tps = [n / s for n, s in zip(rec["skpo_tokens"][w:], skpo_s)]
-    print(f"# {_bench.machine_line()}; TRL {trl.__version__}")
+    print(f"# {_bench.machine_line()}; TRL {trl.__version__} "
+          f"(micro-batch {args.trl_micro_batch or batch} completions), skpo micro-batch ≤ {ours.cfg.train.micro_batch_tokens} tokens")
     print(f"# tiny-arith (1.02M params, float32), {args.prompts} prompts × G={args.group}, completions "
           f"{'exactly' if args.mode == 'fixed' else 'at most'} {args.length} tokens, one optimizer step per step; "
           f"median of {len(trl_s)} interleaved steps after {w} warm-up")

@@ -56,7 +56,9 @@ class DataSection(_Strict):
 class SkpoSection(_Strict):
     """SKPO rollout switches (paper defaults; the ablations of Table 2 are switches)."""
 
-    initial_length: float = Field(48.0, gt=0, description="L_q prior in tokens (paper: 1024 for real models)")
+    initial_length: float = Field(
+        32.0, gt=0, description="L_q prior in tokens: about the mean answer length (warm start: 33 tokens; paper: 1024 for real models)"
+    )
     split_low: float = Field(1 / 6, gt=0, le=1)
     split_high: float = Field(1 / 2, gt=0, le=1)
     skip: bool = True
@@ -88,7 +90,7 @@ class TrainSection(_Strict):
         1024, ge=1, description="token budget of one forward/backward (length-bucketed; ~1k tokens keeps a CPU's caches warm, GPUs want far more)"
     )
     pack_max_tokens: int = Field(
-        128, ge=0, description="pack answers to one prompt into tree-masked sequences of at most this many tokens "
+        256, ge=0, description="pack answers to one prompt into tree-masked sequences of at most this many tokens "
         "(prompt encoded once per pack, no padding; attention is dense within a pack, so keep it short); 0 = padded rows"
     )
     lr: float = Field(5e-5, gt=0)

@@ -263,6 +263,7 @@ class Trainer:
         ids, mask, old = pad_responses(responses, lps, self.pad_id)
         rows = Rows(prompts, ids, mask, old, torch.tensor(rewards), index)
         metrics["_decoded_tokens"] = int(mask.sum())
+        metrics["tokens/prefill"] = sum(len(it.prompt_ids) for it in items)  # one shared prefill per prompt
         metrics["reward/mean"] = float(torch.tensor(rewards).mean())
         metrics["accuracy/mean"] = float(torch.tensor(correct, dtype=torch.float32).mean())
         metrics["response_length/mean"] = float(mask.sum(-1).mean())
@@ -405,6 +406,9 @@ class Trainer:
                     den = self._denominators(sub.response_mask)
                     for bucket, packs in self._micro_batches(sub):
                         mb = sub.select(bucket)
+                        real, padded = _forward_tokens(mb, packs)
+                        sums["tokens/update_real"] = sums.get("tokens/update_real", 0.0) + real
+                        sums["tokens/update_padded"] = sums.get("tokens/update_padded", 0.0) + padded
                         idx = torch.tensor([sel[i] for i in bucket])
                         loss, mmetrics = self._micro_batch_loss(term, mb, advantages[term.role][idx],
                                                                 None if refs[term.role] is None else refs[term.role][idx], den, packs)
@@ -419,7 +423,7 @@ class Trainer:
                 sums["actor/grad_norm"] = sums.get("actor/grad_norm", 0.0) + float(grad_norm)
                 counts["actor/grad_norm"] = counts.get("actor/grad_norm", 0) + 1
         self.scheduler.step()
-        metrics.update({k: sums[k] / counts[k] for k in sums})
+        metrics.update({k: sums[k] / counts[k] if k in counts else sums[k] for k in sums})
         if "actor/entropy" not in metrics:
             ents = [metrics[f"{r}/entropy"] for r in roles if f"{r}/entropy" in metrics]
             if ents:
@@ -542,6 +546,17 @@ class Trainer:
         if metrics.is_file():  # drop lines logged after the checkpoint (they will be redone)
             kept = [ln for ln in metrics.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= self.step]
             metrics.write_text("".join(ln + "\n" for ln in kept))
+
+
+def _forward_tokens(mb: Rows, packs) -> tuple[int, int]:
+    """Tokens one training forward runs over: real ones (prompt once per pack or per row,
+    plus responses) and the padded total (sequences × width) the kernels compute on."""
+    lengths = mb.lengths().tolist()
+    if packs is None:
+        sizes = [len(p) + n for p, n in zip(mb.prompt_ids, lengths)]
+    else:
+        sizes = [len(mb.prompt_ids[pack[0]]) + sum(lengths[b] for b in pack) for pack in packs]
+    return sum(sizes), len(sizes) * max(sizes)
 
 
 def _frozen_copy(model):
