@@ -12,7 +12,9 @@ dropped) and the table reports medians of:
 - token counts: decoded (segments + answers), prefilled (prompt tokens encoded, each
   distinct prompt of a call once), trained (response tokens in the loss; SKPO's upstream
   segments apart) and "update forward" (real tokens the update's forward/backward runs
-  over: prompts once per packed group, plus responses).
+  over: prompts once per packed group, plus responses);
+- sequential decode steps of each engine call (its longest completion): on a CPU a decode
+  step costs a fixed ~3 ms plus a little per row, so steps explain much of the time.
 
     python benchmarks/skpo_vs_grpo.py --reps 8
     python benchmarks/skpo_vs_grpo.py --reps 8 rollout.max_new_tokens=128   # any override
@@ -37,13 +39,14 @@ def build(method: str, out: str, overrides: list[str]):
         "log.tensorboard=false", f"log.out_dir={out}", *overrides,
     ])
     trainer = build_trainer(cfg)
-    calls: list[float] = []
+    calls: list[tuple[float, int]] = []
     generate = trainer.engine.generate
 
     def timed_generate(*a, **k):  # one entry per engine call: SKPO makes two (segments, answers)
         t0 = time.perf_counter()
         out = generate(*a, **k)
-        calls.append(time.perf_counter() - t0)
+        steps = max((len(c.token_ids) for row in out for c in row), default=0)  # sequential decode steps
+        calls.append((time.perf_counter() - t0, steps))
         return out
 
     trainer.engine.generate = timed_generate
@@ -56,13 +59,14 @@ def one_step(trainer, calls) -> dict[str, float]:
     m = trainer.train_step(trainer.step)
     wall = time.perf_counter() - t0
     trainer.step += 1
-    rows = {"step": wall, "upstream gen": calls[0] if len(calls) == 2 else 0.0, "answer gen": calls[-1],
+    rows = {"step": wall, "upstream gen": calls[0][0] if len(calls) == 2 else 0.0, "answer gen": calls[-1][0],
             "scoring": m.get("time/scoring", 0.0), "update": m["time/update"] + m.get("time/old_log_probs", 0.0)}
     rows["other"] = wall - sum(v for k, v in rows.items() if k != "step")
     up = m.get("upstream/segment_length", 0.0) * trainer.cfg.train.prompts_per_step
     rows.update({
         "decoded": m["tokens/decoded"], "prefill": m.get("tokens/prefill", 0.0), "trained": m["tokens/trained"],
         "trained upstream": up, "update forward": m.get("tokens/update_real", 0.0),
+        "upstream decode steps": calls[0][1] if len(calls) == 2 else 0, "answer decode steps": calls[-1][1],
     })
     return rows
 
@@ -98,8 +102,8 @@ def main() -> None:
     for k in keys:
         rows.append([f"{k} (s)", f"{med['grpo'][k]:.3f}", f"{med['skpo'][k]:.3f}",
                      f"{med['skpo'][k] / med['grpo'][k]:.2f}×" if med["grpo"][k] > 1e-3 else "–"])
-    for k in counts:
-        rows.append([f"{k} tokens", f"{med['grpo'][k]:.0f}", f"{med['skpo'][k]:.0f}",
+    for k in counts + ["upstream decode steps", "answer decode steps"]:
+        rows.append([k if "steps" in k else f"{k} tokens", f"{med['grpo'][k]:.0f}", f"{med['skpo'][k]:.0f}",
                      f"{med['skpo'][k] / med['grpo'][k]:.2f}×" if med["grpo"][k] else "–"])
     print(_bench.table(["per step", "GRPO", "SKPO", "SKPO/GRPO"], rows))
     print(f"\nSKPO step / GRPO step (median of paired ratios): {ratio:.2f}×")

@@ -44,6 +44,24 @@ class Rows:
         )
 
 
+def concat_rows(parts: Sequence[Rows], pad_id: int) -> Rows:
+    """Rows of several roles as one batch (responses right-padded to the widest part), so
+    one forward serves them all; ``segment_index`` and ``extra`` are dropped."""
+    width = max(p.response_ids.shape[1] for p in parts)
+
+    def widen(x: Tensor, fill: float) -> Tensor:
+        return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=fill)
+
+    return Rows(
+        [list(q) for p in parts for q in p.prompt_ids],
+        torch.cat([widen(p.response_ids, pad_id) for p in parts]),
+        torch.cat([widen(p.response_mask, 0.0) for p in parts]),
+        torch.cat([widen(p.old_log_probs, 0.0) for p in parts]),
+        torch.cat([p.rewards.float() for p in parts]),
+        [k for p in parts for k in p.index],
+    )
+
+
 def pad_responses(responses: Sequence[Sequence[int]], log_probs: Sequence[Sequence[float]], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
     """Token lists → ``(ids [B, T], mask [B, T], log_probs [B, T])``, right-padded (T ≥ 1)."""
     width = max([len(r) for r in responses] + [1])

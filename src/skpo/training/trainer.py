@@ -55,7 +55,7 @@ from skpo.tasks.sources import PromptItem, PromptSource
 from skpo.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from skpo.training.logging import MetricsLogger
 from skpo.training.oar import oar_importance
-from skpo.training.rows import Rows, can_pack, last_token_rewards, length_buckets, pack_buckets, pad_responses, policy_forward
+from skpo.training.rows import Rows, can_pack, concat_rows, last_token_rewards, length_buckets, pack_buckets, pad_responses, policy_forward
 
 
 def resolve_preset(cfg: RunConfig) -> MethodPreset:
@@ -397,26 +397,56 @@ class Trainer:
                 chunk_keys = set(chunk)
                 if not chunk_keys:
                     continue
-                for term in preset.terms:
-                    rows = roles[term.role]
-                    sel = [b for b, k in enumerate(rows.index) if k in chunk_keys]
-                    if not sel:
-                        continue
-                    sub = rows.select(sel)
-                    den = self._denominators(sub.response_mask)
-                    for bucket, packs in self._micro_batches(sub):
-                        mb = sub.select(bucket)
-                        real, padded = _forward_tokens(mb, packs)
-                        sums["tokens/update_real"] = sums.get("tokens/update_real", 0.0) + real
-                        sums["tokens/update_padded"] = sums.get("tokens/update_padded", 0.0) + padded
-                        idx = torch.tensor([sel[i] for i in bucket])
-                        loss, mmetrics = self._micro_batch_loss(term, mb, advantages[term.role][idx],
-                                                                None if refs[term.role] is None else refs[term.role][idx], den, packs)
-                        self.accelerator.backward(loss)
+                # Each role's rows of this mini-batch (and each term's global denominators);
+                # the roles share their forward passes: one forward/backward per micro-batch.
+                parts: dict[str, tuple[Rows, list[int]]] = {}
+                for role in dict.fromkeys(term.role for term in preset.terms):
+                    sel = [b for b, k in enumerate(roles[role].index) if k in chunk_keys]
+                    if sel:
+                        parts[role] = (roles[role].select(sel), sel)
+                if not parts:
+                    continue
+                dens = {term.role: self._denominators(parts[term.role][0].response_mask)
+                        for term in preset.terms if term.role in parts}
+                owner = [(role, j) for role, (sub, _) in parts.items() for j in range(len(sub))]
+                combined = concat_rows([sub for sub, _ in parts.values()], self.pad_id) if len(parts) > 1 else next(iter(parts.values()))[0]
+                for bucket, packs in self._micro_batches(combined):
+                    mb = combined.select(bucket)
+                    real, padded = _forward_tokens(mb, packs)
+                    sums["tokens/update_real"] = sums.get("tokens/update_real", 0.0) + real
+                    sums["tokens/update_padded"] = sums.get("tokens/update_padded", 0.0) + padded
+                    log_prob, entropy = policy_forward(self.model, mb.prompt_ids, mb.response_ids, mb.response_mask,
+                                                       self.pad_id, self.cfg.rollout.temperature, with_entropy=True, packs=packs)
+                    loss = log_prob.new_zeros(())
+                    for term in preset.terms:
+                        if term.role not in parts:
+                            continue
+                        sub, sel = parts[term.role]
+                        local = [i for i, b in enumerate(bucket) if owner[b][0] == term.role]
+                        if not local:
+                            continue
+                        mine = [owner[bucket[i]][1] for i in local]  # rows of sub
+                        idx = torch.tensor([sel[j] for j in mine])
+                        width = sub.response_ids.shape[1]
+                        pick = torch.tensor(local, device=log_prob.device)
+                        term_loss_value, mmetrics = self._term_loss(
+                            term, log_prob[pick, :width], entropy[pick, :width], sub.select(mine),
+                            advantages[term.role][idx], None if refs[term.role] is None else refs[term.role][idx],
+                            dens[term.role],
+                        )
+                        loss = loss + term_loss_value
                         for k, v in mmetrics.items():
                             key = f"{term.role}/{k}" if term.role != "response" else f"actor/{k}"
-                            sums[key] = sums.get(key, 0.0) + float(v) * len(bucket)
-                            counts[key] = counts.get(key, 0) + len(bucket)
+                            if k == "pg_loss":  # micro-batch parts of the mini-batch loss add up
+                                sums[key] = sums.get(key, 0.0) + float(v)
+                            else:
+                                sums[key] = sums.get(key, 0.0) + float(v) * len(local)
+                                counts[key] = counts.get(key, 0) + len(local)
+                    self.accelerator.backward(loss)
+                for term in preset.terms:  # pg_loss: the mean over mini-batches of their loss
+                    if term.role in parts:
+                        key = f"{term.role}/pg_loss" if term.role != "response" else "actor/pg_loss"
+                        counts[key] = counts.get(key, 0) + 1
                 grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), t.grad_clip)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -440,11 +470,10 @@ class Trainer:
         scale = float(self.cfg.rollout.max_new_tokens) if self.preset.agg_scale == "max_response_length" else None
         return AggDenominators(float(counts[0]), float(counts[1]), scale)
 
-    def _micro_batch_loss(self, term, mb: Rows, adv, ref_lp, den, packs) -> tuple[torch.Tensor, dict[str, float]]:
+    def _term_loss(self, term, log_prob, entropy, mb: Rows, adv, ref_lp, den) -> tuple[torch.Tensor, dict[str, float]]:
+        """One loss term on its rows of a micro-batch, from that micro-batch's forward
+        (``log_prob`` / ``entropy`` ``[b, T]`` of the term's rows ``mb``)."""
         preset = self.preset
-        need_entropy = True  # cheap at these sizes and always reported
-        log_prob, entropy = policy_forward(self.model, mb.prompt_ids, mb.response_ids, mb.response_mask, self.pad_id,
-                                           self.cfg.rollout.temperature, with_entropy=need_entropy, packs=packs)
         device = log_prob.device
         mask = mb.response_mask.to(device)
         old_log_prob = log_prob.detach() if self.on_policy else mb.old_log_probs.to(device)
