@@ -4,7 +4,8 @@ Both trainers start from the same shipped tiny model (``tiny-arith``, float32) a
 the same pool of arithmetic prompts, with the same group size, completion length, batch
 (prompts × G completions per optimizer step), learning rate, reward function (the arithmetic
 checker) and sampling (temperature 1, no top-p / top-k). One training step = generate the
-batch, score it, one optimizer step. TRL is configured for its fastest CPU float32 path:
+batch, score it, one optimizer step. TRL is configured for its fastest CPU float32 path
+(``--trl-defaults`` keeps its bf16 and checkpointing defaults instead):
 ``bf16=False``, ``gradient_checkpointing=False``, plain ``model.generate``, no reference
 model (``beta=0``) and on-policy (no old-log-prob pass), ``loss_type="dapo"`` (token-mean,
 like skpo's GRPO preset).
@@ -76,8 +77,11 @@ def trl_side(args, skpo_trainer, out_dir):
     if (args.prompts * args.group) % micro:
         raise SystemExit(f"--trl-micro-batch {micro} must divide the batch of {args.prompts * args.group} completions")
     accumulation = args.prompts * args.group // micro
+    # TRL's own defaults are bf16 autocast and gradient checkpointing; both are slower here
+    # (bf16 autocast on this CPU: conversions outweigh the faster matmuls at hidden size 128)
+    speed = {} if args.trl_defaults else {"bf16": False, "gradient_checkpointing": False}
     config = GRPOConfig(
-        output_dir=out_dir, use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+        output_dir=out_dir, use_cpu=True, fp16=False, **speed,
         per_device_train_batch_size=micro, num_generations=args.group,
         gradient_accumulation_steps=accumulation, steps_per_generation=accumulation, num_iterations=1,
         max_completion_length=args.length, temperature=1.0, top_p=1.0, top_k=0, generation_kwargs=gen_kwargs,
@@ -99,6 +103,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=6, help="timed steps of each")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--trl-defaults", action="store_true",
+                    help="keep TRL's default bf16 autocast and gradient checkpointing (skpo stays float32)")
     ap.add_argument("--trl-micro-batch", type=int, default=0,
                     help="completions per TRL forward/backward (gradient accumulation); 0 = the whole batch")
     ap.add_argument("skpo_overrides", nargs="*", help="extra skpo config overrides (key=value)")
@@ -142,7 +148,7 @@ def main() -> None:
     trl_tps = [n / s for n, s in zip(rec["trl_tokens"][w:], trl_s)]
     skpo_tps = [n / s for n, s in zip(rec["skpo_tokens"][w:], skpo_s)]
     print(f"# {_bench.machine_line()}; TRL {trl.__version__} "
-          f"(micro-batch {args.trl_micro_batch or batch} completions), skpo micro-batch ≤ {ours.cfg.train.micro_batch_tokens} tokens")
+          f"(micro-batch {args.trl_micro_batch or batch} completions{', its defaults: bf16 + gradient checkpointing' if args.trl_defaults else ', float32'}), skpo micro-batch ≤ {ours.cfg.train.micro_batch_tokens} tokens")
     print(f"# tiny-arith (1.02M params, float32), {args.prompts} prompts × G={args.group}, completions "
           f"{'exactly' if args.mode == 'fixed' else 'at most'} {args.length} tokens, one optimizer step per step; "
           f"median of {len(trl_s)} interleaved steps after {w} warm-up")

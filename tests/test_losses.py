@@ -181,7 +181,7 @@ def test_k3_is_unbiased_kl_estimate():
     torch.testing.assert_close(est, exact)
 
 
-@pytest.mark.parametrize("chunk", [None, 1, 5, 1024])
+@pytest.mark.parametrize("chunk", [None, 1, 5, 1024, "auto"])
 def test_chunked_entropy_and_logprobs_equal_dense_with_gradients(chunk):
     g = torch.Generator().manual_seed(3)
     logits = (torch.randn(2, 6, 33, generator=g) * 2).requires_grad_(True)
@@ -195,6 +195,18 @@ def test_chunked_entropy_and_logprobs_equal_dense_with_gradients(chunk):
     grad, = torch.autograd.grad((h.sum() + lp.sum()), logits)
     ref_grad, = torch.autograd.grad((ref_h.sum() + ref_lp.sum()), logits)
     torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-5)
+
+
+def test_auto_chunks_bound_the_float32_block(monkeypatch):
+    """"auto" picks rows per chunk from the vocabulary: ~2^25 elements per chunk."""
+    from skpo.algorithms import stats
+
+    seen = []
+    monkeypatch.setattr(stats, "_entropy", lambda z: seen.append(z.shape) or torch.zeros(z.shape[0]))
+    entropy_from_logits(torch.zeros(40_000, 263))  # small vocabulary: one pass
+    entropy_from_logits(torch.zeros(500, 150_000))
+    assert seen[0] == (40_000, 263)
+    assert [s[0] for s in seen[1:]] == [223, 223, 54] and all(s[1] == 150_000 for s in seen[1:])
 
 
 def test_entropy_of_uniform_and_bf16_input():

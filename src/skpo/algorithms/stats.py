@@ -53,7 +53,10 @@ def _logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
-def _chunked(fn, chunk_size: int | None, *tensors: torch.Tensor) -> torch.Tensor:
+_AUTO_CHUNK_ELEMENTS = 1 << 25
+
+
+def _chunked(fn, chunk_size: int | str | None, *tensors: torch.Tensor) -> torch.Tensor:
     """Apply ``fn`` over chunks of rows of the flattened leading dims.
 
     Each chunk upcasts only itself to float32, and under autograd each chunk is
@@ -63,6 +66,8 @@ def _chunked(fn, chunk_size: int | None, *tensors: torch.Tensor) -> torch.Tensor
     head = tensors[0].shape[:-1]
     flat = [t.reshape(-1, t.shape[-1]) if t.dim() == len(head) + 1 else t.reshape(-1) for t in tensors]
     n = flat[0].shape[0]
+    if chunk_size == "auto":  # rows per chunk so that a chunk's float32 [rows, V] is ~128 MB
+        chunk_size = max(1, _AUTO_CHUNK_ELEMENTS // tensors[0].shape[-1])
     if chunk_size is None or n <= chunk_size:
         return fn(*flat).reshape(head)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in flat)
@@ -73,15 +78,16 @@ def _chunked(fn, chunk_size: int | None, *tensors: torch.Tensor) -> torch.Tensor
     return torch.cat(outs).reshape(head)
 
 
-def entropy_from_logits(logits: torch.Tensor, chunk_size: int | None = 1024) -> torch.Tensor:
+def entropy_from_logits(logits: torch.Tensor, chunk_size: int | str | None = "auto") -> torch.Tensor:
     """Token entropy ``H = logsumexp(z) − Σ softmax(z)·z`` in float32, ``[..., V] → [...]``.
 
-    ``chunk_size`` rows at a time: at a 150k vocabulary a float32 softmax of 1024 rows is
-    0.6 GB, so this bounds peak memory whatever the batch. None = one pass.
+    ``chunk_size`` rows at a time bounds peak memory whatever the batch: at a 150k
+    vocabulary a float32 softmax of 1024 rows is 0.6 GB. ``"auto"`` sizes chunks to ~128 MB
+    (223 rows at 150k; a small vocabulary is one pass, with no recomputation). None = one pass.
     """
     return _chunked(_entropy, chunk_size, logits)
 
 
-def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor, chunk_size: int | None = 1024) -> torch.Tensor:
+def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor, chunk_size: int | str | None = "auto") -> torch.Tensor:
     """``log softmax(z)[label]`` in float32, ``[..., V], [...] → [...]``, chunked like entropy."""
     return _chunked(_logprobs, chunk_size, logits, labels)
