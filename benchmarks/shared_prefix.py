@@ -16,9 +16,8 @@ machine is shared and noisy, so absolute seconds mean little.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
+import _bench
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -68,6 +67,7 @@ def main() -> None:
                 pad_token_id=0, eos_token_id=None,
             )
 
+    print(f"# {_bench.machine_line()}")
     print(
         f"# Qwen2 {n_params / 1e6:.2f}M params, float32, torch threads {torch.get_num_threads()}, "
         f"n={args.n} samples of {args.new} new tokens from one prompt, median of {args.reps} "
@@ -93,19 +93,13 @@ def main() -> None:
         assert [c.token_ids for c in a[0]] == [c.token_ids for c in b[0]]
         if "hf" in variants:
             variants["hf"]()
-        times: dict[str, list[float]] = {k: [] for k in variants}
-        names = list(variants)
-        for rep in range(args.reps):
-            for name in names[rep % len(names):] + names[: rep % len(names)]:
-                t0 = time.perf_counter()
-                variants[name]()
-                times[name].append(time.perf_counter() - t0)
-        med = {k: statistics.median(v) for k, v in times.items()}
+        times = _bench.interleave(variants, args.reps)
+        med = {k: _bench.median(v) for k, v in times.items()}
         # Ratio per repetition (paired, same moment on the machine), then the median.
-        ratio = statistics.median(u / s for u, s in zip(times["unshared"], times["shared"]))
+        ratio = _bench.paired_ratio(times["unshared"], times["shared"])
         row = [str(plen), f"{med['shared']:.3f}", f"{med['unshared']:.3f}", f"{ratio:.2f}×"]
         if not args.no_hf:
-            hf_ratio = statistics.median(h / s for h, s in zip(times["hf"], times["shared"]))
+            hf_ratio = _bench.paired_ratio(times["hf"], times["shared"])
             row += [f"{med['hf']:.3f}", f"{hf_ratio:.2f}×"]
         print("| " + " | ".join(row) + " |", flush=True)
 
