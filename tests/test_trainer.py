@@ -291,3 +291,36 @@ def test_micro_batching_and_packing_do_not_change_the_update(tiny_dir, tmp_path,
     for key in ("upstream/pg_loss", "downstream/pg_loss", "actor/pg_loss"):
         if key in m_alone:
             assert m_alone[key] == pytest.approx(m_together[key], abs=1e-5)
+
+
+@pytest.mark.parametrize("method", ["skpo", "grpo"])
+def test_off_policy_mini_batches_start_from_ratio_one(tiny_dir, tmp_path, method, monkeypatch):
+    """Two mini-batches × two epochs: old log-probs come from their own (packed) pass, and the
+    first mini-batch, taken before any optimizer step, sees π_θ = π_old (approx_kl ≈ 0)."""
+    from skpo.training import trainer as trainer_mod
+
+    mixed_rewards(monkeypatch)
+    kls: list[tuple[int, float]] = []  # (optimizer steps taken so far, approx_kl of a micro-batch)
+    steps = [0]
+    real_term_loss = trainer_mod.term_loss
+
+    def spy(term, inputs, den):
+        loss, metrics = real_term_loss(term, inputs, den)
+        if "approx_kl" in metrics:
+            kls.append((steps[0], float(metrics["approx_kl"])))
+        return loss, metrics
+
+    monkeypatch.setattr(trainer_mod, "term_loss", spy)
+    trainer = build_trainer(small_config(tiny_dir, tmp_path / method, method, "train.mini_batches=2", "train.ppo_epochs=2",
+                                         "train.prompts_per_step=4"))
+    real_step = trainer.optimizer.step
+    trainer.optimizer.step = lambda *a, **k: (steps.__setitem__(0, steps[0] + 1), real_step(*a, **k))[1]
+    assert not trainer.on_policy
+    m = trainer.train_step(0)
+    assert steps[0] == 4
+    assert all(v == v and abs(v) != float("inf") for v in m.values())
+    assert m["actor/grad_norm"] > 0
+    first = [k for s, k in kls if s == 0]
+    later = [k for s, k in kls if s > 0]
+    assert first and max(abs(k) for k in first) < 1e-5
+    assert later and max(abs(k) for k in later) > 1e-5  # the policy has moved
