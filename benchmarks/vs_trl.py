@@ -114,7 +114,10 @@ def main() -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    import trl
+    try:
+        import trl
+    except ImportError:
+        raise SystemExit('benchmarks/vs_trl.py needs TRL: pip install -e ".[bench]" (pins trl==1.16.0)') from None
     from transformers import TrainerCallback
 
     tmp = tempfile.mkdtemp(prefix="skpo-vs-trl-")
