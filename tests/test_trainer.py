@@ -324,3 +324,52 @@ def test_off_policy_mini_batches_start_from_ratio_one(tiny_dir, tmp_path, method
     later = [k for s, k in kls if s > 0]
     assert first and max(abs(k) for k in first) < 1e-5
     assert later and max(abs(k) for k in later) > 1e-5  # the policy has moved
+
+
+def test_dapo_dynamic_sampling_refills_the_batch(tiny_dir, tmp_path, monkeypatch):
+    """DAPO draws more prompts until the batch holds prompts_per_step groups whose rewards
+    are not all equal; prompts whose answers all score the same never reach the loss."""
+    import zlib
+
+    from skpo.training.trainer import Trainer
+
+    def flat(key: str) -> bool:  # half the prompts: every answer gets the same reward
+        return zlib.crc32(key.encode()) % 2 == 0
+
+    def reward(self, item, response_ids):
+        correct = False if flat(item.key) else sum((i + 1) * t for i, t in enumerate(response_ids)) % 2 == 1
+        lo, hi = self.preset.reward_range
+        return (hi if correct else lo), correct
+
+    monkeypatch.setattr(Trainer, "reward", reward)
+    seen = {}
+    real_update = Trainer._update
+
+    def spy(self, roles, *a):
+        seen["rows"] = roles["response"]
+        return real_update(self, roles, *a)
+
+    monkeypatch.setattr(Trainer, "_update", spy)
+    trainer = build_trainer(small_config(tiny_dir, tmp_path / "dapo", "dapo", "train.prompts_per_step=4",
+                                         "rollout.group_size=4", "train.dapo_max_gen_batches=8"))
+    m = trainer.train_step(0)
+    rows = seen["rows"]
+    keys = list(dict.fromkeys(rows.index))
+    assert len(keys) == 4 and len(rows) == 16
+    assert not any(flat(k) for k in keys)
+    for k in keys:  # every trained group has mixed rewards
+        assert len({float(r) for r, i in zip(rows.rewards, rows.index) if i == k}) > 1
+    assert m["filter/gen_batches"] >= 2 and m["filter/underfilled"] == 0
+    assert m["filter/informative_fraction"] < 1
+    assert m["tokens/decoded"] > rows.response_mask.sum()  # the dropped groups were decoded too
+    assert m["actor/grad_norm"] > 0
+
+
+def test_dapo_gives_up_after_its_rounds_and_trains_nothing(tiny_dir, tmp_path, monkeypatch):
+    from skpo.training.trainer import Trainer
+
+    monkeypatch.setattr(Trainer, "reward", lambda self, item, ids: (self.preset.reward_range[0], False))
+    trainer = build_trainer(small_config(tiny_dir, tmp_path / "dapo", "dapo", "train.dapo_max_gen_batches=2"))
+    m = trainer.train_step(0)
+    assert m["filter/gen_batches"] == 2 and m["filter/underfilled"] == 1 and m["filter/informative_fraction"] == 0
+    assert m["actor/grad_norm"] == 0

@@ -110,6 +110,9 @@ class TrainSection(_Strict):
     )
     recompute_old_log_probs: bool = Field(True, description="old log-probs from a trainer forward (False: the engine's)")
     filter_groups: bool | None = None
+    dapo_max_gen_batches: int = Field(
+        3, ge=1, description="DAPO dynamic sampling: most rounds of prompts_per_step prompts drawn per step to fill the batch with groups of mixed rewards"
+    )
 
     @field_validator("method")
     @classmethod

@@ -8,8 +8,10 @@ naming the rows it applies to (``response`` / ``upstream`` / ``downstream``), it
 estimator, its loss and its aggregation. The trainer never branches on a method's name.
 
 Simplifications (stated, not hidden):
-- DAPO dynamic sampling masks all-equal groups out of the loss; it does not re-sample to
-  refill the batch (``filter/kept_fraction`` reports how much was kept).
+- DAPO dynamic sampling draws at most ``train.dapo_max_gen_batches`` rounds of prompts to
+  fill the batch with informative groups; when they run out the step trains on fewer
+  groups (``filter/underfilled``), and an all-equal group that still reaches the loss is
+  masked out.
 - With ``rho_mode="kl"`` the per-prompt KL of the SPO trackers is the policy drift
   accumulated since the prompt was last seen, each step's drift measured as the k3 KL of
   the updated policy against the rollout policy on one micro-batch of that step's tokens.
@@ -152,12 +154,12 @@ class Trainer:
         if self.logger:
             self.logger.close()
 
-    def sample_prompts(self, step: int) -> list[PromptItem]:
-        """Prompts of step ``step`` — a function of (seed, step, tracker state) only, so a
-        resumed run draws the same prompts."""
+    def sample_prompts(self, step: int, draw: int = 0) -> list[PromptItem]:
+        """Prompts of step ``step`` — a function of (seed, step, draw, tracker state) only, so
+        a resumed run draws the same prompts (``draw`` > 0: DAPO's extra rounds)."""
         n = self.cfg.train.prompts_per_step
         items = self.source.items
-        gen = torch.Generator().manual_seed(mix_seed(self.cfg.train.seed, step, 17))
+        gen = torch.Generator().manual_seed(mix_seed(self.cfg.train.seed, step, 17, *([draw] if draw else [])))
         if self.preset.prompt_sampling == "prioritized":
             weights = prioritized_weights(self.value_tracker.success_prob([it.key for it in items]))
             idx = prioritized_sample(weights, n, generator=gen, replacement=n > len(items))
@@ -251,26 +253,72 @@ class Trainer:
             metrics["tokens/prefill"] = c.prefill_tokens
             return roles
         # group / single / mc_steps: G answers per prompt from q
-        g = preset.group_size
-        outs = self.engine.generate([list(it.prompt_ids) for it in items], g, params)
-        prompts, responses, lps, rewards, index, correct = [], [], [], [], [], []
-        for it, completions in zip(items, outs):
-            for comp in completions:
-                with timer("scoring"):
-                    r, c = self.reward(it, comp.token_ids)
-                prompts.append(list(it.prompt_ids)); responses.append(list(comp.token_ids)); lps.append(list(comp.logprobs))
-                rewards.append(r); index.append(it.key); correct.append(c)
+        groups, all_correct, decoded, prefill, batches = self._sample_groups(items, params, step, timer)
+        kept = [grp for grp in groups if grp["kept"]]
+        if preset.filter_groups:
+            metrics["filter/gen_batches"] = batches
+            metrics["filter/informative_fraction"] = sum(grp["informative"] for grp in groups) / len(groups)
+            metrics["filter/underfilled"] = float(len(kept) < len(items))
+        if not kept:  # no informative group at all: train on the first draw (the filter masks it)
+            kept = groups[: len(items)]
+        prompts = [list(grp["item"].prompt_ids) for grp in kept for _ in grp["responses"]]
+        responses = [r for grp in kept for r in grp["responses"]]
+        lps = [lp for grp in kept for lp in grp["logprobs"]]
+        rewards = [r for grp in kept for r in grp["rewards"]]
+        index = [grp["item"].key for grp in kept for _ in grp["responses"]]
+        items = [grp["item"] for grp in kept]
         ids, mask, old = pad_responses(responses, lps, self.pad_id)
         rows = Rows(prompts, ids, mask, old, torch.tensor(rewards), index)
-        metrics["_decoded_tokens"] = int(mask.sum())
-        metrics["tokens/prefill"] = sum(len(it.prompt_ids) for it in items)  # one shared prefill per prompt
+        metrics["_decoded_tokens"] = decoded
+        metrics["tokens/prefill"] = prefill  # one shared prefill per prompt
         metrics["reward/mean"] = float(torch.tensor(rewards).mean())
-        metrics["accuracy/mean"] = float(torch.tensor(correct, dtype=torch.float32).mean())
+        # accuracy of everything sampled (the policy's), not of the groups kept for training
+        metrics["accuracy/mean"] = float(torch.tensor(all_correct, dtype=torch.float32).mean())
         metrics["response_length/mean"] = float(mask.sum(-1).mean())
         if preset.rollout == "mc_steps":
             with timer("mc_values"):
                 self._attach_step_values(rows, items, params, metrics)
         return {"response": rows}
+
+    def _sample_groups(self, items, params, step, timer) -> tuple[list[dict], list[bool], int, int, int]:
+        """G answers per prompt, scored. With DAPO's dynamic sampling (``filter_groups``),
+        groups whose rewards are all equal carry no gradient, so more prompts are drawn (a
+        fresh batch of ``prompts_per_step`` per round, at most ``train.dapo_max_gen_batches``
+        rounds) until ``prompts_per_step`` informative groups are in hand; the first ones in
+        draw order are kept, as in verl's DAPO recipe. If the rounds run out first, the step
+        trains on the informative groups it has.
+
+        Returns ``(groups, correct of every answer sampled, decoded tokens, prefill tokens,
+        rounds)``; each group is a dict with ``item``, ``responses``, ``logprobs``,
+        ``rewards``, ``informative`` and ``kept``."""
+        preset, target = self.preset, len(items)
+        rounds = self.cfg.train.dapo_max_gen_batches if preset.filter_groups else 1
+        groups: list[dict] = []
+        all_correct: list[bool] = []
+        decoded = prefill = n_kept = 0
+        for attempt in range(rounds):
+            if attempt:
+                items = self.sample_prompts(step, draw=attempt)
+                params = dataclasses.replace(params, seed=mix_seed(int(params.seed), 57, attempt))
+            outs = self.engine.generate([list(it.prompt_ids) for it in items], preset.group_size, params)
+            prefill += sum(len(it.prompt_ids) for it in items)
+            for it, completions in zip(items, outs):
+                rewards = []
+                for comp in completions:
+                    with timer("scoring"):
+                        r, c = self.reward(it, comp.token_ids)
+                    rewards.append(r)
+                    all_correct.append(c)
+                    decoded += len(comp.token_ids)
+                informative = len(set(rewards)) > 1
+                keep = (informative or not preset.filter_groups) and n_kept < target
+                n_kept += keep
+                groups.append({"item": it, "responses": [list(c.token_ids) for c in completions],
+                               "logprobs": [list(c.logprobs) for c in completions], "rewards": rewards,
+                               "informative": informative, "kept": keep})
+            if n_kept >= target:
+                break
+        return groups, all_correct, decoded, prefill, attempt + 1
 
     def _attach_step_values(self, rows: Rows, items, params, metrics) -> None:
         """VinePPO step values: K continuations from each step boundary of each response."""
