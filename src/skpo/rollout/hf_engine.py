@@ -194,6 +194,11 @@ class HFEngine:
         params = inspect.signature(model.forward).parameters
         # Prefill only needs the last position's logits: [U, V] instead of [U, P, V].
         self._keeps_logits = "logits_to_keep" in params
+        # A one-token decode step under sdpa needs no causal mask, only the padding mask:
+        # handing it over as a ready [R, 1, 1, S] boolean mask skips the model's mask
+        # construction at every step (~5 % of a small model's decode step on CPU).
+        config = getattr(model, "config", None)
+        self._ready_decode_mask = getattr(config, "_attn_implementation", None) == "sdpa"
 
     # ------------------------------------------------------------------ public API
 
@@ -374,7 +379,8 @@ class HFEngine:
                 batch_list = [batch_list[a] for a in keep]
                 finished, n_finished = [False] * len(keep), 0
             mask = torch.cat([mask, mask.new_ones((len(batch_list), 1))], dim=1)
-            logits, cache = self._forward(tok[:, None], mask, next_pos[:, None], cache, 1)
+            step_mask = mask.bool()[:, None, None, :] if self._ready_decode_mask else mask
+            logits, cache = self._forward(tok[:, None], step_mask, next_pos[:, None], cache, 1)
             logits = logits[:, -1]
             next_pos = next_pos + 1
 
