@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("skpo.commands.evaluate", "evaluate a checkpoint or HF model directory"),
     "warmstart": ("skpo.warmstart", "supervised warm start of the tiny model on the synthetic task"),
     "plot": ("skpo.commands.plot", "learning curves of one or more runs"),
+    "standin": ("skpo.commands.standin", "tiny random stand-in of a real model family (real template and ids)"),
 }
 
 
