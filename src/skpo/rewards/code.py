@@ -1,54 +1,55 @@
-"""Code verifier: run a model's Python program against tests in a sandboxed subprocess.
+"""Code verifier: run a model's Python program against tests in a sandbox.
 
-A completion is correct when the program (solution + tests) runs to the end without raising.
-Model-written code is untrusted: it may loop forever, fork-bomb, allocate without bound,
-write anywhere it can, signal its parent, or look for secrets. The sandbox here is built
-from plain POSIX pieces so that it works anywhere Python runs as root (containers, CI
-machines) without extra tooling:
+A completion is correct when the tests, run against the program, all pass. Model-written
+code is untrusted: it may loop forever, fork-bomb, allocate without bound, write anywhere
+it can, signal its parent, reach the network, look for secrets, or try to fake a pass. The
+sandbox is built from kernel namespaces and POSIX limits, with no tooling beyond Python:
 
-* **A separate interpreter**, ``python -I -B`` (isolated: no ``PYTHON*`` variables, no
-  user site, script directory not on ``sys.path``), in its own session
-  (``start_new_session``), with stdin closed and a **minimal environment** built from
-  scratch (nothing of the host's environment is inherited).
-* **An unprivileged identity** when the host runs as root: every concurrently running
-  sandbox gets its own uid/gid from a reserved range (default 2000000000 and up, not in
-  ``/etc/passwd``), with no supplementary groups. It cannot write root's files or the
-  repository, cannot signal the host or read its ``/proc/<pid>/environ``, and, because the
-  uid is exclusive, ``RLIMIT_NPROC`` is a per-sandbox process cap and every process the
-  program leaves behind (even one that called ``setsid``) can be found and killed by uid.
-* **Resource limits**, set by a short trusted bootstrap inside the child before any model
-  code runs: address space (``RLIMIT_AS``), CPU seconds, processes/threads, file size,
-  open files, no core dumps. They are set in the child rather than in ``preexec_fn``
-  because ``preexec_fn`` is documented as unsafe in threaded programs, and both the
-  trainer and :func:`run_python_batch` call this from threads; the uid switch itself is
-  done by ``subprocess`` (``user=``/``group=``/``extra_groups=``) in C.
-* **A wall-clock timeout** after which the whole process group is killed with ``SIGKILL``,
-  followed by a sweep that kills any remaining process of the sandbox uid.
-* **A scratch directory** (fresh, owned by the sandbox uid, ``HOME`` and ``TMPDIR`` point
-  there) that is deleted afterwards, together with anything the uid left in the
-  world-writable ``/tmp``, ``/var/tmp``, ``/dev/shm`` and ``/run/lock``.
-* **Bounded output**: stdout/stderr go to files the child cannot grow beyond the file-size
-  limit; at most ``max_output_bytes`` of each is read back.
-* **Proof that the tests finished**: the bootstrap prints a per-run random token after the
-  program returns normally; a program that leaves early with exit status 0
-  (``sys.exit(0)``, ``os._exit(0)``, ``os.execv``) does not print it and scores 0.
+* **Namespaces per sandbox**: network (only a loopback that is down: no connection to the
+  host's 127.0.0.1 or anywhere else), IPC (SysV shared memory, semaphores and message
+  queues die with the sandbox), mount (a fresh ``/proc``; a ``/dev`` with only null, zero,
+  full, random, urandom and a private ``shm``, so no GPU; private tmpfs over ``/tmp``,
+  ``/var/tmp`` and ``/run``, which also hides the host's D-Bus and other sockets) and PID
+  (the sandbox sees only its own processes, cannot signal any other, and everything in it
+  is killed when it ends).
+* **An unprivileged identity.** As root, every running sandbox gets its own uid/gid from a
+  reserved range (default 2000000000 and up, not in ``/etc/passwd``), exclusive across
+  processes: a uid is held through an ``flock`` on ``/run/skpo-sandbox/uid-<uid>.lock`` for
+  the sandbox's lifetime, and the kernel drops the lock if its holder dies. Not root, the
+  sandbox runs in an unprivileged user namespace, with the whole file system read-only
+  except its private tmpfs (it has the host user's file permissions otherwise). Either way:
+  no capabilities, ``no_new_privs``, no supplementary groups.
+* **Resource limits** (address space, CPU seconds, processes, file size, open files, no
+  core dumps), set before any model code runs. Without root, ``RLIMIT_NPROC`` counts per
+  user namespace, so it is a per-sandbox cap in both modes.
+* **A wall-clock timeout**, after which everything is killed with ``SIGKILL``.
+* **A judge that the program cannot reach** (see :mod:`skpo.rewards._sandbox_child`): the
+  tests run in a separate process (pid 1 of the sandbox, non-dumpable) that asks the
+  program for what it needs (call the entry point, read a global) and gets plain data or an
+  opaque handle back. The tests never enter the program's memory, and the verdict reaches
+  the host on a pipe the program never holds, so printing, exiting early, walking frames,
+  scanning memory or patching builtins cannot turn a wrong answer into a pass.
+* **Bounded output**: stdout/stderr go to host files the sandbox cannot grow beyond the
+  file-size limit; at most ``max_output_bytes`` of each is read back.
 
-What it does not do (see ``docs/rewards.md``): no network, mount or PID namespace, no
-seccomp filter, no cgroup (memory is capped per process, so a sandbox may use up to
-``max_processes * memory_mb``), read access to every world-readable file, and without root
-no uid switch at all (then the program runs as the host user; use a container).
+If the namespaces cannot be created (no root and unprivileged user namespaces disabled, or
+a container without ``CAP_SYS_ADMIN``), the first sandbox raises ``RuntimeError``: untrusted
+code is never run unisolated. Limits that remain are listed in ``docs/rewards.md``.
 """
 
 from __future__ import annotations
 
+import atexit
 import errno
+import fcntl
 import os
 import pwd
 import re
-import secrets
+import select
 import shutil
 import signal
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from skpo.rewards import _sandbox_child as _child
 from skpo.rewards.base import Verdict
 
 __all__ = [
@@ -77,8 +79,9 @@ __all__ = [
 DEFAULT_UID_BASE = 2_000_000_000  # far above human and system accounts, below 2**31
 DEFAULT_SLOTS = 64  # sandboxes that may run at the same time (one uid each)
 NOBODY = 65534
-WORLD_WRITABLE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+LOCK_DIRS = ("/run/skpo-sandbox", "/tmp/skpo-sandbox-locks")  # first usable one wins
 _SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+_CHILD = Path(__file__).with_name("_sandbox_child.py")
 
 
 @dataclass(frozen=True)
@@ -86,12 +89,14 @@ class SandboxLimits:
     """Limits of one sandboxed run.
 
     Attributes:
-        timeout_s: wall-clock seconds before the process group is killed.
+        timeout_s: wall-clock seconds before everything in the sandbox is killed.
         memory_mb: address space per process (``RLIMIT_AS``).
-        max_processes: processes and threads the sandbox uid may have at once
-            (``RLIMIT_NPROC``), the main process included. Total memory of a sandbox can
-            reach ``max_processes * memory_mb``, so keep this small.
-        max_file_mb: largest file the program may write (``RLIMIT_FSIZE``), stdout included.
+        max_processes: processes and threads the sandbox may have at once
+            (``RLIMIT_NPROC``), the judge and the program's main process included. Total
+            memory of a sandbox can reach ``max_processes * memory_mb``, so keep this small.
+        max_file_mb: largest file the program may write (``RLIMIT_FSIZE``), stdout included;
+            also the size of each private tmpfs (``/tmp``, ``/var/tmp``, ``/run``,
+            ``/dev/shm``), which lives in memory.
         max_open_files: ``RLIMIT_NOFILE``.
         max_output_bytes: how much of stdout and of stderr is read back.
     """
@@ -108,18 +113,23 @@ class SandboxLimits:
             raise ValueError("timeout_s must be positive")
         if self.memory_mb < 64:
             raise ValueError("memory_mb below 64 leaves no room for the interpreter")
-        if self.max_processes < 1 or self.max_open_files < 16 or self.max_file_mb < 1:
-            raise ValueError("limits too small to start Python")
+        if self.max_processes < 2 or self.max_open_files < 16 or self.max_file_mb < 1:
+            raise ValueError("limits too small to start Python (the judge and the program need 2 processes)")
 
 
 @dataclass(frozen=True)
 class SandboxResult:
     """Everything observed about one sandboxed run.
 
-    ``returncode`` is the main process's exit status (negative: killed by that signal);
-    ``finished`` says whether the bootstrap confirmed that the program ran to its end;
-    ``leftover_killed`` counts processes of the sandbox uid still alive after the main
-    process was gone (children it spawned) that had to be killed.
+    ``finished`` says whether the judge saw the program load and every test pass (for
+    :func:`run_sandboxed`, which has no tests: the program's module code returned; only
+    tests make that a proof). ``returncode`` is the program's exit status (negative: killed
+    by that signal); ``exception`` the name and message of the exception that ended the run,
+    as the judge recorded it (raised by the program or by a failing test); ``uid`` the
+    sandbox's uid on the host (``None`` in a user namespace, where it is the host user's);
+    ``leftover_killed`` counts processes still alive after the tests that had to be
+    killed; ``pid_namespace`` names the sandbox's PID namespace (``"pid:[...]"``, as in
+    ``/proc/<pid>/ns/pid``).
     """
 
     returncode: int
@@ -130,53 +140,12 @@ class SandboxResult:
     seconds: float
     uid: int | None
     leftover_killed: int
+    exception: tuple[str, str] | None = None
+    pid_namespace: str | None = None
 
 
-# ------------------------------------------------------------------------------------------
-# The bootstrap: trusted code that runs inside the sandbox before the program.
-# ------------------------------------------------------------------------------------------
-
-_BOOTSTRAP = r"""
-import os, resource, sys
-
-def _limit(name, value):
-    resource.setrlimit(getattr(resource, name), (value, value))
-
-def _main():
-    token = b""
-    while not token.endswith(b"\n"):
-        chunk = os.read(0, 64)
-        if not chunk:
-            break
-        token += chunk
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    memory, cpu, nproc, fsize, nofile = (int(v) for v in sys.argv[1:6])
-    _limit("RLIMIT_CORE", 0)
-    _limit("RLIMIT_NOFILE", nofile)
-    _limit("RLIMIT_FSIZE", fsize)
-    _limit("RLIMIT_NPROC", nproc)
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-    _limit("RLIMIT_AS", memory)
-    sys.argv = ["program.py"]
-    with open("program.py", encoding="utf-8") as handle:
-        source = handle.read()
-    namespace = {"__name__": "__main__", "__file__": "program.py", "__builtins__": __builtins__}
-    try:
-        exec(compile(source, "program.py", "exec"), namespace)
-    except SystemExit:
-        import traceback
-        traceback.print_exc()
-        sys.stderr.flush()
-        os._exit(1)
-    sys.stdout.flush()
-    os.write(1, b"\n" + token)
-
-_main()
-"""
-
-_TOKEN_PREFIX = "__skpo_sandbox_finished_"
+class SandboxSetupError(RuntimeError):
+    """The sandbox could not be built (namespaces, mounts or the uid switch were refused)."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -186,13 +155,37 @@ _TOKEN_PREFIX = "__skpo_sandbox_finished_"
 
 @dataclass(frozen=True)
 class _Identity:
-    uid: int | None  # None: run as the host user
+    uid: int | None  # None: the host user's, inside a user namespace
     gid: int | None
-    exclusive: bool  # True when no other sandbox (or anything else) uses this uid now
+    exclusive: bool  # True when no other sandbox, in any process, uses this uid now
+
+
+def _lock_directory() -> Path:
+    """A root-owned directory that no sandbox uid can write, for the uid slot locks."""
+    candidates = [os.environ["SKPO_SANDBOX_LOCK_DIR"]] if os.environ.get("SKPO_SANDBOX_LOCK_DIR") else LOCK_DIRS
+    problems = []
+    for candidate in candidates:
+        try:
+            os.makedirs(candidate, mode=0o755, exist_ok=True)
+            info = os.lstat(candidate)
+        except OSError as exc:
+            problems.append(f"{candidate}: {exc}")
+            continue
+        # A directory a sandbox could own or write would let it hold or swap the locks.
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == 0 and not info.st_mode & 0o022:
+            return Path(candidate)
+        problems.append(f"{candidate}: not a root-owned directory closed to others")
+    raise RuntimeError(f"no usable directory for sandbox uid locks: {'; '.join(problems)}")
 
 
 class _IdentityPool:
-    """Hands out one uid per concurrently running sandbox."""
+    """Hands out one uid per running sandbox, exclusive across threads and processes.
+
+    A thread first picks a uid no thread of this process holds (first in, first out, so a
+    uid whose killed processes are still being reaped rests as long as possible), then takes
+    its lock file with a non-blocking ``flock``; a uid another process holds is skipped. The
+    lock lives as long as the sandbox; a crashed holder's lock is released by the kernel.
+    """
 
     def __init__(self, base: int, slots: int) -> None:
         if base < 1000 or slots < 1 or base + slots > 2**31 - 1:
@@ -201,18 +194,33 @@ class _IdentityPool:
         self._free = [uid for uid in range(base, base + slots) if not _uid_has_account(uid)]
         if not self._free:
             raise RuntimeError(f"no free sandbox uid in [{base}, {base + slots})")
+        self._lock_dir = _lock_directory()
+
+    def _try_lock(self, uid: int) -> int | None:
+        fd = os.open(self._lock_dir / f"uid-{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
 
     @contextmanager
     def acquire(self) -> Iterator[_Identity]:
         with self._condition:
-            while not self._free:
-                self._condition.wait()
-            # First in, first out: a uid whose killed processes are still being reaped
-            # (zombies count against RLIMIT_NPROC) rests as long as possible.
-            uid = self._free.pop(0)
+            while True:
+                taken = next(((uid, fd) for uid in self._free if (fd := self._try_lock(uid)) is not None), None)
+                if taken is not None:
+                    break
+                # Every uid is busy here or in another process: wait for a release here, or
+                # poll for one elsewhere.
+                self._condition.wait(timeout=0.05)
+            uid, fd = taken
+            self._free.remove(uid)
         try:
             yield _Identity(uid, uid, exclusive=True)
         finally:
+            os.close(fd)
             with self._condition:
                 self._free.append(uid)
                 self._condition.notify()
@@ -228,7 +236,7 @@ def _uid_has_account(uid: int) -> bool:
 
 @dataclass
 class _Setup:
-    mode: str  # "exclusive-uid", "nobody" or "host-user"
+    mode: str  # "exclusive-uid", "nobody" or "user-namespace"
     python: str
     identities: _IdentityPool | None
 
@@ -254,13 +262,17 @@ def _interpreter_candidates() -> list[str]:
     return unique
 
 
+_PROBE = (
+    "import os, subprocess, sys\n"
+    "subprocess.run([sys.executable, '-I', '-c', 'import json, math'], check=True)\n"
+    "print(os.getuid(), os.geteuid(), os.getgid(), os.getegid(), len(os.getgroups()))\n"
+)
+
+
 def _probe(python: str, identity: _Identity) -> bool:
-    """Whether ``python`` runs a trivial program to completion, really as ``identity``."""
-    program = "import os\nprint(os.getuid(), os.geteuid(), os.getgid(), os.getegid(), len(os.getgroups()))\n"
-    try:
-        result = _run(python, program, SandboxLimits(timeout_s=30.0), identity)
-    except OSError:  # e.g. setuid refused in a user namespace
-        return False
+    """Whether ``python`` runs a program that imports and starts a subprocess, really as
+    ``identity``. Raises :class:`SandboxSetupError` when the sandbox itself cannot be built."""
+    result = _run(python, _PROBE, "", None, "", SandboxLimits(timeout_s=30.0), identity)
     if not result.finished:
         return False
     if identity.uid is None:
@@ -269,12 +281,23 @@ def _probe(python: str, identity: _Identity) -> bool:
     return result.stdout.strip() == expected
 
 
-def _get_setup() -> _Setup:
-    """Decide once how sandboxes run here: which uid scheme and which interpreter.
+def _first_working(candidates: list[str], identity: _Identity, errors: list[str]) -> str | None:
+    for python in candidates:
+        try:
+            if _probe(python, identity):
+                return python
+            errors.append(f"{python} as uid {identity.uid}: the probe program failed")
+        except (SandboxSetupError, OSError) as exc:
+            errors.append(f"{python} as uid {identity.uid}: {exc}")
+    return None
 
-    An interpreter must be executable by the sandbox uid: a virtualenv under a private
-    home directory (``/root`` is usually 0700) is not, so the probe falls back to the
-    system Python (``$SKPO_SANDBOX_PYTHON`` overrides). The sandbox gets that
+
+def _get_setup() -> _Setup:
+    """Decide once how sandboxes run here: which identity scheme and which interpreter.
+
+    An interpreter must be usable by the sandbox uid after the switch: a virtualenv under a
+    private home directory (``/root`` is usually 0700) is not, so the probe falls back to
+    the system Python (``$SKPO_SANDBOX_PYTHON`` overrides). The sandbox gets that
     interpreter's standard library and site-packages, not the host's virtualenv.
     """
     global _setup
@@ -282,33 +305,38 @@ def _get_setup() -> _Setup:
         if _setup is not None:
             return _setup
         candidates = _interpreter_candidates()
+        errors: list[str] = []
         if os.geteuid() == 0:
             base = int(os.environ.get("SKPO_SANDBOX_UID_BASE", DEFAULT_UID_BASE))
             slots = int(os.environ.get("SKPO_SANDBOX_SLOTS", DEFAULT_SLOTS))
             identities = _IdentityPool(base, slots)
             with identities.acquire() as identity:
-                for python in candidates:
-                    if _probe(python, identity):
-                        _setup = _Setup("exclusive-uid", python, identities)
-                        return _setup
-            shared = _Identity(NOBODY, NOBODY, exclusive=False)
-            for python in candidates:
-                if _probe(python, shared):
-                    _setup = _Setup("nobody", python, None)
-                    return _setup
-            raise RuntimeError(f"no Python interpreter runs as an unprivileged uid; tried {candidates}")
-        host = _Identity(None, None, exclusive=False)
-        for python in candidates:
-            if _probe(python, host):
-                _setup = _Setup("host-user", python, None)
+                python = _first_working(candidates, identity, errors)
+            if python is not None:
+                _setup = _Setup("exclusive-uid", python, identities)
                 return _setup
-        raise RuntimeError(f"no usable Python interpreter for the sandbox; tried {candidates}")
+            python = _first_working(candidates, _Identity(NOBODY, NOBODY, exclusive=False), errors)
+            if python is not None:
+                _setup = _Setup("nobody", python, None)
+                return _setup
+            raise RuntimeError("cannot build the code sandbox as root:\n  " + "\n  ".join(errors))
+        python = _first_working(candidates, _Identity(None, None, exclusive=False), errors)
+        if python is not None:
+            _setup = _Setup("user-namespace", python, None)
+            return _setup
+        raise RuntimeError(
+            "cannot build the code sandbox without root: it needs unprivileged user namespaces "
+            "(sysctl user.max_user_namespaces > 0; on Debian/Ubuntu kernel.unprivileged_userns_clone=1 "
+            "and, with AppArmor, kernel.apparmor_restrict_unprivileged_userns=0), and it will not run "
+            "untrusted code unisolated. Run as root, or allow user namespaces.\n  " + "\n  ".join(errors)
+        )
 
 
 def sandbox_identity_mode() -> str:
     """How sandboxes run on this machine: ``"exclusive-uid"`` (root: one private uid per
     sandbox), ``"nobody"`` (root, but the uid range could not be used: shared uid 65534,
-    weaker process cap and clean-up), or ``"host-user"`` (not root: no uid switch)."""
+    shared process cap), or ``"user-namespace"`` (not root: an unprivileged user namespace
+    with a read-only view of the file system). Raises ``RuntimeError`` when none works."""
     return _get_setup().mode
 
 
@@ -329,11 +357,10 @@ def _identity() -> Iterator[tuple[_Identity, str]]:
 # ------------------------------------------------------------------------------------------
 
 
-def _minimal_env(scratch: str) -> dict[str, str]:
+def _minimal_env() -> dict[str, str]:
+    # HOME and TMPDIR are added inside, once the scratch directory exists.
     return {
         "PATH": _SAFE_PATH,
-        "HOME": scratch,
-        "TMPDIR": scratch,
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
         "PYTHONDONTWRITEBYTECODE": "1",
@@ -344,17 +371,42 @@ def _minimal_env(scratch: str) -> dict[str, str]:
     }
 
 
-def _read_capped(path: Path, limit: int) -> tuple[str, bytes]:
-    """The first ``limit`` bytes of a file (decoded) and its last 256 bytes (raw)."""
+def _read_capped(path: Path, limit: int) -> str:
+    """The first ``limit`` bytes of a file, decoded, with a note of what was left out."""
     with path.open("rb") as handle:
         head = handle.read(limit)
         size = handle.seek(0, os.SEEK_END)
-        handle.seek(max(0, size - 256))
-        tail = handle.read()
     text = head.decode("utf-8", errors="replace")
     if size > limit:
         text += f"\n[... {size - limit} more bytes not read]"
-    return text, tail
+    return text
+
+
+_NO_REPORT = ["report", None, None, None, 0, None]
+
+
+def _read_report(fd: int) -> list:
+    """The judge's report ``["report", outcome, [exception name, message] | None, program
+    status, leftovers, pid namespace]``, or ``["setup_error", message]``. A killed judge
+    leaves none: then every field is ``None`` (leftovers 0)."""
+    data = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], 2.0)  # writers are gone or going: EOF soon
+        if not ready:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    try:
+        report = _child.loads(data)
+    except _child.ProtocolError:
+        return list(_NO_REPORT)
+    if report and report[0] == "setup_error" and len(report) == 2:
+        return report
+    if len(report) != 6 or report[0] != "report":
+        return list(_NO_REPORT)
+    return report
 
 
 def _uids_and_state(pid: int | str) -> tuple[set[int], str] | None:
@@ -416,9 +468,9 @@ def _kill_pid_of_uid(pid: int, uid: int) -> None:
 def _kill_all_of(uid: int, patience_s: float = 5.0, zombie_wait_s: float = 0.2) -> int:
     """Kill every process of an exclusive sandbox uid; returns how many were alive.
 
-    Killed orphans become zombies until init reaps them, and zombies still count against
-    the uid's process limit. They are waited for only briefly: uids are handed out first
-    in, first out, so the next sandbox with this uid comes many runs later.
+    The PID namespace already takes every sandbox process down with its judge; this sweep
+    is the safety net (it also runs before a uid is reused). Zombies still count against
+    the uid's process limit, so they are waited for briefly.
     """
     killed: set[int] = set()
     started = time.monotonic()
@@ -436,26 +488,6 @@ def _kill_all_of(uid: int, patience_s: float = 5.0, zombie_wait_s: float = 0.2) 
     return len(killed)
 
 
-def _remove_owned_by(uid: int) -> None:
-    """Delete what an exclusive sandbox uid left at the top of world-writable directories."""
-    for directory in WORLD_WRITABLE_DIRS:
-        try:
-            entries = list(os.scandir(directory))
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                info = entry.stat(follow_symlinks=False)
-                if info.st_uid != uid:
-                    continue
-                if stat.S_ISDIR(info.st_mode):
-                    shutil.rmtree(entry.path, ignore_errors=True)
-                else:
-                    os.unlink(entry.path)
-            except OSError:
-                pass
-
-
 def _signal_group(pgid: int) -> None:
     try:
         os.killpg(pgid, signal.SIGKILL)
@@ -463,121 +495,194 @@ def _signal_group(pgid: int) -> None:
         pass
 
 
-def _run(python: str, program: str, limits: SandboxLimits, identity: _Identity) -> SandboxResult:
-    scratch = tempfile.mkdtemp(prefix="skpo-sandbox-")
-    capture = tempfile.mkdtemp(prefix="skpo-sandbox-out-")  # host-only: 0700, not chowned
-    token = f"{_TOKEN_PREFIX}{secrets.token_hex(16)}__"
-    leftovers = 0
+def _children(pid: int) -> list[int]:
     try:
-        program_path = Path(scratch, "program.py")
-        program_path.write_text(program, encoding="utf-8")
-        if identity.uid is not None:
-            for path in (scratch, str(program_path)):
-                os.chown(path, identity.uid, identity.gid if identity.gid is not None else -1)
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
+            return [int(child) for child in handle.read().split()]
+    except OSError:
+        return []
+
+
+def _kill_sandbox(process: subprocess.Popen) -> None:
+    """Kill a sandbox that is still running and return once nothing of it is left.
+
+    The judge, the outer process's child, is pid 1 of the sandbox's PID namespace; the
+    kernel lets it finish exiting only after every other process of the namespace is gone,
+    so waiting for the judge is waiting for all of them.
+    """
+    judges = []
+    for pid in _children(process.pid):
+        try:
+            judges.append(os.pidfd_open(pid))
+        except (AttributeError, OSError):
+            pass
+    _signal_group(process.pid)  # not reaped yet: the group id cannot be reused
+    process.wait()
+    for pidfd in judges:
+        select.select([pidfd], [], [], 10.0)
+        os.close(pidfd)
+
+
+def _wait(process: subprocess.Popen, timeout_s: float) -> None:
+    """``process.wait(timeout_s)`` without its polling (sleeps that double up to 50 ms)."""
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except (AttributeError, OSError):
+        process.wait(timeout=timeout_s)
+        return
+    try:
+        if not select.select([pidfd], [], [], timeout_s)[0]:
+            raise subprocess.TimeoutExpired(process.args, timeout_s)
+        process.wait()
+    finally:
+        os.close(pidfd)
+
+
+_COMPILE = "import py_compile, sys; py_compile.compile(sys.argv[1], sys.argv[2], doraise=True)"
+
+
+def _remove_if_mine(directory: str, creator: int) -> None:
+    if os.getpid() == creator:  # not from a forked child that exits normally
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+_compiled: dict[str, str] = {}
+_compiled_lock = threading.Lock()
+
+
+def _compiled_child(python: str) -> str:
+    """The sandbox's own code, byte-compiled once by ``python`` into a private directory.
+
+    Compiling the ~700 lines on every start (``python -c``) would cost about as much CPU as
+    the interpreter's own start-up.
+    """
+    with _compiled_lock:
+        # Checked every time: a /tmp cleaner may remove it during a long run.
+        if python not in _compiled or not os.path.isfile(_compiled[python]):
+            directory = tempfile.mkdtemp(prefix="skpo-sandbox-code-")  # 0700, this user's
+            atexit.register(_remove_if_mine, directory, os.getpid())
+            target = os.path.join(directory, "sandbox_child.pyc")
+            subprocess.run(
+                [python, "-I", "-c", _COMPILE, str(_CHILD), target],
+                check=True,
+                capture_output=True,
+                env=_minimal_env(),
+            )
+            _compiled[python] = target
+        return _compiled[python]
+
+
+def _frame(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+def _run(
+    python: str,
+    program: str,
+    tests: str,
+    entry_point: str | None,
+    prelude: str,
+    limits: SandboxLimits,
+    identity: _Identity,
+) -> SandboxResult:
+    """Run ``program`` in a fresh sandbox and, in its judge, ``prelude`` + ``tests`` (+
+    ``check(entry_point)``). Raises :class:`SandboxSetupError` if the sandbox cannot be built."""
+    capture = tempfile.mkdtemp(prefix="skpo-sandbox-out-")  # host-only: 0700
+    report_r, report_w = os.pipe()
+    config = [
+        int(identity.uid is None),  # user namespace
+        -1 if identity.uid is None else identity.uid,
+        -1 if identity.gid is None else identity.gid,
+        limits.max_file_mb,  # size of each private tmpfs
+        limits.memory_mb * 2**20,
+        int(limits.timeout_s) + 1,  # CPU seconds
+        limits.max_processes,
+        limits.max_file_mb * 2**20,
+        limits.max_open_files,
+        report_w,
+    ]
+    # The program goes first; the tests follow and are read by the judge only after the
+    # program process exists and has let go of stdin.
+    job = _child.dumps([tests, entry_point, prelude])
+    payload = _frame(program.encode("utf-8", errors="surrogatepass")) + _frame(job)
+    try:
         stdout_path, stderr_path = Path(capture, "stdout"), Path(capture, "stderr")
-        argv = [
-            python,
-            "-I",
-            "-B",
-            "-c",
-            _BOOTSTRAP,
-            str(limits.memory_mb * 2**20),
-            str(int(limits.timeout_s) + 1),
-            str(limits.max_processes),
-            str(limits.max_file_mb * 2**20),
-            str(limits.max_open_files),
-        ]
-        user_args: dict[str, Any] = {}
-        if identity.uid is not None:
-            user_args = {"user": identity.uid, "group": identity.gid, "extra_groups": []}
+        argv = [python, "-I", "-B", _compiled_child(python), *map(str, config)]
         started = time.monotonic()
-        with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+        with open(os.open(stdout_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out, open(
+            os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb"
+        ) as err:
             process = subprocess.Popen(
                 argv,
-                cwd=scratch,
-                env=_minimal_env(scratch),
+                cwd="/",
+                env=_minimal_env(),
                 stdin=subprocess.PIPE,
                 stdout=out,
                 stderr=err,
                 start_new_session=True,
-                umask=0o077,
                 close_fds=True,
-                **user_args,
+                pass_fds=(report_w,),
             )
+        os.close(report_w)
+        report_w = -1
         try:
             assert process.stdin is not None
             try:
-                process.stdin.write(token.encode() + b"\n")
+                process.stdin.write(payload)
                 process.stdin.close()
             except BrokenPipeError:
                 pass
             timed_out = False
             try:
-                returncode = process.wait(timeout=limits.timeout_s)
+                _wait(process, max(0.0, limits.timeout_s - (time.monotonic() - started)))
             except subprocess.TimeoutExpired:
                 timed_out = True
-                _signal_group(process.pid)  # not reaped yet: the group id cannot be reused
-                returncode = process.wait()
         finally:
             if process.poll() is None:
-                _signal_group(process.pid)
-                process.wait()
+                _kill_sandbox(process)
         seconds = time.monotonic() - started
-        if identity.exclusive and identity.uid is not None:
-            leftovers = _kill_all_of(identity.uid)
-            _remove_owned_by(identity.uid)
-        elif not timed_out:
-            _signal_group(process.pid)  # children still in the group
-        stdout, tail = _read_capped(stdout_path, limits.max_output_bytes)
-        stderr, _ = _read_capped(stderr_path, limits.max_output_bytes)
-        finished = returncode == 0 and not timed_out and tail.rstrip(b"\n").endswith(token.encode())
-        stdout = stdout.replace(f"\n{token}\n", "")
+        report = _read_report(report_r)
+        if report[0] == "setup_error":
+            raise SandboxSetupError(str(report[1]))
+        _, outcome, exception, status, leftovers, pid_namespace = report
+        if identity.exclusive and identity.uid is not None and outcome is None:
+            # Without a report the judge was killed (timeout) and its namespace may still be
+            # dying; with one, the judge had already killed and reaped everything in it.
+            leftovers += _kill_all_of(identity.uid)
         return SandboxResult(
-            returncode=returncode,
-            stdout=stdout,
-            stderr=stderr,
+            returncode=status if isinstance(status, int) else process.returncode,
+            stdout=_read_capped(stdout_path, limits.max_output_bytes),
+            stderr=_read_capped(stderr_path, limits.max_output_bytes),
             timed_out=timed_out,
-            finished=finished,
+            finished=outcome == "passed" and not timed_out,
             seconds=seconds,
             uid=identity.uid,
             leftover_killed=leftovers,
+            exception=(exception[0], exception[1]) if exception else None,
+            pid_namespace=pid_namespace,
         )
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        os.close(report_r)
+        if report_w >= 0:
+            os.close(report_w)
         shutil.rmtree(capture, ignore_errors=True)
 
 
-def run_sandboxed(program: str, limits: SandboxLimits | None = None) -> SandboxResult:
-    """Run a Python program in the sandbox and report what happened (no verdict)."""
-    limits = limits or SandboxLimits()
+def _run_judged(
+    program: str, tests: str, entry_point: str | None, prelude: str, limits: SandboxLimits
+) -> SandboxResult:
     with _identity() as (identity, python):
-        return _run(python, program, limits, identity)
+        return _run(python, program, tests, entry_point, prelude, limits, identity)
+
+
+def run_sandboxed(program: str, limits: SandboxLimits | None = None) -> SandboxResult:
+    """Run a Python program in the sandbox and report what happened (no tests, no verdict)."""
+    return _run_judged(program, "", None, "", limits or SandboxLimits())
 
 
 # ------------------------------------------------------------------------------------------
 # Turning a run into a verdict.
 # ------------------------------------------------------------------------------------------
-
-_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s?(.*))?$")
-
-
-def _last_exception(stderr: str) -> tuple[str, str] | None:
-    """Name and message of the last exception a Python traceback in ``stderr`` ends with.
-
-    A traceback is "Traceback (most recent call last):", indented frame lines, then the
-    unindented ``Name: message`` line, which is the one wanted.
-    """
-    found = None
-    in_traceback = False
-    for line in stderr.splitlines():
-        if line.startswith("Traceback (most recent call last):"):
-            in_traceback = True
-        elif in_traceback and not line.startswith((" ", "\t")):
-            in_traceback = False
-            match = _EXCEPTION_LINE.match(line)
-            if match:
-                found = (match.group(1).rsplit(".", 1)[-1], match.group(2) or "")
-    return found
 
 
 def _signal_name(number: int) -> str:
@@ -593,34 +698,32 @@ def _explain(result: SandboxResult, limits: SandboxLimits) -> str:
     if result.timed_out:
         return f"timeout after {limits.timeout_s:.1f}s"
     code = result.returncode
-    exception = _last_exception(result.stderr)
+    if result.exception is not None:
+        name, message = result.exception
+        if name == "MemoryError":
+            return "killed: memory limit (MemoryError)"
+        if name == "BlockingIOError" and f"[Errno {errno.EAGAIN}]" in message:
+            return "process limit reached (fork failed)"
+        if name == "OSError" and "File too large" in message:
+            return "file size limit exceeded"
+        if name == "OSError" and f"[Errno {errno.EROFS}]" in message:
+            return "error: read-only file system"
+        if name == "SystemExit":
+            return "exited before tests finished (SystemExit)"
+        if name == "AssertionError":
+            return "test failed: AssertionError"
+        if name in ("SyntaxError", "IndentationError", "TabError"):
+            return f"syntax error: {name}"
+        return f"error: {name}"
     if code < 0:
         if -code == signal.SIGXCPU:
             return "killed: cpu time limit"
         if -code == signal.SIGXFSZ:
             return "killed: file size limit"
-        if exception is None or exception[0] != "MemoryError":
-            return f"killed: {_signal_name(-code)}"
-    if exception is None:
-        if code == 0:
-            return "exited before tests finished"
-        return f"error: exit status {code}"
-    name, message = exception
-    if name == "MemoryError":
-        return "killed: memory limit (MemoryError)"
-    if name == "BlockingIOError" and f"[Errno {errno.EAGAIN}]" in message:
-        return "process limit reached (fork failed)"
-    if name == "OSError" and "File too large" in message:
-        return "file size limit exceeded"
-    if name == "SystemExit":
-        return "exited before tests finished (SystemExit)"
-    if name == "AssertionError":
-        return "test failed: AssertionError"
-    if name in ("SyntaxError", "IndentationError", "TabError"):
-        return f"syntax error: {name}"
+        return f"killed: {_signal_name(-code)}"
     if code == 0:
         return "exited before tests finished"
-    return f"error: {name}"
+    return f"error: exit status {code}"
 
 
 def _verdict(result: SandboxResult, limits: SandboxLimits) -> Verdict:
@@ -635,33 +738,46 @@ def run_python_sandboxed(
     timeout_s: float = 5.0,
     memory_mb: int = 512,
     max_processes: int = 8,
+    *,
+    trusted_prelude: str = "",
     **limits: Any,
 ) -> Verdict:
-    """Run ``code`` then ``tests`` (then ``check(entry_point)`` if given) in the sandbox.
+    """Run ``code`` in the sandbox, then ``tests`` (then ``check(entry_point)`` if given)
+    in its judge, against the program.
 
-    Reward 1 only when the whole program runs to its end; otherwise 0 with a reason such
-    as ``"test failed: AssertionError"``, ``"timeout after 5.0s"``,
+    The tests see the program's module-level names (functions, classes, data) but run in
+    another process: calls go to the program and results come back as plain data, so only
+    correct answers pass. ``trusted_prelude`` is code run in the judge before the tests, whose
+    names win over the program's (except ``entry_point``): HumanEval's prompt, so that its
+    helpers (``poly``, ``encode_cyclic``) cannot be redefined by the completion.
+
+    Reward 1 only when every test passed; otherwise 0 with a reason such as
+    ``"test failed: AssertionError"``, ``"timeout after 5.0s"``,
     ``"killed: memory limit (MemoryError)"``, ``"process limit reached (fork failed)"``
     or ``"error: NameError"``. Extra keyword arguments go to :class:`SandboxLimits`.
     """
     sandbox_limits = SandboxLimits(timeout_s=timeout_s, memory_mb=memory_mb, max_processes=max_processes, **limits)
-    program = f"{code}\n\n{tests}\n"
-    if entry_point:
-        program += f"\ncheck({entry_point})\n"
-    return _verdict(run_sandboxed(program, sandbox_limits), sandbox_limits)
+    result = _run_judged(code, tests, entry_point or None, trusted_prelude, sandbox_limits)
+    return _verdict(result, sandbox_limits)
 
 
 def run_python_batch(
-    jobs: Sequence[tuple[str, str, str | None]],
+    jobs: Sequence[tuple[str, str, str | None] | tuple[str, str, str | None, str]],
     max_workers: int = 4,
     **options: Any,
 ) -> list[Verdict]:
-    """:func:`run_python_sandboxed` for many ``(code, tests, entry_point)`` jobs, several
-    sandboxes at a time (threads; each sandbox is its own process). Order is kept."""
+    """:func:`run_python_sandboxed` for many ``(code, tests, entry_point)`` jobs (a fourth
+    item, if present, is the trusted prelude), several sandboxes at a time (threads; each
+    sandbox is its own processes). Order is kept."""
     if not jobs:
         return []
+
+    def one(job: tuple) -> Verdict:
+        prelude = job[3] if len(job) > 3 else ""
+        return run_python_sandboxed(job[0], job[1], job[2], trusted_prelude=prelude, **options)
+
     with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(jobs)))) as executor:
-        return list(executor.map(lambda job: run_python_sandboxed(*job, **options), jobs))
+        return list(executor.map(one, jobs))
 
 
 # ------------------------------------------------------------------------------------------
@@ -677,8 +793,13 @@ def humaneval_program(completion: str, problem_row: Mapping[str, Any]) -> tuple[
 
 
 def verify_humaneval(completion: str, problem_row: Mapping[str, Any], **options: Any) -> Verdict:
-    """Score a HumanEval completion (the function body that follows the row's prompt)."""
-    return run_python_sandboxed(*humaneval_program(completion, problem_row), **options)
+    """Score a HumanEval completion (the function body that follows the row's prompt).
+
+    The prompt also runs in the judge as trusted code, so the tests use the dataset's own
+    helper functions, not ones the completion redefined."""
+    return run_python_sandboxed(
+        *humaneval_program(completion, problem_row), trusted_prelude=str(problem_row["prompt"]), **options
+    )
 
 
 def verify_humaneval_batch(
@@ -690,5 +811,5 @@ def verify_humaneval_batch(
     """:func:`verify_humaneval` for aligned lists of completions and rows."""
     if len(completions) != len(problem_rows):
         raise ValueError(f"{len(completions)} completions but {len(problem_rows)} problem rows")
-    jobs = [humaneval_program(c, row) for c, row in zip(completions, problem_rows)]
+    jobs = [(*humaneval_program(c, row), str(row["prompt"])) for c, row in zip(completions, problem_rows)]
     return run_python_batch(jobs, max_workers=max_workers, **options)

@@ -1,0 +1,882 @@
+"""The inside of the code sandbox: what runs between the host and the model's program.
+
+:mod:`skpo.rewards.code` byte-compiles this file with the sandbox's interpreter and starts
+``python -I -B <compiled file> <ten integers>`` (see :func:`parse_config`). Standard library
+only, and nothing from ``skpo`` (the sandbox interpreter may not see the host's packages).
+One start becomes three processes:
+
+* **outer** — started by the host. Reads the program from stdin, creates the namespaces
+  (network, IPC, mount, PID, plus a user namespace when the host is not root), forks the
+  judge and hands its exit status back to the host. It never runs model code.
+* **judge** — pid 1 of the new PID namespace. Mounts a fresh ``/proc``, a minimal ``/dev``
+  (null, zero, full, random, urandom and a private ``/dev/shm``), private tmpfs over
+  ``/tmp``, ``/var/tmp`` and ``/run`` (and, in a user namespace, remounts everything else
+  read-only), drops to the sandbox identity for good, sets the limits,
+  forks the program, then reads the tests and runs them itself. When the tests need
+  something of the program (the function under test, a helper), it asks the program over a
+  pipe and gets back plain data or a handle. Its verdict goes to the host on a pipe the
+  program never holds.
+* **program** — runs the model's code as ``__main__``, then answers the judge: look up a
+  name, call an object, read an attribute.
+
+Why the tests run in the judge and not next to the program: a process cannot keep a secret
+from code it runs. A "finished" token, a report pipe or a flag in the same interpreter can
+be found (frames, ``gc``, ``/proc/self``, ``ctypes``) and written by the program itself. The
+judge holds what decides the verdict: the tests' source and expected values (read from
+stdin only after the program was forked and had closed its stdin), the report pipe, and the
+comparisons. It is made non-dumpable, so a process of the same uid can neither ptrace it
+nor open its ``/proc/1/{mem,fd,environ}``, and as the namespace's init it ignores every
+signal the program can send. What crosses from the program is parsed as data: exact
+built-in types (``None``, ``bool``, ``int``, ``float``, ``complex``, ``str``, ``bytes``, and
+``list``/``tuple``/``dict``/``set``/``frozenset`` of them); anything else (an instance of the
+program's class, a subclass of ``str`` with its own ``__eq__``) stays in the program as an
+opaque handle that compares by identity and has no truth value.
+"""
+
+from __future__ import annotations
+
+import _signal as signal  # the C module: ``signal`` would import ``enum`` (~5 ms per sandbox)
+import builtins
+import ctypes
+import os
+import resource
+import select
+import struct
+import sys
+import types
+
+# The program shares the ``builtins`` module with the code below and may patch it
+# (``builtins.len = ...``); module-level names are looked up first, so bind what we use.
+from builtins import (  # noqa: E402
+    BaseException,
+    Exception,
+    IndexError,
+    TypeError,
+    UnicodeDecodeError,
+    ValueError,
+    bytes,
+    dict,
+    getattr,
+    hasattr,
+    int,
+    isinstance,
+    len,
+    list,
+    min,
+    open,
+    range,
+    str,
+    type,
+)
+
+# Kept out on purpose: json, re, traceback, linecache (imported only when needed). Every
+# sandbox pays for each import at start, and start-up is most of a sandbox's cost.
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+# Flags a read-only bind remount must repeat, or the kernel refuses it inside a user
+# namespace (they are locked on mounts inherited from the parent namespace).
+MS_KEPT = MS_NOSUID | MS_NODEV | MS_NOEXEC | 1024 | 2048 | 4096  # + NOATIME, NODIRATIME, RELATIME
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 4, 24, 38
+# Private tmpfs, empty at start. /run also hides the host's sockets (D-Bus, the user's session
+# bus under /run/user), which a read-only mount would not: connect() needs no write access.
+PRIVATE_DIRS = ("/tmp", "/var/tmp", "/run")
+# All of /dev the sandbox gets (bound from the host), plus its own /dev/shm. Not the GPUs:
+# /dev/nvidia* are usually world-writable.
+DEVICES = ("null", "zero", "full", "random", "urandom")
+MAX_FRAME = 64 * 2**20  # largest message the judge accepts from the program
+MAX_TEXT = 2000  # exception messages and labels are cut to this
+# Imports the judge may do when the program names a module (``import math`` in the code,
+# ``math.fabs`` in the tests): the standard library, minus modules whose import has effects.
+NO_IMPORT = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "__hello__", "__phello__"}
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class SetupError(Exception):
+    """The sandbox could not be built; the host raises instead of giving a verdict."""
+
+
+class ProgramGone(Exception):
+    """The program process exited (or closed its pipe) while the judge waited for it."""
+
+
+class ProtocolError(Exception):
+    """The program sent something that is not a well-formed message."""
+
+
+# ------------------------------------------------------------------------------------------
+# Small system helpers.
+# ------------------------------------------------------------------------------------------
+
+
+def _call(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise SetupError(f"{what}: {os.strerror(err)} (errno {err})")
+
+
+def _bytes(text: str | None) -> bytes | None:
+    return None if text is None else text.encode()
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    _call(
+        _libc.mount(_bytes(source), _bytes(target), _bytes(fstype), ctypes.c_ulong(flags), _bytes(data)),
+        f"mount {target}",
+    )
+
+
+def _prctl(option: int, value: int) -> None:
+    _call(_libc.prctl(option, ctypes.c_ulong(value), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)), "prctl")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_exact(fd: int, size: int, pidfd: int | None = None) -> bytes:
+    """``size`` bytes from ``fd``; ``ProgramGone`` at end of file, or when ``pidfd`` says the
+    writer died while copies of the pipe (held by its children) keep the end of file away."""
+    chunks, missing = [], size
+    poller = None
+    if pidfd is not None:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.register(pidfd, select.POLLIN)
+    while missing:
+        if poller is not None:
+            ready = {ready_fd for ready_fd, _ in poller.poll()}
+            if fd not in ready:
+                raise ProgramGone()
+        chunk = os.read(fd, min(missing, 1 << 20))
+        if not chunk:
+            raise ProgramGone()
+        chunks.append(chunk)
+        missing -= len(chunk)
+    return b"".join(chunks)
+
+
+def dumps(message: object) -> bytes:
+    """Encode ``None``, ``bool``, ``int``, ``str`` and lists of them (the wire format of every
+    message: ``N``/``T``/``F``, ``i<len>:<hex>``, ``s<len>:<utf-8>``, ``l<count>:<items>``)."""
+    out: list[bytes] = []
+    _put(message, out)
+    return b"".join(out)
+
+
+def _put(value: object, out: list[bytes]) -> None:
+    if value is None:
+        out.append(b"N")
+    elif value is True:
+        out.append(b"T")
+    elif value is False:
+        out.append(b"F")
+    elif type(value) is int:
+        text = b"%x" % value  # hex: int() of a long decimal string is capped at 4300 digits
+        out.append(b"i%d:%s" % (len(text), text))
+    elif type(value) is str:
+        data = value.encode("utf-8", "surrogatepass")
+        out.append(b"s%d:" % len(data))
+        out.append(data)
+    elif type(value) is list:
+        out.append(b"l%d:" % len(value))
+        for item in value:
+            _put(item, out)
+    else:
+        raise TypeError(f"cannot send a {type(value).__name__}")
+
+
+def loads(data: bytes) -> object:
+    """Decode :func:`dumps` output; anything malformed raises :class:`ProtocolError`."""
+    try:
+        value, end = _get(data, 0)
+    except (ValueError, IndexError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"malformed message: {exc}") from None
+    if end != len(data):
+        raise ProtocolError("trailing bytes after a message")
+    return value
+
+
+def _get(data: bytes, at: int) -> tuple[object, int]:
+    tag = data[at : at + 1]
+    at += 1
+    if tag in (b"N", b"T", b"F"):
+        return {b"N": None, b"T": True, b"F": False}[tag], at
+    if tag not in (b"i", b"s", b"l"):
+        raise ValueError(f"unknown tag {tag!r}")
+    colon = data.index(b":", at, at + 12)
+    if not data[at:colon].isdigit():
+        raise ValueError("bad length")
+    size, at = int(data[at:colon]), colon + 1
+    if tag == b"l":
+        items = []
+        for _ in range(size):  # every item takes at least a byte: bounded by len(data)
+            item, at = _get(data, at)
+            items.append(item)
+        return items, at
+    if at + size > len(data):
+        raise ValueError("truncated")
+    chunk = data[at : at + size]
+    if tag == b"i":
+        if not chunk.lstrip(b"-").isalnum():
+            raise ValueError("bad integer")
+        return int(chunk, 16), at + size
+    return chunk.decode("utf-8", "surrogatepass"), at + size
+
+
+def _send(fd: int, message: object) -> None:
+    # One write per message: the program's forked children share its pipe, and writes up
+    # to PIPE_BUF bytes are not interleaved with theirs.
+    data = dumps(message)
+    _write_all(fd, struct.pack(">I", len(data)) + data)
+
+
+def _receive(fd: int, pidfd: int | None = None) -> object:
+    (size,) = struct.unpack(">I", _read_exact(fd, 4, pidfd))
+    if size > MAX_FRAME:
+        raise ProtocolError(f"message of {size} bytes")
+    return loads(_read_exact(fd, size, pidfd))
+
+
+def _read_stdin_frame() -> bytes:
+    (size,) = struct.unpack(">I", _read_exact(0, 4))
+    return _read_exact(0, size)
+
+
+def _report(fd: int, message: list) -> None:
+    _write_all(fd, dumps(message))
+    os.close(fd)
+
+
+def _exception_text(exc: BaseException) -> tuple[str, str]:
+    try:
+        message = str(exc)
+    except Exception:
+        message = "<message could not be printed>"
+    return type(exc).__name__[:MAX_TEXT], message[:MAX_TEXT]
+
+
+# ------------------------------------------------------------------------------------------
+# Outer process: namespaces.
+# ------------------------------------------------------------------------------------------
+
+
+def parse_config(argv: list[str]) -> dict:
+    """The host passes ten integers: see ``skpo.rewards.code._run``."""
+    names = ("user_namespace", "uid", "gid", "tmpfs_mb", "memory", "cpu", "nproc", "fsize", "nofile", "report_fd")
+    values = [int(v) for v in argv]
+    if len(values) != len(names):
+        raise SystemExit(f"expected {len(names)} integers, got {len(values)}")
+    config = dict(zip(names, values))
+    config["limits"] = values[4:9]
+    return config
+
+
+def _outer(config: dict) -> None:
+    report = config["report_fd"]
+    try:
+        # If the host thread that started us dies, so do we (and, through the judge's own
+        # death signal, everything in the namespaces).
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        program = _read_stdin_frame().decode("utf-8", errors="replace")
+        flags = CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWNS | CLONE_NEWPID
+        if config["user_namespace"]:
+            uid, gid = os.getuid(), os.getgid()
+            _call(_libc.unshare(ctypes.c_int(flags | CLONE_NEWUSER)), "unshare(user, net, ipc, mount, pid)")
+            # Map only ourselves; "deny" is required before an unprivileged gid_map write.
+            for name, line in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+                with open(f"/proc/self/{name}", "w") as handle:
+                    handle.write(line)
+        else:
+            _call(_libc.unshare(ctypes.c_int(flags)), "unshare(net, ipc, mount, pid)")
+        _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing mounted inside leaks out
+    except (SetupError, OSError) as exc:
+        _report(report, ["setup_error", str(exc)])
+        os._exit(1)
+    judge = os.fork()
+    if judge == 0:
+        try:
+            _judge(config, program, report)
+        except SetupError as exc:
+            _report(report, ["setup_error", str(exc)])
+        except BaseException:  # a bug here must not look like a verdict
+            import traceback
+
+            _report(report, ["setup_error", "judge crashed:\n" + traceback.format_exc()[-MAX_TEXT:]])
+        os._exit(0)
+    os.close(report)
+    os.close(0)
+    _, status = os.waitpid(judge, 0)
+    if os.WIFSIGNALED(status):
+        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+        os.kill(os.getpid(), os.WTERMSIG(status))
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+# ------------------------------------------------------------------------------------------
+# Judge: pid 1 of the sandbox.
+# ------------------------------------------------------------------------------------------
+
+
+def _read_only_except(keep: list[str]) -> None:
+    """Remount every mount read-only except ``keep`` (and what lies below them)."""
+    import re
+
+    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+        points = [line.split()[4] for line in handle]
+    for escaped in points:
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), escaped)  # " " is \040
+        if any(point == k or point.startswith(k.rstrip("/") + "/") for k in keep):
+            continue
+        try:
+            flags = os.statvfs(point).f_flag
+        except OSError:  # shadowed or not reachable by us, hence not by the program either
+            continue
+        if not flags & MS_RDONLY:
+            _mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | (flags & MS_KEPT))
+
+
+def _drop_privileges(config: dict) -> None:
+    with open("/proc/sys/kernel/cap_last_cap", encoding="ascii") as handle:
+        last_cap = int(handle.read())
+    for cap in range(last_cap + 1):
+        _prctl(PR_CAPBSET_DROP, cap)
+    if config["user_namespace"]:
+
+        class Header(ctypes.Structure):
+            _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+        class Data(ctypes.Structure):
+            _fields_ = [(name, ctypes.c_uint32) for name in ("effective", "permitted", "inheritable")]
+
+        # Our uid inside is the host user's (not 0), so no later exec can give them back.
+        _call(_libc.capset(ctypes.byref(Header(0x20080522, 0)), (Data * 2)()), "capset")
+    else:
+        try:
+            os.setgroups([])
+            os.setgid(config["gid"])
+            os.setuid(config["uid"])  # from root to a non-zero uid: every capability is gone
+        except OSError as exc:
+            raise SetupError(f"switching to uid {config['uid']}: {exc}") from None
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)  # no setuid binary gives anything back
+    _prctl(PR_SET_DUMPABLE, 0)  # no ptrace, no /proc/1/{mem,fd,environ} for the program
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # again: a uid change clears it
+
+
+def _set_limits(limits: list[int]) -> None:
+    memory, cpu, nproc, fsize, nofile = limits
+    for name, value in (
+        ("RLIMIT_CORE", 0),
+        ("RLIMIT_NOFILE", nofile),
+        ("RLIMIT_FSIZE", fsize),
+        ("RLIMIT_NPROC", nproc),
+        ("RLIMIT_AS", memory),
+    ):
+        resource.setrlimit(getattr(resource, name), (value, value))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+
+
+def _minimal_dev(tmpfs: str) -> None:
+    """Replace /dev by a read-only tmpfs holding only ``DEVICES`` and a private /dev/shm."""
+    # Opened before the tmpfs hides them; bound from /proc/self/fd/N (no mknod in a user
+    # namespace, but a bind mount of an existing node works).
+    nodes = {name: os.open(f"/dev/{name}", os.O_PATH) for name in DEVICES}
+    _mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,nr_inodes=64,mode=0755")
+    for name, fd in nodes.items():
+        os.close(os.open(f"/dev/{name}", os.O_CREAT | os.O_WRONLY, 0o666))
+        _mount(f"/proc/self/fd/{fd}", f"/dev/{name}", None, MS_BIND)
+        os.close(fd)
+    os.symlink("/proc/self/fd", "/dev/fd")
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+        os.symlink(f"/proc/self/fd/{fd}", f"/dev/{name}")
+    os.mkdir("/dev/shm")
+    _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, tmpfs)
+    _mount(None, "/dev", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
+
+
+def _judge(config: dict, program: str, report: int) -> None:
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    tmpfs = f"size={config['tmpfs_mb']}m,nr_inodes=4096,mode=1777"
+    try:
+        _minimal_dev(tmpfs)
+    except OSError as exc:
+        raise SetupError(f"/dev: {exc}") from None
+    private = [d for d in PRIVATE_DIRS if os.path.isdir(d) and not os.path.islink(d)]
+    for directory in private:
+        _mount("tmpfs", directory, "tmpfs", MS_NOSUID | MS_NODEV, tmpfs)
+    if config["user_namespace"]:
+        # Same kernel uid as the host user: only a read-only view keeps the user's files safe.
+        _read_only_except(["/proc", "/dev", *private])
+    _drop_privileges(config)
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_DFL)  # init ignores default-action signals from inside
+    os.umask(0o077)
+    scratch = "/tmp/skpo-sandbox-" + os.urandom(6).hex()
+    os.mkdir(scratch, 0o700)
+    with open(os.path.join(scratch, "program.py"), "w", encoding="utf-8") as handle:
+        handle.write(program)  # for tracebacks (linecache) and programs that read themselves
+    os.chdir(scratch)
+    os.environ["HOME"] = os.environ["TMPDIR"] = scratch
+    pid_namespace = os.readlink("/proc/self/ns/pid")
+    _set_limits(config["limits"])
+
+    requests_r, requests_w = os.pipe()
+    replies_r, replies_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(requests_w)
+        os.close(replies_r)
+        _program(program, requests_r, replies_w, report)
+    os.close(requests_r)
+    os.close(replies_w)
+    del program
+    # From here on the program runs: whatever goes wrong is a failed verdict, never a setup
+    # error (which the host raises), or a program could crash the caller on purpose.
+    pidfd = None
+    try:
+        # Only now, with the program forked and its stdin closed, do the tests enter memory.
+        job = loads(_read_stdin_frame())
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        channel = _Channel(requests_w, replies_r, pid)
+        pidfd = channel.pidfd
+        outcome, failure, trace = _decide(channel, job)
+    except BaseException as exc:
+        outcome, failure, trace = "failed", list(_exception_text(exc)), ""
+    os.close(requests_w)  # the program reads end of file and exits
+    status, leftovers = _end_everything(pid, pidfd)
+    try:
+        if trace:  # after the program is gone; the program may have filled stderr
+            sys.stderr.write(trace)
+            sys.stderr.flush()
+    except Exception:
+        pass
+    _report(report, ["report", outcome, failure, status, leftovers, pid_namespace])
+
+
+def _decide(channel: "_Channel", job: list) -> tuple[str, list[str] | None, str]:
+    """Run the tests against the program: ``("passed", None, "")`` only when they all ran to
+    their end here; otherwise ``("failed", [exception name, message] or None, traceback)``."""
+    tests, entry_point, prelude = job
+    try:
+        first = channel.receive()
+        if first == ["ready"]:
+            _run_tests(channel, tests, entry_point, prelude)
+            return "passed", None, ""
+        if type(first) is list and len(first) == 4 and first[0] == "raise":
+            return "failed", [_text(first[1]), _text(first[2])], ""  # the program printed its traceback
+        raise ProtocolError("the program's first message is not 'ready'")
+    except ProgramGone:
+        return "failed", None, ""
+    except BaseException as exc:
+        name, message = getattr(exc, "program_exception", None) or _exception_text(exc)
+        try:
+            import linecache  # (with traceback: ~20 ms of imports, paid only on failure)
+            import traceback
+
+            for filename, source in _SOURCES.items():  # so that the failing test line shows
+                linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+            trace = traceback.format_exc()
+            program_trace = getattr(exc, "program_traceback", "")
+            if program_trace:
+                trace = f"{trace}\nIn the program:\n{program_trace}"
+        except BaseException:  # e.g. MemoryError again: the verdict does not need the trace
+            trace = ""
+        return "failed", [name, message], trace
+
+
+def _end_everything(pid: int, pidfd: int | None) -> tuple[int | None, int]:
+    """Wait briefly for the program to exit, then kill whatever is left in the namespace.
+
+    Returns the program's exit status (negative: signal) and how many other processes were
+    still alive and had to be killed.
+    """
+    if pidfd is not None:
+        select.select([pidfd], [], [], 1.0)
+    leftovers = 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        entries = []
+    for entry in entries:
+        if entry.isdigit() and int(entry) not in (1, pid):
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                    state = handle.read().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            leftovers += state not in "ZX"
+    try:
+        os.kill(-1, signal.SIGKILL)  # from init: every other process of the namespace
+    except ProcessLookupError:
+        pass
+    status = None
+    while True:
+        try:
+            child, raw = os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        if child == pid:
+            status = os.waitstatus_to_exitcode(raw)
+    return status, leftovers
+
+
+# ------------------------------------------------------------------------------------------
+# Judge side of the conversation: the tests' view of the program.
+# ------------------------------------------------------------------------------------------
+
+_EXACT_DATA = (type(None), bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset)
+# Program exceptions re-raised under their own built-in class. Not these: control flow
+# (StopIteration ends a ``for`` or ``map`` in the tests early) and exits.
+_NOT_RERAISED = {"StopIteration", "StopAsyncIteration", "GeneratorExit", "SystemExit", "KeyboardInterrupt"}
+
+
+def _text(value: object) -> str:
+    if type(value) is not str:
+        raise ProtocolError("expected text")
+    return value[:MAX_TEXT]
+
+
+class ProgramError(Exception):
+    """An exception of the program that is not re-raised under a built-in class."""
+
+
+class ProgramExit(BaseException):
+    """``SystemExit``, ``KeyboardInterrupt`` or ``GeneratorExit`` raised in the program."""
+
+
+class Remote:
+    """A handle to an object that lives in the program (a function, an instance, ...).
+
+    Calling it or reading an attribute asks the program. It compares by identity and has
+    no truth value: a result the tests compare must be plain data, so the program cannot
+    answer with an object whose ``__eq__`` or ``__bool__`` says yes to everything.
+    """
+
+    __slots__ = ("_ref", "_label", "_channel")
+
+    def __init__(self, channel: "_Channel", ref: int, label: str) -> None:
+        self._channel, self._ref, self._label = channel, ref, label
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        positional = [_to_program(a) for a in args]
+        named = [[k, _to_program(v)] for k, v in kwargs.items()]
+        return self._channel.request(["call", self._ref, positional, named])
+
+    def __getattr__(self, name: str) -> object:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._channel.request(["getattr", self._ref, name])
+
+    def __bool__(self) -> bool:
+        raise TypeError(f"the truth of a program object ({self._label}) is not decided by the program")
+
+    def __repr__(self) -> str:
+        return f"<program object: {self._label}>"
+
+
+def _to_program(value: object) -> object:
+    kind = type(value)
+    if value is None:
+        return ["N"]
+    if kind is bool:
+        return ["B", value]
+    if kind is int:
+        return ["I", hex(value)]
+    if kind is float:
+        return ["F", value.hex()]
+    if kind is complex:
+        return ["C", value.real.hex(), value.imag.hex()]
+    if kind is str:
+        return ["S", value]
+    if kind is bytes:
+        return ["Y", value.hex()]
+    if kind in (list, tuple, set, frozenset):
+        return [{list: "L", tuple: "T", set: "E", frozenset: "Z"}[kind], [_to_program(v) for v in value]]
+    if kind is dict:
+        return ["D", [[_to_program(k), _to_program(v)] for k, v in value.items()]]
+    if kind is Remote:
+        return ["R", value._ref]
+    raise TypeError(f"a {kind.__name__} cannot be passed to the program: only plain data and the program's own objects")
+
+
+_CONTAINERS = {"L": list, "T": tuple, "E": set, "Z": frozenset}
+
+
+def _from_program(node: object, channel: "_Channel") -> object:
+    """Rebuild a value the program sent, trusting nothing: every tag and type is checked."""
+    if type(node) is not list or not node or type(node[0]) is not str:
+        raise ProtocolError("malformed value")
+    tag, rest = node[0], node[1:]
+    if tag == "N" and not rest:
+        return None
+    if len(rest) == 1:
+        (item,) = rest
+        if tag == "B" and type(item) is bool:
+            return item
+        if tag == "S" and type(item) is str:
+            return item
+        if tag == "I" and type(item) is str:
+            return int(item, 16)
+        if tag == "F" and type(item) is str:
+            return float.fromhex(item)
+        if tag == "Y" and type(item) is str:
+            return bytes.fromhex(item)
+        if tag in _CONTAINERS and type(item) is list:
+            return _CONTAINERS[tag](_from_program(v, channel) for v in item)
+        if tag == "D" and type(item) is list:
+            pairs = {}
+            for pair in item:
+                if type(pair) is not list or len(pair) != 2:
+                    raise ProtocolError("malformed dict")
+                pairs[_from_program(pair[0], channel)] = _from_program(pair[1], channel)
+            return pairs
+    if tag == "C" and len(rest) == 2 and all(type(v) is str for v in rest):
+        return complex(float.fromhex(rest[0]), float.fromhex(rest[1]))
+    if tag == "R" and len(rest) == 2 and type(rest[0]) is int and type(rest[1]) is str:
+        return Remote(channel, rest[0], rest[1][:100])
+    raise ProtocolError(f"malformed value with tag {tag!r}")
+
+
+def _remote_exception(name: str, message: str, trace: str) -> BaseException:
+    cls = builtins.__dict__.get(name)
+    exc: BaseException
+    if name in _NOT_RERAISED:
+        exc = ProgramExit(f"{name}: {message}")
+    elif isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            exc = cls(message)
+        except Exception:
+            exc = ProgramError(f"{name}: {message}")
+    else:
+        exc = ProgramError(f"{name}: {message}")
+    exc.program_exception = [name, message]  # type: ignore[attr-defined]
+    exc.program_traceback = trace  # type: ignore[attr-defined]
+    return exc
+
+
+class _Channel:
+    def __init__(self, to_program: int, from_program: int, pid: int) -> None:
+        self.to_program, self.from_program = to_program, from_program
+        try:
+            self.pidfd: int | None = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self.pidfd = None
+
+    def receive(self) -> object:
+        return _receive(self.from_program, self.pidfd)
+
+    def request(self, message: list) -> object:
+        try:
+            _send(self.to_program, message)
+        except BrokenPipeError:
+            raise ProgramGone() from None
+        reply = self.receive()
+        if type(reply) is list and len(reply) == 2 and reply[0] == "ok":
+            return _from_program(reply[1], self)
+        if type(reply) is list and len(reply) == 4 and reply[0] == "raise":
+            raise _remote_exception(_text(reply[1]), _text(reply[2]), _text(reply[3]) if reply[3] else "")
+        raise ProtocolError("malformed reply")
+
+    def lookup(self, name: str) -> tuple[bool, object]:
+        """Whether the program defines ``name`` at module level, and its value."""
+        try:
+            _send(self.to_program, ["lookup", name])
+        except BrokenPipeError:
+            raise ProgramGone() from None
+        reply = self.receive()
+        if reply == ["missing"]:
+            return False, None
+        if type(reply) is list and len(reply) == 4 and reply[0] == "module":
+            module, ref, label = _text(reply[1]), reply[2], _text(reply[3])
+            if type(ref) is not int:
+                raise ProtocolError("malformed module reply")
+            top = module.split(".")[0]
+            importable = all(part.isidentifier() for part in module.split("."))
+            if importable and top in sys.stdlib_module_names and top not in NO_IMPORT:
+                # The judge's own copy: a module the program patched stays patched there only.
+                return True, __import__(module, fromlist=["_"])
+            return True, Remote(self, ref, label)
+        if type(reply) is list and len(reply) == 2 and reply[0] == "ok":
+            return True, _from_program(reply[1], self)
+        if type(reply) is list and len(reply) == 4 and reply[0] == "raise":
+            raise _remote_exception(_text(reply[1]), _text(reply[2]), _text(reply[3]) if reply[3] else "")
+        raise ProtocolError("malformed lookup reply")
+
+
+class _TestGlobals(dict):
+    """The tests' globals: their own names first, then the program's module-level names.
+
+    A name of a built-in (``len``, ``sorted``, ``print``) is never taken from the program,
+    so the program cannot change how the tests compute; the entry point is the exception.
+    """
+
+    def __init__(self, channel: _Channel, entry_point: str | None) -> None:
+        super().__init__(__name__="__main__", __builtins__=builtins)
+        self._channel, self._entry_point = channel, entry_point
+
+    def __missing__(self, name: str) -> object:
+        if name.startswith("__") or (name in builtins.__dict__ and name != self._entry_point):
+            raise KeyError(name)
+        found, value = self._channel.lookup(name)
+        if not found:
+            raise KeyError(name)
+        self[name] = value
+        return value
+
+
+_SOURCES: dict[str, str] = {}  # for tracebacks, registered with linecache only on failure
+
+
+def _compile_shown(source: str, filename: str) -> types.CodeType:
+    _SOURCES[filename] = source
+    return compile(source, filename, "exec")
+
+
+def _run_tests(channel: _Channel, tests: str, entry_point: str | None, prelude: str) -> None:
+    namespace = _TestGlobals(channel, entry_point)
+    if prelude:  # trusted code the tests may call (HumanEval's helpers), run here
+        exec(_compile_shown(prelude, "<prelude>"), namespace)
+    exec(_compile_shown(tests, "<tests>"), namespace)
+    if entry_point:
+        check = dict.get(namespace, "check")
+        if type(check) is not types.FunctionType or check.__code__.co_filename != "<tests>":
+            raise NameError("the tests define no function 'check'")
+        found, candidate = channel.lookup(entry_point)
+        if not found:
+            raise NameError(f"name {entry_point!r} is not defined")
+        namespace[entry_point] = candidate  # helpers that call it by name get the program's
+        check(candidate)
+
+
+# ------------------------------------------------------------------------------------------
+# Program side: run the model's code, then answer the judge.
+# ------------------------------------------------------------------------------------------
+
+
+def _program(source: str, requests: int, replies: int, report: int) -> None:
+    os.close(report)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)  # the tests are still waiting in stdin: the program never sees them
+    os.close(devnull)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    # The judge stays non-dumpable; the program may read its own /proc/self/{fd,mem}.
+    _prctl(PR_SET_DUMPABLE, 1)
+    sys.argv = ["program.py"]
+    namespace = {"__name__": "__main__", "__file__": "program.py", "__builtins__": builtins}
+    try:
+        exec(compile(source, "program.py", "exec"), namespace)
+        _flush()
+    except BaseException as exc:  # SystemExit too: leaving early is a failure
+        import traceback
+
+        traceback.print_exc()
+        _flush(quiet=True)
+        name, message = _exception_text(exc)
+        _send(replies, ["raise", name, message, ""])
+        os._exit(1)
+    _send(replies, ["ready"])
+    _Server(namespace, requests, replies).serve()
+    _flush(quiet=True)
+    os._exit(0)
+
+
+def _flush(quiet: bool = False) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            if not quiet:
+                raise
+
+
+class _Server:
+    """Answers the judge. Runs inside the untrusted interpreter, so it is only as reliable as
+    the program lets it be: a program that breaks it only makes its own tests fail."""
+
+    def __init__(self, namespace: dict, requests: int, replies: int) -> None:
+        self.namespace, self.requests, self.replies = namespace, requests, replies
+        self.objects: list[object] = []
+
+    def serve(self) -> None:
+        while True:
+            try:
+                message = _receive(self.requests)
+            except ProgramGone:
+                return
+            try:
+                reply = self.answer(message)
+            except BaseException as exc:
+                import traceback
+
+                name, text = _exception_text(exc)
+                reply = ["raise", name, text, traceback.format_exc()[-4 * MAX_TEXT :]]
+            _flush(quiet=True)
+            try:
+                _send(self.replies, reply)
+            except Exception as exc:  # e.g. MemoryError while encoding a huge answer
+                _send(self.replies, ["raise", *_exception_text(exc), ""])
+
+    def answer(self, message: list) -> list:
+        kind = message[0]
+        if kind == "lookup":
+            if message[1] not in self.namespace:
+                return ["missing"]
+            value = self.namespace[message[1]]
+            if isinstance(value, types.ModuleType):
+                return ["module", value.__name__, self.keep(value), f"module {value.__name__}"]
+            return ["ok", self.encode(value)]
+        if kind == "getattr":
+            return ["ok", self.encode(getattr(self.objects[message[1]], message[2]))]
+        if kind == "call":
+            function = self.objects[message[1]]
+            args = [self.decode(a) for a in message[2]]
+            kwargs = {k: self.decode(v) for k, v in message[3]}
+            return ["ok", self.encode(function(*args, **kwargs))]
+        raise ValueError(f"unknown request {kind!r}")
+
+    def keep(self, value: object) -> int:
+        self.objects.append(value)
+        return len(self.objects) - 1
+
+    def encode(self, value: object) -> list:
+        kind = type(value)
+        if kind not in _EXACT_DATA and kind.__module__ == "numpy" and hasattr(value, "tolist"):
+            plain = value.tolist()  # numpy scalars and arrays: their Python values
+            if type(plain) is not kind:
+                return self.encode(plain)
+        if kind in _EXACT_DATA and kind not in (list, tuple, set, frozenset, dict):
+            return _to_program(value)
+        if kind in (list, tuple, set, frozenset):
+            return [{list: "L", tuple: "T", set: "E", frozenset: "Z"}[kind], [self.encode(v) for v in value]]
+        if kind is dict:
+            return ["D", [[self.encode(k), self.encode(v)] for k, v in value.items()]]
+        try:
+            label = f"{kind.__name__} {getattr(value, '__qualname__', '')}".strip()
+        except Exception:
+            label = "object"
+        return ["R", self.keep(value), label[:100]]
+
+    def decode(self, node: list) -> object:
+        tag = node[0]
+        if tag == "R":
+            return self.objects[node[1]]
+        if tag in _CONTAINERS:
+            return _CONTAINERS[tag](self.decode(v) for v in node[1])
+        if tag == "D":
+            return {self.decode(k): self.decode(v) for k, v in node[1]}
+        return _from_program(node, None)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    _outer(parse_config(sys.argv[1:]))

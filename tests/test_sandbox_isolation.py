@@ -1,0 +1,530 @@
+"""Isolation of the code sandbox beyond limits and permissions (``skpo.rewards.code``).
+
+Each test is a probe that once got through: uids shared between two host processes (one's
+clean-up killed the other's program), a connection to the host's loopback, SysV shared
+memory that outlived the sandbox, and a wrong program that printed a "finished" token it
+found in its own memory and scored 1. They run whoever runs the suite: as root (exclusive
+uids) and as any other user (unprivileged user namespace); a machine where the sandbox
+cannot be built fails them loudly instead of skipping.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from skpo.paths import REPO_ROOT
+from skpo.rewards import code as sandbox
+from skpo.rewards.base import Verdict
+from skpo.rewards.code import run_python_batch, run_python_sandboxed, run_sandboxed, verify_humaneval
+
+ADD_TESTS = "def check(f):\n    assert f(2, 3) == 5\n"
+WRONG_ADD = "def add(a, b):\n    return a - b\n"
+
+
+# ------------------------------------------------------------------------------------------
+# 1. uids are exclusive across host processes.
+# ------------------------------------------------------------------------------------------
+
+_LONG_CORRECT = """
+from skpo.rewards.code import run_python_sandboxed, sandbox_identity_mode
+sandbox_identity_mode()
+print("ready", flush=True)
+code = "import time\\ntime.sleep(2.5)\\ndef add(a, b):\\n    return a + b\\n"
+print(run_python_sandboxed(code, "def check(f):\\n    assert f(2, 3) == 5\\n", "add", timeout_s=30.0).reason)
+"""
+
+_MANY_SHORT = """
+from skpo.rewards.code import run_sandboxed
+results = [run_sandboxed("print('short')\\n") for _ in range(4)]
+print(all(r.finished for r in results), *[r.uid for r in results])
+"""
+
+
+def test_two_host_processes_do_not_share_uids() -> None:
+    # Before: both processes handed out the same uids in the same order, and the second
+    # one's clean-up (kill every process of "its" uid) killed the first one's program.
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
+    holder = subprocess.Popen([sys.executable, "-c", _LONG_CORRECT], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
+        time.sleep(0.3)  # its sandbox is running now, for another ~2 s
+        churner = subprocess.run(
+            [sys.executable, "-c", _MANY_SHORT], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert churner.returncode == 0, churner.stderr
+        assert churner.stdout.split()[0] == "True"
+        out, _ = holder.communicate(timeout=60)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert out.strip() == "passed"
+
+
+def test_uid_slots_are_flocked_lock_files() -> None:
+    # The mechanism behind the test above, as root: while a sandbox runs, its uid's lock
+    # file is held, so another process cannot take that uid.
+    if os.geteuid() != 0:
+        assert sandbox.sandbox_identity_mode() == "user-namespace"  # no uids to share
+        return
+    import fcntl
+
+    pool = sandbox._get_setup().identities
+    assert pool is not None
+    with pool.acquire() as identity:
+        lock = pool._lock_dir / f"uid-{identity.uid}.lock"
+        other = os.open(lock, os.O_RDWR)  # as another process would
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(other)
+        lock_dir = pool._lock_dir.stat()
+        assert lock_dir.st_uid == 0 and not lock_dir.st_mode & 0o022  # no sandbox uid can write it
+
+
+# ------------------------------------------------------------------------------------------
+# 2. No network.
+# ------------------------------------------------------------------------------------------
+
+
+def test_no_network_not_even_the_hosts_loopback() -> None:
+    abstract = f"\0skpo-test-{uuid.uuid4().hex}"
+    with socket.socket() as listener, socket.socket(socket.AF_UNIX) as unix_listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        unix_listener.bind(abstract)
+        unix_listener.listen()
+        unix_listener.setblocking(False)
+        port = listener.getsockname()[1]
+        result = run_sandboxed(
+            "import socket\n"
+            "print(sorted(name for _, name in socket.if_nameindex()))\n"
+            "def attempt(what, family, kind, address, send=False):\n"
+            "    s = socket.socket(family, kind)\n"
+            "    s.settimeout(2.0)\n"
+            "    try:\n"
+            "        s.sendto(b'x', address) if send else s.connect(address)\n"
+            "        print(what, 'reached')\n"
+            "    except OSError as exc:\n"
+            "        print(what, 'blocked', exc.errno)\n"
+            f"attempt('loopback', socket.AF_INET, socket.SOCK_STREAM, ('127.0.0.1', {port}))\n"
+            "attempt('tcp-out', socket.AF_INET, socket.SOCK_STREAM, ('1.1.1.1', 443))\n"
+            "attempt('udp-out', socket.AF_INET, socket.SOCK_DGRAM, ('8.8.8.8', 53), send=True)\n"
+            f"attempt('abstract-unix', socket.AF_UNIX, socket.SOCK_STREAM, {abstract!r})\n"
+        )
+        assert result.finished, result.stderr
+        assert result.stdout.splitlines() == [
+            "['lo']",  # a loopback of its own, and nothing else
+            f"loopback blocked {errno.ENETUNREACH}",  # ... which is down
+            f"tcp-out blocked {errno.ENETUNREACH}",
+            f"udp-out blocked {errno.ENETUNREACH}",
+            f"abstract-unix blocked {errno.ECONNREFUSED}",  # abstract sockets are per namespace
+        ]
+        for server in (listener, unix_listener):
+            with pytest.raises(BlockingIOError):  # nobody knocked
+                server.accept()
+
+
+# ------------------------------------------------------------------------------------------
+# 3. SysV IPC dies with the sandbox.
+# ------------------------------------------------------------------------------------------
+
+
+def _sysv_keys(kind: str) -> set[int]:
+    lines = Path(f"/proc/sysvipc/{kind}").read_text().splitlines()[1:]
+    return {int(line.split()[0]) for line in lines}
+
+
+def test_sysv_ipc_objects_do_not_outlive_the_sandbox() -> None:
+    key = secrets.randbelow(2**30) + 1
+    program = (
+        "import ctypes\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "IPC_CREAT = 0o1000\n"
+        f"shm = libc.shmget({key}, 1 << 20, IPC_CREAT | 0o600)\n"
+        "address = libc.shmat(shm, None, 0)\n"
+        f"sem = libc.semget({key}, 1, IPC_CREAT | 0o600)\n"
+        f"msg = libc.msgget({key}, IPC_CREAT | 0o600)\n"
+        "print(shm >= 0, sem >= 0, msg >= 0)\n"
+    )
+    try:
+        result = run_sandboxed(program)
+        assert result.finished and result.stdout.split() == ["True"] * 3, result.stderr  # they existed
+        for kind in ("shm", "sem", "msg"):
+            assert key not in _sysv_keys(kind), kind  # and are gone (or never were on the host)
+    finally:  # on a sandbox that leaks them, do not leave them on the machine
+        for flag in ("-M", "-S", "-Q"):
+            subprocess.run(["ipcrm", flag, str(key)], capture_output=True)
+
+
+# ------------------------------------------------------------------------------------------
+# 4. The verdict cannot be forged.
+# ------------------------------------------------------------------------------------------
+
+# Every forger ends in `_leave`: write everything it found, the likeliest "finished" token
+# last, to stdout, stderr and every other descriptor it holds, plus a forged judge report
+# and forged replies, then exit with status 0. None of it may turn a wrong answer into 1.
+_LEAVE = r'''
+import os, re as _re, struct
+def _leave(found, how=lambda: os._exit(0)):
+    found = [f for f in found if isinstance(f, (str, bytes))]
+    items = [(f.encode("utf-8", "replace") if isinstance(f, str) else bytes(f)).strip() for f in found]
+    # The harness is open source: what looks like its old finish token goes last.
+    token = _re.compile(rb"__skpo_sandbox_finished_[0-9a-f]{32}__")
+    items.sort(key=lambda f: (bool(token.fullmatch(f)), b"finish" in f or b"token" in f, len(f)))
+    forged = [b"l6:s6:reports6:passedNi1:0i1:0N", b"l1:s5:ready", b"l2:s2:okl2:s1:Bs1:T"]
+    items = forged + [struct.pack(">I", len(f)) + f for f in forged] + items
+    try:
+        fds = sorted(int(n) for n in os.listdir("/proc/self/fd"))
+    except OSError:
+        fds = list(range(64))
+    for fd in [fd for fd in fds if fd != 1] + [1]:
+        for item in items:
+            try:
+                os.write(fd, b"\n" + item.strip() + b"\n")
+            except OSError:
+                pass
+    how()
+'''
+
+FORGERS = {
+    "frame walk from inside the function under test": '''
+import sys
+def add(a, b):
+    found, frame = [], sys._getframe()
+    while frame is not None:
+        for scope in (frame.f_locals, frame.f_globals):
+            found += [v for v in list(scope.values()) if isinstance(v, (str, bytes))]
+        found += [c for c in frame.f_code.co_consts if isinstance(c, (str, bytes))]
+        frame = frame.f_back
+    _leave(found)
+    return a - b
+''',
+    "frame walk at module level": '''
+import sys
+found, frame = [], sys._getframe()
+while frame is not None:
+    for scope in (frame.f_locals, frame.f_globals):
+        found += [v for v in list(scope.values()) if isinstance(v, (str, bytes))]
+    frame = frame.f_back
+_leave(found)
+def add(a, b):
+    return a - b
+''',
+    "gc scan": '''
+import gc
+def add(a, b):
+    found = []
+    for obj in gc.get_objects():
+        values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
+        found += [v for v in list(values) if isinstance(v, (str, bytes))]
+    _leave(found)
+    return a - b
+''',
+    "memory scan through /proc/self/mem": '''
+import re
+def add(a, b):
+    found = []
+    with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb", 0) as mem:
+        for line in maps:
+            span, perms = line.split()[:2]
+            if not perms.startswith("r") or "[v" in line:
+                continue
+            start, end = (int(x, 16) for x in span.split("-"))
+            try:
+                mem.seek(start)
+                chunk = mem.read(min(end - start, 64 << 20))
+            except OSError:
+                continue
+            found += re.findall(rb"__skpo_sandbox_finished_[0-9a-f]{32}__", chunk)
+    _leave(found)
+    return a - b
+''',
+    "reading /proc: own argv, environ, fds and the parent's": '''
+import os
+def add(a, b):
+    found = []
+    for path in ["/proc/self/cmdline", "/proc/self/environ", "/proc/1/cmdline", "/proc/1/environ",
+                 f"/proc/{os.getppid()}/environ", "program.py"]:
+        try:
+            found += open(path, "rb").read().split(b"\0")
+        except OSError:
+            pass
+    for directory in ("/proc/self/fd", "/proc/1/fd", f"/proc/{os.getppid()}/fd"):
+        try:
+            for name in os.listdir(directory):
+                try:
+                    fd = os.open(f"{directory}/{name}", os.O_RDWR | os.O_NONBLOCK)
+                    found.append(os.read(fd, 1 << 16))
+                except OSError:
+                    pass
+        except OSError:
+            pass
+    _leave(found)
+    return a - b
+''',
+    "os._exit(0) while the tests run": '''
+import os
+def add(a, b):
+    os._exit(0)
+''',
+    "SystemExit(0) while the tests run": '''
+def add(a, b):
+    raise SystemExit(0)
+''',
+    "StopIteration to cut a loop short": '''
+def add(a, b):
+    raise StopIteration
+''',
+    "leave at module level after printing": '''
+print("passed")
+_leave(["passed"], how=lambda: (_ for _ in ()).throw(SystemExit(0)))
+def add(a, b):
+    return a - b
+''',
+    "patched builtins and its own check": '''
+import builtins
+builtins.AssertionError = KeyError
+builtins.isinstance = lambda *a: True
+builtins.len = lambda x: 5
+def check(f):
+    pass
+def add(a, b):
+    return a - b
+''',
+    "an answer that equals everything": '''
+class Yes:
+    def __eq__(self, other):
+        return True
+    __hash__ = object.__hash__
+    def __bool__(self):
+        return True
+def add(a, b):
+    return Yes()
+''',
+    "a str and an int subclass that equal everything": '''
+class S(str):
+    def __eq__(self, other):
+        return True
+    __hash__ = str.__hash__
+class I(int):
+    def __eq__(self, other):
+        return True
+    __hash__ = int.__hash__
+def add(a, b):
+    return I(0) if a else S("")
+''',
+    "exit status 0 from an atexit hook after the failure": '''
+import atexit, os, sys
+atexit.register(lambda: (sys.stdout.write("passed\\n"), sys.stdout.flush(), os._exit(0)))
+sys.excepthook = lambda *a: os._exit(0)
+def add(a, b):
+    return a - b
+''',
+    "a thread that keeps writing forged reports": '''
+import threading
+def spam():
+    while True:
+        _leave(["passed"], how=lambda: None)
+threading.Thread(target=spam, daemon=True).start()
+def add(a, b):
+    import time
+    time.sleep(0.2)
+    return a - b
+''',
+    "signal, ptrace and kill the judge, then leave": '''
+import ctypes, os, signal
+libc = ctypes.CDLL(None, use_errno=True)
+for pid in {1, os.getppid()}:
+    libc.ptrace(16, pid, None, None)  # PTRACE_ATTACH
+    for sig in (signal.SIGSTOP, signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+def add(a, b):
+    _leave([])
+''',
+}
+
+
+@pytest.mark.parametrize("name", list(FORGERS))
+def test_a_wrong_program_cannot_forge_a_pass(name: str) -> None:
+    verdict = run_python_sandboxed(_LEAVE + FORGERS[name], ADD_TESTS, "add", timeout_s=10.0)
+    assert verdict.reward == 0.0 and not verdict.correct, verdict.reason
+
+
+def test_the_expected_answers_never_enter_the_program() -> None:
+    # The tests' values live only in the judge: a program that searches every place it can
+    # read for them finds nothing (before: they were in program.py, next to the code).
+    marker = f"expected-{uuid.uuid4().hex}"
+    tests = f"def check(f):\n    assert f() == {marker!r}\n"
+    searcher = '''
+import gc, os, re, sys
+def answer():
+    pattern = re.compile(rb"expected-[0-9a-f]{32}")
+    blobs = []
+    for path in ("program.py", "/proc/self/cmdline", "/proc/self/environ", "/proc/1/cmdline", "/proc/1/environ"):
+        try:
+            blobs.append(open(path, "rb").read())
+        except OSError:
+            pass
+    blobs += [str(o).encode("utf-8", "replace") for o in gc.get_objects() if isinstance(o, (dict, list, tuple))]
+    frame = sys._getframe()
+    while frame is not None:
+        blobs.append(repr(frame.f_locals).encode("utf-8", "replace"))
+        frame = frame.f_back
+    with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb", 0) as mem:
+        for line in maps:
+            span, perms = line.split()[:2]
+            if perms.startswith("r") and "[v" not in line:
+                start, end = (int(x, 16) for x in span.split("-"))
+                try:
+                    mem.seek(start)
+                    blobs.append(mem.read(min(end - start, 64 << 20)))
+                except OSError:
+                    pass
+    for blob in blobs:
+        found = pattern.search(blob)
+        if found:
+            return found.group().decode()
+    return "nothing found"
+'''
+    verdict = run_python_sandboxed(searcher, tests, "answer", timeout_s=10.0)
+    assert verdict == Verdict(0.0, False, "test failed: AssertionError")
+
+
+def test_correct_programs_pass_whatever_else_they_do() -> None:
+    # The same tricks around a right answer: patched builtins, its own `check`, noise on
+    # stdout/stderr, frame walking, threads. The judge only looks at the answers.
+    correct = "def add(a, b):\n    return a + b\n"
+    noisy = [
+        "import builtins\nbuiltins.AssertionError = KeyError\nbuiltins.len = builtins.type = lambda x: 0\n" + correct,
+        "def check(f):\n    raise SystemExit(1)\n" + correct,
+        "import sys\nprint('x' * 5000)\n"
+        "print('Traceback (most recent call last):\\nAssertionError', file=sys.stderr)\n" + correct,
+        "import sys\ndef add(a, b):\n    f = sys._getframe()\n    while f.f_back: f = f.f_back\n    return a + b\n",
+        "import threading, time\nthreading.Thread(target=lambda: time.sleep(30), daemon=True).start()\n" + correct,
+        "class Point:\n    def __init__(self, x): self.x = x\n"
+        "    def total(self, y): return self.x + y\n"
+        "def add(a, b):\n    return Point(a).total(b)\n",
+    ]
+    verdicts = run_python_batch([(program, ADD_TESTS, "add") for program in noisy], max_workers=2)
+    assert [v.reason for v in verdicts] == ["passed"] * len(noisy)
+
+
+def test_tests_see_the_programs_objects_through_handles() -> None:
+    # Objects of the program stay there; the tests call their methods and compare data.
+    code = (
+        "class Stack:\n"
+        "    def __init__(self): self.items = []\n"
+        "    def push(self, x): self.items.append(x)\n"
+        "    def pop(self): return self.items.pop()\n"
+        "LIMIT = {'depth': (3, 4.5), 'name': 'stack'}\n"
+    )
+    tests = (
+        "s = Stack()\ns.push(1)\ns.push([2, {'a': (3, None)}])\n"
+        "assert s.pop() == [2, {'a': (3, None)}] and s.pop() == 1\n"
+        "assert LIMIT == {'depth': (3, 4.5), 'name': 'stack'} and type(LIMIT['depth']) is tuple\n"
+        "assert s.items == []\n"
+    )
+    assert run_python_sandboxed(code, tests, None) == Verdict(1.0, True, "passed")
+    # A handle has no truth value and equals only itself: `assert Stack()` is not a pass.
+    assert run_python_sandboxed(code, "assert Stack()\n", None).reason == "error: TypeError"
+    assert run_python_sandboxed(code, "assert Stack() == Stack()\n", None).reason == "test failed: AssertionError"
+
+
+def test_humaneval_helpers_come_from_the_dataset() -> None:
+    # HumanEval/32's check evaluates the answer with the prompt's own `poly`. A completion
+    # that redefines `poly` to always return 0 used to pass with any answer.
+    row = {
+        "prompt": "import math\n\n\ndef poly(xs: list, x: float):\n"
+        "    return sum(c * math.pow(x, i) for i, c in enumerate(xs))\n\n\n"
+        "def find_zero(xs: list):\n    \"\"\"A zero of the polynomial xs.\"\"\"\n",
+        "test": "def check(candidate):\n    for coeffs in ([1, 2], [-6, 11, -6, 1]):\n"
+        "        assert math.fabs(poly(coeffs, candidate(coeffs))) < 1e-4\n",
+        "entry_point": "find_zero",
+    }
+    cheat = "    return 0.0\n\n\ndef poly(xs, x):\n    return 0.0\n"
+    assert verify_humaneval(cheat, row) == Verdict(0.0, False, "test failed: AssertionError")
+    honest = (
+        "    lo, hi = -10.0, 10.0\n    for _ in range(200):\n        mid = (lo + hi) / 2\n"
+        "        if poly(xs, lo) * poly(xs, mid) <= 0:\n            hi = mid\n"
+        "        else:\n            lo = mid\n    return lo\n"
+    )
+    assert verify_humaneval(honest, row) == Verdict(1.0, True, "passed")
+
+
+# ------------------------------------------------------------------------------------------
+# 12. Whoever runs it: no capabilities, a read-only world, and no silent fallback.
+# ------------------------------------------------------------------------------------------
+
+
+def test_sandbox_holds_no_privilege() -> None:
+    result = run_sandboxed(
+        "import ctypes\n"
+        "status = dict(l.split(':', 1) for l in open('/proc/self/status'))\n"
+        "print(*(status[k].strip() for k in ('CapEff', 'CapPrm', 'CapBnd', 'NoNewPrivs')))\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "MS_REMOUNT, MS_BIND = 32, 4096\n"
+        "for target in (b'/', b'/proc', b'/tmp'):\n"
+        "    print(libc.mount(None, target, None, MS_REMOUNT | MS_BIND, None), ctypes.get_errno())\n"
+        "print(libc.unshare(0x00020000), ctypes.get_errno())\n"  # a mount namespace of its own
+    )
+    assert result.finished, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["0000000000000000"] * 3 + ["1"]
+    assert lines[1:4] == [f"-1 {errno.EPERM}"] * 3  # cannot make anything writable again
+    assert lines[4] == f"-1 {errno.EPERM}"
+
+
+def test_only_harmless_devices_and_no_host_sockets() -> None:
+    # No GPU (/dev/nvidia* are usually world-writable) and no way to the host's D-Bus or the
+    # user's session bus: /run is the sandbox's own, like /tmp.
+    result = run_sandboxed(
+        "import os\n"
+        "print(sorted(os.listdir('/dev')), os.listdir('/run'))\n"
+        "open('/dev/null', 'w').write('x')\n"
+        "open('/dev/shm/scratch', 'w').write('shared memory works')\n"
+        "print(len(open('/dev/urandom', 'rb').read(16)), open('/dev/shm/scratch').read())\n"
+    )
+    assert result.finished, result.stderr
+    assert result.stdout.splitlines() == [
+        "['fd', 'full', 'null', 'random', 'shm', 'stderr', 'stdin', 'stdout', 'urandom', 'zero'] []",
+        "16 shared memory works",
+    ]
+
+
+def test_no_namespaces_means_an_error_not_an_unisolated_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What a kernel without unprivileged user namespaces looks like to the setup: every
+    # sandbox start is refused. The answer must be a loud error, never a plain subprocess.
+    def refused(*args: object, **kwargs: object) -> None:
+        raise sandbox.SandboxSetupError("unshare(user, net, ipc, mount, pid): Operation not permitted (errno 1)")
+
+    monkeypatch.setattr(sandbox, "_setup", None)
+    monkeypatch.setattr(sandbox, "_run", refused)
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 1000)
+    with pytest.raises(RuntimeError, match="user namespaces.*will not run untrusted code unisolated"):
+        sandbox.sandbox_identity_mode()
+    with pytest.raises(RuntimeError, match="Operation not permitted"):
+        run_python_sandboxed("def add(a, b):\n    return a + b\n", ADD_TESTS, "add")
+
+
+def test_a_program_cannot_make_the_verdict_raise() -> None:
+    # Everything after the program starts ends in a verdict: a failing test whose traceback
+    # no longer fits in a stderr the program filled up, or a reply too large for the judge.
+    filled = "import sys\nsys.stderr.write('e' * (1 << 20))\nsys.stderr.flush()\n" + WRONG_ADD
+    assert run_python_sandboxed(filled, ADD_TESTS, "add", max_file_mb=1).reason == "test failed: AssertionError"
+    huge = "def add(a, b):\n    return 'x' * (200 << 20)\n"
+    assert run_python_sandboxed(huge, ADD_TESTS, "add", memory_mb=256).reason == "killed: memory limit (MemoryError)"
