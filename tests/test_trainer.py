@@ -175,7 +175,7 @@ def test_bad_jsonl_row_is_named(tiny_dir, tmp_path):
     data = tmp_path / "train.jsonl"
     data.write_text('{"problem": "1+1", "answer": "2"}\n{"problem": "2+2"}\n')
     cfg = load_config(None, [f"model.path={tiny_dir}", "data.task=jsonl", f"data.path={data}", f"log.out_dir={tmp_path}/r"])
-    with pytest.raises(ValueError, match=r"train.jsonl:2: missing key 'answer'"):
+    with pytest.raises(ValueError, match=r"train.jsonl: row 2 \(line 2\): missing key 'answer'"):
         build_trainer(cfg)
 
 

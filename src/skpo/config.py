@@ -10,7 +10,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from skpo.tasks.dataset import DatasetSpec
+
+MATH_TEMPLATE = "{question}\nPlease reason step by step, and put your final answer within \\boxed{}."
 
 
 class ConfigError(ValueError):
@@ -22,8 +26,21 @@ class _Strict(BaseModel):
 
 
 class ModelSection(_Strict):
+    """The policy. Mixed precision as verl and TRL do it: float32 master weights and AdamW
+    state, ``dtype`` the compute precision of every forward (``torch.autocast``)."""
+
     path: str = Field("tiny-arith", description="local HF model directory, or 'tiny-arith' for the shipped model")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="compute precision: bfloat16/float16 autocast over float32 master weights"
+    )
+    pure_low_precision: bool = Field(
+        False, description="hold the weights and optimizer state in `dtype` itself (less memory; at lr ~1e-6 most "
+        "bf16 updates round away — warns)",
+    )
+    lm_head_precision: Literal["auto", "compute", "float32"] = Field(
+        "auto", description="where the LM head computes under mixed precision: 'compute' (= dtype), 'float32' "
+        "(TRL's cast_lm_head_to_fp32), 'auto' = float32 on CPU (bf16 GEMMs are slow there), compute elsewhere",
+    )
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', …")
 
 
@@ -37,20 +54,34 @@ class ArithSection(_Strict):
     pool_size: int = Field(2000, ge=1, description="distinct training problems (the prompt pool)")
 
 
-class DataSection(_Strict):
-    task: Literal["arith", "jsonl"] = "arith"
+class DataSection(DatasetSpec):
+    """Training data: the synthetic task (``task: arith``) or a data file described by the same
+    :class:`~skpo.tasks.dataset.DatasetSpec` fields as a benchmark (``task: jsonl`` — any
+    supported format: JSONL, JSONL.gz, Parquet). ``max_new_tokens`` / ``n_problems`` of the spec
+    apply to benchmarks only; the rollout budget is ``rollout.max_new_tokens``."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True, frozen=False)
+
+    task: Literal["arith", "jsonl", "dataset"] = Field("arith", description="'arith' or a data file ('jsonl' and 'dataset' are the same)")
     arith: ArithSection = ArithSection()
-    path: str | None = Field(None, description="JSONL training file (task=jsonl)")
-    prompt_key: str = "problem"
-    answer_key: str = "answer"
-    verifier: Literal["math", "gsm8k"] = "math"
-    prompt_template: str = "{question}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+    template: str = Field(MATH_TEMPLATE, validation_alias=AliasChoices("template", "prompt_template"))
+    reward: str = Field("math", validation_alias=AliasChoices("reward", "verifier"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("task", "arith") == "arith":
+            data = {**data}
+            data.setdefault("reward", "arith")  # the synthetic task's exact checker
+        return data
 
     @model_validator(mode="after")
-    def _jsonl_needs_path(self) -> "DataSection":
-        if self.task == "jsonl" and not self.path:
+    def _consistent(self) -> "DataSection":  # replaces the spec's check: the arith task has no file
+        if self.task == "arith":
+            return self
+        if not self.path:
             raise ValueError("data.path is required when data.task is 'jsonl'")
-        return self
+        return self._check_spec()
 
 
 class SkpoSection(_Strict):
@@ -124,12 +155,32 @@ class TrainSection(_Strict):
         return value
 
 
+class RewardSection(_Strict):
+    function: str | None = Field(
+        None, description="your own reward, 'module:function' or 'path/file.py:function' (see docs/rewards.md); "
+        "overrides data.reward for training",
+    )
+    math_timeout_s: float = Field(5.0, gt=0, description="per-answer bound of the math verifier")
+    workers: int | None = Field(None, ge=1, description="verifier processes (default: min(4, CPUs))")
+
+
 class EvalSection(_Strict):
+    """In-training evaluation, through the same runner as ``skpo eval``."""
+
     every: int = Field(50, ge=0, description="evaluate every N steps (0 = never during training)")
-    num_problems: int = Field(100, ge=1)
+    benchmarks: list[str] = Field(
+        ["arith"], description="built-in names (arith = the run's own task difficulty) or spec files (.yaml/.json)"
+    )
+    limit: int | None = Field(100, ge=1, validation_alias=AliasChoices("limit", "num_problems"),
+                              description="first N problems of each benchmark (None = all)")
     k: int = Field(4, ge=1)
     temperature: float = Field(1.0, ge=0)
-    max_new_tokens: int | None = None
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int | None = Field(None, ge=1, description="None = each benchmark's own budget")
+
+    @property
+    def num_problems(self) -> int | None:
+        return self.limit
 
 
 class LogSection(_Strict):
@@ -147,6 +198,7 @@ class RunConfig(_Strict):
     data: DataSection = DataSection()
     rollout: RolloutSection = RolloutSection()
     train: TrainSection = TrainSection()
+    reward: RewardSection = RewardSection()
     eval: EvalSection = EvalSection()
     log: LogSection = LogSection()
 
@@ -210,4 +262,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def dump_config(config: RunConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from skpo.evaluation.benchmarks import BUILTIN_BENCHMARKS, BenchmarkSpec, get_spec, load_spec_file
+from skpo.evaluation.benchmarks import BUILTIN_BENCHMARKS, BenchmarkSpec, load_spec_file, resolve_benchmarks
 from skpo.tasks.arith import ArithConfig
 
 TINY_ARITH = "tiny-arith"
@@ -113,8 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="HF model dir, checkpoint dir (with model/), run dir, or 'tiny-arith'")
     p.add_argument(
         "--benchmarks", default=None,
-        help=f"comma-separated names (built-in: {', '.join(BUILTIN_BENCHMARKS)}; or names from --spec); "
-        "default: arith, or only the --spec benchmarks when --spec is given",
+        help=f"comma-separated names (built-in: {', '.join(BUILTIN_BENCHMARKS)}; names from --spec; or spec "
+        "files .yaml/.json); default: arith, or only the --spec benchmarks when --spec is given",
     )
     p.add_argument("--spec", action="append", default=[], type=Path,
                    help="JSON/YAML file with extra benchmark spec(s), which are evaluated too; repeatable")
@@ -127,7 +127,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64, help="(prompt, sample) rows decoded together")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    p.add_argument("--dtype", default=None, help="e.g. bfloat16 (default: the checkpoint's)")
+    p.add_argument("--dtype", default=None,
+                   help="weights dtype, e.g. bfloat16 (default: the checkpoint's on GPU; float32 on CPU, where bf16 "
+                   "matmuls are slow)")
+    p.add_argument("--max-prompt-tokens", type=int, default=None,
+                   help="drop prompts longer than this (the paper: 1024); the count is in the results")
     p.add_argument("--chat-template", choices=("auto", "on", "off"), default="auto",
                    help="wrap text prompts in the tokenizer's chat template (auto: when it has one)")
     p.add_argument("--save-samples", action="store_true", help="keep every completion in the JSON")
@@ -176,11 +180,13 @@ def main(argv: list[str]) -> int:
         for spec in extra.values():
             if spec.name not in names:
                 names.append(spec.name)
-        specs = [get_spec(n, extra) for n in names]
+        specs = resolve_benchmarks(names, extra)
+        if args.max_prompt_tokens is not None:
+            specs = [s.model_copy(update={"max_prompt_tokens": args.max_prompt_tokens}) for s in specs]
         if args.k < 1:
             raise ValueError(f"--k must be >= 1, got {args.k}")
         model_dir = resolve_model_dir(args.model)
-    except (FileNotFoundError, NotADirectoryError, KeyError, ValueError) as e:
+    except (FileNotFoundError, NotADirectoryError, KeyError, ValueError) as e:  # DatasetError is a ValueError
         err.print(f"[red]skpo eval: error:[/red] {e.args[0] if isinstance(e, KeyError) else e}", highlight=False)
         return 2
 
@@ -192,8 +198,9 @@ def main(argv: list[str]) -> int:
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = args.dtype or ("float32" if torch.device(device).type == "cpu" else None)
     try:
-        model = load_policy(model_dir, device=device, dtype=args.dtype)
+        model = load_policy(model_dir, device=device, dtype=dtype)
         tokenizer = load_tokenizer(tokenizer_dir(model_dir))
     except (FileNotFoundError, NotADirectoryError, OSError, ValueError) as e:
         err.print(f"[red]skpo eval: error loading {model_dir}:[/red] {e}", highlight=False)

@@ -28,9 +28,12 @@ def main(argv: list[str]) -> int:
         return 0
     from skpo.training.setup import build_trainer, check_paths
 
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="skpo: %(message)s")
     try:
         check_paths(cfg)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         print(f"skpo train: {err}", file=sys.stderr)
         return 2
     if args.check:

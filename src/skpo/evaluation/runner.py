@@ -43,7 +43,10 @@ from skpo.evaluation.metrics import (
 from skpo.rewards.arith import check_steps
 from skpo.rollout.engine import Completion, SamplingParams, prompt_seeds
 from skpo.rollout.hf_engine import HFEngine
-from skpo.tasks.templates import plain_input_ids, response_ids
+from skpo.tasks.dataset import encode_problems
+from skpo.tasks.prompts import has_chat_template
+from skpo.tasks.prompts import stop_token_ids as _stop_token_ids
+from skpo.tasks.templates import response_ids
 
 __all__ = ["evaluate", "build_prompts", "arith_step_metrics", "stop_token_ids", "has_chat_template"]
 
@@ -51,43 +54,19 @@ ARITH_EXTRA_TOKENS = 16
 """``arith`` budget: the longest reference response of the problems plus this many tokens."""
 
 
-def has_chat_template(tokenizer: Any) -> bool:
-    """Whether ``tokenizer`` carries a chat template."""
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
-def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    """EOS ids from the tokenizer and the model's generation config (deduplicated, sorted)."""
-    ids: set[int] = set()
-    if getattr(tokenizer, "eos_token_id", None) is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    gen = getattr(model, "generation_config", None)
-    eos = getattr(gen, "eos_token_id", None) if gen is not None else None
-    if isinstance(eos, int):
-        ids.add(eos)
-    elif isinstance(eos, (list, tuple)):
-        ids.update(int(e) for e in eos)
-    return sorted(ids)
+def stop_token_ids(model: Any, tokenizer: Any, chat: bool = False) -> list[int]:
+    """EOS ids from the tokenizer and the model's generation config (and, for chat prompts, the
+    template's end-of-turn token); see :func:`skpo.tasks.prompts.stop_token_ids`."""
+    return _stop_token_ids(tokenizer, model, chat=chat)
 
 
 def build_prompts(
     spec: BenchmarkSpec, tokenizer: Any, problems: Sequence[Problem], use_chat_template: bool | None = None
 ) -> tuple[list[list[int]], str]:
-    """Prompt token ids for ``problems`` and the format used (``arith`` | ``chat`` | ``plain``)."""
-    if spec.verifier == "arith":
-        return [plain_input_ids(tokenizer, p.arith if p.arith is not None else p.question) for p in problems], "arith"
-    chat = has_chat_template(tokenizer) if use_chat_template is None else use_chat_template
-    if chat and not has_chat_template(tokenizer):
-        raise ValueError("use_chat_template=True but the tokenizer has no chat template")
-    prompts = []
-    for p in problems:
-        text = spec.render(p.question, chat=chat)
-        if chat:
-            text = tokenizer.apply_chat_template(
-                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-            )
-        prompts.append(list(tokenizer.encode(text, add_special_tokens=not chat)))
-    return prompts, "chat" if chat else "plain"
+    """Prompt token ids for ``problems`` and the format used (``arith`` | ``chat`` | ``plain``),
+    without the overlong filter (see :func:`skpo.tasks.dataset.encode_problems`)."""
+    enc = encode_problems(spec.model_copy(update={"max_prompt_tokens": None}), tokenizer, problems, use_chat_template)
+    return enc.prompt_ids, enc.prompt_format
 
 
 def _budget(
@@ -97,7 +76,7 @@ def _budget(
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         return max_new_tokens
-    if spec.verifier == "arith":
+    if spec.reward == "arith":
         return max(len(response_ids(tokenizer, p.arith)) for p in problems if p.arith) + ARITH_EXTRA_TOKENS
     return spec.max_new_tokens or 1024
 
@@ -176,6 +155,7 @@ def evaluate(
     save_samples: bool = False,
     progress: bool = False,
     math_timeout_s: float = 5.0,
+    autocast_dtype: torch.dtype | None = None,
 ) -> dict[str, Any]:
     """Sample ``k`` completions per problem of ``spec`` and score them.
 
@@ -194,6 +174,8 @@ def evaluate(
         save_samples: keep every completion's text and verdict in ``problems[i]["samples"]``.
         progress: show a progress bar (stderr).
         math_timeout_s: per-answer bound of the math verifier.
+        autocast_dtype: compute dtype for generation (bf16/fp16 autocast over the model's own
+            weights); ``None`` runs in the weights' dtype.
 
     Returns:
         A JSON-serialisable dict; see ``docs/evaluation.md``. Main keys: ``benchmark``,
@@ -210,7 +192,10 @@ def evaluate(
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
     started = time.perf_counter()
     problems = load_problems(spec, limit)
-    prompts, prompt_format = build_prompts(spec, tokenizer, problems, use_chat_template)
+    encoded = encode_problems(spec, tokenizer, problems, use_chat_template)
+    problems, prompts, prompt_format = encoded.problems, encoded.prompt_ids, encoded.prompt_format
+    if not problems:
+        raise ValueError(f"{spec.name}: every prompt is longer than max_prompt_tokens={spec.max_prompt_tokens}")
     budget = _budget(spec, tokenizer, problems, max_new_tokens)
     context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     per_prompt = [budget] * len(prompts)
@@ -229,9 +214,10 @@ def evaluate(
     engine = HFEngine(
         model,
         pad_token_id=int(pad),
-        eos_token_id=stop_token_ids(model, tokenizer),
+        eos_token_id=stop_token_ids(model, tokenizer, chat=prompt_format == "chat"),
         decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=False),
         batch_size=batch_size,
+        autocast_dtype=autocast_dtype,
     )
     seeds = prompt_seeds(seed, len(prompts))
     # Prompts per engine call: enough to fill a batch, small enough for a live progress bar.
@@ -265,7 +251,7 @@ def evaluate(
     metrics: dict[str, Any] = {f"avg@{k}": avg_at_k(correct)}
     for kk in pass_k_values(k):
         metrics[f"pass@{kk}"] = mean_pass_at_k(counts, k, kk)
-    metrics[f"maj@{k}"] = None if spec.verifier == "code" else maj_at_k(answers, correct)
+    metrics[f"maj@{k}"] = None if spec.reward == "code" else maj_at_k(answers, correct)
     n_samples = len(problems) * k
     metrics["mean_response_tokens"] = sum(len(c) for row in results for c in row) / n_samples
     metrics["frac_truncated"] = sum(c.finish_reason == "length" for row in results for c in row) / n_samples
@@ -285,7 +271,7 @@ def evaluate(
 
     out: dict[str, Any] = {
         "benchmark": spec.name,
-        "verifier": spec.verifier,
+        "reward": spec.reward,
         "n_problems": len(problems),
         "k": k,
         "prompt_format": prompt_format,
@@ -293,13 +279,14 @@ def evaluate(
         "metrics": metrics,
         "success_histogram": success_histogram(counts, k),
         "prompts_over_context": over,
+        "dropped_overlong": len(encoded.dropped),
         "seconds": {
             "generate": round(generated - started, 3),
             "verify": round(verified - generated, 3),
             "total": round(time.perf_counter() - started, 3),
         },
     }
-    if spec.verifier == "arith":
+    if spec.reward == "arith":
         out["step_metrics"] = arith_step_metrics(problems, texts)
     out["problems"] = records
     return out

@@ -6,7 +6,10 @@ collapse to 0 because every answer times out looks very different from one that 
 wrong), so each verifier fills ``reason`` with a few words and, where it makes sense, the
 answer it extracted from the text.
 
-Rewards are 0 or 1 at this layer; the trainer maps them to whatever scale it uses.
+Rewards lie in ``[0, 1]`` at this layer — 0 or 1 for every built-in verifier, anything in
+between for a user's partial-credit function — and ``correct`` is a separate fact, so accuracy
+is never read off the reward. The trainer maps ``[0, 1]`` linearly onto its method's reward
+range (``[-1, 1]`` for the paper's methods).
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ class Verdict:
     """Outcome of checking one completion.
 
     Attributes:
-        reward: 1.0 when the completion is correct, 0.0 otherwise.
-        correct: the same fact as a bool, convenient for accuracy metrics.
+        reward: in ``[0, 1]``; the built-in verifiers give 1.0 exactly when correct.
+        correct: whether the completion solves the problem (what accuracy counts).
         reason: a few words on why, e.g. ``"correct"``, ``"no answer found"``,
             ``"timeout after 5.0s"``, ``"test failed: AssertionError"``.
         extracted: the answer the verifier read from the completion, if any.
@@ -32,10 +35,10 @@ class Verdict:
     extracted: str | None = None
 
     def __post_init__(self) -> None:
-        if self.reward not in (0.0, 1.0):
-            raise ValueError(f"reward must be 0 or 1 at the verifier layer, got {self.reward!r}")
-        if self.correct != (self.reward == 1.0):
-            raise ValueError(f"correct={self.correct} disagrees with reward={self.reward}")
+        if isinstance(self.reward, bool) or not isinstance(self.reward, (int, float)) or not 0.0 <= self.reward <= 1.0:
+            raise ValueError(f"reward must be a number in [0, 1] at the verifier layer, got {self.reward!r}")
+        if not isinstance(self.correct, bool):
+            raise ValueError(f"correct must be a bool, got {self.correct!r}")
 
     @classmethod
     def right(cls, reason: str = "correct", extracted: str | None = None) -> Verdict:

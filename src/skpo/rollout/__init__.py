@@ -1,6 +1,7 @@
 """skpo.rollout: the engine protocol, the Hugging Face engine, Monte Carlo continuations."""
 
 from skpo.rollout.engine import (
+    BatchedReward,
     Completion,
     DecodeFn,
     Engine,
@@ -9,8 +10,9 @@ from skpo.rollout.engine import (
     ScoringEngine,
     mix_seed,
     prompt_seeds,
+    score_batch,
 )
-from skpo.rollout.hf_engine import HFEngine, left_pad, sample_from_logits
+from skpo.rollout.hf_engine import HFEngine, autocast, left_pad, sample_from_logits
 from skpo.rollout.montecarlo import (
     RewardFn,
     StepValues,
@@ -23,6 +25,7 @@ from skpo.rollout.montecarlo import (
 )
 
 __all__ = [
+    "BatchedReward",
     "Completion",
     "DecodeFn",
     "Engine",
@@ -32,12 +35,14 @@ __all__ = [
     "SamplingParams",
     "ScoringEngine",
     "StepValues",
+    "autocast",
     "left_pad",
     "mc_values",
     "mc_values_batch",
     "mix_seed",
     "prompt_seeds",
     "sample_from_logits",
+    "score_batch",
     "step_boundaries",
     "token_step_index",
     "vineppo_values",

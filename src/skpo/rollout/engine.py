@@ -197,3 +197,27 @@ def resolve_max_new_tokens(
     if any(m < 0 for m in max_new_tokens):
         raise ValueError("max_new_tokens entries must be >= 0")
     return [int(m) for m in max_new_tokens]
+
+
+def score_batch(reward_fn: Callable[..., float], calls: Sequence[tuple]) -> list[float]:
+    """``[reward_fn(*args) for args in calls]``, as one call of ``reward_fn.batch(calls)`` when
+    the function has a ``batch`` attribute (a verifier pool then checks the whole batch in
+    parallel instead of one completion at a time)."""
+    batch = getattr(reward_fn, "batch", None)
+    if batch is not None:
+        out = [float(r) for r in batch(list(calls))]
+        if len(out) != len(calls):
+            raise ValueError(f"reward_fn.batch returned {len(out)} rewards for {len(calls)} answers")
+        return out
+    return [float(reward_fn(*args)) for args in calls]
+
+
+class BatchedReward:
+    """A per-answer reward function backed by a batched one: ``f(*args)`` scores one answer,
+    ``f.batch([args, …])`` scores many in one call (see :func:`score_batch`)."""
+
+    def __init__(self, batch: Callable[[list[tuple]], Sequence[float]]) -> None:
+        self.batch = batch
+
+    def __call__(self, *args) -> float:
+        return float(self.batch([args])[0])

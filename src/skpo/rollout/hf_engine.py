@@ -53,6 +53,7 @@ creates them.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -70,7 +71,15 @@ from skpo.rollout.engine import (
     resolve_max_new_tokens,
 )
 
-__all__ = ["HFEngine", "sample_from_logits", "left_pad"]
+__all__ = ["HFEngine", "autocast", "sample_from_logits", "left_pad"]
+
+
+def autocast(device: torch.device | str, dtype: torch.dtype | None):
+    """``torch.autocast`` on ``device``'s type in ``dtype``, or a no-op when ``dtype`` is ``None``
+    or float32 (the one context every mixed-precision forward of the project goes through)."""
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
 def left_pad(
@@ -164,6 +173,9 @@ class HFEngine:
         share_prefix: prefill each prompt once and share its KV cache across its ``n``
             samples (default). ``False`` prefills every row separately (same results; for
             tests and benchmarks).
+        autocast_dtype: run the model under ``torch.autocast`` in this dtype (``bfloat16`` /
+            ``float16``): mixed-precision rollouts over float32 master weights, as a bf16
+            inference engine would decode. ``None``: the weights' own dtype.
     """
 
     def __init__(
@@ -176,6 +188,7 @@ class HFEngine:
         device: torch.device | str | None = None,
         batch_size: int = 64,
         share_prefix: bool = True,
+        autocast_dtype: torch.dtype | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -191,6 +204,7 @@ class HFEngine:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.batch_size = batch_size
         self.share_prefix = share_prefix
+        self.autocast_dtype = autocast_dtype
         params = inspect.signature(model.forward).parameters
         # Prefill only needs the last position's logits: [U, V] instead of [U, P, V].
         self._keeps_logits = "logits_to_keep" in params
@@ -276,14 +290,15 @@ class HFEngine:
         kwargs = {}
         if logits_to_keep is not None and self._keeps_logits:
             kwargs["logits_to_keep"] = logits_to_keep
-        res = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=pos,
-            past_key_values=cache,
-            use_cache=True,
-            **kwargs,
-        )
+        with autocast(self.device, self.autocast_dtype):
+            res = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=cache,
+                use_cache=True,
+                **kwargs,
+            )
         logits = res.logits
         if logits_to_keep is not None and logits.shape[1] > logits_to_keep:
             logits = logits[:, -logits_to_keep:]

@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from skpo.rollout.engine import Engine, SamplingParams, mix_seed
+from skpo.rollout.engine import Engine, SamplingParams, mix_seed, score_batch
 
 __all__ = [
     "RewardFn",
@@ -107,7 +107,7 @@ def mc_values_batch(
             if not 0 <= pos <= len(response):
                 raise ValueError(f"position {pos} outside response {r} of length {len(response)}")
             if pos == len(response):
-                own = terminal_rewards[r] if terminal_rewards is not None else reward_fn(list(prompt), list(response))
+                own = terminal_rewards[r] if terminal_rewards is not None else score_batch(reward_fn, [(list(prompt), list(response))])[0]
                 values[r][v] = float(own)
             else:
                 sample_prompts.append(list(prompt) + list(response[:pos]))
@@ -121,14 +121,21 @@ def mc_values_batch(
         outs = engine.generate(
             sample_prompts, k, replace(params, seed=sample_seeds), max_new_tokens=sample_budget
         )
-        for (r, v, pos), conts in zip(sample_slot, outs):
+        # Score every continuation of the batch in one call (a verifier pool runs them in parallel).
+        calls: list[tuple[list[int], list[int]]] = []
+        owner: list[int] = []  # the sample slot of each call
+        totals = [0.0] * len(sample_slot)
+        for s_i, ((r, v, pos), conts) in enumerate(zip(sample_slot, outs)):
             prefix = list(responses[r][:pos])
-            total = 0.0
             for c in conts:
                 if truncated_reward is not None and c.finish_reason == "length":
-                    total += truncated_reward
+                    totals[s_i] += truncated_reward
                 else:
-                    total += float(reward_fn(list(prompts[r]), prefix + list(c.token_ids)))
+                    calls.append((list(prompts[r]), prefix + list(c.token_ids)))
+                    owner.append(s_i)
+        for s_i, reward in zip(owner, score_batch(reward_fn, calls)):
+            totals[s_i] += reward
+        for (r, v, _), total in zip(sample_slot, totals):
             values[r][v] = total / k
     return values
 

@@ -73,8 +73,9 @@ import torch
 from torch import Tensor
 
 from skpo.algorithms.trackers import LengthTracker
-from skpo.rollout.engine import Completion, Engine, SamplingParams, mix_seed, prompt_seeds
+from skpo.rollout.engine import Completion, Engine, SamplingParams, mix_seed, prompt_seeds, score_batch
 from skpo.rollout.hf_engine import left_pad
+from skpo.tasks.templates import skip_input_ids
 
 __all__ = [
     "AnswerRewardFn",
@@ -94,7 +95,9 @@ __all__ = [
 
 AnswerRewardFn = Callable[[int, list[int]], float]
 """``reward_fn(prompt_index, answer_ids) -> float``: the outcome reward (±1 in the paper) of a
-complete answer to prompt ``prompts[prompt_index]`` (answer tokens only, no prompt)."""
+complete answer to prompt ``prompts[prompt_index]`` (answer tokens only, no prompt). A function
+with a ``batch`` attribute is given all answers of a phase at once (see
+:func:`skpo.rollout.engine.score_batch`)."""
 
 Selection = Literal["median", "extreme", "first"]
 
@@ -109,10 +112,13 @@ class SkpoPrompt:
     Attributes:
         key: hashable prompt id (the trackers' key, the upstream group ``index``).
         prompt_ids: the plain (chat-)templated prompt ``q``, ending where the answer starts.
+        head: leading tokens of ``q`` that stay first in the skip input (a BOS token; see
+            :func:`skpo.tasks.templates.skip_input_ids`).
     """
 
     key: Hashable
     prompt_ids: Sequence[int]
+    head: int = 0
 
 
 @dataclass(frozen=True)
@@ -503,6 +509,7 @@ def skpo_rollout(
     B, G, K = len(prompts), config.group_size, config.segments
     budget = params.max_new_tokens
     qs = [list(p.prompt_ids) for p in prompts]
+    heads = [int(p.head) for p in prompts]
     keys = [p.key for p in prompts]
     counters = RolloutCounters()
 
@@ -545,7 +552,7 @@ def skpo_rollout(
 
     # 4. Downstream: G answers per prompt from [s, q] (or q + s), one shared prefill each.
     if config.skip:
-        down_in = [segs[i] + list(config.separator_ids) + qs[i] for i in range(B)]
+        down_in = [skip_input_ids(segs[i], qs[i], heads[i], config.separator_ids) for i in range(B)]
         down_budget = [budget] * B
         answer_prefix: list[list[int]] = [[] for _ in range(B)]
     else:
@@ -557,8 +564,9 @@ def skpo_rollout(
     counters.prefill_tokens += _prefill_tokens(down_in, G, down_budget)
 
     # 5. Rewards: R_II per answer, R_I = their mean per prompt.
+    # One batch for all B·G answers (a verifier pool checks them in parallel).
     r_down = torch.tensor(
-        [[float(reward_fn(i, answer_prefix[i] + list(c.token_ids))) for c in down[i]] for i in range(B)],
+        score_batch(reward_fn, [(i, answer_prefix[i] + list(c.token_ids)) for i in range(B) for c in down[i]]),
         dtype=torch.float32,
     ).reshape(B, G)
     mc_rewards = r_down.mean(dim=1)  # [B]
@@ -579,7 +587,7 @@ def skpo_rollout(
         own_completions = [list(own[i][0].token_ids) for i in range(B)]
         counters.own_decoded_tokens = sum(len(c) for c in own_completions)
         own_rewards = torch.tensor(
-            [float(reward_fn(i, segs[i] + own_completions[i])) for i in range(B)], dtype=torch.float32
+            score_batch(reward_fn, [(i, segs[i] + own_completions[i]) for i in range(B)]), dtype=torch.float32
         )
     rewards_up = own_rewards if own_rewards is not None else mc_rewards
 

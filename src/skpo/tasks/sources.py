@@ -1,44 +1,78 @@
-"""Prompt sources for training: a pool of prompts (token ids + a stable key) and the scorer
-that turns a decoded response into a correct/incorrect verdict.
+"""Prompt sources for training: a pool of prompts (token ids + a stable key) and the reward
+that scores completions of them, a batch at a time.
 
-The same scorer is used by evaluation, so the training reward and the reported accuracy are
-one piece of code.
+The reward comes from the registry that evaluation uses (:mod:`skpo.rewards.registry`), so the
+training reward and the reported accuracy are one piece of code.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
-from skpo.jsonl import read_jsonl
-from skpo.rewards.arith import check_answer
+from skpo.rewards.base import Verdict
+from skpo.rewards.registry import RewardContext, RewardEntry, get_reward
 from skpo.tasks.arith import ArithConfig, iter_problems
+from skpo.tasks.dataset import DatasetSpec, Problem, encode_problems, load_problems
+from skpo.tasks.prompts import has_chat_template, prompt_head_length
 from skpo.tasks.templates import plain_input_ids
+
+log = logging.getLogger("skpo")
 
 
 @dataclass(frozen=True)
 class PromptItem:
-    key: str  # stable across runs: trackers and checkpoints are keyed by it
+    """One training prompt.
+
+    Attributes:
+        key: stable across runs: trackers and checkpoints are keyed by it.
+        prompt_ids: the (chat-templated) prompt ``q``, ending where the answer starts.
+        answer: the :class:`~skpo.tasks.dataset.Problem` the reward scores against.
+        head: leading tokens of ``prompt_ids`` that stay first in any input built from it
+            (the BOS token; see :func:`skpo.tasks.templates.skip_input_ids`).
+    """
+
+    key: str
     prompt_ids: tuple[int, ...]
-    answer: Any  # what the scorer compares against (a problem, a gold string)
+    answer: Any
+    head: int = 0
 
 
 class PromptSource(Protocol):
     items: list[PromptItem]
+    reward: RewardEntry
+    chat: bool
 
-    def is_correct(self, item: PromptItem, response_text: str) -> bool: ...
+    def score(self, items: Sequence[PromptItem], texts: Sequence[str]) -> list[Verdict]: ...
 
     def answer_marker_ids(self) -> tuple[int, ...]: ...
 
     def step_boundary_ids(self) -> tuple[int, ...]: ...
 
 
-class ArithSource:
+class _Scored:
+    """``score`` through the source's reward entry, as one batch."""
+
+    reward: RewardEntry
+    context: RewardContext
+
+    def score(self, items: Sequence[PromptItem], texts: Sequence[str]) -> list[Verdict]:
+        """Verdicts of ``texts`` (completions, prompt excluded) of ``items``, one batch."""
+        return self.reward.score(list(texts), [it.answer for it in items], self.context)
+
+
+class ArithSource(_Scored):
     """The embedded default: ``pool_size`` distinct train-side chained-arithmetic problems."""
 
-    def __init__(self, tokenizer, config: ArithConfig, pool_size: int, seed: int) -> None:
+    chat = False
+
+    def __init__(self, tokenizer, config: ArithConfig, pool_size: int, seed: int, reward: RewardEntry | None = None,
+                 context: RewardContext | None = None) -> None:
         self.tokenizer = tokenizer
+        self.reward = reward or get_reward("arith")
+        self.context = context or RewardContext()
         seen: set[str] = set()
         items: list[PromptItem] = []
         draws = 0
@@ -49,15 +83,15 @@ class ArithSource:
             if problem.question in seen:
                 continue
             seen.add(problem.question)
-            items.append(PromptItem(problem.question, tuple(plain_input_ids(tokenizer, problem)), problem))
+            record = Problem(index=len(items), id=problem.question, question=problem.question, gold=str(problem.answer),
+                             arith=problem)
+            items.append(PromptItem(problem.question, tuple(plain_input_ids(tokenizer, problem)), record))
             if len(items) == pool_size:
                 break
         if not items:
             raise ValueError(f"data.arith: no training problems can be drawn from {config}")
         self.items = items
-
-    def is_correct(self, item: PromptItem, response_text: str) -> bool:
-        return check_answer(response_text, item.answer)
+        self.dropped: list[str] = []
 
     def answer_marker_ids(self) -> tuple[int, ...]:
         """Token ids that open the final answer (``Answer:``): OAR scores tokens before it."""
@@ -68,38 +102,53 @@ class ArithSource:
         return tuple(self.tokenizer.encode("\n", add_special_tokens=False))
 
 
-class JsonlSource:
-    """Math problems from a JSONL file with configurable columns, verified by math-verify."""
+class DatasetSource(_Scored):
+    """Prompts from a data file described by a :class:`~skpo.tasks.dataset.DatasetSpec`
+    (JSONL, JSONL.gz or Parquet), chat-templated when the tokenizer has a template.
 
-    def __init__(self, tokenizer, path: str | Path, prompt_key: str, answer_key: str, template: str, verifier: str) -> None:
-        from skpo.rewards.math import gold_from_gsm8k, verify_math
+    Prompts longer than ``spec.max_prompt_tokens`` are dropped (their count is logged and kept
+    in :attr:`dropped`) or refused (``overlong: error``). Keys: ``<file name>:<id>`` with an id
+    column, else ``<file name>:<line>`` (JSONL) or ``<file name>:<row>``.
+    """
 
+    def __init__(self, tokenizer, spec: DatasetSpec, reward: RewardEntry | None = None,
+                 context: RewardContext | None = None, use_chat_template: bool | None = None) -> None:
         self.tokenizer = tokenizer
-        self._verify = verify_math
-        path = Path(path)
+        self.spec = spec
+        self.reward = reward or get_reward(spec.reward)
+        self.chat = has_chat_template(tokenizer) if use_chat_template is None else use_chat_template
+        self.context = context or RewardContext(plain_prompt=not self.chat, stop=tuple(spec.stop))
+        path = spec.resolved_path()
+        problems = load_problems(spec)
+        encoded = encode_problems(spec, tokenizer, problems, self.chat)
+        self.dropped = encoded.dropped
+        if encoded.dropped:
+            log.info("%s: dropped %d of %d prompts longer than max_prompt_tokens=%d", path, len(encoded.dropped),
+                     len(problems), spec.max_prompt_tokens)
+        if not encoded.problems:
+            raise ValueError(f"{path}: no prompt fits max_prompt_tokens={spec.max_prompt_tokens} "
+                             f"({len(problems)} rows, all longer)")
         items: list[PromptItem] = []
-        for lineno, row in read_jsonl(path, what="training data"):
-            for key in (prompt_key, answer_key):
-                if key not in row:
-                    raise ValueError(f"{path}:{lineno}: missing key {key!r} (row has {sorted(row)})")
-            gold = str(row[answer_key])
-            if verifier == "gsm8k":
-                gold = gold_from_gsm8k(gold)
-            text = template.format(question=row[prompt_key])
-            if getattr(tokenizer, "chat_template", None):
-                ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True)
+        seen: dict[str, int] = {}
+        for problem, ids in zip(encoded.problems, encoded.prompt_ids):
+            if spec.id_column is not None:
+                key = f"{path.name}:{problem.id}"
             else:
-                ids = tokenizer.encode(text, add_special_tokens=False)
-            items.append(PromptItem(f"{path.name}:{lineno}", tuple(ids), gold))
-        if not items:
-            raise ValueError(f"{path}: no rows")
+                key = f"{path.name}:{problem.line if problem.line is not None else problem.index + 1}"
+            if key in seen:  # two rows with one id must not share a tracker entry
+                seen[key] += 1
+                key = f"{key}#{seen[key]}"
+            else:
+                seen[key] = 0
+            items.append(PromptItem(key, tuple(ids), problem, prompt_head_length(tokenizer, ids)))
         self.items = items
-
-    def is_correct(self, item: PromptItem, response_text: str) -> bool:
-        return self._verify(response_text, item.answer).correct
 
     def answer_marker_ids(self) -> tuple[int, ...]:
         return tuple(self.tokenizer.encode("\\boxed", add_special_tokens=False))
 
     def step_boundary_ids(self) -> tuple[int, ...]:
         return tuple(self.tokenizer.encode("\n\n", add_special_tokens=False))
+
+
+# The name training configs have always used for a data file.
+JsonlSource = DatasetSource

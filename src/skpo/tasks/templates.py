@@ -13,7 +13,8 @@ skip ``[s, q]``   ``s_ids + q_ids``          ``s`` + ``Q: 37+48-12\\nA:\\n`` (fr
 The response after any of them is :func:`skpo.tasks.arith.solution_text` followed by the EOS
 token, e.g. ``37+48=85\\n85-12=73\\nAnswer: 73<|endoftext|>``.
 
-Skip input, exactly: ``skip_input_ids(s_ids, q_ids) == s_ids + q_ids`` — **no separator is
+Skip input, exactly: ``skip_input_ids(s_ids, q_ids) == s_ids + q_ids`` (a prompt that opens
+with a BOS token keeps it first: ``[BOS] + s_ids + q_ids[1:]``) — **no separator is
 inserted**, which is the paper's best reading (reference U1: ``input_ids = s_token_ids +
 original_prompt_token_ids``). The plain prompt is built so that this needs none: it starts
 with the token ``Q``, which never occurs in a response (responses hold digits, operators,
@@ -77,12 +78,20 @@ def continual_input_ids(prompt_ids: Sequence[int], segment_ids: Sequence[int]) -
     return list(prompt_ids) + list(segment_ids)
 
 
-def skip_input_ids(segment_ids: Sequence[int], prompt_ids: Sequence[int]) -> list[int]:
-    """Skip input ``[s, q]``: ``segment_ids + prompt_ids`` exactly (no separator).
+def skip_input_ids(
+    segment_ids: Sequence[int], prompt_ids: Sequence[int], head: int = 0, separator_ids: Sequence[int] = SKIP_SEPARATOR_IDS
+) -> list[int]:
+    """Skip input ``[s, q]``: ``q[:head] + segment_ids + separator_ids + q[head:]``.
 
-    The model then writes a complete fresh answer. Shape: ``[L_s + L_q]``.
+    ``head`` counts the tokens a model requires at the very start of its input — the BOS token
+    of a prompt that opens with one (Llama 3's ``<|begin_of_text|>``; see
+    :func:`skpo.tasks.prompts.prompt_head_length`). They stay first, so the model reads
+    ``<BOS> s <chat header …> q <assistant start>``, the reading that keeps the input a valid
+    sequence for the model. With ``head = 0`` (Qwen, which has no BOS; the tiny model) this is
+    ``s + q`` exactly. The separator is empty by default (reference U1). The model then writes
+    a complete fresh answer. Shape: ``[L_s + L_q]``.
     """
-    return list(segment_ids) + list(SKIP_SEPARATOR_IDS) + list(prompt_ids)
+    return list(prompt_ids[:head]) + list(segment_ids) + list(separator_ids) + list(prompt_ids[head:])
 
 
 def response_ids(tokenizer: TokenizerLike, problem: ArithProblem) -> list[int]:

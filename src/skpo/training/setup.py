@@ -1,16 +1,23 @@
 """Build a trainer from a ``RunConfig``: resolve the model path, load model and tokenizer
-(local directories only), build the prompt source."""
+(local directories only) in the run's precision, build the prompt source and its reward, and
+evaluate on the run's benchmarks."""
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from skpo.config import RunConfig
 from skpo.models.loading import load_policy, load_tokenizer, tiny_arith_dir
+from skpo.rewards.registry import RewardContext, RewardEntry, get_reward
 from skpo.tasks.arith import ArithConfig
-from skpo.tasks.sources import ArithSource, JsonlSource, PromptSource
+from skpo.tasks.sources import ArithSource, DatasetSource, PromptSource
+
+log = logging.getLogger("skpo")
 
 
 def resolve_model_path(path: str) -> Path:
@@ -35,41 +42,110 @@ def arith_config(cfg: RunConfig) -> ArithConfig:
                        operators=tuple(a.operators), allow_negative=a.allow_negative)
 
 
+def training_reward(cfg: RunConfig) -> RewardEntry:
+    """The reward training uses: ``reward.function`` when set, else the data's reward."""
+    return get_reward(cfg.reward.function or cfg.data.reward)
+
+
 def check_paths(cfg: RunConfig) -> None:
-    """Fail early, naming the key and path, when the model or data path is absent."""
+    """Fail early, naming the key and path, when the model or data path is absent, the reward
+    does not resolve, or a benchmark is unknown."""
+    from skpo.evaluation.benchmarks import resolve_benchmarks
+
     path = resolve_model_path(cfg.model.path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"model.path: {cfg.model.path!r} is not a local model directory (no config.json at {path})")
-    if cfg.data.task == "jsonl" and not Path(cfg.data.path).is_file():
+    if cfg.data.task != "arith" and not Path(cfg.data.path).expanduser().is_file():
         raise FileNotFoundError(f"data.path: {cfg.data.path!r} does not exist")
+    try:
+        training_reward(cfg)
+    except ValueError as err:
+        raise ValueError(f"{'reward.function' if cfg.reward.function else 'data.reward'}: {err}") from None
+    if cfg.eval.every:
+        try:
+            resolve_benchmarks([b for b in cfg.eval.benchmarks if b != "arith"])
+        except (KeyError, FileNotFoundError, ValueError) as err:
+            raise ValueError(f"eval.benchmarks: {err.args[0] if isinstance(err, KeyError) else err}") from None
 
 
 def build_source(cfg: RunConfig, tokenizer) -> PromptSource:
     d = cfg.data
+    reward = training_reward(cfg)
     if d.task == "arith":
-        return ArithSource(tokenizer, arith_config(cfg), d.arith.pool_size, seed=cfg.train.seed)
-    return JsonlSource(tokenizer, d.path, d.prompt_key, d.answer_key, d.prompt_template, d.verifier)
+        return ArithSource(tokenizer, arith_config(cfg), d.arith.pool_size, seed=cfg.train.seed, reward=reward,
+                           context=RewardContext(math_timeout_s=cfg.reward.math_timeout_s))
+    source = DatasetSource(tokenizer, d, reward=reward)
+    source.context = RewardContext(plain_prompt=not source.chat, stop=tuple(d.stop),
+                                   math_timeout_s=cfg.reward.math_timeout_s)
+    return source
+
+
+def load_run_model(cfg: RunConfig, path: Path | None = None):
+    """The policy in the run's precision: float32 master weights (compute precision comes from
+    autocast), or ``model.dtype`` itself when ``model.pure_low_precision`` — with a warning,
+    since at the paper's learning rate most bf16 updates round away."""
+    path = path or resolve_model_path(cfg.model.path)
+    if cfg.model.pure_low_precision and cfg.model.dtype != "float32":
+        warnings.warn(
+            f"model.pure_low_precision: weights and AdamW state held in {cfg.model.dtype}; updates smaller than "
+            f"the weights' rounding step (lr {cfg.train.lr:g}) are lost. Mixed precision (the default) keeps float32 "
+            "master weights.", stacklevel=2,
+        )
+        dtype = cfg.model.dtype
+    else:
+        dtype = "float32"
+    return load_policy(path, device=device_of(cfg), dtype=dtype)
 
 
 def build_trainer(cfg: RunConfig, resume: bool = False):
     from skpo.training.trainer import Trainer
 
+    if cfg.reward.workers:
+        from skpo.rewards.math import default_pool
+
+        default_pool(cfg.reward.workers)
     path = resolve_model_path(cfg.model.path)
     tokenizer = load_tokenizer(path)
-    model = load_policy(path, device=device_of(cfg), dtype=cfg.model.dtype)
+    model = load_run_model(cfg, path)
     return Trainer(cfg, model=model, tokenizer=tokenizer, source=build_source(cfg, tokenizer), resume=resume)
+
+
+def evaluate_benchmarks(model, tokenizer, cfg: RunConfig, autocast_dtype: torch.dtype | None = None,
+                        k: int | None = None, limit: int | None = None) -> dict[str, dict[str, Any]]:
+    """Results of the runner (:func:`skpo.evaluation.runner.evaluate`) on each of
+    ``eval.benchmarks``, by benchmark name. ``arith`` is the fixed held-out set of the run's
+    own task difficulty; files get ``data.max_prompt_tokens`` unless their spec sets one."""
+    from skpo.evaluation.benchmarks import get_spec, resolve_benchmarks
+    from skpo.evaluation.runner import evaluate
+
+    e = cfg.eval
+    limit = limit or e.limit
+    specs = []
+    for name in e.benchmarks:
+        if name == "arith":
+            specs.append(get_spec("arith").model_copy(update={"arith": arith_config(cfg), "n_problems": limit or 200}))
+        else:
+            for spec in resolve_benchmarks([name]):
+                if spec.max_prompt_tokens is None and cfg.data.max_prompt_tokens is not None:
+                    spec = spec.model_copy(update={"max_prompt_tokens": cfg.data.max_prompt_tokens})
+                specs.append(spec)
+    was_training = model.training
+    model.eval()
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for spec in specs:
+            results[spec.name] = evaluate(
+                model, tokenizer, spec, k=k or e.k, temperature=e.temperature, top_p=e.top_p,
+                max_new_tokens=e.max_new_tokens, limit=None if spec.reward == "arith" else limit, seed=cfg.train.seed,
+                batch_size=cfg.rollout.engine_batch_size, autocast_dtype=autocast_dtype,
+                math_timeout_s=cfg.reward.math_timeout_s,
+            )
+    finally:
+        model.train(was_training)
+    return results
 
 
 def evaluate_heldout(model, tokenizer, cfg: RunConfig, k: int | None = None, num_problems: int | None = None) -> dict:
     """The runner on the fixed held-out arithmetic set of the run's difficulty."""
-    from skpo.evaluation.benchmarks import get_spec
-    from skpo.evaluation.runner import evaluate
-
-    spec = get_spec("arith").model_copy(update={"arith": arith_config(cfg), "n_problems": num_problems or cfg.eval.num_problems})
-    was_training = model.training
-    model.eval()
-    try:
-        return evaluate(model, tokenizer, spec, k=k or cfg.eval.k, temperature=cfg.eval.temperature,
-                        max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.train.seed)
-    finally:
-        model.train(was_training)
+    one = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"benchmarks": ["arith"]})})
+    return evaluate_benchmarks(model, tokenizer, one, k=k, limit=num_problems)["arith"]

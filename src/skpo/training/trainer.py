@@ -51,12 +51,14 @@ from skpo.algorithms import (
     term_loss,
 )
 from skpo.config import RunConfig, dump_config
-from skpo.rollout import HFEngine, SamplingParams, mix_seed, vineppo_values_batch
+from skpo.rollout import BatchedReward, HFEngine, SamplingParams, autocast, mix_seed, vineppo_values_batch
 from skpo.rollout.skpo_rollout import SkpoPrompt, SkpoRolloutConfig, skpo_rollout
+from skpo.tasks.prompts import stop_token_ids
 from skpo.tasks.sources import PromptItem, PromptSource
 from skpo.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from skpo.training.logging import MetricsLogger
 from skpo.training.oar import oar_importance
+from skpo.training.precision import head_in_float32, lm_head_float32
 from skpo.training.rows import Rows, can_pack, concat_rows, last_token_rewards, length_buckets, pack_buckets, pad_responses, policy_forward
 
 
@@ -92,6 +94,15 @@ class Trainer:
         self.run_dir = Path(cfg.log.out_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
+        # Mixed precision (verl / TRL): the weights and AdamW state stay in their loaded dtype
+        # (float32 unless model.pure_low_precision), every forward runs under autocast.
+        self.compute_dtype = getattr(torch, cfg.model.dtype)
+        weights_dtype = next(model.parameters()).dtype
+        self.autocast_dtype = None if self.compute_dtype == weights_dtype else self.compute_dtype
+        self.scaler = (torch.amp.GradScaler(self.accelerator.device.type)
+                       if self.autocast_dtype == torch.float16 else None)  # fp16 gradients underflow
+        if self.autocast_dtype is not None and lm_head_float32(cfg.model.lm_head_precision, self.accelerator.device):
+            head_in_float32(model)
         self.ref_model = None
         if self.preset.kl_coef > 0:
             self.ref_model = _frozen_copy(model)
@@ -101,9 +112,11 @@ class Trainer:
         self.policy = self.accelerator.unwrap_model(self.model)
         if self.ref_model is not None:
             self.ref_model.to(self.accelerator.device)
+        self.stop_ids = stop_token_ids(tokenizer, self.policy, chat=getattr(source, "chat", False))
         self.engine = HFEngine(
-            self.policy, pad_token_id=self.pad_id, eos_token_id=tokenizer.eos_token_id,
+            self.policy, pad_token_id=self.pad_id, eos_token_id=self.stop_ids,
             decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True), batch_size=cfg.rollout.engine_batch_size,
+            autocast_dtype=self.autocast_dtype,
         )
         tracker_kw = {"rho_mode": t.rho_mode}
         self.value_tracker = ValueTracker(reward_range=self.preset.reward_range, **tracker_kw) if self.preset.value_tracker else None
@@ -123,7 +136,15 @@ class Trainer:
             config=cfg.model_dump(mode="json"), append=resume,
         ) if self.accelerator.is_main_process else None
         (self.run_dir / "config.yaml").write_text(dump_config(cfg))
-        (self.run_dir / "run.json").write_text(json.dumps({"method": cfg.train.method}))
+        (self.run_dir / "run.json").write_text(json.dumps({
+            "method": cfg.train.method, "reward": self.source.reward.name, "compute_dtype": cfg.model.dtype,
+            "weights_dtype": str(weights_dtype).removeprefix("torch."), "stop_token_ids": self.stop_ids,
+            "prompts": len(self.source.items), "prompts_dropped_overlong": len(getattr(self.source, "dropped", [])),
+        }))
+
+    def _autocast(self):
+        """The compute-precision context of every training forward (no-op in float32)."""
+        return autocast(self.accelerator.device, self.autocast_dtype)
 
     # ------------------------------------------------------------------ schedule
     def _lr_factor(self, step: int) -> float:
@@ -167,11 +188,25 @@ class Trainer:
             idx = torch.randperm(len(items), generator=gen)[:n] if n <= len(items) else torch.randint(len(items), (n,), generator=gen)
         return [items[i] for i in idx.tolist()]
 
-    def reward(self, item: PromptItem, response_ids: list[int]) -> tuple[float, bool]:
-        text = self.tokenizer.decode(response_ids, skip_special_tokens=True)
-        correct = self.source.is_correct(item, text)
+    def score(self, items: list[PromptItem], responses: list[list[int]]) -> tuple[list[float], list[bool]]:
+        """Training rewards and correctness of ``responses`` (token ids) to ``items``, scored as
+        one batch by the source's reward; the verdict's ``[0, 1]`` reward maps linearly onto the
+        method's reward range, and correctness comes from the verdict itself. A subclass
+        that overrides :meth:`reward` is asked one answer at a time instead."""
+        if type(self).reward is not _BATCHED_REWARD:
+            pairs = [self.reward(it, list(r)) for it, r in zip(items, responses)]
+            return [float(r) for r, _ in pairs], [bool(c) for _, c in pairs]
+        texts = [self.tokenizer.decode(list(r), skip_special_tokens=True) for r in responses]
+        verdicts = self.source.score(items, texts)
         lo, hi = self.preset.reward_range
-        return (hi if correct else lo), correct
+        return [lo + (hi - lo) * v.reward for v in verdicts], [v.correct for v in verdicts]
+
+    def reward(self, item: PromptItem, response_ids: list[int]) -> tuple[float, bool]:
+        """One answer's ``(training reward, correct)``; see :meth:`score`."""
+        texts = [self.tokenizer.decode(list(response_ids), skip_special_tokens=True)]
+        verdict = self.source.score([item], texts)[0]
+        lo, hi = self.preset.reward_range
+        return lo + (hi - lo) * verdict.reward, verdict.correct
 
     def train_step(self, step: int) -> dict[str, float]:
         cfg = self.cfg
@@ -179,7 +214,7 @@ class Trainer:
         items = self.sample_prompts(step)
         params = SamplingParams(
             temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens,
-            stop_token_ids=[] if cfg.rollout.ignore_eos else [self.tokenizer.eos_token_id], ignore_eos=cfg.rollout.ignore_eos,
+            stop_token_ids=[] if cfg.rollout.ignore_eos else list(self.stop_ids), ignore_eos=cfg.rollout.ignore_eos,
             seed=mix_seed(cfg.train.seed, step, 1 + self.accelerator.process_index),
         )
         metrics: dict[str, float] = {}
@@ -220,16 +255,16 @@ class Trainer:
             )
             correct_log: list[bool] = []
 
-            def reward_fn(i: int, answer_ids: list[int]) -> float:
+            def score_answers(calls: list[tuple[int, list[int]]]) -> list[float]:
                 with timer("scoring"):
-                    r, c = self.reward(items[i], list(answer_ids))
-                correct_log.append(c)
-                return r
+                    rewards, correct = self.score([items[i] for i, _ in calls], [list(a) for _, a in calls])
+                correct_log.extend(correct)
+                return rewards
 
             gen = torch.Generator().manual_seed(mix_seed(cfg.train.seed, step, 23))
             batch = skpo_rollout(
-                self.engine, [SkpoPrompt(it.key, it.prompt_ids) for it in items], self.length_tracker, params,
-                reward_fn, gen, rcfg, step=step, pad_token_id=self.pad_id,
+                self.engine, [SkpoPrompt(it.key, it.prompt_ids, it.head) for it in items], self.length_tracker, params,
+                BatchedReward(score_answers), gen, rcfg, step=step, pad_token_id=self.pad_id,
             )
             self._skpo_batch = batch
             up, down = batch.upstream, batch.downstream
@@ -246,7 +281,8 @@ class Trainer:
             metrics["upstream/cut_early"] = c.num_cut_early / max(1, len(items) * rcfg.segments)
             metrics["upstream/split_point"] = up.split_points.float().mean().item()
             metrics["downstream/reward"] = down.rewards.float().mean().item()
-            metrics["downstream/accuracy"] = (down.rewards > 0).float().mean().item() if preset.reward_range[0] < 0 else down.rewards.float().mean().item()
+            n_down = len(down.rewards)  # the downstream answers are scored first, then any own completions
+            metrics["downstream/accuracy"] = sum(correct_log[:n_down]) / max(1, n_down)
             metrics["accuracy/mean"] = metrics["downstream/accuracy"]
             metrics["reward/mean"] = metrics["downstream/reward"]
             metrics["response_length/mean"] = down.response_mask.float().sum(-1).mean().item()
@@ -302,14 +338,14 @@ class Trainer:
                 params = dataclasses.replace(params, seed=mix_seed(int(params.seed), 57, attempt))
             outs = self.engine.generate([list(it.prompt_ids) for it in items], preset.group_size, params)
             prefill += sum(len(it.prompt_ids) for it in items)
-            for it, completions in zip(items, outs):
-                rewards = []
-                for comp in completions:
-                    with timer("scoring"):
-                        r, c = self.reward(it, comp.token_ids)
-                    rewards.append(r)
-                    all_correct.append(c)
-                    decoded += len(comp.token_ids)
+            with timer("scoring"):  # every answer of the round in one batch
+                flat_rewards, flat_correct = self.score(
+                    [it for it, comps in zip(items, outs) for _ in comps], [list(c.token_ids) for comps in outs for c in comps]
+                )
+            all_correct += flat_correct
+            for g, (it, completions) in enumerate(zip(items, outs)):
+                rewards = flat_rewards[g * len(completions) : (g + 1) * len(completions)]
+                decoded += sum(len(comp.token_ids) for comp in completions)
                 informative = len(set(rewards)) > 1
                 keep = (informative or not preset.filter_groups) and n_kept < target
                 n_kept += keep
@@ -325,12 +361,12 @@ class Trainer:
         by_prompt = {tuple(it.prompt_ids): it for it in items}
         responses = [rows.response_ids[b, : int(n)].tolist() for b, n in enumerate(rows.lengths())]
 
-        def mc_reward(prompt_ids, response_ids) -> float:
-            return self.reward(by_prompt[tuple(prompt_ids)], list(response_ids))[0]
+        def mc_rewards(calls: list[tuple[list[int], list[int]]]) -> list[float]:
+            return self.score([by_prompt[tuple(p)] for p, _ in calls], [list(r) for _, r in calls])[0]
 
         values = vineppo_values_batch(
             self.engine, rows.prompt_ids, responses, set(self.source.step_boundary_ids()), self.cfg.rollout.mc_k,
-            dataclasses.replace(params, seed=mix_seed(int(params.seed), 99)), mc_reward,
+            dataclasses.replace(params, seed=mix_seed(int(params.seed), 99)), BatchedReward(mc_rewards),
             max_steps=self.cfg.rollout.mc_max_steps, max_response_tokens=self.cfg.rollout.max_new_tokens,
             terminal_rewards=rows.rewards.tolist(),
         )
@@ -377,10 +413,11 @@ class Trainer:
 
     def _oar_weights(self, rows: Rows) -> torch.Tensor:
         responses = [rows.response_ids[b, : int(n)].tolist() for b, n in enumerate(rows.lengths())]
-        importance, scored = oar_importance(
-            self.policy, rows.prompt_ids, responses, self.source.answer_marker_ids(), mode=self.preset.token_weights,
-            pad_id=self.pad_id, generator=torch.Generator().manual_seed(mix_seed(self.cfg.train.seed, self.step, 31)),
-        )
+        with self._autocast():
+            importance, scored = oar_importance(
+                self.policy, rows.prompt_ids, responses, self.source.answer_marker_ids(), mode=self.preset.token_weights,
+                pad_id=self.pad_id, generator=torch.Generator().manual_seed(mix_seed(self.cfg.train.seed, self.step, 31)),
+            )
         weights = oar_bilevel_weights(importance, scored)
         full = torch.ones_like(rows.response_mask)
         full[:, : weights.shape[1]] = weights[:, : full.shape[1]]
@@ -410,8 +447,9 @@ class Trainer:
         model.eval()
         for bucket, packs in self._micro_batches(rows):
             sub = rows.select(bucket)
-            lp, _ = policy_forward(model, sub.prompt_ids, sub.response_ids, sub.response_mask, self.pad_id,
-                                   self.cfg.rollout.temperature, packs=packs)
+            with self._autocast():
+                lp, _ = policy_forward(model, sub.prompt_ids, sub.response_ids, sub.response_mask, self.pad_id,
+                                       self.cfg.rollout.temperature, packs=packs)
             out[torch.tensor(bucket)] = lp.float().cpu()
         model.train(was_training)
         return out
@@ -463,8 +501,10 @@ class Trainer:
                     real, padded = _forward_tokens(mb, packs)
                     sums["tokens/update_real"] = sums.get("tokens/update_real", 0.0) + real
                     sums["tokens/update_padded"] = sums.get("tokens/update_padded", 0.0) + padded
-                    log_prob, entropy = policy_forward(self.model, mb.prompt_ids, mb.response_ids, mb.response_mask,
-                                                       self.pad_id, self.cfg.rollout.temperature, with_entropy=True, packs=packs)
+                    with self._autocast():
+                        log_prob, entropy = policy_forward(self.model, mb.prompt_ids, mb.response_ids, mb.response_mask,
+                                                           self.pad_id, self.cfg.rollout.temperature, with_entropy=True,
+                                                           packs=packs)
                     loss = log_prob.new_zeros(())
                     for term in preset.terms:
                         if term.role not in parts:
@@ -490,13 +530,19 @@ class Trainer:
                             else:
                                 sums[key] = sums.get(key, 0.0) + float(v) * len(local)
                                 counts[key] = counts.get(key, 0) + len(local)
-                    self.accelerator.backward(loss)
+                    self.accelerator.backward(loss if self.scaler is None else self.scaler.scale(loss))
                 for term in preset.terms:  # pg_loss: the mean over mini-batches of their loss
                     if term.role in parts:
                         key = f"{term.role}/pg_loss" if term.role != "response" else "actor/pg_loss"
                         counts[key] = counts.get(key, 0) + 1
+                if self.scaler is not None:
+                    self.scaler.unscale_(self.optimizer)
                 grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-                self.optimizer.step()
+                if self.scaler is not None:  # skips the step when fp16 gradients overflowed
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 sums["actor/grad_norm"] = sums.get("actor/grad_norm", 0.0) + float(grad_norm)
                 counts["actor/grad_norm"] = counts.get("actor/grad_norm", 0) + 1
@@ -547,7 +593,9 @@ class Trainer:
         bucket = length_buckets(self._row_lengths(rows), self.cfg.train.micro_batch_tokens)[0]
         sub = rows.select(bucket)
         self.policy.eval()
-        new_lp, _ = policy_forward(self.policy, sub.prompt_ids, sub.response_ids, sub.response_mask, self.pad_id, self.cfg.rollout.temperature)
+        with self._autocast():
+            new_lp, _ = policy_forward(self.policy, sub.prompt_ids, sub.response_ids, sub.response_mask, self.pad_id,
+                                       self.cfg.rollout.temperature)
         self.policy.train()
         kl = kl_penalty(sub.old_log_probs, new_lp.float().cpu(), "k3")  # KL(π_old ‖ π_new) from π_old samples
         return max(masked_mean(kl, sub.response_mask).item(), 0.0)
@@ -570,15 +618,21 @@ class Trainer:
 
     # ------------------------------------------------------------------ eval / checkpoints
     def evaluate(self) -> dict[str, float]:
-        """avg@k / pass@k on the fixed held-out set of the run's task difficulty."""
-        from skpo.training.setup import evaluate_heldout
+        """avg@k / pass@k on each of ``eval.benchmarks`` through the evaluation runner
+        (``arith``: the fixed held-out set of the run's task difficulty)."""
+        from skpo.training.setup import evaluate_benchmarks
 
-        e = self.cfg.eval
-        result = evaluate_heldout(self.policy, self.tokenizer, self.cfg)
-        m = result["metrics"]
-        out = {f"eval/arith/avg@{e.k}": m[f"avg@{e.k}"], f"eval/arith/pass@{e.k}": m[f"pass@{e.k}"]}
-        if "step_metrics" in result:
-            out["eval/arith/step_accuracy"] = result["step_metrics"]["step_accuracy"]
+        out: dict[str, float] = {}
+        k = self.cfg.eval.k
+        for name, result in evaluate_benchmarks(self.policy, self.tokenizer, self.cfg, self.autocast_dtype).items():
+            m = result["metrics"]
+            out[f"eval/{name}/avg@{k}"] = m[f"avg@{k}"]
+            out[f"eval/{name}/pass@{k}"] = m[f"pass@{k}"]
+            if m.get(f"maj@{k}") is not None:
+                out[f"eval/{name}/maj@{k}"] = m[f"maj@{k}"]
+            out[f"eval/{name}/response_tokens"] = m["mean_response_tokens"]
+            if "step_metrics" in result:
+                out[f"eval/{name}/step_accuracy"] = result["step_metrics"]["step_accuracy"]
         return out
 
     def trainer_state(self) -> dict[str, Any]:
@@ -623,6 +677,9 @@ class Trainer:
         if metrics.is_file():  # drop lines logged after the checkpoint (they will be redone)
             kept = [ln for ln in metrics.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= self.step]
             metrics.write_text("".join(ln + "\n" for ln in kept))
+
+
+_BATCHED_REWARD = Trainer.reward  # Trainer.score scores in batches unless reward() is replaced
 
 
 def _forward_tokens(mb: Rows, packs) -> tuple[int, int]:

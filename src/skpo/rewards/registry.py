@@ -1,0 +1,339 @@
+"""One reward registry for training and evaluation.
+
+A reward turns completions of problems into :class:`~skpo.rewards.base.Verdict` s, a batch at a
+time (the math verifier then spreads the batch over its worker pool, the code verifier over
+its sandboxes). Built-in entries:
+
+========  =====================================================================================
+math      math-verify against the gold answer(s) (LaTeX or a number); a list of gold answers
+          counts a completion correct when it matches any of them.
+gsm8k     the same checker; the gold was read from a GSM8K ``#### N`` field at load time.
+choice    the option letter (:func:`skpo.rewards.choice.extract_choice`) against the gold letter.
+code      HumanEval-style: the completion (or its fenced code block) runs against the row's
+          ``test`` with ``check(entry_point)`` in the sandbox.
+arith     the synthetic chained-arithmetic task: exact final answer.
+========  =====================================================================================
+
+**Your own function.** ``reward.function: my_module:score`` (or ``path/to/file.py:score``;
+a module is imported with the working directory on ``sys.path``) registers a Python function::
+
+    def score(completion: str, example) -> bool | float | tuple[float, bool] | dict | Verdict:
+        ...
+
+``example`` is the problem (:class:`skpo.tasks.dataset.Problem`): ``example.gold`` /
+``example.golds`` (the answer column, all acceptable answers), ``example.question``,
+``example.id`` and ``example.row`` (the whole data row, for any other column). Return
+``True``/``False``, a reward in ``[0, 1]`` (correct when it is 1), a ``(reward, correct)`` pair,
+a dict with ``reward`` and optionally ``correct`` / ``reason`` / ``extracted``, or a ``Verdict``.
+A function with the attribute ``batched = True`` is called once per batch instead, as
+``score(completions: list[str], examples: list) -> list[...]``. A result outside ``[0, 1]``, or a
+function that raises, stops the run with an error naming the function and the sample: a broken
+reward must not train silently.
+
+The objects passed as problems are duck-typed (attributes ``golds``, ``choices``, ``row``,
+``arith``), so this layer imports nothing above it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+import os
+import re
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from skpo.rewards.base import Verdict
+
+__all__ = [
+    "REWARDS",
+    "RewardContext",
+    "RewardEntry",
+    "RewardError",
+    "code_for_humaneval",
+    "get_reward",
+    "register_reward",
+    "to_verdict",
+]
+
+
+class RewardError(ValueError):
+    """A reward name that does not resolve, or a user function that misbehaves."""
+
+
+@dataclass(frozen=True)
+class RewardContext:
+    """What a verifier may need besides the completions and their problems.
+
+    Attributes:
+        plain_prompt: the completions answer a plain prompt (not chat-templated); the code
+            verifier then cuts them at ``stop`` before running them.
+        stop: stop strings of the benchmark.
+        math_timeout_s: per-answer bound of the math verifier.
+        code_workers: sandboxes run at once.
+    """
+
+    plain_prompt: bool = True
+    stop: tuple[str, ...] = ()
+    math_timeout_s: float = 5.0
+    code_workers: int = 4
+
+
+BatchRewardFn = Callable[[Sequence[str], Sequence[Any], RewardContext], list[Verdict]]
+
+
+@dataclass(frozen=True)
+class RewardEntry:
+    """A registered reward.
+
+    Attributes:
+        name: registry name (or ``module:function`` for a user function).
+        fn: ``fn(completions, problems, context) -> verdicts``, batched.
+        needs_answer: the data must have an answer column.
+        needs_choices: the data must have a choices column.
+        partial_credit: rewards strictly between 0 and 1 may occur.
+        description: one line for tables and errors.
+    """
+
+    name: str
+    fn: BatchRewardFn
+    needs_answer: bool = True
+    needs_choices: bool = False
+    partial_credit: bool = False
+    description: str = ""
+
+    def score(self, completions: Sequence[str], problems: Sequence[Any], context: RewardContext | None = None) -> list[Verdict]:
+        """Verdicts for aligned ``completions`` and ``problems``."""
+        if len(completions) != len(problems):
+            raise ValueError(f"{len(completions)} completions but {len(problems)} problems")
+        if not completions:
+            return []
+        verdicts = self.fn(list(completions), list(problems), context or RewardContext())
+        if len(verdicts) != len(completions):
+            raise RewardError(f"reward {self.name!r} returned {len(verdicts)} verdicts for {len(completions)} completions")
+        return verdicts
+
+
+REWARDS: dict[str, RewardEntry] = {}
+
+
+def register_reward(
+    name: str, *, needs_answer: bool = True, needs_choices: bool = False, partial_credit: bool = False, description: str = ""
+) -> Callable[[BatchRewardFn], BatchRewardFn]:
+    """Decorator: register a batched reward function under ``name``."""
+
+    def wrap(fn: BatchRewardFn) -> BatchRewardFn:
+        if name in REWARDS:
+            raise ValueError(f"reward {name!r} is already registered")
+        REWARDS[name] = RewardEntry(name, fn, needs_answer, needs_choices, partial_credit, description)
+        return fn
+
+    return wrap
+
+
+def _golds(problem: Any) -> tuple[str, ...]:
+    golds = getattr(problem, "golds", None)
+    if golds is None:
+        gold = getattr(problem, "gold", None)
+        golds = tuple(gold) if isinstance(gold, (list, tuple)) else (gold,)
+    return tuple(str(g) for g in golds)
+
+
+@register_reward("math", description="math-verify against the gold answer(s)")
+def _math(completions: Sequence[str], problems: Sequence[Any], ctx: RewardContext) -> list[Verdict]:
+    from skpo.rewards.math import verify_math_batch
+
+    # One flat batch over every (completion, acceptable answer) pair: the pool runs them all.
+    pairs = [(i, gold) for i, p in enumerate(problems) for gold in _golds(p)]
+    flat = verify_math_batch([completions[i] for i, _ in pairs], [g for _, g in pairs], ctx.math_timeout_s)
+    best: list[Verdict | None] = [None] * len(completions)
+    for (i, _), verdict in zip(pairs, flat):
+        if best[i] is None or (verdict.correct and not best[i].correct):
+            best[i] = verdict
+    return [v if v is not None else Verdict.wrong("no gold answer") for v in best]
+
+
+@register_reward("gsm8k", description="math-verify against the number after '####'")
+def _gsm8k(completions: Sequence[str], problems: Sequence[Any], ctx: RewardContext) -> list[Verdict]:
+    return _math(completions, problems, ctx)
+
+
+@register_reward("choice", needs_choices=True, description="option letter against the gold letter")
+def _choice(completions: Sequence[str], problems: Sequence[Any], ctx: RewardContext) -> list[Verdict]:
+    from skpo.rewards.choice import extract_choice
+
+    out = []
+    for text, problem in zip(completions, problems):
+        letter = extract_choice(text, len(getattr(problem, "choices", None) or ()))
+        if letter is None:
+            out.append(Verdict.wrong("no option letter found"))
+        elif letter in _golds(problem):
+            out.append(Verdict.right("correct", letter))
+        else:
+            out.append(Verdict.wrong("wrong option", letter))
+    return out
+
+
+_FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
+
+
+def code_for_humaneval(completion: str, problem: Any, stop: Sequence[str] = ()) -> str:
+    """The text to append to a HumanEval prompt for ``completion``.
+
+    - A fenced code block (chat models): its content; when it redefines the entry point, it
+      is appended after a newline (the later definition replaces the prompt's stub).
+    - Otherwise a body continuation (base models): cut at the first stop string, since the
+      engine keeps the stop string that ended the sample.
+    """
+    match = _FENCE.search(completion)
+    if match:
+        code = match.group(1)
+        entry = str(getattr(problem, "row", {}).get("entry_point", ""))
+        if entry and re.search(rf"^\s*def\s+{re.escape(entry)}\s*\(", code, re.MULTILINE):
+            return "\n" + code
+        return code
+    cut = len(completion)
+    for s in stop:
+        pos = completion.find(s)
+        if pos != -1:
+            cut = min(cut, pos)
+    return completion[:cut]
+
+
+@register_reward("code", needs_answer=False, description="run the row's tests in the sandbox (HumanEval layout)")
+def _code(completions: Sequence[str], problems: Sequence[Any], ctx: RewardContext) -> list[Verdict]:
+    from skpo.rewards.code import verify_humaneval_batch
+
+    stop = ctx.stop if ctx.plain_prompt else ()
+    bodies = [code_for_humaneval(t, p, stop) for t, p in zip(completions, problems)]
+    return verify_humaneval_batch(bodies, [p.row for p in problems], max_workers=ctx.code_workers)
+
+
+@register_reward("arith", needs_answer=False, description="synthetic chained arithmetic: exact final answer")
+def _arith(completions: Sequence[str], problems: Sequence[Any], ctx: RewardContext) -> list[Verdict]:
+    from skpo.rewards.arith import check_answer, parse_answer
+
+    out = []
+    for text, problem in zip(completions, problems):
+        arith = getattr(problem, "arith", None) or problem
+        answer = parse_answer(text)
+        if answer is None:
+            out.append(Verdict.wrong("no answer line"))
+        elif check_answer(text, arith):
+            out.append(Verdict.right("correct", str(answer)))
+        else:
+            out.append(Verdict.wrong("wrong answer", str(answer)))
+    return out
+
+
+# ----------------------------------------------------------------------------- user functions
+
+
+def to_verdict(result: Any, where: str) -> Verdict:
+    """A user function's result as a :class:`Verdict` (see the module docstring)."""
+    if isinstance(result, Verdict):
+        return result
+    reason = "function"
+    extracted = None
+    if isinstance(result, bool):
+        reward, correct = float(result), result
+    elif isinstance(result, (int, float)):
+        reward, correct = float(result), None
+    elif isinstance(result, tuple) and len(result) == 2:
+        reward, correct = result
+    elif isinstance(result, Mapping):
+        if "reward" not in result:
+            raise RewardError(f"{where}: returned a dict without 'reward' (keys: {sorted(result)})")
+        reward, correct = result["reward"], result.get("correct")
+        reason = str(result.get("reason", reason))
+        extracted = None if result.get("extracted") is None else str(result["extracted"])
+    else:
+        raise RewardError(f"{where}: returned {type(result).__name__} {result!r:.60}; expected bool, float, (reward, correct), dict or Verdict")
+    if isinstance(reward, bool) or not isinstance(reward, (int, float)) or not math.isfinite(reward) or not 0.0 <= reward <= 1.0:
+        raise RewardError(f"{where}: reward must be a number in [0, 1], got {reward!r}")
+    reward = float(reward)
+    if correct is None:
+        correct = reward == 1.0
+    if not isinstance(correct, bool):
+        raise RewardError(f"{where}: 'correct' must be a bool, got {correct!r}")
+    return Verdict(reward, correct, reason, extracted)
+
+
+_USER: dict[str, RewardEntry] = {}
+_USER_LOCK = threading.Lock()
+
+
+def _load_callable(ref: str) -> Callable[..., Any]:
+    target, _, attr = ref.rpartition(":")
+    if not target or not attr:
+        raise RewardError(f"reward function {ref!r}: expected 'module:function' or 'path/to/file.py:function'")
+    if target.endswith(".py") or os.sep in target or "/" in target:
+        path = Path(target).expanduser()
+        if not path.is_file():
+            raise RewardError(f"reward function {ref!r}: file {str(path)!r} does not exist")
+        name = f"skpo_user_reward_{abs(hash(str(path.resolve())))}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise RewardError(f"reward function {ref!r}: cannot import {str(path)!r}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    else:
+        cwd = os.getcwd()
+        if cwd not in sys.path:  # like `python -m`: modules next to the user's config import
+            sys.path.insert(0, cwd)
+        try:
+            module = importlib.import_module(target)
+        except ImportError as err:
+            raise RewardError(f"reward function {ref!r}: cannot import module {target!r} ({err})") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise RewardError(f"reward function {ref!r}: {target!r} has no callable {attr!r}")
+    return fn
+
+
+def _user_entry(ref: str) -> RewardEntry:
+    fn = _load_callable(ref)
+    batched = bool(getattr(fn, "batched", False))
+
+    def score(completions: Sequence[str], problems: Sequence[Any], ctx: RewardContext) -> list[Verdict]:
+        if batched:
+            try:
+                results = list(fn(list(completions), list(problems)))
+            except Exception as err:
+                raise RewardError(f"reward function {ref!r} raised {type(err).__name__}: {err}") from err
+            if len(results) != len(completions):
+                raise RewardError(f"reward function {ref!r} returned {len(results)} results for {len(completions)} completions")
+        else:
+            results = []
+            for i, (text, problem) in enumerate(zip(completions, problems)):
+                try:
+                    results.append(fn(text, problem))
+                except Exception as err:
+                    pid = getattr(problem, "id", i)
+                    raise RewardError(f"reward function {ref!r} raised {type(err).__name__} on problem {pid!r}: {err}") from err
+        return [to_verdict(r, f"reward function {ref!r} (sample {i})") for i, r in enumerate(results)]
+
+    return RewardEntry(ref, score, needs_answer=False, partial_credit=True, description=f"user function {ref}")
+
+
+def get_reward(name: str) -> RewardEntry:
+    """A registered reward by name, or a user function given as ``module:function`` /
+    ``path/to/file.py:function`` (imported once per process).
+
+    Raises:
+        RewardError: naming the unknown reward and listing the known ones.
+    """
+    if name in REWARDS:
+        return REWARDS[name]
+    if ":" in name:
+        with _USER_LOCK:
+            if name not in _USER:
+                _USER[name] = _user_entry(name)
+            return _USER[name]
+    raise RewardError(f"unknown reward {name!r}; registered: {', '.join(sorted(REWARDS))}, or 'module:function' for your own")

@@ -1,0 +1,573 @@
+"""One dataset spec for training data and benchmarks: what to load, how to prompt, how to score.
+
+A :class:`DatasetSpec` names a file (JSONL, JSONL.gz or Parquet), the columns that hold each
+part of a problem, a reward (:mod:`skpo.rewards.registry`) and a prompt template. Training
+(``data:`` in a run config) and evaluation (``skpo eval``, ``eval.benchmarks``) read files
+through it, so a column means the same thing everywhere.
+
+Columns (a dotted name reaches into nested objects: ``reward_model.ground_truth``; a key that
+literally contains the dot wins):
+
+==================  ===========================================================================
+``prompt_column``   the question: a string, or a chat list ``[{"role": "user", "content": …}]``
+                    (the dapo-math-17k / verl layout), used as the conversation itself.
+                    Default: the first of ``prompt, problem, question, query, input,
+                    instruction, messages`` present in the first row.
+``answer_column``   the gold answer: a string or number, or a list of acceptable answers (any
+                    match counts). Default: the first of ``answer, final_answer, ground_truth,
+                    reward_model.ground_truth, gold, target, expected_answer, label, solution``.
+                    ``answer_format`` says how to read it: ``plain``; ``boxed`` (the last
+                    ``\\boxed{}`` of a worked solution); ``gsm8k`` (the number after ``####``);
+                    ``auto`` (default: ``boxed`` when the text holds a ``\\boxed{}``, ``gsm8k``
+                    when it holds ``####``, else ``plain``).
+``id_column``       a stable problem id (default: the row number). Training keys its
+                    per-prompt trackers by it.
+``context_column``  text shown before the question (``{context}`` in the template places it;
+                    without the placeholder it is prepended with a blank line).
+``system_column``   a per-row system message (``system_prompt`` gives one for every row).
+``choices_column``  the options of a multiple-choice row (reward ``choice``).
+==================  ===========================================================================
+
+Templates substitute ``{question}`` and ``{context}`` with :meth:`str.replace`, not
+:meth:`str.format`, so the LaTeX braces of ``\\boxed{}`` need no escaping. A chat-list prompt is
+used as written (the dataset already wrote the instruction); the template applies to string
+prompts.
+
+Prompt length: ``max_prompt_tokens`` (the paper: 1024) drops longer prompts when they are
+encoded (:func:`encode_problems`), with their count reported — verl's overlong-prompt filter —
+or refuses them with ``overlong: error``.
+
+Every row is validated when the file is read: a row that is not an object, lacks a column or
+holds a value of the wrong type raises :class:`DatasetError` naming the file, the row number
+(1-based, counting data rows), its line (JSONL) and the key.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from skpo.jsonl import read_jsonl as _read_jsonl
+from skpo.rewards.choice import LETTERS
+from skpo.rewards.math import gold_from_gsm8k
+from skpo.tasks.arith import ArithConfig, ArithProblem, heldout_problems
+
+__all__ = [
+    "ANSWER_CANDIDATES",
+    "DatasetError",
+    "DatasetSpec",
+    "EncodedProblems",
+    "PROMPT_CANDIDATES",
+    "Problem",
+    "encode_problems",
+    "last_boxed",
+    "load_problems",
+    "load_spec_file",
+    "prompt_messages",
+    "read_rows",
+]
+
+PROMPT_CANDIDATES = ("prompt", "problem", "question", "query", "input", "instruction", "messages")
+ANSWER_CANDIDATES = (
+    "answer", "final_answer", "ground_truth", "reward_model.ground_truth", "gold", "target",
+    "expected_answer", "label", "solution",
+)
+
+
+class DatasetError(ValueError):
+    """A data file or row that cannot be used; the message names file, row and key."""
+
+
+class DatasetSpec(BaseModel):
+    """How to load, prompt and score one dataset (training data or a benchmark).
+
+    Attributes:
+        name: short name (``math500``), used in tables and metric keys (default: file stem).
+        path: the data file (``.jsonl``, ``.jsonl.gz``, ``.parquet``); a relative path of a
+            built-in benchmark is taken under :func:`skpo.paths.benchmark_dir`. ``None`` only
+            for ``arith``.
+        format: ``auto`` (by suffix), ``jsonl`` or ``parquet``.
+        reward: a name in :data:`skpo.rewards.registry.REWARDS` (``math``, ``gsm8k``,
+            ``choice``, ``code``, ``arith``) or ``module:function`` (alias: ``verifier``).
+        prompt_column, answer_column, answer_format, id_column, context_column, system_column,
+            choices_column: see the module docstring (aliases ``prompt_key``, ``answer_key``).
+        extra_columns: further keys every row must have (``code``: ``test``, ``entry_point``).
+        template: the prompt text with a ``{question}`` placeholder: the user message for a
+            chat model, the whole prompt otherwise (alias ``prompt_template``).
+        chat_template: a different user-message template for chat models (default: ``template``).
+        system_prompt: a system message for every row (``system_column`` overrides it per row).
+        stop: stop strings used with the plain template (a base model's end of answer).
+        max_new_tokens: default generation budget (``arith``: derived from the problems).
+        max_prompt_tokens: longest prompt in tokens; longer ones are dropped (``overlong:
+            drop``) or refused (``overlong: error``) when encoded. ``None``: no limit.
+        n_problems: ``arith`` only: size of the held-out set.
+        arith: ``arith`` only: the task's difficulty (default :class:`ArithConfig`).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    name: str = ""
+    path: str | None = None
+    format: Literal["auto", "jsonl", "parquet"] = "auto"
+    reward: str = Field("math", validation_alias=AliasChoices("reward", "verifier"))
+    prompt_column: str | None = Field(None, validation_alias=AliasChoices("prompt_column", "prompt_key"))
+    answer_column: str | None = Field(None, validation_alias=AliasChoices("answer_column", "answer_key"))
+    answer_format: Literal["auto", "plain", "boxed", "gsm8k"] = "auto"
+    id_column: str | None = None
+    context_column: str | None = None
+    system_column: str | None = None
+    choices_column: str | None = None
+    extra_columns: tuple[str, ...] = ()
+    template: str = Field("{question}", validation_alias=AliasChoices("template", "prompt_template"))
+    chat_template: str | None = None
+    system_prompt: str | None = None
+    stop: tuple[str, ...] = ()
+    max_new_tokens: int | None = Field(1024, ge=1)
+    max_prompt_tokens: int | None = Field(None, ge=1)
+    overlong: Literal["drop", "error"] = "drop"
+    n_problems: int = Field(200, ge=1)
+    arith: ArithConfig | None = None
+
+    @property
+    def verifier(self) -> str:
+        """The reward's name (the older word for it)."""
+        return self.reward
+
+    @field_validator("template", "chat_template")
+    @classmethod
+    def _has_placeholder(cls, value: str | None) -> str | None:
+        if value is not None and "{question}" not in value:
+            raise ValueError("a template must contain the placeholder {question}")
+        return value
+
+    @field_validator("reward")
+    @classmethod
+    def _known_reward(cls, value: str) -> str:
+        from skpo.rewards.registry import REWARDS
+
+        if value not in REWARDS and ":" not in value:
+            raise ValueError(f"unknown reward {value!r}; registered: {', '.join(sorted(REWARDS))}, or 'module:function'")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DatasetSpec:
+        return self._check_spec()
+
+    def _check_spec(self) -> DatasetSpec:
+        if not self.name and self.path:
+            stem = Path(self.path).name
+            for suffix in (".gz", ".jsonl", ".parquet", ".json"):
+                stem = stem.removesuffix(suffix)
+            object.__setattr__(self, "name", stem)
+        if self.reward == "arith":
+            return self
+        if self.path is None:
+            raise ValueError(f"dataset {self.name or '?'!r}: reward {self.reward!r} needs a path")
+        if self.reward == "choice" and self.choices_column is None:
+            raise ValueError(f"dataset {self.name!r}: reward 'choice' needs choices_column")
+        return self
+
+    # ------------------------------------------------------------------ helpers
+    def resolved_path(self) -> Path:
+        """The data file as an absolute path (relative paths live under ``benchmark_dir()``)."""
+        from skpo.paths import benchmark_dir
+
+        if self.path is None:
+            raise ValueError(f"dataset {self.name!r} has no data file")
+        path = Path(self.path).expanduser()
+        return path if path.is_absolute() or path.exists() else benchmark_dir() / path
+
+    def user_template(self, chat: bool) -> str:
+        """The template for a chat model (``chat=True``) or a plain prompt."""
+        return (self.chat_template or self.template) if chat else self.template
+
+    def render(self, question: str, chat: bool = False, context: str | None = None) -> str:
+        """The prompt (or user message) for ``question`` (and ``context``)."""
+        template = self.user_template(chat)
+        if context is not None and "{context}" not in template:
+            template = "{context}\n\n" + template
+        return template.replace("{context}", context or "").replace("{question}", question)
+
+
+# Benchmarks and training data are one thing; the old name stays for readers of older code.
+BenchmarkSpec = DatasetSpec
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem (a training prompt or a benchmark item).
+
+    Attributes:
+        index: 0-based position in the file (data row order).
+        id: the id column's value, or the row number as a string.
+        question: the text put into ``{question}`` (choice: stem plus lettered options; a
+            chat-list prompt: its last user message).
+        gold: the gold answer as a string (choice: the letter; code: ``""``); a list of
+            acceptable answers gives the first here and all in :attr:`golds`.
+        row: the original row (user rewards and the code verifier read other columns from it).
+        line: line number in a JSONL file (``None`` otherwise).
+        choices: the options, for ``choice``.
+        arith: the synthetic problem, for ``arith``.
+        messages: the conversation of a chat-list prompt, as given.
+        context: the context column's text.
+        system: the system message (column or spec).
+        all_golds: every acceptable answer.
+    """
+
+    index: int
+    id: str
+    question: str
+    gold: str
+    row: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    line: int | None = None
+    choices: tuple[str, ...] | None = None
+    arith: ArithProblem | None = None
+    messages: tuple[Mapping[str, Any], ...] | None = None
+    context: str | None = None
+    system: str | None = None
+    all_golds: tuple[str, ...] = ()
+
+    @property
+    def golds(self) -> tuple[str, ...]:
+        """All acceptable gold answers."""
+        return self.all_golds or (self.gold,)
+
+
+# ----------------------------------------------------------------------------- reading files
+
+
+def read_rows(path: str | Path, format: str = "auto") -> list[tuple[int | None, dict[str, Any]]]:
+    """All rows of a JSONL(.gz) or Parquet file as ``(line or None, row)``, in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {str(path)!r} does not exist")
+    fmt = format
+    if fmt == "auto":
+        fmt = "parquet" if path.suffix == ".parquet" else "jsonl"
+    if fmt == "jsonl":
+        return list(_read_jsonl(path, DatasetError, what="data file"))
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:  # pragma: no cover - pyarrow is a dependency
+        raise DatasetError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") from None
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as err:  # pyarrow raises its own error types for damaged files
+        raise DatasetError(f"{path}: cannot read as Parquet: {err}") from None
+    return [(None, row) for row in rows]
+
+
+_MISSING = object()
+
+
+def _get(row: Mapping[str, Any], key: str) -> Any:
+    """``row[key]``, or the nested value of a dotted key; ``_MISSING`` when absent."""
+    if key in row:
+        return row[key]
+    node: Any = row
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _pick_column(row: Mapping[str, Any], candidates: Sequence[str]) -> str | None:
+    return next((c for c in candidates if _get(row, c) is not _MISSING), None)
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last ``\\boxed{…}`` (or ``\\fbox{…}``) in ``text``, braces matched."""
+    starts = [m.end() for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text)]
+    for start in reversed(starts):
+        depth, i = 1, start
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth == 0:
+            return text[start : i - 1].strip()
+    return None
+
+
+def _number_text(value: int | float) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _read_answer(spec: DatasetSpec, value: Any, key: str, where: str) -> str:
+    """One gold answer, read per ``answer_format`` (and the reward: gsm8k reads ``####``)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise DatasetError(f"{where}: key {key!r} must be a string or a number (or a list of them), got {value!r:.80}")
+    if isinstance(value, (int, float)):
+        return _number_text(value)
+    if not value.strip():
+        raise DatasetError(f"{where}: key {key!r} is empty")
+    fmt = spec.answer_format
+    if fmt == "auto":
+        fmt = "boxed" if "\\boxed" in value or "\\fbox" in value else "gsm8k" if "####" in value else "plain"
+    if fmt == "boxed":
+        boxed = last_boxed(value)
+        if boxed is None or not boxed:
+            raise DatasetError(f"{where}: key {key!r} has no \\boxed{{...}} answer")
+        return boxed
+    if fmt == "gsm8k":
+        try:
+            return gold_from_gsm8k(value)
+        except ValueError as err:
+            raise DatasetError(f"{where}: key {key!r}: {err}") from None
+    if spec.reward == "gsm8k" and not re.fullmatch(r"\s*-?[\d,]*\.?\d+\s*", value):
+        raise DatasetError(f"{where}: key {key!r} has no '#### N' final line and is not a number")
+    return value.strip().replace(",", "") if spec.reward == "gsm8k" else value.strip()
+
+
+def _answers(spec: DatasetSpec, row: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = _get(row, key)
+    if value is _MISSING:
+        raise DatasetError(f"{where}: missing key {key!r} (row has keys: {', '.join(sorted(row))})")
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise DatasetError(f"{where}: key {key!r} is an empty list of answers")
+        return tuple(_read_answer(spec, v, key, where) for v in value)
+    return (_read_answer(spec, value, key, where),)
+
+
+def _messages(value: Any, key: str, where: str) -> tuple[Mapping[str, Any], ...]:
+    if not value or not all(isinstance(m, Mapping) and "role" in m and "content" in m for m in value):
+        raise DatasetError(f"{where}: key {key!r} must be a string or a list of {{'role', 'content'}} messages, got {value!r:.80}")
+    for m in value:
+        if not isinstance(m["content"], str):
+            raise DatasetError(f"{where}: key {key!r}: message content must be text, got {m['content']!r:.60}")
+    return tuple(dict(m) for m in value)
+
+
+def _text_column(row: Mapping[str, Any], key: str | None, where: str) -> str | None:
+    if key is None:
+        return None
+    value = _get(row, key)
+    if value is _MISSING:
+        raise DatasetError(f"{where}: missing key {key!r} (row has keys: {', '.join(sorted(row))})")
+    if not isinstance(value, str):
+        raise DatasetError(f"{where}: key {key!r} must be a string, got {value!r:.80}")
+    return value
+
+
+def _problem_from_row(spec: DatasetSpec, columns: dict[str, str | None], index: int, line: int | None,
+                      row: Any, path: Path) -> Problem:
+    where = f"{path}: row {index + 1}" + (f" (line {line})" if line is not None else "")
+    if not isinstance(row, Mapping):
+        raise DatasetError(f"{where}: expected an object, got {type(row).__name__}")
+    pkey = columns["prompt"]
+    assert pkey is not None
+    value = _get(row, pkey)
+    if value is _MISSING:
+        raise DatasetError(f"{where}: missing key {pkey!r} (row has keys: {', '.join(sorted(row))})")
+    messages = None
+    if isinstance(value, str):
+        if not value.strip():
+            raise DatasetError(f"{where}: key {pkey!r} must be a non-empty string, got {value!r:.80}")
+        question = value
+    elif isinstance(value, (list, tuple)):
+        messages = _messages(value, pkey, where)
+        users = [m["content"] for m in messages if m["role"] == "user"]
+        question = users[-1] if users else messages[-1]["content"]
+    else:
+        raise DatasetError(f"{where}: key {pkey!r} must be a non-empty string or a chat list, got {value!r:.80}")
+    for key in spec.extra_columns:
+        _text_column(row, key, where)
+    golds: tuple[str, ...] = ("",)
+    choices = None
+    if spec.reward == "choice":
+        golds, choices = _choice_gold(spec, row, columns["answer"], where)
+        if messages is None:
+            question = question.rstrip() + "\n\n" + "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
+    elif columns["answer"] is not None:
+        golds = _answers(spec, row, columns["answer"], where)
+    if spec.id_column is not None:
+        pid = _get(row, spec.id_column)
+        if pid is _MISSING:
+            raise DatasetError(f"{where}: missing key {spec.id_column!r} (row has keys: {', '.join(sorted(row))})")
+        pid = str(pid)
+    else:
+        pid = str(index)
+    system = _text_column(row, spec.system_column, where) if spec.system_column else spec.system_prompt
+    context = _text_column(row, spec.context_column, where)
+    return Problem(index=index, id=pid, question=question, gold=golds[0], row=dict(row), line=line, choices=choices,
+                   messages=messages, context=context, system=system, all_golds=golds if len(golds) > 1 else ())
+
+
+def _choice_gold(spec: DatasetSpec, row: Mapping[str, Any], key: str | None, where: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    ckey = spec.choices_column
+    assert ckey is not None
+    if key is None:
+        raise DatasetError(f"{where}: reward 'choice' needs an answer column")
+    raw = _get(row, ckey)
+    if raw is _MISSING:
+        raise DatasetError(f"{where}: missing key {ckey!r} (row has keys: {', '.join(sorted(row))})")
+    if not isinstance(raw, (list, tuple)) or not 2 <= len(raw) <= len(LETTERS):
+        raise DatasetError(f"{where}: key {ckey!r} must be a list of 2 to {len(LETTERS)} options, got {raw!r:.80}")
+    if any(isinstance(c, (dict, list)) or c is None for c in raw):
+        raise DatasetError(f"{where}: key {ckey!r} must hold text options, got {raw!r:.80}")
+    choices = tuple(str(c) for c in raw)
+    value = _get(row, key)
+    if value is _MISSING:
+        raise DatasetError(f"{where}: missing key {key!r} (row has keys: {', '.join(sorted(row))})")
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(choices):
+        return (LETTERS[value],), choices
+    if isinstance(value, str) and value.strip().upper() in LETTERS[: len(choices)] and len(value.strip()) == 1:
+        return (value.strip().upper(),), choices
+    raise DatasetError(
+        f"{where}: key {key!r} must be an option index in [0, {len(choices) - 1}] or a letter "
+        f"A-{LETTERS[len(choices) - 1]}, got {value!r}"
+    )
+
+
+def resolve_columns(spec: DatasetSpec, first_row: Mapping[str, Any], where: str) -> dict[str, str | None]:
+    """The prompt and answer columns to read: the spec's, or found in the first row."""
+    from skpo.rewards.registry import REWARDS
+
+    if not isinstance(first_row, Mapping):
+        raise DatasetError(f"{where}: expected an object, got {type(first_row).__name__}")
+    prompt = spec.prompt_column or _pick_column(first_row, PROMPT_CANDIDATES)
+    if prompt is None:
+        raise DatasetError(
+            f"{where}: no prompt column: set prompt_column (row has keys: {', '.join(sorted(first_row))}; "
+            f"looked for {', '.join(PROMPT_CANDIDATES)})"
+        )
+    entry = REWARDS.get(spec.reward)
+    needs_answer = entry.needs_answer if entry is not None else False
+    answer = spec.answer_column
+    if answer is None and (needs_answer or entry is None):
+        answer = _pick_column(first_row, ANSWER_CANDIDATES)
+        if answer is None and needs_answer:
+            raise DatasetError(
+                f"{where}: no answer column for reward {spec.reward!r}: set answer_column (row has keys: "
+                f"{', '.join(sorted(first_row))}; looked for {', '.join(ANSWER_CANDIDATES)})"
+            )
+    return {"prompt": prompt, "answer": answer}
+
+
+def load_problems(spec: DatasetSpec, limit: int | None = None) -> list[Problem]:
+    """The problems of ``spec``: every row of its file, validated, in file order.
+
+    ``limit`` keeps the first ``limit`` problems (all rows are still validated, so a bad file
+    fails the same way whatever the limit). For ``arith``: the first ``limit`` (else
+    ``spec.n_problems``) problems of the fixed held-out set.
+    """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    if spec.reward == "arith" and spec.path is None:
+        n = limit if limit is not None else spec.n_problems
+        return [
+            Problem(index=i, id=p.question, question=p.question, gold=str(p.answer), arith=p)
+            for i, p in enumerate(heldout_problems(spec.arith or ArithConfig(), n))
+        ]
+    path = spec.resolved_path()
+    rows = read_rows(path, spec.format)
+    if not rows:
+        raise DatasetError(f"{path}: no rows")
+    line0, row0 = rows[0]
+    columns = resolve_columns(spec, row0, f"{path}: row 1" + (f" (line {line0})" if line0 is not None else ""))
+    problems = [_problem_from_row(spec, columns, i, line, row, path) for i, (line, row) in enumerate(rows)]
+    return problems if limit is None else problems[:limit]
+
+
+# ----------------------------------------------------------------------------- prompts
+
+
+def prompt_messages(spec: DatasetSpec, problem: Problem, chat: bool) -> list[dict[str, Any]]:
+    """The conversation of ``problem``: its chat list as given, or the rendered template as the
+    user message; the system message (column or spec) first when there is one."""
+    if problem.messages is not None:
+        messages = [dict(m) for m in problem.messages]
+        if problem.system is not None and not any(m["role"] == "system" for m in messages):
+            messages.insert(0, {"role": "system", "content": problem.system})
+        return messages
+    user = spec.render(problem.question, chat=chat, context=problem.context)
+    messages = [{"role": "user", "content": user}]
+    if problem.system is not None:
+        messages.insert(0, {"role": "system", "content": problem.system})
+    return messages
+
+
+@dataclass
+class EncodedProblems:
+    """Prompt ids of the problems that fit, and what was dropped.
+
+    Attributes:
+        problems: the kept problems, in order.
+        prompt_ids: their prompt token ids.
+        prompt_format: ``chat`` or ``plain`` (``arith`` for the synthetic task).
+        dropped: ids of problems whose prompt exceeded ``max_prompt_tokens``.
+    """
+
+    problems: list[Problem]
+    prompt_ids: list[list[int]]
+    prompt_format: str
+    dropped: list[str] = field(default_factory=list)
+
+
+def encode_problems(
+    spec: DatasetSpec, tokenizer: Any, problems: Sequence[Problem], use_chat_template: bool | None = None,
+    max_prompt_tokens: int | None = None,
+) -> EncodedProblems:
+    """Prompt token ids of ``problems`` (see :mod:`skpo.tasks.prompts`), with the overlong filter.
+
+    ``max_prompt_tokens`` (default: the spec's) drops longer prompts, or raises
+    :class:`DatasetError` naming the first one when ``spec.overlong == "error"``.
+    """
+    from skpo.tasks.prompts import has_chat_template, prompt_ids
+    from skpo.tasks.templates import plain_input_ids
+
+    if spec.reward == "arith" and spec.path is None:
+        ids = [plain_input_ids(tokenizer, p.arith if p.arith is not None else p.question) for p in problems]
+        return EncodedProblems(list(problems), ids, "arith")
+    chat = has_chat_template(tokenizer) if use_chat_template is None else use_chat_template
+    if chat and not has_chat_template(tokenizer):
+        raise ValueError("use_chat_template=True but the tokenizer has no chat template")
+    limit = max_prompt_tokens if max_prompt_tokens is not None else spec.max_prompt_tokens
+    out = EncodedProblems([], [], "chat" if chat else "plain")
+    for p in problems:
+        ids = prompt_ids(tokenizer, prompt_messages(spec, p, chat), chat=chat)
+        if limit is not None and len(ids) > limit:
+            if spec.overlong == "error":
+                where = f"{spec.path}: row {p.index + 1}" + (f" (line {p.line})" if p.line is not None else "")
+                raise DatasetError(f"{where}: prompt is {len(ids)} tokens, over max_prompt_tokens={limit}")
+            out.dropped.append(p.id)
+            continue
+        out.problems.append(p)
+        out.prompt_ids.append(ids)
+    return out
+
+
+def load_spec_file(path: str | Path) -> list[DatasetSpec]:
+    """Specs from a JSON or YAML file: one spec object, or a list of them.
+
+    Relative ``path`` entries inside the file are resolved against the file's directory.
+    Unknown keys and bad values raise ``pydantic.ValidationError`` naming the key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset spec file {str(path)!r} does not exist")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    items = data if isinstance(data, list) else [data]
+    specs = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise DatasetError(f"{path}: every spec must be a mapping, got {type(item).__name__}")
+        if item.get("path") is not None and not Path(str(item["path"])).expanduser().is_absolute():
+            item = {**item, "path": str((path.parent / str(item["path"])).resolve())}
+        specs.append(DatasetSpec.model_validate(item))
+    return specs
