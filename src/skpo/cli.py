@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("skpo.commands.evaluate", "evaluate a checkpoint or HF model directory"),
     "warmstart": ("skpo.warmstart", "supervised warm start of the tiny model on the synthetic task"),
     "plot": ("skpo.commands.plot", "learning curves of one or more runs"),
+    "compare": ("skpo.commands.compare", "methods at an equal rollout-token budget over seeds (mean ± 95% CI)"),
+    "analyze": ("skpo.commands.analyze", "the paper's analyses: mc-accuracy | shortcut | implicit-advantage"),
     "standin": ("skpo.commands.standin", "tiny random stand-in of a real model family (real template and ids)"),
 }
 

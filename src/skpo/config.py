@@ -114,6 +114,10 @@ class RolloutSection(_Strict):
 class TrainSection(_Strict):
     method: str = "skpo"
     steps: int = Field(200, ge=0)
+    token_budget: int | None = Field(
+        None, ge=1, description="stop once this many rollout tokens were decoded (every token: segments, answers, "
+        "Monte Carlo continuations, refills); equal-budget comparisons"
+    )
     prompts_per_step: int = Field(16, ge=1)
     mini_batches: int = Field(1, ge=1, description="PPO mini-batches (optimizer steps) per training step")
     ppo_epochs: int = Field(1, ge=1)
@@ -168,6 +172,7 @@ class EvalSection(_Strict):
     """In-training evaluation, through the same runner as ``skpo eval``."""
 
     every: int = Field(50, ge=0, description="evaluate every N steps (0 = never during training)")
+    every_tokens: int = Field(0, ge=0, description="also evaluate each time the decoded rollout tokens pass a multiple of this")
     benchmarks: list[str] = Field(
         ["arith"], description="built-in names (arith = the run's own task difficulty) or spec files (.yaml/.json)"
     )

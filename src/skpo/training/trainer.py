@@ -129,6 +129,7 @@ class Trainer:
         self.drift_seen: dict[str, float] = {}
         self.step = 0
         self.tokens_seen = 0
+        self.train_seconds = 0.0
         if resume:
             self._resume()
         self.logger = MetricsLogger(
@@ -161,10 +162,16 @@ class Trainer:
         t = self.cfg.train
         progress = _progress(self.cfg.log.progress and self.accelerator.is_main_process, t.steps, self.step)
         with progress as bar:
-            while self.step < t.steps:
+            while self.step < t.steps and not self.budget_spent:
+                started, tokens_before = time.perf_counter(), self.tokens_seen
                 metrics = self.train_step(self.step)
                 self.step += 1
-                if self.cfg.eval.every and self.step % self.cfg.eval.every == 0:
+                self.train_seconds += time.perf_counter() - started
+                metrics["tokens/seen"] = self.tokens_seen  # cumulative decoded rollout tokens
+                metrics["time/train_elapsed"] = self.train_seconds  # cumulative, evaluation excluded
+                every_tokens = self.cfg.eval.every_tokens
+                crossed = every_tokens and self.tokens_seen // every_tokens > tokens_before // every_tokens
+                if (self.cfg.eval.every and self.step % self.cfg.eval.every == 0) or crossed:
                     metrics.update(self.evaluate())
                 if self.logger:
                     self.logger.log(self.step, metrics)
@@ -174,6 +181,12 @@ class Trainer:
         self.save()
         if self.logger:
             self.logger.close()
+
+    @property
+    def budget_spent(self) -> bool:
+        """``train.token_budget`` decoded rollout tokens reached."""
+        budget = self.cfg.train.token_budget
+        return budget is not None and self.tokens_seen >= budget
 
     def sample_prompts(self, step: int, draw: int = 0) -> list[PromptItem]:
         """Prompts of step ``step`` — a function of (seed, step, draw, tracker state) only, so
@@ -392,6 +405,9 @@ class Trainer:
             )
             if self.value_tracker is not None and term.advantage in ("spo", "skpo_upstream"):
                 batch.baseline = self.value_tracker.baseline(rows.index)  # pre-update: unbiased A
+                # rows whose prompt the tracker has never seen get the default baseline (0):
+                # their advantage is the raw reward, i.e. the problem's difficulty
+                metrics[f"{term.role}/first_visit_share"] = sum(k not in self.value_tracker for k in rows.index) / max(1, len(rows))
             for name in ("step_values", "step_mask", "token_step_index"):
                 if name in rows.extra:
                     setattr(batch, name, rows.extra[name])
@@ -638,6 +654,7 @@ class Trainer:
     def trainer_state(self) -> dict[str, Any]:
         return {
             "tokens_seen": self.tokens_seen,
+            "train_seconds": self.train_seconds,
             "drift": self.drift,
             "drift_seen": self.drift_seen,
             "value_tracker": self.value_tracker.state_dict() if self.value_tracker else None,
@@ -667,6 +684,7 @@ class Trainer:
         state = load_checkpoint(path, self.optimizer, self.scheduler)
         self.step = int(state["step"])
         self.tokens_seen = int(state.get("tokens_seen", 0))
+        self.train_seconds = float(state.get("train_seconds", 0.0))
         self.drift = float(state.get("drift", 0.0))
         self.drift_seen = dict(state.get("drift_seen", {}))
         if self.value_tracker is not None:

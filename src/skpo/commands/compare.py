@@ -1,0 +1,270 @@
+"""``skpo compare``: methods at an equal rollout-token budget, over seeds, with confidence intervals.
+
+::
+
+    skpo compare --methods skpo,grpo,dapo,cispo,spo,mc_dense,oar --seeds 5 --budget 250000 --out runs/compare
+    skpo compare --methods skpo,skpo-noskip,skpo-nomc,skpo-fixedsplit,skpo-extreme --seeds 5 --budget 250000
+
+Every run trains one method from the same starting model until it has decoded ``--budget``
+rollout tokens — every token the engine decoded for it: SKPO's candidate segments (kept or
+not) and answers, Monte Carlo continuations, DAPO's refill rounds, own completions — then is
+evaluated on the held-out set (``--eval-problems`` × ``--k``: avg@k, pass@k, step accuracy).
+Along the way it is evaluated ``--points`` times (a smaller evaluation, ``--curve-problems`` ×
+``--curve-k``) for the curves of accuracy against rollout tokens and against training wall
+time. The table gives the mean ± the half-width of a 95 % Student-t interval over seeds.
+
+Methods are preset names, or variants: the SKPO ablations of the paper's Table 2 are built in
+(``skpo-noskip`` ❶ continual prefix, ``skpo-nomc`` ❷ upstream reward from its own completion,
+``skpo-fixedsplit`` ❸, ``skpo-extreme`` ❹), and ``--variant NAME=METHOD:key=value,key=value``
+defines more. Overrides after the options apply to every run (``train.lr=1e-4``).
+
+Resumable: each run lives in ``OUT/<method>/seed<S>/`` and checkpoints every ``--save-every``
+steps; a run with a ``result.json`` is done. Run the same command again after a kill and the
+sweep continues: finished runs are kept, interrupted ones resume from their last checkpoint
+(the resumed run is step-for-step the one that would have run), missing ones start. Runs go
+``--jobs`` at a time, each a process with one torch thread.
+
+Outputs: ``OUT/compare.json`` (settings, command, every run's result, the summary),
+``OUT/compare.md`` (the table), ``OUT/compare.png`` (the curves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from skpo.paths import REPO_ROOT
+
+ABLATIONS: dict[str, tuple[str, list[str]]] = {
+    "skpo-noskip": ("skpo", ["rollout.skpo.skip=false"]),
+    "skpo-nomc": ("skpo", ["rollout.skpo.upstream_reward=own"]),
+    "skpo-fixedsplit": ("skpo", ["rollout.skpo.split=fixed"]),
+    "skpo-extreme": ("skpo", ["rollout.skpo.selection=extreme"]),
+}
+DEFAULT_METHODS = "skpo,grpo,dapo,cispo,spo,mc_dense,oar"
+FINAL_METRICS = ("avg@k", "pass@k", "maj@k", "step_accuracy", "tokens", "steps", "train_seconds")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="skpo compare", description=__doc__.splitlines()[0])
+    p.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated presets or variants (default {DEFAULT_METHODS})")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=METHOD:k=v,k=v", help="define a variant; repeatable")
+    p.add_argument("--seeds", type=int, default=5, help="seeds 1..N (default 5)")
+    p.add_argument("--budget", type=int, default=250_000, help="rollout tokens decoded per run (default 250000)")
+    p.add_argument("--config", default=None, help="base YAML config (default: the embedded defaults); the method is set per run")
+    p.add_argument("--out", default="runs/compare", help="output directory (default runs/compare)")
+    p.add_argument("--eval-problems", type=int, default=200, help="held-out problems of the final evaluation (default 200)")
+    p.add_argument("--k", type=int, default=8, help="samples per problem of the final evaluation (default 8)")
+    p.add_argument("--points", type=int, default=4, help="evaluations along each run, for the curves (default 4)")
+    p.add_argument("--curve-problems", type=int, default=100)
+    p.add_argument("--curve-k", type=int, default=4)
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2: one per core here)")
+    p.add_argument("--save-every", type=int, default=20, help="checkpoint every N steps, for resuming (default 20)")
+    p.add_argument("--max-steps", type=int, default=100_000, help="a cap on steps, whatever the budget")
+    p.add_argument("--quick", action="store_true", help="a tiny sweep for tests: 2 seeds, 1500 tokens, small evaluations")
+    p.add_argument("--summary-only", action="store_true", help="only aggregate the runs already in --out")
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one spec (JSON)
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides for every run")
+    return p
+
+
+def resolve_methods(methods: str, variants: list[str]) -> dict[str, tuple[str, list[str]]]:
+    """Label → (preset, overrides) for every requested method or variant."""
+    from skpo.algorithms import PRESETS
+
+    table = dict(ABLATIONS)
+    for v in variants:
+        name, sep, rest = v.partition("=")
+        method, _, kvs = rest.partition(":")
+        if not sep or not name or not method:
+            raise ValueError(f"--variant {v!r}: expected NAME=METHOD:key=value,key=value")
+        table[name] = (method, [kv for kv in kvs.split(",") if kv])
+    out: dict[str, tuple[str, list[str]]] = {}
+    for label in [m.strip() for m in methods.split(",") if m.strip()]:
+        if label in table:
+            out[label] = table[label]
+        elif label in PRESETS:
+            out[label] = (label, [])
+        else:
+            raise ValueError(f"unknown method {label!r}; presets: {', '.join(sorted(PRESETS))}; variants: {', '.join(sorted(table))}")
+        if out[label][0] not in PRESETS:
+            raise ValueError(f"variant {label!r}: unknown method {out[label][0]!r}")
+    if not out:
+        raise ValueError("--methods is empty")
+    return out
+
+
+def run_specs(args: argparse.Namespace, methods: dict[str, tuple[str, list[str]]], out: Path) -> list[dict[str, Any]]:
+    specs = []
+    for label, (method, extra) in methods.items():
+        for seed in range(1, args.seeds + 1):
+            run_dir = out / label / f"seed{seed}"
+            every_tokens = max(1, args.budget // max(1, args.points))
+            overrides = [
+                f"train.method={method}", *extra, *args.overrides, f"train.seed={seed}", f"train.token_budget={args.budget}",
+                f"train.steps={args.max_steps}", "eval.every=0", f"eval.every_tokens={every_tokens}", "eval.benchmarks=[arith]",
+                f"eval.limit={args.curve_problems}", f"eval.k={args.curve_k}", f"log.out_dir={run_dir}",
+                f"log.save_every={args.save_every}", "log.keep_checkpoints=1", "log.progress=false", "log.tensorboard=false",
+            ]
+            specs.append({"label": label, "method": method, "seed": seed, "run_dir": str(run_dir), "config": args.config,
+                          "overrides": overrides, "eval_problems": args.eval_problems, "k": args.k,
+                          "curve_problems": args.curve_problems, "curve_k": args.curve_k})
+    return specs
+
+
+def run_one(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train one method × seed to the budget (resuming when a checkpoint exists), evaluate, and
+    write ``result.json``."""
+    import torch
+
+    from skpo.config import load_config
+    from skpo.jsonl import read_jsonl
+    from skpo.training.checkpoint import latest_checkpoint
+    from skpo.training.setup import build_trainer, evaluate_heldout
+
+    torch.set_num_threads(1)
+    run_dir = Path(spec["run_dir"])
+    result_path = run_dir / "result.json"
+    if result_path.is_file():
+        return json.loads(result_path.read_text())
+    cfg = load_config(spec["config"], spec["overrides"])
+    resume = run_dir.is_dir() and latest_checkpoint(run_dir) is not None
+    if not resume and run_dir.exists():
+        shutil.rmtree(run_dir)  # an interrupted run with no checkpoint starts over
+    trainer = build_trainer(cfg, resume=resume)
+    k_c = spec["curve_k"]
+    start_path = run_dir / "start_eval.json"
+    if not start_path.is_file():
+        start = evaluate_heldout(trainer.policy, trainer.tokenizer, cfg, k=k_c, num_problems=spec["curve_problems"])
+        start_path.write_text(json.dumps({"avg": start["metrics"][f"avg@{k_c}"]}))
+    trainer.train()
+    final = evaluate_heldout(trainer.policy, trainer.tokenizer, cfg, k=spec["k"], num_problems=spec["eval_problems"])
+    k = spec["k"]
+    curve = [{"tokens": 0, "seconds": 0.0, "step": 0, f"avg@{k_c}": json.loads(start_path.read_text())["avg"]}]
+    for _, row in read_jsonl(run_dir / "metrics.jsonl", what="metrics file"):
+        if f"eval/arith/avg@{k_c}" in row:
+            curve.append({"tokens": row["tokens/seen"], "seconds": row["time/train_elapsed"], "step": row["step"],
+                          f"avg@{k_c}": row[f"eval/arith/avg@{k_c}"]})
+    result = {
+        "method": spec["label"], "preset": spec["method"], "seed": spec["seed"], "overrides": spec["overrides"],
+        "avg@k": final["metrics"][f"avg@{k}"], "pass@k": final["metrics"][f"pass@{k}"], "maj@k": final["metrics"][f"maj@{k}"],
+        "step_accuracy": final["step_metrics"]["step_accuracy"], "k": k, "eval_problems": spec["eval_problems"],
+        "tokens": trainer.tokens_seen, "steps": trainer.step, "train_seconds": trainer.train_seconds,
+        "curve_metric": f"avg@{k_c}", "curve": curve,
+    }
+    tmp = result_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, result_path)
+    return result
+
+
+def _run_pending(specs: list[dict[str, Any]], jobs: int) -> list[str]:
+    """Run the specs without a result, ``jobs`` processes at a time; returns failures."""
+    pending = [s for s in specs if not (Path(s["run_dir"]) / "result.json").is_file()]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    running: list[tuple[subprocess.Popen, dict[str, Any], Any]] = []
+    failures: list[str] = []
+    try:
+        while pending or running:
+            while pending and len(running) < max(1, jobs):
+                spec = pending.pop(0)
+                Path(spec["run_dir"]).mkdir(parents=True, exist_ok=True)
+                log = open(Path(spec["run_dir"]) / "compare.log", "a")
+                cmd = [sys.executable, "-m", "skpo.commands.compare", "--one", json.dumps(spec)]
+                running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), spec, log))
+                print(f"start {spec['label']} seed {spec['seed']}", flush=True)
+            time.sleep(0.5)
+            for proc, spec, log in list(running):
+                if proc.poll() is not None:
+                    log.close()
+                    running.remove((proc, spec, log))
+                    status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}; see {spec['run_dir']}/compare.log)"
+                    if proc.returncode != 0:
+                        failures.append(f"{spec['label']} seed {spec['seed']}")
+                    print(f"{status}: {spec['label']} seed {spec['seed']}", flush=True)
+    finally:
+        for proc, _, log in running:  # interrupted: stop the children; their checkpoints stay
+            proc.terminate()
+            proc.wait()
+            log.close()
+    return failures
+
+
+def aggregate(out: Path, specs: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
+    from skpo.analysis.compare import plot_comparison, summarize
+
+    results = [json.loads((Path(s["run_dir"]) / "result.json").read_text()) for s in specs
+               if (Path(s["run_dir"]) / "result.json").is_file()]
+    summary = summarize(results, FINAL_METRICS)
+    report = {"settings": settings, "summary": summary, "runs": results}
+    (out / "compare.json").write_text(json.dumps(report, indent=1))
+    k = settings["k"]
+    lines = [f"Held-out arithmetic, {settings['eval_problems']} problems × {k} samples, after {settings['budget']:,} "
+             "decoded rollout tokens per run; mean ± 95 % t-interval over seeds.", "",
+             f"| method | seeds | avg@{k} | pass@{k} | maj@{k} | step accuracy | steps | train s |", "|---|---|---|---|---|---|---|---|"]
+
+    def cell(row: dict[str, Any], m: str, fmt: str) -> str:
+        if m not in row:
+            return "–"
+        mean, ci = row[m]["mean"], row[m]["ci95"]
+        return format(mean, fmt) + ("" if ci is None else " ± " + format(ci, fmt))
+
+    for method, row in summary.items():
+        lines.append(f"| {method} | {row['n']} | {cell(row, 'avg@k', '.3f')} | {cell(row, 'pass@k', '.3f')} | "
+                     f"{cell(row, 'maj@k', '.3f')} | {cell(row, 'step_accuracy', '.3f')} | {cell(row, 'steps', '.0f')} | "
+                     f"{cell(row, 'train_seconds', '.0f')} |")
+    (out / "compare.md").write_text("\n".join(lines) + "\n")
+    if results:
+        metric = results[0].get("curve_metric", "avg@4")
+        plot_comparison(results, out / "compare.png", metric=metric,
+                        title=f"equal budget of {settings['budget']:,} rollout tokens")
+    return report
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if args.one is not None:
+        run_one(json.loads(args.one))
+        return 0
+    if args.quick:
+        args.seeds, args.budget, args.eval_problems, args.k = min(args.seeds, 2), 1500, 10, 2
+        args.points, args.curve_problems, args.curve_k, args.save_every = 2, 5, 2, 2
+        args.overrides = ["train.prompts_per_step=4", "rollout.group_size=4", "rollout.mc_k=2", "rollout.mc_max_steps=2",
+                          *args.overrides]
+    try:
+        methods = resolve_methods(args.methods, args.variant)
+        if args.seeds < 1 or args.budget < 1:
+            raise ValueError("--seeds and --budget must be >= 1")
+        from skpo.config import ConfigError, load_config
+
+        load_config(args.config, args.overrides)  # bad overrides fail before any run starts
+    except (ValueError, ConfigError) as err:
+        print(f"skpo compare: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    specs = run_specs(args, methods, out)
+    settings = {"command": ["skpo", "compare", *argv], "methods": {k: list(v) for k, v in methods.items()},
+                "seeds": args.seeds, "budget": args.budget, "config": args.config, "overrides": args.overrides,
+                "eval_problems": args.eval_problems, "k": args.k, "curve_problems": args.curve_problems,
+                "curve_k": args.curve_k, "points": args.points}
+    started = time.perf_counter()
+    failures = [] if args.summary_only else _run_pending(specs, args.jobs)
+    report = aggregate(out, specs, {**settings, "wall_seconds": round(time.perf_counter() - started, 1)})
+    print((out / "compare.md").read_text())
+    print(f"wrote {out / 'compare.json'}, {out / 'compare.md'}, {out / 'compare.png'}")
+    if failures:
+        print(f"skpo compare: {len(failures)} run(s) failed: {', '.join(failures)}", file=sys.stderr)
+        return 1
+    return 0 if report["runs"] else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main(sys.argv[1:]))
