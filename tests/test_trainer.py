@@ -206,14 +206,15 @@ def test_sigkill_during_save_leaves_previous_checkpoint(tiny_dir, tmp_path):
     import sys
     import textwrap
 
+    overrides = [f"model.path={tiny_dir}", "train.method=grpo", "train.steps=2", "train.prompts_per_step=2",
+                 "rollout.group_size=2", "rollout.max_new_tokens=16", f"log.out_dir={tmp_path}",
+                 "log.progress=false", "log.tensorboard=false", "log.save_every=1", "data.arith.pool_size=20"]
     script = textwrap.dedent(f"""
         import sys, time, torch
         from skpo.config import load_config
         from skpo.training import checkpoint as ckpt
         from skpo.training.setup import build_trainer
-        cfg = load_config(None, {[f"model.path={tiny_dir}", "train.method=grpo", "train.steps=2", "train.prompts_per_step=2",
-                                  "rollout.group_size=2", "rollout.max_new_tokens=16", f"log.out_dir={tmp_path}",
-                                  "log.progress=false", "log.tensorboard=false", "log.save_every=1", "data.arith.pool_size=20"]!r})
+        cfg = load_config(None, {overrides!r})
         real_save = torch.save
         def slow_save(obj, f, *a, **k):
             real_save(obj, f, *a, **k)
@@ -236,7 +237,7 @@ def test_sigkill_during_save_leaves_previous_checkpoint(tiny_dir, tmp_path):
     good = ckpt.latest_checkpoint(tmp_path)
     assert good.name == "step_000001"
     ckpt.verify_checkpoint(good)
-    resumed = build_trainer(small_config(tiny_dir, tmp_path, "grpo", "train.steps=1"), resume=True)
+    resumed = build_trainer(load_config(None, overrides), resume=True)  # the run's own config
     assert resumed.step == 1
 
 

@@ -1,13 +1,18 @@
-"""Command line: ``skpo <command> [args…]``.
+"""Command line: ``skpo [--debug] <command> [args…]``.
 
 Each command lives in its own module exposing ``main(argv: list[str]) -> int``; this file only
 dispatches, so importing the CLI stays cheap and a broken optional command cannot break the rest.
+User errors are one line ``skpo <command>: <message>`` with exit status 2; ``--debug`` (or
+``SKPO_DEBUG=1``) shows their traceback (``skpo.errors``).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+from skpo.errors import DEBUG_ENV, quiet_when_piped, run_command
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "main": ("skpo.commands.main_job", "the main job: SKPO on the embedded default, then evaluation"),
@@ -22,13 +27,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _usage() -> str:
-    lines = ["usage: skpo <command> [args…]", "", "commands:"]
+    lines = ["usage: skpo [--debug] <command> [args…]", "", "commands:"]
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "--debug":
+        os.environ[DEBUG_ENV] = "1"  # commands (and their worker processes) read it from here
+        argv = argv[1:]
     if not argv or argv[0] in {"-h", "--help"}:
         print(_usage())
         return 0
@@ -36,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"skpo: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    quiet_when_piped()
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    return run_command(name, module.main, rest)
 
 
 if __name__ == "__main__":

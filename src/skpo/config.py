@@ -12,12 +12,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from skpo.errors import UserError
 from skpo.tasks.dataset import DatasetSpec
 
 MATH_TEMPLATE = "{question}\nPlease reason step by step, and put your final answer within \\boxed{}."
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration problem; the message names the file and key."""
 
 

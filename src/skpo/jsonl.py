@@ -11,8 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from skpo.errors import UserError
 
-class JsonlError(ValueError):
+
+class JsonlError(UserError, ValueError):
     """A JSONL line that is not a JSON object; the message names file, row and line."""
 
 

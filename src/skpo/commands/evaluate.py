@@ -9,12 +9,16 @@
 - any local Hugging Face model directory (``config.json`` + weights + tokenizer files);
 - a training checkpoint directory ``runs/X/checkpoints/step_000050/`` holding the model in a
   ``model/`` subfolder;
-- a run directory ``runs/X/`` with a ``checkpoints/`` folder: its latest ``step_*`` checkpoint;
+- a run directory ``runs/X/`` with a ``checkpoints/`` folder: its newest intact checkpoint
+  (each verified against its manifest; a damaged one is passed over with a warning naming
+  both);
 - the literal ``tiny-arith``: the shipped warm-started tiny model.
 
 Prints a ``rich`` table (benchmark, n, avg@k, pass@1, pass@k, maj@k) and writes the full results
 as JSON (format in ``docs/evaluation.md``). The ``arith`` benchmark uses the task difficulty
 recorded in the model directory's ``warmstart.json`` when there is one, else the default.
+A checkpoint is verified (sizes and SHA-256 of its manifest) before it is loaded. Errors the
+user can fix are one line ``skpo eval: …`` with exit status 2.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from skpo.errors import UserError, run_command
 from skpo.evaluation.benchmarks import BUILTIN_BENCHMARKS, BenchmarkSpec, load_spec_file, resolve_benchmarks
 from skpo.tasks.arith import ArithConfig
 
@@ -41,11 +46,15 @@ def resolve_model_dir(arg: str) -> Path:
 
     Order: ``tiny-arith`` → the shipped checkpoint; a directory with ``config.json`` → itself;
     a directory with ``model/config.json`` → ``model/``; a directory with ``checkpoints/step_*``
-    → the highest step's model.
+    → the newest intact checkpoint's model (of the run in ``run.json``). A training checkpoint
+    is verified against its manifest before its path is returned.
 
     Raises:
         FileNotFoundError: naming the path (or what was looked for) when nothing fits.
+        CheckpointError: the checkpoint named is damaged, or no checkpoint of the run is intact.
     """
+    from skpo.training.checkpoint import find_checkpoint, verify_checkpoint
+
     if arg == TINY_ARITH:
         from skpo.models.loading import tiny_arith_dir
 
@@ -61,26 +70,30 @@ def resolve_model_dir(arg: str) -> Path:
     if not path.is_dir():
         raise NotADirectoryError(f"model path {str(path)!r} is not a directory")
     if _is_model_dir(path):
+        if (path.parent / "manifest.json").is_file():  # CHECKPOINT/model
+            verify_checkpoint(path.parent)
         return path
     if _is_model_dir(path / "model"):
+        if (path / "manifest.json").is_file():
+            verify_checkpoint(path)
         return path / "model"
     checkpoints = path / "checkpoints"
-    if checkpoints.is_dir():
-        steps = sorted((p for p in checkpoints.iterdir() if p.is_dir() and p.name.startswith("step_")), key=_step_of)
-        for step in reversed(steps):
-            if _is_model_dir(step / "model"):
-                return step / "model"
-            if _is_model_dir(step):
-                return step
+    steps = sorted((p for p in checkpoints.glob("step_*") if p.is_dir()), key=lambda p: p.name) if checkpoints.is_dir() else []
+    if any((step / "manifest.json").is_file() for step in steps):  # a training run's checkpoints
+        from skpo.training.run_dir import read_run_json
+
+        step, _ = find_checkpoint(path, run_id=read_run_json(path).get("run_id"))  # warns on each passed over
+        if _is_model_dir(step / "model"):
+            return step / "model"
+    for step in reversed(steps):  # step_* folders laid out by hand or another tool: nothing to verify
+        if _is_model_dir(step / "model"):
+            return step / "model"
+        if _is_model_dir(step):
+            return step
     raise FileNotFoundError(
         f"{str(path)!r} is not a model directory: no config.json in it, in {str(path / 'model')!r}, "
         f"or in a checkpoints/step_*/model folder"
     )
-
-
-def _step_of(path: Path) -> int:
-    digits = path.name[len("step_") :]
-    return int(digits) if digits.isdigit() else -1
 
 
 def tokenizer_dir(model_dir: Path) -> Path:
@@ -162,10 +175,21 @@ def results_table(results: dict[str, dict[str, Any]]):
 
 
 def main(argv: list[str]) -> int:
+    return run_command("eval", _main, argv)
+
+
+class _EvalError(UserError, ValueError):
+    """A bad ``skpo eval`` argument or a model/benchmark that cannot be used."""
+
+
+def _main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    import logging
+
     from rich.console import Console
 
-    err = Console(stderr=True)
+    logging.basicConfig(level=logging.WARNING, format="skpo: %(message)s")  # e.g. a damaged checkpoint passed over
+
     try:
         extra: dict[str, BenchmarkSpec] = {}
         for spec_file in args.spec:
@@ -186,9 +210,10 @@ def main(argv: list[str]) -> int:
         if args.k < 1:
             raise ValueError(f"--k must be >= 1, got {args.k}")
         model_dir = resolve_model_dir(args.model)
-    except (FileNotFoundError, NotADirectoryError, KeyError, ValueError) as e:  # DatasetError is a ValueError
-        err.print(f"[red]skpo eval: error:[/red] {e.args[0] if isinstance(e, KeyError) else e}", highlight=False)
-        return 2
+    except (KeyError, ValueError) as e:  # unknown benchmark, bad spec or argument (DatasetError is a ValueError)
+        if isinstance(e, UserError):
+            raise
+        raise _EvalError(e.args[0] if isinstance(e, KeyError) else str(e)) from e
 
     import torch
 
@@ -202,9 +227,10 @@ def main(argv: list[str]) -> int:
     try:
         model = load_policy(model_dir, device=device, dtype=dtype)
         tokenizer = load_tokenizer(tokenizer_dir(model_dir))
-    except (FileNotFoundError, NotADirectoryError, OSError, ValueError) as e:
-        err.print(f"[red]skpo eval: error loading {model_dir}:[/red] {e}", highlight=False)
-        return 2
+    except (OSError, ValueError) as e:  # transformers: unreadable config or weights
+        if isinstance(e, UserError):
+            raise
+        raise _EvalError(f"cannot load {model_dir}: {e}") from e
     arith = arith_config_for(model_dir)
     if arith is not None:
         specs = [s.model_copy(update={"arith": arith}) if s.verifier == "arith" and s.arith is None else s for s in specs]
@@ -220,8 +246,7 @@ def main(argv: list[str]) -> int:
                 use_chat_template=chat, save_samples=args.save_samples, progress=not args.no_progress,
             )
         except (FileNotFoundError, ValueError) as e:
-            err.print(f"[red]skpo eval: error on {spec.name}:[/red] {e}", highlight=False)
-            return 2
+            raise _EvalError(f"{spec.name}: {e}") from e
     report = {
         "model": str(model_dir),
         "model_arg": args.model,

@@ -3,6 +3,9 @@
 Trains SKPO on the embedded default (the shipped warm-started tiny Qwen2 on held-in
 chained-arithmetic problems), evaluates the warm start and the trained policy on the same
 fixed held-out set with the same seed, plots the learning curves, and writes a summary.
+A used output directory is refused unless ``--resume`` (continue it; the warm start's
+evaluation is kept in ``main_before.json``) or ``--overwrite``; user errors are one line with
+exit status 2, like ``skpo train``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import time
 from pathlib import Path
 
+from skpo.errors import run_command
 from skpo.paths import REPO_ROOT
 
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "arith" / "skpo.yaml"
@@ -22,11 +26,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
     p.add_argument("--eval-problems", type=int, default=200, help="held-out problems for the before/after evaluation")
     p.add_argument("--k", type=int, default=8, help="samples per problem (avg@k, pass@k)")
+    p.add_argument("--resume", action="store_true", help="continue the run in log.out_dir from its newest intact checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in log.out_dir")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the training config")
     return p
 
 
 def main(argv: list[str]) -> int:
+    return run_command("main", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     import torch
     from rich.console import Console
@@ -34,7 +44,7 @@ def main(argv: list[str]) -> int:
 
     from skpo.analysis.plots import plot_runs
     from skpo.config import load_config
-    from skpo.training.setup import build_trainer, evaluate_heldout
+    from skpo.training.setup import build_trainer, evaluate_heldout, load_run_model
 
     console = Console()
     cfg = load_config(args.config, args.overrides)
@@ -42,10 +52,20 @@ def main(argv: list[str]) -> int:
     run_dir = Path(cfg.log.out_dir)
     console.print(f"[bold]skpo main[/]: {cfg.train.method} on the embedded default → {run_dir}")
 
-    trainer = build_trainer(cfg)
-    t0 = time.perf_counter()
-    before = evaluate_heldout(trainer.policy, trainer.tokenizer, cfg, k=args.k, num_problems=args.eval_problems)
-    t_eval = time.perf_counter() - t0
+    trainer = build_trainer(cfg, resume=args.resume, overwrite=args.overwrite)
+    before_path = run_dir / "main_before.json"
+    kept = json.loads(before_path.read_text()) if args.resume and before_path.is_file() else None
+    if kept is not None and kept.get("k") == args.k and kept.get("problems") == args.eval_problems:
+        before, t_eval = kept["before"], kept["seconds"]
+    else:
+        # resumed: the policy is no longer the warm start, so evaluate a fresh copy of it
+        start = load_run_model(cfg) if args.resume else trainer.policy
+        t0 = time.perf_counter()
+        full = evaluate_heldout(start, trainer.tokenizer, cfg, k=args.k, num_problems=args.eval_problems)
+        t_eval = time.perf_counter() - t0
+        before = {key: full[key] for key in ("metrics", "step_metrics", "success_histogram") if key in full}
+        before_path.write_text(json.dumps({"k": args.k, "problems": args.eval_problems, "seconds": t_eval,
+                                           "before": before}))
     t0 = time.perf_counter()
     trainer.train()
     t_train = time.perf_counter() - t0

@@ -1,45 +1,59 @@
-"""``skpo train --config FILE [key.sub=value …] [--resume]``."""
+"""``skpo train --config FILE [key.sub=value …] [--resume | --overwrite]``.
+
+User errors (config, data, run directory, checkpoints, a full disk) are one line on stderr
+with exit status 2; a run stopped by SIGINT/SIGTERM exits with 128 + the signal number after
+saving (``skpo.errors``).
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 from skpo.config import ConfigError, load_config
+from skpo.errors import run_command
 
 
-def main(argv: list[str]) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skpo train", description="Train a policy from a YAML config.")
     parser.add_argument("--config", help="YAML config (defaults: the embedded SKPO recipe)")
-    parser.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    parser.add_argument("--resume", action="store_true", help="continue the run in log.out_dir from its newest intact checkpoint")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run in log.out_dir (its files are removed first)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--check", action="store_true", help="validate the config and its paths, then exit")
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as err:
-        print(f"skpo train: {err}", file=sys.stderr)
-        return 2
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    return run_command("train", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
     if args.print_config:
         from skpo.config import dump_config
 
         print(dump_config(cfg))
         return 0
-    from skpo.training.setup import build_trainer, check_paths
+    if not args.check:  # a used or locked directory fails before the heavy imports and the model load
+        from skpo.training.run_dir import preflight
 
+        preflight(cfg.log.out_dir, resume=args.resume, overwrite=args.overwrite)
     import logging
+
+    from skpo.training.setup import build_trainer, check_paths
 
     logging.basicConfig(level=logging.INFO, format="skpo: %(message)s")
     try:
         check_paths(cfg)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"skpo train: {err}", file=sys.stderr)
-        return 2
+    except ValueError as err:  # its messages name the key (reward, benchmarks)
+        raise ConfigError(str(err)) from err
     if args.check:
         print(f"skpo train: {args.config or 'defaults'} is valid")
         return 0
-    trainer = build_trainer(cfg, resume=args.resume)
+    trainer = build_trainer(cfg, resume=args.resume, overwrite=args.overwrite)
     trainer.train()
     print(f"done: {cfg.log.out_dir} (step {trainer.step})")
     return 0

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from skpo.errors import UserError
 from skpo.rewards.base import Verdict
 
 __all__ = [
@@ -62,7 +63,7 @@ __all__ = [
 ]
 
 
-class RewardError(ValueError):
+class RewardError(UserError, ValueError):
     """A reward name that does not resolve, or a user function that misbehaves."""
 
 

@@ -53,6 +53,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from skpo.errors import UserError
 from skpo.jsonl import read_jsonl as _read_jsonl
 from skpo.rewards.choice import LETTERS
 from skpo.rewards.math import gold_from_gsm8k
@@ -80,7 +81,7 @@ ANSWER_CANDIDATES = (
 )
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A data file or row that cannot be used; the message names file, row and key."""
 
 

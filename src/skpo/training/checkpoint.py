@@ -6,16 +6,20 @@ Layout: ``RUN/checkpoints/step_000050/`` holding ``model/`` (an HF directory: co
 ``manifest.json`` (size and SHA-256 of every file). A checkpoint is written into a temporary
 sibling directory and renamed into place only when complete; ``latest`` is replaced
 atomically after that. A crash mid-write therefore leaves a ``.tmp-*`` directory that loading
-ignores (and the next save removes), never a checkpoint that loads wrong; the manifest also
-catches files damaged afterwards.
+ignores (and the next start, resume or save removes), never a checkpoint that loads wrong; a
+save that fails (disk full, an exception) removes its own. The manifest catches files damaged
+afterwards: :func:`find_checkpoint` verifies it before anything is loaded and falls back to the
+newest intact checkpoint of the run, with a warning naming both.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,12 +27,25 @@ from typing import Any
 import numpy as np
 import torch
 
+from skpo.errors import DISK_FULL_ERRNOS, UserError
+
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest"
+STEP_RE = re.compile(r"step_(\d+)$")
+
+log = logging.getLogger("skpo")
 
 
-class CheckpointError(RuntimeError):
-    pass
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint that is missing, damaged or not this run's; the message names the files."""
+
+
+class NoCheckpointError(CheckpointError, FileNotFoundError):
+    """No checkpoint at all where one was asked for (``--resume`` on a new directory)."""
+
+
+class DiskFullError(CheckpointError):
+    """A save ran out of disk space (or quota); its partial files were removed."""
 
 
 def _sha256(path: Path) -> str:
@@ -74,70 +91,218 @@ def save_checkpoint(
     state: dict[str, Any],
     keep: int = 2,
 ) -> Path:
-    """Write checkpoint ``step`` atomically and prune to the newest ``keep``."""
+    """Write checkpoint ``step`` atomically and prune to the newest ``keep``. The caller holds
+    the run directory's lock (:mod:`skpo.training.run_dir`), so no other writer shares the
+    temporary names.
+
+    Raises:
+        DiskFullError: the disk (or quota) filled up; the partial checkpoint was removed.
+    """
     root = Path(run_dir) / CHECKPOINT_DIR
     root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_partial(run_dir)
     final = root / f"step_{step:06d}"
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    tmp.mkdir()
-    model.save_pretrained(tmp / "model", safe_serialization=True)
-    tokenizer.save_pretrained(tmp / "model")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save(rng_state(), tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step, **state}))
-    files = sorted(p for p in tmp.rglob("*") if p.is_file())
-    manifest = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    for p in files + [tmp / "manifest.json"]:
-        with p.open("rb") as f:
-            os.fsync(f.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    _fsync_dir(root)
-    pointer = root / f".{LATEST}.tmp"
-    pointer.write_text(final.name)
-    os.replace(pointer, root / LATEST)
-    _fsync_dir(root)
-    done = sorted(p for p in root.glob("step_*") if p.is_dir())
-    for old in done[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        model.save_pretrained(tmp / "model", safe_serialization=True)
+        tokenizer.save_pretrained(tmp / "model")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(rng_state(), tmp / "rng.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, **state}))
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        manifest = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        for p in files + [tmp / "manifest.json"]:
+            with p.open("rb") as f:
+                os.fsync(f.fileno())
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(root)
+        pointer = root / f".{LATEST}.tmp"
+        pointer.write_text(final.name)
+        os.replace(pointer, root / LATEST)
+        _fsync_dir(root)
+    except BaseException as err:
+        # measured before the cleanup: a full disk shows (almost) nothing available
+        free_at_failure = _free_bytes(root)
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed save must not keep the disk full
+        (root / f".{LATEST}.tmp").unlink(missing_ok=True)
+        need = _estimate_bytes(model, optimizer)
+        if isinstance(err, Exception) and _is_disk_full(err, free_at_failure, need):
+            raise DiskFullError(
+                f"disk full while saving checkpoint {final.name} in {root}: it needs about {_mb(need)}, "
+                f"{_mb(_free_bytes(root))} is free there now (the partial checkpoint was removed); free space "
+                "or lower log.keep_checkpoints, then resume with --resume"
+            ) from err
+        raise
+    _prune(root, final, step, keep)
     return final
 
 
+def _prune(root: Path, final: Path, step: int, keep: int) -> None:
+    """Keep ``final`` and the newest ``keep - 1`` earlier steps. Never the checkpoint just
+    written, whatever else the folder holds; steps above it are a timeline the run went back
+    past (a resume from an older checkpoint) and go too."""
+    earlier = sorted((p for p in root.glob("step_*") if p.is_dir() and _step(p) < step), key=_step)
+    kept = {final, *(earlier[len(earlier) - (keep - 1):] if keep > 1 else [])}
+    for old in root.glob("step_*"):
+        if old.is_dir() and old not in kept:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_partial(run_dir: Path) -> list[Path]:
+    """Remove what a crashed save left (``.tmp-*`` folders, ``.latest.tmp``); only safe under
+    the run directory's lock. Returns what was removed."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    gone = [p for p in (*root.glob(".tmp-*"), root / f".{LATEST}.tmp") if p.exists()]
+    for p in gone:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return gone
+
+
+def _step(path: Path) -> int:
+    m = STEP_RE.match(path.name)
+    return int(m.group(1)) if m else -1
+
+
+def _free_bytes(path: Path) -> int:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return -1
+
+
+def _mb(n: int) -> str:
+    return "unknown space" if n < 0 else f"{n / 2**20:.1f} MiB" if n < 2**30 else f"{n / 2**30:.2f} GiB"
+
+
+def _estimate_bytes(model, optimizer) -> int:
+    """About how much a checkpoint takes: weights, optimizer state, and a little for the rest."""
+    total = 1 << 20  # tokenizer, config, scheduler, RNG, manifest
+    try:
+        total += sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        for st in optimizer.state_dict()["state"].values():
+            total += sum(v.numel() * v.element_size() for v in st.values() if torch.is_tensor(v))
+    except Exception:  # an estimate only: never hide the real error behind a failed estimate
+        pass
+    return total
+
+
+_DISK_FULL_TEXT = re.compile(r"No space left on device|Disk quota exceeded|os error (28|122)\b")
+
+
+def _is_disk_full(err: BaseException, free_at_failure: int, need: int) -> bool:
+    """ENOSPC/EDQUOT anywhere in the exception chain, or the text of one (safetensors' Rust
+    errors), or nothing left on the file system when the write failed (``torch.save`` to a
+    path reports a full disk only as ``unexpected pos``)."""
+    seen: BaseException | None = err
+    for _ in range(10):
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.errno in DISK_FULL_ERRNOS:
+            return True
+        if _DISK_FULL_TEXT.search(str(seen)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return 0 <= free_at_failure < min(1 << 20, need // 100 + 1)
+
+
+_VERIFIED: dict[Path, tuple] = {}  # path → file stats when last verified (hash once per process)
+
+
 def verify_checkpoint(path: Path) -> None:
-    """Check every file against the manifest; raise naming the first problem."""
+    """Check every file against the manifest (size, then SHA-256); raise naming the first
+    problem. Call before loading anything from ``path``."""
+    path = Path(path)
     manifest_path = path / "manifest.json"
     if not manifest_path.is_file():
         raise CheckpointError(f"{path}: no manifest.json (incomplete or not a checkpoint)")
-    manifest = json.loads(manifest_path.read_text())
-    for name, info in manifest.items():
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        items = [(name, int(info["size"]), str(info["sha256"])) for name, info in manifest.items()]
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        raise CheckpointError(f"{path}: manifest.json is damaged ({err})") from None
+    stats = []
+    for name, size, _ in items:
         p = path / name
         if not p.is_file():
             raise CheckpointError(f"{path}: missing {name}")
-        if p.stat().st_size != info["size"] or _sha256(p) != info["sha256"]:
+        st = p.stat()
+        if st.st_size != size:
+            raise CheckpointError(f"{path}: {name} is {st.st_size} bytes, its manifest says {size} (damaged or truncated)")
+        stats.append((name, st.st_size, st.st_mtime_ns, st.st_ino))
+    key = path.resolve()
+    if _VERIFIED.get(key) == tuple(stats):
+        return
+    for name, _, digest in items:
+        if _sha256(path / name) != digest:
             raise CheckpointError(f"{path}: {name} does not match its manifest (damaged)")
+    _VERIFIED[key] = tuple(stats)
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """``state.json`` of a verified checkpoint."""
+    return json.loads((Path(path) / "state.json").read_text())
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint of a run, or None."""
+    """The newest complete checkpoint of a run, or None (cheap: nothing is verified; use
+    :func:`find_checkpoint` before loading)."""
     root = Path(run_dir) / CHECKPOINT_DIR
     pointer = root / LATEST
     if pointer.is_file():
         path = root / pointer.read_text().strip()
         if path.is_dir():
             return path
-    done = sorted(p for p in root.glob("step_*") if p.is_dir() and (p / "manifest.json").is_file())
+    done = sorted((p for p in root.glob("step_*") if p.is_dir() and (p / "manifest.json").is_file()), key=_step)
     return done[-1] if done else None
+
+
+def find_checkpoint(run_dir: Path, run_id: str | None = None) -> tuple[Path, list[tuple[Path, str]]]:
+    """The newest intact checkpoint of the run: ``latest`` first, then every ``step_*`` from
+    the highest, each verified against its manifest and, when ``run_id`` is given, tied to that
+    run. Returns it and the ``(checkpoint, reason)`` pairs passed over, each also logged as a
+    warning naming both.
+
+    Raises:
+        NoCheckpointError: there is no checkpoint at all.
+        CheckpointError: none is intact; the message names each and what is wrong with it.
+    """
+    root = Path(run_dir) / CHECKPOINT_DIR
+    candidates = sorted((p for p in root.glob("step_*") if p.is_dir() and _step(p) >= 0), key=_step, reverse=True)
+    pointer = root / LATEST
+    if pointer.is_file():
+        target = root / pointer.read_text().strip()
+        if target in candidates:
+            candidates.remove(target)
+            candidates.insert(0, target)
+    if not candidates:
+        raise NoCheckpointError(f"no checkpoint under {root}")
+    skipped: list[tuple[Path, str]] = []
+    for path in candidates:
+        try:
+            verify_checkpoint(path)
+            owner = read_state(path).get("run_id")
+        except (CheckpointError, OSError, ValueError) as err:
+            skipped.append((path, str(err).removeprefix(f"{path}: ")))
+            continue
+        if run_id is not None and owner is not None and owner != run_id:
+            skipped.append((path, f"belongs to run {owner}, not to this directory's run {run_id}"))
+            continue
+        for bad, why in skipped:
+            log.warning(f"checkpoint {bad} is not usable ({why}); using {path} instead")
+        return path, skipped
+    raise CheckpointError(f"no intact checkpoint under {root}: " + "; ".join(f"{p.name}: {why}" for p, why in skipped))
 
 
 def load_checkpoint(path: Path, optimizer: torch.optim.Optimizer, scheduler) -> dict[str, Any]:
     """Restore optimizer, scheduler and RNG state; return ``state.json``. Weights are loaded
-    by the caller from ``path / 'model'`` (so a checkpoint is also a plain HF model dir)."""
-    verify_checkpoint(path)
+    by the caller from ``path / 'model'`` (so a checkpoint is also a plain HF model dir) after
+    :func:`verify_checkpoint` (or :func:`find_checkpoint`)."""
+    verify_checkpoint(path)  # hashes only if the files changed since the caller verified
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
     set_rng_state(torch.load(path / "rng.pt", weights_only=False))

@@ -5,6 +5,7 @@ evaluate on the run's benchmarks."""
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,19 @@ log = logging.getLogger("skpo")
 
 
 def resolve_model_path(path: str) -> Path:
-    """``tiny-arith`` → the shipped checkpoint; a training checkpoint dir → its ``model/``."""
+    """``tiny-arith`` → the shipped checkpoint; a training checkpoint dir → its ``model/``,
+    verified against the checkpoint's manifest before anything loads it."""
+    from skpo.training.checkpoint import verify_checkpoint
+
     if path == "tiny-arith":
         return tiny_arith_dir()
     p = Path(path).expanduser()
     if (p / "model" / "config.json").is_file():
+        if (p / "manifest.json").is_file():
+            verify_checkpoint(p)
         return p / "model"
+    if (p / "config.json").is_file() and (p.parent / "manifest.json").is_file():  # CHECKPOINT/model
+        verify_checkpoint(p.parent)
     return p
 
 
@@ -97,8 +105,14 @@ def load_run_model(cfg: RunConfig, path: Path | None = None):
     return load_policy(path, device=device_of(cfg), dtype=dtype)
 
 
-def build_trainer(cfg: RunConfig, resume: bool = False):
+def build_trainer(cfg: RunConfig, resume: bool = False, overwrite: bool = False):
+    """The trainer of ``cfg``; ``resume`` continues the run in ``log.out_dir``, ``overwrite``
+    replaces it (a used directory is refused otherwise: skpo.training.run_dir)."""
+    from skpo.training.run_dir import preflight
     from skpo.training.trainer import Trainer
+
+    if os.environ.get("RANK", "0") == "0":  # (accelerate launch: only the main process owns the directory)
+        preflight(cfg.log.out_dir, resume=resume, overwrite=overwrite)  # before minutes of model loading
 
     if cfg.reward.workers:
         from skpo.rewards.math import default_pool
@@ -107,7 +121,8 @@ def build_trainer(cfg: RunConfig, resume: bool = False):
     path = resolve_model_path(cfg.model.path)
     tokenizer = load_tokenizer(path)
     model = load_run_model(cfg, path)
-    return Trainer(cfg, model=model, tokenizer=tokenizer, source=build_source(cfg, tokenizer), resume=resume)
+    return Trainer(cfg, model=model, tokenizer=tokenizer, source=build_source(cfg, tokenizer), resume=resume,
+                   overwrite=overwrite)
 
 
 def evaluate_benchmarks(model, tokenizer, cfg: RunConfig, autocast_dtype: torch.dtype | None = None,

@@ -21,9 +21,11 @@ Simplifications (stated, not hidden):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import math
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -51,15 +53,25 @@ from skpo.algorithms import (
     term_loss,
 )
 from skpo.config import RunConfig, dump_config
+from skpo.errors import TrainingInterrupted
 from skpo.rollout import BatchedReward, HFEngine, SamplingParams, autocast, mix_seed, vineppo_values_batch
 from skpo.rollout.skpo_rollout import SkpoPrompt, SkpoRolloutConfig, skpo_rollout
 from skpo.tasks.prompts import stop_token_ids
 from skpo.tasks.sources import PromptItem, PromptSource
-from skpo.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from skpo.training.logging import MetricsLogger
+from skpo.training.checkpoint import CHECKPOINT_DIR, CheckpointError, find_checkpoint, load_checkpoint, read_state, save_checkpoint
+from skpo.training.logging import MetricsLogger, truncate_metrics
 from skpo.training.oar import oar_importance
 from skpo.training.precision import head_in_float32, lm_head_float32
 from skpo.training.rows import Rows, can_pack, concat_rows, last_token_rewards, length_buckets, pack_buckets, pad_responses, policy_forward
+from skpo.training.run_dir import (
+    check_resume_config,
+    new_run_id,
+    open_run_dir,
+    read_run_json,
+    write_atomic,
+    write_run_json,
+)
+from skpo.training.signals import StopOnSignals
 
 
 def resolve_preset(cfg: RunConfig) -> MethodPreset:
@@ -82,7 +94,7 @@ def resolve_preset(cfg: RunConfig) -> MethodPreset:
 
 class Trainer:
     def __init__(self, cfg: RunConfig, *, model, tokenizer, source: PromptSource, resume: bool = False,
-                 accelerator: Accelerator | None = None) -> None:
+                 overwrite: bool = False, accelerator: Accelerator | None = None) -> None:
         self.cfg = cfg
         self.preset = resolve_preset(cfg)
         t = cfg.train
@@ -91,8 +103,7 @@ class Trainer:
         self.tokenizer = tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.source = source
-        self.run_dir = Path(cfg.log.out_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = Path(cfg.log.out_dir)  # created, locked and checked by _open_run_dir
 
         # Mixed precision (verl / TRL): the weights and AdamW state stay in their loaded dtype
         # (float32 unless model.pure_low_precision), every forward runs under autocast.
@@ -130,18 +141,42 @@ class Trainer:
         self.step = 0
         self.tokens_seen = 0
         self.train_seconds = 0.0
-        if resume:
-            self._resume()
-        self.logger = MetricsLogger(
-            self.run_dir, tensorboard=cfg.log.tensorboard, wandb=cfg.log.wandb, wandb_project=cfg.log.wandb_project,
-            config=cfg.model_dump(mode="json"), append=resume,
-        ) if self.accelerator.is_main_process else None
-        (self.run_dir / "config.yaml").write_text(dump_config(cfg))
-        (self.run_dir / "run.json").write_text(json.dumps({
+        self._open_run_dir(resume, overwrite, {
             "method": cfg.train.method, "reward": self.source.reward.name, "compute_dtype": cfg.model.dtype,
             "weights_dtype": str(weights_dtype).removeprefix("torch."), "stop_token_ids": self.stop_ids,
             "prompts": len(self.source.items), "prompts_dropped_overlong": len(getattr(self.source, "dropped", [])),
-        }))
+        })
+
+    # ------------------------------------------------------------------ run directory
+    def _open_run_dir(self, resume: bool, overwrite: bool, info: dict[str, Any]) -> None:
+        """Lock the run directory (main process), refuse or clear it, resume, open the metrics
+        and write ``config.yaml`` / ``run.json`` (skpo.training.run_dir); a failure releases
+        the lock."""
+        main = self.accelerator.is_main_process
+        self.run_lock = open_run_dir(self.run_dir, resume=resume, overwrite=overwrite) if main else None
+        self.logger = None
+        self._saved_step: int | None = None
+        try:
+            self.run_id, resumed = self._resume() if resume else (new_run_id(), None)
+            if main:
+                self.logger = MetricsLogger(
+                    self.run_dir, tensorboard=self.cfg.log.tensorboard, wandb=self.cfg.log.wandb,
+                    wandb_project=self.cfg.log.wandb_project, config=self.cfg.model_dump(mode="json"), append=resume,
+                )
+                write_atomic(self.run_dir / "config.yaml", dump_config(self.cfg))  # the effective config
+                write_run_json(self.run_dir, {**info, "pid": os.getpid()}, self.run_id, resumed)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close the metrics and release the run directory (also on exit or crash: the kernel
+        drops the lock)."""
+        if self.logger is not None:
+            self.logger.close()
+            self.logger = None
+        if self.run_lock is not None:
+            self.run_lock.release()
 
     def _autocast(self):
         """The compute-precision context of every training forward (no-op in float32)."""
@@ -159,9 +194,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> None:
+        """Train to ``train.steps`` (or the token budget) and save. On SIGINT/SIGTERM: finish the
+        current step, save, and raise :class:`~skpo.errors.TrainingInterrupted` (a second
+        signal aborts at once); the evaluation due at that step is skipped."""
         t = self.cfg.train
         progress = _progress(self.cfg.log.progress and self.accelerator.is_main_process, t.steps, self.step)
-        with progress as bar:
+        with self._running() as signals, progress as bar:
             while self.step < t.steps and not self.budget_spent:
                 started, tokens_before = time.perf_counter(), self.tokens_seen
                 metrics = self.train_step(self.step)
@@ -169,18 +207,43 @@ class Trainer:
                 self.train_seconds += time.perf_counter() - started
                 metrics["tokens/seen"] = self.tokens_seen  # cumulative decoded rollout tokens
                 metrics["time/train_elapsed"] = self.train_seconds  # cumulative, evaluation excluded
+                stopping = self._stop_signal(signals)
                 every_tokens = self.cfg.eval.every_tokens
                 crossed = every_tokens and self.tokens_seen // every_tokens > tokens_before // every_tokens
-                if (self.cfg.eval.every and self.step % self.cfg.eval.every == 0) or crossed:
+                if not stopping and ((self.cfg.eval.every and self.step % self.cfg.eval.every == 0) or crossed):
                     metrics.update(self.evaluate())
                 if self.logger:
                     self.logger.log(self.step, metrics)
                 if self.cfg.log.save_every and self.step % self.cfg.log.save_every == 0:
                     self.save()
                 bar(self.step, metrics)
-        self.save()
-        if self.logger:
-            self.logger.close()
+                if stopping:
+                    self._save_and_stop(stopping)
+            self.save()
+
+    @contextlib.contextmanager
+    def _running(self):
+        """The loop's context: SIGINT/SIGTERM recorded (skpo.training.signals); on the way out,
+        however it ends, the metrics closed and the run directory released."""
+        try:
+            with StopOnSignals() as signals:
+                yield signals
+        finally:
+            self.close()
+
+    def _save_and_stop(self, signum: int) -> None:
+        if self._saved_step != self.step:
+            self.save()
+        where = self.run_dir / CHECKPOINT_DIR / f"step_{self.step:06d}"
+        raise TrainingInterrupted(signum, f"stopped by {signal.Signals(signum).name} after step {self.step}; "
+                                          f"saved {where}; continue with --resume")
+
+    def _stop_signal(self, signals: StopOnSignals) -> int | None:
+        """The signal to stop on after this step; every process stops at the same step."""
+        signum = signals.signum or 0
+        if self.accelerator.num_processes > 1:
+            signum = int(self.accelerator.gather(torch.tensor([signum], device=self.accelerator.device)).max())
+        return signum or None
 
     @property
     def budget_spent(self) -> bool:
@@ -653,6 +716,8 @@ class Trainer:
 
     def trainer_state(self) -> dict[str, Any]:
         return {
+            "run_id": self.run_id,  # ties the checkpoint to its run
+            "config": self.cfg.model_dump(mode="json"),  # what produced it, compared on --resume
             "tokens_seen": self.tokens_seen,
             "train_seconds": self.train_seconds,
             "drift": self.drift,
@@ -665,20 +730,37 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:
             return None
-        return save_checkpoint(self.run_dir, self.step, self.policy, self.tokenizer, self.optimizer, self.scheduler,
-                               self.trainer_state(), keep=self.cfg.log.keep_checkpoints)
+        relock = not self.run_lock.held  # a save after train() ended takes the directory back
+        if relock:
+            self.run_lock.acquire()
+        try:
+            path = save_checkpoint(self.run_dir, self.step, self.policy, self.tokenizer, self.optimizer, self.scheduler,
+                                   self.trainer_state(), keep=self.cfg.log.keep_checkpoints)
+        finally:
+            if relock:
+                self.run_lock.release()
+        self._saved_step = self.step
+        return path
 
-    def _resume(self) -> None:
-        path = latest_checkpoint(self.run_dir)
-        if path is None:
-            raise FileNotFoundError(f"--resume: no complete checkpoint under {self.run_dir / 'checkpoints'}")
+    def _resume(self) -> tuple[str, dict[str, Any]]:
+        """Load the newest intact checkpoint of this run (verified before anything is read from
+        it), refuse a config that changes the math, and return the run id and the record of
+        this resume for ``run.json``."""
+        recorded = read_run_json(self.run_dir).get("run_id")
+        path, skipped = find_checkpoint(self.run_dir, run_id=recorded)
+        saved = read_state(path).get("config")
+        if saved is None and (self.run_dir / "config.yaml").is_file():  # checkpoints older than run ids
+            import yaml
+
+            saved = yaml.safe_load((self.run_dir / "config.yaml").read_text())
+        changed = check_resume_config(saved, self.cfg.model_dump(mode="json"), self.run_dir) if saved else {}
         from safetensors.torch import load_file
 
         state_dict = load_file(str(path / "model" / "model.safetensors"))
         missing, unexpected = self.policy.load_state_dict(state_dict, strict=False)
         real_missing = [m for m in missing if not m.endswith("lm_head.weight")]  # tied embeddings
         if real_missing or unexpected:
-            raise RuntimeError(f"{path}: checkpoint weights do not match the model (missing {real_missing[:3]}, unexpected {unexpected[:3]})")
+            raise CheckpointError(f"{path}: checkpoint weights do not match the model (missing {real_missing[:3]}, unexpected {unexpected[:3]})")
         if getattr(self.policy.config, "tie_word_embeddings", False):
             self.policy.tie_weights()
         state = load_checkpoint(path, self.optimizer, self.scheduler)
@@ -691,10 +773,11 @@ class Trainer:
             self.value_tracker.load_state_dict(state["value_tracker"])
         if self.length_tracker is not None:
             self.length_tracker.load_state_dict(state["length_tracker"])
-        metrics = self.run_dir / "metrics.jsonl"
-        if metrics.is_file():  # drop lines logged after the checkpoint (they will be redone)
-            kept = [ln for ln in metrics.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= self.step]
-            metrics.write_text("".join(ln + "\n" for ln in kept))
+        if self.accelerator.is_main_process:  # drop lines logged after the checkpoint (they will be redone)
+            truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+        record = {"step": self.step, "checkpoint": path.name, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                  "changed": changed, "skipped": [{"checkpoint": p.name, "reason": why} for p, why in skipped]}
+        return state.get("run_id") or recorded or new_run_id(), record
 
 
 _BATCHED_REWARD = Trainer.reward  # Trainer.score scores in batches unless reward() is replaced

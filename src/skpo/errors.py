@@ -1,0 +1,89 @@
+"""User errors and how the command line reports them.
+
+A :class:`UserError` is a problem the user can fix (a config key, a data row, a run
+directory, a damaged checkpoint, a full disk); its message names the file, row or key. The
+command line prints it as one line ``skpo <cmd>: <message>`` and exits with status 2.
+Anything else is a bug and keeps its traceback (exit 1). ``skpo --debug …`` or
+``SKPO_DEBUG=1`` shows the traceback of user errors too.
+
+Exit codes: 0 done; 2 user error; 128 + signal number when training stopped on SIGINT/SIGTERM
+(after saving a checkpoint); 1 a bug (traceback).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sys
+from collections.abc import Callable
+
+DEBUG_ENV = "SKPO_DEBUG"
+USER_ERROR_EXIT = 2
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class UserError(Exception):
+    """A problem the user can fix; the message names the file, row or key (one line)."""
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint; not an error of the user
+    and not a bug, so callers that run more after training (evaluation, result files) stop."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention for "ended by signal N"
+
+
+def debug_enabled() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip() not in ("", "0", "false", "no")
+
+
+def user_message(err: BaseException) -> str | None:
+    """The one-line message for an error the user can act on, or None for a bug."""
+    if isinstance(err, UserError):
+        text = str(err.args[0]) if err.args else type(err).__name__
+    elif isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
+        text = f"disk full: {err}"
+    elif isinstance(err, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)):
+        # paths the user gave that are not there (model.path, data.path, --model); our own
+        # errors of this kind name the path in their message
+        text = str(err.args[0]) if len(err.args) == 1 else str(err)
+    else:
+        return None
+    # a multi-line message (e.g. every invalid key of a config) becomes one line
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def quiet_when_piped() -> None:
+    """No model-loading progress bars when stderr is a log or a pipe (call before transformers
+    is imported), so that an error there is the one line it should be."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def run_command(name: str, main: Callable[[list[str]], int | None], argv: list[str]) -> int:
+    """``main(argv)`` with user errors as one line on stderr (exit 2), an interrupted training
+    as one line (exit 128 + signum), and bugs left to raise."""
+    quiet_when_piped()
+    try:
+        return int(main(argv) or 0)
+    except TrainingInterrupted as err:
+        print(f"skpo {name}: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop: nothing to save
+        if debug_enabled():
+            raise
+        print(f"skpo {name}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except Exception as err:
+        message = user_message(err)
+        if message is None or debug_enabled():
+            raise
+        print(f"skpo {name}: {message}", file=sys.stderr)
+        return USER_ERROR_EXIT

@@ -1,0 +1,300 @@
+"""The run directory (``log.out_dir``): one writer at a time, no run mixed into another, and a
+resume that continues the run that was started.
+
+- **Lock**: ``flock`` on ``OUT/.lock``, taken before anything is written and held until
+  training ends; the kernel drops it when the process exits or crashes. A second writer fails
+  at once, naming the directory and the holder's pid.
+- **A used directory is refused** for a new run unless ``--resume`` (continue it) or
+  ``--overwrite`` (remove the old run's files first — only files a run writes, and only in a
+  directory that looks like a run: ``run.json`` or ``checkpoints/``).
+- **Run id**: each new run gets one, recorded in ``run.json`` and in every checkpoint's
+  ``state.json``, so a checkpoint can be tied to its run.
+- **Resume checks the config**: keys that change what is computed must be equal
+  (:data:`ALLOWED_ON_RESUME` lists the exceptions); the effective config is written back and
+  each resume is recorded in ``run.json`` under ``resumes``.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from skpo.errors import UserError
+from skpo.training.checkpoint import CHECKPOINT_DIR, LATEST, NoCheckpointError, remove_partial
+
+LOCK_FILE = ".lock"
+# a directory holding any of these has (had) a run in it; a new run would mix with it
+RUN_MARKERS = ("run.json", "config.yaml", "metrics.jsonl", CHECKPOINT_DIR, "tensorboard")
+# what --overwrite removes: files and folders a run (skpo train / skpo main) writes, nothing else
+RUN_FILES = ("run.json", "config.yaml", "metrics.jsonl", "metrics.jsonl.tmp", "run.json.tmp", "config.yaml.tmp",
+             "main_summary.json", "main_before.json", "curves.png")
+
+# Keys that may differ on --resume: when to stop, how often to evaluate/log/save, and knobs
+# that change memory or speed but not the update (micro-batching and packing give the same
+# gradient to float rounding: tests/test_trainer.py). Everything else — method, optimizer and
+# schedule, batch shape, rollout and sampling, model and precision, data, reward, seed — is
+# refused. ``log.out_dir`` is not compared: it names the directory being resumed (a run moved
+# elsewhere resumes there). ``train.steps`` is refused under a cosine or linear schedule,
+# whose learning rate is a function of it.
+ALLOWED_ON_RESUME = (
+    "train.steps", "train.token_budget", "train.micro_batch_tokens", "train.pack_max_tokens",
+    "rollout.engine_batch_size", "model.device", "reward.workers", "eval.*", "log.*",
+)
+NOT_COMPARED = ("log.out_dir",)
+
+
+class RunDirError(UserError, RuntimeError):
+    """A run directory that cannot be used as asked; the message names it and what to pass."""
+
+
+class RunDirLocked(RunDirError):
+    """Another process writes to the run directory."""
+
+
+class ResumeConfigError(RunDirError):
+    """``--resume`` with a config that changes what the run computes."""
+
+
+# ---------------------------------------------------------------------------- lock
+class RunLock:
+    """An exclusive ``flock`` on ``OUT/.lock`` holding the owner's pid and host."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = Path(out_dir)
+        self.path = self.out_dir / LOCK_FILE
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> RunLock:
+        if self._fd is not None:
+            return self
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise RunDirLocked(f"{self.out_dir} is in use by another skpo process ({_holder(self.path)}); "
+                               "wait for it to finish, stop it, or choose another log.out_dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        # the file stays: removing it would let a third process lock a fresh inode while a
+        # second one still waits on the old one
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing drops the flock
+
+    def __del__(self) -> None:
+        self.release()
+
+
+def _holder(path: Path) -> str:
+    try:
+        pid, _, host = path.read_text().strip().partition(" ")
+    except OSError:
+        return "pid unknown"
+    return f"pid {pid}" + (f" on {host}" if host and host != socket.gethostname() else "") if pid else "pid unknown"
+
+
+# ---------------------------------------------------------------------------- refuse / overwrite
+def used_markers(out_dir: Path) -> list[str]:
+    """The run files in ``out_dir`` (empty: a new or unrelated directory)."""
+    return [name for name in RUN_MARKERS if (Path(out_dir) / name).exists()]
+
+
+def looks_like_run(out_dir: Path) -> bool:
+    out = Path(out_dir)
+    ckpts = out / CHECKPOINT_DIR
+    return (out / "run.json").is_file() or (ckpts.is_dir() and (any(ckpts.glob("step_*")) or (ckpts / LATEST).exists()))
+
+
+def check_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse what must be refused before anything is loaded or written.
+
+    Raises:
+        RunDirError: both flags; a used directory without either; ``--overwrite`` on a
+            directory that is not a run's.
+        NoCheckpointError: ``--resume`` where there is no checkpoint.
+    """
+    out = Path(out_dir)
+    if resume and overwrite:
+        raise RunDirError("--resume and --overwrite contradict each other: pass one")
+    markers = used_markers(out)
+    if resume:
+        ckpts = out / CHECKPOINT_DIR
+        if not ckpts.is_dir() or not any(p.is_dir() for p in ckpts.glob("step_*")):
+            raise NoCheckpointError(f"--resume: no checkpoint under {ckpts} (nothing to resume; "
+                                    "leave out --resume to start a new run)")
+        return
+    if not markers:
+        return
+    if not looks_like_run(out):
+        raise RunDirError(f"{out} holds {', '.join(markers)} but is not a skpo run directory (no run.json or "
+                          "checkpoints/step_*), so neither a new run nor --overwrite may write there: "
+                          "choose another log.out_dir")
+    if not overwrite:
+        has_checkpoint = any((out / CHECKPOINT_DIR).glob("step_*"))
+        hint = ("pass --resume to continue it or --overwrite to replace it" if has_checkpoint
+                else "it has no checkpoint to resume: pass --overwrite to replace it")
+        raise RunDirError(f"{out} holds another run ({', '.join(markers)}); {hint}, or choose another log.out_dir")
+
+
+def clear_run(out_dir: Path) -> list[str]:
+    """Remove the files a run writes (:data:`RUN_FILES`, ``checkpoints/``, ``tensorboard/``,
+    ``wandb/``) and nothing else; returns what was removed. The caller checked
+    :func:`looks_like_run` and holds the lock."""
+    out = Path(out_dir)
+    removed = []
+    for name in RUN_FILES:
+        if (out / name).is_file():
+            (out / name).unlink()
+            removed.append(name)
+    ckpts = out / CHECKPOINT_DIR
+    if ckpts.is_dir():
+        for p in [*ckpts.glob("step_*"), *ckpts.glob(".tmp-*")]:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        for name in (LATEST, f".{LATEST}.tmp"):
+            (ckpts / name).unlink(missing_ok=True)
+        removed.append(CHECKPOINT_DIR)
+        _rmdir_if_empty(ckpts)
+    tb = out / "tensorboard"
+    if tb.is_dir():
+        for p in tb.glob("events.out.tfevents.*"):
+            p.unlink()
+        removed.append("tensorboard")
+        _rmdir_if_empty(tb)
+    if (out / "wandb").is_dir():  # wandb's own folder for this run (wandb.init(dir=OUT))
+        shutil.rmtree(out / "wandb")
+        removed.append("wandb")
+    return removed
+
+
+def _rmdir_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass  # something that is not the run's: left in place
+
+
+def open_run_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> RunLock:
+    """Lock ``out_dir``, refuse or clear as :func:`check_out_dir` says, and remove what a
+    crashed save left. Returns the held lock; on an error nothing is held."""
+    lock = RunLock(out_dir).acquire()
+    try:
+        check_out_dir(out_dir, resume=resume, overwrite=overwrite)
+        if overwrite and used_markers(out_dir):
+            clear_run(out_dir)
+        remove_partial(out_dir)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def preflight(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """The checks of :func:`open_run_dir` without writing anything (the lock is probed and
+    released), so a command fails before it spends minutes loading a model."""
+    if (Path(out_dir) / LOCK_FILE).is_file():  # first: a live writer explains everything else there
+        RunLock(out_dir).acquire().release()
+    check_out_dir(out_dir, resume=resume, overwrite=overwrite)
+
+
+# ---------------------------------------------------------------------------- run record
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def read_run_json(out_dir: Path) -> dict[str, Any]:
+    """``run.json``, or {} when absent or unreadable (it is a record, not a source of truth)."""
+    try:
+        data = json.loads((Path(out_dir) / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_run_json(out_dir: Path, info: dict[str, Any], run_id: str, resume: dict[str, Any] | None) -> None:
+    """``run.json``: ``info`` (this start's facts), the run id, when the run was created, and
+    the list of resumes (each with its step, checkpoint and allowed config changes)."""
+    old = read_run_json(out_dir) if resume is not None else {}
+    record = {**info, "run_id": run_id, "created": old.get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
+              "resumes": [*old.get("resumes", []), *([resume] if resume is not None else [])]}
+    write_atomic(Path(out_dir) / "run.json", json.dumps(record, indent=1))
+
+
+# ---------------------------------------------------------------------------- config on resume
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: list(tree) if isinstance(tree, tuple) else tree}
+
+
+def _allowed(key: str) -> bool:
+    return any(key == a or (a.endswith(".*") and key.startswith(a[:-1])) for a in ALLOWED_ON_RESUME)
+
+
+def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> tuple[dict[str, list], dict[str, list]]:
+    """``(allowed, refused)``: each changed key (dotted) → ``[old, new]``, between the config a
+    checkpoint was trained with and the one given now (both as ``model_dump(mode="json")``)."""
+    from skpo.config import RunConfig
+
+    try:  # fill keys added to the schema since the run started with their defaults
+        saved = RunConfig.model_validate(saved).model_dump(mode="json")
+    except ValueError:
+        pass  # compare what is there; keys the schema no longer has show as changes
+    old, new = _flatten(saved), _flatten(current)
+    allowed: dict[str, list] = {}
+    refused: dict[str, list] = {}
+    for key in sorted(old.keys() | new.keys()):
+        a, b = old.get(key, "(absent)"), new.get(key, "(absent)")
+        if a == b or key in NOT_COMPARED:
+            continue
+        refuse = not _allowed(key)
+        if key == "train.steps" and new.get("train.lr_schedule") in ("cosine", "linear"):
+            refuse = True  # the schedule is a function of train.steps
+        (refused if refuse else allowed)[key] = [a, b]
+    return allowed, refused
+
+
+def check_resume_config(saved: dict[str, Any], current: dict[str, Any], where: Path) -> dict[str, list]:
+    """The allowed changes; raises :class:`ResumeConfigError` naming every refused key."""
+    allowed, refused = config_changes(saved, current)
+    if refused:
+        listed = ", ".join(f"{k}: {_show(a)} → {_show(b)}" for k, (a, b) in refused.items())
+        why = " (the learning-rate schedule is a function of train.steps)" if "train.steps" in refused else ""
+        raise ResumeConfigError(
+            f"--resume: the config changes what {where} computes: {listed}{why}; allowed on resume: "
+            f"{', '.join(ALLOWED_ON_RESUME)}; to train with the new values start a new run "
+            "(--overwrite or another log.out_dir)"
+        )
+    return allowed
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, str) else str(value)
