@@ -3,9 +3,9 @@
 Trains SKPO on the embedded default (the shipped warm-started tiny Qwen2 on held-in
 chained-arithmetic problems), evaluates the warm start and the trained policy on the same
 fixed held-out set with the same seed, plots the learning curves, and writes a summary.
-A used output directory is refused unless ``--resume`` (continue it; the warm start's
-evaluation is kept in ``main_before.json``) or ``--overwrite``; user errors are one line with
-exit status 2, like ``skpo train``.
+Running it again replaces its previous run (``--resume`` continues that run instead; the warm
+start's evaluation is kept in ``main_before.json``); a directory that is not a run is never
+cleared. User errors are one line with exit status 2, like ``skpo train``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-problems", type=int, default=200, help="held-out problems for the before/after evaluation")
     p.add_argument("--k", type=int, default=8, help="samples per problem (avg@k, pass@k)")
     p.add_argument("--resume", action="store_true", help="continue the run in log.out_dir from its newest intact checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace the run in log.out_dir")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in log.out_dir (the default unless --resume: the main job always starts "
+                   "from the warm start, so running it again replaces its previous run)")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the training config")
     return p
 
@@ -52,7 +54,10 @@ def _main(argv: list[str]) -> int:
     run_dir = Path(cfg.log.out_dir)
     console.print(f"[bold]skpo main[/]: {cfg.train.method} on the embedded default → {run_dir}")
 
-    trainer = build_trainer(cfg, resume=args.resume, overwrite=args.overwrite)
+    overwrite = args.overwrite or not args.resume
+    if overwrite and (run_dir / "run.json").is_file():
+        console.print(f"replacing the previous run in {run_dir}")
+    trainer = build_trainer(cfg, resume=args.resume, overwrite=overwrite)
     before_path = run_dir / "main_before.json"
     kept = json.loads(before_path.read_text()) if args.resume and before_path.is_file() else None
     if kept is not None and kept.get("k") == args.k and kept.get("problems") == args.eval_problems:

@@ -531,7 +531,7 @@ def encode_problems(
         return EncodedProblems(list(problems), ids, "arith")
     chat = has_chat_template(tokenizer) if use_chat_template is None else use_chat_template
     if chat and not has_chat_template(tokenizer):
-        raise ValueError("use_chat_template=True but the tokenizer has no chat template")
+        raise DatasetError("use_chat_template=True but the tokenizer has no chat template")
     limit = max_prompt_tokens if max_prompt_tokens is not None else spec.max_prompt_tokens
     out = EncodedProblems([], [], "chat" if chat else "plain")
     for p in problems:

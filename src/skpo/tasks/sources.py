@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from skpo.rewards.base import Verdict
 from skpo.rewards.registry import RewardContext, RewardEntry, get_reward
 from skpo.tasks.arith import ArithConfig, iter_problems
-from skpo.tasks.dataset import DatasetSpec, Problem, encode_problems, load_problems
+from skpo.tasks.dataset import DatasetError, DatasetSpec, Problem, encode_problems, load_problems
 from skpo.tasks.prompts import has_chat_template, prompt_head_length
 from skpo.tasks.templates import plain_input_ids
 
@@ -89,7 +89,7 @@ class ArithSource(_Scored):
             if len(items) == pool_size:
                 break
         if not items:
-            raise ValueError(f"data.arith: no training problems can be drawn from {config}")
+            raise DatasetError(f"data.arith: no training problems can be drawn from {config}")
         self.items = items
         self.dropped: list[str] = []
 
@@ -126,7 +126,7 @@ class DatasetSource(_Scored):
             log.info("%s: dropped %d of %d prompts longer than max_prompt_tokens=%d", path, len(encoded.dropped),
                      len(problems), spec.max_prompt_tokens)
         if not encoded.problems:
-            raise ValueError(f"{path}: no prompt fits max_prompt_tokens={spec.max_prompt_tokens} "
+            raise DatasetError(f"{path}: no prompt fits max_prompt_tokens={spec.max_prompt_tokens} "
                              f"({len(problems)} rows, all longer)")
         items: list[PromptItem] = []
         seen: dict[str, int] = {}

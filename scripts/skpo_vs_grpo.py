@@ -1,0 +1,181 @@
+"""Why GRPO beats SKPO on the embedded default: the diagnostic runs of docs/results.md §2.
+
+Each run trains one configuration of the embedded default (the shipped warm start, 16 prompts ×
+8 answers per step, lr 5e-5) for ``--steps`` steps and evaluates it on the fixed held-out set
+(200 problems × 8 samples) twice: from the plain prompt ``q`` (what every method is scored on)
+and through SKPO's own pipeline (a segment sampled by the policy, then 8 answers from
+``[s, q]``). The diagnostics isolate one part of SKPO each:
+
+=================  =================================================================================
+``grpo``           the baseline
+``skpo``           SKPO as the paper writes it (loss 0.5·upstream + 0.5·downstream)
+``skpo-noup``      SKPO without its upstream term: GRPO-style training on ``[s, q]`` inputs only
+``skpo-noseg``     SKPO with the segment removed from the downstream input: answers from ``q``,
+                   plus the upstream term
+``skpo-w19``       upstream weight 0.1, downstream 0.9
+``skpo-oracle``    the upstream reward replaced by the truth about the segment: +1 when all its
+                   complete lines are right (exact step checker), else −1
+``--pool 200``     any of the above with a 200-prompt pool, so every prompt is seen ~10 times and
+                   SPO's per-prompt baseline is warm
+=================  =================================================================================
+
+``skpo-noseg`` and ``skpo-oracle`` are diagnostics, not methods: they patch the rollout for the
+duration of the run (the oracle needs the synthetic task's step checker).
+
+    python scripts/skpo_vs_grpo.py --run skpo-noup --seed 1 --out runs/why/skpo-noup-s1
+    python scripts/skpo_vs_grpo.py --gradients      # norms of the two SKPO gradients, 3 steps
+
+Runtime: ~7–8 min per 120-step run on one thread of this project's 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+
+RUNS = ("grpo", "skpo", "skpo-noup", "skpo-noseg", "skpo-w19", "skpo-oracle")
+
+
+def configure(run: str):
+    """Patch the trainer/rollout for a diagnostic run; returns the preset name."""
+    import skpo.rollout.skpo_rollout as rollout_mod
+    from skpo.training import trainer as trainer_mod
+
+    weights = {"skpo-noup": (0.0, 1.0), "skpo-w19": (0.1, 0.9)}.get(run)
+    if weights is not None:
+        real_resolve = trainer_mod.resolve_preset
+
+        def resolve(cfg):
+            preset = real_resolve(cfg)
+            w = {"upstream": weights[0], "downstream": weights[1]}
+            terms = tuple(dataclasses.replace(t, weight=w[t.role]) for t in preset.terms if w[t.role] > 0)
+            return dataclasses.replace(preset, terms=terms)
+
+        trainer_mod.resolve_preset = resolve
+    if run == "skpo-noseg":  # downstream input = q alone
+        rollout_mod.skip_input_ids = lambda s, q, head=0, separator_ids=(): list(q)
+    if run == "skpo-oracle":
+        from skpo.rewards.arith import check_steps
+
+        real_rollout = trainer_mod.Trainer._rollout
+
+        def oracle_rollout(self, items, params, step, metrics, timer):
+            roles = real_rollout(self, items, params, step, metrics, timer)
+            up = roles["upstream"]
+            truth = []
+            for i, item in enumerate(items):
+                segment = up.response_ids[i, : int(up.response_mask[i].sum())].tolist()
+                lines = self.tokenizer.decode(segment, skip_special_tokens=True).split("\n")[:-1]
+                if not lines:  # no complete line yet: nothing to judge
+                    truth.append(0.0)
+                    continue
+                check = check_steps("\n".join(lines) + "\n", item.answer.arith)
+                truth.append(1.0 if len(check.correct) >= len(lines) and all(check.correct[: len(lines)]) else -1.0)
+            up.rewards = torch.tensor(truth)
+            metrics["oracle/segment_ok"] = sum(t > 0 for t in truth) / len(truth)
+            return roles
+
+        trainer_mod.Trainer._rollout = oracle_rollout
+    return "grpo" if run == "grpo" else "skpo"
+
+
+def pipeline_accuracy(trainer, cfg, n: int = 200) -> float:
+    """Accuracy of answers from ``[s, q]``, the segment sampled by the policy (SKPO's rollout on
+    held-out problems, 8 answers each)."""
+    from skpo.algorithms import LengthTracker
+    from skpo.rewards.arith import check_answer
+    from skpo.rollout import SamplingParams
+    from skpo.rollout.skpo_rollout import SkpoPrompt, SkpoRolloutConfig, skpo_rollout
+    from skpo.tasks.arith import heldout_problems
+    from skpo.tasks.templates import plain_input_ids
+    from skpo.training.setup import arith_config
+
+    problems = heldout_problems(arith_config(cfg), n)
+    tok = trainer.tokenizer
+    prompts = [SkpoPrompt(i, plain_input_ids(tok, p)) for i, p in enumerate(problems)]
+
+    def reward(i, ids):
+        return 1.0 if check_answer(tok.decode(ids, skip_special_tokens=True), problems[i]) else -1.0
+
+    batch = skpo_rollout(trainer.engine, prompts, LengthTracker(initial=cfg.rollout.skpo.initial_length),
+                         SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, stop_token_ids=list(trainer.stop_ids), seed=5),
+                         reward, torch.Generator().manual_seed(5), SkpoRolloutConfig(group_size=8), step=0,
+                         pad_token_id=trainer.pad_id)
+    return float((batch.downstream.rewards > 0).float().mean())
+
+
+def gradients(steps: int = 3) -> None:
+    """Norms and cosine of SKPO's two gradient terms (each at its 0.5 weight) on fresh batches."""
+    from skpo.config import load_config
+    from skpo.rollout import SamplingParams, mix_seed
+    from skpo.training import trainer as trainer_mod
+    from skpo.training.setup import build_trainer
+
+    cfg = load_config(None, ["train.method=skpo", "log.out_dir=runs/why/gradients", "log.progress=false",
+                             "log.tensorboard=false", "eval.every=0"])
+    tr = build_trainer(cfg)
+    base = tr.preset
+    for step in range(steps):
+        items = tr.sample_prompts(step)
+        params = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, stop_token_ids=list(tr.stop_ids),
+                                seed=mix_seed(0, step, 1))
+        metrics: dict = {}
+        roles = tr._rollout(items, params, step, metrics, trainer_mod._Timer())
+        adv = tr._advantages(roles, items, step, metrics)
+        grads = {}
+        for role in ("upstream", "downstream"):
+            tr.preset = dataclasses.replace(base, terms=tuple(t for t in base.terms if t.role == role))
+            captured = {}
+            real_step = tr.optimizer.step
+            tr.optimizer.step = lambda *a, **k: captured.setdefault(  # record the clipped gradient, step nothing
+                "g", torch.cat([p.grad.flatten() for p in tr.policy.parameters() if p.grad is not None]))
+            tr._update(roles, adv, {r: None for r in roles}, {})
+            tr.optimizer.step = real_step
+            grads[role] = captured["g"]
+        tr.preset = base
+        up, down = grads["upstream"], grads["downstream"]
+        cos = torch.nn.functional.cosine_similarity(up, down, dim=0).item()
+        print(json.dumps({"step": step, "upstream_norm": round(up.norm().item(), 4), "downstream_norm": round(down.norm().item(), 4),
+                          "ratio": round((up.norm() / down.norm()).item(), 2), "cosine": round(cos, 3)}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", choices=RUNS, default="skpo")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--steps", type=int, default=120)
+    p.add_argument("--pool", type=int, default=2000, help="training prompt pool (default 2000)")
+    p.add_argument("--out", default=None)
+    p.add_argument("--gradients", action="store_true", help="only measure the two SKPO gradient terms")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    if args.gradients:
+        gradients()
+        return
+    from skpo.config import load_config
+    from skpo.training.setup import build_trainer, evaluate_heldout
+
+    method = configure(args.run)
+    out = Path(args.out or f"runs/why/{args.run}-s{args.seed}")
+    cfg = load_config(None, [f"train.method={method}", f"train.seed={args.seed}", f"train.steps={args.steps}",
+                             f"data.arith.pool_size={args.pool}", f"log.out_dir={out}", "log.progress=false",
+                             "log.tensorboard=false", "eval.every=0"])
+    started = time.time()
+    trainer = build_trainer(cfg)
+    trainer.train()
+    result = evaluate_heldout(trainer.policy, trainer.tokenizer, cfg, k=8, num_problems=200)
+    summary = {"run": args.run, "seed": args.seed, "steps": args.steps, "pool": args.pool,
+               "avg@8": result["metrics"]["avg@8"], "pass@8": result["metrics"]["pass@8"],
+               "step_accuracy": result["step_metrics"]["step_accuracy"], "skip_input_avg@8": pipeline_accuracy(trainer, cfg),
+               "decoded_tokens": trainer.tokens_seen, "seconds": round(time.time() - started, 1)}
+    (out / "why.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
