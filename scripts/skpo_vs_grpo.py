@@ -19,8 +19,9 @@ and through SKPO's own pipeline (a segment sampled by the policy, then 8 answers
                    SPO's per-prompt baseline is warm
 =================  =================================================================================
 
-``skpo-noseg`` and ``skpo-oracle`` are diagnostics, not methods: they patch the rollout for the
-duration of the run (the oracle needs the synthetic task's step checker).
+``skpo-noup`` and ``skpo-w19`` are method overrides (``method.terms.upstream.weight=…``);
+``skpo-oracle`` registers its own rollout kind (``skpo_oracle``: SKPO's with the oracle reward;
+it needs the synthetic task's step checker); ``skpo-noseg`` patches the skip input for the run.
 
     python scripts/skpo_vs_grpo.py --run skpo-noup --seed 1 --out runs/why/skpo-noup-s1
     python scripts/skpo_vs_grpo.py --gradients      # norms of the two SKPO gradients, 3 steps
@@ -41,47 +42,49 @@ import torch
 RUNS = ("grpo", "skpo", "skpo-noup", "skpo-noseg", "skpo-w19", "skpo-oracle")
 
 
-def configure(run: str):
-    """Patch the trainer/rollout for a diagnostic run; returns the preset name."""
-    import skpo.rollout.skpo_rollout as rollout_mod
-    from skpo.training import trainer as trainer_mod
-
+def configure(run: str) -> tuple[str, list[str]]:
+    """The method and config overrides of a diagnostic run (patching what a method cannot say)."""
+    if run == "grpo":
+        return "grpo", []
     weights = {"skpo-noup": (0.0, 1.0), "skpo-w19": (0.1, 0.9)}.get(run)
     if weights is not None:
-        real_resolve = trainer_mod.resolve_preset
-
-        def resolve(cfg):
-            preset = real_resolve(cfg)
-            w = {"upstream": weights[0], "downstream": weights[1]}
-            terms = tuple(dataclasses.replace(t, weight=w[t.role]) for t in preset.terms if w[t.role] > 0)
-            return dataclasses.replace(preset, terms=terms)
-
-        trainer_mod.resolve_preset = resolve
+        return "skpo", [f"method.terms.upstream.weight={weights[0]}", f"method.terms.downstream.weight={weights[1]}"]
     if run == "skpo-noseg":  # downstream input = q alone
+        import skpo.rollout.skpo_rollout as rollout_mod
+
         rollout_mod.skip_input_ids = lambda s, q, head=0, separator_ids=(): list(q)
     if run == "skpo-oracle":
-        from skpo.rewards.arith import check_steps
+        register_oracle_rollout()
+        return "skpo", ["method.rollout=skpo_oracle"]
+    return "skpo", []
 
-        real_rollout = trainer_mod.Trainer._rollout
 
-        def oracle_rollout(self, items, params, step, metrics, timer):
-            roles = real_rollout(self, items, params, step, metrics, timer)
-            up = roles["upstream"]
-            truth = []
-            for i, item in enumerate(items):
-                segment = up.response_ids[i, : int(up.response_mask[i].sum())].tolist()
-                lines = self.tokenizer.decode(segment, skip_special_tokens=True).split("\n")[:-1]
-                if not lines:  # no complete line yet: nothing to judge
-                    truth.append(0.0)
-                    continue
-                check = check_steps("\n".join(lines) + "\n", item.answer.arith)
-                truth.append(1.0 if len(check.correct) >= len(lines) and all(check.correct[: len(lines)]) else -1.0)
-            up.rewards = torch.tensor(truth)
-            metrics["oracle/segment_ok"] = sum(t > 0 for t in truth) / len(truth)
-            return roles
+def register_oracle_rollout() -> None:
+    """A rollout kind ``skpo_oracle``: SKPO's, with each upstream row's reward replaced by the
+    truth about its segment (+1 when all its complete lines are right, −1 otherwise)."""
+    from skpo.rewards.arith import check_steps
+    from skpo.training.rollouts import ROLLOUTS, skpo_rollout_kind
 
-        trainer_mod.Trainer._rollout = oracle_rollout
-    return "grpo" if run == "grpo" else "skpo"
+    real = ROLLOUTS.get("skpo")
+
+    def oracle(ctx, items):
+        result = skpo_rollout_kind(ctx, items)
+        rows = result.rows
+        up = rows.rows_of("upstream")  # one per prompt, in prompt order
+        rewards = rows.rewards.clone()
+        for b, item in zip(up, items):
+            segment = rows.response_ids[b, : int(rows.response_mask[b].sum())].tolist()
+            lines = ctx.engine.decode(segment).split("\n")[:-1]
+            if not lines:  # no complete line yet: nothing to judge
+                rewards[b] = 0.0
+                continue
+            check = check_steps("\n".join(lines) + "\n", item.answer.arith)
+            rewards[b] = 1.0 if len(check.correct) >= len(lines) and all(check.correct[: len(lines)]) else -1.0
+        result.metrics["oracle/segment_ok"] = float((rewards[up] > 0).float().mean())
+        return dataclasses.replace(result, rows=rows.replace(rewards=rewards))
+
+    if "skpo_oracle" not in ROLLOUTS:
+        ROLLOUTS.register("skpo_oracle", real.params_cls, **dict(real.meta))(oracle)
 
 
 def pipeline_accuracy(trainer, cfg, n: int = 200) -> float:
@@ -113,28 +116,31 @@ def gradients(steps: int = 3) -> None:
     """Norms and cosine of SKPO's two gradient terms (each at its 0.5 weight) on fresh batches."""
     from skpo.config import load_config
     from skpo.rollout import SamplingParams, mix_seed
-    from skpo.training import trainer as trainer_mod
+    from skpo.training.rollouts import ROLLOUTS, RolloutContext, Timer
     from skpo.training.setup import build_trainer
 
     cfg = load_config(None, ["train.method=skpo", "log.out_dir=runs/why/gradients", "log.progress=false",
                              "log.tensorboard=false", "eval.every=0"])
-    tr = build_trainer(cfg)
+    tr = build_trainer(cfg, overwrite=True)
     base = tr.preset
     for step in range(steps):
         items = tr.sample_prompts(step)
         params = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, stop_token_ids=list(tr.stop_ids),
                                 seed=mix_seed(0, step, 1))
+        ctx = RolloutContext(engine=tr.engine, params=params, method=base, rollout_params=tr.rollout_params, step=step,
+                             score=tr.score, sample_prompts=lambda draw: tr.sample_prompts(step, draw), source=tr.source,
+                             pad_id=tr.pad_id, max_new_tokens=cfg.rollout.max_new_tokens, timer=Timer(),
+                             generator=torch.Generator().manual_seed(mix_seed(0, step, 23)), length_tracker=tr.length_tracker)
         metrics: dict = {}
-        roles = tr._rollout(items, params, step, metrics, trainer_mod._Timer())
-        adv = tr._advantages(roles, items, step, metrics)
+        rows = tr._with_advantages(tr._with_old_and_ref_log_probs(ROLLOUTS.get(base.rollout).fn(ctx, items).rows), metrics)
         grads = {}
         for role in ("upstream", "downstream"):
-            tr.preset = dataclasses.replace(base, terms=tuple(t for t in base.terms if t.role == role))
+            tr.preset = dataclasses.replace(base, terms=tuple(t for t in base.terms if t.role == role))  # the other role trains nothing
             captured = {}
             real_step = tr.optimizer.step
             tr.optimizer.step = lambda *a, **k: captured.setdefault(  # record the clipped gradient, step nothing
                 "g", torch.cat([p.grad.flatten() for p in tr.policy.parameters() if p.grad is not None]))
-            tr._update(roles, adv, {r: None for r in roles}, {})
+            tr._update(rows, {})
             tr.optimizer.step = real_step
             grads[role] = captured["g"]
         tr.preset = base
@@ -142,6 +148,7 @@ def gradients(steps: int = 3) -> None:
         cos = torch.nn.functional.cosine_similarity(up, down, dim=0).item()
         print(json.dumps({"step": step, "upstream_norm": round(up.norm().item(), 4), "downstream_norm": round(down.norm().item(), 4),
                           "ratio": round((up.norm() / down.norm()).item(), 2), "cosine": round(cos, 3)}))
+    tr.close()
 
 
 def main() -> None:
@@ -160,13 +167,13 @@ def main() -> None:
     from skpo.config import load_config
     from skpo.training.setup import build_trainer, evaluate_heldout
 
-    method = configure(args.run)
+    method, overrides = configure(args.run)
     out = Path(args.out or f"runs/why/{args.run}-s{args.seed}")
     cfg = load_config(None, [f"train.method={method}", f"train.seed={args.seed}", f"train.steps={args.steps}",
                              f"data.arith.pool_size={args.pool}", f"log.out_dir={out}", "log.progress=false",
-                             "log.tensorboard=false", "eval.every=0"])
+                             "log.tensorboard=false", "eval.every=0", *overrides])
     started = time.time()
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, overwrite=True)
     trainer.train()
     result = evaluate_heldout(trainer.policy, trainer.tokenizer, cfg, k=8, num_problems=200)
     summary = {"run": args.run, "seed": args.seed, "steps": args.steps, "pool": args.pool,

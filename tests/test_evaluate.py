@@ -364,6 +364,31 @@ def test_evaluate_arith_random_model_keys_ranges_determinism(model, tokenizer) -
     assert [p["samples"] for p in c["problems"]] != [p["samples"] for p in a["problems"]]
 
 
+def test_evaluate_takes_given_problems_and_prompt_ids(model, tokenizer) -> None:
+    """A caller's own problems and prompt ids (the warm start's validation set, skip inputs):
+    the plain prompts given as ids sample exactly what the template gives; other ids change the
+    samples, not the bookkeeping."""
+    from skpo.tasks.dataset import arith_records
+    from skpo.tasks.templates import plain_input_ids, skip_input_ids
+
+    arith = [ArithProblem.from_question(q) for q in ("3+4", "12+30-7", "41-15+22+8")]
+    problems = arith_records(arith)
+    kwargs = dict(k=2, seed=3, max_new_tokens=10, save_samples=True)
+    own = evaluate(model, tokenizer, "arith", problems=problems, **kwargs)
+    assert [p["id"] for p in own["problems"]] == ["3+4", "12+30-7", "41-15+22+8"] and own["n_problems"] == 3
+    plain = [plain_input_ids(tokenizer, p) for p in arith]
+    given = evaluate(model, tokenizer, "arith", problems=problems, prompt_ids=plain, **kwargs)
+    assert given["prompt_format"] == "arith" and given["problems"] == own["problems"]
+    drafts = [skip_input_ids(tokenizer.encode("1+1=2\n"), q) for q in plain]
+    skip = evaluate(model, tokenizer, "arith", problems=problems, prompt_ids=drafts, **kwargs)
+    assert skip["n_problems"] == 3 and [p["id"] for p in skip["problems"]] == [p["id"] for p in own["problems"]]
+    assert [p["samples"] for p in skip["problems"]] != [p["samples"] for p in own["problems"]]
+    assert evaluate(model, tokenizer, "arith", problems=problems, prompt_ids=plain, limit=2, **kwargs)["problems"] == \
+        own["problems"][:2]
+    with pytest.raises(ValueError, match="2 prompts for 3 problems"):
+        evaluate(model, tokenizer, "arith", problems=problems, prompt_ids=plain[:2], **kwargs)
+
+
 def test_evaluate_text_benchmark_plain_and_chat(model, tokenizer) -> None:
     res = evaluate(model, tokenizer, "mmlu_stem", k=2, limit=2, max_new_tokens=8, seed=0)
     assert res["prompt_format"] == "plain" and res["n_problems"] == 2 and "step_metrics" not in res

@@ -162,6 +162,26 @@ def test_reinforce_is_minus_adv_logp():
     assert loss_of("reinforce", inputs).loss_mat.item() == pytest.approx(-2.0 * (-0.7), rel=1e-5)
 
 
+def test_sft_is_token_mean_nll_and_ignores_advantages_and_old_logprobs():
+    from skpo.algorithms import LossTerm, term_loss
+
+    log_prob = torch.tensor([[-0.5, -1.0, -2.0], [-0.25, -9.0, -9.0]], requires_grad=True)
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])  # row 2 has one token, then padding
+    inputs = PolicyLossInputs(log_prob, torch.zeros(2, 3), torch.zeros(2, 3), mask)
+    out = loss_of("sft", inputs)
+    torch.testing.assert_close(out.loss_mat, torch.tensor([[0.5, 1.0, 2.0], [0.25, 0.0, 0.0]]))
+    # the same with any old log-probs and advantages (even NaN on padding)
+    other = PolicyLossInputs(log_prob, torch.randn(2, 3), torch.full((2, 3), float("nan")), mask)
+    torch.testing.assert_close(loss_of("sft", other).loss_mat, out.loss_mat)
+    term = LossTerm(role="response", advantage="grpo", loss="sft", agg="token-mean")
+    loss, metrics = term_loss(term, inputs)
+    # token-mean: (0.5 + 1 + 2 + 0.25) / 4 tokens = 0.9375 (seq-mean would be (3.5/3 + 0.25) / 2)
+    assert loss.item() == pytest.approx(0.9375)
+    assert metrics["nll"].item() == pytest.approx(0.9375)
+    loss.backward()
+    torch.testing.assert_close(log_prob.grad, -mask / 4)  # d/dlogπ of −Σ logπ / 4, none on padding
+
+
 def test_kl_estimators_hand_values():
     logp, ref = torch.tensor([-1.0]), torch.tensor([-1.5])
     assert kl_penalty(logp, ref, "k1").item() == pytest.approx(0.5)

@@ -92,3 +92,30 @@ def test_paper_recipe_trains_on_a_standin(recipe, standin, dapo_jsonl, tmp_path)
     # chat prompts end at the assistant turn; answers stop at the template's end-of-turn token too
     eot = {"qwen2.5-math-7b": 151645, "llama-3.2-3b-instruct": 128009}[family_of(recipe)]
     assert eot in run["stop_token_ids"]
+
+
+def test_recipes_resolve_as_before_the_base_files():
+    """Every shipped recipe (paper: one base per model + the method; embedded: the defaults + the
+    method) resolves to the config and method it resolved to when each recipe was one flat file
+    (``tests/data/recipes_resolved.json``, written from the flat files before they were split)."""
+    from skpo.methods import method_to_document, resolve_for_run
+
+    from skpo.config import RunConfig
+
+    def flat(tree, prefix=""):
+        if isinstance(tree, dict):
+            return {k2: v2 for k, v in tree.items() for k2, v2 in flat(v, f"{prefix}{k}.").items()}
+        return {prefix[:-1]: tree}
+
+    defaults = flat(RunConfig().model_dump(mode="json"))
+    expected = json.loads((ROOT / "tests" / "data" / "recipes_resolved.json").read_text())
+    found = sorted(str(p.relative_to(ROOT)) for d in ("paper", "arith") for p in (ROOT / "configs" / d).glob("*.yaml"))
+    assert found == sorted(expected)
+    for name, want in expected.items():
+        cfg = load_config(ROOT / name)
+        method, notes = resolve_for_run(cfg)
+        now, then = flat(cfg.model_dump(mode="json")), flat(want["config"])
+        assert {k: v for k, v in now.items() if k in then} == then, name
+        assert {k: v for k, v in now.items() if k not in then} == {k: defaults[k] for k in now if k not in then}, name  # keys added since: defaults
+        assert json.loads(json.dumps(method_to_document(method))) == want["method"], name
+        assert notes == want["notes"], name

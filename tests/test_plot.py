@@ -143,3 +143,50 @@ def test_cli_plot(runs: list[Path], tmp_path: Path, capsys) -> None:
     assert main([str(tmp_path / "missing_run"), "--out", str(tmp_path / "x.png")]) == 2
     assert "missing_run" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_labels_give_runs_of_one_method_distinct_colours(runs: list[Path], tmp_path: Path) -> None:
+    loaded = [load_run(r) for r in runs[:3]]  # skpo, grpo, skpo (second seed)
+    fig = build_figure(loaded, ["reward/mean"], labels=["skpo seed 0", "grpo", "skpo seed 1"])
+    lines = fig.get_axes()[0].get_lines()
+    assert [ln.get_label() for ln in lines] == ["skpo seed 0", "grpo", "skpo seed 1"]
+    assert len({ln.get_color() for ln in lines}) == 3
+    with pytest.raises(ValueError, match="2 labels for 3 runs"):
+        build_figure(loaded, labels=["a", "b"])
+    out = plot_runs(runs[:3], tmp_path / "dirs.png", ["actor/entropy"], labels=["dir"])
+    assert out.is_file()
+
+
+def test_panels_by_name_and_tokens_axis(tmp_path: Path) -> None:
+    recs = [{"step": s, "tokens/seen": 1000 * (s + 1), "actor/pg_loss": 0.1 * s, "upstream/pg_loss": 0.2 * s,
+             "downstream/pg_loss": 0.05 * s, "actor/grad_norm": 1.0 + s, "accuracy/mean": 0.1} for s in range(6)]
+    run = load_run(_write_run(tmp_path / "r", recs, method="skpo"))
+    fig = build_figure([run], panels=["loss", "grad_norm"], x="tokens")
+    loss, grad = fig.get_axes()
+    assert loss.get_title() == "policy loss" and grad.get_title() == "gradient norm"
+    assert sorted(ln.get_label() for ln in loss.get_lines()) == [
+        "skpo · actor/pg_loss", "skpo · downstream/pg_loss", "skpo · upstream/pg_loss"]
+    assert list(grad.get_lines()[0].get_xdata()) == [1000.0 * (s + 1) for s in range(6)]
+    assert grad.get_xlabel() == "decoded rollout tokens"
+    with pytest.raises(MetricsFileError, match="unknown panel"):
+        build_figure([run], panels=["nope"])
+    with pytest.raises(MetricsFileError, match="panel 'kl'"):
+        build_figure([run], panels=["kl"])
+
+
+def test_progress_line_when_not_a_terminal() -> None:
+    import io
+
+    from skpo.training.logging import Progress
+
+    stream = io.StringIO()
+    with Progress(True, total=10, start=0, every=4, token_budget=None, stream=stream) as update:
+        for step in range(1, 11):
+            metrics = {"accuracy/mean": 0.5, "reward/mean": 0.25, "time/step": 1.0, "tokens/seen": 900 * step}
+            if step == 5:
+                metrics["eval/arith/avg@4"] = 0.375
+            update(step, metrics)
+    lines = stream.getvalue().splitlines()
+    assert [ln.split()[1] for ln in lines] == ["4/10", "5/10", "8/10", "10/10"]  # every 4, the eval step, the last
+    assert "acc 0.5" in lines[0] and "R 0.25" in lines[0] and "1.00 s/step" in lines[0] and "tokens 4k" in lines[0]
+    assert "eval/arith/avg@4 0.375" in lines[1] and "eta" in lines[0] and "eta" not in lines[-1]

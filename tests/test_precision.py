@@ -11,6 +11,7 @@ the elements. The asserted tolerances leave room around those numbers.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 
 from skpo.config import load_config
 from skpo.training.setup import build_trainer
-from skpo.training.trainer import Trainer
+from skpo.training.rollouts import ROLLOUTS
 
 ROOT = Path(__file__).resolve().parents[1]
 PARITY = f"{ROOT / 'tests' / 'data' / 'rewards_for_tests.py'}:parity"
@@ -34,15 +35,15 @@ def one_step_deltas(standin, tmp_path_factory):
     data.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": f"What is {i} + {i}?"}],
                                         "reward_model": {"ground_truth": str(2 * i)}}) + "\n" for i in range(4)))
     captured: dict = {}
-    real = Trainer._rollout
+    entry = ROLLOUTS.get("group")
 
-    def same_batch(self, *a, **k):
-        if "roles" not in captured:
-            captured["roles"] = copy.deepcopy(real(self, *a, **k))
-        return copy.deepcopy(captured["roles"])
+    def same_batch(ctx, items):
+        if "result" not in captured:
+            captured["result"] = copy.deepcopy(entry.fn(ctx, items))
+        return copy.deepcopy(captured["result"])
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(Trainer, "_rollout", same_batch)
+    mp.setitem(ROLLOUTS._entries, "group", dataclasses.replace(entry, fn=same_batch))
     out, warned = {}, {}
     try:
         for name, dtype, extra in [("float32", "float32", []), ("bf16-mixed", "bfloat16", []),

@@ -346,9 +346,9 @@ def test_dapo_dynamic_sampling_refills_the_batch(tiny_dir, tmp_path, monkeypatch
     seen = {}
     real_update = Trainer._update
 
-    def spy(self, roles, *a):
-        seen["rows"] = roles["response"]
-        return real_update(self, roles, *a)
+    def spy(self, rows, *a):
+        seen["rows"] = rows
+        return real_update(self, rows, *a)
 
     monkeypatch.setattr(Trainer, "_update", spy)
     trainer = build_trainer(small_config(tiny_dir, tmp_path / "dapo", "dapo", "train.prompts_per_step=4",

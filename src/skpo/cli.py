@@ -17,8 +17,9 @@ from skpo.errors import DEBUG_ENV, quiet_when_piped, run_command
 COMMANDS: dict[str, tuple[str, str]] = {
     "main": ("skpo.commands.main_job", "the main job: SKPO on the embedded default, then evaluation"),
     "train": ("skpo.commands.train", "train a policy from a YAML config"),
+    "methods": ("skpo.commands.methods", "the shipped methods: rollout, estimator, loss, defaults, source"),
     "eval": ("skpo.commands.evaluate", "evaluate a checkpoint or HF model directory"),
-    "warmstart": ("skpo.warmstart", "supervised warm start of the tiny model on the synthetic task"),
+    "warmstart": ("skpo.training.warmstart", "supervised warm start of the tiny model on the synthetic task"),
     "plot": ("skpo.commands.plot", "learning curves of one or more runs"),
     "compare": ("skpo.commands.compare", "methods at an equal rollout-token budget over seeds (mean ± 95% CI)"),
     "analyze": ("skpo.commands.analyze", "the paper's analyses: mc-accuracy | shortcut | implicit-advantage"),

@@ -26,6 +26,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class LoraSection(_Strict):
+    """LoRA through peft: adapters train, the frozen base is also the KL reference."""
+
+    enabled: bool = False
+    r: int = Field(16, ge=1)
+    alpha: float = Field(32.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="module names that get adapters (Qwen2 / Llama projection names)",
+    )
+
+
 class ModelSection(_Strict):
     """The policy. Mixed precision as verl and TRL do it: float32 master weights and AdamW
     state, ``dtype`` the compute precision of every forward (``torch.autocast``)."""
@@ -43,6 +56,7 @@ class ModelSection(_Strict):
         "(TRL's cast_lm_head_to_fp32), 'auto' = float32 on CPU (bf16 GEMMs are slow there), compute elsewhere",
     )
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', …")
+    lora: LoraSection = Field(default_factory=LoraSection, description="LoRA adapters (peft) instead of full fine-tuning")
 
 
 class ArithSection(_Strict):
@@ -53,6 +67,14 @@ class ArithSection(_Strict):
     operators: list[str] = ["+", "-"]
     allow_negative: bool = False
     pool_size: int = Field(2000, ge=1, description="distinct training problems (the prompt pool)")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "ArithSection":
+        from skpo.tasks.arith import ArithConfig
+
+        ArithConfig(min_ops=self.min_ops, max_ops=self.max_ops, min_operand=self.min_operand,
+                    max_operand=self.max_operand, operators=tuple(self.operators), allow_negative=self.allow_negative)
+        return self
 
 
 class DataSection(DatasetSpec):
@@ -99,8 +121,25 @@ class SkpoSection(_Strict):
     selection: Literal["median", "extreme", "first"] = "median"
     num_segments: int | None = Field(None, ge=1, description="segments in parallel; None = group size")
 
+    @model_validator(mode="after")
+    def _split_order(self) -> "SkpoSection":
+        if self.split_low > self.split_high:
+            raise ValueError(f"need split_low <= split_high (got {self.split_low}, {self.split_high})")
+        return self
+
+
+class VLLMSection(_Strict):
+    """The vLLM engine (``rollout.engine: vllm``, extra ``[vllm]``; GPUs only)."""
+
+    gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="share of each GPU vLLM may take (weights + KV cache)")
+    sleep: bool = Field(True, description="release the engine's memory while the trainer updates (vLLM sleep mode)")
+    max_model_len: int | None = Field(None, ge=1, description="prompt + answer tokens (default: data.max_prompt_tokens + rollout.max_new_tokens)")
+    tensor_parallel_size: int = Field(1, ge=1)
+
 
 class RolloutSection(_Strict):
+    engine: Literal["hf", "vllm"] = Field("hf", description="rollout engine: the built-in Hugging Face decoder, or vLLM (GPUs)")
+    vllm: VLLMSection = VLLMSection()
     group_size: int | None = Field(None, ge=1, description="answers per prompt; None = the method's default")
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -113,7 +152,7 @@ class RolloutSection(_Strict):
 
 
 class TrainSection(_Strict):
-    method: str = "skpo"
+    method: str = Field("skpo", description="a shipped method (skpo methods lists them) or the path of a method document (.yaml)")
     steps: int = Field(200, ge=0)
     token_budget: int | None = Field(
         None, ge=1, description="stop once this many rollout tokens were decoded (every token: segments, answers, "
@@ -122,6 +161,8 @@ class TrainSection(_Strict):
     prompts_per_step: int = Field(16, ge=1)
     mini_batches: int = Field(1, ge=1, description="PPO mini-batches (optimizer steps) per training step")
     ppo_epochs: int = Field(1, ge=1)
+    gradient_checkpointing: bool = Field(
+        False, description="recompute each layer's activations in the backward pass (memory for time; same update)")
     micro_batch_tokens: int = Field(
         1024, ge=1, description="token budget of one forward/backward (length-bucketed; ~1k tokens keeps a CPU's caches warm, GPUs want far more)"
     )
@@ -153,10 +194,12 @@ class TrainSection(_Strict):
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: str) -> str:
-        from skpo.algorithms import PRESETS
+        from skpo.methods import is_method_file, method_names
 
-        if value not in PRESETS:
-            raise ValueError(f"unknown method {value!r}; presets: {sorted(PRESETS)}")
+        if is_method_file(value):  # a user's method document; read and validated with the method
+            return value
+        if value not in method_names():
+            raise ValueError(f"unknown method {value!r}; methods: {', '.join(method_names())} (skpo methods lists them)")
         return value
 
 
@@ -194,7 +237,8 @@ class LogSection(_Strict):
     tensorboard: bool = True
     wandb: bool = False
     wandb_project: str = "skpo"
-    progress: bool = True
+    progress: bool = Field(True, description="a progress bar on a terminal; a log line every print_every steps otherwise")
+    print_every: int = Field(0, ge=0, description="steps between log lines when stdout is not a terminal (0 = about 50 per run)")
     save_every: int = Field(0, ge=0, description="checkpoint every N steps (0 = only at the end)")
     keep_checkpoints: int = Field(2, ge=1)
 
@@ -206,6 +250,11 @@ class RunConfig(_Strict):
     train: TrainSection = TrainSection()
     reward: RewardSection = RewardSection()
     eval: EvalSection = EvalSection()
+    method: dict[str, Any] = Field(
+        default_factory=dict,
+        description="overrides of the method document of train.method (skpo/methods/<name>.yaml), merged onto it; "
+        "terms are addressed by role: method.terms.upstream.weight=0.1",
+    )
     log: LogSection = LogSection()
 
 
@@ -243,28 +292,59 @@ def _format_errors(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def _read_tree(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """A config file's tree, with its ``base:`` file (relative to it) merged underneath."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist" + (f" (the base of {chain[-1]})" if chain else ""))
+    if path.resolve() in chain:
+        raise ConfigError(f"{path}: 'base' files form a cycle: {' → '.join(str(c) for c in (*chain, path.resolve()))}")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    tree = dict(loaded or {})
+    base = tree.pop("base", None)
+    if base is None:
+        return tree
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base: expected a file name, got {base!r}")
+    return _merge_trees(_read_tree((path.parent / base), (*chain, path.resolve())), tree)
+
+
+def _merge_trees(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge_trees(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides.
+
+    A file may start from another: ``base: other.yaml`` (relative to the file) is read first and
+    the file's own keys are merged over it (section by section). The method is resolved here
+    too, so a bad ``method.*`` override fails at load, naming its key.
+    """
     tree: dict = {}
     source = "defaults"
     if path is not None:
         source = str(path)
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{p}: not valid YAML ({err})") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: top level must be a mapping of sections")
-        tree = loaded or {}
+        tree = _read_tree(Path(path))
     for key, value in parse_overrides(overrides or []):
         _set_dotted(tree, key, value, source)
     try:
-        return RunConfig.model_validate(tree)
+        cfg = RunConfig.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(_format_errors(err, source)) from None
+    from skpo.methods import MethodError, resolve_for_run
+
+    try:
+        resolve_for_run(cfg)
+    except MethodError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    return cfg
 
 
 def dump_config(config: RunConfig) -> str:

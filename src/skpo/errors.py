@@ -13,6 +13,7 @@ Exit codes: 0 done; 2 user error; 128 + signal number when training stopped on S
 from __future__ import annotations
 
 import errno
+import contextlib
 import os
 import signal
 import sys
@@ -76,6 +77,10 @@ def run_command(name: str, main: Callable[[list[str]], int | None], argv: list[s
     except TrainingInterrupted as err:
         print(f"skpo {name}: {err}", file=sys.stderr)
         return err.exit_code
+    except BrokenPipeError:  # the reader went away (``skpo methods | head``): nothing to say
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - interpreter shutdown flushes stdout again
+        return 0
     except KeyboardInterrupt:  # Ctrl-C outside the training loop: nothing to save
         if debug_enabled():
             raise

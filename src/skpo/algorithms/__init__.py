@@ -2,8 +2,9 @@
 KL/entropy, per-prompt trackers — and the method presets that combine them.
 
 No model, no I/O. Conventions follow verl: token tensors ``[B, T]`` with a ``response_mask``
-and a group ``index`` per row. Add a method by registering a function and a preset; see
-``docs/algorithms.md``.
+and a group ``index`` per row. Add a method by registering a function and writing a method
+document; see ``docs/methods.md``. ``PRESETS`` / ``get_preset`` (the shipped method documents,
+read from ``skpo/methods/``) are looked up lazily from :mod:`skpo.methods`.
 """
 
 from .advantages import (
@@ -18,7 +19,7 @@ from .advantages import (
 )
 from .losses import POLICY_LOSSES, PolicyLossInputs, PolicyLossOutputs
 from .masked import AGG_MODES, AggDenominators, agg_loss, masked_mean, masked_sum, masked_var, masked_whiten
-from .presets import PRESETS, LossTerm, MethodPreset, get_preset, term_loss
+from .presets import LossTerm, MethodPreset, term_loss
 from .stats import entropy_from_logits, kl_penalty, logprobs_from_logits
 from .trackers import LengthTracker, ValueTracker, prioritized_sample, prioritized_weights
 
@@ -54,3 +55,11 @@ __all__ = [
     "skpo_downstream_index",
     "term_loss",
 ]
+
+
+def __getattr__(name: str):  # PEP 562: the shipped methods are files, read on first use
+    if name in ("PRESETS", "get_preset"):
+        import skpo.methods
+
+        return getattr(skpo.methods, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,6 +4,18 @@ Every estimator is registered by name in ``ADVANTAGE_ESTIMATORS`` with the signa
 
     fn(batch: AdvantageInputs, params) -> Tensor[B, T]   (zero on masked tokens)
 
+and metadata the trainer reads instead of the estimator's name:
+
+==================  =================================================================================
+``group_key``       ``"prompt"`` (rows grouped by ``index``) or ``"segment"`` (by ``(index,
+                    segment_index)``, SKPO's ``[s, q]`` groups) for group-relative estimators;
+                    absent for the others. DAPO's filter and ``zero_adv_group_share`` use it.
+``baseline``        ``"value_tracker"``: reads the per-prompt tracker's pre-update value
+                    (``AdvantageInputs.baseline``), and its rows' rewards update the tracker.
+``needs``           inputs beyond rewards: ``"segment_index"``, ``"step_values"`` (with
+                    ``step_mask`` and ``token_step_index``), ``"token_weights"``.
+==================  =================================================================================
+
 Shapes: ``B`` responses (rows), ``T`` response positions, ``S`` reasoning steps per row.
 Outcome rewards sit anywhere in ``token_level_rewards`` and are summed per row (verl's
 convention: the scorer writes the scalar at the last valid token).
@@ -103,7 +115,7 @@ class GRPOParams:
     norm_by_std: bool = True  # False = Dr. GRPO (no std division)
 
 
-@ADVANTAGE_ESTIMATORS.register("grpo", GRPOParams)
+@ADVANTAGE_ESTIMATORS.register("grpo", GRPOParams, group_key="prompt")
 def grpo_advantage(batch: AdvantageInputs, params: GRPOParams) -> torch.Tensor:
     """GRPO (and Dr. GRPO with ``norm_by_std=False``): group z-score broadcast to tokens."""
     batch.require("index")
@@ -116,7 +128,7 @@ class RLOOParams:
     pass
 
 
-@ADVANTAGE_ESTIMATORS.register("rloo", RLOOParams)
+@ADVANTAGE_ESTIMATORS.register("rloo", RLOOParams, group_key="prompt")
 def rloo_advantage(batch: AdvantageInputs, params: RLOOParams) -> torch.Tensor:
     """RLOO: ``r_i − mean_{j≠i} r_j = G/(G−1)·(r_i − mean r)``; a singleton keeps ``r``."""
     batch.require("index")
@@ -144,7 +156,7 @@ def beta_density(p: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
     return torch.exp(torch.nan_to_num(log_pdf, nan=-math.inf))
 
 
-@ADVANTAGE_ESTIMATORS.register("bnpo", BNPOParams)
+@ADVANTAGE_ESTIMATORS.register("bnpo", BNPOParams, group_key="prompt")
 def bnpo_advantage(batch: AdvantageInputs, params: BNPOParams) -> torch.Tensor:
     """BNPO: ``(R̃ − p̂(q)) / f_Beta(p̂(q); α, β)`` with α, β refitted on the batch.
 
@@ -185,7 +197,7 @@ def skpo_downstream_index(prompt_index: Index, segment_index: Index) -> list[tup
     return list(zip(prompts, segments))
 
 
-@ADVANTAGE_ESTIMATORS.register("skpo_downstream", GRPOParams)
+@ADVANTAGE_ESTIMATORS.register("skpo_downstream", GRPOParams, group_key="segment", needs=("segment_index",))
 def skpo_downstream_advantage(batch: AdvantageInputs, params: GRPOParams) -> torch.Tensor:
     """SKPO Eq. 5: group z-score over the G answers that share one ``[s, q]``."""
     batch.require("index", "segment_index")
@@ -207,7 +219,7 @@ def batch_normalized(values: torch.Tensor, epsilon: float = 1e-6) -> torch.Tenso
     return (values - values.mean()) / (values.std() + epsilon)
 
 
-@ADVANTAGE_ESTIMATORS.register("spo", SingleStreamParams)
+@ADVANTAGE_ESTIMATORS.register("spo", SingleStreamParams, baseline="value_tracker")
 def single_stream_advantage(batch: AdvantageInputs, params: SingleStreamParams) -> torch.Tensor:
     """SPO / SKPO upstream (Eq. 6): ``A = R − V̂₋₁(q)`` with the tracker's *pre-update*
     baseline, normalised over the batch.
@@ -221,7 +233,7 @@ def single_stream_advantage(batch: AdvantageInputs, params: SingleStreamParams) 
     return broadcast(adv, batch.response_mask)
 
 
-ADVANTAGE_ESTIMATORS.register("skpo_upstream", SingleStreamParams)(single_stream_advantage)
+ADVANTAGE_ESTIMATORS.register("skpo_upstream", SingleStreamParams, baseline="value_tracker")(single_stream_advantage)
 
 
 # --------------------------------------------------------------------------- Monte Carlo steps
@@ -255,7 +267,7 @@ class MCStepParams:
     pass
 
 
-@ADVANTAGE_ESTIMATORS.register("mc_step", MCStepParams)
+@ADVANTAGE_ESTIMATORS.register("mc_step", MCStepParams, needs=("step_values",))
 def mc_step_advantage(batch: AdvantageInputs, params: MCStepParams) -> torch.Tensor:
     """Monte Carlo dense baseline (VinePPO): step advantage broadcast to the step's tokens."""
     batch.require("step_values", "step_mask", "token_step_index")
@@ -315,7 +327,7 @@ def oar_bilevel_weights(
     return weights.to(importance.dtype)
 
 
-@ADVANTAGE_ESTIMATORS.register("oar", GRPOParams)
+@ADVANTAGE_ESTIMATORS.register("oar", GRPOParams, group_key="prompt", needs=("token_weights",))
 def oar_advantage(batch: AdvantageInputs, params: GRPOParams) -> torch.Tensor:
     """OAR: the GRPO advantage times per-token reshaping weights (``token_weights``)."""
     batch.require("index", "token_weights")

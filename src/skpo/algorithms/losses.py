@@ -316,6 +316,23 @@ def reinforce_loss(inputs: PolicyLossInputs, params: ReinforceParams) -> PolicyL
     return PolicyLossOutputs(_with_is(loss, inputs), {"approx_kl": _approx_kl(log_ratio, inputs.response_mask)})
 
 
+# --------------------------------------------------------------------------- SFT
+
+
+@dataclass(frozen=True)
+class SFTParams:
+    pass
+
+
+@register_loss("sft", SFTParams)
+def sft_loss(inputs: PolicyLossInputs, params: SFTParams) -> PolicyLossOutputs:
+    """Supervised fine-tuning: ``−log π(o_t)`` per token (the negative log-likelihood of the
+    given response). It reads neither the advantages nor the old log-probs — pass anything of
+    shape ``[B, T]`` (e.g. zeros). With ``token-mean`` aggregation this is the usual
+    cross-entropy over response tokens (the warm start's loss, :mod:`skpo.training.warmstart`)."""
+    return PolicyLossOutputs(-inputs.log_prob, {"nll": masked_mean(-inputs.log_prob, inputs.response_mask).detach()})
+
+
 __all__ = [
     "CISPOParams",
     "ClipCovParams",
@@ -327,6 +344,7 @@ __all__ = [
     "PolicyLossOutputs",
     "ReinforceParams",
     "SAPOParams",
+    "SFTParams",
     "register_loss",
     "token_covariance",
 ]

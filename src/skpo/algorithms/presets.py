@@ -1,14 +1,18 @@
-"""Method presets: each method is a small record of which rollout, estimator, loss,
-aggregation and defaults it uses, so the trainer never branches on a method name.
+"""Method records: which rollout, estimators, losses, aggregation and defaults a method uses.
 
-A preset has one or more ``LossTerm``s; each term applies to the rows of one *role*
-(``response`` for ordinary group/single rollouts, ``upstream`` / ``downstream`` for SKPO) and
-the total loss is ``Σ weight · agg(loss)``. Presets are immutable; configs override fields
-with ``dataclasses.replace``.
+A method is data. The shipped methods are YAML documents in ``skpo/methods/`` (loaded, merged
+with a run's overrides and validated by :mod:`skpo.methods`); this module holds the record
+they become and the checks that need only the algorithm registries. The trainer reads the
+record and the registries' metadata — it never compares a method, estimator, loss, role or
+rollout name.
+
+A method has one or more ``LossTerm``s; each term applies to the rows of one *role* (the
+roles a rollout kind produces: ``response`` for ordinary rollouts, ``upstream`` /
+``downstream`` for SKPO's) and the total loss is ``Σ weight · agg(loss)``.
 
 Defaults and readings (see ``docs/algorithms.md``):
-- KL to a reference and entropy bonuses are off in every preset (SKPO, DAPO, SPO and CISPO
-  all train without them); ``kl_coef`` / ``entropy_coef`` switch them on.
+- KL to a reference and entropy bonuses are off in every method (SKPO, DAPO, SPO and CISPO all
+  train without them); ``kl_coef`` / ``entropy_coef`` switch them on.
 - PPO-clip keeps verl's dual clip (c = 3) in the baselines; SKPO's upstream follows Eq. 6
   literally (plain clip, no dual clip).
 """
@@ -25,10 +29,10 @@ from .advantages import ADVANTAGE_ESTIMATORS
 from .losses import POLICY_LOSSES, PolicyLossInputs
 from .masked import AGG_MODES, AggDenominators, agg_loss
 
-ROLES = ("response", "upstream", "downstream")
-ROLLOUTS = ("group", "single", "skpo", "mc_steps")
 PROMPT_SAMPLING = ("uniform", "prioritized")
 TOKEN_WEIGHTS = (None, "oar_g", "oar_p")
+KL_ESTIMATORS = ("k1", "k2", "k3", "abs", "k1+", "k3+")
+KL_PLACEMENTS = ("loss", "reward")
 
 
 def _frozen(mapping: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
@@ -47,29 +51,42 @@ class LossTerm:
     advantage_params: Mapping[str, Any] = field(default_factory=_frozen)
     loss_params: Mapping[str, Any] = field(default_factory=_frozen)
 
+    @property
+    def estimator_meta(self) -> Mapping[str, Any]:
+        """The registered estimator's metadata (``group_key``, ``baseline``, ``needs``)."""
+        return ADVANTAGE_ESTIMATORS.get(self.advantage).meta
+
     def validate(self) -> None:
-        if self.role not in ROLES:
-            raise ValueError(f"role must be one of {ROLES} (got {self.role!r})")
+        if not isinstance(self.role, str) or not self.role:
+            raise ValueError(f"a term needs a role name (got {self.role!r})")
         if self.agg not in AGG_MODES:
             raise ValueError(f"agg must be one of {AGG_MODES} (got {self.agg!r})")
+        if not self.weight >= 0:
+            raise ValueError(f"weight must be >= 0 (got {self.weight!r})")
         ADVANTAGE_ESTIMATORS.get(self.advantage).make_params(self.advantage_params)
         POLICY_LOSSES.get(self.loss).make_params(self.loss_params)
 
 
 @dataclass(frozen=True)
 class MethodPreset:
-    """Everything that distinguishes one method from another.
+    """Everything that distinguishes one method from another (a resolved method document).
 
     Attributes:
-        rollout: ``group`` (G answers per prompt), ``single`` (one answer per prompt, SPO),
-            ``skpo`` (two-phase), ``mc_steps`` (group + Monte Carlo step values).
+        rollout: a registered rollout kind (``skpo.training.rollouts.ROLLOUTS``) and
+            ``rollout_params`` its parameters.
         group_size: answers per prompt (SKPO: segments in parallel = downstream answers).
-        filter_groups: DAPO dynamic sampling on group-relative terms.
+        filter_groups / max_gen_batches: DAPO's dynamic sampling on group-relative terms and
+            its most rounds of prompts per step.
         value_tracker / length_tracker: per-prompt trackers kept across steps.
         prompt_sampling: ``uniform`` or SPO's ``prioritized`` (needs the value tracker).
-        token_weights: OAR importance (``oar_g`` gradient proxy, ``oar_p`` perturbation).
+        token_weights / token_weight_params: OAR importance (``oar_g`` gradient proxy,
+            ``oar_p`` perturbation) and the Bi-Level reshaping's parameters.
         agg_scale: constant of ``seq-mean-token-sum-norm``; ``max_response_length`` means
             the trainer's maximum response length (Dr. GRPO).
+        kl_coef / kl_estimator / kl_placement: KL to the initial policy, in the loss (verl's
+            ``use_kl_loss``) or subtracted from the token rewards before the advantage
+            (``use_kl_in_reward``).
+        source: the paper (and the part of it) the defaults come from.
     """
 
     name: str
@@ -77,37 +94,72 @@ class MethodPreset:
     rollout: str
     terms: tuple[LossTerm, ...]
     group_size: int = 8
+    rollout_params: Mapping[str, Any] = field(default_factory=_frozen)
     filter_groups: bool = False
+    max_gen_batches: int = 3
     value_tracker: bool = False
     length_tracker: bool = False
     prompt_sampling: str = "uniform"
     token_weights: str | None = None
+    token_weight_params: Mapping[str, Any] = field(default_factory=_frozen)
     agg_scale: str | None = None
     kl_coef: float = 0.0
     kl_estimator: str = "k3"
+    kl_placement: str = "loss"
     entropy_coef: float = 0.0
     reward_range: tuple[float, float] = (-1.0, 1.0)
+    source: str = ""
+
+    def term(self, role: str) -> LossTerm:
+        """The term of ``role`` (a method has at most one per role)."""
+        for t in self.terms:
+            if t.role == role:
+                return t
+        raise KeyError(f"{self.name}: no term for role {role!r}; roles: {[t.role for t in self.terms]}")
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(t.role for t in self.terms)
 
     def validate(self) -> "MethodPreset":
-        if self.rollout not in ROLLOUTS:
-            raise ValueError(f"{self.name}: rollout must be one of {ROLLOUTS} (got {self.rollout!r})")
+        """Checks that need only the algorithm registries (the rollout kind's own checks are in
+        :func:`skpo.methods.resolve_method`)."""
         if self.prompt_sampling not in PROMPT_SAMPLING:
             raise ValueError(f"{self.name}: prompt_sampling must be one of {PROMPT_SAMPLING}")
         if self.prompt_sampling == "prioritized" and not self.value_tracker:
             raise ValueError(f"{self.name}: prioritized prompt sampling needs value_tracker=True")
         if self.token_weights not in TOKEN_WEIGHTS:
             raise ValueError(f"{self.name}: token_weights must be one of {TOKEN_WEIGHTS}")
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"{self.name}: kl_estimator must be one of {KL_ESTIMATORS}")
+        if self.kl_placement not in KL_PLACEMENTS:
+            raise ValueError(f"{self.name}: kl_placement must be one of {KL_PLACEMENTS}")
         if self.group_size < 1:
             raise ValueError(f"{self.name}: group_size must be >= 1")
+        if self.max_gen_batches < 1:
+            raise ValueError(f"{self.name}: max_gen_batches must be >= 1")
+        if self.kl_coef < 0 or self.entropy_coef < 0:
+            raise ValueError(f"{self.name}: kl_coef and entropy_coef must be >= 0")
         if not self.terms:
-            raise ValueError(f"{self.name}: a preset needs at least one loss term")
+            raise ValueError(f"{self.name}: a method needs at least one loss term")
+        if len(set(self.roles)) != len(self.roles):
+            raise ValueError(f"{self.name}: one term per role (got roles {list(self.roles)})")
         for term in self.terms:
-            term.validate()
-        roles = {t.role for t in self.terms}
-        if self.rollout == "skpo" and roles != {"upstream", "downstream"}:
-            raise ValueError(f"{self.name}: the skpo rollout needs one upstream and one downstream term")
-        if self.rollout != "skpo" and roles != {"response"}:
-            raise ValueError(f"{self.name}: rollout {self.rollout!r} produces only 'response' rows")
+            try:
+                term.validate()
+            except (KeyError, ValueError) as err:
+                raise ValueError(f"{self.name}: term {term.role!r}: {err.args[0] if isinstance(err, KeyError) else err}") from None
+            meta = term.estimator_meta
+            if meta.get("baseline") == "value_tracker" and not self.value_tracker:
+                raise ValueError(f"{self.name}: estimator {term.advantage!r} reads the value tracker: set value_tracker: true")
+            if "token_weights" in meta.get("needs", ()) and self.token_weights is None:
+                raise ValueError(f"{self.name}: estimator {term.advantage!r} needs token weights: set token_weights")
+        if self.token_weights is not None:
+            from .advantages import OARWeightParams
+
+            unknown = sorted(set(self.token_weight_params) - set(OARWeightParams.__dataclass_fields__))
+            if unknown:
+                raise ValueError(f"{self.name}: token_weight_params: unknown {unknown}; known: {sorted(OARWeightParams.__dataclass_fields__)}")
         return self
 
 
@@ -124,81 +176,3 @@ def term_loss(
     return agg_loss(out.loss_mat, inputs.response_mask, term.agg, denominators), out.metrics
 
 
-def _ppo(low: float = 0.2, high: float = 0.2, dual: float | None = 3.0) -> Mapping[str, Any]:
-    return _frozen({"clip_low": low, "clip_high": high, "dual_clip": dual})
-
-
-def _response(advantage: str, loss: str, agg: str, adv_params=None, loss_params=None) -> tuple[LossTerm, ...]:
-    return (LossTerm("response", advantage, loss, agg, 1.0, _frozen(adv_params), _frozen(loss_params)),)
-
-
-PRESETS: dict[str, MethodPreset] = {
-    p.name: p.validate()
-    for p in [
-        MethodPreset(
-            "grpo", "GRPO: group z-score advantage, PPO clip, sequence-mean of token means",
-            "group", _response("grpo", "ppo_clip", "seq-mean-token-mean", loss_params=_ppo()),
-        ),
-        MethodPreset(
-            "dr_grpo", "Dr. GRPO: no std division, token sums over a constant length",
-            "group",
-            _response("grpo", "ppo_clip", "seq-mean-token-sum-norm", {"norm_by_std": False}, _ppo()),
-            agg_scale="max_response_length",
-        ),
-        MethodPreset(
-            "dapo", "DAPO: clip-higher 0.2/0.28, token-mean, dynamic sampling of mixed groups",
-            "group", _response("grpo", "ppo_clip", "token-mean", loss_params=_ppo(0.2, 0.28)),
-            filter_groups=True,
-        ),
-        MethodPreset(
-            "cispo", "CISPO: stop-gradient clipped IS weight times A·log π, token-mean",
-            "group",
-            _response("grpo", "cispo", "token-mean", loss_params={"clip_low": 0.2, "clip_high": 0.28}),
-        ),
-        MethodPreset(
-            "gspo", "GSPO: sequence-level importance ratio, tight clip 3e-4/4e-4",
-            "group", _response("grpo", "gspo", "seq-mean-token-mean"),
-        ),
-        MethodPreset(
-            "sapo", "SAPO: soft sigmoid gate instead of a hard clip",
-            "group", _response("grpo", "sapo", "seq-mean-token-mean"),
-        ),
-        MethodPreset(
-            "rloo", "RLOO: leave-one-out baseline, PPO clip",
-            "group", _response("rloo", "ppo_clip", "seq-mean-token-mean", loss_params=_ppo()),
-        ),
-        MethodPreset(
-            "spo", "SPO: one answer per prompt, per-prompt KL-adaptive value baseline, prioritised prompts",
-            "single", _response("spo", "ppo_clip", "token-mean", loss_params=_ppo(0.2, 0.28)),
-            group_size=1, value_tracker=True, prompt_sampling="prioritized",
-        ),
-        MethodPreset(
-            "mc_dense", "Monte Carlo dense reward (VinePPO): step values from K continuations",
-            "mc_steps", _response("mc_step", "ppo_clip", "token-mean", loss_params=_ppo()),
-        ),
-        MethodPreset(
-            "oar", "OAR: GRPO advantage reshaped per token by outcome-grounded importance (OAR-G)",
-            "group", _response("oar", "ppo_clip", "seq-mean-token-mean", loss_params=_ppo()),
-            token_weights="oar_g",
-        ),
-        MethodPreset(
-            "skpo",
-            "SKPO: upstream segment with MC reward and SPO baseline; G downstream answers from [s, q]",
-            "skpo",
-            (
-                LossTerm("upstream", "skpo_upstream", "ppo_clip", "seq-mean-token-mean", 0.5,
-                         loss_params=_ppo(0.2, 0.2, None)),
-                LossTerm("downstream", "skpo_downstream", "cispo", "token-mean", 0.5,
-                         loss_params=_frozen({"clip_low": 0.2, "clip_high": 0.28})),
-            ),
-            value_tracker=True, length_tracker=True, prompt_sampling="prioritized",
-        ),
-    ]
-}
-
-
-def get_preset(name: str) -> MethodPreset:
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise KeyError(f"unknown method {name!r}; presets: {sorted(PRESETS)}") from None

@@ -1,14 +1,19 @@
-"""A small name → plug-in registry shared by advantage estimators and policy losses.
+"""A small name → plug-in registry shared by advantage estimators, policy losses and rollout kinds.
 
-A plug-in is a function plus the frozen dataclass of its hyper-parameters. Looking a name up
-returns both, so configuration can be validated (unknown keys, wrong types) before any
-tensor is touched.
+A plug-in is a function, the frozen dataclass of its hyper-parameters, and metadata: what the
+trainer needs to know about it (is an estimator group-relative, and grouped by what? does it
+read the value tracker's baseline, Monte Carlo step values, token weights? which row roles does
+a rollout kind produce?). Looking a name up returns all three, so configuration can be
+validated (unknown keys, wrong types, a missing input) before any tensor is touched, and the
+trainer reads the metadata instead of comparing names.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Callable, Generic, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -24,6 +29,7 @@ class Entry(Generic[F]):
     name: str
     fn: F
     params_cls: type
+    meta: Mapping[str, Any] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
 
     def make_params(self, values: dict[str, Any] | None = None) -> Any:
         """Build the parameter record; unknown keys are an error that names them."""
@@ -44,15 +50,24 @@ class Registry(Generic[F]):
         self.kind = kind
         self._entries: dict[str, Entry[F]] = {}
 
-    def register(self, name: str, params_cls: type = NoParams) -> Callable[[F], F]:
+    def register(self, name: str, params_cls: type = NoParams, **meta: Any) -> Callable[[F], F]:
+        """Decorator: register ``fn`` under ``name`` with its parameter dataclass and metadata
+        (keyword arguments; each registry documents the keys it knows)."""
+
         def decorator(fn: F) -> F:
             existing = self._entries.get(name)
             if existing is not None and existing.fn is not fn:
                 raise ValueError(f"{self.kind} {name!r} is already registered to {existing.fn.__qualname__}")
-            self._entries[name] = Entry(name, fn, params_cls)
+            self._entries[name] = Entry(name, fn, params_cls, MappingProxyType(dict(meta)))
             return fn
 
         return decorator
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a plug-in registered for a while: tests, notebooks)."""
+        if name not in self._entries:
+            raise KeyError(f"unknown {self.kind} {name!r}; registered: {sorted(self._entries)}")
+        del self._entries[name]
 
     def get(self, name: str) -> Entry[F]:
         try:

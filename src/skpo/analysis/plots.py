@@ -36,6 +36,7 @@ from skpo.jsonl import read_jsonl
 
 __all__ = [
     "DEFAULT_PANELS",
+    "NAMED_PANELS",
     "MetricsFileError",
     "Panel",
     "Run",
@@ -70,6 +71,22 @@ DEFAULT_PANELS: tuple[Panel, ...] = (
     Panel("entropy", ("actor/entropy",)),
     Panel("response length", ("response_length/mean",)),
 )
+
+# Every panel ``--panels`` can ask for by name (the defaults and a few more); metric names are
+# the same for every method (aggregates) plus per-role prefixes, so one panel fits all runs.
+NAMED_PANELS: dict[str, Panel] = {
+    "accuracy": DEFAULT_PANELS[0],
+    "reward": DEFAULT_PANELS[1],
+    "entropy": DEFAULT_PANELS[2],
+    "length": DEFAULT_PANELS[3],
+    "eval": Panel("evaluation", (), (r"eval/[^/]+/(avg|pass|maj)@\d+",)),
+    "loss": Panel("policy loss", ("actor/pg_loss",), (r"[^/]+/pg_loss",)),
+    "grad_norm": Panel("gradient norm", ("actor/grad_norm",)),
+    "clip": Panel("clipped fraction", ("actor/pg_clipfrac",), (r"[^/]+/pg_clipfrac",)),
+    "kl": Panel("KL to the reference", ("actor/kl",), (r"[^/]+/kl(_in_reward)?",)),
+    "tokens": Panel("decoded tokens per step", ("tokens/decoded",)),
+    "time": Panel("seconds per step", ("time/step",)),
+}
 
 
 @dataclass
@@ -151,15 +168,31 @@ def load_run(run_dir: str | Path) -> Run:
     return Run(run_label(run_dir), run_dir, read_metrics(run_dir / "metrics.jsonl"))
 
 
-def select_panels(runs: Sequence[Run], metrics: Sequence[str] | None = None) -> list[tuple[Panel, list[str]]]:
+def select_panels(runs: Sequence[Run], metrics: Sequence[str] | None = None,
+                  panels: Sequence[str] | None = None) -> list[tuple[Panel, list[str]]]:
     """The panels to draw and, for each, the metric names present in at least one run.
 
     With ``metrics`` given: one panel per metric, in that order (a metric no run logs is an
-    error naming it). Otherwise :data:`DEFAULT_PANELS` that have data.
+    error naming it). With ``panels``: those of :data:`NAMED_PANELS`, in that order (an unknown
+    name or a panel no run has data for is an error naming it). Otherwise
+    :data:`DEFAULT_PANELS` that have data.
     """
     present: set[str] = set()
     for run in runs:
         present |= run.keys()
+    if panels:
+        unknown = [p for p in panels if p not in NAMED_PANELS]
+        if unknown:
+            raise MetricsFileError(f"unknown panel(s) {unknown}; panels: {', '.join(NAMED_PANELS)}")
+        out = []
+        for name in panels:
+            panel = NAMED_PANELS[name]
+            names = [m for m in panel.metrics if m in present]
+            names += sorted(k for k in present if k not in panel.metrics and panel.matches(k))
+            if not names:
+                raise MetricsFileError(f"panel {name!r}: no run logs {', '.join(panel.metrics + panel.patterns)}")
+            out.append((panel, names))
+        return out
     if metrics:
         missing = [m for m in metrics if m not in present]
         if missing:
@@ -197,15 +230,22 @@ def build_figure(
     x: str = "step",
     smooth: float = 0.0,
     title: str | None = None,
+    labels: Sequence[str] | None = None,
+    panels: Sequence[str] | None = None,
 ):
     """A matplotlib ``Figure`` with one axis per panel and one line per (run, metric) with data.
 
     Args:
         runs: the runs to overlay.
-        metrics: explicit metric names (one panel each); default panels otherwise.
-        x: ``"step"`` or ``"time"`` on the horizontal axis.
+        metrics: explicit metric names (one panel each); ``panels``: named panels
+            (:data:`NAMED_PANELS`); default panels otherwise.
+        x: ``"step"``, ``"time"`` or ``"tokens"`` (cumulative decoded rollout tokens) on the
+            horizontal axis.
         smooth: exponential moving average weight in ``[0, 1)`` (0 = raw values).
         title: figure title.
+        labels: one legend label per run (default: each run's method). Runs with equal labels
+            share a colour (seeds of one method read as one family); distinct labels get
+            distinct colours.
 
     Raises:
         MetricsFileError: when no panel has data, or a value is not a number.
@@ -220,8 +260,15 @@ def build_figure(
         raise ValueError("no runs to plot")
     if not 0.0 <= smooth < 1.0:
         raise ValueError(f"smooth must be in [0, 1), got {smooth}")
-    panels = select_panels(runs, metrics)
-    if not panels:
+    if labels is not None:
+        if len(labels) != len(runs):
+            raise ValueError(f"{len(labels)} labels for {len(runs)} runs; give one label per run")
+        runs = [Run(label, run.path, run.records) for label, run in zip(labels, runs)]
+    x_key = {"step": "step", "time": "time", "tokens": "tokens/seen"}.get(x)
+    if x_key is None:
+        raise ValueError(f"x must be step, time or tokens (got {x!r})")
+    selected = select_panels(runs, metrics, panels)
+    if not selected:
         raise MetricsFileError(
             "none of the runs logs a plottable metric (accuracy/mean, reward/mean, actor/entropy, "
             "response_length/mean, eval/*/avg@k, ...); pass --metrics to choose some"
@@ -230,17 +277,17 @@ def build_figure(
     cycle = matplotlib.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
     colour = {label: cycle[i % len(cycle)] for i, label in enumerate(labels)}
 
-    ncols = 1 if len(panels) == 1 else 2
-    nrows = math.ceil(len(panels) / ncols)
+    ncols = 1 if len(selected) == 1 else 2
+    nrows = math.ceil(len(selected) / ncols)
     fig = Figure(figsize=(6.0 * ncols, 3.6 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax in axes[len(panels) :]:
+    for ax in axes[len(selected) :]:
         fig.delaxes(ax)
-    for ax, (panel, names) in zip(axes, panels):
+    for ax, (panel, names) in zip(axes, selected):
         labelled: set[str] = set()
         for run in runs:
             for m_i, metric in enumerate(names):
-                xs, ys = run.series(metric, x)
+                xs, ys = run.series(metric, x_key)
                 if not xs:
                     continue
                 legend = run.label if len(names) == 1 else f"{run.label} · {metric}"
@@ -250,7 +297,7 @@ def build_figure(
                 )
                 labelled.add(legend)
         ax.set_title(panel.title)
-        ax.set_xlabel("time (s)" if x == "time" else "step")
+        ax.set_xlabel({"time": "time (s)", "tokens": "decoded rollout tokens"}.get(x, "step"))
         if x == "step":
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if len(names) == 1:
@@ -272,10 +319,15 @@ def plot_runs(
     smooth: float = 0.0,
     title: str | None = None,
     dpi: int = 120,
+    labels: Sequence[str] | None = None,
+    panels: Sequence[str] | None = None,
 ) -> Path:
-    """Load ``run_dirs``, draw :func:`build_figure` and save it as an image at ``out``."""
+    """Load ``run_dirs``, draw :func:`build_figure` and save it as an image at ``out``.
+    ``labels=["dir"]`` labels each run by its directory name."""
     runs = [load_run(d) for d in run_dirs]
-    fig = build_figure(runs, metrics, x=x, smooth=smooth, title=title)
+    if labels is not None and list(labels) == ["dir"]:
+        labels = [Path(d).resolve().name for d in run_dirs]
+    fig = build_figure(runs, metrics, x=x, smooth=smooth, title=title, labels=labels, panels=panels)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi)

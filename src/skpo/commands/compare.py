@@ -2,8 +2,8 @@
 
 ::
 
-    skpo compare --methods skpo,grpo,dapo,cispo,spo,mc_dense,oar --seeds 5 --budget 250000 --out runs/compare
-    skpo compare --methods skpo,skpo-noskip,skpo-nomc,skpo-fixedsplit,skpo-extreme --seeds 5 --budget 250000
+    skpo compare --methods skpo,grpo,dapo,cispo,spo,mc_dense,oar --seeds 5 --budget 200000 --out runs/compare
+    skpo compare --methods skpo,skpo-noskip,skpo-nomc,skpo-fixedsplit,skpo-extreme --seeds 5 --budget 200000
 
 Every run trains one method from the same starting model until it has decoded ``--budget``
 rollout tokens — every token the engine decoded for it: SKPO's candidate segments (kept or
@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -57,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated presets or variants (default {DEFAULT_METHODS})")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=METHOD:k=v,k=v", help="define a variant; repeatable")
     p.add_argument("--seeds", type=int, default=5, help="seeds 1..N (default 5)")
-    p.add_argument("--budget", type=int, default=250_000, help="rollout tokens decoded per run (default 250000)")
+    p.add_argument("--budget", type=int, default=200_000, help="rollout tokens decoded per run (default 200000)")
     p.add_argument("--config", default=None, help="base YAML config (default: the embedded defaults); the method is set per run")
     p.add_argument("--out", default="runs/compare", help="output directory (default runs/compare)")
     p.add_argument("--eval-problems", type=int, default=200, help="held-out problems of the final evaluation (default 200)")
@@ -136,9 +135,8 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         return json.loads(result_path.read_text())
     cfg = load_config(spec["config"], spec["overrides"])
     resume = run_dir.is_dir() and latest_checkpoint(run_dir) is not None
-    if not resume and run_dir.exists():
-        shutil.rmtree(run_dir)  # an interrupted run with no checkpoint starts over
-    trainer = build_trainer(cfg, resume=resume)
+    # an interrupted run with no checkpoint starts over (its files cleared, nothing else)
+    trainer = build_trainer(cfg, resume=resume, overwrite=not resume and (run_dir / "run.json").is_file())
     k_c = spec["curve_k"]
     start_path = run_dir / "start_eval.json"
     if not start_path.is_file():
@@ -175,8 +173,9 @@ def _run_pending(specs: list[dict[str, Any]], jobs: int) -> list[str]:
         while pending or running:
             while pending and len(running) < max(1, jobs):
                 spec = pending.pop(0)
-                Path(spec["run_dir"]).mkdir(parents=True, exist_ok=True)
-                log = open(Path(spec["run_dir"]) / "compare.log", "a")
+                log_path = Path(spec["run_dir"]).parent / f"{Path(spec['run_dir']).name}.log"
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                log = open(log_path, "a")
                 cmd = [sys.executable, "-m", "skpo.commands.compare", "--one", json.dumps(spec)]
                 running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), spec, log))
                 print(f"start {spec['label']} seed {spec['seed']}", flush=True)
@@ -185,7 +184,7 @@ def _run_pending(specs: list[dict[str, Any]], jobs: int) -> list[str]:
                 if proc.poll() is not None:
                     log.close()
                     running.remove((proc, spec, log))
-                    status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}; see {spec['run_dir']}/compare.log)"
+                    status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}; see {Path(spec['run_dir']).parent / (Path(spec['run_dir']).name + '.log')})"
                     if proc.returncode != 0:
                         failures.append(f"{spec['label']} seed {spec['seed']}")
                     print(f"{status}: {spec['label']} seed {spec['seed']}", flush=True)

@@ -19,7 +19,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue the run in log.out_dir from its newest intact checkpoint")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run in log.out_dir (its files are removed first)")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and method, then exit")
     parser.add_argument("--check", action="store_true", help="validate the config and its paths, then exit")
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     return parser
@@ -33,9 +33,18 @@ def _main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     if args.print_config:
-        from skpo.config import dump_config
+        import yaml
 
+        from skpo.config import dump_config
+        from skpo.methods import method_to_document, resolve_for_run
+
+        method, notes = resolve_for_run(cfg)
         print(dump_config(cfg))
+        print(f"# the resolved method (train.method={cfg.train.method} with the config's overrides; "
+              "written to OUT/method.yaml by a run)")
+        print(yaml.safe_dump({"resolved_method": method_to_document(method)}, sort_keys=False, allow_unicode=True))
+        for note in notes:
+            print(f"# note: {note}")
         return 0
     if not args.check:  # a used or locked directory fails before the heavy imports and the model load
         from skpo.training.run_dir import preflight
@@ -43,16 +52,23 @@ def _main(argv: list[str]) -> int:
         preflight(cfg.log.out_dir, resume=args.resume, overwrite=args.overwrite)
     import logging
 
-    from skpo.training.setup import build_trainer, check_paths
+    from skpo.training.setup import build_trainer, check_paths, check_run
 
     logging.basicConfig(level=logging.INFO, format="skpo: %(message)s")
+    if args.check:
+        try:
+            notes = check_run(cfg, resume=args.resume, overwrite=args.overwrite)
+        except ValueError as err:  # its messages name the key (reward, benchmarks, device)
+            raise ConfigError(str(err)) from err
+        for note in notes:
+            print(f"skpo train: note: {note}")
+        print(f"skpo train: {args.config or 'defaults'} is valid (method, run directory, model, data, reward and "
+              "benchmarks checked)")
+        return 0
     try:
         check_paths(cfg)
     except ValueError as err:  # its messages name the key (reward, benchmarks)
         raise ConfigError(str(err)) from err
-    if args.check:
-        print(f"skpo train: {args.config or 'defaults'} is valid")
-        return 0
     trainer = build_trainer(cfg, resume=args.resume, overwrite=args.overwrite)
     trainer.train()
     print(f"done: {cfg.log.out_dir} (step {trainer.step})")

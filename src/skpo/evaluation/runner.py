@@ -11,6 +11,8 @@ Prompts:
 - text benchmarks: the tokenizer's chat template around the spec's user message when the
   tokenizer has one (``use_chat_template=None``, the default), else the spec's plain template;
   ``use_chat_template=True/False`` forces either.
+- given: a caller may pass its own ``problems`` (the warm start's validation set) and its own
+  ``prompt_ids`` (skip inputs ``[s, q]``); sampling and scoring stay the same.
 
 Sampling: one :class:`~skpo.rollout.engine.SamplingParams` for the whole benchmark; problem ``i``
 gets the prompt seed ``mix_seed(seed, i)``, so its samples depend only on the model, its prompt,
@@ -44,6 +46,7 @@ from skpo.rewards.arith import check_steps
 from skpo.rollout.engine import Completion, SamplingParams, prompt_seeds
 from skpo.rollout.hf_engine import HFEngine
 from skpo.tasks.dataset import encode_problems
+from skpo.tasks.dataset import prompt_format as format_of
 from skpo.tasks.prompts import has_chat_template
 from skpo.tasks.prompts import stop_token_ids as _stop_token_ids
 from skpo.tasks.templates import response_ids
@@ -156,6 +159,8 @@ def evaluate(
     progress: bool = False,
     math_timeout_s: float = 5.0,
     autocast_dtype: torch.dtype | None = None,
+    problems: Sequence[Problem] | None = None,
+    prompt_ids: Sequence[Sequence[int]] | None = None,
 ) -> dict[str, Any]:
     """Sample ``k`` completions per problem of ``spec`` and score them.
 
@@ -176,6 +181,12 @@ def evaluate(
         math_timeout_s: per-answer bound of the math verifier.
         autocast_dtype: compute dtype for generation (bf16/fp16 autocast over the model's own
             weights); ``None`` runs in the weights' dtype.
+        problems: evaluate these instead of the spec's own (e.g. a validation set drawn by the
+            caller; ``arith``: :func:`skpo.tasks.dataset.arith_records`); ``spec`` still gives
+            the reward, template and budget.
+        prompt_ids: one prompt (token ids) per problem, used as given instead of the template —
+            e.g. SKPO's skip input ``[s, q]``. They must be written in the spec's prompt format
+            (stop tokens and strings follow it); no overlong filter.
 
     Returns:
         A JSON-serialisable dict; see ``docs/evaluation.md``. Main keys: ``benchmark``,
@@ -191,9 +202,19 @@ def evaluate(
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
     started = time.perf_counter()
-    problems = load_problems(spec, limit)
-    encoded = encode_problems(spec, tokenizer, problems, use_chat_template)
-    problems, prompts, prompt_format = encoded.problems, encoded.prompt_ids, encoded.prompt_format
+    if problems is not None and (not problems or (limit is not None and limit < 1)):
+        raise ValueError(f"{spec.name}: no problems to evaluate (given {len(problems)}, limit {limit})")
+    problems = load_problems(spec, limit) if problems is None else list(problems)[:limit]
+    dropped: list[str] = []
+    if prompt_ids is None:
+        encoded = encode_problems(spec, tokenizer, problems, use_chat_template)
+        problems, prompts, prompt_format, dropped = (encoded.problems, encoded.prompt_ids, encoded.prompt_format,
+                                                     encoded.dropped)
+    else:
+        prompts = [list(p) for p in prompt_ids][:limit]
+        if len(prompts) != len(problems):
+            raise ValueError(f"{len(prompts)} prompts for {len(problems)} problems")
+        prompt_format = format_of(spec, tokenizer, use_chat_template)
     if not problems:
         raise ValueError(f"{spec.name}: every prompt is longer than max_prompt_tokens={spec.max_prompt_tokens}")
     budget = _budget(spec, tokenizer, problems, max_new_tokens)
@@ -279,7 +300,7 @@ def evaluate(
         "metrics": metrics,
         "success_histogram": success_histogram(counts, k),
         "prompts_over_context": over,
-        "dropped_overlong": len(encoded.dropped),
+        "dropped_overlong": len(dropped),
         "seconds": {
             "generate": round(generated - started, 3),
             "verify": round(verified - generated, 3),

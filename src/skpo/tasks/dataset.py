@@ -66,10 +66,12 @@ __all__ = [
     "EncodedProblems",
     "PROMPT_CANDIDATES",
     "Problem",
+    "arith_records",
     "encode_problems",
     "last_boxed",
     "load_problems",
     "load_spec_file",
+    "prompt_format",
     "prompt_messages",
     "read_rows",
 ]
@@ -454,6 +456,12 @@ def resolve_columns(spec: DatasetSpec, first_row: Mapping[str, Any], where: str)
     return {"prompt": prompt, "answer": answer}
 
 
+def arith_records(problems: Sequence[ArithProblem]) -> list[Problem]:
+    """``Problem`` records of synthetic problems (id and question: the problem's question; gold:
+    its answer), indexed in order — what the ``arith`` benchmark and the runner take."""
+    return [Problem(index=i, id=p.question, question=p.question, gold=str(p.answer), arith=p) for i, p in enumerate(problems)]
+
+
 def load_problems(spec: DatasetSpec, limit: int | None = None) -> list[Problem]:
     """The problems of ``spec``: every row of its file, validated, in file order.
 
@@ -465,10 +473,7 @@ def load_problems(spec: DatasetSpec, limit: int | None = None) -> list[Problem]:
         raise ValueError(f"limit must be >= 1, got {limit}")
     if spec.reward == "arith" and spec.path is None:
         n = limit if limit is not None else spec.n_problems
-        return [
-            Problem(index=i, id=p.question, question=p.question, gold=str(p.answer), arith=p)
-            for i, p in enumerate(heldout_problems(spec.arith or ArithConfig(), n))
-        ]
+        return arith_records(heldout_problems(spec.arith or ArithConfig(), n))
     path = spec.resolved_path()
     rows = read_rows(path, spec.format)
     if not rows:
@@ -514,6 +519,20 @@ class EncodedProblems:
     dropped: list[str] = field(default_factory=list)
 
 
+def prompt_format(spec: DatasetSpec, tokenizer: Any, use_chat_template: bool | None = None) -> str:
+    """How ``spec``'s prompts are written: ``arith`` (the synthetic task's own template),
+    ``chat`` (the tokenizer's chat template; ``use_chat_template=None``: when it has one) or
+    ``plain`` (the spec's text template)."""
+    from skpo.tasks.prompts import has_chat_template
+
+    if spec.reward == "arith" and spec.path is None:
+        return "arith"
+    chat = has_chat_template(tokenizer) if use_chat_template is None else use_chat_template
+    if chat and not has_chat_template(tokenizer):
+        raise DatasetError("use_chat_template=True but the tokenizer has no chat template")
+    return "chat" if chat else "plain"
+
+
 def encode_problems(
     spec: DatasetSpec, tokenizer: Any, problems: Sequence[Problem], use_chat_template: bool | None = None,
     max_prompt_tokens: int | None = None,
@@ -523,15 +542,14 @@ def encode_problems(
     ``max_prompt_tokens`` (default: the spec's) drops longer prompts, or raises
     :class:`DatasetError` naming the first one when ``spec.overlong == "error"``.
     """
-    from skpo.tasks.prompts import has_chat_template, prompt_ids
+    from skpo.tasks.prompts import prompt_ids
     from skpo.tasks.templates import plain_input_ids
 
-    if spec.reward == "arith" and spec.path is None:
+    fmt = prompt_format(spec, tokenizer, use_chat_template)
+    if fmt == "arith":
         ids = [plain_input_ids(tokenizer, p.arith if p.arith is not None else p.question) for p in problems]
         return EncodedProblems(list(problems), ids, "arith")
-    chat = has_chat_template(tokenizer) if use_chat_template is None else use_chat_template
-    if chat and not has_chat_template(tokenizer):
-        raise DatasetError("use_chat_template=True but the tokenizer has no chat template")
+    chat = fmt == "chat"
     limit = max_prompt_tokens if max_prompt_tokens is not None else spec.max_prompt_tokens
     out = EncodedProblems([], [], "chat" if chat else "plain")
     for p in problems:

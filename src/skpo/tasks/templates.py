@@ -21,8 +21,8 @@ with the token ``Q``, which never occurs in a response (responses hold digits, o
 ``=``, spaces, newlines and ``Answer:``), so the boundary between draft and problem is one
 unambiguous token even when the draft stops mid-number (SKPO cuts segments at an arbitrary
 token). The tiny model learns to read this layout during the warm start
-(:mod:`skpo.warmstart`); with a real chat model, ``q_ids`` is the full chat-templated prompt and
-the same concatenation applies.
+(:mod:`skpo.training.warmstart`); with a real chat model, ``q_ids`` is the full chat-templated
+prompt and the same concatenation applies.
 
 Segments are token ids (a prefix of a sampled response), never re-tokenized text: with BPE
 merges, ``encode(a) + encode(b)`` and ``encode(a + b)`` can differ (e.g. a draft cut inside

@@ -105,7 +105,12 @@ def save_checkpoint(
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     try:
         tmp.mkdir()
-        model.save_pretrained(tmp / "model", safe_serialization=True)
+        from skpo.training.lora import is_lora, save_lora
+
+        if is_lora(model):  # model/ merged (a plain HF directory), adapter/ for --resume
+            save_lora(model, tmp)
+        else:
+            model.save_pretrained(tmp / "model", safe_serialization=True)
         tokenizer.save_pretrained(tmp / "model")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")

@@ -1,4 +1,5 @@
-"""Metrics sinks: JSONL (always), TensorBoard and wandb (when asked and installed)."""
+"""Metrics sinks: JSONL (always), TensorBoard and wandb (when asked and installed), and the
+progress people watch: a rich bar on a terminal, one concise line per N steps otherwise."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -83,3 +85,73 @@ class MetricsLogger:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class Progress:
+    """What a person watching a run sees, as a context manager returning ``update(step, metrics)``.
+
+    On a terminal: a rich bar with accuracy, rewards, entropy and seconds per step. Otherwise
+    (a log file, a pipe, a cluster job): one line every ``every`` steps (0 = about 50 lines
+    per run), always for the last step and for steps with an evaluation::
+
+        step 40/200  acc 0.412  R -0.18  H 0.61  0.93 s/step  tokens 163k  elapsed 37s  eta 2m29s  eval/arith/avg@4 0.398
+    """
+
+    KEYS = (("accuracy/mean", "acc"), ("upstream/reward", "R_up"), ("reward/mean", "R"), ("actor/entropy", "H"))
+
+    def __init__(self, enabled: bool, total: int, start: int, every: int = 0, token_budget: int | None = None,
+                 stream=None) -> None:
+        self.enabled, self.total, self.start = enabled, total, start
+        self.stream = stream or sys.stdout
+        self.every = every or max(1, total // 50)
+        self.token_budget = token_budget
+        self.tty = self.stream.isatty() if hasattr(self.stream, "isatty") else False
+        self._bar = None
+
+    def _info(self, metrics: dict[str, float]) -> list[str]:
+        parts = [f"{short} {metrics[k]:.3g}" for k, short in self.KEYS if k in metrics]
+        if "time/step" in metrics:
+            parts.append(f"{metrics['time/step']:.2f} s/step")
+        return parts
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda step, metrics: None
+        if self.tty:
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                     TextColumn("{task.fields[info]}"))
+            self._bar.__enter__()
+            task = self._bar.add_task("train", total=self.total, completed=self.start, info="")
+            return lambda step, metrics: self._bar.update(task, completed=step, info="  ".join(self._info(metrics)))
+        self._t0 = time.perf_counter()
+        return self._line
+
+    def _line(self, step: int, metrics: dict[str, float]) -> None:
+        evals = {k: v for k, v in metrics.items() if k.startswith("eval/") and ("/avg@" in k or "/pass@" in k)}
+        if step % self.every and step != self.total and not evals:
+            return
+        elapsed = time.perf_counter() - self._t0
+        parts = [f"step {step}/{self.total}", *self._info(metrics)]
+        if "tokens/seen" in metrics:
+            seen = metrics["tokens/seen"]
+            parts.append(f"tokens {seen / 1000:.0f}k" + (f"/{self.token_budget / 1000:.0f}k" if self.token_budget else ""))
+        parts.append(f"elapsed {_duration(elapsed)}")
+        done = step - self.start
+        if 0 < done and step < self.total:
+            parts.append(f"eta {_duration(elapsed / done * (self.total - step))}")
+        parts += [f"{k} {v:.3f}" for k, v in evals.items()]
+        print("  ".join(parts), file=self.stream, flush=True)
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.__exit__(*exc)

@@ -34,7 +34,8 @@ LOCK_FILE = ".lock"
 # a directory holding any of these has (had) a run in it; a new run would mix with it
 RUN_MARKERS = ("run.json", "config.yaml", "metrics.jsonl", CHECKPOINT_DIR, "tensorboard")
 # what --overwrite removes: files and folders a run (skpo train / skpo main) writes, nothing else
-RUN_FILES = ("run.json", "config.yaml", "metrics.jsonl", "metrics.jsonl.tmp", "run.json.tmp", "config.yaml.tmp",
+RUN_FILES = ("run.json", "config.yaml", "method.yaml", "metrics.jsonl", "metrics.jsonl.tmp", "run.json.tmp", "config.yaml.tmp",
+             "method.yaml.tmp",
              "main_summary.json", "main_before.json", "curves.png")
 
 # Keys that may differ on --resume: when to stop, how often to evaluate/log/save, and knobs
@@ -46,7 +47,7 @@ RUN_FILES = ("run.json", "config.yaml", "metrics.jsonl", "metrics.jsonl.tmp", "r
 # whose learning rate is a function of it.
 ALLOWED_ON_RESUME = (
     "train.steps", "train.token_budget", "train.micro_batch_tokens", "train.pack_max_tokens",
-    "rollout.engine_batch_size", "model.device", "reward.workers", "eval.*", "log.*",
+    "train.gradient_checkpointing", "rollout.engine_batch_size", "rollout.vllm.*", "model.device", "reward.workers", "eval.*", "log.*",
 )
 NOT_COMPARED = ("log.out_dir",)
 
@@ -294,6 +295,18 @@ def check_resume_config(saved: dict[str, Any], current: dict[str, Any], where: P
             "(--overwrite or another log.out_dir)"
         )
     return allowed
+
+
+def check_resolved_method(saved: dict[str, Any], current: dict[str, Any], where: Path) -> None:
+    """Refuse a resume whose method resolves differently from the one the run started with
+    (an edited method file, a changed shipped default); the error lists every changed key."""
+    before, after = _flatten(saved), _flatten(current)
+    changed = {k: (before.get(k, "(absent)"), after.get(k, "(absent)")) for k in sorted(set(before) | set(after))
+               if before.get(k, "(absent)") != after.get(k, "(absent)")}
+    if changed:
+        listed = ", ".join(f"method.{k}: {_show(a)} → {_show(b)}" for k, (a, b) in changed.items())
+        raise ResumeConfigError(f"--resume: the method {where} ran with resolves differently now: {listed}; "
+                                "restore it or start a new run (--overwrite or another log.out_dir)")
 
 
 def _show(value: Any) -> str:

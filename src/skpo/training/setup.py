@@ -76,6 +76,60 @@ def check_paths(cfg: RunConfig) -> None:
             raise ValueError(f"eval.benchmarks: {err.args[0] if isinstance(err, KeyError) else err}") from None
 
 
+def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) -> list[str]:
+    """Every check a run makes before its first step, without loading the weights: the method
+    and its overrides, the run directory (used, locked, resumable, and on ``resume`` the saved
+    config against this one), the model directory (config, weights, tokenizer), the reward, the
+    device, every training prompt (read, templated, tokenized, length-filtered: the same
+    source a run builds) and every evaluation benchmark (read and parsed). Raises the error a
+    run would raise; returns notes (settings that do not apply, dropped prompts) for the
+    user to read. A config that passes cannot fail at start-up on configuration."""
+    from skpo.evaluation.benchmarks import get_spec, load_problems, resolve_benchmarks
+    from skpo.methods import resolve_for_run
+    from skpo.training.run_dir import check_resume_config, preflight, read_run_json
+
+    _, notes = resolve_for_run(cfg)
+    if os.environ.get("RANK", "0") == "0":
+        preflight(cfg.log.out_dir, resume=resume, overwrite=overwrite)
+    if resume:
+        from skpo.training.checkpoint import find_checkpoint, read_state
+
+        path, _ = find_checkpoint(Path(cfg.log.out_dir), run_id=read_run_json(Path(cfg.log.out_dir)).get("run_id"))
+        saved = read_state(path).get("config")
+        if saved:
+            check_resume_config(saved, cfg.model_dump(mode="json"), Path(cfg.log.out_dir))
+    check_paths(cfg)
+    if cfg.model.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"model.device: {cfg.model.device!r} but no CUDA device is available")
+    path = resolve_model_path(cfg.model.path)
+    from skpo.models.loading import _WEIGHT_FILES
+
+    if not any((path / name).is_file() for name in _WEIGHT_FILES):
+        raise FileNotFoundError(f"model.path: {str(path)!r} has a config.json but no weights ({', '.join(_WEIGHT_FILES)})")
+    from transformers import AutoConfig
+
+    AutoConfig.from_pretrained(str(path), local_files_only=True)
+    tokenizer = load_tokenizer(path)
+    source = build_source(cfg, tokenizer)
+    dropped = len(getattr(source, "dropped", []))
+    if dropped:
+        notes.append(f"data: {dropped} prompts longer than data.max_prompt_tokens={cfg.data.max_prompt_tokens} "
+                     f"are dropped ({len(source.items)} remain)")
+    if len(source.items) < cfg.train.prompts_per_step:
+        notes.append(f"data: {len(source.items)} prompts, fewer than train.prompts_per_step={cfg.train.prompts_per_step} "
+                     "(prompts repeat within a step)")
+    if cfg.eval.every or cfg.eval.every_tokens:
+        for name in cfg.eval.benchmarks:
+            if name == "arith":
+                get_spec("arith")
+                continue
+            for spec in resolve_benchmarks([name]):
+                load_problems(spec)
+    if cfg.model.dtype != "float32" and device_of(cfg) == "cpu":
+        notes.append(f"model.dtype={cfg.model.dtype} on CPU: autocast runs, but low-precision matmuls are slow on most CPUs")
+    return notes
+
+
 def build_source(cfg: RunConfig, tokenizer) -> PromptSource:
     d = cfg.data
     reward = training_reward(cfg)
@@ -102,7 +156,12 @@ def load_run_model(cfg: RunConfig, path: Path | None = None):
         dtype = cfg.model.dtype
     else:
         dtype = "float32"
-    return load_policy(path, device=device_of(cfg), dtype=dtype)
+    model = load_policy(path, device=device_of(cfg), dtype=dtype)
+    if cfg.model.lora.enabled:
+        from skpo.training.lora import apply_lora
+
+        model = apply_lora(model, cfg.model.lora)
+    return model
 
 
 def build_trainer(cfg: RunConfig, resume: bool = False, overwrite: bool = False):

@@ -1,11 +1,15 @@
-"""The trainer: one thin loop that runs every method preset by configuration alone.
+"""The trainer: one thin loop that runs every method by configuration alone.
 
-    sample prompts → rollout → rewards → advantages → old log-probs → PPO mini-batches → step
+    sample prompts → rollout → old/reference log-probs → advantages → PPO mini-batches → trackers
 
-What differs between methods is read from the preset (``skpo.algorithms.presets``): which
-rollout (group / single / skpo / mc_steps), which trackers, and a list of loss terms, each
-naming the rows it applies to (``response`` / ``upstream`` / ``downstream``), its advantage
-estimator, its loss and its aggregation. The trainer never branches on a method's name.
+A method is a document (``skpo/methods/<name>.yaml``, resolved with the run's overrides by
+:mod:`skpo.methods`): its rollout kind (a function of ``skpo.training.rollouts.ROLLOUTS``), its
+trackers, and loss terms, each naming the role of the rows it applies to, its advantage
+estimator, its loss and its aggregation. What the trainer needs to know about a part — is an
+estimator group-relative and grouped by what, does it read the value tracker, step values or
+token weights, which roles does a rollout kind produce — is the registries' metadata. The
+trainer compares against no method, estimator, loss, role or rollout name. One row record
+flows from the rollout to the loss; each phase returns a new one.
 
 Simplifications (stated, not hidden):
 - DAPO dynamic sampling draws at most ``train.dapo_max_gen_batches`` rounds of prompts to
@@ -23,7 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
+import json
+import logging
 import os
 import signal
 import time
@@ -31,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
@@ -44,7 +50,6 @@ from skpo.algorithms import (
     ValueTracker,
     agg_loss,
     dapo_group_filter,
-    get_preset,
     kl_penalty,
     masked_mean,
     oar_bilevel_weights,
@@ -54,16 +59,21 @@ from skpo.algorithms import (
 )
 from skpo.config import RunConfig, dump_config
 from skpo.errors import TrainingInterrupted
-from skpo.rollout import BatchedReward, HFEngine, SamplingParams, autocast, mix_seed, vineppo_values_batch
-from skpo.rollout.skpo_rollout import SkpoPrompt, SkpoRolloutConfig, skpo_rollout
+from skpo.methods import method_to_document, resolve_for_run
+from skpo.rollout import HFEngine, SamplingParams, autocast, mix_seed
 from skpo.tasks.prompts import stop_token_ids
 from skpo.tasks.sources import PromptItem, PromptSource
+from skpo.training.distributed import Dist
 from skpo.training.checkpoint import CHECKPOINT_DIR, CheckpointError, find_checkpoint, load_checkpoint, read_state, save_checkpoint
-from skpo.training.logging import MetricsLogger, truncate_metrics
+from skpo.training.lora import is_lora, load_adapter
+from skpo.training.logging import MetricsLogger, Progress, truncate_metrics
 from skpo.training.oar import oar_importance
 from skpo.training.precision import head_in_float32, lm_head_float32
-from skpo.training.rows import Rows, can_pack, concat_rows, last_token_rewards, length_buckets, pack_buckets, pad_responses, policy_forward
+from skpo.training.rollouts import ROLLOUTS, RolloutContext, RolloutResult, Timer, rollout_params
+from skpo.training.schedule import lr_factor
+from skpo.training.rows import Rows, can_pack, last_token_rewards, length_buckets, pack_buckets, policy_forward
 from skpo.training.run_dir import (
+    check_resolved_method,
     check_resume_config,
     new_run_id,
     open_run_dir,
@@ -73,30 +83,23 @@ from skpo.training.run_dir import (
 )
 from skpo.training.signals import StopOnSignals
 
+log = logging.getLogger("skpo")
+
 
 def resolve_preset(cfg: RunConfig) -> MethodPreset:
-    """The method's preset with the config's overrides applied (still validated)."""
-    preset = get_preset(cfg.train.method)
-    changes: dict[str, Any] = {}
-    if cfg.rollout.group_size is not None and preset.rollout != "single":
-        changes["group_size"] = cfg.rollout.group_size
-    if cfg.train.kl_coef is not None:
-        changes["kl_coef"] = cfg.train.kl_coef
-    changes["kl_estimator"] = cfg.train.kl_estimator
-    if cfg.train.entropy_coef is not None:
-        changes["entropy_coef"] = cfg.train.entropy_coef
-    if cfg.train.prompt_sampling != "default":
-        changes["prompt_sampling"] = cfg.train.prompt_sampling
-    if cfg.train.filter_groups is not None:
-        changes["filter_groups"] = cfg.train.filter_groups
-    return dataclasses.replace(preset, **changes).validate()
+    """The run's method: ``train.method``'s document with the config's overrides, validated
+    (:func:`skpo.methods.resolve_for_run`)."""
+    return resolve_for_run(cfg)[0]
 
 
 class Trainer:
     def __init__(self, cfg: RunConfig, *, model, tokenizer, source: PromptSource, resume: bool = False,
                  overwrite: bool = False, accelerator: Accelerator | None = None) -> None:
         self.cfg = cfg
-        self.preset = resolve_preset(cfg)
+        self.preset, notes = resolve_for_run(cfg)
+        for note in notes:
+            log.warning(note)
+        self.rollout_params = rollout_params(self.preset)
         t = cfg.train
         self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available() or cfg.model.device == "cpu")
         set_seed(t.seed)
@@ -115,25 +118,32 @@ class Trainer:
         if self.autocast_dtype is not None and lm_head_float32(cfg.model.lm_head_precision, self.accelerator.device):
             head_in_float32(model)
         self.ref_model = None
-        if self.preset.kl_coef > 0:
+        self.lora = is_lora(model)
+        if self.preset.kl_coef > 0 and not self.lora:  # (LoRA: the base with adapters off is the reference)
             self.ref_model = _frozen_copy(model)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.dist = Dist(self.accelerator)
+        if t.prompts_per_step < self.dist.world:
+            raise ValueError(f"train.prompts_per_step={t.prompts_per_step} is the global batch: it needs at least one prompt "
+                             f"per process ({self.dist.world} processes)")
+        if self.dist.active:  # data parallel without DDP: one gradient all-reduce per optimizer step (distributed.py)
+            self.model, self.optimizer = model.to(self.accelerator.device), self.accelerator.prepare(optimizer)
+        else:
+            self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.policy = self.accelerator.unwrap_model(self.model)
+        if t.gradient_checkpointing:  # non-reentrant: works with frozen inputs (LoRA) and packed masks
+            self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if self.ref_model is not None:
             self.ref_model.to(self.accelerator.device)
         self.stop_ids = stop_token_ids(tokenizer, self.policy, chat=getattr(source, "chat", False))
-        self.engine = HFEngine(
-            self.policy, pad_token_id=self.pad_id, eos_token_id=self.stop_ids,
-            decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True), batch_size=cfg.rollout.engine_batch_size,
-            autocast_dtype=self.autocast_dtype,
-        )
+        self.engine = self._build_engine(tokenizer)
         tracker_kw = {"rho_mode": t.rho_mode}
         self.value_tracker = ValueTracker(reward_range=self.preset.reward_range, **tracker_kw) if self.preset.value_tracker else None
-        sk = cfg.rollout.skpo
+        low, high = (getattr(self.rollout_params, f, d) for f, d in (("split_low", 1 / 6), ("split_high", 1 / 2)))
         self.length_tracker = (
-            LengthTracker(initial=sk.initial_length, low=sk.split_low, high=sk.split_high, **tracker_kw)
+            LengthTracker(initial=cfg.rollout.skpo.initial_length, low=low, high=high, **tracker_kw)
             if self.preset.length_tracker else None
         )
         self.drift = 0.0  # accumulated policy KL (rho_mode="kl")
@@ -146,6 +156,27 @@ class Trainer:
             "weights_dtype": str(weights_dtype).removeprefix("torch."), "stop_token_ids": self.stop_ids,
             "prompts": len(self.source.items), "prompts_dropped_overlong": len(getattr(self.source, "dropped", [])),
         })
+        if resume and hasattr(self.engine, "sync_weights"):  # a separate engine loaded the base weights
+            self.engine.sync_weights(self.policy)
+
+    def _build_engine(self, tokenizer):
+        """The rollout engine: the Hugging Face decoder on the policy itself (no weight copy),
+        or vLLM colocated on the same GPUs (its weights synced after every update)."""
+        r = self.cfg.rollout
+        if r.engine == "vllm":
+            from skpo.rollout.vllm_engine import VLLMEngine
+            from skpo.training.setup import resolve_model_path
+
+            max_len = r.vllm.max_model_len or ((self.cfg.data.max_prompt_tokens or 1024) + r.max_new_tokens)
+            return VLLMEngine(str(resolve_model_path(self.cfg.model.path)), dtype=self.cfg.model.dtype,
+                              gpu_memory_utilization=r.vllm.gpu_memory_utilization, sleep=r.vllm.sleep,
+                              max_model_len=max_len, seed=self.cfg.train.seed,
+                              tensor_parallel_size=r.vllm.tensor_parallel_size, external_launcher=self.dist.active)
+        return HFEngine(
+            self.policy, pad_token_id=self.pad_id, eos_token_id=self.stop_ids,
+            decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True), batch_size=r.engine_batch_size,
+            autocast_dtype=self.autocast_dtype,
+        )
 
     # ------------------------------------------------------------------ run directory
     def _open_run_dir(self, resume: bool, overwrite: bool, info: dict[str, Any]) -> None:
@@ -164,7 +195,9 @@ class Trainer:
                     wandb_project=self.cfg.log.wandb_project, config=self.cfg.model_dump(mode="json"), append=resume,
                 )
                 write_atomic(self.run_dir / "config.yaml", dump_config(self.cfg))  # the effective config
-                write_run_json(self.run_dir, {**info, "pid": os.getpid()}, self.run_id, resumed)
+                method_doc = method_to_document(self.preset)  # every hyper-parameter the method runs with
+                write_atomic(self.run_dir / "method.yaml", yaml.safe_dump(method_doc, sort_keys=False, allow_unicode=True))
+                write_run_json(self.run_dir, {**info, "method_resolved": method_doc, "pid": os.getpid()}, self.run_id, resumed)
         except BaseException:
             self.close()
             raise
@@ -184,13 +217,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ schedule
     def _lr_factor(self, step: int) -> float:
+        """The LR multiplier at ``step``: :func:`skpo.training.schedule.lr_factor` (decay to 0)."""
         t = self.cfg.train
-        if t.warmup_steps and step < t.warmup_steps:
-            return (step + 1) / t.warmup_steps
-        if t.lr_schedule == "constant" or t.steps <= t.warmup_steps:
-            return 1.0
-        progress = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * progress)) if t.lr_schedule == "cosine" else 1.0 - progress
+        return lr_factor(step, t.steps, t.warmup_steps, t.lr_schedule)
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> None:
@@ -198,7 +227,8 @@ class Trainer:
         current step, save, and raise :class:`~skpo.errors.TrainingInterrupted` (a second
         signal aborts at once); the evaluation due at that step is skipped."""
         t = self.cfg.train
-        progress = _progress(self.cfg.log.progress and self.accelerator.is_main_process, t.steps, self.step)
+        progress = Progress(self.cfg.log.progress and self.accelerator.is_main_process, t.steps, self.step,
+                            every=self.cfg.log.print_every, token_budget=t.token_budget)
         with self._running() as signals, progress as bar:
             while self.step < t.steps and not self.budget_spent:
                 started, tokens_before = time.perf_counter(), self.tokens_seen
@@ -285,34 +315,58 @@ class Trainer:
         return lo + (hi - lo) * verdict.reward, verdict.correct
 
     def train_step(self, step: int) -> dict[str, float]:
+        """One step: rollout → reference/old log-probs → advantages → update → trackers. Each
+        phase returns a new row record; the method's parts come from its document and the
+        registries' metadata."""
         cfg = self.cfg
-        timer = _Timer()
-        items = self.sample_prompts(step)
+        timer = Timer()
+        items = self.sample_prompts(step)  # the global batch; this rank rolls out its shard
         params = SamplingParams(
             temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens,
             stop_token_ids=[] if cfg.rollout.ignore_eos else list(self.stop_ids), ignore_eos=cfg.rollout.ignore_eos,
             seed=mix_seed(cfg.train.seed, step, 1 + self.accelerator.process_index),
         )
-        metrics: dict[str, float] = {}
+        ctx = RolloutContext(
+            engine=self.engine, params=params, method=self.preset, rollout_params=self.rollout_params, step=step,
+            score=self.score, sample_prompts=lambda draw: self.dist.shard(self.sample_prompts(step, draw=draw)),
+            source=self.source, num_prompts=len(items), rank=self.dist.rank, all_gather=self.dist.all_gather_object,
+            pad_id=self.pad_id, max_new_tokens=cfg.rollout.max_new_tokens, timer=timer,
+            generator=torch.Generator().manual_seed(mix_seed(cfg.train.seed, step, 23)), length_tracker=self.length_tracker,
+        )
         with timer("rollout"):
-            roles = self._rollout(items, params, step, metrics, timer)
+            result = ROLLOUTS.get(self.preset.rollout).fn(ctx, self.dist.shard(items))
         # scoring and MC values run inside the rollout (SKPO scores answers between its
         # phases): report them apart so the phase times add up to the step
         timer.times["rollout"] -= timer.times.get("scoring", 0.0) + timer.times.get("mc_values", 0.0)
+        if hasattr(self.engine, "sleep"):  # a colocated engine frees its memory for the trainer's passes
+            self.engine.sleep()
+        with timer("old_log_probs"):  # where the rows were sampled, before they are gathered
+            rows = self._with_old_and_ref_log_probs(result.rows)
+        if self.dist.active:  # every rank gets the global batch: advantages and trackers see it all
+            metrics = self.dist.mean_metrics(dict(result.metrics), weight=len(result.rows))
+            rows = self.dist.gather_rows(rows, self.pad_id)
+            obs = result.length_observations
+            if obs is not None:
+                gathered = self.dist.all_gather_object(obs)
+                obs = ([k for ks, _ in gathered for k in ks], [v for _, vs in gathered for v in vs])
+            result = dataclasses.replace(result, rows=rows, decoded_tokens=self.dist.sum_int(result.decoded_tokens),
+                                         prefill_tokens=self.dist.sum_int(result.prefill_tokens), length_observations=obs)
+        else:
+            metrics = dict(result.metrics)
         with timer("advantages"):
-            advantages = self._advantages(roles, items, step, metrics)
-        with timer("old_log_probs"):
-            ref = self._old_and_ref_log_probs(roles)
+            rows = self._with_advantages(rows, metrics)
         with timer("update"):
-            self._update(roles, advantages, ref, metrics)
+            self._update(rows, metrics)
+        if hasattr(self.engine, "sync_weights"):  # a separate engine samples the next step with the new weights
+            with timer("weight_sync"):
+                self.engine.sync_weights(self.policy)
         with timer("trackers"):
-            self._update_trackers(roles, step)
-        decoded = int(metrics.pop("_decoded_tokens", 0))
-        trained = sum(int(r.response_mask.sum()) for r in roles.values())
+            self._update_trackers(rows, result, step)
+        decoded = result.decoded_tokens
+        trained = int(rows.response_mask.sum())
         self.tokens_seen += decoded
         metrics.update({f"time/{k}": v for k, v in timer.times.items()})
-        total = sum(timer.times.values())
-        metrics["time/step"] = total
+        metrics["time/step"] = sum(timer.times.values())
         metrics["throughput/decoded_tokens_per_s"] = decoded / max(timer.times.get("rollout", 1e-9), 1e-9)
         metrics["throughput/trained_tokens_per_s"] = trained / max(timer.times.get("update", 1e-9), 1e-9)
         metrics["tokens/decoded"] = decoded
@@ -320,184 +374,61 @@ class Trainer:
         metrics["lr"] = self.scheduler.get_last_lr()[0]
         return metrics
 
-    # ------------------------------------------------------------------ rollouts
-    def _rollout(self, items, params, step, metrics, timer) -> dict[str, Rows]:
-        preset, cfg = self.preset, self.cfg
-        if preset.rollout == "skpo":
-            sk = cfg.rollout.skpo
-            rcfg = SkpoRolloutConfig(
-                group_size=preset.group_size, num_segments=sk.num_segments, skip=sk.skip,
-                upstream_reward=sk.upstream_reward, split=sk.split, selection=sk.selection,
-            )
-            correct_log: list[bool] = []
-
-            def score_answers(calls: list[tuple[int, list[int]]]) -> list[float]:
-                with timer("scoring"):
-                    rewards, correct = self.score([items[i] for i, _ in calls], [list(a) for _, a in calls])
-                correct_log.extend(correct)
-                return rewards
-
-            gen = torch.Generator().manual_seed(mix_seed(cfg.train.seed, step, 23))
-            batch = skpo_rollout(
-                self.engine, [SkpoPrompt(it.key, it.prompt_ids, it.head) for it in items], self.length_tracker, params,
-                BatchedReward(score_answers), gen, rcfg, step=step, pad_token_id=self.pad_id,
-            )
-            self._skpo_batch = batch
-            up, down = batch.upstream, batch.downstream
-            roles = {
-                "upstream": Rows(up.prompt_ids, up.response_ids, up.response_mask.float(), up.old_log_probs.float(),
-                                 up.rewards.float(), list(up.index)),
-                "downstream": Rows(down.prompt_ids, down.response_ids, down.response_mask.float(), down.old_log_probs.float(),
-                                   down.rewards.float(), list(down.index), list(down.segment_index)),
-            }
-            c = batch.counters
-            metrics["_decoded_tokens"] = c.upstream_decoded_tokens + c.downstream_decoded_tokens + c.own_decoded_tokens
-            metrics["upstream/reward"] = up.rewards.float().mean().item()
-            metrics["upstream/segment_length"] = up.response_mask.float().sum(-1).mean().item()
-            metrics["upstream/cut_early"] = c.num_cut_early / max(1, len(items) * rcfg.segments)
-            metrics["upstream/split_point"] = up.split_points.float().mean().item()
-            metrics["downstream/reward"] = down.rewards.float().mean().item()
-            n_down = len(down.rewards)  # the downstream answers are scored first, then any own completions
-            metrics["downstream/accuracy"] = sum(correct_log[:n_down]) / max(1, n_down)
-            metrics["accuracy/mean"] = metrics["downstream/accuracy"]
-            metrics["reward/mean"] = metrics["downstream/reward"]
-            metrics["response_length/mean"] = down.response_mask.float().sum(-1).mean().item()
-            metrics["tokens/prefill"] = c.prefill_tokens
-            return roles
-        # group / single / mc_steps: G answers per prompt from q
-        groups, all_correct, decoded, prefill, batches = self._sample_groups(items, params, step, timer)
-        kept = [grp for grp in groups if grp["kept"]]
-        if preset.filter_groups:
-            metrics["filter/gen_batches"] = batches
-            metrics["filter/informative_fraction"] = sum(grp["informative"] for grp in groups) / len(groups)
-            metrics["filter/underfilled"] = float(len(kept) < len(items))
-        if not kept:  # no informative group at all: train on the first draw (the filter masks it)
-            kept = groups[: len(items)]
-        prompts = [list(grp["item"].prompt_ids) for grp in kept for _ in grp["responses"]]
-        responses = [r for grp in kept for r in grp["responses"]]
-        lps = [lp for grp in kept for lp in grp["logprobs"]]
-        rewards = [r for grp in kept for r in grp["rewards"]]
-        index = [grp["item"].key for grp in kept for _ in grp["responses"]]
-        items = [grp["item"] for grp in kept]
-        ids, mask, old = pad_responses(responses, lps, self.pad_id)
-        rows = Rows(prompts, ids, mask, old, torch.tensor(rewards), index)
-        metrics["_decoded_tokens"] = decoded
-        metrics["tokens/prefill"] = prefill  # one shared prefill per prompt
-        metrics["reward/mean"] = float(torch.tensor(rewards).mean())
-        # accuracy of everything sampled (the policy's), not of the groups kept for training
-        metrics["accuracy/mean"] = float(torch.tensor(all_correct, dtype=torch.float32).mean())
-        metrics["response_length/mean"] = float(mask.sum(-1).mean())
-        if preset.rollout == "mc_steps":
-            with timer("mc_values"):
-                self._attach_step_values(rows, items, params, metrics)
-        return {"response": rows}
-
-    def _sample_groups(self, items, params, step, timer) -> tuple[list[dict], list[bool], int, int, int]:
-        """G answers per prompt, scored. With DAPO's dynamic sampling (``filter_groups``),
-        groups whose rewards are all equal carry no gradient, so more prompts are drawn (a
-        fresh batch of ``prompts_per_step`` per round, at most ``train.dapo_max_gen_batches``
-        rounds) until ``prompts_per_step`` informative groups are in hand; the first ones in
-        draw order are kept, as in verl's DAPO recipe. If the rounds run out first, the step
-        trains on the informative groups it has.
-
-        Returns ``(groups, correct of every answer sampled, decoded tokens, prefill tokens,
-        rounds)``; each group is a dict with ``item``, ``responses``, ``logprobs``,
-        ``rewards``, ``informative`` and ``kept``."""
-        preset, target = self.preset, len(items)
-        rounds = self.cfg.train.dapo_max_gen_batches if preset.filter_groups else 1
-        groups: list[dict] = []
-        all_correct: list[bool] = []
-        decoded = prefill = n_kept = 0
-        for attempt in range(rounds):
-            if attempt:
-                items = self.sample_prompts(step, draw=attempt)
-                params = dataclasses.replace(params, seed=mix_seed(int(params.seed), 57, attempt))
-            outs = self.engine.generate([list(it.prompt_ids) for it in items], preset.group_size, params)
-            prefill += sum(len(it.prompt_ids) for it in items)
-            with timer("scoring"):  # every answer of the round in one batch
-                flat_rewards, flat_correct = self.score(
-                    [it for it, comps in zip(items, outs) for _ in comps], [list(c.token_ids) for comps in outs for c in comps]
-                )
-            all_correct += flat_correct
-            for g, (it, completions) in enumerate(zip(items, outs)):
-                rewards = flat_rewards[g * len(completions) : (g + 1) * len(completions)]
-                decoded += sum(len(comp.token_ids) for comp in completions)
-                informative = len(set(rewards)) > 1
-                keep = (informative or not preset.filter_groups) and n_kept < target
-                n_kept += keep
-                groups.append({"item": it, "responses": [list(c.token_ids) for c in completions],
-                               "logprobs": [list(c.logprobs) for c in completions], "rewards": rewards,
-                               "informative": informative, "kept": keep})
-            if n_kept >= target:
-                break
-        return groups, all_correct, decoded, prefill, attempt + 1
-
-    def _attach_step_values(self, rows: Rows, items, params, metrics) -> None:
-        """VinePPO step values: K continuations from each step boundary of each response."""
-        by_prompt = {tuple(it.prompt_ids): it for it in items}
-        responses = [rows.response_ids[b, : int(n)].tolist() for b, n in enumerate(rows.lengths())]
-
-        def mc_rewards(calls: list[tuple[list[int], list[int]]]) -> list[float]:
-            return self.score([by_prompt[tuple(p)] for p, _ in calls], [list(r) for _, r in calls])[0]
-
-        values = vineppo_values_batch(
-            self.engine, rows.prompt_ids, responses, set(self.source.step_boundary_ids()), self.cfg.rollout.mc_k,
-            dataclasses.replace(params, seed=mix_seed(int(params.seed), 99)), BatchedReward(mc_rewards),
-            max_steps=self.cfg.rollout.mc_max_steps, max_response_tokens=self.cfg.rollout.max_new_tokens,
-            terminal_rewards=rows.rewards.tolist(),
-        )
-        s = max([v.num_steps for v in values] + [1])
-        step_values = torch.zeros(len(values), s)
-        step_mask = torch.zeros(len(values), s)
-        token_step = torch.zeros_like(rows.response_ids)
-        for b, v in enumerate(values):
-            step_values[b, : v.num_steps] = v.values[: v.num_steps]
-            step_mask[b, : v.num_steps] = 1
-            token_step[b, : len(v.token_step)] = v.token_step
-        rows.extra.update(step_values=step_values, step_mask=step_mask, token_step_index=token_step)
-        metrics["mc/steps_per_response"] = float(step_mask.sum(-1).mean())
-
     # ------------------------------------------------------------------ advantages
-    def _advantages(self, roles: dict[str, Rows], items, step, metrics) -> dict[str, torch.Tensor]:
-        out = {}
+    def _with_advantages(self, rows: Rows, metrics: dict[str, float]) -> Rows:
+        """Each term's registered estimator on its rows, with what its metadata says it reads
+        (the value tracker's pre-update baseline, step values, token weights); group-relative
+        estimators also get DAPO's filter and the zero-advantage share. Returns new rows with
+        ``advantages`` (and, under the filter, a mask without the all-equal groups)."""
+        advantages = torch.zeros_like(rows.response_mask)
+        mask = rows.response_mask.clone()
         for term in self.preset.terms:
-            rows = roles[term.role]
-            batch = AdvantageInputs(
-                last_token_rewards(rows.rewards, rows.response_mask), rows.response_mask, rows.index,
-                segment_index=rows.segment_index,
-            )
-            if self.value_tracker is not None and term.advantage in ("spo", "skpo_upstream"):
-                batch.baseline = self.value_tracker.baseline(rows.index)  # pre-update: unbiased A
+            sel = rows.rows_of(term.role)
+            sub = rows.select(sel)
+            meta = term.estimator_meta
+            token_rewards = last_token_rewards(sub.rewards, sub.response_mask)
+            if self.preset.kl_coef > 0 and self.preset.kl_placement == "reward":
+                # verl's use_kl_in_reward: r_t − β·KL(π_old ‖ π_ref) per token, before the estimator
+                kl = kl_penalty(sub.old_log_probs, sub.ref_log_probs, self.preset.kl_estimator)
+                token_rewards = token_rewards - self.preset.kl_coef * kl * sub.response_mask
+                metrics[f"{term.role}/kl_in_reward"] = masked_mean(kl, sub.response_mask).item()
+            batch = AdvantageInputs(token_rewards, sub.response_mask, sub.index, segment_index=sub.segment_index)
+            if meta.get("baseline") == "value_tracker":
+                batch.baseline = self.value_tracker.baseline(sub.index)  # pre-update: unbiased A
                 # rows whose prompt the tracker has never seen get the default baseline (0):
                 # their advantage is the raw reward, i.e. the problem's difficulty
-                metrics[f"{term.role}/first_visit_share"] = sum(k not in self.value_tracker for k in rows.index) / max(1, len(rows))
+                metrics[f"{term.role}/first_visit_share"] = sum(k not in self.value_tracker for k in sub.index) / max(1, len(sub))
             for name in ("step_values", "step_mask", "token_step_index"):
-                if name in rows.extra:
-                    setattr(batch, name, rows.extra[name])
-            if self.preset.token_weights is not None:
-                batch.token_weights = self._oar_weights(rows)
+                if name in sub.extra:
+                    setattr(batch, name, sub.extra[name])
+            if "token_weights" in meta.get("needs", ()):
+                batch.token_weights = self._token_weights(sub)
             entry = ADVANTAGE_ESTIMATORS.get(term.advantage)
             adv = entry.fn(batch, entry.make_params(term.advantage_params))
-            group_relative = term.advantage in ("grpo", "rloo", "bnpo", "oar", "skpo_downstream")
-            if group_relative:
-                keys = list(zip(rows.index, rows.segment_index)) if rows.segment_index is not None else rows.index
-                keep = dapo_group_filter(rows.rewards, keys)
+            term_mask = sub.response_mask
+            group_key = meta.get("group_key")
+            if group_key is not None:
+                keys = list(zip(sub.index, sub.segment_index)) if group_key == "segment" else sub.index
+                keep = dapo_group_filter(sub.rewards, keys)
                 metrics[f"{term.role}/zero_adv_group_share"] = 1.0 - keep.float().mean().item()
                 if self.preset.filter_groups:
-                    rows.response_mask = rows.response_mask * keep.unsqueeze(-1).float()
+                    term_mask = term_mask * keep.unsqueeze(-1).float()
                     metrics["filter/kept_fraction"] = keep.float().mean().item()
-            metrics[f"{term.role}/advantage_abs_mean"] = masked_mean(adv.abs(), rows.response_mask).item()
-            out[term.role] = adv
-        return out
+            metrics[f"{term.role}/advantage_abs_mean"] = masked_mean(adv.abs(), term_mask).item()
+            idx = torch.tensor(sel, dtype=torch.long)
+            advantages[idx] = adv.to(advantages.dtype)
+            mask[idx] = term_mask
+        return rows.replace(advantages=advantages, response_mask=mask)
 
-    def _oar_weights(self, rows: Rows) -> torch.Tensor:
+    def _token_weights(self, rows: Rows) -> torch.Tensor:
+        """OAR's per-token weights (Bi-Level reshaping of the probe's importance), ``[B, T]``."""
         responses = [rows.response_ids[b, : int(n)].tolist() for b, n in enumerate(rows.lengths())]
         with self._autocast():
             importance, scored = oar_importance(
                 self.policy, rows.prompt_ids, responses, self.source.answer_marker_ids(), mode=self.preset.token_weights,
                 pad_id=self.pad_id, generator=torch.Generator().manual_seed(mix_seed(self.cfg.train.seed, self.step, 31)),
             )
-        weights = oar_bilevel_weights(importance, scored)
+        weights = oar_bilevel_weights(importance, scored, **dict(self.preset.token_weight_params))
         full = torch.ones_like(rows.response_mask)
         full[:, : weights.shape[1]] = weights[:, : full.shape[1]]
         return full
@@ -512,13 +443,29 @@ class Trainer:
         return self.cfg.train.mini_batches == 1 and self.cfg.train.ppo_epochs == 1
 
     @torch.no_grad()
-    def _old_and_ref_log_probs(self, roles: dict[str, Rows]) -> dict[str, torch.Tensor | None]:
-        refs: dict[str, torch.Tensor | None] = {}
-        for role, rows in roles.items():
-            if self.cfg.train.recompute_old_log_probs and not self.on_policy:
-                rows.old_log_probs = self._forward_all(self.policy, rows)
-            refs[role] = self._forward_all(self.ref_model, rows) if self.ref_model is not None else None
-        return refs
+    def _with_old_and_ref_log_probs(self, rows: Rows) -> Rows:
+        """New rows with π_old recomputed by a trainer forward (off-policy updates) and the
+        reference policy's log-probs (when a KL term is on); each role's rows go through the
+        forward on their own, as they were scored."""
+        recompute = self.cfg.train.recompute_old_log_probs and not self.on_policy
+        wants_ref = self.ref_model is not None or (self.lora and self.preset.kl_coef > 0)
+        if not recompute and not wants_ref:
+            return rows
+        old = rows.old_log_probs.clone()
+        ref = torch.zeros_like(rows.old_log_probs) if wants_ref else None
+        for role in self.preset.roles:
+            sel = rows.rows_of(role)
+            if not sel:
+                continue
+            sub, idx = rows.select(sel), torch.tensor(sel, dtype=torch.long)
+            if recompute:
+                old[idx] = self._forward_all(self.policy, sub)
+            if ref is not None and self.lora:  # the frozen base: the policy with its adapters off
+                with self.policy.disable_adapter():
+                    ref[idx] = self._forward_all(self.policy, sub)
+            elif ref is not None:
+                ref[idx] = self._forward_all(self.ref_model, sub)
+        return rows.replace(old_log_probs=old, ref_log_probs=ref)
 
     def _forward_all(self, model, rows: Rows) -> torch.Tensor:
         out = torch.zeros_like(rows.old_log_probs)
@@ -548,72 +495,62 @@ class Trainer:
         return [(bucket, None) for bucket in length_buckets(self._row_lengths(rows), t.micro_batch_tokens)]
 
     # ------------------------------------------------------------------ update
-    def _update(self, roles, advantages, refs, metrics) -> None:
-        t, preset = self.cfg.train, self.preset
-        keys = sorted({k for rows in roles.values() for k in rows.index}, key=str)
+    def _update(self, rows: Rows, metrics: dict[str, float]) -> None:
+        """``ppo_epochs`` × ``mini_batches`` optimizer steps over one flat batch: each row
+        carries its term (by role); a mini-batch is the rows of a set of prompts, a
+        micro-batch a slice of it that shares one forward/backward for all terms."""
+        t, terms = self.cfg.train, self.preset.terms
+        term_of = {term.role: i for i, term in enumerate(terms)}
+        row_term = [term_of.get(r, -1) for r in rows.roles()]  # -1: a role with no term trains nothing
+        keys = sorted(set(rows.index), key=str)
         gen = torch.Generator().manual_seed(mix_seed(t.seed, self.step, 41))
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
+
+        def add(key: str, value: float, n: int | None) -> None:  # n None: a sum; else a weighted mean
+            sums[key] = sums.get(key, 0.0) + (value if n is None else value * n)
+            if n is not None:
+                counts[key] = counts.get(key, 0) + n
+
         self.model.train()
         for _epoch in range(t.ppo_epochs):
             order = [keys[i] for i in torch.randperm(len(keys), generator=gen).tolist()]
-            chunks = [order[i :: t.mini_batches] for i in range(t.mini_batches)]
-            for chunk in chunks:
+            for chunk in (order[i :: t.mini_batches] for i in range(t.mini_batches)):
                 chunk_keys = set(chunk)
-                if not chunk_keys:
+                sel = [b for b, k in enumerate(rows.index) if k in chunk_keys and row_term[b] >= 0]
+                if not sel:
                     continue
-                # Each role's rows of this mini-batch (and each term's global denominators);
-                # the roles share their forward passes: one forward/backward per micro-batch.
-                parts: dict[str, tuple[Rows, list[int]]] = {}
-                for role in dict.fromkeys(term.role for term in preset.terms):
-                    sel = [b for b, k in enumerate(roles[role].index) if k in chunk_keys]
-                    if sel:
-                        parts[role] = (roles[role].select(sel), sel)
-                if not parts:
-                    continue
-                dens = {term.role: self._denominators(parts[term.role][0].response_mask)
-                        for term in preset.terms if term.role in parts}
-                owner = [(role, j) for role, (sub, _) in parts.items() for j in range(len(sub))]
-                combined = concat_rows([sub for sub, _ in parts.values()], self.pad_id) if len(parts) > 1 else next(iter(parts.values()))[0]
-                for bucket, packs in self._micro_batches(combined):
-                    mb = combined.select(bucket)
+                # each term's token/row counts over the whole mini-batch: micro-batch (and rank) losses add up
+                global_term = [row_term[b] for b in sel]
+                dens = {i: self._denominators(rows.response_mask[[b for b, tt in zip(sel, global_term) if tt == i]])
+                        for i in set(global_term)}
+                if self.dist.active:  # this rank's prompts of the mini-batch
+                    mine = set(self.dist.shard(sorted(chunk_keys, key=str)))
+                    sel = [b for b in sel if rows.index[b] in mine]
+                mb_rows = rows.select(sel)
+                mb_term = [row_term[b] for b in sel]
+                for bucket, packs in self._micro_batches(mb_rows) if sel else ():
+                    mb = mb_rows.select(bucket)
                     real, padded = _forward_tokens(mb, packs)
-                    sums["tokens/update_real"] = sums.get("tokens/update_real", 0.0) + real
-                    sums["tokens/update_padded"] = sums.get("tokens/update_padded", 0.0) + padded
+                    add("tokens/update_real", real, None)
+                    add("tokens/update_padded", padded, None)
                     with self._autocast():
                         log_prob, entropy = policy_forward(self.model, mb.prompt_ids, mb.response_ids, mb.response_mask,
                                                            self.pad_id, self.cfg.rollout.temperature, with_entropy=True,
                                                            packs=packs)
                     loss = log_prob.new_zeros(())
-                    for term in preset.terms:
-                        if term.role not in parts:
-                            continue
-                        sub, sel = parts[term.role]
-                        local = [i for i, b in enumerate(bucket) if owner[b][0] == term.role]
-                        if not local:
-                            continue
-                        mine = [owner[bucket[i]][1] for i in local]  # rows of sub
-                        idx = torch.tensor([sel[j] for j in mine])
-                        width = sub.response_ids.shape[1]
+                    for i in sorted(set(mb_term[j] for j in bucket)):
+                        local = [j for j, b in enumerate(bucket) if mb_term[b] == i]
                         pick = torch.tensor(local, device=log_prob.device)
-                        term_loss_value, mmetrics = self._term_loss(
-                            term, log_prob[pick, :width], entropy[pick, :width], sub.select(mine),
-                            advantages[term.role][idx], None if refs[term.role] is None else refs[term.role][idx],
-                            dens[term.role],
-                        )
+                        term_loss_value, term_metrics = self._term_loss(terms[i], log_prob[pick], entropy[pick],
+                                                                        mb.select(local), dens[i])
                         loss = loss + term_loss_value
-                        for k, v in mmetrics.items():
-                            key = f"{term.role}/{k}" if term.role != "response" else f"actor/{k}"
-                            if k == "pg_loss":  # micro-batch parts of the mini-batch loss add up
-                                sums[key] = sums.get(key, 0.0) + float(v)
-                            else:
-                                sums[key] = sums.get(key, 0.0) + float(v) * len(local)
-                                counts[key] = counts.get(key, 0) + len(local)
+                        for k, v in term_metrics.items():  # pg_loss: micro-batch parts of the mini-batch loss add up
+                            add(f"{terms[i].role}/{k}", float(v), None if k == "pg_loss" else len(local))
                     self.accelerator.backward(loss if self.scaler is None else self.scaler.scale(loss))
-                for term in preset.terms:  # pg_loss: the mean over mini-batches of their loss
-                    if term.role in parts:
-                        key = f"{term.role}/pg_loss" if term.role != "response" else "actor/pg_loss"
-                        counts[key] = counts.get(key, 0) + 1
+                for i in set(global_term):  # pg_loss: the mean over mini-batches of their loss
+                    counts[f"{terms[i].role}/pg_loss"] = counts.get(f"{terms[i].role}/pg_loss", 0) + (self.dist.rank == 0)
+                self.dist.all_reduce_grads(list(self.model.parameters()))
                 if self.scaler is not None:
                     self.scaler.unscale_(self.optimizer)
                 grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), t.grad_clip)
@@ -623,39 +560,42 @@ class Trainer:
                 else:
                     self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
-                sums["actor/grad_norm"] = sums.get("actor/grad_norm", 0.0) + float(grad_norm)
-                counts["actor/grad_norm"] = counts.get("actor/grad_norm", 0) + 1
+                add("actor/grad_norm", float(grad_norm), int(self.dist.rank == 0))
         self.scheduler.step()
-        metrics.update({k: sums[k] / counts[k] if k in counts else sums[k] for k in sums})
-        if "actor/entropy" not in metrics:
-            ents = [metrics[f"{r}/entropy"] for r in roles if f"{r}/entropy" in metrics]
-            if ents:
-                metrics["actor/entropy"] = sum(ents) / len(ents)
-        if self.cfg.train.rho_mode == "kl":
-            self.drift += self._measure_drift(roles)
+        sums, counts = self.dist.merge_sums(sums, counts)
+        per_role = {k: sums[k] / counts[k] if k in counts else sums[k] for k in sums}
+        metrics.update(per_role)
+        # the same aggregate names for every method: actor/<k> = the mean over terms
+        # (pg_loss: the weighted sum, the objective's policy-gradient part)
+        for k in {k.split("/", 1)[1] for k in per_role if k.split("/", 1)[0] in term_of}:
+            vals = [(term, per_role[f"{term.role}/{k}"]) for term in terms if f"{term.role}/{k}" in per_role]
+            if k == "pg_loss":
+                metrics["actor/pg_loss"] = sum(term.weight * v for term, v in vals)
+            else:
+                metrics[f"actor/{k}"] = sum(v for _, v in vals) / len(vals)
+        if self.cfg.train.rho_mode == "kl":  # rank 0's measure: the replicated trackers stay identical
+            self.drift += self.dist.broadcast_float(self._measure_drift(rows))
             metrics["actor/policy_drift"] = self.drift
 
     def _denominators(self, mask: torch.Tensor) -> AggDenominators:
-        """Global counts of a term's rows in this mini-batch (summed over processes)."""
+        """Counts of a term's rows in the whole mini-batch (every rank holds the global rows)."""
         counts = torch.tensor([mask.sum().item(), (mask.sum(-1) > 0).sum().item()], dtype=torch.float64)
-        if self.accelerator.num_processes > 1:
-            counts = self.accelerator.reduce(counts.to(self.accelerator.device), reduction="sum").cpu()
         scale = float(self.cfg.rollout.max_new_tokens) if self.preset.agg_scale == "max_response_length" else None
         return AggDenominators(float(counts[0]), float(counts[1]), scale)
 
-    def _term_loss(self, term, log_prob, entropy, mb: Rows, adv, ref_lp, den) -> tuple[torch.Tensor, dict[str, float]]:
-        """One loss term on its rows of a micro-batch, from that micro-batch's forward
-        (``log_prob`` / ``entropy`` ``[b, T]`` of the term's rows ``mb``)."""
+    def _term_loss(self, term, log_prob, entropy, mb: Rows, den) -> tuple[torch.Tensor, dict[str, float]]:
+        """One loss term on its rows ``mb`` of a micro-batch, from that micro-batch's forward
+        (``log_prob`` / ``entropy`` ``[b, T]``)."""
         preset = self.preset
         device = log_prob.device
         mask = mb.response_mask.to(device)
         old_log_prob = log_prob.detach() if self.on_policy else mb.old_log_probs.to(device)
-        inputs = PolicyLossInputs(log_prob, old_log_prob, adv.to(device), mask)
+        inputs = PolicyLossInputs(log_prob, old_log_prob, mb.advantages.to(device), mask)
         pg, metrics = term_loss(term, inputs, den)
         loss = pg
         out = {k: v.item() for k, v in metrics.items()}
-        if ref_lp is not None and preset.kl_coef > 0:
-            kl = kl_penalty(log_prob, ref_lp.to(device), preset.kl_estimator)
+        if mb.ref_log_probs is not None and preset.kl_coef > 0 and preset.kl_placement == "loss":
+            kl = kl_penalty(log_prob, mb.ref_log_probs.to(device), preset.kl_estimator)
             loss = loss + preset.kl_coef * agg_loss(kl, mask, term.agg, den)
             out["kl_ref"] = masked_mean(kl.detach(), mask).item()
         if entropy is not None:
@@ -663,12 +603,14 @@ class Trainer:
                 loss = loss - preset.entropy_coef * agg_loss(entropy, mask, term.agg, den)
             out["entropy"] = masked_mean(entropy.detach(), mask).item()
         out["pg_loss"] = pg.item()
-        # DDP averages gradients over processes; denominators are global, so scale back up
-        return term.weight * loss * self.accelerator.num_processes, out
+        # ranks' gradients are summed (Dist.all_reduce_grads) and denominators are global
+        return term.weight * loss, out
 
     @torch.no_grad()
-    def _measure_drift(self, roles: dict[str, Rows]) -> float:
-        rows = next(iter(roles.values()))
+    def _measure_drift(self, rows: Rows) -> float:
+        """This step's policy drift: k3 KL of the updated policy against the rollout policy on
+        the first micro-batch of the first term's rows."""
+        rows = rows.select(rows.rows_of(self.preset.terms[0].role))
         bucket = length_buckets(self._row_lengths(rows), self.cfg.train.micro_batch_tokens)[0]
         sub = rows.select(bucket)
         self.policy.eval()
@@ -684,16 +626,18 @@ class Trainer:
             return None
         return [self.drift - self.drift_seen.get(k, self.drift) for k in keys]
 
-    def _update_trackers(self, roles: dict[str, Rows], step: int) -> None:
+    def _update_trackers(self, rows: Rows, result: RolloutResult, step: int) -> None:
+        """The value tracker takes the rewards of the rows whose estimator reads it (else the
+        first term's rows); the length tracker the rollout's length observations."""
         if self.value_tracker is not None:
-            rows = roles.get("upstream") or roles["response"]
-            self.value_tracker.update(rows.index, rows.rewards.tolist(), kls=self._prompt_kls(rows.index), step=step)
-        if self.length_tracker is not None and self.preset.rollout == "skpo":
-            up = self._skpo_batch.upstream
-            self._skpo_batch.update_length_tracker(self.length_tracker, kls=self._prompt_kls(up.index), step=step)
-        for rows in roles.values():
-            for k in rows.index:
-                self.drift_seen[k] = self.drift
+            roles = [t.role for t in self.preset.terms if t.estimator_meta.get("baseline") == "value_tracker"]
+            sub = rows.select(rows.rows_of((roles or [self.preset.terms[0].role])[0]))
+            self.value_tracker.update(sub.index, sub.rewards.tolist(), kls=self._prompt_kls(sub.index), step=step)
+        if self.length_tracker is not None and result.length_observations is not None:
+            keys, lengths = result.length_observations
+            self.length_tracker.update(keys, lengths, kls=self._prompt_kls(keys), step=step)
+        for k in rows.index:
+            self.drift_seen[k] = self.drift
 
     # ------------------------------------------------------------------ eval / checkpoints
     def evaluate(self) -> dict[str, float]:
@@ -702,6 +646,8 @@ class Trainer:
         from skpo.training.setup import evaluate_benchmarks
 
         out: dict[str, float] = {}
+        if not self.accelerator.is_main_process:  # rank 0 evaluates and logs; the others go on
+            return out
         k = self.cfg.eval.k
         for name, result in evaluate_benchmarks(self.policy, self.tokenizer, self.cfg, self.autocast_dtype).items():
             m = result["metrics"]
@@ -754,15 +700,21 @@ class Trainer:
 
             saved = yaml.safe_load((self.run_dir / "config.yaml").read_text())
         changed = check_resume_config(saved, self.cfg.model_dump(mode="json"), self.run_dir) if saved else {}
+        ran_with = read_run_json(self.run_dir).get("method_resolved")
+        if ran_with is not None:  # the same config can resolve differently: an edited method file
+            check_resolved_method(ran_with, json.loads(json.dumps(method_to_document(self.preset))), self.run_dir)
         from safetensors.torch import load_file
 
-        state_dict = load_file(str(path / "model" / "model.safetensors"))
-        missing, unexpected = self.policy.load_state_dict(state_dict, strict=False)
-        real_missing = [m for m in missing if not m.endswith("lm_head.weight")]  # tied embeddings
-        if real_missing or unexpected:
-            raise CheckpointError(f"{path}: checkpoint weights do not match the model (missing {real_missing[:3]}, unexpected {unexpected[:3]})")
-        if getattr(self.policy.config, "tie_word_embeddings", False):
-            self.policy.tie_weights()
+        if self.lora:  # the adapters onto the base of model.path
+            load_adapter(self.policy, path)
+        else:
+            state_dict = load_file(str(path / "model" / "model.safetensors"))
+            missing, unexpected = self.policy.load_state_dict(state_dict, strict=False)
+            real_missing = [m for m in missing if not m.endswith("lm_head.weight")]  # tied embeddings
+            if real_missing or unexpected:
+                raise CheckpointError(f"{path}: checkpoint weights do not match the model (missing {real_missing[:3]}, unexpected {unexpected[:3]})")
+            if getattr(self.policy.config, "tie_word_embeddings", False):
+                self.policy.tie_weights()
         state = load_checkpoint(path, self.optimizer, self.scheduler)
         self.step = int(state["step"])
         self.tokens_seen = int(state.get("tokens_seen", 0))
@@ -802,49 +754,3 @@ def _frozen_copy(model):
     for p in ref.parameters():
         p.requires_grad_(False)
     return ref
-
-
-class _Timer:
-    def __init__(self) -> None:
-        self.times: dict[str, float] = {}
-
-    def __call__(self, name: str):
-        timer = self
-
-        class _Ctx:
-            def __enter__(self):
-                self.t0 = time.perf_counter()
-
-            def __exit__(self, *exc):
-                timer.times[name] = timer.times.get(name, 0.0) + time.perf_counter() - self.t0
-
-        return _Ctx()
-
-
-class _progress:
-    """A rich progress bar with the live essentials (or nothing when disabled)."""
-
-    KEYS = (("accuracy/mean", "acc"), ("upstream/reward", "R_up"), ("reward/mean", "R"), ("actor/entropy", "H"),
-            ("time/step", "s/step"))
-
-    def __init__(self, enabled: bool, total: int, start: int) -> None:
-        self.enabled, self.total, self.start = enabled, total, start
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda step, metrics: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._p = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-        self._p.__enter__()
-        self._task = self._p.add_task("train", total=self.total, completed=self.start, info="")
-
-        def update(step: int, metrics: dict[str, float]) -> None:
-            info = " ".join(f"{short}={metrics[k]:.3g}" for k, short in self.KEYS if k in metrics)
-            self._p.update(self._task, completed=step, info=info)
-
-        return update
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self._p.__exit__(*exc)

@@ -1,0 +1,370 @@
+"""Methods as data: the shipped method documents (``skpo/methods/<name>.yaml``), overrides, validation.
+
+A method document names its rollout kind and that kind's parameters, its loss terms (one per
+role: advantage + params, loss + params, aggregation, weight), its trackers, prompt sampling,
+filters, token weights, KL/entropy settings and the paper its defaults come from. A run picks
+one with ``train.method`` and may change any part of it with a ``method:`` section — in YAML or
+on the command line — that is merged onto the document (terms are addressed by role)::
+
+    method:
+      terms:
+        upstream: {weight: 0.1}
+        downstream: {weight: 0.9, loss_params: {clip_high: 0.3}}
+      rollout_params: {selection: extreme}
+
+    skpo train train.method=skpo method.terms.upstream.weight=0.1 method.kl_coef=0.01
+
+A ``null`` removes a key (``method.terms.upstream=null`` drops a term, which the rollout
+validation then refuses for SKPO). The older run-config shortcuts (``rollout.group_size``,
+``rollout.skpo.*``, ``rollout.mc_k``, ``train.kl_coef``, ``train.entropy_coef``,
+``train.prompt_sampling``, ``train.filter_groups``, ``train.dapo_max_gen_batches``, …) still work
+when set explicitly; ``method:`` wins over them. Every value is validated through the
+registries' parameter records (an unknown key names itself: ``method.terms.downstream.
+loss_params: cispo: unknown parameter(s) ['clip_hgh']``). The resolved method is written to the
+run directory (``method.yaml``) and shown by ``skpo train --print-config``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from skpo.algorithms.presets import LossTerm, MethodPreset
+from skpo.errors import UserError
+
+__all__ = ["MethodError", "PRESETS", "get_preset", "method_document", "method_names", "method_table",
+           "method_table_markdown", "method_to_document", "resolve_method"]
+
+METHOD_DIR = Path(__file__).resolve().parent
+
+_TOP_KEYS = {
+    "name", "description", "source", "rollout", "rollout_params", "group_size", "terms", "filter_groups",
+    "max_gen_batches", "value_tracker", "length_tracker", "prompt_sampling", "token_weights",
+    "token_weight_params", "agg_scale", "kl_coef", "kl_estimator", "kl_placement", "entropy_coef", "reward_range",
+}
+_TERM_KEYS = {"advantage", "advantage_params", "loss", "loss_params", "agg", "weight"}
+
+
+class MethodError(UserError, ValueError):
+    """A method document or override that does not resolve; the message names the key."""
+
+
+def method_names() -> list[str]:
+    """Names of the shipped methods (the YAML files of ``skpo/methods``)."""
+    return sorted(p.stem for p in METHOD_DIR.glob("*.yaml"))
+
+
+def is_method_file(name: str) -> bool:
+    """``train.method`` names a document file (``my_method.yaml``) rather than a shipped method."""
+    return name.endswith((".yaml", ".yml")) or "/" in name
+
+
+@lru_cache(maxsize=None)
+def _read_shipped(name: str) -> dict[str, Any]:
+    path = METHOD_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise MethodError(f"unknown method {name!r}; methods: {', '.join(method_names())} (or a path to a method .yaml)")
+    return _parse(path)
+
+
+def _parse(path: Path) -> dict[str, Any]:
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise MethodError(f"method file {path}: cannot read it ({err.strerror or err})") from None
+    except yaml.YAMLError as err:
+        raise MethodError(f"method file {path}: not valid YAML ({' '.join(str(err).split())})") from None
+    if not isinstance(doc, dict):
+        raise MethodError(f"{path}: a method document must be a mapping")
+    return doc
+
+
+def _read(name: str) -> dict[str, Any]:
+    """A shipped method by name, or a user's method document by path (read each time: it may change)."""
+    if is_method_file(name):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise MethodError(f"method file {name!r} does not exist")
+        doc = _parse(path)
+        doc.setdefault("name", path.stem)
+        return doc
+    return _read_shipped(name)
+
+
+def method_document(name: str) -> dict[str, Any]:
+    """The shipped document of ``name`` (a fresh copy: terms as a mapping role → term)."""
+    return copy.deepcopy(_read(name))
+
+
+def _merge(base: Any, override: Any) -> Any:
+    """``override`` merged into ``base``: mappings recursively; ``None`` in place of a mapping
+    deletes it (``terms.upstream: null``); any other value replaces (``None`` included:
+    ``dual_clip: null`` turns the dual clip off)."""
+    if not isinstance(base, dict) or not isinstance(override, Mapping):
+        return copy.deepcopy(override)
+    out = dict(base)
+    for key, value in override.items():
+        if value is None and isinstance(out.get(key), dict):
+            del out[key]
+        elif key in out:
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _check_term(term: LossTerm, where: str) -> None:
+    """The term's plug-ins and their parameters, each error naming its key."""
+    from skpo.algorithms import ADVANTAGE_ESTIMATORS, AGG_MODES, POLICY_LOSSES
+
+    for key, registry, name, params in (
+        ("advantage", ADVANTAGE_ESTIMATORS, term.advantage, term.advantage_params),
+        ("loss", POLICY_LOSSES, term.loss, term.loss_params),
+    ):
+        try:
+            entry = registry.get(name)
+        except KeyError as err:
+            raise MethodError(f"{where}.{key}: {err.args[0]}") from None
+        try:
+            entry.make_params(dict(params))
+        except (TypeError, ValueError) as err:
+            raise MethodError(f"{where}.{key}_params: {err}") from None
+    if term.agg not in AGG_MODES:
+        raise MethodError(f"{where}.agg: must be one of {list(AGG_MODES)} (got {term.agg!r})")
+    if not term.weight >= 0:
+        raise MethodError(f"{where}.weight: must be >= 0 (got {term.weight!r})")
+
+
+def _build(doc: dict[str, Any], where: str) -> MethodPreset:
+    unknown = sorted(set(doc) - _TOP_KEYS)
+    if unknown:
+        raise MethodError(f"{where}: unknown key(s) {unknown}; known: {sorted(_TOP_KEYS)}")
+    terms_doc = doc.get("terms")
+    if not isinstance(terms_doc, Mapping) or not terms_doc:
+        raise MethodError(f"{where}.terms: a mapping role → term is required")
+    terms = []
+    for role, term in terms_doc.items():
+        if term is None:
+            continue
+        if not isinstance(term, Mapping):
+            raise MethodError(f"{where}.terms.{role}: a term must be a mapping (got {term!r})")
+        bad = sorted(set(term) - _TERM_KEYS)
+        if bad:
+            raise MethodError(f"{where}.terms.{role}: unknown key(s) {bad}; known: {sorted(_TERM_KEYS)}")
+        missing = sorted({"advantage", "loss", "agg"} - set(term))
+        if missing:
+            raise MethodError(f"{where}.terms.{role}: missing {missing}")
+        for key in ("advantage_params", "loss_params"):
+            if term.get(key) is not None and not isinstance(term[key], Mapping):
+                raise MethodError(f"{where}.terms.{role}.{key}: must be a mapping (got {term[key]!r})")
+        try:
+            weight = float(term.get("weight", 1.0))
+        except (TypeError, ValueError):
+            raise MethodError(f"{where}.terms.{role}.weight: must be a number (got {term.get('weight')!r})") from None
+        t = LossTerm(str(role), str(term["advantage"]), str(term["loss"]), str(term["agg"]), weight,
+                     MappingProxyType(dict(term.get("advantage_params") or {})),
+                     MappingProxyType(dict(term.get("loss_params") or {})))
+        _check_term(t, f"{where}.terms.{role}")
+        terms.append(t)
+    kwargs: dict[str, Any] = {}
+    for key in _TOP_KEYS - {"terms", "name", "description", "rollout"}:
+        if key in doc:
+            value = doc[key]
+            if key in ("rollout_params", "token_weight_params"):
+                if value is not None and not isinstance(value, Mapping):
+                    raise MethodError(f"{where}.{key}: must be a mapping (got {value!r})")
+                value = MappingProxyType(dict(value or {}))
+            elif key == "reward_range":
+                value = tuple(float(v) for v in value)
+            kwargs[key] = value
+    for key in ("name", "rollout"):
+        if not doc.get(key):
+            raise MethodError(f"{where}: {key!r} is required")
+    try:
+        method = MethodPreset(name=str(doc["name"]), description=str(doc.get("description", "")), rollout=str(doc["rollout"]),
+                              terms=tuple(terms), **kwargs)
+        method.validate()
+        from skpo.training.rollouts import check_method_against_rollout
+
+        check_method_against_rollout(method)
+    except (TypeError, ValueError) as err:
+        raise MethodError(f"{where}: {err}") from None
+    return method
+
+
+def resolve_method(name: str, overrides: Mapping[str, Any] | None = None, where: str = "method") -> MethodPreset:
+    """The method ``name`` with ``overrides`` merged in, validated (errors name ``where.<key>``)."""
+    doc = method_document(name)
+    if overrides:
+        if not isinstance(overrides, Mapping):
+            raise MethodError(f"{where}: overrides must be a mapping (got {overrides!r})")
+        doc = _merge(doc, overrides)
+        doc["name"] = _read(name).get("name", name) if "name" not in overrides else doc["name"]
+    return _build(doc, where)
+
+
+# Run-config shortcuts that set part of the method: (section path, field) → method key path.
+# Applied only when set explicitly in the config (or on the command line); ``method:`` wins.
+SHORTCUTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("rollout", "group_size", ("group_size",)),
+    ("rollout", "mc_k", ("rollout_params", "k")),
+    ("rollout", "mc_max_steps", ("rollout_params", "max_steps")),
+    ("rollout.skpo", "skip", ("rollout_params", "skip")),
+    ("rollout.skpo", "upstream_reward", ("rollout_params", "upstream_reward")),
+    ("rollout.skpo", "split", ("rollout_params", "split")),
+    ("rollout.skpo", "selection", ("rollout_params", "selection")),
+    ("rollout.skpo", "num_segments", ("rollout_params", "num_segments")),
+    ("rollout.skpo", "split_low", ("rollout_params", "split_low")),
+    ("rollout.skpo", "split_high", ("rollout_params", "split_high")),
+    ("train", "kl_coef", ("kl_coef",)),
+    ("train", "kl_estimator", ("kl_estimator",)),
+    ("train", "kl_placement", ("kl_placement",)),
+    ("train", "entropy_coef", ("entropy_coef",)),
+    ("train", "prompt_sampling", ("prompt_sampling",)),
+    ("train", "filter_groups", ("filter_groups",)),
+    ("train", "dapo_max_gen_batches", ("max_gen_batches",)),
+)
+
+
+def _section(cfg: Any, path: str) -> Any:
+    node = cfg
+    for part in path.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def resolve_for_run(cfg: Any) -> tuple[MethodPreset, list[str]]:
+    """The method a run config asks for: ``train.method``'s document, the shortcuts the config
+    sets explicitly, then its ``method:`` section. Returns the method and notes on settings
+    that do not apply to it (a shortcut for a rollout kind the method does not use)."""
+    name = cfg.train.method
+    doc = method_document(name)
+    from skpo.training.rollouts import ROLLOUTS
+
+    try:
+        kind = ROLLOUTS.get(str(doc.get("rollout")))
+    except KeyError as err:
+        raise MethodError(f"method {name!r}: rollout: {err.args[0]}") from None
+    rollout_fields = {f for f in getattr(kind.params_cls, "__dataclass_fields__", {})}
+    fixed_group = kind.meta.get("group_size")
+    shortcuts: dict[str, Any] = {}
+    notes: list[str] = []
+    for path, field_name, target in SHORTCUTS:
+        section = _section(cfg, path)
+        if field_name not in section.model_fields_set:
+            continue
+        value = getattr(section, field_name)
+        key = f"{path}.{field_name}"
+        if value is None or (field_name == "prompt_sampling" and value == "default"):
+            continue
+        if target[0] == "rollout_params" and target[1] not in rollout_fields:
+            notes.append(f"{key} does not apply to method {name!r} (rollout {doc['rollout']!r}); ignored")
+            continue
+        if target == ("group_size",) and fixed_group is not None:
+            if value != fixed_group:
+                notes.append(f"{key}={value} does not apply to method {name!r} (rollout {doc['rollout']!r} takes "
+                             f"{fixed_group} answer per prompt); ignored")
+            continue
+        node = shortcuts
+        for part in target[:-1]:
+            node = node.setdefault(part, {})
+        node[target[-1]] = value
+    overrides = _merge(shortcuts, dict(cfg.method or {}))
+    return resolve_method(name, overrides, where="method"), notes
+
+
+def method_to_document(method: MethodPreset) -> dict[str, Any]:
+    """A resolved method as a document (what ``method.yaml`` of a run holds)."""
+    doc: dict[str, Any] = {
+        "name": method.name, "description": method.description, "source": method.source, "rollout": method.rollout,
+        "rollout_params": dict(method.rollout_params), "group_size": method.group_size, "terms": {},
+        "filter_groups": method.filter_groups, "max_gen_batches": method.max_gen_batches,
+        "value_tracker": method.value_tracker, "length_tracker": method.length_tracker,
+        "prompt_sampling": method.prompt_sampling, "token_weights": method.token_weights,
+        "token_weight_params": dict(method.token_weight_params), "agg_scale": method.agg_scale,
+        "kl_coef": method.kl_coef, "kl_estimator": method.kl_estimator, "kl_placement": method.kl_placement,
+        "entropy_coef": method.entropy_coef, "reward_range": list(method.reward_range),
+    }
+    for t in method.terms:
+        doc["terms"][t.role] = {"advantage": t.advantage, "advantage_params": dict(t.advantage_params), "loss": t.loss,
+                                "loss_params": dict(t.loss_params), "agg": t.agg, "weight": t.weight}
+    return doc
+
+
+class _Presets(Mapping):
+    """The shipped methods by name, each resolved (validated) on first use."""
+
+    def __getitem__(self, name: str) -> MethodPreset:
+        if name not in method_names():
+            raise KeyError(f"unknown method {name!r}; presets: {method_names()}")
+        return _resolved(name)
+
+    def __iter__(self):
+        return iter(method_names())
+
+    def __len__(self) -> int:
+        return len(method_names())
+
+
+@lru_cache(maxsize=None)
+def _resolved(name: str) -> MethodPreset:
+    return resolve_method(name, where=f"skpo/methods/{name}.yaml")
+
+
+PRESETS: Mapping[str, MethodPreset] = _Presets()
+
+
+def get_preset(name: str) -> MethodPreset:
+    """A shipped method, as its document says (``KeyError`` naming the known ones)."""
+    return PRESETS[name]
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+def _params(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items())
+
+
+def method_table() -> list[dict[str, str]]:
+    """One row per shipped method: name, rollout, estimator, loss, aggregation, key defaults, source."""
+    rows = []
+    for name in method_names():
+        m = get_preset(name)
+        terms = m.terms
+        defaults = [f"G={m.group_size}"]
+        if m.rollout_params:
+            defaults.append(_params({k: v for k, v in m.rollout_params.items() if k in ("k", "max_steps", "skip", "selection")}))
+        for t in terms:
+            lp = _params(t.loss_params)
+            ap = _params(t.advantage_params)
+            label = f"{t.role}: " if len(terms) > 1 else ""
+            defaults.append(f"{label}w={t.weight:g}" + (f", {lp}" if lp else "") + (f", {ap}" if ap else ""))
+        if m.filter_groups:
+            defaults.append(f"dynamic sampling (≤{m.max_gen_batches} rounds)")
+        if m.value_tracker:
+            defaults.append("value tracker" + (", prioritised prompts" if m.prompt_sampling == "prioritized" else ""))
+        if m.token_weights:
+            defaults.append(f"token weights {m.token_weights}")
+        rows.append({
+            "name": name, "rollout": m.rollout,
+            "estimator": " / ".join(t.advantage for t in terms), "loss": " / ".join(t.loss for t in terms),
+            "aggregation": " / ".join(t.agg for t in terms), "key defaults": "; ".join(d for d in defaults if d),
+            "source": m.source,
+        })
+    return rows
+
+
+def method_table_markdown() -> str:
+    """The table as Markdown (``skpo methods --markdown``; ``docs/methods.md`` holds the same)."""
+    cols = ["name", "rollout", "estimator", "loss", "aggregation", "key defaults", "source"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in method_table():
+        lines.append("| " + " | ".join(row[c].replace("|", "\\|") for c in cols) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,514 @@
+"""``skpo warmstart``: supervised warm start of the tiny Qwen2 model on chained arithmetic.
+
+Trains :func:`skpo.models.tiny.build_tiny_model` from scratch on generated reference solutions
+so that RL starts from a policy that solves a fair share, but far from all, of the default
+problems. The shipped checkpoint ``skpo/assets/tiny-arith`` was made by the command in
+``docs/embedded-default.md`` with the previous, self-contained implementation of this module
+(same data, loss and schedule; see that page for what differs).
+
+It is built from the trainer's and the evaluator's own parts:
+
+- **rows**: each batch is a :class:`skpo.training.rows.Rows` record — prompt ids = the context
+  (``q``, or ``[s, q]``), responses ``[B, T]`` = reference solution + EOS with
+  ``response_mask``;
+- **forward**: :func:`skpo.training.rows.policy_forward`, the trainer's teacher-forced forward
+  (rows left-padded, only the response logits kept);
+- **loss**: the registered policy loss ``sft`` (``−log π`` per token) aggregated
+  ``token-mean`` by :func:`skpo.algorithms.term_loss` — the cross-entropy on response tokens
+  only; question and draft tokens are context, never targets (in an earlier probe, putting the
+  loss on the random question digits left the tiny model near 0 %);
+- **schedule**: :func:`skpo.training.schedule.lr_factor`, the trainer's schedule, cosine with
+  a floor of ``min_lr_ratio``;
+- **evaluation**: :func:`skpo.evaluation.runner.evaluate` on the caller's problems (and, for
+  skip inputs, the caller's prompt ids): the rollout engine's sampler and the ``arith`` reward.
+
+Training data (an endless seeded stream of train-side problems, :func:`make_example`):
+
+- ``plain``: ``q`` → reference solution;
+- ``skip_correct``: ``[s, q]`` with ``s`` a prefix of the *reference* solution → reference solution;
+- ``skip_flawed``: ``[s, q]`` with ``s`` a prefix of a *flawed* solution (one early wrong
+  result, carried forward), cut at or after the end of the wrong line → still the *correct*
+  reference solution, so the model learns that ``[s, q]`` asks for a fresh answer computed
+  from ``q``.
+
+When to stop: accuracy jumps within a few hundred steps once the model learns carrying, and
+where that happens moves with seed and schedule, so a fixed step count lands either near 10 %
+or near 90 %. By default the run therefore stops at the first check (every 50 steps) where plain
+avg@8 on 64 *validation* problems (train side, own seed stream) reaches 0.3, with 2000 steps
+as the cap; the held-out set is only used for the report.
+
+Reproducibility: python and torch RNGs seeded, ``torch.use_deterministic_algorithms(True)``,
+a fixed thread count (2 by default); the evaluation sampler seeds every problem's samples
+itself. Without ``--minutes`` the run (including where the target stops it) is
+bit-reproducible on one machine; ``--minutes`` stops on wall-clock and is not. Another CPU may
+round differently and stop at another check.
+
+Simplifications: AdamW with linear warm-up and cosine decay over the step cap (a run stopped
+by the target ends at a high learning rate, not annealed); batches bucketed by length, one
+forward per batch (no micro-batches, no packing: the prompts of a batch are all different).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from skpo.algorithms import LossTerm, PolicyLossInputs, term_loss
+from skpo.models.tiny import TinyConfig, build_tiny_model, count_parameters
+from skpo.models.tokenizer import build_tokenizer
+from skpo.tasks.arith import (
+    ArithConfig,
+    ArithProblem,
+    flawed_solution,
+    heldout_problems,
+    iter_problems,
+    sample_problem,
+    solution_text,
+    split_of,
+)
+from skpo.tasks.templates import plain_input_ids, response_ids, skip_input_ids
+from skpo.training.rows import Rows, pad_responses, policy_forward
+from skpo.training.schedule import lr_factor
+
+EXAMPLE_KINDS: tuple[str, ...] = ("plain", "skip_correct", "skip_flawed")
+
+SFT_TERM = LossTerm(role="response", advantage="grpo", loss="sft", agg="token-mean")
+"""The warm start's one loss term. ``advantage`` is a required field of the record and is never
+computed here: ``sft`` reads no advantage (:func:`term_loss` reads only ``loss`` and ``agg``)."""
+
+MINUTES_AXIS_STEPS = 1000
+"""With ``--minutes`` and no step cap, the schedule runs on a virtual axis of this many steps
+(wall-clock progress × 1000), with 5 % warm-up."""
+
+
+@dataclass
+class WarmstartConfig:
+    """Everything that determines a warm-start run (saved in ``warmstart.json``)."""
+
+    seed: int = 0
+    steps: int | None = 2000
+    minutes: float | None = None
+    batch_size: int = 64
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    mix: tuple[float, float, float] = (0.5, 0.25, 0.25)  # plain, skip_correct, skip_flawed
+    target_avg: float | None = 0.3  # stop at the first check with validation plain avg@k >= this
+    check_every: int = 50
+    val_problems: int = 64
+    val_k: int = 8
+    threads: int = 2
+    task: ArithConfig = field(default_factory=ArithConfig)
+    model: TinyConfig = field(default_factory=TinyConfig)
+
+    def __post_init__(self) -> None:
+        if self.steps is None and self.minutes is None:
+            raise ValueError("give steps or minutes (or both)")
+        if self.target_avg is not None and not 0.0 < self.target_avg <= 1.0:
+            raise ValueError(f"target_avg must be in (0, 1] or None, got {self.target_avg}")
+        if len(self.mix) != 3 or min(self.mix) < 0 or sum(self.mix) <= 0:
+            raise ValueError(f"mix must be three non-negative weights, got {self.mix}")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training sequence: ``prompt_ids`` ``[L_c]`` (the context, never a target) and
+    ``response_ids`` ``[L_o]`` (reference solution + EOS, the targets)."""
+
+    prompt_ids: list[int]
+    response_ids: list[int]
+    kind: str
+
+    @property
+    def input_ids(self) -> list[int]:
+        """The whole sequence ``[L_c + L_o]``."""
+        return self.prompt_ids + self.response_ids
+
+    @property
+    def loss_mask(self) -> list[int]:
+        """``[L_c + L_o]``: 1 on response tokens."""
+        return [0] * len(self.prompt_ids) + [1] * len(self.response_ids)
+
+
+def make_example(
+    problem: ArithProblem, kind: str, tokenizer: PreTrainedTokenizerBase, rng: random.Random
+) -> Example:
+    """A training sequence of ``kind`` for ``problem`` (see module doc); target = reference solution."""
+    prompt = plain_input_ids(tokenizer, problem)
+    target = response_ids(tokenizer, problem)
+    if kind == "plain":
+        context = prompt
+    elif kind == "skip_correct":
+        draft = target[:-1]  # reference solution without EOS
+        context = skip_input_ids(draft[: rng.randint(1, len(draft))], prompt)
+    elif kind == "skip_flawed":
+        flawed = flawed_solution(problem, rng)
+        draft = tokenizer.encode(flawed.text, add_special_tokens=False)
+        # cut at or after the newline that ends the wrong line: the draft always shows the error
+        # (without the newline, a wrong "1" could still read as the start of a right "10")
+        lines = flawed.text.split("\n")
+        shown = "\n".join(lines[: flawed.error_step + 1]) + "\n"
+        error_end = len(tokenizer.encode(shown, add_special_tokens=False))
+        context = skip_input_ids(draft[: rng.randint(error_end, len(draft))], prompt)
+    else:
+        raise ValueError(f"unknown example kind {kind!r}; expected one of {EXAMPLE_KINDS}")
+    return Example(list(context), list(target), kind)
+
+
+def example_stream(
+    task: ArithConfig, tokenizer: PreTrainedTokenizerBase, seed: int, mix: Sequence[float]
+) -> Iterator[Example]:
+    """Endless seeded stream of training examples on the train side of the task."""
+    rng = random.Random(f"warmstart-examples:{seed}")
+    for problem in iter_problems(task, seed=seed, split="train"):
+        kind = rng.choices(EXAMPLE_KINDS, weights=mix)[0]
+        yield make_example(problem, kind, tokenizer, rng)
+
+
+def examples_to_rows(examples: Sequence[Example], pad_id: int) -> Rows:
+    """``B`` examples as one row record: ``prompt_ids`` = the contexts, ``response_ids`` /
+    ``response_mask`` ``[B, T]`` = the targets right-padded (:func:`pad_responses`). There is no
+    sampling: old log-probs ``[B, T]`` and rewards ``[B]`` are zeros, each row its own group."""
+    responses = [e.response_ids for e in examples]
+    ids, mask, old = pad_responses(responses, [[0.0] * len(r) for r in responses], pad_id)
+    return Rows([list(e.prompt_ids) for e in examples], ids, mask, old, torch.zeros(len(examples)),
+                list(range(len(examples))))
+
+
+def batch_stream(
+    examples: Iterator[Example], batch_size: int, pad_id: int, rng: random.Random, bucket: int = 8
+) -> Iterator[Rows]:
+    """Batches of ``batch_size`` examples as :class:`Rows`, bucketed by length to cut padding.
+
+    Draws ``bucket * batch_size`` examples, sorts them by length, cuts them into ``bucket``
+    batches and yields those in a shuffled order (deterministic given ``rng``).
+    """
+    while True:
+        pool = sorted((next(examples) for _ in range(bucket * batch_size)), key=lambda e: len(e.input_ids))
+        batches = [pool[i : i + batch_size] for i in range(0, len(pool), batch_size)]
+        rng.shuffle(batches)
+        for chunk in batches:
+            yield examples_to_rows(chunk, pad_id)
+
+
+def sft_loss(model: PreTrainedModel, rows: Rows, pad_id: int) -> torch.Tensor:
+    """Token-mean ``−log π`` of the response tokens of ``rows`` (scalar): the trainer's forward
+    (:func:`policy_forward`, log-probs ``[B, T]``) and the ``sft`` term (:data:`SFT_TERM`)."""
+    log_prob, _ = policy_forward(model, rows.prompt_ids, rows.response_ids, rows.response_mask, pad_id)
+    unused = torch.zeros_like(log_prob)  # sft reads neither old log-probs nor advantages
+    loss, _ = term_loss(SFT_TERM, PolicyLossInputs(log_prob, unused, unused, rows.response_mask.to(log_prob.device)))
+    return loss
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class AvgAtK:
+    """Sampling accuracy on a problem set."""
+
+    k: int
+    n_problems: int
+    avg_at_k: float  # mean success rate over all k samples of all problems
+    pass_at_k: float  # fraction of problems with at least one success
+    frac_mixed: float  # fraction of problems with success rate strictly in (0, 1)
+    histogram: list[int]  # histogram[j] = number of problems with exactly j successes, j = 0..k
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def evaluate_avg_at_k(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    problems: Sequence[ArithProblem],
+    k: int = 8,
+    seed: int = 0,
+    inputs: Sequence[Sequence[int]] | None = None,
+    batch_size: int = 512,
+) -> AvgAtK:
+    """avg@k, pass@k, the mixed fraction and the success histogram of ``model`` on ``problems``,
+    through the evaluation runner (:func:`skpo.evaluation.runner.evaluate`: the rollout
+    engine's sampler at temperature 1, no top-p, each problem's samples seeded from ``seed`` and
+    its position; the ``arith`` reward; budget: the longest reference response + 16 tokens).
+
+    Args:
+        inputs: per-problem prompt ids; default the plain prompt (pass skip inputs to measure
+            ``[s, q]``, see :func:`draft_inputs`).
+        batch_size: most (prompt, sample) rows decoded together.
+    """
+    from skpo.evaluation.benchmarks import get_spec
+    from skpo.evaluation.runner import evaluate
+    from skpo.tasks.dataset import arith_records
+
+    was_training = model.training
+    model.eval()
+    try:
+        result = evaluate(model, tokenizer, get_spec("arith"), k=k, seed=seed, batch_size=batch_size,
+                          problems=arith_records(problems), prompt_ids=inputs)
+    finally:
+        model.train(was_training)
+    n, hist = result["n_problems"], result["success_histogram"]
+    return AvgAtK(k=k, n_problems=n, avg_at_k=result["metrics"][f"avg@{k}"], pass_at_k=result["metrics"][f"pass@{k}"],
+                  frac_mixed=sum(hist[1:k]) / n, histogram=hist)
+
+
+def draft_inputs(
+    tokenizer: PreTrainedTokenizerBase, problems: Sequence[ArithProblem], flawed: bool, seed: int = 0
+) -> list[list[int]]:
+    """Skip inputs ``[s, q]`` whose draft is the first half of the lines of a solution.
+
+    The draft holds ``max(1, n_ops // 2)`` full equation lines (each ending in a newline) of the
+    reference solution, or — with ``flawed`` — of a flawed solution whose first line is wrong.
+    Returns ``[N][L_s + L_q]`` token ids, built with the same template helpers as training.
+    """
+    rng = random.Random(f"draft-inputs:{seed}")
+    rows = []
+    for p in problems:
+        n_lines = max(1, p.n_ops // 2)
+        text = flawed_solution(p, rng, error_step=0).text if flawed else solution_text(p)
+        draft = "\n".join(text.split("\n")[:n_lines]) + "\n"
+        rows.append(skip_input_ids(tokenizer.encode(draft, add_special_tokens=False), plain_input_ids(tokenizer, p)))
+    return rows
+
+
+def evaluate_all(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: Sequence[ArithProblem], k: int = 8, seed: int = 0
+) -> dict[str, dict[str, object]]:
+    """avg@k on plain inputs and on skip inputs with a correct and a flawed draft."""
+    return {
+        "plain": evaluate_avg_at_k(model, tokenizer, problems, k=k, seed=seed).to_dict(),
+        "skip_correct_draft": evaluate_avg_at_k(
+            model, tokenizer, problems, k=k, seed=seed, inputs=draft_inputs(tokenizer, problems, flawed=False)
+        ).to_dict(),
+        "skip_flawed_draft": evaluate_avg_at_k(
+            model, tokenizer, problems, k=k, seed=seed, inputs=draft_inputs(tokenizer, problems, flawed=True)
+        ).to_dict(),
+    }
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass
+class WarmstartResult:
+    """What :func:`train` returns."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    steps: int
+    seconds: float
+    losses: list[float]  # per step
+    validation: list[dict[str, float]]  # one record per check: step, avg_at_k, pass_at_k, frac_mixed
+    reached_target: bool
+
+
+def set_determinism(seed: int, threads: int) -> None:
+    """Seed python and torch, fix the thread count, and ask torch for deterministic kernels."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    # NaN-filling every fresh tensor (on by default in deterministic mode) made CPU steps several
+    # times slower here and changes no result; the deterministic kernels themselves are kept.
+    torch.utils.deterministic.fill_uninitialized_memory = False
+
+
+def validation_problems(task: ArithConfig, n: int, seed: int) -> list[ArithProblem]:
+    """``n`` train-side problems from a stream of their own, for the stopping rule.
+
+    Train side on purpose: the held-out (eval-side) set stays untouched by model selection.
+    """
+    rng = random.Random(f"warmstart-validation:{seed}")
+    out: list[ArithProblem] = []
+    while len(out) < n:
+        problem = sample_problem(task, rng)
+        if split_of(problem.question, task.eval_buckets) == "train":
+            out.append(problem)
+    return out
+
+
+def schedule_axis(config: WarmstartConfig) -> tuple[int, int]:
+    """``(total, warmup)`` steps of the schedule: the step cap and ``min(warmup_steps, cap // 2)``;
+    with ``--minutes`` alone, :data:`MINUTES_AXIS_STEPS` and 5 % of it."""
+    if config.steps:
+        return config.steps, min(config.warmup_steps, config.steps // 2)
+    return MINUTES_AXIS_STEPS, MINUTES_AXIS_STEPS // 20
+
+
+def train(config: WarmstartConfig, log_every: int = 100, log: Callable[[str], None] = print) -> WarmstartResult:
+    """Run the warm start (no held-out evaluation, no saving).
+
+    The learning rate is ``lr · lr_factor(position, total, warmup, "cosine", min_lr_ratio)``
+    with ``position = max(step, elapsed / minutes · total)`` on the axis of
+    :func:`schedule_axis`. The run stops when the position reaches ``total`` or, with
+    ``target_avg`` set, at the first check (every ``check_every`` steps) where plain
+    avg@``val_k`` on ``val_problems`` validation problems reaches ``target_avg``.
+
+    Why the target: accuracy of the tiny model jumps within a few hundred steps once it learns
+    carrying (e.g. 10 % → 80 % plain avg@8), and where that jump happens depends on the seed and
+    schedule. A fixed step count would land on either side of it; stopping at a validation
+    target lands in the middle, where RL has the most signal, whatever the seed.
+    """
+    set_determinism(config.seed, config.threads)
+    tokenizer = build_tokenizer(model_max_length=config.model.max_position_embeddings)
+    pad_id = tokenizer.pad_token_id
+    model = build_tiny_model(tokenizer, config.model, seed=config.seed)
+    model.train()
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+        betas=(0.9, 0.98),
+    )
+    batches = batch_stream(
+        example_stream(config.task, tokenizer, config.seed, config.mix),
+        config.batch_size,
+        pad_id,
+        random.Random(f"warmstart-batches:{config.seed}"),
+    )
+    val = validation_problems(config.task, config.val_problems, config.seed) if config.target_avg is not None else []
+    budget_s = None if config.minutes is None else 60.0 * config.minutes
+    total, warmup = schedule_axis(config)
+    log(f"warmstart: {count_parameters(model):,} parameters, batch {config.batch_size}, steps {config.steps}, "
+        f"minutes {config.minutes}, target avg@{config.val_k} {config.target_avg}, seed {config.seed}")
+
+    losses: list[float] = []
+    validation: list[dict[str, float]] = []
+    reached = False
+    start = time.perf_counter()
+    step = 0
+    while not reached:
+        position = max(float(step), (time.perf_counter() - start) / budget_s * total if budget_s else 0.0)
+        if position >= total:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * lr_factor(position, total, warmup, "cosine", config.min_lr_ratio)
+        loss = sft_loss(model, next(batches), pad_id)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        losses.append(loss.item())
+        step += 1
+        if log_every and step % log_every == 0:
+            recent = sum(losses[-log_every:]) / len(losses[-log_every:])
+            log(f"step {step:5d}  loss {recent:.4f}  lr {optimizer.param_groups[0]['lr']:.2e}  "
+                f"{time.perf_counter() - start:6.1f}s")
+        if val and step % config.check_every == 0:
+            m = evaluate_avg_at_k(model, tokenizer, val, k=config.val_k, seed=config.seed)
+            validation.append({"step": step, "avg_at_k": m.avg_at_k, "pass_at_k": m.pass_at_k, "frac_mixed": m.frac_mixed})
+            log(f"step {step:5d}  validation avg@{config.val_k} {m.avg_at_k:.3f}  pass@{config.val_k} "
+                f"{m.pass_at_k:.3f}  mixed {m.frac_mixed:.3f}")
+            reached = m.avg_at_k >= config.target_avg
+    model.eval()
+    return WarmstartResult(model, tokenizer, step, time.perf_counter() - start, losses, validation, reached)
+
+
+def save(result: WarmstartResult, config: WarmstartConfig, out: Path, metrics: dict[str, object]) -> None:
+    """Write model (safetensors), tokenizer and ``warmstart.json`` to ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    result.model.save_pretrained(out, safe_serialization=True)
+    result.tokenizer.save_pretrained(out)
+    record = {
+        "config": asdict(config),
+        "seed": config.seed,
+        "steps": result.steps,
+        "reached_target": result.reached_target,
+        "train_seconds": round(result.seconds, 1),
+        "parameters": count_parameters(result.model),
+        "final_loss": sum(result.losses[-50:]) / max(1, len(result.losses[-50:])),
+        "metrics": metrics,
+        "validation": result.validation,
+        "losses": [round(x, 4) for x in result.losses],  # per step
+    }
+    (out / "warmstart.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    d, t = WarmstartConfig(), ArithConfig()
+    p = argparse.ArgumentParser(prog="skpo warmstart", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="output directory (created)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"most optimizer steps; the LR schedule spans them (default {d.steps} without --minutes)")
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget (not bit-reproducible)")
+    p.add_argument("--target-avg", type=float, default=d.target_avg,
+                   help="stop once validation plain avg@k reaches this (a negative value: never)")
+    p.add_argument("--check-every", type=int, default=d.check_every)
+    p.add_argument("--val-problems", type=int, default=d.val_problems)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--mix", type=float, nargs=3, default=list(d.mix), metavar=("PLAIN", "SKIP_OK", "SKIP_FLAWED"))
+    p.add_argument("--min-ops", type=int, default=t.min_ops)
+    p.add_argument("--max-ops", type=int, default=t.max_ops)
+    p.add_argument("--min-operand", type=int, default=t.min_operand)
+    p.add_argument("--max-operand", type=int, default=t.max_operand)
+    p.add_argument("--operators", default="".join(t.operators), help="e.g. '+-' or '+-*'")
+    p.add_argument("--allow-negative", action="store_true", default=t.allow_negative)
+    p.add_argument("--max-abs-result", type=int, default=t.max_abs_result)
+    p.add_argument("--eval-problems", type=int, default=200, help="held-out problems (0: skip evaluation)")
+    p.add_argument("--eval-k", type=int, default=8)
+    p.add_argument("--log-every", type=int, default=100)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    task = ArithConfig(
+        min_ops=args.min_ops,
+        max_ops=args.max_ops,
+        min_operand=args.min_operand,
+        max_operand=args.max_operand,
+        operators=tuple(args.operators),
+        allow_negative=args.allow_negative,
+        max_abs_result=args.max_abs_result,
+    )
+    steps = args.steps if (args.steps is not None or args.minutes is not None) else WarmstartConfig.steps
+    config = WarmstartConfig(
+        seed=args.seed,
+        steps=steps,
+        minutes=args.minutes,
+        target_avg=None if args.target_avg < 0 else args.target_avg,
+        check_every=args.check_every,
+        val_problems=args.val_problems,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        mix=tuple(args.mix),
+        threads=args.threads,
+        task=task,
+    )
+    result = train(config, log_every=args.log_every)
+    print(f"trained {result.steps} steps in {result.seconds:.0f}s"
+          + (f" (validation target {config.target_avg} reached)" if result.reached_target else ""))
+    metrics: dict[str, object] = {}
+    if args.eval_problems > 0:
+        t0 = time.perf_counter()
+        problems = heldout_problems(task, args.eval_problems)
+        metrics = evaluate_all(result.model, result.tokenizer, problems, k=args.eval_k)
+        metrics["eval_seconds"] = round(time.perf_counter() - t0, 1)
+        for name in ("plain", "skip_correct_draft", "skip_flawed_draft"):
+            m = metrics[name]
+            print(f"{name:>20}: avg@{args.eval_k} {m['avg_at_k']:.3f}  pass@{args.eval_k} {m['pass_at_k']:.3f}  "
+                  f"mixed {m['frac_mixed']:.3f}  histogram {m['histogram']}")
+    save(result, config, args.out, metrics)
+    print(f"saved to {args.out}")
+    return 0

@@ -1,0 +1,65 @@
+"""One rank of a data-parallel run (tests/test_distributed.py), or the one-process replay.
+
+    python dist_worker.py record RECORD_DIR OVERRIDES_JSON     # under RANK/WORLD_SIZE env
+    python dist_worker.py replay RECORD_DIR OVERRIDES_JSON     # one process
+
+``record`` trains with the method's own rollout kind, saving what each rank's rollout
+returned at every step; ``replay`` trains one process whose rollout returns, at each step, the
+ranks' recorded results joined in rank order — the same global batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+torch.set_num_threads(1)
+
+
+def main() -> None:
+    mode, record_dir, overrides = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
+    from skpo.config import load_config
+    from skpo.training import rollouts
+    from skpo.training.distributed import merge_rank_metrics
+    from skpo.training.rows import concat_rows
+    from skpo.training.setup import build_trainer
+
+    cfg = load_config(None, overrides)
+    from skpo.methods import resolve_for_run
+
+    kind = resolve_for_run(cfg)[0].rollout
+    entry = rollouts.ROLLOUTS.get(kind)
+    real = entry.fn
+
+    def recording(ctx, items):
+        result = real(ctx, items)
+        torch.save(result, record_dir / f"step{ctx.step}_rank{ctx.rank}.pt")
+        return result
+
+    def replay(ctx, items):
+        parts = [torch.load(p, weights_only=False) for p in sorted(record_dir.glob(f"step{ctx.step}_rank*.pt"))]
+        obs = None
+        if parts[0].length_observations is not None:
+            obs = ([k for p in parts for k in p.length_observations[0]], [v for p in parts for v in p.length_observations[1]])
+        metrics = merge_rank_metrics([(p.metrics, len(p.rows)) for p in parts])  # as the ranks' are merged
+        return dataclasses.replace(parts[0], rows=concat_rows([p.rows for p in parts], ctx.pad_id), metrics=metrics,
+                                   decoded_tokens=sum(p.decoded_tokens for p in parts),
+                                   prefill_tokens=sum(p.prefill_tokens for p in parts), length_observations=obs)
+
+    rollouts.ROLLOUTS._entries[kind] = dataclasses.replace(entry, fn=recording if mode == "record" else replay)
+    trainer = build_trainer(cfg)
+    trainer.train()
+    if trainer.accelerator.is_main_process:
+        torch.save({k: v.detach().cpu() for k, v in trainer.policy.state_dict().items()}, Path(cfg.log.out_dir) / "final.pt")
+        (Path(cfg.log.out_dir) / "final.json").write_text(json.dumps(
+            {"tokens_seen": trainer.tokens_seen, "step": trainer.step,
+             "value_tracker": trainer.value_tracker.state_dict() if trainer.value_tracker else None}, default=str))
+    print(f"rank {trainer.accelerator.process_index} done step {trainer.step}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
