@@ -285,6 +285,11 @@ class OARWeightParams:
     floor: float = 0.1  # minimum weight of the suppressed tier
     boost: float = 1.0  # β: boosted weights lie in [1, 1 + β]
     mass_preserving: bool = True  # rescale so Σ_t w_t = number of scored tokens
+    answer_mode: str = "answer_mean"  # the probe's readout of P_final (skpo.training.oar): answer_mean | last
+
+    def __post_init__(self) -> None:
+        if self.answer_mode not in ("answer_mean", "last"):
+            raise ValueError(f"answer_mode must be 'answer_mean' or 'last' (got {self.answer_mode!r})")
 
 
 def oar_bilevel_weights(

@@ -160,6 +160,7 @@ class MethodPreset:
             unknown = sorted(set(self.token_weight_params) - set(OARWeightParams.__dataclass_fields__))
             if unknown:
                 raise ValueError(f"{self.name}: token_weight_params: unknown {unknown}; known: {sorted(OARWeightParams.__dataclass_fields__)}")
+            OARWeightParams(**dict(self.token_weight_params))  # value checks (answer_mode)
         return self
 
 

@@ -14,7 +14,12 @@ from skpo.errors import run_command
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="skpo train", description="Train a policy from a YAML config.")
+    from skpo.methods import method_names
+
+    parser = argparse.ArgumentParser(
+        prog="skpo train", description="Train a policy from a YAML config.",
+        epilog=f"methods (train.method=NAME, or a method .yaml file; `skpo methods` for details): {', '.join(method_names())}. "
+               "Any part of a method can be overridden: method.terms.<role>.<key>=value (docs/methods.md).")
     parser.add_argument("--config", help="YAML config (defaults: the embedded SKPO recipe)")
     parser.add_argument("--resume", action="store_true", help="continue the run in log.out_dir from its newest intact checkpoint")
     parser.add_argument("--overwrite", action="store_true",

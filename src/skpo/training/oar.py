@@ -5,7 +5,9 @@ that turn importance into advantages are pure maths (``oar_bilevel_weights``).
 The probe is the response itself: reasoning tokens are those before the answer marker
 (``Answer:`` on the synthetic task, ``\\boxed`` on math), the answer tokens those after it;
 ``P_final`` is the softmax of the mean logits over the positions that predict the answer
-tokens (``answer_mean`` mode). Responses without a marker or answer get no reshaping
+tokens (``answer_mode="answer_mean"``, the default: our reading of the source's readout over a
+multi-token answer), or of the logits at the position that predicts the last answer token
+(``answer_mode="last"``). Method documents set it in ``token_weight_params.answer_mode``. Responses without a marker or answer get no reshaping
 (weights 1). Importance uses the current policy with no gradient to its parameters
 (``torch.autograd.grad`` on the input embeddings only; reference §2.10 O5b, O6).
 
@@ -33,9 +35,18 @@ def find_marker(tokens: Sequence[int], marker: Sequence[int]) -> int | None:
     return None
 
 
-def _answer_logits_mean(logits: Tensor, start: int, end: int) -> Tensor:
-    # logits[:, p] predicts token p + 1: positions start-1 … end-2 predict tokens start … end-1
-    return logits[:, start - 1 : end - 1].mean(dim=1)
+ANSWER_MODES = ("answer_mean", "last")
+
+
+def _answer_logits(logits: Tensor, start: int, end: int, answer_mode: str = "answer_mean") -> Tensor:
+    """``[N, V]`` readout of the final-answer distribution from ``logits`` ``[N, L, V]``.
+    ``logits[:, p]`` predicts token ``p + 1``: positions ``start-1 … end-2`` predict the answer
+    tokens ``start … end-1``."""
+    if answer_mode == "answer_mean":
+        return logits[:, start - 1 : end - 1].mean(dim=1)
+    if answer_mode == "last":
+        return logits[:, end - 2]
+    raise ValueError(f"unknown OAR answer_mode {answer_mode!r}; expected one of {ANSWER_MODES}")
 
 
 def _probe(prompt: Sequence[int], response: Sequence[int], marker: Sequence[int]) -> tuple[list[int], int, int, int] | None:
@@ -59,6 +70,7 @@ def oar_importance(
     pad_id: int = 0,
     noise_std: float = 1e-3,
     generator: torch.Generator | None = None,
+    answer_mode: str = "answer_mean",
 ) -> tuple[Tensor, Tensor]:
     """Importance ``[B, T]`` and the scored-token mask ``[B, T]`` (reasoning tokens of rows
     that have an answer), ``T`` = longest response."""
@@ -74,7 +86,7 @@ def oar_importance(
         ids, r0, a0, a1 = probe
         input_ids = torch.tensor([ids], device=device)
         with torch.no_grad():
-            p0 = F.log_softmax(_answer_logits_mean(model(input_ids=input_ids, use_cache=False).logits.float(), a0, a1), -1)
+            p0 = F.log_softmax(_answer_logits(model(input_ids=input_ids, use_cache=False).logits.float(), a0, a1, answer_mode), -1)
         n_reason = a0 - len(marker) - r0  # reasoning = response tokens before the marker
         if n_reason <= 0:
             continue
@@ -86,7 +98,7 @@ def oar_importance(
             ).to(device) * noise_std
             noisy = (emb + noise).requires_grad_(True)
             logits = model(inputs_embeds=noisy, use_cache=False).logits.float()
-            log_p = F.log_softmax(_answer_logits_mean(logits, a0, a1), -1)
+            log_p = F.log_softmax(_answer_logits(logits, a0, a1, answer_mode), -1)
             objective = (p0.exp() * (p0 - log_p)).sum()
             (grad,) = torch.autograd.grad(objective, noisy)
             scores = (grad[0, r0 : r0 + n_reason] * noisy[0, r0 : r0 + n_reason].detach()).sum(-1).abs()
@@ -94,7 +106,7 @@ def oar_importance(
             copies = input_ids.repeat(n_reason, 1)
             copies[torch.arange(n_reason), r0 + torch.arange(n_reason)] = pad_id
             with torch.no_grad():
-                log_p = F.log_softmax(_answer_logits_mean(model(input_ids=copies, use_cache=False).logits.float(), a0, a1), -1)
+                log_p = F.log_softmax(_answer_logits(model(input_ids=copies, use_cache=False).logits.float(), a0, a1, answer_mode), -1)
             scores = (p0.exp() * (p0 - log_p)).sum(-1)
         else:
             raise ValueError(f"unknown OAR importance mode {mode!r} (oar_g or oar_p)")

@@ -423,12 +423,15 @@ class Trainer:
     def _token_weights(self, rows: Rows) -> torch.Tensor:
         """OAR's per-token weights (Bi-Level reshaping of the probe's importance), ``[B, T]``."""
         responses = [rows.response_ids[b, : int(n)].tolist() for b, n in enumerate(rows.lengths())]
+        reshaping = dict(self.preset.token_weight_params)
+        answer_mode = reshaping.pop("answer_mode", "answer_mean")
         with self._autocast():
             importance, scored = oar_importance(
                 self.policy, rows.prompt_ids, responses, self.source.answer_marker_ids(), mode=self.preset.token_weights,
                 pad_id=self.pad_id, generator=torch.Generator().manual_seed(mix_seed(self.cfg.train.seed, self.step, 31)),
+                answer_mode=answer_mode,
             )
-        weights = oar_bilevel_weights(importance, scored, **dict(self.preset.token_weight_params))
+        weights = oar_bilevel_weights(importance, scored, **reshaping)
         full = torch.ones_like(rows.response_mask)
         full[:, : weights.shape[1]] = weights[:, : full.shape[1]]
         return full
