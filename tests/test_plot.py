@@ -188,5 +188,5 @@ def test_progress_line_when_not_a_terminal() -> None:
             update(step, metrics)
     lines = stream.getvalue().splitlines()
     assert [ln.split()[1] for ln in lines] == ["4/10", "5/10", "8/10", "10/10"]  # every 4, the eval step, the last
-    assert "acc 0.5" in lines[0] and "R 0.25" in lines[0] and "1.00 s/step" in lines[0] and "tokens 4k" in lines[0]
+    assert "acc 0.5" in lines[0] and "R 0.25" in lines[0] and "1.00 s/step" in lines[0] and "tokens 3600" in lines[0]
     assert "eval/arith/avg@4 0.375" in lines[1] and "eta" in lines[0] and "eta" not in lines[-1]

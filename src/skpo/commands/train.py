@@ -76,5 +76,6 @@ def _main(argv: list[str]) -> int:
         raise ConfigError(str(err)) from err
     trainer = build_trainer(cfg, resume=args.resume, overwrite=args.overwrite)
     trainer.train()
-    print(f"done: {cfg.log.out_dir} (step {trainer.step})")
+    if trainer.accelerator.is_main_process:  # one line per run, not per process
+        print(f"done: {cfg.log.out_dir} (step {trainer.step})")
     return 0

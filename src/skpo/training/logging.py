@@ -87,6 +87,10 @@ class MetricsLogger:
             self._wandb.finish()
 
 
+def _count(n: float) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else (f"{n / 1000:.0f}k" if n >= 10_000 else f"{int(n)}")
+
+
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     h, rem = divmod(seconds, 3600)
@@ -144,7 +148,7 @@ class Progress:
         parts = [f"step {step}/{self.total}", *self._info(metrics)]
         if "tokens/seen" in metrics:
             seen = metrics["tokens/seen"]
-            parts.append(f"tokens {seen / 1000:.0f}k" + (f"/{self.token_budget / 1000:.0f}k" if self.token_budget else ""))
+            parts.append(f"tokens {_count(seen)}" + (f"/{_count(self.token_budget)}" if self.token_budget else ""))
         parts.append(f"elapsed {_duration(elapsed)}")
         done = step - self.start
         if 0 < done and step < self.total:
