@@ -110,6 +110,7 @@ class WarmstartConfig:
     threads: int = 2
     task: ArithConfig = field(default_factory=ArithConfig)
     model: TinyConfig = field(default_factory=TinyConfig)
+    init: str | None = None  # a saved model to continue from (curriculum); None = fresh tiny model
 
     def __post_init__(self) -> None:
         if self.steps is None and self.minutes is None:
@@ -341,6 +342,22 @@ def validation_problems(task: ArithConfig, n: int, seed: int) -> list[ArithProbl
     return out
 
 
+def load_init(path: str, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """A saved model to continue training from (e.g. the shipped ``tiny-arith`` for a
+    longer-chain curriculum), float32. Refused when its vocabulary or special ids differ from the
+    task tokenizer's: the warm start builds every sequence with that tokenizer."""
+    from skpo.models.loading import load_policy, tiny_arith_dir
+
+    model = load_policy(tiny_arith_dir() if path == "tiny-arith" else path, dtype=torch.float32)
+    vocab = model.get_input_embeddings().weight.shape[0]
+    if vocab != len(tokenizer) or model.config.eos_token_id != tokenizer.eos_token_id:
+        raise ValueError(
+            f"--init {path}: vocabulary {vocab} / eos {model.config.eos_token_id} does not match the arithmetic "
+            f"tokenizer's {len(tokenizer)} / {tokenizer.eos_token_id}; the warm start continues only models made by it"
+        )
+    return model
+
+
 def schedule_axis(config: WarmstartConfig) -> tuple[int, int]:
     """``(total, warmup)`` steps of the schedule: the step cap and ``min(warmup_steps, cap // 2)``;
     with ``--minutes`` alone, :data:`MINUTES_AXIS_STEPS` and 5 % of it."""
@@ -366,7 +383,7 @@ def train(config: WarmstartConfig, log_every: int = 100, log: Callable[[str], No
     set_determinism(config.seed, config.threads)
     tokenizer = build_tokenizer(model_max_length=config.model.max_position_embeddings)
     pad_id = tokenizer.pad_token_id
-    model = build_tiny_model(tokenizer, config.model, seed=config.seed)
+    model = build_tiny_model(tokenizer, config.model, seed=config.seed) if config.init is None else load_init(config.init, tokenizer)
     model.train()
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
@@ -447,6 +464,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="skpo warmstart", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="output directory (created)")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--init", default=None,
+                   help="continue from this saved model ('tiny-arith' = the shipped one) instead of a fresh tiny model")
     p.add_argument("--steps", type=int, default=None,
                    help=f"most optimizer steps; the LR schedule spans them (default {d.steps} without --minutes)")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock budget (not bit-reproducible)")
@@ -495,6 +514,7 @@ def main(argv: list[str]) -> int:
         mix=tuple(args.mix),
         threads=args.threads,
         task=task,
+        init=args.init,
     )
     result = train(config, log_every=args.log_every)
     print(f"trained {result.steps} steps in {result.seconds:.0f}s"
