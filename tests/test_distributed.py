@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -34,11 +35,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(mode: str, record: Path, overrides: list[str], world: int) -> None:
+def _launch(mode: str, record: Path, overrides: list[str], world: int, extra_env: dict[str, str] | None = None) -> None:
     port = _free_port()
     procs = []
     for rank in range(world):
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        env = {**os.environ, **(extra_env or {}), "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
         if world > 1:
             env.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
         else:
@@ -123,3 +124,82 @@ def test_uneven_lengths_never_hang_and_resume_at_another_world_size(tmp_path):
     assert trainer.step == 2
     trainer.train()
     assert trainer.step == 3
+
+
+# ----------------------------------------------------------------------------- FSDP2 sharding
+# The same record/replay check with parameters, gradients and AdamW state sharded over the two
+# ranks (train.fsdp): the sharded update equals one unsharded process's on the same global batch.
+
+
+@pytest.mark.parametrize("method, extra", [
+    # tiny micro-batches and no packing: the ranks need different numbers of micro-batches, so
+    # the zero-loss passes that keep FSDP's collectives matched are exercised
+    ("grpo", ["train.mini_batches=2", "train.micro_batch_tokens=64", "train.pack_max_tokens=0"]),
+    # SKPO launched as `accelerate launch --config_file configs/accelerate/fsdp2_offload_2gpu.yaml`
+    # would be: sharding, CPU offload and activation checkpointing from the variables it exports
+    ("skpo", ["rollout.group_size=3", "accelerate:fsdp2_offload_2gpu.yaml"]),
+])
+def test_fsdp_two_ranks_equal_one_unsharded_process(tmp_path, method, extra):
+    record = tmp_path / "record"
+    record.mkdir()
+    launch_config = [e.split(":", 1)[1] for e in extra if e.startswith("accelerate:")]
+    extra = [e for e in extra if not e.startswith("accelerate:")]
+    env = None
+    if launch_config:
+        from test_accelerate_configs import CONFIGS, launch_env
+
+        env, _ = launch_env(next(p for p in CONFIGS if p.name == launch_config[0]))
+        assert env["FSDP_OFFLOAD_PARAMS"] == "true" and env["FSDP_ACTIVATION_CHECKPOINTING"] == "true"
+    else:
+        extra = ["train.fsdp.enabled=true", *extra]
+    two = [*COMMON, f"train.method={method}", *extra, f"log.out_dir={tmp_path / 'two'}"]
+    outs = _launch("record", record, two, world=2, extra_env=env)
+    assert all("done step 2" in o for o in outs)
+    one = [*COMMON, f"train.method={method}", *extra, f"log.out_dir={tmp_path / 'one'}"]
+    _launch("replay", record, one, world=1)
+    a = torch.load(tmp_path / "two" / "final.pt")
+    b = torch.load(tmp_path / "one" / "final.pt")
+    start = _initial_weights()
+    moved = max(float((b[k] - start[k]).abs().max()) for k in b)
+    diff = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert moved > 1e-4, "the update did not move the weights"
+    assert diff <= 2e-5, f"FSDP 2 ranks vs 1 process: max |Δθ| {diff:.3g} (update {moved:.3g})"
+    logged = [[json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in ("two", "one")]
+    for two_row, one_row in zip(*logged):
+        for key in ("actor/grad_norm", "actor/pg_loss"):  # a mean instead of a sum over ranks would halve the norm
+            assert two_row[key] == pytest.approx(one_row[key], rel=1e-4, abs=1e-6), key
+    # the checkpoint: whole weights (a plain HF directory) and one optimizer shard file per rank
+    ckpt = tmp_path / "two" / "checkpoints" / "step_000002"
+    assert (ckpt / "model" / "model.safetensors").is_file() and not (ckpt / "optimizer.pt").exists()
+    assert sorted(p.name for p in (ckpt / "optimizer").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    assert {"optimizer/.metadata", "optimizer/__0_0.distcp", "optimizer/__1_0.distcp"} <= set(manifest)
+
+
+def test_fsdp_resume_is_exact_and_crosses_world_sizes(tmp_path):
+    """A sharded run stopped at step 2 and resumed sharded gives the weights of an uninterrupted
+    3-step run; its checkpoint also resumes on one unsharded process; and an unsharded
+    checkpoint resumes sharded (the optimizer state is split into shards)."""
+    base = [*COMMON, "train.method=grpo", "train.fsdp.enabled=true", "log.save_every=1"]
+    empty = tmp_path / "record"
+    empty.mkdir()
+    _launch("record", empty, [*base, "train.steps=3", f"log.out_dir={tmp_path / 'full'}"], world=2)
+    _launch("record", empty, [*base, "train.steps=2", f"log.out_dir={tmp_path / 'split'}"], world=2)
+    _launch("resume", empty, [*base, "train.steps=3", f"log.out_dir={tmp_path / 'split'}"], world=2)
+    a, b = (torch.load(tmp_path / d / "final.pt") for d in ("full", "split"))
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+    # the sharded checkpoint of step 2 on one unsharded process
+    from skpo.config import load_config
+    from skpo.training.setup import build_trainer
+
+    one = [*COMMON, "train.method=grpo", "log.save_every=1"]
+    shutil.copytree(tmp_path / "full", tmp_path / "to_one")
+    shutil.rmtree(tmp_path / "to_one" / "checkpoints" / "step_000003")
+    (tmp_path / "to_one" / "checkpoints" / "latest").write_text("step_000002")
+    trainer = build_trainer(load_config(None, [*one, "train.steps=3", f"log.out_dir={tmp_path / 'to_one'}"]), resume=True)
+    assert trainer.step == 2 and len(trainer.optimizer.state_dict()["state"]) > 0
+    assert int(next(iter(trainer.optimizer.state_dict()["state"].values()))["step"]) == 2
+    # an unsharded checkpoint resumed by two sharded ranks
+    trainer.train()
+    _launch("resume", empty, [*base, "train.steps=4", f"log.out_dir={tmp_path / 'to_one'}"], world=2)
+    assert json.loads((tmp_path / "to_one" / "final.json").read_text())["step"] == 4

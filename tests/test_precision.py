@@ -107,3 +107,23 @@ def test_lm_head_in_float32_keeps_weights_and_keys(standin):
     assert logits.dtype == torch.float32 and list(model.state_dict()) == keys
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # still tied
     assert lm_head_float32("auto", "cpu") and not lm_head_float32("auto", "cuda") and not lm_head_float32("compute", "cpu")
+
+
+def test_a_copy_of_a_float32_head_model_computes_with_its_own_head():
+    """The KL reference and a reward model are deep copies of the policy: after the copy, the
+    policy's head changing (training) must not change the copy's logits."""
+    import copy
+
+    from skpo.models.loading import load_policy, tiny_arith_dir
+    from skpo.training.precision import head_in_float32
+
+    policy = load_policy(tiny_arith_dir(), dtype="float32")
+    head_in_float32(policy)
+    frozen = copy.deepcopy(policy)
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        before = frozen(ids).logits
+        policy.get_output_embeddings().weight.mul_(2.0)  # the policy trains; its copy must not see it
+        after = frozen(ids).logits
+    assert before.dtype == torch.float32
+    torch.testing.assert_close(after, before, rtol=0, atol=0)

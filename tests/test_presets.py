@@ -10,7 +10,8 @@ from skpo.algorithms import PRESETS, AggDenominators, PolicyLossInputs, get_pres
 from skpo.methods import MethodError, method_names, resolve_method
 
 EXPECTED = {"grpo", "dr_grpo", "dapo", "cispo", "gspo", "sapo", "spo", "rloo", "mc_dense", "oar", "oar_p", "skpo",
-            "bnpo", "clip_cov", "kl_cov"}
+            "bnpo", "clip_cov", "kl_cov", "prime", "critique_grpo", "knapsack", "vas", "scaf_grpo",
+            "papo", "lp_reg", "gtpo", "riskpo", "copo"}
 
 
 def test_all_methods_present_and_valid():

@@ -151,6 +151,16 @@ class RolloutSection(_Strict):
     skpo: SkpoSection = SkpoSection()
 
 
+class FSDPSection(_Strict):
+    """Parameter sharding with FSDP2 (skpo/training/sharding.py, docs/scaling.md). Also switched
+    on by an accelerate launch config with ``distributed_type: FSDP`` and ``fsdp_version: 2``."""
+
+    enabled: bool = Field(False, description="shard parameters, gradients and AdamW state over the processes (FSDP2)")
+    reshard_after_forward: bool = Field(
+        True, description="free each layer's gathered weights after its forward (ZeRO-3; False keeps them to the backward: ZeRO-2-like, more memory, less traffic)")
+    cpu_offload: bool = Field(False, description="keep shards, gradients and the optimizer step in CPU memory")
+
+
 class TrainSection(_Strict):
     method: str = Field("skpo", description="a shipped method (skpo methods lists them) or the path of a method document (.yaml)")
     steps: int = Field(200, ge=0)
@@ -163,6 +173,7 @@ class TrainSection(_Strict):
     ppo_epochs: int = Field(1, ge=1)
     gradient_checkpointing: bool = Field(
         False, description="recompute each layer's activations in the backward pass (memory for time; same update)")
+    fsdp: FSDPSection = Field(default_factory=FSDPSection)
     micro_batch_tokens: int = Field(
         1024, ge=1, description="token budget of one forward/backward (length-bucketed; ~1k tokens keeps a CPU's caches warm, GPUs want far more)"
     )
@@ -181,7 +192,9 @@ class TrainSection(_Strict):
     kl_estimator: Literal["k1", "k2", "k3", "abs", "k1+", "k3+"] = "k3"
     kl_placement: Literal["loss", "reward"] = "loss"
     entropy_coef: float | None = Field(None, ge=0)
-    prompt_sampling: Literal["default", "uniform", "prioritized"] = "default"
+    prompt_sampling: str = Field(
+        "default", description="a registered prompt sampler (uniform, prioritized, knapsack, vas; skpo.algorithms.samplers); "
+        "default: the method's")
     rho_mode: Literal["kl", "steps"] = Field(
         "kl", description="tracker forgetting: 'kl' = 2^(-KL/half_life) with the policy drift since the prompt was last seen; 'steps' = 2^(-Δsteps/half_life)"
     )

@@ -2,6 +2,7 @@
 
     python dist_worker.py record RECORD_DIR OVERRIDES_JSON     # under RANK/WORLD_SIZE env
     python dist_worker.py replay RECORD_DIR OVERRIDES_JSON     # one process
+    python dist_worker.py resume RECORD_DIR OVERRIDES_JSON     # --resume, the method's own rollouts
 
 ``record`` trains with the method's own rollout kind, saving what each rank's rollout
 returned at every step; ``replay`` trains one process whose rollout returns, at each step, the
@@ -50,11 +51,15 @@ def main() -> None:
                                    decoded_tokens=sum(p.decoded_tokens for p in parts),
                                    prefill_tokens=sum(p.prefill_tokens for p in parts), length_observations=obs)
 
-    rollouts.ROLLOUTS._entries[kind] = dataclasses.replace(entry, fn=recording if mode == "record" else replay)
-    trainer = build_trainer(cfg)
+    if mode != "resume":
+        rollouts.ROLLOUTS._entries[kind] = dataclasses.replace(entry, fn=recording if mode == "record" else replay)
+    trainer = build_trainer(cfg, resume=mode == "resume")
     trainer.train()
+    from skpo.training.sharding import full_named_tensors
+
+    weights = {k: v.detach().cpu() for k, v in full_named_tensors(trainer.policy)}  # (sharded: a collective)
     if trainer.accelerator.is_main_process:
-        torch.save({k: v.detach().cpu() for k, v in trainer.policy.state_dict().items()}, Path(cfg.log.out_dir) / "final.pt")
+        torch.save(weights, Path(cfg.log.out_dir) / "final.pt")
         (Path(cfg.log.out_dir) / "final.json").write_text(json.dumps(
             {"tokens_seen": trainer.tokens_seen, "step": trainer.step,
              "value_tracker": trainer.value_tracker.state_dict() if trainer.value_tracker else None}, default=str))

@@ -20,6 +20,7 @@ from .advantages import (
 from .losses import POLICY_LOSSES, PolicyLossInputs, PolicyLossOutputs
 from .masked import AGG_MODES, AggDenominators, agg_loss, masked_mean, masked_sum, masked_var, masked_whiten
 from .presets import LossTerm, MethodPreset, term_loss
+from .samplers import PROMPT_SAMPLERS, PlanRequest, PromptPlan, PromptSampler, build_prompt_sampler
 from .stats import entropy_from_logits, kl_penalty, logprobs_from_logits
 from .trackers import LengthTracker, ValueTracker, prioritized_sample, prioritized_weights
 
@@ -32,6 +33,11 @@ __all__ = [
     "LossTerm",
     "MethodPreset",
     "POLICY_LOSSES",
+    "PROMPT_SAMPLERS",
+    "PlanRequest",
+    "PromptPlan",
+    "PromptSampler",
+    "build_prompt_sampler",
     "PRESETS",
     "PolicyLossInputs",
     "PolicyLossOutputs",
@@ -63,3 +69,8 @@ def __getattr__(name: str):  # PEP 562: the shipped methods are files, read on f
 
         return getattr(skpo.methods, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+from . import policy_shaping  # noqa: E402,F401  (registers the ``policy_shaping`` loss)
+from . import prime  # noqa: E402,F401  (registers the ``prime`` advantage estimator)
+from . import copo, gtpo, lp_reg, papo, riskpo  # noqa: E402,F401  (register the GRPO-family plug-ins)

@@ -13,7 +13,19 @@ and metadata the trainer reads instead of the estimator's name:
 ``baseline``        ``"value_tracker"``: reads the per-prompt tracker's pre-update value
                     (``AdvantageInputs.baseline``), and its rows' rewards update the tracker.
 ``needs``           inputs beyond rewards: ``"segment_index"``, ``"step_values"`` (with
-                    ``step_mask`` and ``token_step_index``), ``"token_weights"``.
+                    ``step_mask`` and ``token_step_index``), ``"token_weights"``,
+                    ``"token_rewards"`` (a method's trained reward model: PRIME); and two the
+                    trainer attaches for any rollout (``TRAINER_INPUTS``): ``"response_ids"``
+                    (the response tokens) and ``"answers"`` (each response's extracted final
+                    answer, by the source's verifier).
+``token_stats``     names of full-vocabulary reductions of the rollout policy it reads
+                    (:mod:`skpo.algorithms.token_stats`), ``AdvantageInputs.token_stats``.
+``state``           a class built as ``cls(params)`` holding state kept across steps (RiskPO's
+                    quantile tracker, PAPO's entropy controller), with ``state_dict()`` /
+                    ``load_state_dict()`` (saved in every checkpoint) and optionally
+                    ``metrics()``; the estimator reads and updates ``AdvantageInputs.state``.
+``outputs``         names of per-token tensors ``[B, T]`` the estimator leaves in
+                    ``AdvantageInputs.outputs`` for its loss (``PolicyLossInputs.extras``).
 ==================  =================================================================================
 
 Shapes: ``B`` responses (rows), ``T`` response positions, ``S`` reasoning steps per row.
@@ -28,7 +40,7 @@ a singleton group has mean 0 and std 1 (so its advantage is the raw reward). TRL
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Sequence
 
 import torch
@@ -53,6 +65,13 @@ class AdvantageInputs:
         step_mask: ``[B, S]`` 1 for the steps a row has.
         token_step_index: ``[B, T]`` the step each token belongs to (long).
         token_weights: ``[B, T]`` per-token weights (OAR), 1 where unweighted.
+        token_rewards: ``[B, T]`` per-token rewards of the method's trained reward model
+            (``skpo.training.reward_models``; PRIME's implicit PRM), 0 on masked tokens.
+        response_ids: ``[B, T]`` the response tokens (long), for ``needs=("response_ids",)``.
+        answers: ``[B]`` each response's extracted final answer (``None``: none found).
+        token_stats: name → ``[B, T]`` reductions of the rollout policy (``token_stats`` meta).
+        state: the term's state object (``state`` meta), read and updated by the estimator.
+        outputs: name → ``[B, T]`` tensors the estimator leaves for its loss (``outputs`` meta).
     """
 
     token_level_rewards: torch.Tensor
@@ -64,6 +83,12 @@ class AdvantageInputs:
     step_mask: torch.Tensor | None = None
     token_step_index: torch.Tensor | None = None
     token_weights: torch.Tensor | None = None
+    token_rewards: torch.Tensor | None = None
+    response_ids: torch.Tensor | None = None
+    answers: Sequence[str | None] | None = None
+    token_stats: dict[str, torch.Tensor] | None = None
+    state: Any = None
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def scores(self) -> torch.Tensor:
@@ -75,6 +100,8 @@ class AdvantageInputs:
         if missing:
             raise ValueError(f"advantage estimator needs {missing} in AdvantageInputs")
 
+
+TRAINER_INPUTS = ("response_ids", "answers")  # ``needs`` the trainer fills for any rollout kind
 
 AdvantageFn = Callable[[AdvantageInputs, Any], torch.Tensor]
 ADVANTAGE_ESTIMATORS: Registry[AdvantageFn] = Registry("advantage estimator")
@@ -115,11 +142,25 @@ class GRPOParams:
     norm_by_std: bool = True  # False = Dr. GRPO (no std division)
 
 
-@ADVANTAGE_ESTIMATORS.register("grpo", GRPOParams, group_key="prompt")
+@dataclass(frozen=True)
+class GRPOClipParams(GRPOParams):
+    clip: float | None = None  # |A| <= clip after normalisation (Knapsack RL's adv_clip_value 5.0); None: off
+
+    def __post_init__(self) -> None:
+        if self.clip is not None and not self.clip > 0:
+            raise ValueError(f"clip must be > 0 or null (got {self.clip})")
+
+
+@ADVANTAGE_ESTIMATORS.register("grpo", GRPOClipParams, group_key="prompt")
 def grpo_advantage(batch: AdvantageInputs, params: GRPOParams) -> torch.Tensor:
-    """GRPO (and Dr. GRPO with ``norm_by_std=False``): group z-score broadcast to tokens."""
+    """GRPO (and Dr. GRPO with ``norm_by_std=False``): group z-score broadcast to tokens,
+    clamped to ``[−clip, clip]`` when ``clip`` is set (groups of unequal size — Knapsack RL's
+    up to 128 answers — give a lone success ``A ≈ √N``)."""
     batch.require("index")
     adv = group_normalized_scores(batch.scores, batch.index, params.epsilon, params.norm_by_std)
+    clip = getattr(params, "clip", None)
+    if clip is not None:
+        adv = adv.clamp(-clip, clip)
     return broadcast(adv, batch.response_mask)
 
 
@@ -367,6 +408,7 @@ __all__ = [
     "OARWeightParams",
     "RLOOParams",
     "SingleStreamParams",
+    "TRAINER_INPUTS",
     "batch_normalized",
     "beta_density",
     "broadcast",

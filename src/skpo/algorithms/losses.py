@@ -37,6 +37,10 @@ class PolicyLossInputs:
         advantages: token advantages.
         response_mask: 1 for tokens in the loss.
         rollout_is_weights: optional truncated IS weights (rollout engine vs trainer), detached.
+        extras: name → ``[B, T]`` per-token inputs beyond the above, detached: the rollout
+            policy's token statistics the loss declares (``token_stats`` metadata,
+            :mod:`skpo.algorithms.token_stats`) and tensors its term's estimator left
+            (``outputs`` metadata of the estimator).
     """
 
     log_prob: torch.Tensor
@@ -44,6 +48,7 @@ class PolicyLossInputs:
     advantages: torch.Tensor
     response_mask: torch.Tensor
     rollout_is_weights: torch.Tensor | None = None
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,6 +79,7 @@ def _masked_inputs(fn: PolicyLossFn) -> PolicyLossFn:
             rollout_is_weights=None
             if inputs.rollout_is_weights is None
             else torch.where(keep, inputs.rollout_is_weights, zero),
+            extras={k: torch.where(keep, v.to(zero.dtype), zero) for k, v in inputs.extras.items()},
         )
         return fn(clean, params)
 
@@ -81,11 +87,13 @@ def _masked_inputs(fn: PolicyLossFn) -> PolicyLossFn:
     return wrapped
 
 
-def register_loss(name: str, params_cls: type) -> Callable[[PolicyLossFn], PolicyLossFn]:
-    """Register a policy loss; its inputs are sanitised on masked tokens (``_masked_inputs``)."""
+def register_loss(name: str, params_cls: type, **meta: Any) -> Callable[[PolicyLossFn], PolicyLossFn]:
+    """Register a policy loss; its inputs are sanitised on masked tokens (``_masked_inputs``).
+    Metadata: ``token_stats=(names…)``, the rollout policy's token statistics it reads from
+    ``PolicyLossInputs.extras`` (:mod:`skpo.algorithms.token_stats`)."""
 
     def decorator(fn: PolicyLossFn) -> PolicyLossFn:
-        POLICY_LOSSES.register(name, params_cls)(_masked_inputs(fn))
+        POLICY_LOSSES.register(name, params_cls, **meta)(_masked_inputs(fn))
         return fn
 
     return decorator

@@ -28,8 +28,9 @@ import torch
 from .advantages import ADVANTAGE_ESTIMATORS
 from .losses import POLICY_LOSSES, PolicyLossInputs
 from .masked import AGG_MODES, AggDenominators, agg_loss
+from .samplers import PROMPT_SAMPLERS
+from .token_stats import TOKEN_STATS
 
-PROMPT_SAMPLING = ("uniform", "prioritized")
 TOKEN_WEIGHTS = (None, "oar_g", "oar_p")
 KL_ESTIMATORS = ("k1", "k2", "k3", "abs", "k1+", "k3+")
 KL_PLACEMENTS = ("loss", "reward")
@@ -65,6 +66,27 @@ class LossTerm:
             raise ValueError(f"weight must be >= 0 (got {self.weight!r})")
         ADVANTAGE_ESTIMATORS.get(self.advantage).make_params(self.advantage_params)
         POLICY_LOSSES.get(self.loss).make_params(self.loss_params)
+        for name, _ in self.token_stat_requests():
+            TOKEN_STATS.get(name)  # a plug-in naming an unregistered statistic is an error here
+
+    def token_stat_requests(self) -> list[tuple[str, Any]]:
+        """``(name, params)`` of every rollout-policy token statistic the estimator and the loss
+        read (``token_stats`` metadata), each once, with the parameter record of the plug-in
+        that declared it first (estimator, then loss)."""
+        requests: dict[str, Any] = {}
+        for registry, name, values in ((ADVANTAGE_ESTIMATORS, self.advantage, self.advantage_params),
+                                       (POLICY_LOSSES, self.loss, self.loss_params)):
+            entry = registry.get(name)
+            for stat in entry.meta.get("token_stats", ()):
+                if stat not in requests:
+                    requests[stat] = entry.make_params(dict(values))
+        return list(requests.items())
+
+    def make_state(self) -> Any:
+        """A fresh state object for a stateful estimator (``state`` metadata), else None."""
+        entry = ADVANTAGE_ESTIMATORS.get(self.advantage)
+        cls = entry.meta.get("state")
+        return None if cls is None else cls(entry.make_params(dict(self.advantage_params)))
 
 
 @dataclass(frozen=True)
@@ -78,7 +100,9 @@ class MethodPreset:
         filter_groups / max_gen_batches: DAPO's dynamic sampling on group-relative terms and
             its most rounds of prompts per step.
         value_tracker / length_tracker: per-prompt trackers kept across steps.
-        prompt_sampling: ``uniform`` or SPO's ``prioritized`` (needs the value tracker).
+        prompt_sampling / prompt_sampling_params: a registered prompt sampler
+            (``skpo.algorithms.samplers.PROMPT_SAMPLERS``: ``uniform``, SPO's ``prioritized``,
+            ``knapsack``, ``vas``) and its parameters.
         token_weights / token_weight_params: OAR importance (``oar_g`` gradient proxy,
             ``oar_p`` perturbation) and the Bi-Level reshaping's parameters.
         agg_scale: constant of ``seq-mean-token-sum-norm``; ``max_response_length`` means
@@ -86,6 +110,9 @@ class MethodPreset:
         kl_coef / kl_estimator / kl_placement: KL to the initial policy, in the loss (verl's
             ``use_kl_loss``) or subtracted from the token rewards before the advantage
             (``use_kl_in_reward``).
+        reward_model / reward_model_params: an auxiliary model trained online that gives
+            per-token rewards (``skpo.training.reward_models``; PRIME's ``implicit_prm``), for
+            the estimators that need ``token_rewards``.
         source: the paper (and the part of it) the defaults come from.
     """
 
@@ -100,6 +127,7 @@ class MethodPreset:
     value_tracker: bool = False
     length_tracker: bool = False
     prompt_sampling: str = "uniform"
+    prompt_sampling_params: Mapping[str, Any] = field(default_factory=_frozen)
     token_weights: str | None = None
     token_weight_params: Mapping[str, Any] = field(default_factory=_frozen)
     agg_scale: str | None = None
@@ -109,6 +137,8 @@ class MethodPreset:
     entropy_coef: float = 0.0
     reward_range: tuple[float, float] = (-1.0, 1.0)
     source: str = ""
+    reward_model: str | None = None
+    reward_model_params: Mapping[str, Any] = field(default_factory=_frozen)
 
     def term(self, role: str) -> LossTerm:
         """The term of ``role`` (a method has at most one per role)."""
@@ -124,10 +154,24 @@ class MethodPreset:
     def validate(self) -> "MethodPreset":
         """Checks that need only the algorithm registries (the rollout kind's own checks are in
         :func:`skpo.methods.resolve_method`)."""
-        if self.prompt_sampling not in PROMPT_SAMPLING:
-            raise ValueError(f"{self.name}: prompt_sampling must be one of {PROMPT_SAMPLING}")
-        if self.prompt_sampling == "prioritized" and not self.value_tracker:
-            raise ValueError(f"{self.name}: prioritized prompt sampling needs value_tracker=True")
+        try:
+            sampler = PROMPT_SAMPLERS.get(self.prompt_sampling)
+        except KeyError as err:
+            raise ValueError(f"{self.name}: prompt_sampling: {err.args[0]}") from None
+        try:
+            params = sampler.make_params(dict(self.prompt_sampling_params))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{self.name}: prompt_sampling_params: {err}") from None
+        if hasattr(params, "check_group_size"):  # a budget of prompts × group_size must cover its floors
+            try:
+                params.check_group_size(self.group_size)
+            except ValueError as err:
+                raise ValueError(f"{self.name}: group_size: {err}") from None
+        if "value_tracker" in sampler.meta.get("needs", ()) and not self.value_tracker:
+            raise ValueError(f"{self.name}: {self.prompt_sampling} prompt sampling needs value_tracker=True")
+        if sampler.meta.get("allocates") and self.filter_groups:
+            raise ValueError(f"{self.name}: {self.prompt_sampling} prompt sampling fixes the step's rollout budget; "
+                             "DAPO's refill would draw more: set filter_groups: false")
         if self.token_weights not in TOKEN_WEIGHTS:
             raise ValueError(f"{self.name}: token_weights must be one of {TOKEN_WEIGHTS}")
         if self.kl_estimator not in KL_ESTIMATORS:
@@ -154,6 +198,10 @@ class MethodPreset:
                 raise ValueError(f"{self.name}: estimator {term.advantage!r} reads the value tracker: set value_tracker: true")
             if "token_weights" in meta.get("needs", ()) and self.token_weights is None:
                 raise ValueError(f"{self.name}: estimator {term.advantage!r} needs token weights: set token_weights")
+            if "token_rewards" in meta.get("needs", ()) and self.reward_model is None:
+                raise ValueError(f"{self.name}: estimator {term.advantage!r} needs per-token rewards: set reward_model")
+        if self.reward_model_params and self.reward_model is None:
+            raise ValueError(f"{self.name}: reward_model_params given without a reward_model")
         if self.token_weights is not None:
             from .advantages import OARWeightParams
 

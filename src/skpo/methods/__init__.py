@@ -45,8 +45,9 @@ METHOD_DIR = Path(__file__).resolve().parent
 
 _TOP_KEYS = {
     "name", "description", "source", "rollout", "rollout_params", "group_size", "terms", "filter_groups",
-    "max_gen_batches", "value_tracker", "length_tracker", "prompt_sampling", "token_weights",
+    "max_gen_batches", "value_tracker", "length_tracker", "prompt_sampling", "prompt_sampling_params", "token_weights",
     "token_weight_params", "agg_scale", "kl_coef", "kl_estimator", "kl_placement", "entropy_coef", "reward_range",
+    "reward_model", "reward_model_params",
 }
 _TERM_KEYS = {"advantage", "advantage_params", "loss", "loss_params", "agg", "weight"}
 
@@ -176,7 +177,7 @@ def _build(doc: dict[str, Any], where: str) -> MethodPreset:
     for key in _TOP_KEYS - {"terms", "name", "description", "rollout"}:
         if key in doc:
             value = doc[key]
-            if key in ("rollout_params", "token_weight_params"):
+            if key in ("rollout_params", "token_weight_params", "reward_model_params", "prompt_sampling_params"):
                 if value is not None and not isinstance(value, Mapping):
                     raise MethodError(f"{where}.{key}: must be a mapping (got {value!r})")
                 value = MappingProxyType(dict(value or {}))
@@ -291,6 +292,11 @@ def method_to_document(method: MethodPreset) -> dict[str, Any]:
         "kl_coef": method.kl_coef, "kl_estimator": method.kl_estimator, "kl_placement": method.kl_placement,
         "entropy_coef": method.entropy_coef, "reward_range": list(method.reward_range),
     }
+    if method.prompt_sampling_params:  # only when set: documents of runs without them stay as they were
+        doc["prompt_sampling_params"] = dict(method.prompt_sampling_params)
+    if method.reward_model is not None:  # only when set: documents of runs without one stay as they were
+        doc["reward_model"] = method.reward_model
+        doc["reward_model_params"] = dict(method.reward_model_params)
     for t in method.terms:
         doc["terms"][t.role] = {"advantage": t.advantage, "advantage_params": dict(t.advantage_params), "loss": t.loss,
                                 "loss_params": dict(t.loss_params), "agg": t.agg, "weight": t.weight}
@@ -334,13 +340,17 @@ def _params(params: Mapping[str, Any]) -> str:
 
 def method_table() -> list[dict[str, str]]:
     """One row per shipped method: name, rollout, estimator, loss, aggregation, key defaults, source."""
+    from skpo.algorithms import PROMPT_SAMPLERS
+
     rows = []
     for name in method_names():
         m = get_preset(name)
         terms = m.terms
         defaults = [f"G={m.group_size}"]
         if m.rollout_params:
-            defaults.append(_params({k: v for k, v in m.rollout_params.items() if k in ("k", "max_steps", "skip", "selection")}))
+            defaults.append(_params({k: v for k, v in m.rollout_params.items() if k in ("k", "max_steps", "skip", "selection",
+                                                                                           "num_refinements", "critique",
+                                                                                           "warmup_steps", "levels_per_tier")}))
         for t in terms:
             lp = _params(t.loss_params)
             ap = _params(t.advantage_params)
@@ -348,10 +358,19 @@ def method_table() -> list[dict[str, str]]:
             defaults.append(f"{label}w={t.weight:g}" + (f", {lp}" if lp else "") + (f", {ap}" if ap else ""))
         if m.filter_groups:
             defaults.append(f"dynamic sampling (≤{m.max_gen_batches} rounds)")
+        sampler = PROMPT_SAMPLERS.get(m.prompt_sampling)
+        label = sampler.meta.get("label")
+        if label and m.prompt_sampling_params:
+            label += f" ({_params(m.prompt_sampling_params)})"
+        reads_tracker = "value_tracker" in sampler.meta.get("needs", ())
         if m.value_tracker:
-            defaults.append("value tracker" + (", prioritised prompts" if m.prompt_sampling == "prioritized" else ""))
+            defaults.append("value tracker" + (f", {label}" if label and reads_tracker else ""))
+        if label and not (m.value_tracker and reads_tracker):
+            defaults.append(label)
         if m.token_weights:
             defaults.append(f"token weights {m.token_weights}")
+        if m.reward_model:
+            defaults.append(f"reward model {m.reward_model}" + (f" ({_params(m.reward_model_params)})" if m.reward_model_params else ""))
         rows.append({
             "name": name, "rollout": m.rollout,
             "estimator": " / ".join(t.advantage for t in terms), "loss": " / ".join(t.loss for t in terms),

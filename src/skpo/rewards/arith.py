@@ -49,6 +49,15 @@ def apply_op(left: int, op: str, right: int) -> int:
     raise ValueError(f"unknown operator {op!r}; expected one of + - *")
 
 
+def parse_equation(line: str) -> tuple[int, str, int, int] | None:
+    """``(a, op, b, c)`` of an equation line ``a op b = c`` (the form :func:`check_steps`
+    reads), or ``None`` when the line is not one."""
+    match = _EQUATION.match(line)
+    if match is None:
+        return None
+    return int(match.group(1)), match.group(2), int(match.group(3)), int(match.group(4))
+
+
 class _StepLike(Protocol):
     left: int
     op: str

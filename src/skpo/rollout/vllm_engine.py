@@ -167,10 +167,12 @@ class VLLMEngine:
 
 
 def _named_weights(model: torch.nn.Module) -> Iterable[tuple[str, torch.Tensor]]:
-    """The model's weights under their Hugging Face names (a PEFT model: merged base weights)."""
+    """The model's weights under their Hugging Face names (a PEFT model: merged base weights; a
+    sharded model: each tensor all-gathered in turn, a collective every rank runs)."""
     from skpo.training.lora import is_lora, merged_state_dict
+    from skpo.training.sharding import full_named_tensors
 
     if is_lora(model):
         return merged_state_dict(model).items()
-    return model.state_dict().items()
+    return full_named_tensors(model)
 

@@ -2,8 +2,9 @@
 the step, so ``--resume`` continues exactly.
 
 Layout: ``RUN/checkpoints/step_000050/`` holding ``model/`` (an HF directory: config,
-``model.safetensors``, tokenizer), ``optimizer.pt``, ``scheduler.pt``, ``state.json`` and
-``manifest.json`` (size and SHA-256 of every file). A checkpoint is written into a temporary
+``model.safetensors``, tokenizer), ``optimizer.pt`` (a sharded run: ``optimizer/``, one
+``torch.distributed.checkpoint`` file per rank, re-sharded on load), ``scheduler.pt``,
+``state.json`` and ``manifest.json`` (size and SHA-256 of every file). A checkpoint is written into a temporary
 sibling directory and renamed into place only when complete; ``latest`` is replaced
 atomically after that. A crash mid-write therefore leaves a ``.tmp-*`` directory that loading
 ignores (and the next start, resume or save removes), never a checkpoint that loads wrong; a
@@ -90,17 +91,25 @@ def save_checkpoint(
     scheduler,
     state: dict[str, Any],
     keep: int = 2,
+    model_state: dict[str, torch.Tensor] | None = None,
+    optimizer_dir: Path | None = None,
+    extra_states: dict[str, Any] | None = None,
 ) -> Path:
     """Write checkpoint ``step`` atomically and prune to the newest ``keep``. The caller holds
     the run directory's lock (:mod:`skpo.training.run_dir`), so no other writer shares the
     temporary names.
+
+    A sharded run passes the gathered weights as ``model_state`` and the optimizer state its
+    ranks already wrote as ``optimizer_dir`` (:func:`sharded_stage`), which is moved in.
+    ``extra_states``: further state by name, each saved as ``<name>.pt`` (a method's trained
+    reward model: its weights and optimizer) and read back with :func:`load_extra_state`.
 
     Raises:
         DiskFullError: the disk (or quota) filled up; the partial checkpoint was removed.
     """
     root = Path(run_dir) / CHECKPOINT_DIR
     root.mkdir(parents=True, exist_ok=True)
-    remove_partial(run_dir)
+    remove_partial(run_dir, keep=optimizer_dir)
     final = root / f"step_{step:06d}"
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     try:
@@ -110,10 +119,15 @@ def save_checkpoint(
         if is_lora(model):  # model/ merged (a plain HF directory), adapter/ for --resume
             save_lora(model, tmp)
         else:
-            model.save_pretrained(tmp / "model", safe_serialization=True)
+            model.save_pretrained(tmp / "model", safe_serialization=True, state_dict=model_state)
         tokenizer.save_pretrained(tmp / "model")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if optimizer_dir is not None:
+            os.rename(optimizer_dir, tmp / "optimizer")
+        else:
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        for name, extra in (extra_states or {}).items():
+            torch.save(extra, tmp / f"{name}.pt")
         torch.save(rng_state(), tmp / "rng.pt")
         (tmp / "state.json").write_text(json.dumps({"step": step, **state}))
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
@@ -134,6 +148,8 @@ def save_checkpoint(
         # measured before the cleanup: a full disk shows (almost) nothing available
         free_at_failure = _free_bytes(root)
         shutil.rmtree(tmp, ignore_errors=True)  # a failed save must not keep the disk full
+        if optimizer_dir is not None:
+            shutil.rmtree(optimizer_dir, ignore_errors=True)
         (root / f".{LATEST}.tmp").unlink(missing_ok=True)
         need = _estimate_bytes(model, optimizer)
         if isinstance(err, Exception) and _is_disk_full(err, free_at_failure, need):
@@ -158,11 +174,18 @@ def _prune(root: Path, final: Path, step: int, keep: int) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def remove_partial(run_dir: Path) -> list[Path]:
-    """Remove what a crashed save left (``.tmp-*`` folders, ``.latest.tmp``); only safe under
-    the run directory's lock. Returns what was removed."""
+def sharded_stage(run_dir: Path, step: int) -> Path:
+    """Where the ranks of a sharded run write their optimizer shards before rank 0 moves them
+    into checkpoint ``step`` (a ``.tmp-*`` name: a crash leaves nothing that loads)."""
+    return Path(run_dir) / CHECKPOINT_DIR / f".tmp-shards-step_{step:06d}"
+
+
+def remove_partial(run_dir: Path, keep: Path | None = None) -> list[Path]:
+    """Remove what a crashed save left (``.tmp-*`` folders, ``.latest.tmp``), except ``keep``;
+    only safe under the run directory's lock. Returns what was removed."""
     root = Path(run_dir) / CHECKPOINT_DIR
-    gone = [p for p in (*root.glob(".tmp-*"), root / f".{LATEST}.tmp") if p.exists()]
+    keep = None if keep is None else Path(keep).resolve()
+    gone = [p for p in (*root.glob(".tmp-*"), root / f".{LATEST}.tmp") if p.exists() and p.resolve() != keep]
     for p in gone:
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     return gone
@@ -303,12 +326,38 @@ def find_checkpoint(run_dir: Path, run_id: str | None = None) -> tuple[Path, lis
     raise CheckpointError(f"no intact checkpoint under {root}: " + "; ".join(f"{p.name}: {why}" for p, why in skipped))
 
 
-def load_checkpoint(path: Path, optimizer: torch.optim.Optimizer, scheduler) -> dict[str, Any]:
+def load_checkpoint(path: Path, optimizer: torch.optim.Optimizer, scheduler, model=None) -> dict[str, Any]:
     """Restore optimizer, scheduler and RNG state; return ``state.json``. Weights are loaded
     by the caller from ``path / 'model'`` (so a checkpoint is also a plain HF model dir) after
-    :func:`verify_checkpoint` (or :func:`find_checkpoint`)."""
+    :func:`verify_checkpoint` (or :func:`find_checkpoint`).
+
+    Optimizer state crosses sharding (``model``, the trainer's model, is needed for that): a
+    sharded checkpoint's ``optimizer/`` is re-sharded for any world size or read whole by an
+    unsharded run; an unsharded ``optimizer.pt`` is split into a sharded run's shards.
+    """
+    from skpo.training.sharding import is_sharded, load_sharded_optimizer, load_unsharded_optimizer
+
     verify_checkpoint(path)  # hashes only if the files changed since the caller verified
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+    if (path / "optimizer").is_dir():
+        if model is None:
+            raise CheckpointError(f"{path}: sharded optimizer state (optimizer/) needs the model to load into")
+        load_sharded_optimizer(model, optimizer, path / "optimizer")
+    elif model is not None and is_sharded(model):
+        load_unsharded_optimizer(model, optimizer, torch.load(path / "optimizer.pt", weights_only=False))
+    else:
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
     set_rng_state(torch.load(path / "rng.pt", weights_only=False))
     return json.loads((path / "state.json").read_text())
+
+
+def load_extra_state(path: Path, name: str) -> Any:
+    """``<name>.pt`` of a verified checkpoint (``save_checkpoint``'s ``extra_states``), on the CPU.
+
+    Raises:
+        CheckpointError: the checkpoint has no such state (written by a run without it).
+    """
+    file = Path(path) / f"{name}.pt"
+    if not file.is_file():
+        raise CheckpointError(f"{path}: no {file.name} (the run that wrote it kept no {name!r} state)")
+    return torch.load(file, map_location="cpu", weights_only=False)

@@ -22,6 +22,8 @@ The LM head. ``model.lm_head_precision``:
 
 from __future__ import annotations
 
+import types
+
 import torch
 
 __all__ = ["head_in_float32", "lm_head_float32"]
@@ -38,17 +40,17 @@ def head_in_float32(model: torch.nn.Module) -> None:
     """Make ``model``'s output head compute in float32 under any autocast (in place, idempotent).
 
     The head's ``forward`` is wrapped: autocast off, input cast to float32, so the float32 master
-    weight is used as is. Weights, state-dict keys and tied embeddings are unchanged.
+    weight is used as is. Weights, state-dict keys and tied embeddings are unchanged. The wrapper
+    is a method bound to the head, so a ``copy.deepcopy`` of the model (the KL reference, a
+    reward model) computes with its own head, not the original's.
     """
     head = model.get_output_embeddings()
     if head is None or getattr(head, "_skpo_float32", False):
         return
-    inner = head.forward
-    device_type = next(head.parameters()).device.type
-
-    def forward(hidden: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        with torch.autocast(device_type=device_type, enabled=False):
-            return inner(hidden.float(), *args, **kwargs)
-
-    head.forward = forward
+    head.forward = types.MethodType(_float32_head_forward, head)
     head._skpo_float32 = True
+
+
+def _float32_head_forward(head: torch.nn.Module, hidden: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    with torch.autocast(device_type=hidden.device.type, enabled=False):
+        return type(head).forward(head, hidden.float(), *args, **kwargs)

@@ -9,12 +9,21 @@ metadata the trainer and the method validation read:
 ``group_size``    a fixed number of answers per prompt (``single``: 1), else the method's
 ``provides``      per-row inputs it attaches for estimators: ``"segment_index"``, ``"step_values"``
 ``length_tracker``  it reads a per-prompt length tracker and returns ``length_observations``
+``joint_roles``   roles whose rows form one group: a term's group-relative estimator sees the
+                  rows of all of them (it writes its own role's advantages), and their terms
+                  share the aggregation denominators, so the terms add up to one loss over the
+                  joint group (Critique-GRPO: answers and refinements)
+``variable_group_size``  it takes a number of answers per prompt (``RolloutContext.group_sizes``),
+                  so an allocating prompt sampler (Knapsack RL) may be used with it
 ================  ===================================================================================
 
 Shipped kinds: ``group`` (G answers per prompt; DAPO's dynamic sampling draws more rounds of
 prompts when ``filter_groups``), ``single`` (one answer per prompt, SPO), ``mc_steps`` (``group`` +
 VinePPO step values from ``k`` continuations at each of the first ``max_steps`` step
-boundaries), ``skpo`` (the two-phase rollout, :mod:`skpo.rollout.skpo_rollout`). A new kind is a
+boundaries), ``skpo`` (the two-phase rollout, :mod:`skpo.rollout.skpo_rollout`),
+``critique_refine`` (Critique-GRPO's answers, critiques and refinements,
+:mod:`skpo.training.critique_rollout`), ``scaffold`` (``group`` + Scaf-GRPO's hinted answer for
+groups that all failed, :mod:`skpo.training.scaffold`). A new kind is a
 function and a ``@ROLLOUTS.register(...)`` line; ``tests/test_method_plugins.py`` adds one from a
 test file.
 """
@@ -30,9 +39,10 @@ from typing import Any, Literal
 import torch
 
 from skpo.algorithms import LengthTracker, MethodPreset
+from skpo.algorithms.advantages import TRAINER_INPUTS
 from skpo.algorithms.registry import Registry
 from skpo.rollout import BatchedReward, SamplingParams, mix_seed, vineppo_values_batch
-from skpo.rollout.engine import Engine
+from skpo.rollout.engine import Engine, prompt_seeds
 from skpo.rollout.skpo_rollout import SkpoPrompt, SkpoRolloutConfig, skpo_rollout
 from skpo.tasks.sources import PromptItem, PromptSource
 from skpo.training.rows import Rows, concat_rows, pad_responses
@@ -80,6 +90,8 @@ class RolloutContext:
             data parallelism each rank gets a shard of them).
         all_gather: ``all_gather(obj) -> [obj of rank 0, obj of rank 1, …]`` — for decisions
             that need the global batch (DAPO's refill); ``[obj]`` on one process.
+        group_sizes: answers per prompt of the items given (an allocating prompt sampler);
+            ``None``: ``method.group_size`` each. Kinds with ``variable_group_size`` read it.
     """
 
     engine: Engine
@@ -98,6 +110,7 @@ class RolloutContext:
     num_prompts: int | None = None
     rank: int = 0
     all_gather: Callable[[Any], list[Any]] = field(default=lambda obj: [obj])
+    group_sizes: list[int] | None = None
 
 
 @dataclass
@@ -125,6 +138,21 @@ ROLLOUTS: Registry[Callable[[RolloutContext, list[PromptItem]], RolloutResult]] 
 # ----------------------------------------------------------------------------- group / single
 
 
+def generate_groups(engine: Engine, prompts: list[list[int]], sizes: list[int], params: SamplingParams) -> list[list]:
+    """``sizes[i]`` samples of ``prompts[i]`` (``[B][sizes[i]]`` completions): one engine call per
+    distinct size, each prompt with the seed it has in one call over all ``B`` prompts, so its
+    samples are the first ``sizes[i]`` of those a uniform call would give it (the engine's seed
+    contract: a prompt's samples depend on its prompt seed and the sample index only)."""
+    seeds = prompt_seeds(params.seed, len(prompts))
+    out: list[list] = [[] for _ in prompts]
+    for n in sorted(set(sizes) - {0}):
+        idx = [i for i, size in enumerate(sizes) if size == n]
+        part = engine.generate([prompts[i] for i in idx], n, dataclasses.replace(params, seed=[seeds[i] for i in idx]))
+        for i, completions in zip(idx, part):
+            out[i] = completions
+    return out
+
+
 def _sample_groups(ctx: RolloutContext, items: list[PromptItem]) -> tuple[list[dict], list[bool], int, int, int]:
     """G answers per prompt, scored. With DAPO's dynamic sampling (``filter_groups``), groups
     whose rewards are all equal carry no gradient, so more prompts are drawn (a fresh batch of
@@ -135,9 +163,13 @@ def _sample_groups(ctx: RolloutContext, items: list[PromptItem]) -> tuple[list[d
     decision is global: the informative flags of all ranks are gathered (in draw order) after
     each round, so every rank keeps the groups one process would keep and stops at the same round.
 
+    With ``ctx.group_sizes`` (an allocating prompt sampler) the first round samples that many
+    answers per prompt (:func:`generate_groups`).
+
     Returns ``(groups, correct of every answer sampled, decoded tokens, prefill tokens,
     rounds)``; each group is a dict with ``item``, ``responses``, ``logprobs``, ``rewards``,
-    ``informative`` and ``kept``."""
+    ``correct``, ``informative`` and ``kept`` (and, when a kind adds it, ``prompts``: each
+    answer's conditioning input, default the item's prompt)."""
     method, params = ctx.method, ctx.params
     target = ctx.num_prompts if ctx.num_prompts is not None else len(items)
     rounds = method.max_gen_batches if method.filter_groups else 1
@@ -148,20 +180,27 @@ def _sample_groups(ctx: RolloutContext, items: list[PromptItem]) -> tuple[list[d
         if attempt:
             items = ctx.sample_prompts(attempt)
             params = dataclasses.replace(params, seed=mix_seed(int(params.seed), 57, attempt))
-        outs = ctx.engine.generate([list(it.prompt_ids) for it in items], method.group_size, params)
-        prefill += sum(len(it.prompt_ids) for it in items)
+        prompts = [list(it.prompt_ids) for it in items]
+        if attempt == 0 and ctx.group_sizes is not None:
+            outs = generate_groups(ctx.engine, prompts, list(ctx.group_sizes), params)
+        else:
+            outs = ctx.engine.generate(prompts, method.group_size, params)
+        prefill += sum(len(p) for p, comps in zip(prompts, outs) if comps)
         with ctx.timer("scoring"):  # every answer of the round in one batch
             flat_rewards, flat_correct = ctx.score(
                 [it for it, comps in zip(items, outs) for _ in comps], [list(c.token_ids) for comps in outs for c in comps]
             )
         all_correct += flat_correct
         round_groups = []
-        for g, (it, completions) in enumerate(zip(items, outs)):
-            rewards = flat_rewards[g * len(completions) : (g + 1) * len(completions)]
+        start = 0
+        for it, completions in zip(items, outs):  # groups may differ in size: walk the flat scores
+            rewards = flat_rewards[start : start + len(completions)]
+            correct = flat_correct[start : start + len(completions)]
+            start += len(completions)
             decoded += sum(len(comp.token_ids) for comp in completions)
             round_groups.append({"item": it, "responses": [list(c.token_ids) for c in completions],
                                  "logprobs": [list(c.logprobs) for c in completions], "rewards": rewards,
-                                 "informative": len(set(rewards)) > 1})
+                                 "correct": correct, "informative": len(set(rewards)) > 1})
         # keep decisions in global draw order (this rank's groups sit at ``offset`` in it)
         flags = ctx.all_gather([grp["informative"] for grp in round_groups])
         offset = sum(len(f) for f in flags[: ctx.rank])
@@ -176,7 +215,14 @@ def _sample_groups(ctx: RolloutContext, items: list[PromptItem]) -> tuple[list[d
     return groups, all_correct, decoded, prefill, attempt + 1
 
 
-def _group_rows(ctx: RolloutContext, items: list[PromptItem]) -> tuple[RolloutResult, list[PromptItem]]:
+GroupsHook = Callable[[RolloutContext, list[dict]], tuple[int, int, dict[str, float]]]
+
+
+def _group_rows(ctx: RolloutContext, items: list[PromptItem], hook: GroupsHook | None = None
+                ) -> tuple[RolloutResult, list[PromptItem]]:
+    """The ``group`` rollout's rows. ``hook(ctx, kept groups)`` may change the kept groups in
+    place before they become rows (Scaf-GRPO's hinted answers) and returns the tokens it decoded
+    and prefilled and its metrics."""
     groups, all_correct, decoded, prefill, batches = _sample_groups(ctx, items)
     kept = [grp for grp in groups if grp["kept"]]
     metrics: dict[str, float] = {}
@@ -186,7 +232,11 @@ def _group_rows(ctx: RolloutContext, items: list[PromptItem]) -> tuple[RolloutRe
         metrics["filter/underfilled"] = float(len(kept) < len(items))
     if not sum(ctx.all_gather(len(kept))):  # no informative group at all: train on the first draw (the filter masks it)
         kept = groups[: len(items)]
-    prompts = [list(grp["item"].prompt_ids) for grp in kept for _ in grp["responses"]]
+    if hook is not None:
+        hook_decoded, hook_prefill, hook_metrics = hook(ctx, kept)
+        decoded, prefill = decoded + hook_decoded, prefill + hook_prefill
+        metrics.update(hook_metrics)
+    prompts = [list(p) for grp in kept for p in grp.get("prompts") or [grp["item"].prompt_ids] * len(grp["responses"])]
     responses = [r for grp in kept for r in grp["responses"]]
     lps = [lp for grp in kept for lp in grp["logprobs"]]
     rewards = [r for grp in kept for r in grp["rewards"]]
@@ -201,7 +251,7 @@ def _group_rows(ctx: RolloutContext, items: list[PromptItem]) -> tuple[RolloutRe
     return RolloutResult(rows, metrics, decoded, prefill), [grp["item"] for grp in kept]
 
 
-@ROLLOUTS.register("group", roles=("response",))
+@ROLLOUTS.register("group", roles=("response",), variable_group_size=True)
 def group_rollout(ctx: RolloutContext, items: list[PromptItem]) -> RolloutResult:
     """G answers per prompt from ``q`` (DAPO's refill when the method filters groups)."""
     return _group_rows(ctx, items)[0]
@@ -220,7 +270,7 @@ class MCStepsParams:
             raise ValueError(f"k and max_steps must be >= 1 (got {self.k}, {self.max_steps})")
 
 
-@ROLLOUTS.register("mc_steps", MCStepsParams, roles=("response",), provides=("step_values",))
+@ROLLOUTS.register("mc_steps", MCStepsParams, roles=("response",), provides=("step_values",), variable_group_size=True)
 def mc_steps_rollout(ctx: RolloutContext, items: list[PromptItem]) -> RolloutResult:
     """``group`` plus VinePPO step values: ``k`` continuations from each step boundary."""
     result, kept_items = _group_rows(ctx, items)
@@ -341,6 +391,13 @@ def rollout_params(method: MethodPreset) -> Any:
     return ROLLOUTS.get(method.rollout).make_params(dict(method.rollout_params))
 
 
+def joint_roles(method: MethodPreset) -> dict[str, tuple[str, ...]]:
+    """Role → the roles whose rows form one group with it (the rollout kind's ``joint_roles``);
+    a role outside them is a group of its own."""
+    joint = tuple(ROLLOUTS.get(method.rollout).meta.get("joint_roles", ()))
+    return {role: joint if role in joint else (role,) for role in method.roles}
+
+
 def check_method_against_rollout(method: MethodPreset) -> None:
     """The checks that need the rollout kind: parameters, roles, fixed group size, and that
     it provides every input the method's estimators need."""
@@ -349,7 +406,9 @@ def check_method_against_rollout(method: MethodPreset) -> None:
     except KeyError as err:
         raise ValueError(f"{method.name}: {err.args[0]}") from None
     try:
-        entry.make_params(dict(method.rollout_params))
+        params = entry.make_params(dict(method.rollout_params))
+        if hasattr(params, "check_method"):  # checks of a kind's parameters that need the method (group size)
+            params.check_method(method)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{method.name}: rollout_params: {err}") from None
     produced = tuple(entry.meta.get("roles", ("response",)))
@@ -359,7 +418,18 @@ def check_method_against_rollout(method: MethodPreset) -> None:
     fixed = entry.meta.get("group_size")
     if fixed is not None and method.group_size != fixed:
         raise ValueError(f"{method.name}: rollout {method.rollout!r} takes group_size {fixed} (got {method.group_size})")
+    from skpo.algorithms import PROMPT_SAMPLERS
+
+    if PROMPT_SAMPLERS.get(method.prompt_sampling).meta.get("allocates") and not entry.meta.get("variable_group_size"):
+        raise ValueError(f"{method.name}: {method.prompt_sampling} prompt sampling gives each prompt its own number of "
+                         f"answers, which rollout {method.rollout!r} does not take (kinds that do: "
+                         f"{[n for n in ROLLOUTS.names() if ROLLOUTS.get(n).meta.get('variable_group_size')]})")
     provided = set(entry.meta.get("provides", ())) | ({"token_weights"} if method.token_weights else set())
+    provided |= set(TRAINER_INPUTS)  # the trainer attaches these whatever the rollout kind
+    if method.reward_model is not None:  # a trained reward model provides its outputs (skpo.training.reward_models)
+        from skpo.training.reward_models import check_reward_model
+
+        provided |= check_reward_model(method)
     for term in method.terms:
         missing = set(term.estimator_meta.get("needs", ())) - provided
         if missing:
@@ -367,3 +437,14 @@ def check_method_against_rollout(method: MethodPreset) -> None:
                              f"{method.rollout!r} does not provide")
     if entry.meta.get("length_tracker") and not method.length_tracker:
         raise ValueError(f"{method.name}: rollout {method.rollout!r} needs a length tracker: set length_tracker: true")
+    joint = [t for t in method.terms if t.role in entry.meta.get("joint_roles", ())]
+    for term in joint[1:]:  # one group: one estimator and one aggregation over it
+        for key in ("advantage", "advantage_params", "agg"):
+            if getattr(term, key) != getattr(joint[0], key):
+                raise ValueError(f"{method.name}: terms.{term.role}.{key}: roles {[t.role for t in joint]} form one group "
+                                 f"(rollout {method.rollout!r}), so their terms need the same {key} "
+                                 f"({getattr(term, key)!r} vs {getattr(joint[0], key)!r})")
+
+
+from skpo.training import critique_rollout  # noqa: E402,F401  (registers ``critique_refine``)
+from skpo.training import scaffold  # noqa: E402,F401  (registers ``scaffold``, Scaf-GRPO)

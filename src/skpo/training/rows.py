@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 import torch
 from torch import Tensor
@@ -147,8 +147,14 @@ def policy_forward(
     temperature: float = 1.0,
     with_entropy: bool = False,
     packs: Sequence[Sequence[int]] | None = None,
-) -> tuple[Tensor, Tensor | None]:
+    reductions: Callable[[Tensor, Tensor], dict[str, Tensor]] | None = None,
+) -> tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, dict[str, Tensor]]:
     """Teacher-forced log π(response token) ``[B, T]`` (and entropy ``[B, T]``).
+
+    ``reductions``: a callable ``(logits [B, T, V], labels [B, T]) -> {name: [B, T]}`` evaluated
+    on the same (temperature-scaled) logits — the token statistics of
+    :mod:`skpo.algorithms.token_stats`; when given, its results (0 past each response) come
+    back as a third element.
 
     Two layouts, same numbers (to float rounding; ``tests/test_rows.py``):
 
@@ -166,7 +172,8 @@ def policy_forward(
     Log-probs use ``logits / temperature`` like the engine's sampling log-probs.
     """
     if packs is not None:
-        return _packed_forward(model, prompt_ids, response_ids, response_mask, temperature, with_entropy, packs)
+        return _packed_forward(model, prompt_ids, response_ids, response_mask, temperature, with_entropy, packs,
+                               reductions)
     device = next(model.parameters()).device
     lengths = response_mask.sum(-1).long().tolist()
     rows = [list(p) + response_ids[b, : lengths[b]].tolist() for b, p in enumerate(prompt_ids)]
@@ -194,6 +201,9 @@ def policy_forward(
         gathered = gathered / temperature
     log_probs = logprobs_from_logits(gathered, response_ids.to(device)) * valid.to(device)
     entropy = entropy_from_logits(gathered) * valid.to(device) if with_entropy else None
+    if reductions is not None:
+        stats = {k: v * valid.to(device) for k, v in reductions(gathered, response_ids.to(device)).items()}
+        return log_probs, entropy, stats
     return log_probs, entropy
 
 
@@ -216,7 +226,7 @@ def group_by_prompt(prompt_ids: Sequence[Sequence[int]]) -> list[list[int]]:
 
 
 def _packed_forward(model, prompt_ids, response_ids: Tensor, response_mask: Tensor, temperature: float,
-                    with_entropy: bool, groups: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor | None]:
+                    with_entropy: bool, groups: Sequence[Sequence[int]], reductions=None):
     """``policy_forward`` with each prompt group packed into one tree-masked sequence."""
     device = next(model.parameters()).device
     bsz, t = response_ids.shape
@@ -270,6 +280,8 @@ def _packed_forward(model, prompt_ids, response_ids: Tensor, response_mask: Tens
     valid = (torch.arange(t).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)).to(device)
     log_probs = logprobs_from_logits(logits, response_ids.to(device)) * valid
     entropy = entropy_from_logits(logits) * valid if with_entropy else None
+    if reductions is not None:
+        return log_probs, entropy, {k: v * valid for k, v in reductions(logits, response_ids.to(device)).items()}
     return log_probs, entropy
 
 

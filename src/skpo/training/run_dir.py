@@ -40,14 +40,14 @@ RUN_FILES = ("run.json", "config.yaml", "method.yaml", "metrics.jsonl", "metrics
 
 # Keys that may differ on --resume: when to stop, how often to evaluate/log/save, and knobs
 # that change memory or speed but not the update (micro-batching and packing give the same
-# gradient to float rounding: tests/test_trainer.py). Everything else — method, optimizer and
+# gradient to float rounding: tests/test_trainer.py; sharding, tests/test_distributed.py). Everything else — method, optimizer and
 # schedule, batch shape, rollout and sampling, model and precision, data, reward, seed — is
 # refused. ``log.out_dir`` is not compared: it names the directory being resumed (a run moved
 # elsewhere resumes there). ``train.steps`` is refused under a cosine or linear schedule,
 # whose learning rate is a function of it.
 ALLOWED_ON_RESUME = (
     "train.steps", "train.token_budget", "train.micro_batch_tokens", "train.pack_max_tokens",
-    "train.gradient_checkpointing", "rollout.engine_batch_size", "rollout.vllm.*", "model.device", "reward.workers", "eval.*", "log.*",
+    "train.gradient_checkpointing", "train.fsdp.*", "rollout.engine_batch_size", "rollout.vllm.*", "model.device", "reward.workers", "eval.*", "log.*",
 )
 NOT_COMPARED = ("log.out_dir",)
 

@@ -6,10 +6,14 @@ A method is a document (``skpo/methods/<name>.yaml``, resolved with the run's ov
 :mod:`skpo.methods`): its rollout kind (a function of ``skpo.training.rollouts.ROLLOUTS``), its
 trackers, and loss terms, each naming the role of the rows it applies to, its advantage
 estimator, its loss and its aggregation. What the trainer needs to know about a part — is an
-estimator group-relative and grouped by what, does it read the value tracker, step values or
-token weights, which roles does a rollout kind produce — is the registries' metadata. The
+estimator group-relative and grouped by what, does it read the value tracker, step values,
+token weights or token statistics of the rollout policy, does it keep state across steps, which
+roles does a rollout kind produce — is the registries' metadata. The
 trainer compares against no method, estimator, loss, role or rollout name. One row record
-flows from the rollout to the loss; each phase returns a new one.
+flows from the rollout to the loss; each phase returns a new one. A method may also name a
+reward model trained online (``skpo.training.reward_models``, PRIME's implicit PRM): it runs
+between the log-probs and the advantages, and its per-token outputs reach the estimators that
+need them through ``rows.extra``.
 
 Simplifications (stated, not hidden):
 - DAPO dynamic sampling draws at most ``train.dapo_max_gen_batches`` rounds of prompts to
@@ -30,6 +34,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -52,11 +57,11 @@ from skpo.algorithms import (
     dapo_group_filter,
     kl_penalty,
     masked_mean,
+    build_prompt_sampler,
     oar_bilevel_weights,
-    prioritized_sample,
-    prioritized_weights,
     term_loss,
 )
+from skpo.algorithms.token_stats import EXTRA_PREFIX, reducer
 from skpo.config import RunConfig, dump_config
 from skpo.errors import TrainingInterrupted
 from skpo.methods import method_to_document, resolve_for_run
@@ -64,12 +69,33 @@ from skpo.rollout import HFEngine, SamplingParams, autocast, mix_seed
 from skpo.tasks.prompts import stop_token_ids
 from skpo.tasks.sources import PromptItem, PromptSource
 from skpo.training.distributed import Dist
-from skpo.training.checkpoint import CHECKPOINT_DIR, CheckpointError, find_checkpoint, load_checkpoint, read_state, save_checkpoint
+from skpo.training.sharding import (
+    equalize,
+    full_state_dict,
+    full_weights,
+    load_full_state_dict,
+    save_sharded_optimizer,
+    shard_model,
+    sharding_settings,
+    zero_loss_pass,
+)
+from skpo.training.checkpoint import (
+    CHECKPOINT_DIR,
+    CheckpointError,
+    find_checkpoint,
+    load_checkpoint,
+    read_state,
+    load_extra_state,
+    save_checkpoint,
+    sharded_stage,
+)
+from skpo.training.reward_models import RewardModelContext, build_reward_model
 from skpo.training.lora import is_lora, load_adapter
 from skpo.training.logging import MetricsLogger, Progress, truncate_metrics
 from skpo.training.oar import oar_importance
 from skpo.training.precision import head_in_float32, lm_head_float32
-from skpo.training.rollouts import ROLLOUTS, RolloutContext, RolloutResult, Timer, rollout_params
+from skpo.training.rollouts import ROLLOUTS, RolloutContext, RolloutResult, Timer, joint_roles, rollout_params
+from skpo.training.sampling import StepPrompts, plan_prompts, score_pool, scoring_params
 from skpo.training.schedule import lr_factor
 from skpo.training.rows import Rows, can_pack, last_token_rewards, length_buckets, pack_buckets, policy_forward
 from skpo.training.run_dir import (
@@ -121,21 +147,39 @@ class Trainer:
         self.lora = is_lora(model)
         if self.preset.kl_coef > 0 and not self.lora:  # (LoRA: the base with adapters off is the reference)
             self.ref_model = _frozen_copy(model)
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         self.dist = Dist(self.accelerator)
         if t.prompts_per_step < self.dist.world:
             raise ValueError(f"train.prompts_per_step={t.prompts_per_step} is the global batch: it needs at least one prompt "
                              f"per process ({self.dist.world} processes)")
-        if self.dist.active:  # data parallel without DDP: one gradient all-reduce per optimizer step (distributed.py)
+        self.sharding = sharding_settings(t.fsdp, t.gradient_checkpointing, self.accelerator)
+        if self.sharding is not None and self.lora:
+            raise ValueError("train.fsdp with model.lora is not supported: LoRA trains a small adapter on a replicated "
+                             "base; use data parallelism (no train.fsdp) or full fine-tuning with FSDP")
+        # the method's trained reward model (PRIME's implicit PRM; skpo.training.reward_models), if it declares
+        # one: built from the initial policy, before the policy is sharded or a checkpoint is loaded
+        self.reward_model = build_reward_model(self.preset, RewardModelContext(
+            policy=model, ref_model=self.ref_model if self.sharding is None else None, device=self.accelerator.device,
+            autocast=self._autocast, autocast_dtype=self.autocast_dtype, micro_batches=self._micro_batches,
+            pad_id=self.pad_id, reward_range=self.preset.reward_range, mini_batches=t.mini_batches, dist=self.dist,
+            lora=self.lora, gradient_checkpointing=t.gradient_checkpointing))
+        if t.gradient_checkpointing or (self.sharding and self.sharding.gradient_checkpointing):
+            # non-reentrant: works with frozen inputs (LoRA), packed masks and FSDP units
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if self.sharding is not None:  # FSDP2: parameters become shards; the optimizer is built on them
+            shard_model(model, self.sharding, self.accelerator.device)
+            if self.ref_model is not None:
+                shard_model(self.ref_model, self.sharding, self.accelerator.device)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
+        if self.sharding is not None:
+            self.model, self.optimizer = model, optimizer
+        elif self.dist.active:  # data parallel without DDP: one gradient all-reduce per optimizer step (distributed.py)
             self.model, self.optimizer = model.to(self.accelerator.device), self.accelerator.prepare(optimizer)
         else:
             self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.policy = self.accelerator.unwrap_model(self.model)
-        if t.gradient_checkpointing:  # non-reentrant: works with frozen inputs (LoRA) and packed masks
-            self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if self.ref_model is not None:
+        if self.ref_model is not None and self.sharding is None:
             self.ref_model.to(self.accelerator.device)
         self.stop_ids = stop_token_ids(tokenizer, self.policy, chat=getattr(source, "chat", False))
         self.engine = self._build_engine(tokenizer)
@@ -146,6 +190,12 @@ class Trainer:
             LengthTracker(initial=cfg.rollout.skpo.initial_length, low=low, high=high, **tracker_kw)
             if self.preset.length_tracker else None
         )
+        # state of stateful estimators (``state`` metadata: RiskPO's quantiles, PAPO's controller), per
+        # term; saved in every checkpoint like the trackers
+        self.term_states = {t.role: s for t in self.preset.terms if (s := t.make_state()) is not None}
+        # which prompts a step trains on and how many answers each gets (skpo.algorithms.samplers);
+        # its per-prompt statistics are replicated and checkpointed like the trackers
+        self.prompt_sampler = build_prompt_sampler(self.preset.prompt_sampling, dict(self.preset.prompt_sampling_params))
         self.drift = 0.0  # accumulated policy KL (rho_mode="kl")
         self.drift_seen: dict[str, float] = {}
         self.step = 0
@@ -216,6 +266,11 @@ class Trainer:
         return autocast(self.accelerator.device, self.autocast_dtype)
 
     # ------------------------------------------------------------------ schedule
+    def _full_weights(self):
+        """Whole weights on every rank for passes whose count differs per rank (rollouts,
+        log-prob passes, evaluation); a no-op unless sharded (skpo/training/sharding.py)."""
+        return full_weights(self.model if self.sharding is not None else None)
+
     def _lr_factor(self, step: int) -> float:
         """The LR multiplier at ``step``: :func:`skpo.training.schedule.lr_factor` (decay to 0)."""
         t = self.cfg.train
@@ -282,17 +337,25 @@ class Trainer:
         return budget is not None and self.tokens_seen >= budget
 
     def sample_prompts(self, step: int, draw: int = 0) -> list[PromptItem]:
-        """Prompts of step ``step`` — a function of (seed, step, draw, tracker state) only, so
-        a resumed run draws the same prompts (``draw`` > 0: DAPO's extra rounds)."""
-        n = self.cfg.train.prompts_per_step
-        items = self.source.items
-        gen = torch.Generator().manual_seed(mix_seed(self.cfg.train.seed, step, 17, *([draw] if draw else [])))
-        if self.preset.prompt_sampling == "prioritized":
-            weights = prioritized_weights(self.value_tracker.success_prob([it.key for it in items]))
-            idx = prioritized_sample(weights, n, generator=gen, replacement=n > len(items))
-        else:
-            idx = torch.randperm(len(items), generator=gen)[:n] if n <= len(items) else torch.randint(len(items), (n,), generator=gen)
-        return [items[i] for i in idx.tolist()]
+        """Prompts of step ``step`` — a function of (seed, step, draw, tracker and sampler state)
+        only, so a resumed run draws the same prompts (``draw`` > 0: DAPO's extra rounds)."""
+        return self.plan_prompts(step, draw).items
+
+    def plan_prompts(self, step: int, draw: int = 0) -> StepPrompts:
+        """The step's prompts, their group sizes (an allocating sampler) and the sampler's
+        metrics, from the method's prompt sampler (:mod:`skpo.training.sampling`)."""
+        return plan_prompts(self.prompt_sampler, self.source.items, self.cfg.train.prompts_per_step,
+                            self.preset.group_size, self.cfg.train.seed, step, draw, self.value_tracker)
+
+    def _score_pool(self, step: int, params: SamplingParams, timer: Timer) -> tuple[int, dict[str, float]]:
+        """The scoring rollouts the prompt sampler asks for before it plans ``step`` (MMR1 VAS
+        scores the whole pool); returns their decoded tokens and metrics."""
+        if not self.prompt_sampler.scoring_due(step):
+            return 0, {}
+        with self._full_weights():  # sharded: each rank decodes its own number of tokens
+            return score_pool(self.prompt_sampler, step, engine=self.engine, pool=self.source.items,
+                              params=scoring_params(params, self.cfg.train.seed, step, self.dist.rank),
+                              score=self.score, dist=self.dist, timer=timer)
 
     def score(self, items: list[PromptItem], responses: list[list[int]]) -> tuple[list[float], list[bool]]:
         """Training rewards and correctness of ``responses`` (token ids) to ``items``, scored as
@@ -320,27 +383,30 @@ class Trainer:
         registries' metadata."""
         cfg = self.cfg
         timer = Timer()
-        items = self.sample_prompts(step)  # the global batch; this rank rolls out its shard
         params = SamplingParams(
             temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens,
             stop_token_ids=[] if cfg.rollout.ignore_eos else list(self.stop_ids), ignore_eos=cfg.rollout.ignore_eos,
             seed=mix_seed(cfg.train.seed, step, 1 + self.accelerator.process_index),
         )
+        scoring_decoded, sampler_metrics = self._score_pool(step, params, timer)  # (a sampler may score the pool first)
+        prompts = self.plan_prompts(step)
+        items = prompts.items  # the global batch; this rank rolls out its shard (with its prompts' group sizes)
         ctx = RolloutContext(
             engine=self.engine, params=params, method=self.preset, rollout_params=self.rollout_params, step=step,
             score=self.score, sample_prompts=lambda draw: self.dist.shard(self.sample_prompts(step, draw=draw)),
             source=self.source, num_prompts=len(items), rank=self.dist.rank, all_gather=self.dist.all_gather_object,
             pad_id=self.pad_id, max_new_tokens=cfg.rollout.max_new_tokens, timer=timer,
             generator=torch.Generator().manual_seed(mix_seed(cfg.train.seed, step, 23)), length_tracker=self.length_tracker,
+            group_sizes=None if prompts.group_sizes is None else self.dist.shard(prompts.group_sizes),
         )
-        with timer("rollout"):
+        with timer("rollout"), self._full_weights():  # sharded: each rank decodes its own number of tokens
             result = ROLLOUTS.get(self.preset.rollout).fn(ctx, self.dist.shard(items))
         # scoring and MC values run inside the rollout (SKPO scores answers between its
         # phases): report them apart so the phase times add up to the step
         timer.times["rollout"] -= timer.times.get("scoring", 0.0) + timer.times.get("mc_values", 0.0)
         if hasattr(self.engine, "sleep"):  # a colocated engine frees its memory for the trainer's passes
             self.engine.sleep()
-        with timer("old_log_probs"):  # where the rows were sampled, before they are gathered
+        with timer("old_log_probs"), self._full_weights(), full_weights(self.ref_model):  # where the rows were sampled
             rows = self._with_old_and_ref_log_probs(result.rows)
         if self.dist.active:  # every rank gets the global batch: advantages and trackers see it all
             metrics = self.dist.mean_metrics(dict(result.metrics), weight=len(result.rows))
@@ -353,16 +419,20 @@ class Trainer:
                                          prefill_tokens=self.dist.sum_int(result.prefill_tokens), length_observations=obs)
         else:
             metrics = dict(result.metrics)
-        with timer("advantages"):
+        metrics.update({**prompts.metrics, **sampler_metrics})  # (global already: replicated sampler, summed scoring)
+        if self.reward_model is not None:  # trained on the step's rows; its per-token outputs go to rows.extra
+            with timer("reward_model"):
+                rows = self.reward_model.step(rows, metrics)
+        with timer("advantages"), self._full_weights():  # (OAR's probes run the policy)
             rows = self._with_advantages(rows, metrics)
         with timer("update"):
             self._update(rows, metrics)
         if hasattr(self.engine, "sync_weights"):  # a separate engine samples the next step with the new weights
-            with timer("weight_sync"):
+            with timer("weight_sync"):  # (sharded: each tensor is gathered as it is sent)
                 self.engine.sync_weights(self.policy)
         with timer("trackers"):
             self._update_trackers(rows, result, step)
-        decoded = result.decoded_tokens
+        decoded = result.decoded_tokens + scoring_decoded  # every token decoded for the step, pool scoring included
         trained = int(rows.response_mask.sum())
         self.tokens_seen += decoded
         metrics.update({f"time/{k}": v for k, v in timer.times.items()})
@@ -379,11 +449,15 @@ class Trainer:
         """Each term's registered estimator on its rows, with what its metadata says it reads
         (the value tracker's pre-update baseline, step values, token weights); group-relative
         estimators also get DAPO's filter and the zero-advantage share. Returns new rows with
-        ``advantages`` (and, under the filter, a mask without the all-equal groups)."""
+        ``advantages`` (and, under the filter, a mask without the all-equal groups). Roles that
+        form one group (the rollout kind's ``joint_roles``) are estimated together: a term's
+        estimator sees the rows of all of them and writes its own role's rows."""
         advantages = torch.zeros_like(rows.response_mask)
         mask = rows.response_mask.clone()
+        outputs: dict[str, torch.Tensor] = {}  # estimators' per-token tensors for their losses
+        roles, grouped_with = rows.roles(), joint_roles(self.preset)
         for term in self.preset.terms:
-            sel = rows.rows_of(term.role)
+            sel = [b for b, r in enumerate(roles) if r in grouped_with[term.role]]
             sub = rows.select(sel)
             meta = term.estimator_meta
             token_rewards = last_token_rewards(sub.rewards, sub.response_mask)
@@ -398,13 +472,21 @@ class Trainer:
                 # rows whose prompt the tracker has never seen get the default baseline (0):
                 # their advantage is the raw reward, i.e. the problem's difficulty
                 metrics[f"{term.role}/first_visit_share"] = sum(k not in self.value_tracker for k in sub.index) / max(1, len(sub))
-            for name in ("step_values", "step_mask", "token_step_index"):
+            for name in ("step_values", "step_mask", "token_step_index", "token_rewards"):
                 if name in sub.extra:
                     setattr(batch, name, sub.extra[name])
             if "token_weights" in meta.get("needs", ()):
                 batch.token_weights = self._token_weights(sub)
+            if "response_ids" in meta.get("needs", ()):
+                batch.response_ids = sub.response_ids
+            if "answers" in meta.get("needs", ()):
+                batch.answers = self._answers(sub)
+            batch.token_stats = {k[len(EXTRA_PREFIX):]: v for k, v in sub.extra.items() if k.startswith(EXTRA_PREFIX)}
+            batch.state = self.term_states.get(term.role)  # updated by the estimator
             entry = ADVANTAGE_ESTIMATORS.get(term.advantage)
             adv = entry.fn(batch, entry.make_params(term.advantage_params))
+            if hasattr(batch.state, "metrics"):
+                metrics.update({f"{term.role}/{k}": v for k, v in batch.state.metrics().items()})
             term_mask = sub.response_mask
             group_key = meta.get("group_key")
             if group_key is not None:
@@ -414,11 +496,16 @@ class Trainer:
                 if self.preset.filter_groups:
                     term_mask = term_mask * keep.unsqueeze(-1).float()
                     metrics["filter/kept_fraction"] = keep.float().mean().item()
+            own = torch.tensor([j for j, b in enumerate(sel) if roles[b] == term.role], dtype=torch.long)
+            adv, term_mask = adv[own], term_mask[own]
             metrics[f"{term.role}/advantage_abs_mean"] = masked_mean(adv.abs(), term_mask).item()
-            idx = torch.tensor(sel, dtype=torch.long)
+            idx = torch.tensor(sel, dtype=torch.long)[own]
             advantages[idx] = adv.to(advantages.dtype)
             mask[idx] = term_mask
-        return rows.replace(advantages=advantages, response_mask=mask)
+            for name, value in batch.outputs.items():
+                outputs.setdefault(EXTRA_PREFIX + name, torch.zeros_like(rows.response_mask))[idx] = value[own].float()
+        extra = {**rows.extra, **outputs} if outputs else rows.extra
+        return rows.replace(advantages=advantages, response_mask=mask, extra=extra)
 
     def _token_weights(self, rows: Rows) -> torch.Tensor:
         """OAR's per-token weights (Bi-Level reshaping of the probe's importance), ``[B, T]``."""
@@ -449,7 +536,9 @@ class Trainer:
     def _with_old_and_ref_log_probs(self, rows: Rows) -> Rows:
         """New rows with π_old recomputed by a trainer forward (off-policy updates) and the
         reference policy's log-probs (when a KL term is on); each role's rows go through the
-        forward on their own, as they were scored."""
+        forward on their own, as they were scored. Token statistics the plug-ins declare are
+        attached first (:meth:`_with_token_stats`)."""
+        rows = self._with_token_stats(rows)
         recompute = self.cfg.train.recompute_old_log_probs and not self.on_policy
         wants_ref = self.ref_model is not None or (self.lora and self.preset.kl_coef > 0)
         if not recompute and not wants_ref:
@@ -469,6 +558,52 @@ class Trainer:
             elif ref is not None:
                 ref[idx] = self._forward_all(self.ref_model, sub)
         return rows.replace(old_log_probs=old, ref_log_probs=ref)
+
+    def _with_token_stats(self, rows: Rows) -> Rows:
+        """New rows with the rollout policy's token statistics that each term's estimator or loss
+        declares (``token_stats`` metadata, :mod:`skpo.algorithms.token_stats`) in
+        ``rows.extra["token/<name>"]`` ``[B, T]``: one no-grad forward of the policy, before any
+        update (π_old), over each term's rows. An extra pass (off-policy runs also recompute π_old
+        in a pass of their own)."""
+        requests = {t.role: t.token_stat_requests() for t in self.preset.terms}
+        if not any(requests.values()):
+            return rows
+        stats: dict[str, torch.Tensor] = {}
+        for role, wanted in requests.items():
+            for name, _ in wanted:  # every key on every rank, rows or not (gathered records need the same extras)
+                stats.setdefault(EXTRA_PREFIX + name, torch.zeros_like(rows.old_log_probs))
+            sel = rows.rows_of(role)
+            if not wanted or not sel:
+                continue
+            idx = torch.tensor(sel, dtype=torch.long)
+            for name, values in self._forward_stats(rows.select(sel), reducer(wanted)).items():
+                stats[EXTRA_PREFIX + name][idx] = values
+        return rows.replace(extra={**rows.extra, **stats})
+
+    @torch.no_grad()
+    def _forward_stats(self, rows: Rows, reduce) -> dict[str, torch.Tensor]:
+        """``reduce``'s token statistics ``{name: [B, T]}`` of the policy on ``rows``."""
+        out: dict[str, torch.Tensor] = {}
+        was_training = self.policy.training
+        self.policy.eval()
+        for bucket, packs in self._micro_batches(rows):
+            sub = rows.select(bucket)
+            with self._autocast():
+                _, _, stats = policy_forward(self.policy, sub.prompt_ids, sub.response_ids, sub.response_mask,
+                                             self.pad_id, self.cfg.rollout.temperature, packs=packs, reductions=reduce)
+            for name, values in stats.items():
+                out.setdefault(name, torch.zeros_like(rows.old_log_probs))[torch.tensor(bucket)] = values.float().cpu()
+        self.policy.train(was_training)
+        return out
+
+    def _answers(self, rows: Rows) -> list[str | None]:
+        """Each row's final answer as the source's verifier extracts it (``needs=("answers",)``):
+        rollouts keep only rewards, so the responses are decoded and checked again."""
+        if getattr(self, "_items_by_key", None) is None:
+            self._items_by_key = {it.key: it for it in self.source.items}
+        texts = [self.tokenizer.decode(rows.response_ids[b, : int(n)].tolist(), skip_special_tokens=True)
+                 for b, n in enumerate(rows.lengths())]
+        return [v.extracted for v in self.source.score([self._items_by_key[k] for k in rows.index], texts)]
 
     def _forward_all(self, model, rows: Rows) -> torch.Tensor:
         out = torch.zeros_like(rows.old_log_probs)
@@ -505,6 +640,8 @@ class Trainer:
         t, terms = self.cfg.train, self.preset.terms
         term_of = {term.role: i for i, term in enumerate(terms)}
         row_term = [term_of.get(r, -1) for r in rows.roles()]  # -1: a role with no term trains nothing
+        grouped_with = joint_roles(self.preset)
+        shared = {i: {term_of[r] for r in grouped_with[term.role] if r in term_of} for i, term in enumerate(terms)}
         keys = sorted(set(rows.index), key=str)
         gen = torch.Generator().manual_seed(mix_seed(t.seed, self.step, 41))
         sums: dict[str, float] = {}
@@ -523,16 +660,21 @@ class Trainer:
                 sel = [b for b, k in enumerate(rows.index) if k in chunk_keys and row_term[b] >= 0]
                 if not sel:
                     continue
-                # each term's token/row counts over the whole mini-batch: micro-batch (and rank) losses add up
+                # each term's token/row counts over the whole mini-batch: micro-batch (and rank) losses add up;
+                # the terms of one joint group count the group's rows (their losses add up to one)
                 global_term = [row_term[b] for b in sel]
-                dens = {i: self._denominators(rows.response_mask[[b for b, tt in zip(sel, global_term) if tt == i]])
+                dens = {i: self._denominators(rows.response_mask[[b for b, tt in zip(sel, global_term) if tt in shared[i]]])
                         for i in set(global_term)}
                 if self.dist.active:  # this rank's prompts of the mini-batch
                     mine = set(self.dist.shard(sorted(chunk_keys, key=str)))
                     sel = [b for b in sel if rows.index[b] in mine]
                 mb_rows = rows.select(sel)
                 mb_term = [row_term[b] for b in sel]
-                for bucket, packs in self._micro_batches(mb_rows) if sel else ():
+                micro = self._micro_batches(mb_rows) if sel else []
+                # sharded: FSDP's collectives run inside forward/backward, so every rank runs the
+                # same number of micro-batches (agreed before the first; the short ranks pad with zero-loss passes)
+                padding = equalize(self.dist.all_gather_object(len(micro))) - len(micro) if self.sharding else 0
+                for bucket, packs in micro:
                     mb = mb_rows.select(bucket)
                     real, padded = _forward_tokens(mb, packs)
                     add("tokens/update_real", real, None)
@@ -551,9 +693,13 @@ class Trainer:
                         for k, v in term_metrics.items():  # pg_loss: micro-batch parts of the mini-batch loss add up
                             add(f"{terms[i].role}/{k}", float(v), None if k == "pg_loss" else len(local))
                     self.accelerator.backward(loss if self.scaler is None else self.scaler.scale(loss))
+                for _ in range(padding):
+                    with self._autocast():
+                        zero_loss_pass(self.model, self.pad_id, self.accelerator.device)
                 for i in set(global_term):  # pg_loss: the mean over mini-batches of their loss
                     counts[f"{terms[i].role}/pg_loss"] = counts.get(f"{terms[i].role}/pg_loss", 0) + (self.dist.rank == 0)
-                self.dist.all_reduce_grads(list(self.model.parameters()))
+                if self.sharding is None:  # (FSDP reduce-scattered the gradients in backward)
+                    self.dist.all_reduce_grads(list(self.model.parameters()))
                 if self.scaler is not None:
                     self.scaler.unscale_(self.optimizer)
                 grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), t.grad_clip)
@@ -563,6 +709,8 @@ class Trainer:
                 else:
                     self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
+                if hasattr(grad_norm, "full_tensor"):  # sharded: the norm over all shards
+                    grad_norm = grad_norm.full_tensor()
                 add("actor/grad_norm", float(grad_norm), int(self.dist.rank == 0))
         self.scheduler.step()
         sums, counts = self.dist.merge_sums(sums, counts)
@@ -577,7 +725,8 @@ class Trainer:
             else:
                 metrics[f"actor/{k}"] = sum(v for _, v in vals) / len(vals)
         if self.cfg.train.rho_mode == "kl":  # rank 0's measure: the replicated trackers stay identical
-            self.drift += self.dist.broadcast_float(self._measure_drift(rows))
+            with self._full_weights():
+                self.drift += self.dist.broadcast_float(self._measure_drift(rows))
             metrics["actor/policy_drift"] = self.drift
 
     def _denominators(self, mask: torch.Tensor) -> AggDenominators:
@@ -593,7 +742,8 @@ class Trainer:
         device = log_prob.device
         mask = mb.response_mask.to(device)
         old_log_prob = log_prob.detach() if self.on_policy else mb.old_log_probs.to(device)
-        inputs = PolicyLossInputs(log_prob, old_log_prob, mb.advantages.to(device), mask)
+        extras = {k[len(EXTRA_PREFIX):]: v.to(device) for k, v in mb.extra.items() if k.startswith(EXTRA_PREFIX)}
+        inputs = PolicyLossInputs(log_prob, old_log_prob, mb.advantages.to(device), mask, extras=extras)
         pg, metrics = term_loss(term, inputs, den)
         loss = pg
         out = {k: v.item() for k, v in metrics.items()}
@@ -639,6 +789,10 @@ class Trainer:
         if self.length_tracker is not None and result.length_observations is not None:
             keys, lengths = result.length_observations
             self.length_tracker.update(keys, lengths, kls=self._prompt_kls(keys), step=step)
+        # the prompt sampler's per-prompt statistics take the first term's rewards, mapped to [0, 1]
+        first = rows.select(rows.rows_of(self.preset.terms[0].role))
+        lo, hi = self.preset.reward_range
+        self.prompt_sampler.observe(first.index, ((first.rewards.double() - lo) / (hi - lo)).tolist(), step)
         for k in rows.index:
             self.drift_seen[k] = self.drift
 
@@ -649,10 +803,11 @@ class Trainer:
         from skpo.training.setup import evaluate_benchmarks
 
         out: dict[str, float] = {}
-        if not self.accelerator.is_main_process:  # rank 0 evaluates and logs; the others go on
-            return out
+        with self._full_weights():  # every rank gathers (sharded runs); rank 0 evaluates
+            results = (evaluate_benchmarks(self.policy, self.tokenizer, self.cfg, self.autocast_dtype)
+                       if self.accelerator.is_main_process else {})
         k = self.cfg.eval.k
-        for name, result in evaluate_benchmarks(self.policy, self.tokenizer, self.cfg, self.autocast_dtype).items():
+        for name, result in results.items():
             m = result["metrics"]
             out[f"eval/{name}/avg@{k}"] = m[f"avg@{k}"]
             out[f"eval/{name}/pass@{k}"] = m[f"pass@{k}"]
@@ -673,18 +828,32 @@ class Trainer:
             "drift_seen": self.drift_seen,
             "value_tracker": self.value_tracker.state_dict() if self.value_tracker else None,
             "length_tracker": self.length_tracker.state_dict() if self.length_tracker else None,
+            "prompt_sampler": self.prompt_sampler.state_dict(),
+            "term_states": {role: state.state_dict() for role, state in self.term_states.items()},
         }
 
     def save(self) -> Path | None:
         self.accelerator.wait_for_everyone()
-        if not self.accelerator.is_main_process:
+        main = self.accelerator.is_main_process
+        model_state, stage = None, None
+        if self.sharding is not None:  # every rank: weights gathered to rank 0, optimizer shards written
+            model_state = full_state_dict(self.model)
+            stage = sharded_stage(self.run_dir, self.step)
+            if main:
+                shutil.rmtree(stage, ignore_errors=True)
+            self.accelerator.wait_for_everyone()
+            save_sharded_optimizer(self.model, self.optimizer, stage)
+            self.accelerator.wait_for_everyone()
+        if not main:
             return None
         relock = not self.run_lock.held  # a save after train() ended takes the directory back
         if relock:
             self.run_lock.acquire()
         try:
             path = save_checkpoint(self.run_dir, self.step, self.policy, self.tokenizer, self.optimizer, self.scheduler,
-                                   self.trainer_state(), keep=self.cfg.log.keep_checkpoints)
+                                   self.trainer_state(), keep=self.cfg.log.keep_checkpoints, model_state=model_state,
+                                   optimizer_dir=stage,
+                                   extra_states={"reward_model": self.reward_model.state_dict()} if self.reward_model else None)
         finally:
             if relock:
                 self.run_lock.release()
@@ -710,6 +879,8 @@ class Trainer:
 
         if self.lora:  # the adapters onto the base of model.path
             load_adapter(self.policy, path)
+        elif self.sharding is not None:  # every rank reads the whole file and keeps its shards
+            load_full_state_dict(self.model, load_file(str(path / "model" / "model.safetensors")))
         else:
             state_dict = load_file(str(path / "model" / "model.safetensors"))
             missing, unexpected = self.policy.load_state_dict(state_dict, strict=False)
@@ -718,7 +889,7 @@ class Trainer:
                 raise CheckpointError(f"{path}: checkpoint weights do not match the model (missing {real_missing[:3]}, unexpected {unexpected[:3]})")
             if getattr(self.policy.config, "tie_word_embeddings", False):
                 self.policy.tie_weights()
-        state = load_checkpoint(path, self.optimizer, self.scheduler)
+        state = load_checkpoint(path, self.optimizer, self.scheduler, model=self.policy)
         self.step = int(state["step"])
         self.tokens_seen = int(state.get("tokens_seen", 0))
         self.train_seconds = float(state.get("train_seconds", 0.0))
@@ -728,6 +899,14 @@ class Trainer:
             self.value_tracker.load_state_dict(state["value_tracker"])
         if self.length_tracker is not None:
             self.length_tracker.load_state_dict(state["length_tracker"])
+        self.prompt_sampler.load_state_dict(state.get("prompt_sampler") or {})
+        if self.reward_model is not None:
+            self.reward_model.load_state_dict(load_extra_state(path, "reward_model"))
+        for role, term_state in self.term_states.items():
+            saved_states = state.get("term_states") or {}
+            if role not in saved_states:
+                raise CheckpointError(f"{path}: no saved state for the {role!r} term's estimator")
+            term_state.load_state_dict(saved_states[role])
         if self.accelerator.is_main_process:  # drop lines logged after the checkpoint (they will be redone)
             truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
         record = {"step": self.step, "checkpoint": path.name, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
