@@ -43,7 +43,7 @@ class ModelSection(_Strict):
     """The policy. Mixed precision as verl and TRL do it: float32 master weights and AdamW
     state, ``dtype`` the compute precision of every forward (``torch.autocast``)."""
 
-    path: str = Field("tiny-arith", description="local HF model directory, or 'tiny-arith' for the shipped model")
+    path: str = Field("tiny-arith", description="local HF model directory, or a shipped warm start: 'tiny-arith' (the embedded default), 'tiny-arith-long' (5-8 operations)")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="compute precision: bfloat16/float16 autocast over float32 master weights"
     )

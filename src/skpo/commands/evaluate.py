@@ -34,7 +34,6 @@ from skpo.errors import UserError, run_command
 from skpo.evaluation.benchmarks import BUILTIN_BENCHMARKS, BenchmarkSpec, load_spec_file, resolve_benchmarks
 from skpo.tasks.arith import ArithConfig
 
-TINY_ARITH = "tiny-arith"
 
 
 def _is_model_dir(path: Path) -> bool:
@@ -55,10 +54,9 @@ def resolve_model_dir(arg: str) -> Path:
     """
     from skpo.training.checkpoint import find_checkpoint, verify_checkpoint
 
-    if arg == TINY_ARITH:
-        from skpo.models.loading import tiny_arith_dir
+    from skpo.models.loading import shipped_model_dir
 
-        path = tiny_arith_dir()
+    if (path := shipped_model_dir(arg)) is not None:
         if not _is_model_dir(path):
             raise FileNotFoundError(
                 f"the shipped tiny model is not at {path}; produce it with `skpo warmstart --out {path}`"

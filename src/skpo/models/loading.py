@@ -24,6 +24,17 @@ def tiny_arith_dir() -> Path:
     return _ASSETS / "tiny-arith"
 
 
+SHIPPED_MODELS = {
+    "tiny-arith": "the embedded default: chains of 2-4 operations (docs/embedded-default.md)",
+    "tiny-arith-long": "the longer-chain setting: chains of 5-8 operations, continued from tiny-arith (docs/results.md)",
+}
+
+
+def shipped_model_dir(name: str) -> Path | None:
+    """The directory of a shipped warm start named ``name`` (:data:`SHIPPED_MODELS`), else None."""
+    return _ASSETS / name if name in SHIPPED_MODELS else None
+
+
 def _check_dir(path: str | Path, what: str, needed: tuple[str, ...]) -> Path:
     path = Path(path).expanduser()
     if not path.exists():

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from skpo.config import RunConfig
-from skpo.models.loading import load_policy, load_tokenizer, tiny_arith_dir
+from skpo.models.loading import load_policy, load_tokenizer, shipped_model_dir
 from skpo.rewards.registry import RewardContext, RewardEntry, get_reward
 from skpo.tasks.arith import ArithConfig
 from skpo.tasks.sources import ArithSource, DatasetSource, PromptSource
@@ -26,8 +26,8 @@ def resolve_model_path(path: str) -> Path:
     verified against the checkpoint's manifest before anything loads it."""
     from skpo.training.checkpoint import verify_checkpoint
 
-    if path == "tiny-arith":
-        return tiny_arith_dir()
+    if (shipped := shipped_model_dir(path)) is not None:
+        return shipped
     p = Path(path).expanduser()
     if (p / "model" / "config.json").is_file():
         if (p / "manifest.json").is_file():

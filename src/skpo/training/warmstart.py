@@ -346,9 +346,9 @@ def load_init(path: str, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     """A saved model to continue training from (e.g. the shipped ``tiny-arith`` for a
     longer-chain curriculum), float32. Refused when its vocabulary or special ids differ from the
     task tokenizer's: the warm start builds every sequence with that tokenizer."""
-    from skpo.models.loading import load_policy, tiny_arith_dir
+    from skpo.models.loading import load_policy, shipped_model_dir
 
-    model = load_policy(tiny_arith_dir() if path == "tiny-arith" else path, dtype=torch.float32)
+    model = load_policy(shipped_model_dir(path) or path, dtype=torch.float32)
     vocab = model.get_input_embeddings().weight.shape[0]
     if vocab != len(tokenizer) or model.config.eos_token_id != tokenizer.eos_token_id:
         raise ValueError(
