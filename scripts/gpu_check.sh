@@ -18,3 +18,27 @@ if [ $# -ge 1 ]; then
 else
   timeout 600 "$PY" scripts/gpu_check.py --engine "$ENGINE"
 fi
+# With 2+ GPUs: FSDP2 over NCCL (bf16 autocast, float32 shards), the 2-process sharding tests
+# on GPUs, then 3 sharded steps of the SKPO recipe on the stand-in with a checkpoint at step 2
+# and a resume to step 3.
+GPUS=$("$PY" -c "import torch; print(torch.cuda.device_count())")
+if [ "$GPUS" -ge 2 ]; then
+  OUT=$(mktemp -d)
+  "$PY" -m skpo.cli standin --like qwen2.5-math-7b --out "$OUT/standin"
+  "$PY" - "$OUT/data.jsonl" <<'PYEOF'
+import json, sys
+from skpo.evaluation.benchmarks import get_spec, load_problems
+probs = sorted(load_problems(get_spec("math500")), key=lambda x: len(x.question))[:32]
+rows = [{"prompt": [{"role": "user", "content": p.question}], "reward_model": {"ground_truth": p.gold}} for p in probs]
+open(sys.argv[1], "w").write("".join(json.dumps(r) + "\n" for r in rows))
+PYEOF
+  COMMON=(--config configs/paper/qwen2.5-math-7b-skpo.yaml "model.path=$OUT/standin" "data.path=$OUT/data.jsonl"
+          "reward.function=$PWD/tests/data/rewards_for_tests.py:parity" train.fsdp.enabled=true
+          train.prompts_per_step=4 rollout.group_size=4 rollout.max_new_tokens=256 eval.every=0 log.save_every=2
+          log.progress=false "log.out_dir=$OUT/fsdp")
+  timeout 300 torchrun --nproc_per_node 2 -m skpo.cli train "${COMMON[@]}" train.steps=2
+  timeout 300 torchrun --nproc_per_node 2 -m skpo.cli train "${COMMON[@]}" train.steps=3 --resume
+  ls "$OUT/fsdp/checkpoints/step_000003/optimizer"
+else
+  echo "one GPU: the FSDP2 check needs 2 (it ran on CPU over gloo in tests/test_distributed.py)"
+fi

@@ -77,8 +77,18 @@ def test_two_ranks_equal_one_process_on_the_same_global_batch(tmp_path, method, 
         assert keys[0] and keys[1] and not keys[0] & keys[1]
         if method != "dapo":  # (DAPO's refill draws further rounds)
             assert len(keys[0]) + len(keys[1]) == 6
-    one = [*COMMON, f"train.method={method}", *extra, f"log.out_dir={tmp_path / 'one'}"]
-    _launch("replay", record, one, world=1)
+    _replay_on_one_process_and_compare(tmp_path, record, [*COMMON, f"train.method={method}", *extra],
+                                       ("actor/grad_norm", "actor/pg_loss", "reward/mean", "tokens/decoded"))
+    ja, jb = (json.loads((tmp_path / d / "final.json").read_text()) for d in ("two", "one"))
+    assert ja["tokens_seen"] == jb["tokens_seen"] and ja["value_tracker"] == jb["value_tracker"]
+    # only rank 0 wrote the run's files
+    assert (tmp_path / "two" / "metrics.jsonl").read_text().count("\n") == 2
+
+
+def _replay_on_one_process_and_compare(tmp_path: Path, record: Path, args: list[str], keys: tuple[str, ...]) -> None:
+    """Replay the 2 ranks' recorded rollouts (run ``tmp_path/two``) on one unsharded process
+    (``tmp_path/one``): parameters within 2e-5 of each other, the logged ``keys`` within 1e-4."""
+    _launch("replay", record, [*args, f"log.out_dir={tmp_path / 'one'}"], world=1)
     a = torch.load(tmp_path / "two" / "final.pt")
     b = torch.load(tmp_path / "one" / "final.pt")
     start = _initial_weights()
@@ -87,13 +97,10 @@ def test_two_ranks_equal_one_process_on_the_same_global_batch(tmp_path, method, 
     assert moved > 1e-4, "the update did not move the weights"
     assert diff <= 2e-5, f"2 ranks vs 1 process: max |Δθ| {diff:.3g} (update {moved:.3g})"
     logged = [[json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in ("two", "one")]
-    for two_row, one_row in zip(*logged):
-        for key in ("actor/grad_norm", "actor/pg_loss", "reward/mean", "tokens/decoded"):
+    assert len(logged[0]) == len(logged[1]) == 2
+    for two_row, one_row in zip(*logged):  # (a mean instead of a sum over ranks would halve the gradient norm)
+        for key in keys:
             assert two_row[key] == pytest.approx(one_row[key], rel=1e-4, abs=1e-6), key
-    ja, jb = (json.loads((tmp_path / d / "final.json").read_text()) for d in ("two", "one"))
-    assert ja["tokens_seen"] == jb["tokens_seen"] and ja["value_tracker"] == jb["value_tracker"]
-    # only rank 0 wrote the run's files
-    assert (tmp_path / "two" / "metrics.jsonl").read_text().count("\n") == 2
 
 
 def _initial_weights() -> dict[str, torch.Tensor]:
@@ -144,30 +151,18 @@ def test_fsdp_two_ranks_equal_one_unsharded_process(tmp_path, method, extra):
     record.mkdir()
     launch_config = [e.split(":", 1)[1] for e in extra if e.startswith("accelerate:")]
     extra = [e for e in extra if not e.startswith("accelerate:")]
-    env = None
+    env, sharded = None, ["train.fsdp.enabled=true"]
     if launch_config:
         from test_accelerate_configs import CONFIGS, launch_env
 
         env, _ = launch_env(next(p for p in CONFIGS if p.name == launch_config[0]))
         assert env["FSDP_OFFLOAD_PARAMS"] == "true" and env["FSDP_ACTIVATION_CHECKPOINTING"] == "true"
-    else:
-        extra = ["train.fsdp.enabled=true", *extra]
-    two = [*COMMON, f"train.method={method}", *extra, f"log.out_dir={tmp_path / 'two'}"]
+        sharded = []
+    two = [*COMMON, f"train.method={method}", *sharded, *extra, f"log.out_dir={tmp_path / 'two'}"]
     outs = _launch("record", record, two, world=2, extra_env=env)
     assert all("done step 2" in o for o in outs)
-    one = [*COMMON, f"train.method={method}", *extra, f"log.out_dir={tmp_path / 'one'}"]
-    _launch("replay", record, one, world=1)
-    a = torch.load(tmp_path / "two" / "final.pt")
-    b = torch.load(tmp_path / "one" / "final.pt")
-    start = _initial_weights()
-    moved = max(float((b[k] - start[k]).abs().max()) for k in b)
-    diff = max(float((a[k] - b[k]).abs().max()) for k in a)
-    assert moved > 1e-4, "the update did not move the weights"
-    assert diff <= 2e-5, f"FSDP 2 ranks vs 1 process: max |Δθ| {diff:.3g} (update {moved:.3g})"
-    logged = [[json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in ("two", "one")]
-    for two_row, one_row in zip(*logged):
-        for key in ("actor/grad_norm", "actor/pg_loss"):  # a mean instead of a sum over ranks would halve the norm
-            assert two_row[key] == pytest.approx(one_row[key], rel=1e-4, abs=1e-6), key
+    _replay_on_one_process_and_compare(tmp_path, record, [*COMMON, f"train.method={method}", *extra],
+                                       ("actor/grad_norm", "actor/pg_loss"))
     # the checkpoint: whole weights (a plain HF directory) and one optimizer shard file per rank
     ckpt = tmp_path / "two" / "checkpoints" / "step_000002"
     assert (ckpt / "model" / "model.safetensors").is_file() and not (ckpt / "optimizer.pt").exists()
