@@ -39,6 +39,8 @@ Readings and deviations are listed at each class and in ``docs/methods.md``.
 
 from __future__ import annotations
 
+import abc
+
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
@@ -91,14 +93,16 @@ class PromptPlan:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-class PromptSampler:
-    """Base class: no per-prompt statistics, no scoring rollouts; subclasses define :meth:`plan`."""
+class PromptSampler(abc.ABC):
+    """Abstract base: no per-prompt statistics, no scoring rollouts; every registered sampler
+    defines :meth:`plan`."""
 
     def __init__(self, params: Any) -> None:
         self.params = params
 
+    @abc.abstractmethod
     def plan(self, request: PlanRequest) -> PromptPlan:
-        raise NotImplementedError
+        """The step's batch: which pool prompts, and how many answers each."""
 
     def observe(self, keys: Sequence[Hashable], unit_rewards: Sequence[float], step: int) -> None:
         """Rewards in [0, 1] of this step's rows, one per row (a key's rows are one visit)."""
