@@ -27,11 +27,16 @@ install: $(STAMP)
 main: $(STAMP)
 	$(VENV)/bin/skpo main
 
+# The quick tier (a few minutes) and the complete suite (what CI runs), each on every core:
+# tests that start processes of their own share an xdist group and run one at a time.
+PYTEST_WORKERS ?= auto
+PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -m "slow or not slow"
+	$(PYTEST) -m "slow or not slow"
 
 # Speed tables of docs/performance.md (not tests; TRL comes with the [bench] extra).
 bench: $(STAMP)

@@ -1,5 +1,13 @@
-"""Test-wide settings: one torch thread (tiny models run faster single-threaded and the
-suite then behaves the same on a busy 2-core machine).
+"""Test-wide settings: every test starts from the same process state — one torch thread (tiny
+models run faster single-threaded, and a second thread spin-waits behind other processes on a
+busy 2-core machine), deterministic algorithms off, no debug switch left in the environment —
+whatever the test before it left, so no test depends on the order the suite runs in.
+
+Tiers: ``make test`` runs the quick tier (``-m "not slow"``, the default here), ``make
+test-all`` everything. A test is marked ``slow`` only when a quick test covers the same code
+path; the marker's reason names it. Tests that start processes of their own (several ranks,
+CLI subprocesses) share an ``xdist_group`` so that under ``pytest -n`` they run one at a time
+on one worker instead of crowding the cores.
 
 Fixture ``standin``: ``standin(name) -> Path`` of a stand-in model directory of the family
 ``name`` (:mod:`skpo.models.standin`: tiny random model, real config values, chat template,
@@ -9,6 +17,7 @@ target a real model on CPU.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +25,22 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _same_process_state_for_every_test():
+    """One torch thread and default determinism before each test, and the environment variables
+    as they were (``skpo --debug`` sets ``SKPO_DEBUG`` in-process; an in-process vLLM engine sets
+    ``RANK``/``MASTER_PORT``/…) after it."""
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(False)
+    environ = dict(os.environ)
+    os.environ.pop("SKPO_DEBUG", None)
+    yield
+    os.environ.clear()
+    os.environ.update(environ)
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(False)
 
 
 @pytest.fixture(scope="session")

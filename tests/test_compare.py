@@ -62,6 +62,8 @@ def _compare(out: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
+@pytest.mark.slow(reason="skpo compare trains, evaluates and summarizes in the quick tests/test_cli.py::test_compare")
+@pytest.mark.xdist_group("processes")
 def test_quick_sweep_and_a_killed_sweep_continues(tmp_path):
     """Both methods reach the token budget on both seeds; the report has CIs and curves. A
     sweep killed in the middle of a run continues from that run's checkpoint, and its result

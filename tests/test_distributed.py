@@ -24,6 +24,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# Each check starts 2-3 processes of its own: one at a time on one xdist worker.
+pytestmark = pytest.mark.xdist_group("processes")
+
 WORKER = Path(__file__).resolve().parent / "data" / "dist_worker.py"
 COMMON = ["train.steps=2", "train.prompts_per_step=6", "rollout.max_new_tokens=24", "rollout.temperature=1.3",
           "train.lr=1e-3", "log.progress=false", "log.tensorboard=false", "eval.every=0", "data.arith.pool_size=40"]
@@ -60,10 +63,14 @@ def _launch(mode: str, record: Path, overrides: list[str], world: int, extra_env
     return outs
 
 
+_SLOW_DP = pytest.mark.slow(reason="the same launch, shards and replay as the quick [grpo] case; the method's "
+                                    "rollout trains in test_every_preset_trains and sharded in test_fsdp_two_ranks[skpo]")
+
+
 @pytest.mark.parametrize("method, extra", [
     ("grpo", ["train.mini_batches=2"]),
-    ("skpo", ["rollout.group_size=3"]),
-    ("dapo", ["rollout.group_size=3"]),
+    pytest.param("skpo", ["rollout.group_size=3"], marks=_SLOW_DP),
+    pytest.param("dapo", ["rollout.group_size=3"], marks=_SLOW_DP),
 ])
 def test_two_ranks_equal_one_process_on_the_same_global_batch(tmp_path, method, extra):
     record = tmp_path / "record"
@@ -114,6 +121,8 @@ def _initial_weights() -> dict[str, torch.Tensor]:
     return w
 
 
+@pytest.mark.slow(reason="uneven micro-batch counts are matched in the quick test_fsdp_two_ranks[skpo] "
+                         "(zero-loss passes) and the 2-rank data-parallel path runs in the quick [grpo] case")
 def test_uneven_lengths_never_hang_and_resume_at_another_world_size(tmp_path):
     """The issue's hang: ranks with different numbers of length-bucketed micro-batches, then
     the save barrier. Tiny micro-batches force many, differing per rank; then the run resumes
@@ -141,7 +150,8 @@ def test_uneven_lengths_never_hang_and_resume_at_another_world_size(tmp_path):
 @pytest.mark.parametrize("method, extra", [
     # tiny micro-batches and no packing: the ranks need different numbers of micro-batches, so
     # the zero-loss passes that keep FSDP's collectives matched are exercised
-    ("grpo", ["train.mini_batches=2", "train.micro_batch_tokens=64", "train.pack_max_tokens=0"]),
+    pytest.param("grpo", ["train.mini_batches=2", "train.micro_batch_tokens=64", "train.pack_max_tokens=0"],
+                 marks=pytest.mark.slow(reason="the sharded update and its checkpoint run in the quick [skpo] case")),
     # SKPO launched as `accelerate launch --config_file configs/accelerate/fsdp2_offload_2gpu.yaml`
     # would be: sharding, CPU offload and activation checkpointing from the variables it exports
     ("skpo", ["rollout.group_size=3", "accelerate:fsdp2_offload_2gpu.yaml"]),
@@ -171,6 +181,8 @@ def test_fsdp_two_ranks_equal_one_unsharded_process(tmp_path, method, extra):
     assert {"optimizer/.metadata", "optimizer/__0_0.distcp", "optimizer/__1_0.distcp"} <= set(manifest)
 
 
+@pytest.mark.slow(reason="the sharded checkpoint is written in the quick test_fsdp_two_ranks[skpo]; exact resume "
+                         "runs in the quick tests/test_trainer.py::test_resume_gives_the_same_weights")
 def test_fsdp_resume_is_exact_and_crosses_world_sizes(tmp_path):
     """A sharded run stopped at step 2 and resumed sharded gives the weights of an uninterrupted
     3-step run; its checkpoint also resumes on one unsharded process; and an unsharded

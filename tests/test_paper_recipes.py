@@ -25,6 +25,11 @@ from skpo.training.setup import build_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "configs" / "paper").glob("*.yaml"))
+# The quick tier trains one recipe per model family; the others differ from these only in their
+# method, and every method trains in the quick tier (tests/test_trainer.py::test_every_preset_trains).
+QUICK_RECIPES = ("qwen2.5-math-7b-skpo", "llama-3.2-3b-instruct-grpo")
+_SLOW_RECIPE = pytest.mark.slow(reason="same base file and data path as the family's quick recipe "
+                                       f"({', '.join(QUICK_RECIPES)}); the method trains in test_every_preset_trains")
 PARITY = f"{ROOT / 'tests' / 'data' / 'rewards_for_tests.py'}:parity"
 
 
@@ -60,7 +65,8 @@ def size_overrides(recipe: Path) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
+@pytest.mark.parametrize("recipe", [pytest.param(r, id=r.stem, marks=() if r.stem in QUICK_RECIPES else _SLOW_RECIPE)
+                                    for r in RECIPES])
 def test_paper_recipe_trains_on_a_standin(recipe, standin, dapo_jsonl, tmp_path):
     out = tmp_path / "run"
     cfg = load_config(recipe, [

@@ -244,7 +244,9 @@ def test_truncated_weights_fall_back_to_the_newest_intact_checkpoint(tiny_dir, t
     assert [s["checkpoint"] for s in skipped] == ["step_000002"]
 
 
-def test_no_intact_checkpoint_is_one_line_naming_the_files(tiny_dir, tmp_path):
+def test_no_intact_checkpoint_is_one_line_naming_the_files(tiny_dir, tmp_path, capsys):
+    from skpo.cli import main
+
     out = tmp_path / "run"
     trained(tiny_dir, out, "train.steps=2", "log.save_every=1")
     damage(out / "checkpoints" / "step_000002" / "model" / "model.safetensors")
@@ -252,9 +254,12 @@ def test_no_intact_checkpoint_is_one_line_naming_the_files(tiny_dir, tmp_path):
         f.write(b"x")
     one_line_error(cli("train", "--resume", *overrides(tiny_dir, out, "train.steps=2")), "train",
                    "no intact checkpoint", "step_000002: model/model.safetensors", "step_000001: optimizer.pt")
-    one_line_error(cli("eval", "--model", str(out)), "eval", "no intact checkpoint", "model/model.safetensors")
-    one_line_error(cli("eval", "--model", str(out / "checkpoints" / "step_000002" / "model")), "eval",
-                   "step_000002: model/model.safetensors")
+    # the same one-line path in-process (the subprocess above shows it is what the shell sees)
+    for model, needles in ((out, ("no intact checkpoint", "model/model.safetensors")),
+                           (out / "checkpoints" / "step_000002" / "model", ("step_000002: model/model.safetensors",))):
+        capsys.readouterr()
+        code = main(["eval", "--model", str(model)])
+        one_line_error(subprocess.CompletedProcess([], code, "", capsys.readouterr().err), "eval", *needles)
 
 
 # ----------------------------------------------------------------------------- 9: disk full
@@ -306,6 +311,7 @@ def _can_mount_tmpfs(where: Path) -> bool:
     return probe.returncode == 0
 
 
+@pytest.mark.slow(reason="the disk-full path (message, clean-up) runs in the quick test_disk_full_during_save_says_so_and_cleans_up")
 def test_disk_full_for_real_on_a_small_tmpfs(tiny_dir, tmp_path):
     """A 3 MiB tmpfs (private mount namespace): the run starts, the first checkpoint (~13 MiB)
     does not fit; one line saying so, and no temporary folder left on the full disk."""
@@ -327,18 +333,29 @@ def test_disk_full_for_real_on_a_small_tmpfs(tiny_dir, tmp_path):
 
 
 # ----------------------------------------------------------------------------- 10: one-line errors
-def test_user_errors_are_one_line_with_exit_2(tiny_dir, tmp_path):
+def test_user_errors_are_one_line_with_exit_2(tiny_dir, tmp_path, capsys):
+    from skpo.cli import main
+
     data = tmp_path / "train.jsonl"
     data.write_text('{"problem": "1+1", "answer": "2"}\n{"problem": "2+2"}\n')
     one_line_error(cli("train", *overrides(tiny_dir, tmp_path / "a", "data.task=jsonl", f"data.path={data}")),
                    "train", f"{data}: row 2 (line 2): missing key 'answer'")
+    # the same one-line path in-process (the subprocess above shows it is what the shell sees)
     empty = tmp_path / "empty"
     empty.mkdir()
-    one_line_error(cli("train", "--resume", *overrides(tiny_dir, empty)), "train", "--resume",
-                   str(empty / "checkpoints"))
-    one_line_error(cli("train", "train.lr=fast", "train.stepz=3"), "train", "train.lr", "train.stepz")
-    one_line_error(cli("main", "--config", str(tmp_path / "missing.yaml")), "main", "missing.yaml")
-    # --debug (or SKPO_DEBUG=1) shows the traceback of a user error
+    for argv, needles in ((["train", "--resume", *overrides(tiny_dir, empty)], ("--resume", str(empty / "checkpoints"))),
+                          (["train", "train.lr=fast", "train.stepz=3"], ("train.lr", "train.stepz")),
+                          (["main", "--config", str(tmp_path / "missing.yaml")], ("missing.yaml",))):
+        capsys.readouterr()
+        code = main(argv)
+        one_line_error(subprocess.CompletedProcess([], code, "", capsys.readouterr().err), argv[0], *needles)
+
+
+@pytest.mark.slow(reason="the error is reported in-process by the quick test_user_errors_are_one_line_with_exit_2; "
+                         "this shows the traceback a real process prints under --debug / SKPO_DEBUG=1")
+def test_debug_shows_the_traceback_of_a_user_error(tiny_dir, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
     for debug_args, env in ((["--debug"], None), ([], {"SKPO_DEBUG": "1"})):
         proc = cli(*debug_args, "train", "--resume", *overrides(tiny_dir, empty), env=env)
         assert proc.returncode == 1 and "Traceback" in proc.stderr and "NoCheckpointError" in proc.stderr
@@ -421,6 +438,7 @@ def test_sigterm_saves_and_resume_continues_bit_for_bit(tiny_dir, tmp_path):
     assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
+@pytest.mark.slow(reason="the signal handler and the stop path run in the quick test_sigterm_saves_and_resume_continues_bit_for_bit")
 def test_second_signal_aborts_at_once_without_saving(tiny_dir, tmp_path):
     out, err = tmp_path / "run", tmp_path / "stderr.txt"
     proc = _signalled_run(tiny_dir, out, err, "train.steps=3")

@@ -5,7 +5,8 @@
 - The frozen base doubles as the reference model: with a KL term, reference log-probs are the
   policy's with its adapters switched off (no second copy of the weights).
 - Rollouts: the Hugging Face engine samples from the adapted policy itself; a separate engine
-  (vLLM) receives the merged weights ``W + B·A·α/r`` after every step (:func:`merged_state_dict`).
+  (vLLM) receives the merged weights ``W + B·A·α/r`` after every step, one tensor at a time
+  (:func:`merged_named_tensors`).
 - Checkpoints: ``model/`` holds the merged model (a plain Hugging Face directory: ``skpo eval``
   and any HF tool load it) and ``adapter/`` the adapters, which ``--resume`` loads onto the base
   model named by ``model.path``.
@@ -13,6 +14,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +23,20 @@ import torch
 ADAPTER_DIR = "adapter"
 
 
-def apply_lora(model: torch.nn.Module, section: Any) -> torch.nn.Module:
-    """``model`` with LoRA adapters per ``section`` (``r``, ``alpha``, ``dropout``, ``target_modules``)."""
+def apply_lora(model: torch.nn.Module, section: Any, seed: int = 0) -> torch.nn.Module:
+    """``model`` with LoRA adapters per ``section`` (``r``, ``alpha``, ``dropout``, ``target_modules``),
+    initialised from ``seed`` alone (peft draws the A matrices from the global generator: without
+    this, a run's adapters would depend on whatever drew random numbers before it in the process)."""
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as err:  # pragma: no cover - peft is a dependency
         raise ImportError("model.lora needs peft (pip install peft)") from err
     config = LoraConfig(r=section.r, lora_alpha=section.alpha, lora_dropout=section.dropout,
                         target_modules=list(section.target_modules), task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return get_peft_model(model, config)
 
 
 def is_lora(model: torch.nn.Module) -> bool:
@@ -37,23 +44,30 @@ def is_lora(model: torch.nn.Module) -> bool:
 
 
 @torch.no_grad()
-def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The base model's state dict with the adapters added, ``W + ΔW`` (peft's
-    ``get_delta_weight``), under the base model's own names (``model.layers.0.self_attn.
-    q_proj.weight`` …). The base weights are not touched (merging in place and unmerging would
-    leave rounding in them)."""
+def merged_named_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """The base model's tensors with the adapters added, ``W + ΔW`` (peft's
+    ``get_delta_weight``), one at a time under the base model's own names (``model.layers.0.
+    self_attn.q_proj.weight`` …): only the merged tensor being yielded is new memory. The base
+    weights are not touched (merging in place and unmerging would leave rounding in them)."""
     from peft.tuners.lora import LoraLayer
 
     base = model.get_base_model()
-    out = {name.replace(".base_layer.", "."): tensor.detach().clone()
-           for name, tensor in base.state_dict().items() if "lora_" not in name}
-    for module_name, module in base.named_modules():
-        if isinstance(module, LoraLayer):
-            key = f"{module_name}.weight"
+    adapted = {f"{name}.base_layer.weight": m for name, m in base.named_modules() if isinstance(m, LoraLayer)}
+    for name, tensor in base.state_dict().items():
+        if "lora_" in name:
+            continue
+        merged = tensor.detach()
+        module = adapted.get(name)
+        if module is not None:
             for adapter in module.active_adapters:
                 if adapter in module.lora_A:
-                    out[key] = out[key] + module.get_delta_weight(adapter).to(out[key].dtype)
-    return out
+                    merged = merged + module.get_delta_weight(adapter).to(merged.dtype)
+        yield name.replace(".base_layer.", "."), merged
+
+
+def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """:func:`merged_named_tensors` as a dict of copies (checkpoints)."""
+    return {name: tensor.clone() for name, tensor in merged_named_tensors(model)}
 
 
 def save_lora(model: torch.nn.Module, directory: Path) -> None:

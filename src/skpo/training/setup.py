@@ -160,7 +160,7 @@ def load_run_model(cfg: RunConfig, path: Path | None = None):
     if cfg.model.lora.enabled:
         from skpo.training.lora import apply_lora
 
-        model = apply_lora(model, cfg.model.lora)
+        model = apply_lora(model, cfg.model.lora, seed=cfg.train.seed)
     return model
 
 

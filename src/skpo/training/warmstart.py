@@ -426,7 +426,7 @@ def train(config: WarmstartConfig, log_every: int = 100, log: Callable[[str], No
             recent = sum(losses[-log_every:]) / len(losses[-log_every:])
             log(f"step {step:5d}  loss {recent:.4f}  lr {optimizer.param_groups[0]['lr']:.2e}  "
                 f"{time.perf_counter() - start:6.1f}s")
-        if val and step % config.check_every == 0:
+        if val and config.check_every and step % config.check_every == 0:
             m = evaluate_avg_at_k(model, tokenizer, val, k=config.val_k, seed=config.seed)
             validation.append({"step": step, "avg_at_k": m.avg_at_k, "pass_at_k": m.pass_at_k, "frac_mixed": m.frac_mixed})
             log(f"step {step:5d}  validation avg@{config.val_k} {m.avg_at_k:.3f}  pass@{config.val_k} "
@@ -471,7 +471,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=None, help="wall-clock budget (not bit-reproducible)")
     p.add_argument("--target-avg", type=float, default=d.target_avg,
                    help="stop once validation plain avg@k reaches this (a negative value: never)")
-    p.add_argument("--check-every", type=int, default=d.check_every)
+    p.add_argument("--check-every", type=int, default=d.check_every, help=f"validation every N steps (0: never; default {d.check_every})")
     p.add_argument("--val-problems", type=int, default=d.val_problems)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
