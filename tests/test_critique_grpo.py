@@ -255,7 +255,7 @@ def test_a_critic_model_writes_the_critiques_of_wrong_answers(tmp_path, monkeypa
                                     "method.rollout_params.critic_max_new_tokens=16"))
     metrics = trainer.train_step(0)
     answers_call, critic_call, refine_call = recorder.calls
-    assert (critic_call[0] is trainer.engine) == (critic == "policy")
+    assert (critic_call[0] is trainer.engine.engine) == (critic == "policy")  # (the engine inside the context limit)
     tok = trainer.tokenizer
     n_wrong = round((1 - metrics["accuracy/mean"]) * 6)
     assert n_wrong > 0 and len(critic_call[1]) == n_wrong  # the critic sees the wrong answers only

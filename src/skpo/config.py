@@ -132,9 +132,23 @@ class VLLMSection(_Strict):
     """The vLLM engine (``rollout.engine: vllm``, extra ``[vllm]``; GPUs only)."""
 
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="share of each GPU vLLM may take (weights + KV cache)")
-    sleep: bool = Field(True, description="release the engine's memory while the trainer updates (vLLM sleep mode)")
-    max_model_len: int | None = Field(None, ge=1, description="prompt + answer tokens (default: data.max_prompt_tokens + rollout.max_new_tokens)")
-    tensor_parallel_size: int = Field(1, ge=1)
+    sleep: bool = Field(True, description="release the engine's memory while the trainer updates (vLLM sleep mode, level 2)")
+    max_model_len: int | None = Field(
+        None, ge=2, description="an older name of rollout.max_context_tokens (the two may not disagree)")
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="GPUs per engine: 1 only (colocated engines run one per process, and vLLM needs every "
+        "rank of a tensor-parallel group to submit the same requests, which per-rank rollouts do not)")
+    weight_bucket_mb: int = Field(512, ge=1, description="most MiB of weights loaded into vLLM at once when syncing")
+
+    @field_validator("tensor_parallel_size")
+    @classmethod
+    def _one_gpu_per_engine(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError(
+                f"{value} is not supported: colocated vLLM engines run one per training process, and vLLM needs every "
+                "rank of a tensor-parallel group to submit the same requests in the same calls, which skpo's per-rank "
+                "rollouts do not; use 1 (one engine per GPU: a 7B model in bf16 takes 15 GB)")
+        return value
 
 
 class RolloutSection(_Strict):
@@ -146,9 +160,26 @@ class RolloutSection(_Strict):
     max_new_tokens: int = Field(64, ge=1)
     ignore_eos: bool = Field(False, description="sample past EOS up to max_new_tokens (equal-work benchmarks only)")
     engine_batch_size: int = Field(256, ge=1, description="most rows (prompt × sample) the engine decodes together")
+    max_context_tokens: int | None = Field(
+        None, ge=2, description="the engine's context (prompt + skip segment + answer); default: what the rollout needs, "
+        "checked against the model's positions at start. A smaller value (at most the model's) cuts the answers that reach "
+        "it: counted as rollout/cut_by_context and scored as unfinished")
     mc_k: int = Field(4, ge=1, description="Monte Carlo continuations per step boundary (mc_dense)")
     mc_max_steps: int = Field(8, ge=1, description="step boundaries valued per response (mc_dense)")
     skpo: SkpoSection = SkpoSection()
+
+    @model_validator(mode="after")
+    def _one_context(self) -> "RolloutSection":
+        old, new = self.vllm.max_model_len, self.max_context_tokens
+        if old is not None and new is not None and old != new:
+            raise ValueError(f"rollout.vllm.max_model_len={old} and rollout.max_context_tokens={new} name the same "
+                             "context: set only rollout.max_context_tokens")
+        return self
+
+    @property
+    def context_setting(self) -> int | None:
+        """The user's engine context (``max_context_tokens``, or its older name), if set."""
+        return self.max_context_tokens or self.vllm.max_model_len
 
 
 class FSDPSection(_Strict):

@@ -19,7 +19,10 @@ Conventions
   (``log π_old``), so importance ratios start at exactly 1 (up to float rounding).
   Top-p changes which tokens can be drawn, not the reported log-prob. With
   ``temperature == 0`` (greedy) the tokens are the argmax and the log-probs are those of
-  the untempered model, ``log_softmax(logits)``.
+  the untempered model, ``log_softmax(logits)``. An engine that can only report the log-prob
+  *after* top-p (renormalised over the nucleus: vLLM's ``processed_logprobs``) says so with
+  ``logprobs_after_top_p = True``; the two agree at ``top_p == 1`` (every shipped recipe).
+  The trainer recomputes ``log π_old`` itself whenever the update is off-policy.
 - **Stop tokens are kept.** When a row stops on a token in ``stop_token_ids`` (e.g. EOS),
   that token is the last entry of ``token_ids`` (with its log-prob). A trainer then trains
   on the EOS decision too, and ``len(token_ids)`` is the number of sampled tokens. When a
@@ -92,14 +95,17 @@ class Completion:
         logprobs: ``[len(token_ids)]`` sampling log-probs, ``log_softmax(logits/T)`` of each
             generated token, before top-p truncation.
         finish_reason: ``"stop"`` (a stop token id or stop string) or ``"length"`` (hit the
-            row's max new tokens).
+            row's max new tokens, or the engine's context: then ``cut_by_context``).
         stop_reason: the stop token id or stop string that ended the sample, else ``None``.
+        cut_by_context: the sample reached the engine's context before its answer budget
+            (:class:`skpo.rollout.context.ContextLimit`): an unfinished answer, counted.
     """
 
     token_ids: list[int]
     logprobs: list[float]
     finish_reason: FinishReason
     stop_reason: int | str | None = None
+    cut_by_context: bool = False
 
     def __len__(self) -> int:
         return len(self.token_ids)

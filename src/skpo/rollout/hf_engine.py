@@ -178,6 +178,8 @@ class HFEngine:
             inference engine would decode. ``None``: the weights' own dtype.
     """
 
+    logprobs_after_top_p = False  # log_softmax(logits / T), before top-p (the protocol's)
+
     def __init__(
         self,
         model: torch.nn.Module,

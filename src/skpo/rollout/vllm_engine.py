@@ -1,92 +1,126 @@
-"""The rollout engine on vLLM (``rollout.engine: vllm``, extra ``[vllm]``).
+"""The rollout engine on vLLM (``rollout.engine: vllm``, extra ``[vllm]``), colocated with training.
 
-:class:`VLLMEngine` implements :class:`~skpo.rollout.engine.Engine` with vLLM's offline
-``LLM`` API, colocated with training on the same GPUs. It uses exactly this surface of vLLM
-(``tests/fakes/vllm`` implements the same surface, so a change there breaks a test here, not a
-run on a cluster):
+Written against vLLM 0.30.0 (``requirements/gpu.txt``) from its source, the way TRL's GRPOTrainer
+colocate mode and verl's rollout drive it. ``tests/fakes/vllm`` models each behaviour below and
+``tests/test_vllm_engine.py`` has a contract test for each (docs/scaling.md, "vLLM").
 
-- ``vllm.LLM(model=, tokenizer=, dtype=, seed=, gpu_memory_utilization=, enable_prefix_caching=,
-  enable_sleep_mode=, max_model_len=, tensor_parallel_size=, logprobs_mode=,
-  distributed_executor_backend=)``
-- ``LLM.generate(prompts=[{"prompt_token_ids": [...]}, …], sampling_params=[…], use_tqdm=False)``
-  → ``RequestOutput.outputs[j]``: ``token_ids``, ``logprobs`` (one ``{token_id: Logprob}`` per
-  token, ``Logprob.logprob``), ``finish_reason`` (``"stop"`` / ``"length"``), ``stop_reason``
-- ``vllm.SamplingParams(n=, temperature=, top_p=, max_tokens=, seed=, logprobs=0,
-  stop_token_ids=, stop=, ignore_eos=, include_stop_str_in_output=, detokenize=)``
-- ``LLM.apply_model(fn)`` (weight sync: ``fn`` runs on the engine's model and calls its
-  ``load_weights(iterable of (name, tensor))``), ``LLM.reset_prefix_cache()``,
-  ``LLM.sleep(level=1)``, ``LLM.wake_up()``.
-
-How the protocol maps:
-
-- **Log-probs**: the protocol's ``log_softmax(logits / T)`` of the sampled token, before top-p,
-  is vLLM's ``logprobs_mode="processed_logprobs"`` with ``logprobs=0`` (the sampled token
-  only). vLLM's default (``raw_logprobs``) would be the untempered model's.
-- **Seeds**: each prompt is one request with its own ``seed`` — the protocol's prompt seed
-  (``mix_seed(call seed, i)``), so a prompt's samples do not depend on the other prompts. The
-  samples differ from the Hugging Face engine's for the same seed (another sampler).
-- **Shared prefill**: ``n`` samples of one request share its prefill, and prefix caching
-  (``enable_prefix_caching=True``) reuses the KV of SKPO's ``[s, q]`` across its answers and of
-  a prompt across the two phases.
-- **SKPO's upstream phase**: a per-prompt ``max_new_tokens`` becomes that request's
-  ``max_tokens`` (``t_q``); a prompt with budget 0 is answered with empty completions (vLLM
-  refuses ``max_tokens=0``).
-- **Stop tokens** stay in ``token_ids`` (vLLM keeps the stop token id it stopped on; EOS is
-  always in force unless ``ignore_eos``).
-- **Weights**: :meth:`sync_weights` after each optimizer step sends the policy's weights (in the
-  engine's dtype) and resets the prefix cache (its KV was computed with the old weights).
-  :meth:`sleep` / :meth:`wake_up` free the engine's GPU memory during the update
-  (``enable_sleep_mode``); without sleep mode, ``gpu_memory_utilization`` caps its share.
+- **In-process, in every launch mode.** The engine is built with
+  ``distributed_executor_backend="external_launcher"`` — one engine per training process, its
+  core in this process (vLLM then sets ``VLLM_ENABLE_V1_MULTIPROCESSING=0``) — also for a single
+  process, for which ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT`` are
+  set as ``torchrun`` would. Otherwise vLLM runs its core in a child process and
+  ``LLM.apply_model`` would have to pickle the loading function — refused unless
+  ``VLLM_ALLOW_INSECURE_SERIALIZATION=1``, and then shipping every weight through a socket.
+- **Side effects undone.** An in-process vLLM seeds the global ``random``/``numpy``/``torch``
+  generators at start-up; the trainer's generator states are restored around construction.
+- **Weight sync** (TRL's and verl's order), after each update: ``gc.collect()`` and
+  ``torch.cuda.empty_cache()`` (the update's cached blocks go back to the driver before vLLM maps
+  its memory again), wake the *weights* only, load them in buckets of at most
+  ``weight_bucket_mb`` — each tensor gathered (a sharded policy: its shard moved to the GPU
+  first, then all-gathered), cast to the engine's dtype, loaded, freed; never a full copy of the
+  model — then reset the prefix cache. The KV cache wakes at the next :meth:`generate`.
+- **Sleep level 2** while the trainer updates: the weights are reloaded after every update, so
+  level 1's copy of them to host memory would be wasted. Generating before they are loaded again
+  is refused (vLLM would sample from undefined memory); so is generating while asleep (vLLM's
+  scheduler would wait forever).
+- **Context.** ``max_model_len`` is the run's context (:mod:`skpo.rollout.context`); each
+  request's budget is clamped to ``max_model_len - len(prompt)`` and a completion that reaches it
+  is marked ``cut_by_context`` (vLLM would stop it there with a plain ``"length"``). A prompt
+  that leaves no room gets empty completions (vLLM refuses ``len(prompt) >= max_model_len``).
+- **Finish reasons**: ``"stop"`` and ``"length"``; anything else (``"abort"``, ``"error"``,
+  ``"repetition"``) raises: an aborted or failed request is not an answer.
+- **Log-probs**: ``logprobs_mode="processed_logprobs"`` with ``logprobs=0`` (the sampled token):
+  ``log_softmax(logits / T)`` after top-k/top-p, i.e. renormalised over the nucleus when
+  ``top_p < 1`` (:attr:`logprobs_after_top_p`); at ``top_p = 1`` (every shipped recipe) the
+  protocol's quantity. vLLM's default (``raw_logprobs``) would be the untempered model's.
+- **Seeds**: one request per prompt with the protocol's prompt seed, kept to 62 bits (vLLM seeds
+  sample ``j`` of a request with ``seed + j`` in an int64). A prompt's samples then do not depend
+  on the other prompts. They differ from the Hugging Face engine's for the same seed.
+- **Greedy with** ``n > 1``: vLLM refuses it; the one greedy sample is repeated ``n`` times.
+- **Stop tokens** stay in ``token_ids`` (vLLM keeps the id it stopped on); EOS is in force unless
+  ``ignore_eos``. vLLM reports ``stop_reason=None`` for the tokenizer's EOS: its id is filled in.
+- **Tensor parallelism is refused** (``tensor_parallel_size > 1``): under ``external_launcher``
+  every rank of a TP group must submit the same requests in the same calls, and skpo's ranks roll
+  out their own prompts (a different number of engine calls per rank in DAPO's refill, SKPO's
+  phases, Monte Carlo continuations). One engine per GPU covers the paper's models (a 7B model
+  in bf16 is 15 GB).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import gc
+import os
+import random
+import socket
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
 
 from skpo.rollout.engine import Completion, SamplingParams, prompt_seeds, resolve_max_new_tokens
 
-__all__ = ["VLLMEngine"]
+__all__ = ["VLLMEngine", "weight_buckets"]
+
+_SEED_BITS = (1 << 62) - 1  # vLLM adds the sample index to a request's seed in an int64
+_MAX_TEMPERATURE = 2.0  # vLLM's SamplingParams refuses more
 
 
 class VLLMEngine:
-    """:class:`~skpo.rollout.engine.Engine` on ``vllm.LLM``.
+    """:class:`~skpo.rollout.engine.Engine` on an in-process ``vllm.LLM``.
 
     Args:
         model_path: a local Hugging Face model directory (weights, config, tokenizer).
         dtype: the engine's weights and compute dtype (``bfloat16`` in the paper's recipes).
         gpu_memory_utilization: the fraction of GPU memory vLLM may take (weights + KV cache).
-        sleep: use vLLM's sleep mode: the engine releases its memory while the trainer updates.
-        max_model_len: prompt + answer tokens (the paper: 1024 + 3072).
+        sleep: vLLM's sleep mode: the engine releases its memory while the trainer updates.
+        max_model_len: the context (prompt + completion); ``None``: the model's own.
         seed: the engine's own seed (every request carries its own seed anyway).
-        tensor_parallel_size: GPUs per engine.
-        external_launcher: one engine per training process (``torchrun`` / ``accelerate
-            launch``), vLLM's ``distributed_executor_backend="external_launcher"``.
+        tensor_parallel_size: GPUs per engine; only 1 (see the module docstring).
+        rank, local_rank, world_size: this process in the launch (one engine per process).
+        weight_bucket_mb: most bytes (MiB) of weights handed to vLLM in one load during a sync.
         llm: an existing ``vllm.LLM`` (tests).
     """
 
+    logprobs_after_top_p = True
+    sleep_level = 2
+
     def __init__(self, model_path: str, *, dtype: str = "bfloat16", gpu_memory_utilization: float = 0.3,
                  sleep: bool = True, max_model_len: int | None = None, seed: int = 0, tensor_parallel_size: int = 1,
-                 external_launcher: bool = False, llm: Any = None) -> None:
-        import vllm
+                 rank: int = 0, local_rank: int = 0, world_size: int = 1, weight_bucket_mb: int = 512,
+                 llm: Any = None) -> None:
+        if tensor_parallel_size != 1:
+            raise ValueError(
+                f"rollout.vllm.tensor_parallel_size={tensor_parallel_size}: tensor parallelism is not supported. Colocated "
+                "engines run one per training process, and vLLM needs every rank of a tensor-parallel group to submit "
+                "the same requests in the same calls, which skpo's per-rank rollouts do not do; use one engine per "
+                "GPU (tensor_parallel_size: 1)")
+        if weight_bucket_mb < 1:
+            raise ValueError(f"weight_bucket_mb must be >= 1, got {weight_bucket_mb}")
+        import vllm  # the [vllm] extra: imported only when this engine is chosen
 
         self._vllm = vllm
         self.sleep_mode = sleep
-        self.asleep = False
+        self.dtype = getattr(torch, dtype) if isinstance(dtype, str) and isinstance(getattr(torch, dtype, None), torch.dtype) \
+            else torch.bfloat16
+        self.bucket_bytes = int(weight_bucket_mb) << 20
+        self._sleeping: set[str] = set()  # vLLM's sleeping tags: "weights", "kv_cache"
+        self.weights_loaded = True  # False after a level-2 sleep, until the next sync
         if llm is None:
-            kwargs: dict[str, Any] = dict(
-                model=str(model_path), tokenizer=str(model_path), dtype=dtype, seed=seed,
-                gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=True, enable_sleep_mode=sleep,
-                max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
-                logprobs_mode="processed_logprobs",
-            )
-            if external_launcher:
-                kwargs["distributed_executor_backend"] = "external_launcher"
-            llm = vllm.LLM(**kwargs)
+            _set_launcher_env(rank, local_rank, world_size)
+            with _rng_states_kept():
+                llm = vllm.LLM(
+                    model=str(model_path), tokenizer=str(model_path), dtype=dtype, seed=seed,
+                    gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=True, enable_sleep_mode=sleep,
+                    max_model_len=max_model_len, tensor_parallel_size=1, logprobs_mode="processed_logprobs",
+                    distributed_executor_backend="external_launcher",
+                )
         self.llm = llm
-        self.dtype = getattr(torch, dtype) if isinstance(dtype, str) and hasattr(torch, dtype) else torch.bfloat16
+        self.max_model_len = max_model_len or _engine_max_model_len(llm)
+
+    @property
+    def asleep(self) -> bool:
+        return bool(self._sleeping)
 
     # ------------------------------------------------------------------ Engine protocol
     def generate(self, prompts: list[list[int]], n: int, params: SamplingParams,
@@ -96,83 +130,174 @@ class VLLMEngine:
             raise ValueError(f"n must be >= 0, got {n}")
         if any(len(p) == 0 for p in prompts):
             raise ValueError("prompts must hold at least one token")
-        if self.asleep:
-            self.wake_up()
+        if params.temperature > _MAX_TEMPERATURE:
+            raise ValueError(f"temperature {params.temperature} > {_MAX_TEMPERATURE}: vLLM refuses it")
+        self._awake_for_generation()
         budgets = resolve_max_new_tokens(params, len(prompts), max_new_tokens)
+        limits = [min(b, max(0, self.max_model_len - len(p))) if self.max_model_len else b
+                  for b, p in zip(budgets, prompts)]
         seeds = prompt_seeds(params.seed, len(prompts))
         out: list[list[Completion]] = [[] for _ in prompts]
-        todo = [i for i in range(len(prompts)) if budgets[i] > 0 and n > 0]
+        todo = [i for i in range(len(prompts)) if limits[i] > 0 and n > 0]
         for i in range(len(prompts)):
-            if budgets[i] == 0 and n > 0:
-                out[i] = [Completion([], [], "length") for _ in range(n)]
+            if limits[i] == 0 and n > 0:
+                out[i] = [Completion([], [], "length", cut_by_context=budgets[i] > 0) for _ in range(n)]
         if not todo:
             return out
+        draws = 1 if params.greedy else n  # vLLM refuses greedy sampling with n > 1
         requests = [{"prompt_token_ids": list(prompts[i])} for i in todo]
-        sampling = [self._sampling_params(params, n, budgets[i], seeds[i]) for i in todo]
+        sampling = [self._sampling_params(params, draws, limits[i], seeds[i]) for i in todo]
         results = self.llm.generate(requests, sampling_params=sampling, use_tqdm=False)
-        stops = set(params.stop_token_ids)
+        if len(results) != len(todo):
+            raise RuntimeError(f"vLLM returned {len(results)} results for {len(todo)} requests")
         for i, result in zip(todo, results):
-            completions = sorted(result.outputs, key=lambda o: o.index)
-            out[i] = [self._completion(o, stops) for o in completions]
+            completions = [self._completion(o, cut=limits[i] < budgets[i] and len(o.token_ids) >= limits[i])
+                           for o in sorted(result.outputs, key=lambda o: o.index)]
+            out[i] = completions if len(completions) == n else [_copy(completions[0]) for _ in range(n)]
         return out
 
     def _sampling_params(self, params: SamplingParams, n: int, budget: int, seed: int):
-        greedy = params.temperature == 0
+        greedy = params.greedy
         return self._vllm.SamplingParams(
             n=n, temperature=0.0 if greedy else float(params.temperature), top_p=1.0 if greedy else float(params.top_p),
-            max_tokens=int(budget), seed=int(seed) & ((1 << 63) - 1), logprobs=0,
+            max_tokens=int(budget), seed=int(seed) & _SEED_BITS, logprobs=0,
             stop_token_ids=list(params.stop_token_ids), stop=list(params.stop) or None, ignore_eos=bool(params.ignore_eos),
             include_stop_str_in_output=True, detokenize=bool(params.stop),
         )
 
     @staticmethod
-    def _completion(output: Any, stops: set[int]) -> Completion:
+    def _completion(output: Any, cut: bool) -> Completion:
+        reason = output.finish_reason
+        if reason not in ("stop", "length"):
+            raise RuntimeError(f"vLLM ended a request with finish_reason={reason!r} (stop_reason="
+                               f"{output.stop_reason!r}): an aborted or failed request is not an answer")
         token_ids = [int(t) for t in output.token_ids]
-        logprobs = []
-        for tok, entry in zip(token_ids, output.logprobs or []):
-            logprobs.append(float(entry[tok].logprob))
-        if len(logprobs) != len(token_ids):
-            raise RuntimeError(f"vLLM returned {len(logprobs)} log-probs for {len(token_ids)} tokens "
+        entries = output.logprobs or []
+        if len(entries) != len(token_ids):
+            raise RuntimeError(f"vLLM returned {len(entries)} log-probs for {len(token_ids)} tokens "
                                "(the engine asks for logprobs=0: the sampled token's)")
-        finished = "stop" if output.finish_reason == "stop" else "length"
+        logprobs = [float(entry[tok].logprob) for tok, entry in zip(token_ids, entries)]
         stop_reason = output.stop_reason
-        if finished == "stop" and stop_reason is None and token_ids:
-            stop_reason = token_ids[-1]  # EOS: vLLM reports no stop_reason for it
-        return Completion(token_ids, logprobs, finished, stop_reason)
+        if reason == "stop" and stop_reason is None and token_ids:
+            stop_reason = token_ids[-1]  # vLLM reports None for the tokenizer's EOS, which it keeps last
+        return Completion(token_ids, logprobs, reason, stop_reason, cut_by_context=cut and reason == "length")
 
     # ------------------------------------------------------------------ weights and memory
     def sync_weights(self, model: torch.nn.Module) -> None:
-        """Send ``model``'s weights (Hugging Face names, in the engine's dtype) to the engine and
-        drop the prefix cache computed with the old ones."""
-        weights = [(name, tensor.detach().to(self.dtype)) for name, tensor in _named_weights(model)]
-
-        def load(engine_model: Any) -> None:
-            engine_model.load_weights(weights)
-
-        if self.asleep:
-            self.wake_up()
-        self.llm.apply_model(load)
+        """Load ``model``'s weights (Hugging Face names) into the engine, bucket by bucket, and
+        drop the prefix cache computed with the old ones (see the module docstring)."""
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the update's cached blocks, before vLLM maps its weights again
+        if "weights" in self._sleeping:
+            self.llm.wake_up(tags=["weights"])
+            self._sleeping.discard("weights")
+        device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+        for bucket in weight_buckets(_named_weights(model, device, self.dtype), self.bucket_bytes):
+            self.llm.apply_model(_Loader(bucket))  # in-process: runs on the engine's model itself
+            del bucket
+        self.weights_loaded = True
         self.llm.reset_prefix_cache()
 
     def sleep(self) -> None:
-        """Release the engine's GPU memory (weights offloaded, KV cache dropped) for the update."""
-        if self.sleep_mode and not self.asleep:
-            self.llm.sleep(level=1)
-            self.asleep = True
+        """Release the engine's GPU memory for the update: level 2 drops the weights (reloaded
+        by the next :meth:`sync_weights`) and the KV cache."""
+        if self.sleep_mode and not self._sleeping:
+            self.llm.sleep(level=self.sleep_level)
+            self._sleeping = {"weights", "kv_cache"}
+            self.weights_loaded = self.sleep_level < 2
 
     def wake_up(self) -> None:
-        if self.asleep:
-            self.llm.wake_up()
-            self.asleep = False
+        """Wake everything that sleeps (refused while the weights wait for a sync)."""
+        self._awake_for_generation()
+
+    def _awake_for_generation(self) -> None:
+        if not self._sleeping:
+            return
+        if not self.weights_loaded:
+            raise RuntimeError("the vLLM engine's weights were dropped by sleep(level=2): sync_weights(model) must load "
+                               "them before it generates")
+        self.llm.wake_up(tags=sorted(self._sleeping))
+        self._sleeping.clear()
 
 
-def _named_weights(model: torch.nn.Module) -> Iterable[tuple[str, torch.Tensor]]:
-    """The model's weights under their Hugging Face names (a PEFT model: merged base weights; a
-    sharded model: each tensor all-gathered in turn, a collective every rank runs)."""
-    from skpo.training.lora import is_lora, merged_state_dict
-    from skpo.training.sharding import full_named_tensors
+class _Loader:
+    """The function ``apply_model`` runs on the engine's model: load one bucket of weights."""
 
-    if is_lora(model):
-        return merged_state_dict(model).items()
-    return full_named_tensors(model)
+    def __init__(self, bucket: list[tuple[str, torch.Tensor]]) -> None:
+        self.bucket = bucket
 
+    def __call__(self, engine_model: Any) -> None:
+        engine_model.load_weights(self.bucket)
+
+
+def weight_buckets(named: Iterable[tuple[str, torch.Tensor]], max_bytes: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
+    """Consecutive ``(name, tensor)`` pairs in lists of at most ``max_bytes`` (a larger tensor
+    alone), consumed lazily: at most one bucket's tensors exist at a time."""
+    bucket: list[tuple[str, torch.Tensor]] = []
+    size = 0
+    for name, tensor in named:
+        nbytes = tensor.numel() * tensor.element_size()
+        if bucket and size + nbytes > max_bytes:
+            yield bucket
+            bucket, size = [], 0
+        bucket.append((name, tensor))
+        size += nbytes
+    if bucket:
+        yield bucket
+
+
+def _named_weights(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+    """The policy's weights under their Hugging Face names, whole, one at a time, in ``dtype``:
+    a LoRA policy's merged ``W + ΔW``; a sharded policy's tensors all-gathered in turn (a
+    collective every rank runs in the same order), each shard moved to ``device`` first (an
+    offloaded shard lives in host memory, which NCCL cannot gather)."""
+    from skpo.training.lora import is_lora, merged_named_tensors
+
+    tensors = merged_named_tensors(model) if is_lora(model) else model.state_dict().items()
+    for name, tensor in tensors:
+        tensor = tensor.detach()
+        if hasattr(tensor, "full_tensor"):  # a DTensor shard
+            tensor = tensor.to(device).full_tensor()
+        yield name, tensor.to(device=device, dtype=dtype)
+
+
+def _copy(c: Completion) -> Completion:
+    return Completion(list(c.token_ids), list(c.logprobs), c.finish_reason, c.stop_reason, c.cut_by_context)
+
+
+def _engine_max_model_len(llm: Any) -> int | None:
+    try:
+        return int(llm.llm_engine.model_config.max_model_len)
+    except AttributeError:
+        return None
+
+
+def _set_launcher_env(rank: int, local_rank: int, world_size: int) -> None:
+    """The variables ``external_launcher`` reads (``torchrun`` sets them for several processes;
+    one process gets them here, with a free port for the process group vLLM then makes)."""
+    os.environ.setdefault("RANK", str(rank))
+    os.environ.setdefault("LOCAL_RANK", str(local_rank))
+    os.environ.setdefault("WORLD_SIZE", str(world_size))
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    if not os.environ.get("MASTER_PORT"):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _rng_states_kept() -> Iterator[None]:
+    """Restore the global generators vLLM seeds while it starts in this process."""
+    import numpy as np
+
+    py, npy, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(npy)
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)

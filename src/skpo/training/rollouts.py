@@ -15,6 +15,10 @@ metadata the trainer and the method validation read:
                   joint group (Critique-GRPO: answers and refinements)
 ``variable_group_size``  it takes a number of answers per prompt (``RolloutContext.group_sizes``),
                   so an allocating prompt sampler (Knapsack RL) may be used with it
+``prompt_growth`` ``fn(params, max_new_tokens, initial_length) -> int``: the most tokens the kind puts
+                  in front of an answer besides the prompt (SKPO's segment ``s``), which sizes the
+                  engine's context (:func:`context_plan`); absent: not bounded in advance (prompts
+                  that quote generated text), and the engine gets the model's whole context
 ================  ===================================================================================
 
 Shipped kinds: ``group`` (G answers per prompt; DAPO's dynamic sampling draws more rounds of
@@ -31,6 +35,7 @@ test file.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -42,12 +47,13 @@ from skpo.algorithms import LengthTracker, MethodPreset
 from skpo.algorithms.advantages import TRAINER_INPUTS
 from skpo.algorithms.registry import Registry
 from skpo.rollout import BatchedReward, SamplingParams, mix_seed, vineppo_values_batch
+from skpo.rollout.context import ContextPlan, model_positions, plan_context
 from skpo.rollout.engine import Engine, prompt_seeds
 from skpo.rollout.skpo_rollout import SkpoPrompt, SkpoRolloutConfig, skpo_rollout
 from skpo.tasks.sources import PromptItem, PromptSource
 from skpo.training.rows import Rows, concat_rows, pad_responses
 
-__all__ = ["ROLLOUTS", "RolloutContext", "RolloutResult", "SkpoRolloutParams", "MCStepsParams", "Timer"]
+__all__ = ["ROLLOUTS", "RolloutContext", "RolloutResult", "SkpoRolloutParams", "MCStepsParams", "Timer", "context_plan"]
 
 
 class Timer:
@@ -251,13 +257,19 @@ def _group_rows(ctx: RolloutContext, items: list[PromptItem], hook: GroupsHook |
     return RolloutResult(rows, metrics, decoded, prefill), [grp["item"] for grp in kept]
 
 
-@ROLLOUTS.register("group", roles=("response",), variable_group_size=True)
+def _no_growth(params: Any, max_new_tokens: int, initial_length: float) -> int:
+    """Answers follow the prompt itself (Monte Carlo continuations too: a prefix of the answer
+    plus the rest of its budget)."""
+    return 0
+
+
+@ROLLOUTS.register("group", roles=("response",), variable_group_size=True, prompt_growth=_no_growth)
 def group_rollout(ctx: RolloutContext, items: list[PromptItem]) -> RolloutResult:
     """G answers per prompt from ``q`` (DAPO's refill when the method filters groups)."""
     return _group_rows(ctx, items)[0]
 
 
-ROLLOUTS.register("single", roles=("response",), group_size=1)(group_rollout)
+ROLLOUTS.register("single", roles=("response",), group_size=1, prompt_growth=_no_growth)(group_rollout)
 
 
 @dataclass(frozen=True)
@@ -270,7 +282,8 @@ class MCStepsParams:
             raise ValueError(f"k and max_steps must be >= 1 (got {self.k}, {self.max_steps})")
 
 
-@ROLLOUTS.register("mc_steps", MCStepsParams, roles=("response",), provides=("step_values",), variable_group_size=True)
+@ROLLOUTS.register("mc_steps", MCStepsParams, roles=("response",), provides=("step_values",), variable_group_size=True,
+                   prompt_growth=_no_growth)
 def mc_steps_rollout(ctx: RolloutContext, items: list[PromptItem]) -> RolloutResult:
     """``group`` plus VinePPO step values: ``k`` continuations from each step boundary."""
     result, kept_items = _group_rows(ctx, items)
@@ -342,8 +355,18 @@ class SkpoRolloutParams:
                           selection=self.selection, num_segments=self.num_segments)  # its own checks
 
 
+def skpo_prompt_growth(params: SkpoRolloutParams, max_new_tokens: int, initial_length: float) -> int:
+    """The longest segment ``s`` in front of ``q``: the split point ``t_q <= ⌊split_high · L⌋``,
+    capped at the answer budget, where ``L`` (the tracked mean length) starts at
+    ``initial_length`` and moves towards observed lengths — at most the answer budget, or twice
+    it in the continual ablation (``|s| + mean |o|``)."""
+    longest = max(initial_length, max_new_tokens if params.skip else 2 * max_new_tokens)
+    return min(max_new_tokens, math.floor(params.split_high * longest))
+
+
 @ROLLOUTS.register("skpo", SkpoRolloutParams, roles=("upstream", "downstream"), provides=("segment_index",),
-                   length_tracker=True)
+                   length_tracker=True, prompt_growth=skpo_prompt_growth,
+                   growth_note="the skip segment s (rollout.skpo.split_high × L, L from rollout.skpo.initial_length)")
 def skpo_rollout_kind(ctx: RolloutContext, items: list[PromptItem]) -> RolloutResult:
     """SKPO's two phases: G segments from ``q`` (median-NLL one kept), G answers from ``[s, q]``;
     the upstream row's reward is the mean of its G answers' rewards."""
@@ -389,6 +412,23 @@ def skpo_rollout_kind(ctx: RolloutContext, items: list[PromptItem]) -> RolloutRe
 def rollout_params(method: MethodPreset) -> Any:
     """The parameter record of ``method``'s rollout kind (validated)."""
     return ROLLOUTS.get(method.rollout).make_params(dict(method.rollout_params))
+
+
+def context_plan(cfg: Any, method: MethodPreset, source: PromptSource, model_config: Any) -> ContextPlan:
+    """The engine's context for a run (:func:`skpo.rollout.context.plan_context`): the longest
+    training prompt, the rollout kind's ``prompt_growth`` and ``rollout.max_new_tokens``,
+    against the model's positions, or ``rollout.max_context_tokens`` when set.
+
+    Raises:
+        ContextError: the run does not fit the model; the message names the settings to change.
+    """
+    entry = ROLLOUTS.get(method.rollout)
+    growth_fn = entry.meta.get("prompt_growth")
+    budget = cfg.rollout.max_new_tokens
+    growth = None if growth_fn is None else int(growth_fn(rollout_params(method), budget, cfg.rollout.skpo.initial_length))
+    longest = max((len(item.prompt_ids) for item in source.items), default=1)
+    return plan_context(longest, growth, budget, model_positions(model_config), cfg.rollout.context_setting,
+                        growth_note=entry.meta.get("growth_note", f"rollout {method.rollout!r} growth"))
 
 
 def joint_roles(method: MethodPreset) -> dict[str, tuple[str, ...]]:

@@ -69,6 +69,8 @@ def check_paths(cfg: RunConfig) -> None:
         training_reward(cfg)
     except ValueError as err:
         raise ValueError(f"{'reward.function' if cfg.reward.function else 'data.reward'}: {err}") from None
+    if cfg.rollout.engine == "vllm":
+        check_vllm_available()
     if cfg.eval.every:
         try:
             resolve_benchmarks([b for b in cfg.eval.benchmarks if b != "arith"])
@@ -88,7 +90,7 @@ def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) 
     from skpo.methods import resolve_for_run
     from skpo.training.run_dir import check_resume_config, preflight, read_run_json
 
-    _, notes = resolve_for_run(cfg)
+    method, notes = resolve_for_run(cfg)
     if os.environ.get("RANK", "0") == "0":
         preflight(cfg.log.out_dir, resume=resume, overwrite=overwrite)
     if resume:
@@ -108,9 +110,17 @@ def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) 
         raise FileNotFoundError(f"model.path: {str(path)!r} has a config.json but no weights ({', '.join(_WEIGHT_FILES)})")
     from transformers import AutoConfig
 
-    AutoConfig.from_pretrained(str(path), local_files_only=True)
+    model_config = AutoConfig.from_pretrained(str(path), local_files_only=True)
     tokenizer = load_tokenizer(path)
     source = build_source(cfg, tokenizer)
+    from skpo.training.rollouts import context_plan
+
+    plan = context_plan(cfg, method, source, model_config)  # the run's context fits the model
+    if plan.may_cut:
+        notes.append(f"rollout: the engine's context is {plan.context} tokens"
+                     + ("" if plan.need is None else f" and the rollout may need {plan.need}")
+                     + ": answers that reach it are cut, counted as rollout/cut_by_context and scored as unfinished")
+
     dropped = len(getattr(source, "dropped", []))
     if dropped:
         notes.append(f"data: {dropped} prompts longer than data.max_prompt_tokens={cfg.data.max_prompt_tokens} "
@@ -128,6 +138,17 @@ def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) 
     if cfg.model.dtype != "float32" and device_of(cfg) == "cpu":
         notes.append(f"model.dtype={cfg.model.dtype} on CPU: autocast runs, but low-precision matmuls are slow on most CPUs")
     return notes
+
+
+def check_vllm_available() -> None:
+    """``rollout.engine: vllm`` needs vLLM installed and a CUDA device."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise ValueError("rollout.engine: vllm, but vLLM is not installed: pip install -r requirements/gpu.txt "
+                         "(a set of versions that installs together), or use rollout.engine=hf")
+    if not torch.cuda.is_available():
+        raise ValueError("rollout.engine: vllm needs a CUDA device (none is visible); use rollout.engine=hf on CPU")
 
 
 def build_source(cfg: RunConfig, tokenizer) -> PromptSource:

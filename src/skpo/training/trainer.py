@@ -66,6 +66,7 @@ from skpo.config import RunConfig, dump_config
 from skpo.errors import TrainingInterrupted
 from skpo.methods import method_to_document, resolve_for_run
 from skpo.rollout import HFEngine, SamplingParams, autocast, mix_seed
+from skpo.rollout.context import ContextLimit
 from skpo.tasks.prompts import stop_token_ids
 from skpo.tasks.sources import PromptItem, PromptSource
 from skpo.training.distributed import Dist
@@ -94,7 +95,15 @@ from skpo.training.lora import is_lora, load_adapter
 from skpo.training.logging import MetricsLogger, Progress, truncate_metrics
 from skpo.training.oar import oar_importance
 from skpo.training.precision import head_in_float32, lm_head_float32
-from skpo.training.rollouts import ROLLOUTS, RolloutContext, RolloutResult, Timer, joint_roles, rollout_params
+from skpo.training.rollouts import (
+    ROLLOUTS,
+    RolloutContext,
+    RolloutResult,
+    Timer,
+    context_plan,
+    joint_roles,
+    rollout_params,
+)
 from skpo.training.sampling import StepPrompts, plan_prompts, score_pool, scoring_params
 from skpo.training.schedule import lr_factor
 from skpo.training.rows import Rows, can_pack, last_token_rewards, length_buckets, pack_buckets, policy_forward
@@ -205,28 +214,45 @@ class Trainer:
             "method": cfg.train.method, "reward": self.source.reward.name, "compute_dtype": cfg.model.dtype,
             "weights_dtype": str(weights_dtype).removeprefix("torch."), "stop_token_ids": self.stop_ids,
             "prompts": len(self.source.items), "prompts_dropped_overlong": len(getattr(self.source, "dropped", [])),
+            "context": dataclasses.asdict(self.context),
         })
         if resume and hasattr(self.engine, "sync_weights"):  # a separate engine loaded the base weights
             self.engine.sync_weights(self.policy)
 
     def _build_engine(self, tokenizer):
         """The rollout engine: the Hugging Face decoder on the policy itself (no weight copy),
-        or vLLM colocated on the same GPUs (its weights synced after every update)."""
+        or vLLM colocated on the same GPUs (its weights synced after every update); either way
+        held to the run's context (:func:`skpo.training.rollouts.context_plan`): a completion
+        that reaches it is cut, counted and logged, never silently."""
         r = self.cfg.rollout
+        self.context = context_plan(self.cfg, self.preset, self.source, self.policy.config)
+        if self.context.may_cut and self.accelerator.is_main_process:
+            log.warning(f"rollout: the engine's context is {self.context.context} tokens"
+                        + ("" if self.context.need is None else f", the rollout may need {self.context.need}")
+                        + ": answers that reach it are cut there, counted as rollout/cut_by_context and scored as unfinished")
         if r.engine == "vllm":
-            from skpo.rollout.vllm_engine import VLLMEngine
+            from skpo.rollout.vllm_engine import VLLMEngine  # the [vllm] extra
             from skpo.training.setup import resolve_model_path
 
-            max_len = r.vllm.max_model_len or ((self.cfg.data.max_prompt_tokens or 1024) + r.max_new_tokens)
-            return VLLMEngine(str(resolve_model_path(self.cfg.model.path)), dtype=self.cfg.model.dtype,
-                              gpu_memory_utilization=r.vllm.gpu_memory_utilization, sleep=r.vllm.sleep,
-                              max_model_len=max_len, seed=self.cfg.train.seed,
-                              tensor_parallel_size=r.vllm.tensor_parallel_size, external_launcher=self.dist.active)
-        return HFEngine(
-            self.policy, pad_token_id=self.pad_id, eos_token_id=self.stop_ids,
-            decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True), batch_size=r.engine_batch_size,
-            autocast_dtype=self.autocast_dtype,
-        )
+            engine = VLLMEngine(str(resolve_model_path(self.cfg.model.path)), dtype=self.cfg.model.dtype,
+                                gpu_memory_utilization=r.vllm.gpu_memory_utilization, sleep=r.vllm.sleep,
+                                max_model_len=self.context.context, seed=self.cfg.train.seed,
+                                tensor_parallel_size=r.vllm.tensor_parallel_size, rank=self.dist.rank,
+                                local_rank=self.accelerator.local_process_index, world_size=self.dist.world,
+                                weight_bucket_mb=r.vllm.weight_bucket_mb)
+        else:
+            engine = HFEngine(
+                self.policy, pad_token_id=self.pad_id, eos_token_id=self.stop_ids,
+                decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True), batch_size=r.engine_batch_size,
+                autocast_dtype=self.autocast_dtype,
+            )
+        self.context_limit = ContextLimit(engine, self.context.context)  # (its cut count, whatever wraps it later)
+        return self.context_limit
+
+    def _decoding_weights(self):
+        """Whole weights for the engine's decoding: the Hugging Face engine decodes with the
+        (sharded) policy itself; vLLM holds its own copy, so nothing is gathered for it."""
+        return self._full_weights() if self.cfg.rollout.engine == "hf" else contextlib.nullcontext()
 
     # ------------------------------------------------------------------ run directory
     def _open_run_dir(self, resume: bool, overwrite: bool, info: dict[str, Any]) -> None:
@@ -352,7 +378,7 @@ class Trainer:
         scores the whole pool); returns their decoded tokens and metrics."""
         if not self.prompt_sampler.scoring_due(step):
             return 0, {}
-        with self._full_weights():  # sharded: each rank decodes its own number of tokens
+        with self._decoding_weights():  # sharded: each rank decodes its own number of tokens
             return score_pool(self.prompt_sampler, step, engine=self.engine, pool=self.source.items,
                               params=scoring_params(params, self.cfg.train.seed, step, self.dist.rank),
                               score=self.score, dist=self.dist, timer=timer)
@@ -399,8 +425,10 @@ class Trainer:
             generator=torch.Generator().manual_seed(mix_seed(cfg.train.seed, step, 23)), length_tracker=self.length_tracker,
             group_sizes=None if prompts.group_sizes is None else self.dist.shard(prompts.group_sizes),
         )
-        with timer("rollout"), self._full_weights():  # sharded: each rank decodes its own number of tokens
+        cuts_before = self.context_limit.cuts
+        with timer("rollout"), self._decoding_weights():  # sharded: each rank decodes its own number of tokens
             result = ROLLOUTS.get(self.preset.rollout).fn(ctx, self.dist.shard(items))
+        cut = self.context_limit.cuts - cuts_before  # completions that reached the context (this rank)
         # scoring and MC values run inside the rollout (SKPO scores answers between its
         # phases): report them apart so the phase times add up to the step
         timer.times["rollout"] -= timer.times.get("scoring", 0.0) + timer.times.get("mc_values", 0.0)
@@ -420,6 +448,10 @@ class Trainer:
         else:
             metrics = dict(result.metrics)
         metrics.update({**prompts.metrics, **sampler_metrics})  # (global already: replicated sampler, summed scoring)
+        metrics["rollout/cut_by_context"] = cut = self.dist.sum_int(cut)
+        if cut and self.accelerator.is_main_process:
+            log.warning(f"step {step + 1}: {cut} completions reached the engine's context of {self.context.context} "
+                        "tokens and were cut there (unfinished answers; rollout/cut_by_context)")
         if self.reward_model is not None:  # trained on the step's rows; its per-token outputs go to rows.extra
             with timer("reward_model"):
                 rows = self.reward_model.step(rows, metrics)

@@ -1,24 +1,67 @@
-"""A fake ``vllm`` with exactly the API surface :mod:`skpo.rollout.vllm_engine` uses.
+"""A fake ``vllm`` (0.30.0) with the API surface :mod:`skpo.rollout.vllm_engine` uses and vLLM's
+behaviour where the engine relies on it, read from vLLM's source (file references below are
+``vllm/…`` of 0.30.0). Sampling itself is delegated to skpo's Hugging Face engine on the CPU.
 
-Signatures are keyword-checked as vLLM documents them (an argument the engine passes that vLLM
-does not take is a ``TypeError`` here too); behaviour is vLLM's where the engine relies on it:
-one ``RequestOutput`` per prompt in order, ``n`` outputs with ``index``, the stop token kept in
-``token_ids``, EOS in force unless ``ignore_eos``, ``logprobs=0`` giving the sampled token's
-log-prob (``logprobs_mode`` ``processed_logprobs``: after temperature; ``raw_logprobs``: the
-model's), ``max_tokens >= 1``, sleep/wake, ``apply_model`` running a function on the model,
-``reset_prefix_cache``. Sampling itself is delegated to skpo's Hugging Face engine on the CPU.
+Modelled behaviours (each has a contract test in ``tests/test_vllm_engine.py``):
+
+- **Where the engine core runs** (``v1/engine/llm_engine.py``, ``config/parallel.py``): in a child
+  process unless ``distributed_executor_backend="external_launcher"`` (which needs ``RANK`` and
+  ``LOCAL_RANK``, and ``MASTER_ADDR``/``MASTER_PORT`` without an initialised process group, and
+  sets ``VLLM_ENABLE_V1_MULTIPROCESSING=0``) or that variable is ``0``. Out of process,
+  ``apply_model`` must serialise its function: refused with vLLM's ``TypeError`` unless
+  ``VLLM_ALLOW_INSECURE_SERIALIZATION=1``, and then every tensor the function holds is copied
+  (counted in ``LLM.serialized_bytes``). ``llm_engine.model_executor`` exists in-process only.
+- **Start-up side effects** (``utils/torch_utils.py``): the global ``random``/``numpy``/``torch``
+  generators are seeded with the engine's seed.
+- **Context** (``renderers/params.py``, ``v1/engine/input_processor.py``, ``v1/core/sched/utils.py``):
+  an empty prompt or one of ``>= max_model_len`` tokens raises ``VLLMValidationError``; a
+  completion stops at ``max_model_len`` with ``finish_reason="length"`` (no error);
+  ``max_model_len`` defaults to the model's positions and may not exceed them.
+- **Log-probs** (``v1/worker/gpu/sample/sampler.py``): ``processed_logprobs`` is
+  ``log_softmax(logits / T)`` after top-p, renormalised over the nucleus; ``raw_logprobs`` the
+  untempered model's.
+- **SamplingParams** (``sampling_params.py``): ``VLLMValidationError`` (not a ``ValueError``) for
+  ``n < 1``, ``max_tokens < 1``, ``temperature`` outside ``[0, 2]``, greedy with ``n > 1``, stop
+  strings without ``detokenize``. Sample ``j`` of a request is seeded with ``seed + j``
+  (``v1/engine/parallel_sampling.py``).
+- **Stops** (``v1/core/sched/utils.py``): the stop token stays in ``token_ids``; ``stop_reason``
+  is ``None`` for the tokenizer's EOS, the id for ``stop_token_ids`` and the model's other EOS
+  ids, the string for stop strings.
+- **Sleep mode** (``v1/executor/abstract.py``, ``device_allocator/cumem.py``): ``sleep(level=1)``
+  keeps the weights (offloaded), ``level=2`` discards them; ``wake_up(tags)`` wakes the tags
+  given, and the engine runs only once every tag is awake. Real vLLM *hangs* when asked to
+  generate while any tag sleeps and *samples garbage* from weights discarded and never
+  reloaded; the fake raises in both cases so a test fails instead. Loading weights while the
+  ``weights`` tag sleeps writes to unmapped memory in vLLM: the fake raises. ``sleep`` without
+  ``enable_sleep_mode`` only pauses (frees nothing).
+- **Finish reasons** (``v1/engine/__init__.py``): ``stop``, ``length``, ``abort``, ``error``,
+  ``repetition``; a test sets ``LLM.force_finish_reason`` to get one of the last three.
 
 Every call is recorded in ``LLM.calls`` so tests can assert what the engine asked for.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import random
 from dataclasses import dataclass
 from typing import Any
 
-__version__ = "0.0.0-fake"
+__version__ = "0.30.0-fake"
 
 LOGPROBS_MODES = ("raw_logprobs", "processed_logprobs", "raw_logits", "processed_logits")
+FINISH_REASONS = ("stop", "length", "abort", "error", "repetition")
+BACKENDS = (None, "ray", "mp", "uni", "external_launcher")
+WAKE_TAGS = ("weights", "kv_cache", "scheduling")
+# EngineArgs fields the fake accepts besides LLM's explicit parameters (an unknown one is a TypeError in vLLM too)
+ENGINE_ARGS = {"enable_prefix_caching", "enable_sleep_mode", "max_model_len", "logprobs_mode",
+               "distributed_executor_backend", "max_num_seqs", "max_num_batched_tokens", "model_impl",
+               "quantization", "trust_remote_code", "disable_log_stats"}
+
+
+class VLLMValidationError(Exception):
+    """vLLM's request validation error (``vllm/exceptions.py``): an ``Exception``, not a ``ValueError``."""
 
 
 @dataclass
@@ -53,117 +96,213 @@ class SamplingParams:
                  seed: int | None = None, logprobs: int | None = None, stop_token_ids: list[int] | None = None,
                  stop: str | list[str] | None = None, ignore_eos: bool = False, include_stop_str_in_output: bool = False,
                  detokenize: bool = True) -> None:
-        if n < 1:
-            raise ValueError(f"n must be at least 1, got {n}.")
-        if temperature < 0:
-            raise ValueError(f"temperature must be non-negative, got {temperature}.")
+        if 0 < temperature < 0.01:
+            temperature = 0.01  # vLLM warns and raises it
+        if seed == -1:
+            seed = None
+        if not isinstance(n, int) or n < 1:
+            raise VLLMValidationError(f"n must be at least 1, got {n}.")
+        if not (math.isfinite(temperature) and 0 <= temperature <= 2):
+            raise VLLMValidationError(f"temperature must be in [0, 2], got {temperature}.")
         if not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}.")
+            raise VLLMValidationError(f"top_p must be in (0, 1], got {top_p}.")
         if max_tokens is not None and max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {max_tokens}.")
-        if seed is not None and not -(1 << 63) <= seed < (1 << 63):
-            raise ValueError("seed must fit in 64 bits")
+            raise VLLMValidationError(f"max_tokens must be at least 1, got {max_tokens}.")
         if stop and not detokenize:
-            raise ValueError("stop strings are only supported when detokenize is True.")
+            raise VLLMValidationError("stop strings are only supported when detokenize is True.")
+        if temperature < 1e-5:
+            if n > 1:
+                raise VLLMValidationError(f"n must be 1 when using greedy sampling, got {n}.")
+            top_p = 1.0
         self.n, self.temperature, self.top_p, self.max_tokens, self.seed = n, temperature, top_p, max_tokens, seed
         self.logprobs, self.stop_token_ids, self.ignore_eos = logprobs, list(stop_token_ids or []), ignore_eos
         self.stop = [stop] if isinstance(stop, str) else list(stop or [])
         self.include_stop_str_in_output, self.detokenize = include_stop_str_in_output, detokenize
 
 
+class _Namespace:
+    def __init__(self, **kw: Any) -> None:
+        self.__dict__.update(kw)
+
+
 class LLM:
-    def __init__(self, model: str, *, tokenizer: str | None = None, dtype: str = "auto", seed: int = 0,
-                 gpu_memory_utilization: float = 0.9, enable_prefix_caching: bool | None = None,
-                 enable_sleep_mode: bool = False, max_model_len: int | None = None, tensor_parallel_size: int = 1,
-                 logprobs_mode: str = "raw_logprobs", distributed_executor_backend: str | None = None,
-                 skip_tokenizer_init: bool = False) -> None:
+    def __init__(self, model: str, *, tokenizer: str | None = None, skip_tokenizer_init: bool = False,
+                 tensor_parallel_size: int = 1, dtype: str = "auto", seed: int = 0, gpu_memory_utilization: float = 0.92,
+                 enforce_eager: bool = False, **kwargs: Any) -> None:
+        import numpy as np
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        unknown = set(kwargs) - ENGINE_ARGS
+        if unknown:
+            raise TypeError(f"EngineArgs.__init__() got an unexpected keyword argument {sorted(unknown)[0]!r}")
+        logprobs_mode = kwargs.get("logprobs_mode", "raw_logprobs")
+        backend = kwargs.get("distributed_executor_backend")
         if logprobs_mode not in LOGPROBS_MODES:
             raise ValueError(f"logprobs_mode must be one of {LOGPROBS_MODES}")
+        if backend not in BACKENDS:
+            raise ValueError(f"distributed_executor_backend must be one of {BACKENDS}")
         if not 0 < gpu_memory_utilization <= 1:
             raise ValueError("gpu_memory_utilization must be in (0, 1]")
+        if backend == "external_launcher":
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # ParallelConfig.__post_init__
+            int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])  # KeyError without them, as in vLLM
+            if not torch.distributed.is_initialized():
+                missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]
+                if missing:
+                    raise ValueError(f"Error initializing torch.distributed using env:// rendezvous: environment "
+                                     f"variable {missing[0]} expected, but not set")
+        self.in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1") == "0"
         self.kwargs = dict(model=model, tokenizer=tokenizer, dtype=dtype, seed=seed,
-                           gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=enable_prefix_caching,
-                           enable_sleep_mode=enable_sleep_mode, max_model_len=max_model_len,
-                           tensor_parallel_size=tensor_parallel_size, logprobs_mode=logprobs_mode,
-                           distributed_executor_backend=distributed_executor_backend)
+                           gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
+                           enforce_eager=enforce_eager, **kwargs)
         self.calls: list[tuple[str, Any]] = [("__init__", self.kwargs)]
         self.model = AutoModelForCausalLM.from_pretrained(model, local_files_only=True, dtype=torch.float32).eval()
         self.tokenizer = None if skip_tokenizer_init else AutoTokenizer.from_pretrained(tokenizer or model, local_files_only=True)
-        self.asleep = False
-        self.max_model_len = max_model_len
+        positions = self.model.config.max_position_embeddings
+        max_model_len = kwargs.get("max_model_len")
+        if max_model_len is not None and max_model_len > positions and os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN") != "1":
+            raise ValueError(f"User-specified max_model_len ({max_model_len}) is greater than the derived "
+                             f"max_model_len (max_position_embeddings={positions} in model's config.json).")
+        self.max_model_len = max_model_len or positions
+        self.llm_engine = _Namespace(model_config=_Namespace(max_model_len=self.max_model_len))
+        if self.in_process:  # only then does LLMEngine expose the executor (and the model) in this process
+            runner = _Namespace(model=_ModelWithLoadWeights(self))
+            self.llm_engine.model_executor = _Namespace(driver_worker=_Namespace(worker=_Namespace(model_runner=runner)))
+        self.sleeping: set[str] = set()
+        self.weights_valid = True
+        self.prefix_cache_resets = 0
+        self.serialized_bytes = 0
+        self.force_finish_reason: str | None = None
+        # vLLM seeds the process's generators when it starts (set_random_seed, twice)
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def get_tokenizer(self):
+        return self.tokenizer
 
     # -- generation
-    def generate(self, prompts: Any, sampling_params: SamplingParams | list[SamplingParams] | None = None,
+    def generate(self, prompts: Any, sampling_params: SamplingParams | list[SamplingParams] | None = None, *,
                  use_tqdm: bool = True) -> list[RequestOutput]:
         from skpo.rollout import HFEngine
         from skpo.rollout import SamplingParams as SkpoParams
 
-        if self.asleep:
-            raise RuntimeError("the engine is asleep: call wake_up() first")
+        if self.sleeping:
+            raise RuntimeError(f"generate while {sorted(self.sleeping)} sleep: vLLM's scheduler stays paused until every "
+                               "tag is awake, and the call would never return")
+        if not self.weights_valid:
+            raise RuntimeError("generate after sleep(level=2) dropped the weights and before they were loaded again: "
+                               "vLLM would sample from undefined memory")
         prompts = [prompts] if isinstance(prompts, dict) else list(prompts)
         params = sampling_params if isinstance(sampling_params, list) else [sampling_params or SamplingParams()] * len(prompts)
         if len(params) != len(prompts):
             raise ValueError("The lengths of prompts and sampling_params must be the same.")
+        for prompt in prompts:
+            n_prompt = len(prompt["prompt_token_ids"])
+            if n_prompt == 0:
+                raise VLLMValidationError("The decoder prompt cannot be empty")
+            if n_prompt >= self.max_model_len:
+                raise VLLMValidationError(
+                    f"The decoder prompt (length {n_prompt}) plus the number of requested output tokens (at least 1) "
+                    f"is longer than the maximum model length of {self.max_model_len}.")
         self.calls.append(("generate", [(p, sp) for p, sp in zip(prompts, params)]))
         eos = self.model.config.eos_token_id
         eos_ids = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+        tokenizer_eos = self.tokenizer.eos_token_id if self.tokenizer is not None else None
+        decode = (lambda t: self.tokenizer.decode(t, skip_special_tokens=True)) if self.tokenizer is not None else None
         outputs = []
         for r, (prompt, sp) in enumerate(zip(prompts, params)):
             ids = list(prompt["prompt_token_ids"])
-            if self.max_model_len is not None and len(ids) + (sp.max_tokens or 0) > self.max_model_len:
-                raise ValueError("prompt + max_tokens exceeds max_model_len")
-            decode = (lambda t: self.tokenizer.decode(t, skip_special_tokens=True)) if self.tokenizer is not None else None
+            budget = min(sp.max_tokens or 16, self.max_model_len - len(ids))  # stops at max_model_len: "length"
             engine = HFEngine(self.model, pad_token_id=0, eos_token_id=None if sp.ignore_eos else eos_ids, decode=decode)
-            raw = self.kwargs["logprobs_mode"] == "raw_logprobs"
-            completions = engine.generate([ids], sp.n, SkpoParams(
-                temperature=sp.temperature, top_p=sp.top_p, max_new_tokens=sp.max_tokens or 16,
-                stop_token_ids=sp.stop_token_ids, stop=sp.stop, seed=sp.seed, ignore_eos=sp.ignore_eos))[0]
+            seed = sp.seed if sp.seed is not None else random.randrange(1 << 62)
             outs = []
-            for j, c in enumerate(completions):
-                lps = c.logprobs
-                if raw and sp.temperature not in (0, 1):  # the untempered model's log-probs
-                    lps = engine.score([ids], [list(c.token_ids)], temperature=1.0)[0]
+            for j in range(sp.n):  # sample j is the request with seed + j
+                c = engine.generate([ids], 1, SkpoParams(
+                    temperature=sp.temperature, top_p=sp.top_p, max_new_tokens=budget, stop_token_ids=sp.stop_token_ids,
+                    stop=sp.stop, seed=[seed + j], ignore_eos=sp.ignore_eos))[0][0]
+                lps = self._reported_logprobs(engine, ids, c, sp)
                 entries = [{t: Logprob(lp, 1)} for t, lp in zip(c.token_ids, lps)] if sp.logprobs is not None else None
-                stop_reason = c.stop_reason if c.stop_reason not in eos_ids else None  # vLLM: None for EOS
+                stop_reason = None if c.stop_reason == tokenizer_eos else c.stop_reason
+                finish = self.force_finish_reason or c.finish_reason
                 outs.append(CompletionOutput(j, decode(list(c.token_ids)) if decode and sp.detokenize else "",
-                                             list(c.token_ids), float(sum(lps)) if lps else 0.0, entries,
-                                             c.finish_reason, stop_reason))
+                                             list(c.token_ids), float(sum(lps)) if lps else 0.0, entries, finish,
+                                             stop_reason))
             outputs.append(RequestOutput(str(r), None, ids, outs))
         return outputs
+
+    def _reported_logprobs(self, engine, ids: list[int], c, sp: SamplingParams) -> list[float]:
+        """The sampled tokens' log-probs as ``logprobs_mode`` reports them."""
+        import torch
+
+        if not c.token_ids:
+            return []
+        mode = self.kwargs.get("logprobs_mode", "raw_logprobs")
+        if mode == "raw_logprobs":  # the untempered model's
+            return engine.score([ids], [list(c.token_ids)], temperature=1.0)[0]
+        if sp.temperature == 0 or sp.top_p >= 1.0:
+            return list(c.logprobs)
+        # processed: after top-p, renormalised over the nucleus (the smallest set of most likely
+        # tokens whose mass reaches top_p, the token that crosses it included)
+        with torch.no_grad():
+            logits = self.model(torch.tensor([ids + list(c.token_ids)])).logits[0, len(ids) - 1: -1].float()
+        probs = torch.softmax(logits / sp.temperature, dim=-1)
+        sorted_probs, _ = probs.sort(dim=-1, descending=True)
+        before = sorted_probs.cumsum(-1) - sorted_probs  # mass of the more likely tokens
+        nucleus = (sorted_probs * (before < sp.top_p)).sum(-1)
+        return [lp - math.log(float(m)) for lp, m in zip(c.logprobs, nucleus)]
 
     # -- weights and memory
     def apply_model(self, func):
         self.calls.append(("apply_model", func))
-        return [func(_ModelWithLoadWeights(self.model))]
+        if not self.in_process:
+            if os.environ.get("VLLM_ALLOW_INSECURE_SERIALIZATION") != "1":
+                raise TypeError("Object of type <class 'function'> is not serializable Set "
+                                "VLLM_ALLOW_INSECURE_SERIALIZATION=1 to allow fallback to pickle-based serialization.")
+            self.serialized_bytes += _tensor_bytes(func)  # cloudpickled to the engine process: every tensor copied
+        return [func(_ModelWithLoadWeights(self))]
 
     def reset_prefix_cache(self) -> bool:
         self.calls.append(("reset_prefix_cache", None))
+        self.prefix_cache_resets += 1
         return True
 
     def sleep(self, level: int = 1) -> None:
-        if not self.kwargs["enable_sleep_mode"]:
-            raise ValueError("Sleep mode is not enabled")
         self.calls.append(("sleep", level))
-        self.asleep = True
+        if self.sleeping:  # vLLM: a warning, nothing happens
+            return
+        if not self.kwargs.get("enable_sleep_mode"):
+            self.sleeping = {"scheduling"}  # level 0 only: paused, nothing freed
+            return
+        self.sleeping = {"weights", "kv_cache"}
+        if level >= 2:
+            self.weights_valid = False
+            self._loaded_since_drop: set[str] = set()
 
     def wake_up(self, tags: list[str] | None = None) -> None:
         self.calls.append(("wake_up", tags))
-        self.asleep = False
+        tags = list(WAKE_TAGS) if tags is None else list(tags)
+        for tag in tags:
+            if tag not in WAKE_TAGS:
+                raise ValueError(f"invalid tag {tag!r}; valid: {WAKE_TAGS}")
+        self.sleeping -= set(tags)
 
 
 class _ModelWithLoadWeights:
-    """vLLM's model classes take ``load_weights(iterable of (HF name, tensor))``."""
+    """vLLM's model classes take ``load_weights(iterable of (HF name, tensor)) -> set of names``;
+    loading every parameter after a level-2 sleep makes the weights valid again."""
 
-    def __init__(self, model) -> None:
-        self.model = model
+    def __init__(self, llm: LLM) -> None:
+        self.llm = llm
 
     def load_weights(self, weights) -> set[str]:
         import torch
 
-        state = self.model.state_dict()
+        llm = self.llm
+        if "weights" in llm.sleeping:
+            raise RuntimeError("load_weights while the weights sleep: vLLM would write to unmapped memory")
+        state = llm.model.state_dict()
         loaded = set()
         with torch.no_grad():
             for name, tensor in weights:
@@ -171,4 +310,30 @@ class _ModelWithLoadWeights:
                     raise KeyError(f"unexpected weight {name!r}")
                 state[name].copy_(tensor.to(state[name].dtype))
                 loaded.add(name)
+        if not llm.weights_valid:
+            llm._loaded_since_drop |= loaded
+            if {name for name, _ in llm.model.named_parameters()} <= llm._loaded_since_drop:
+                llm.weights_valid = True
         return loaded
+
+
+def _tensor_bytes(func) -> int:
+    """Bytes of the tensors a function (or callable object) carries: what pickling would copy."""
+    import torch
+
+    seen, total, todo = set(), 0, [func]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            total += obj.numel() * obj.element_size()
+        elif isinstance(obj, (list, tuple, set)):
+            todo.extend(obj)
+        elif isinstance(obj, dict):
+            todo.extend(obj.values())
+        else:
+            todo.extend(c.cell_contents for c in (getattr(obj, "__closure__", None) or ()))
+            todo.extend(getattr(obj, "__dict__", {}).values())
+    return total
