@@ -52,15 +52,18 @@ def fake_vllm(monkeypatch):
     return _fake_vllm(monkeypatch)
 
 
-ENGINES = ["hf", "vllm-fake"] + (["vllm"] if _real_vllm_available() else [])
+# the Hugging Face engine on a GPU too where there is one (scripts/gpu_check.sh)
+ENGINES = ["hf", "vllm-fake"] + (["hf-cuda"] if torch.cuda.is_available() else []) + (["vllm"] if _real_vllm_available() else [])
 
 
 @pytest.fixture(params=ENGINES)
 def engine(request, reference, monkeypatch):
     model, tok, _ = reference
-    if request.param == "hf":
-        return HFEngine(model, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                        decode=lambda t: tok.decode(t, skip_special_tokens=True)), 1e-4
+    if request.param in ("hf", "hf-cuda"):
+        on_gpu = request.param == "hf-cuda"
+        decoder = load_policy(tiny_arith_dir()).to("cuda") if on_gpu else model  # float32 on the GPU: 1e-3
+        return HFEngine(decoder, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                        decode=lambda t: tok.decode(t, skip_special_tokens=True)), 1e-3 if on_gpu else 1e-4
     from skpo.rollout.vllm_engine import VLLMEngine
 
     if request.param == "vllm-fake":
@@ -210,7 +213,7 @@ def test_training_with_the_vllm_engine(fake_vllm, tmp_path):
         metrics = trainer.train_step(step)
         trainer.step += 1
         engine_state = llm.model.state_dict()
-        assert all(torch.equal(engine_state[k], v) for k, v in trainer.policy.state_dict().items())
+        assert all(torch.equal(engine_state[k], v.cpu()) for k, v in trainer.policy.state_dict().items())  # (the fake decodes on the CPU)
         assert metrics["tokens/decoded"] > 0 and metrics["time/weight_sync"] >= 0
         assert metrics["rollout/cut_by_context"] == 0
     assert any(not torch.equal(start[k], v) for k, v in trainer.policy.state_dict().items())
