@@ -55,13 +55,15 @@ def main() -> None:
         rollouts.ROLLOUTS._entries[kind] = dataclasses.replace(entry, fn=recording if mode == "record" else replay)
     trainer = build_trainer(cfg, resume=mode == "resume")
     trainer.train()
-    from skpo.training.sharding import full_named_tensors
+    from skpo.training.sharding import full_named_tensors, full_weights
 
     weights = {k: v.detach().cpu() for k, v in full_named_tensors(trainer.policy)}  # (sharded: a collective)
+    with full_weights(trainer.model if trainer.sharding is not None else None):  # what a gathered layer computes in
+        gathered_dtype = str(next(trainer.policy.model.layers[0].parameters()).dtype)
     if trainer.accelerator.is_main_process:
         torch.save(weights, Path(cfg.log.out_dir) / "final.pt")
         (Path(cfg.log.out_dir) / "final.json").write_text(json.dumps(
-            {"tokens_seen": trainer.tokens_seen, "step": trainer.step,
+            {"tokens_seen": trainer.tokens_seen, "step": trainer.step, "gathered_dtype": gathered_dtype,
              "value_tracker": trainer.value_tracker.state_dict() if trainer.value_tracker else None}, default=str))
     print(f"rank {trainer.accelerator.process_index} done step {trainer.step}", flush=True)
 

@@ -53,4 +53,10 @@ def head_in_float32(model: torch.nn.Module) -> None:
 
 def _float32_head_forward(head: torch.nn.Module, hidden: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     with torch.autocast(device_type=hidden.device.type, enabled=False):
+        weight = getattr(head, "weight", None)
+        if isinstance(head, torch.nn.Linear) and weight is not None and weight.dtype != torch.float32:
+            # a sharded run gathers the head in the compute dtype (MixedPrecisionPolicy): the matmul
+            # still runs in float32, on those values
+            bias = None if head.bias is None else head.bias.float()
+            return torch.nn.functional.linear(hidden.float(), weight.float(), bias)
         return type(head).forward(head, hidden.float(), *args, **kwargs)

@@ -7,9 +7,14 @@ How a sharded run differs from plain data parallelism (:mod:`skpo.training.distr
   ``_no_split_modules``) is one FSDP unit and the rest (embeddings, final norm, head; tied
   embeddings stay together) is the root unit. Parameters, gradients and AdamW state live as
   ``DTensor`` shards: each rank holds ``1/W`` of them. Master weights and optimizer state stay
-  in the loaded dtype (float32); compute runs under the trainer's autocast (bf16/fp16), so a
-  sharded forward is numerically the unsharded one. Layers are all-gathered in float32 for
-  compute (2× the traffic of a bf16 gather: the price of the same numerics as one GPU).
+  in the loaded dtype (float32).
+- **Compute precision** (verl's FSDP2 set-up): with a bf16/fp16 ``model.dtype`` every unit has a
+  ``MixedPrecisionPolicy(param_dtype=<compute dtype>, reduce_dtype=float32,
+  cast_forward_inputs=True)``: layers are all-gathered in the compute dtype (half the traffic of
+  float32) and compute there, gradients are reduce-scattered in float32 onto the float32 master
+  shards. The trainer then runs sharded forwards without autocast (autocast would keep bf16
+  copies of the gathered weights for the backward); unsharded runs keep autocast. The two agree
+  to bf16 rounding, not bit for bit (``tests/test_distributed.py`` states the tolerance).
 - **The update.** Forward all-gathers a unit's parameters and (``reshard_after_forward``) frees
   them again; backward reduce-scatters each unit's gradients, *summed* over ranks (loss
   denominators are global, as in data parallelism). These are collectives inside forward and
@@ -124,13 +129,18 @@ def shard_units(model: torch.nn.Module) -> list[torch.nn.Module]:
     return units
 
 
-def shard_model(model: torch.nn.Module, settings: ShardingSettings, device: torch.device) -> list[torch.nn.Module]:
+def shard_model(model: torch.nn.Module, settings: ShardingSettings, device: torch.device,
+                compute_dtype: torch.dtype | None = None) -> list[torch.nn.Module]:
     """Apply ``fully_shard`` to each decoder layer and then to ``model`` (in place; the model's
-    class becomes its FSDP subclass). Gradients are summed over ranks, not averaged. Returns the
-    FSDP units, root last."""
-    from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
+    class becomes its FSDP subclass). Gradients are summed over ranks, not averaged. With a
+    ``compute_dtype`` (bf16/fp16) every unit gathers and computes in it and reduces gradients in
+    float32 (``MixedPrecisionPolicy``). Returns the FSDP units, root last."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
     kwargs: dict[str, Any] = {"reshard_after_forward": settings.reshard_after_forward}
+    if compute_dtype is not None and compute_dtype != torch.float32:
+        kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32,
+                                                   cast_forward_inputs=True)
     if settings.cpu_offload:
         kwargs["offload_policy"] = CPUOffloadPolicy(pin_memory=device.type == "cuda")
     elif device.type != "cpu":

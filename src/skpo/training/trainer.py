@@ -175,9 +175,12 @@ class Trainer:
             # non-reentrant: works with frozen inputs (LoRA), packed masks and FSDP units
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if self.sharding is not None:  # FSDP2: parameters become shards; the optimizer is built on them
-            shard_model(model, self.sharding, self.accelerator.device)
+            # compute precision through FSDP's MixedPrecisionPolicy (verl), not autocast: layers are
+            # gathered in the compute dtype and gradients reduced in float32 onto float32 master shards
+            shard_model(model, self.sharding, self.accelerator.device, compute_dtype=self.autocast_dtype)
             if self.ref_model is not None:
-                shard_model(self.ref_model, self.sharding, self.accelerator.device)
+                shard_model(self.ref_model, self.sharding, self.accelerator.device, compute_dtype=self.autocast_dtype)
+            self.autocast_dtype = None
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
