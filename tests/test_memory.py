@@ -1,0 +1,119 @@
+"""The memory arithmetic of docs/scaling.md (``skpo.training.memory``) against what a run holds.
+
+The training state per rank is exact: a stand-in of each paper family, sharded by the trainer's
+FSDP2 set-up over 2 ranks (gloo) with its compute-precision policy, after one AdamW step, holds
+exactly the bytes :func:`training_state` predicts on each rank for weights, gradients and AdamW
+moments (float32 master shards whatever the compute dtype), and one unsharded process holds the
+unsharded figure (16 bytes per trainable parameter). The phase estimates are checked for what they
+claim: each phase adds to the resident state, and the configurations docs/scaling.md calls
+fitting fit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from skpo.training.memory import LLAMA32_3B, QWEN25_MATH_7B, chunk_rows, phase_memory, training_state
+
+WORKER = Path(__file__).resolve().parent / "data" / "memory_worker.py"
+
+
+def test_chunk_rows_is_torch_chunk():
+    import torch
+
+    for rows in (0, 1, 5, 64, 151, 152064):
+        for world in (1, 2, 3, 8):
+            sizes = [len(c) for c in torch.arange(rows).chunk(world)] if rows else []
+            sizes += [0] * (world - len(sizes))
+            assert [chunk_rows(rows, world, r) for r in range(world)] == sizes, (rows, world)
+
+
+def _run(model_dir: Path, out: Path, world: int) -> list[dict]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in range(world):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        if world > 1:
+            env.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
+        procs.append(subprocess.Popen([sys.executable, str(WORKER), str(model_dir), str(out / f"rank{rank}.json")],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    for p in procs:
+        log, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, log[-3000:]
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(world)]
+
+
+@pytest.mark.xdist_group("processes")
+@pytest.mark.parametrize("family", ["qwen2.5-math-7b", "llama-3.2-3b-instruct"])
+def test_training_state_per_rank_is_what_the_formula_says(standin, tmp_path, family):
+    for world in (1, 2):
+        out = tmp_path / f"world{world}"
+        out.mkdir()
+        for measured in _run(standin(family), out, world):
+            predicted = training_state(measured["shapes"], world=world, rank=measured["rank"])
+            got = (measured["weights"], measured["gradients"], measured["optimizer"])
+            assert got == (predicted.weights, predicted.gradients, predicted.optimizer), (world, measured["rank"])
+            if world == 1:
+                assert predicted.total == 16 * sum(__import__("math").prod(s) for s in measured["shapes"])
+
+
+def test_lora_holds_the_frozen_base_once():
+    base = training_state([(1000, 10)], [False])
+    adapters = training_state([(8, 10), (1000, 8)], [True, True])
+    assert (base.weights, base.gradients, base.optimizer) == (40_000, 0, 0)
+    assert adapters.total == 16 * (80 + 8000)
+
+
+@pytest.mark.parametrize("model, gpus, gpu_gb, sharded, lora", [
+    (QWEN25_MATH_7B, 1, 141, False, True),   # 7B LoRA on one H200 (configs/paper/qwen2.5-math-7b-skpo-lora-1gpu.yaml)
+    (QWEN25_MATH_7B, 8, 80, True, False),    # 7B full fine-tuning sharded over 8 × 80 GB
+    (LLAMA32_3B, 1, 80, False, True),        # 3B LoRA on one 80 GB GPU
+])
+def test_the_configurations_the_docs_call_fitting_fit(model, gpus, gpu_gb, sharded, lora):
+    phases = phase_memory(model, gpus=gpus, gpu_gb=gpu_gb, sharded=sharded, lora=lora, micro_batch_tokens=16384)
+    assert all(phases[p] > phases["resident"] for p in ("rollout", "update", "sync"))
+    assert max(phases.values()) < 0.95 * gpu_gb, phases
+
+
+def test_full_fine_tuning_of_7b_does_not_fit_one_gpu():
+    assert phase_memory(QWEN25_MATH_7B, gpus=1, gpu_gb=141, sharded=False)["resident"] > 120  # 16 B × 7.62 B
+
+
+def test_the_shipped_one_gpu_config_trains_and_fits(standin, tmp_path):
+    """configs/one-gpu/qwen2.5-math-7b-skpo-lora.yaml: two steps on the Qwen stand-in (the HF
+    engine on this CPU in place of vLLM), adapters only moving; and by the formula, with the
+    config's own micro-batch and vLLM share, every phase fits one H200."""
+    import torch
+
+    from skpo.config import load_config
+    from skpo.training.setup import build_trainer
+
+    root = Path(__file__).resolve().parents[1]
+    path = root / "configs" / "one-gpu" / "qwen2.5-math-7b-skpo-lora.yaml"
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": f"What is {i} + {i}?"}],
+                                        "reward_model": {"ground_truth": str(2 * i)}}) + "\n" for i in range(4)))
+    cfg = load_config(path, [f"model.path={standin('qwen2.5-math-7b')}", f"data.path={data}", "rollout.engine=hf",
+                             f"reward.function={root / 'tests' / 'data' / 'rewards_for_tests.py'}:parity",
+                             "train.steps=2", "train.prompts_per_step=2", "rollout.group_size=2",
+                             "rollout.max_new_tokens=8", "eval.every=0", "log.progress=false", "log.tensorboard=false",
+                             f"log.out_dir={tmp_path / 'run'}"])
+    phases = phase_memory(QWEN25_MATH_7B, gpus=1, gpu_gb=141, sharded=False, lora=cfg.model.lora.enabled,
+                          micro_batch_tokens=cfg.train.micro_batch_tokens,
+                          gpu_memory_utilization=cfg.rollout.vllm.gpu_memory_utilization,
+                          checkpointing=cfg.train.gradient_checkpointing)
+    assert cfg.model.lora.r == 64 and max(phases.values()) < 0.95 * 141, phases
+    trainer = build_trainer(cfg)
+    frozen = {n: p.detach().clone() for n, p in trainer.policy.named_parameters() if not p.requires_grad}
+    trainer.train()
+    assert all(torch.equal(frozen[n], p) for n, p in trainer.policy.named_parameters() if n in frozen)
+    assert any(p.requires_grad and "lora_" in n for n, p in trainer.policy.named_parameters())
