@@ -95,3 +95,33 @@ def test_resume_refuses_an_edited_method_file(tmp_path):
     resumed_args = [*args[:2], "train.steps=2", *args[3:]]
     with pytest.raises((ResumeConfigError, ConfigError), match=r"method\.terms\.response\.loss_params\.clip_high: 0\.2 → 0\.3"):
         build_trainer(load_config(None, resumed_args), resume=True)
+
+
+def test_check_sizes_the_context_against_the_model(tmp_path, capsys):
+    """The tiny model has 512 positions: SKPO with 400-token answers needs prompt + ⌊L/2⌋ + 400
+    with L = max(prior, 300) — more than it has. ``--check`` names the settings; a context set
+    to the model's passes with a note that answers reaching it are cut (and counted)."""
+    args = [*BASE, f"log.out_dir={tmp_path / 'run'}", "data.arith.pool_size=20", "train.method=skpo",
+            "rollout.max_new_tokens=400"]
+    assert train_main(["--check", *args]) == 2
+    err = capsys.readouterr().err
+    assert "512 positions" in err and "rollout.max_new_tokens" in err and "rollout.max_context_tokens=512" in err
+    assert train_main(["--check", *args, "rollout.max_context_tokens=512"]) == 0
+    assert "cut, counted as rollout/cut_by_context" in capsys.readouterr().out
+    assert train_main(["--check", *args, "rollout.max_context_tokens=600"]) == 2
+    assert "exceeds the model's 512 positions" in capsys.readouterr().err
+
+
+def test_check_needs_vllm_and_a_gpu_for_the_vllm_engine(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    assert train_main(["--check", *BASE, f"log.out_dir={tmp_path / 'run'}", "rollout.engine=vllm"]) == 2
+    assert "pip install -r requirements/gpu.txt" in capsys.readouterr().err
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else real(name, *a))
+    import torch
+
+    if not torch.cuda.is_available():
+        assert train_main(["--check", *BASE, f"log.out_dir={tmp_path / 'run2'}", "rollout.engine=vllm"]) == 2
+        assert "needs a CUDA device" in capsys.readouterr().err

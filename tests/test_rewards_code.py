@@ -90,12 +90,18 @@ def seen_by_the_sandbox(path: Path) -> bool:
 
 
 def visible_host_dir() -> Path:
-    """A directory of the test's user that the sandbox sees: the repository, or — when the
-    checkout lives under a directory the sandbox hides (a clone in /tmp) — the home directory."""
-    for candidate in (REPO_ROOT, Path.home(), Path.cwd()):
-        if candidate.is_dir() and seen_by_the_sandbox(candidate) and os.access(candidate, os.W_OK):
+    """A directory of the test's user that the sandbox can reach: outside the directories it
+    hides (a checkout in /tmp is hidden), writable by the test, and — when the sandbox runs as
+    another uid (root) — with every ancestor searchable by others (a 0700 home is not)."""
+
+    def reachable(path: Path) -> bool:
+        return not AS_ROOT or all(os.stat(p).st_mode & 0o001 for p in (path, *path.parents))
+
+    for candidate in (REPO_ROOT, Path.home(), Path.cwd(), Path("/var/lib"), Path("/srv"), Path("/opt"), Path("/mnt")):
+        if (candidate.is_dir() and seen_by_the_sandbox(candidate) and os.access(candidate, os.W_OK)
+                and reachable(candidate.resolve())):
             return candidate
-    pytest.fail("no writable directory outside /tmp, /var/tmp, /run and /dev/shm for the write-refusal test")
+    pytest.fail("no writable directory the sandbox can reach for the write-refusal test")
 
 
 @pytest.fixture
