@@ -66,6 +66,9 @@ def main() -> None:
             {"tokens_seen": trainer.tokens_seen, "step": trainer.step, "gathered_dtype": gathered_dtype,
              "value_tracker": trainer.value_tracker.state_dict() if trainer.value_tracker else None}, default=str))
     print(f"rank {trainer.accelerator.process_index} done step {trainer.step}", flush=True)
+    from skpo.training.distributed import shutdown
+
+    shutdown()
 
 
 if __name__ == "__main__":

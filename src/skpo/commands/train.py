@@ -78,4 +78,7 @@ def _main(argv: list[str]) -> int:
     trainer.train()
     if trainer.accelerator.is_main_process:  # one line per run, not per process
         print(f"done: {cfg.log.out_dir} (step {trainer.step})")
+    from skpo.training.distributed import shutdown
+
+    shutdown()
     return 0

@@ -156,3 +156,12 @@ def _to_cpu(rows: Rows) -> Rows:
     return rows.replace(response_ids=move(rows.response_ids), response_mask=move(rows.response_mask),
                         old_log_probs=move(rows.old_log_probs), rewards=move(rows.rewards), extra=extra,
                         advantages=move(rows.advantages), ref_log_probs=move(rows.ref_log_probs))
+
+
+def shutdown() -> None:
+    """End the process group cleanly once every rank is done (all ranks call it): a group left
+    to the interpreter's exit can abort a rank there (gloo's threads torn down unjoined:
+    "terminate called without an active exception"), after a run that succeeded."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
