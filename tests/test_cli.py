@@ -96,6 +96,22 @@ def test_compare(tmp_path):
                  "data.arith.pool_size=20"]) == 0
     report = json.loads((out / "compare.json").read_text())
     assert set(report["summary"]) == {"grpo", "skpo"} and len(report["runs"]) == 2
+    assert report["settings"]["benchmarks"] == ["arith"]  # the config's eval.benchmarks
     for run in report["runs"]:
-        assert run["tokens"] >= 200 and 0 <= run["avg@k"] <= 1
+        assert run["tokens"] >= 200 and 0 <= run["avg@k"] <= 1 and set(run["per_benchmark"]) == {"arith"}
     assert (out / "compare.md").is_file()
+
+
+@pytest.mark.xdist_group("processes")
+def test_compare_scores_the_benchmarks_asked_for(tmp_path):
+    """``--benchmarks``: the runs' curves and final scores are on those benchmarks (their mean), not
+    on the synthetic task."""
+    out = tmp_path / "compare"
+    assert main(["compare", "--methods", "grpo", "--seeds", "1", "--budget", "100", "--eval-problems", "2",
+                 "--k", "1", "--points", "1", "--curve-problems", "2", "--curve-k", "1", "--jobs", "1",
+                 "--benchmarks", "gsm8k,arith", "--out", str(out), "rollout.max_new_tokens=16",
+                 "train.prompts_per_step=2", "data.arith.pool_size=20", "eval.max_new_tokens=8"]) == 0
+    [run] = json.loads((out / "compare.json").read_text())["runs"]
+    assert set(run["per_benchmark"]) == {"gsm8k", "arith"}
+    assert run["avg@k"] == pytest.approx((run["per_benchmark"]["gsm8k"]["avg@1"] + run["per_benchmark"]["arith"]["avg@1"]) / 2)
+    assert "Held-out gsm8k, arith" in (out / "compare.md").read_text()

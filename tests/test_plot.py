@@ -174,19 +174,36 @@ def test_panels_by_name_and_tokens_axis(tmp_path: Path) -> None:
         build_figure([run], panels=["kl"])
 
 
-def test_progress_line_when_not_a_terminal() -> None:
+def test_progress_lines_for_a_log_file(monkeypatch) -> None:
+    """Off a terminal: the start line, the first step, then a line once 30 s (``seconds``) have
+    passed — a line per step when steps are slower — plus evaluation steps and the last; the
+    reward shown is the user's; a slow step says where its time went."""
     import io
 
+    from skpo.training import logging as progress_module
     from skpo.training.logging import Progress
 
+    clock = [0.0]
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: clock[0])
     stream = io.StringIO()
-    with Progress(True, total=10, start=0, every=4, token_budget=None, stream=stream) as update:
+    header = "skpo train: grpo on M | data D (10 prompts) | 1 process on cpu | from step 0, 10 steps | OUT"
+    with Progress(True, total=10, start=0, seconds=30, token_budget=None, stream=stream, header=header) as update:
         for step in range(1, 11):
-            metrics = {"accuracy/mean": 0.5, "reward/mean": 0.25, "time/step": 1.0, "tokens/seen": 900 * step}
+            clock[0] += 10.0  # 10 s per step
+            metrics = {"accuracy/mean": 0.5, "reward/mean": -0.5, "reward/user_mean": 0.25, "time/step": 10.0,
+                       "time/rollout": 7.0, "time/update": 3.0, "tokens/seen": 900 * step}
             if step == 5:
                 metrics["eval/arith/avg@4"] = 0.375
             update(step, metrics)
     lines = stream.getvalue().splitlines()
-    assert [ln.split()[1] for ln in lines] == ["4/10", "5/10", "8/10", "10/10"]  # every 4, the eval step, the last
-    assert "acc 0.5" in lines[0] and "R 0.25" in lines[0] and "1.00 s/step" in lines[0] and "tokens 3600" in lines[0]
-    assert "eval/arith/avg@4 0.375" in lines[1] and "eta" in lines[0] and "eta" not in lines[-1]
+    assert lines[0] == header
+    assert [ln.split()[1] for ln in lines[1:]] == ["1/10", "4/10", "5/10", "8/10", "10/10"]
+    assert "acc 0.5" in lines[1] and "reward 0.25" in lines[1] and "10.00 s/step" in lines[1] and "tokens 900" in lines[1]
+    assert "(rollout 7.0s update 3.0s)" in lines[2] and "eval/arith/avg@4 0.375" in lines[3]
+    assert "eta" in lines[1] and "eta" not in lines[-1]
+    clock[0], stream = 0.0, io.StringIO()
+    with Progress(True, total=100, start=0, seconds=30, stream=stream) as update:  # fast steps: a line per 30 s
+        for step in range(1, 101):
+            clock[0] += 1.0
+            update(step, {"time/step": 1.0})
+    assert [ln.split()[1] for ln in stream.getvalue().splitlines()] == ["1/100", "31/100", "61/100", "91/100", "100/100"]

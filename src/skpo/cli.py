@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _usage() -> str:
-    lines = ["usage: skpo [--debug] <command> [args…]", "", "commands:"]
+    lines = ["usage: skpo [--debug] [--version] <command> [args…]", "", "commands:"]
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -41,9 +41,18 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in {"-h", "--help"}:
         print(_usage())
         return 0
+    if argv[0] in {"-V", "--version"}:
+        from skpo import __version__
+
+        print(f"skpo {__version__}")
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"skpo: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        import difflib
+
+        close = difflib.get_close_matches(name, list(COMMANDS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        print(f"skpo: unknown command {name!r}{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
     quiet_when_piped()
     module = importlib.import_module(COMMANDS[name][0])

@@ -93,7 +93,12 @@ class DataSection(DatasetSpec):
     @model_validator(mode="before")
     @classmethod
     def _task_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("path") and "task" not in data:
+            data = {**data, "task": "jsonl"}  # a data file given: train on it (not on the synthetic default)
         if isinstance(data, dict) and data.get("task", "arith") == "arith":
+            if data.get("path"):
+                raise ValueError(f"data.path={data['path']!r} is set but data.task is 'arith' (the synthetic task, "
+                                 "which reads no file): set data.task=jsonl to train on the file, or drop data.path")
             data = {**data}
             data.setdefault("reward", "arith")  # the synthetic task's exact checker
         return data
@@ -252,8 +257,21 @@ class RewardSection(_Strict):
         None, description="your own reward, 'module:function' or 'path/file.py:function' (see docs/rewards.md); "
         "overrides data.reward for training",
     )
+    range: tuple[float, float] = Field(
+        (0.0, 1.0), description="the values your reward function returns, [low, high] (e.g. [-1, 1]); mapped linearly "
+        "onto the method's reward range; a value outside it stops the run naming the function")
     math_timeout_s: float = Field(5.0, gt=0, description="per-answer bound of the math verifier")
     workers: int | None = Field(None, ge=1, description="verifier processes (default: min(4, CPUs))")
+
+    @field_validator("range")
+    @classmethod
+    def _finite_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        import math
+
+        low, high = value
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ValueError(f"need finite low < high, got [{low}, {high}]")
+        return (float(low), float(high))
 
 
 class EvalSection(_Strict):
@@ -281,8 +299,10 @@ class LogSection(_Strict):
     tensorboard: bool = True
     wandb: bool = False
     wandb_project: str = "skpo"
-    progress: bool = Field(True, description="a progress bar on a terminal; a log line every print_every steps otherwise")
-    print_every: int = Field(0, ge=0, description="steps between log lines when stdout is not a terminal (0 = about 50 per run)")
+    progress: bool = Field(True, description="a start line, then a progress bar on a terminal or log lines otherwise")
+    print_every: int = Field(0, ge=0, description="off a terminal: at least this many steps between log lines (0 = 1)")
+    print_seconds: float = Field(30.0, ge=0, description="off a terminal: at least this many seconds between log lines "
+                                 "(a line per step when steps are slower)")
     save_every: int = Field(0, ge=0, description="checkpoint every N steps (0 = only at the end)")
     keep_checkpoints: int = Field(2, ge=1)
 

@@ -92,3 +92,40 @@ def run_command(name: str, main: Callable[[list[str]], int | None], argv: list[s
             raise
         print(f"skpo {name}: {message}", file=sys.stderr)
         return USER_ERROR_EXIT
+
+
+def log_to_console(level: int) -> None:
+    """The command line's logging: ``skpo: …`` lines, progress (INFO) on stdout and warnings on
+    stderr — so that stderr holds what went wrong and an error stays its one line."""
+    import logging
+
+    class _Below(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return record.levelno < logging.WARNING
+
+    class _Live(logging.StreamHandler):  # writes to sys.stdout / sys.stderr as they are now (redirected, captured)
+        def __init__(self, name: str) -> None:
+            self._name = name
+            super().__init__()
+
+        @property
+        def stream(self):
+            return getattr(sys, self._name)
+
+        @stream.setter
+        def stream(self, value) -> None:
+            pass
+
+    root = logging.getLogger()
+    if getattr(root, "_skpo_console", False):
+        root.setLevel(level)
+        return
+    fmt = logging.Formatter("skpo: %(message)s")
+    out, err = _Live("stdout"), _Live("stderr")
+    out.addFilter(_Below())
+    out.setFormatter(fmt)
+    err.setLevel(logging.WARNING)
+    err.setFormatter(fmt)
+    root.handlers[:] = [out, err]
+    root.setLevel(level)
+    root._skpo_console = True

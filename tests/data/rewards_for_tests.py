@@ -39,3 +39,13 @@ def out_of_range(completion: str, example) -> float:
 
 def raises(completion: str, example) -> float:
     raise KeyError("no such column")
+
+
+def plus_minus(completion: str, example) -> float:
+    """±1: +1 when :func:`parity` holds (a reward in ``reward.range: [-1, 1]``)."""
+    return 1.0 if parity(completion, example) else -1.0
+
+
+def two(completion: str, example) -> float:
+    """Always 2: outside ``[-1, 1]``."""
+    return 2.0

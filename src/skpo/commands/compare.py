@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=200_000, help="rollout tokens decoded per run (default 200000)")
     p.add_argument("--config", default=None, help="base YAML config (default: the embedded defaults); the method is set per run")
     p.add_argument("--out", default="runs/compare", help="output directory (default runs/compare)")
+    p.add_argument("--benchmarks", default=None,
+                   help="comma-separated benchmarks of the evaluations (default: the config's eval.benchmarks; "
+                        "built-in names or spec files); avg@k etc. are the mean over them")
     p.add_argument("--eval-problems", type=int, default=200, help="held-out problems of the final evaluation (default 200)")
     p.add_argument("--k", type=int, default=8, help="samples per problem of the final evaluation (default 8)")
     p.add_argument("--points", type=int, default=4, help="evaluations along each run, for the curves (default 4)")
@@ -108,7 +111,8 @@ def run_specs(args: argparse.Namespace, methods: dict[str, tuple[str, list[str]]
             every_tokens = max(1, args.budget // max(1, args.points))
             overrides = [
                 f"train.method={method}", *extra, *args.overrides, f"train.seed={seed}", f"train.token_budget={args.budget}",
-                f"train.steps={args.max_steps}", "eval.every=0", f"eval.every_tokens={every_tokens}", "eval.benchmarks=[arith]",
+                f"train.steps={args.max_steps}", "eval.every=0", f"eval.every_tokens={every_tokens}",
+                f"eval.benchmarks=[{','.join(args.benchmarks)}]",
                 f"eval.limit={args.curve_problems}", f"eval.k={args.curve_k}", f"log.out_dir={run_dir}",
                 f"log.save_every={args.save_every}", "log.keep_checkpoints=1", "log.progress=false", "log.tensorboard=false",
             ]
@@ -126,7 +130,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     from skpo.config import load_config
     from skpo.jsonl import read_jsonl
     from skpo.training.checkpoint import latest_checkpoint
-    from skpo.training.setup import build_trainer, evaluate_heldout
+    from skpo.training.setup import build_trainer, evaluate_benchmarks
 
     torch.set_num_threads(1)
     run_dir = Path(spec["run_dir"])
@@ -137,30 +141,44 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     resume = run_dir.is_dir() and latest_checkpoint(run_dir) is not None
     # an interrupted run with no checkpoint starts over (its files cleared, nothing else)
     trainer = build_trainer(cfg, resume=resume, overwrite=not resume and (run_dir / "run.json").is_file())
-    k_c = spec["curve_k"]
+    k_c, benchmarks = spec["curve_k"], list(cfg.eval.benchmarks)
+
+    def evaluate(k: int, limit: int) -> dict[str, dict[str, Any]]:
+        return evaluate_benchmarks(trainer.policy, trainer.tokenizer, cfg, trainer.autocast_dtype, k=k, limit=limit)
+
     start_path = run_dir / "start_eval.json"
     if not start_path.is_file():
-        start = evaluate_heldout(trainer.policy, trainer.tokenizer, cfg, k=k_c, num_problems=spec["curve_problems"])
-        start_path.write_text(json.dumps({"avg": start["metrics"][f"avg@{k_c}"]}))
+        start = evaluate(k_c, spec["curve_problems"])
+        start_path.write_text(json.dumps({"avg": _mean(r["metrics"][f"avg@{k_c}"] for r in start.values())}))
     trainer.train()
-    final = evaluate_heldout(trainer.policy, trainer.tokenizer, cfg, k=spec["k"], num_problems=spec["eval_problems"])
+    final = evaluate(spec["k"], spec["eval_problems"])
     k = spec["k"]
     curve = [{"tokens": 0, "seconds": 0.0, "step": 0, f"avg@{k_c}": json.loads(start_path.read_text())["avg"]}]
     for _, row in read_jsonl(run_dir / "metrics.jsonl", what="metrics file"):
-        if f"eval/arith/avg@{k_c}" in row:
+        keys = [f"eval/{b}/avg@{k_c}" for b in final]
+        if all(key in row for key in keys):
             curve.append({"tokens": row["tokens/seen"], "seconds": row["time/train_elapsed"], "step": row["step"],
-                          f"avg@{k_c}": row[f"eval/arith/avg@{k_c}"]})
+                          f"avg@{k_c}": _mean(row[key] for key in keys)})
     result = {
         "method": spec["label"], "preset": spec["method"], "seed": spec["seed"], "overrides": spec["overrides"],
-        "avg@k": final["metrics"][f"avg@{k}"], "pass@k": final["metrics"][f"pass@{k}"], "maj@k": final["metrics"][f"maj@{k}"],
-        "step_accuracy": final["step_metrics"]["step_accuracy"], "k": k, "eval_problems": spec["eval_problems"],
+        "benchmarks": benchmarks, "k": k, "eval_problems": spec["eval_problems"],
+        **{m: _mean(r["metrics"][f"{m[:-2]}@{k}"] for r in final.values()) for m in ("avg@k", "pass@k", "maj@k")},
+        "per_benchmark": {name: r["metrics"] for name, r in final.items()},
         "tokens": trainer.tokens_seen, "steps": trainer.step, "train_seconds": trainer.train_seconds,
         "curve_metric": f"avg@{k_c}", "curve": curve,
     }
+    step_metrics = [r["step_metrics"]["step_accuracy"] for r in final.values() if "step_accuracy" in r.get("step_metrics", {})]
+    if step_metrics:  # the synthetic task's exact step checks
+        result["step_accuracy"] = _mean(step_metrics)
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, result_path)
     return result
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
 
 
 def _run_pending(specs: list[dict[str, Any]], jobs: int) -> list[str]:
@@ -205,7 +223,8 @@ def aggregate(out: Path, specs: list[dict[str, Any]], settings: dict[str, Any]) 
     report = {"settings": settings, "summary": summary, "runs": results}
     (out / "compare.json").write_text(json.dumps(report, indent=1))
     k = settings["k"]
-    lines = [f"Held-out arithmetic, {settings['eval_problems']} problems × {k} samples, after {settings['budget']:,} "
+    lines = [f"Held-out {', '.join(settings['benchmarks'])} (mean over them), {settings['eval_problems']} problems × {k} "
+             f"samples, after {settings['budget']:,} "
              "decoded rollout tokens per run; mean ± 95 % t-interval over seeds.", "",
              f"| method | seeds | avg@{k} | pass@{k} | maj@{k} | step accuracy | steps | train s |", "|---|---|---|---|---|---|---|---|"]
 
@@ -228,7 +247,7 @@ def aggregate(out: Path, specs: list[dict[str, Any]], settings: dict[str, Any]) 
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)  # options may follow key=value overrides
     if args.one is not None:
         run_one(json.loads(args.one))
         return 0
@@ -243,7 +262,12 @@ def main(argv: list[str]) -> int:
             raise ValueError("--seeds and --budget must be >= 1")
         from skpo.config import ConfigError, load_config
 
-        load_config(args.config, args.overrides)  # bad overrides fail before any run starts
+        base = load_config(args.config, args.overrides)  # bad overrides fail before any run starts
+        args.benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()] if args.benchmarks \
+            else list(base.eval.benchmarks)
+        if not args.benchmarks:
+            raise ValueError("--benchmarks is empty")
+        load_config(args.config, [*args.overrides, f"eval.benchmarks=[{','.join(args.benchmarks)}]"])
     except (ValueError, ConfigError) as err:
         print(f"skpo compare: {err}", file=sys.stderr)
         return 2
@@ -252,6 +276,7 @@ def main(argv: list[str]) -> int:
     specs = run_specs(args, methods, out)
     settings = {"command": ["skpo", "compare", *argv], "methods": {k: list(v) for k, v in methods.items()},
                 "seeds": args.seeds, "budget": args.budget, "config": args.config, "overrides": args.overrides,
+                "benchmarks": args.benchmarks,
                 "eval_problems": args.eval_problems, "k": args.k, "curve_problems": args.curve_problems,
                 "curve_k": args.curve_k, "points": args.points}
     started = time.perf_counter()

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from skpo.errors import UserError, run_command
+from skpo.errors import UserError, log_to_console, run_command
 from skpo.evaluation.benchmarks import BUILTIN_BENCHMARKS, BenchmarkSpec, load_spec_file, resolve_benchmarks
 from skpo.tasks.arith import ArithConfig
 
@@ -186,7 +186,7 @@ def _main(argv: list[str]) -> int:
 
     from rich.console import Console
 
-    logging.basicConfig(level=logging.WARNING, format="skpo: %(message)s")  # e.g. a damaged checkpoint passed over
+    log_to_console(logging.WARNING)  # e.g. a damaged checkpoint passed over
 
     try:
         extra: dict[str, BenchmarkSpec] = {}

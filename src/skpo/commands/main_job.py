@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)  # options may follow key=value overrides
     import torch
     from rich.console import Console
     from rich.table import Table

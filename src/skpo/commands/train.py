@@ -8,14 +8,18 @@ saving (``skpo.errors``).
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from skpo.config import ConfigError, load_config
-from skpo.errors import run_command
+from skpo.errors import log_to_console, run_command
+
+
+def method_names() -> list[str]:
+    """The shipped methods, read off their documents (no import of the training stack: ``--help``
+    answers at once)."""
+    return sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "methods").glob("*.yaml"))
 
 
 def _parser() -> argparse.ArgumentParser:
-    from skpo.methods import method_names
-
     parser = argparse.ArgumentParser(
         prog="skpo train", description="Train a policy from a YAML config.",
         epilog=f"methods (train.method=NAME, or a method .yaml file; `skpo methods` for details): {', '.join(method_names())}. "
@@ -35,7 +39,9 @@ def main(argv: list[str]) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)  # options may follow key=value overrides
+    from skpo.config import ConfigError, load_config
+
     cfg = load_config(args.config, args.overrides)
     if args.print_config:
         import yaml
@@ -59,7 +65,7 @@ def _main(argv: list[str]) -> int:
 
     from skpo.training.setup import build_trainer, check_paths, check_run
 
-    logging.basicConfig(level=logging.INFO, format="skpo: %(message)s")
+    log_to_console(logging.INFO)
     if args.check:
         try:
             notes = check_run(cfg, resume=args.resume, overwrite=args.overwrite)

@@ -235,14 +235,16 @@ def _arith(completions: Sequence[str], problems: Sequence[Any], ctx: RewardConte
 # ----------------------------------------------------------------------------- user functions
 
 
-def to_verdict(result: Any, where: str) -> Verdict:
-    """A user function's result as a :class:`Verdict` (see the module docstring)."""
+def to_verdict(result: Any, where: str, value_range: tuple[float, float] = (0.0, 1.0)) -> Verdict:
+    """A user function's result as a :class:`Verdict` (see the module docstring). A reward in
+    the declared ``value_range`` ``[a, b]`` (``reward.range``) is mapped linearly onto ``[0, 1]``
+    (every method then maps that onto its own range); it is correct by default when it is ``b``."""
     if isinstance(result, Verdict):
         return result
     reason = "function"
     extracted = None
     if isinstance(result, bool):
-        reward, correct = float(result), result
+        reward, correct = result, result
     elif isinstance(result, (int, float)):
         reward, correct = float(result), None
     elif isinstance(result, tuple) and len(result) == 2:
@@ -255,11 +257,16 @@ def to_verdict(result: Any, where: str) -> Verdict:
         extracted = None if result.get("extracted") is None else str(result["extracted"])
     else:
         raise RewardError(f"{where}: returned {type(result).__name__} {result!r:.60}; expected bool, float, (reward, correct), dict or Verdict")
-    if isinstance(reward, bool) or not isinstance(reward, (int, float)) or not math.isfinite(reward) or not 0.0 <= reward <= 1.0:
-        raise RewardError(f"{where}: reward must be a number in [0, 1], got {reward!r}")
+    low, high = value_range
+    if isinstance(reward, bool) and result is reward:  # True/False: the ends of the range
+        reward = high if reward else low
+    if isinstance(reward, bool) or not isinstance(reward, (int, float)) or not math.isfinite(reward) or not low <= reward <= high:
+        hint = "" if value_range != (0.0, 1.0) else "; declare another range with reward.range (e.g. [-1, 1])"
+        raise RewardError(f"{where}: reward must be a number in [{low:g}, {high:g}], got {reward!r}{hint}")
     reward = float(reward)
     if correct is None:
-        correct = reward == 1.0
+        correct = reward == high
+    reward = (reward - low) / (high - low)
     if not isinstance(correct, bool):
         raise RewardError(f"{where}: 'correct' must be a bool, got {correct!r}")
     return Verdict(reward, correct, reason, extracted)
@@ -298,7 +305,7 @@ def _load_callable(ref: str) -> Callable[..., Any]:
     return fn
 
 
-def _user_entry(ref: str) -> RewardEntry:
+def _user_entry(ref: str, value_range: tuple[float, float] = (0.0, 1.0)) -> RewardEntry:
     fn = _load_callable(ref)
     batched = bool(getattr(fn, "batched", False))
 
@@ -318,14 +325,15 @@ def _user_entry(ref: str) -> RewardEntry:
                 except Exception as err:
                     pid = getattr(problem, "id", i)
                     raise RewardError(f"reward function {ref!r} raised {type(err).__name__} on problem {pid!r}: {err}") from err
-        return [to_verdict(r, f"reward function {ref!r} (sample {i})") for i, r in enumerate(results)]
+        return [to_verdict(r, f"reward function {ref!r} (sample {i})", value_range) for i, r in enumerate(results)]
 
     return RewardEntry(ref, score, needs_answer=False, partial_credit=True, description=f"user function {ref}")
 
 
-def get_reward(name: str) -> RewardEntry:
+def get_reward(name: str, value_range: tuple[float, float] = (0.0, 1.0)) -> RewardEntry:
     """A registered reward by name, or a user function given as ``module:function`` /
-    ``path/to/file.py:function`` (imported once per process).
+    ``path/to/file.py:function`` (imported once per process) whose rewards lie in ``value_range``
+    (``reward.range``; mapped onto ``[0, 1]``).
 
     Raises:
         RewardError: naming the unknown reward and listing the known ones.
@@ -333,8 +341,9 @@ def get_reward(name: str) -> RewardEntry:
     if name in REWARDS:
         return REWARDS[name]
     if ":" in name:
+        key = f"{name}@{value_range[0]:g},{value_range[1]:g}"
         with _USER_LOCK:
-            if name not in _USER:
-                _USER[name] = _user_entry(name)
-            return _USER[name]
+            if key not in _USER:
+                _USER[key] = _user_entry(name, tuple(float(v) for v in value_range))
+            return _USER[key]
     raise RewardError(f"unknown reward {name!r}; registered: {', '.join(sorted(REWARDS))}, or 'module:function' for your own")

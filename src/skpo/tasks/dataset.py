@@ -474,6 +474,14 @@ def load_problems(spec: DatasetSpec, limit: int | None = None) -> list[Problem]:
     if spec.reward == "arith" and spec.path is None:
         n = limit if limit is not None else spec.n_problems
         return arith_records(heldout_problems(spec.arith or ArithConfig(), n))
+    return load_problems_and_columns(spec, limit)[0]
+
+
+def load_problems_and_columns(spec: DatasetSpec, limit: int | None = None) -> tuple[list[Problem], dict[str, str | None]]:
+    """:func:`load_problems` and the columns it read (``prompt``, ``answer``: given or found;
+    the synthetic task: ``{}``)."""
+    if spec.reward == "arith" and spec.path is None:
+        return load_problems(spec, limit), {}
     path = spec.resolved_path()
     rows = read_rows(path, spec.format)
     if not rows:
@@ -481,7 +489,7 @@ def load_problems(spec: DatasetSpec, limit: int | None = None) -> list[Problem]:
     line0, row0 = rows[0]
     columns = resolve_columns(spec, row0, f"{path}: row 1" + (f" (line {line0})" if line0 is not None else ""))
     problems = [_problem_from_row(spec, columns, i, line, row, path) for i, (line, row) in enumerate(rows)]
-    return problems if limit is None else problems[:limit]
+    return (problems if limit is None else problems[:limit]), columns
 
 
 # ----------------------------------------------------------------------------- prompts

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from skpo.rewards.base import Verdict
 from skpo.rewards.registry import RewardContext, RewardEntry, get_reward
 from skpo.tasks.arith import ArithConfig, iter_problems
-from skpo.tasks.dataset import DatasetError, DatasetSpec, Problem, encode_problems, load_problems
+from skpo.tasks.dataset import DatasetError, DatasetSpec, Problem, encode_problems, load_problems_and_columns
 from skpo.tasks.prompts import has_chat_template, prompt_head_length
 from skpo.tasks.templates import plain_input_ids
 
@@ -119,7 +119,7 @@ class DatasetSource(_Scored):
         self.chat = has_chat_template(tokenizer) if use_chat_template is None else use_chat_template
         self.context = context or RewardContext(plain_prompt=not self.chat, stop=tuple(spec.stop))
         path = spec.resolved_path()
-        problems = load_problems(spec)
+        problems, self.columns = load_problems_and_columns(spec)
         encoded = encode_problems(spec, tokenizer, problems, self.chat)
         self.dropped = encoded.dropped
         if encoded.dropped:

@@ -101,20 +101,27 @@ def _duration(seconds: float) -> str:
 class Progress:
     """What a person watching a run sees, as a context manager returning ``update(step, metrics)``.
 
-    On a terminal: a rich bar with accuracy, rewards, entropy and seconds per step. Otherwise
-    (a log file, a pipe, a cluster job): one line every ``every`` steps (0 = about 50 lines
-    per run), always for the last step and for steps with an evaluation::
+    First a start line (``header``: method, model, data, processes, device, run directory). On a
+    terminal: a rich bar with accuracy, reward, entropy and seconds per step. Otherwise (a log
+    file, a pipe, a cluster job): a line after a step once ``every`` steps *and* ``seconds`` have
+    passed since the last line (so a line per step when steps are slow, one every ``seconds``
+    when they are fast), always for the last step and for steps with an evaluation; a step that
+    took ``slow_s`` or more also shows where its time went::
 
-        step 40/200  acc 0.412  R -0.18  H 0.61  0.93 s/step  tokens 163k  elapsed 37s  eta 2m29s  eval/arith/avg@4 0.398
+        step 40/200  acc 0.412  reward 0.41  H 0.61  0.93 s/step  tokens 163k  elapsed 37s  eta 2m29s
+
+    ``reward`` is the user's reward (``reward/user_mean``: in ``reward.range``), not the method's
+    internal one.
     """
 
-    KEYS = (("accuracy/mean", "acc"), ("upstream/reward", "R_up"), ("reward/mean", "R"), ("actor/entropy", "H"))
+    KEYS = (("accuracy/mean", "acc"), ("reward/user_mean", "reward"), ("actor/entropy", "H"))
 
     def __init__(self, enabled: bool, total: int, start: int, every: int = 0, token_budget: int | None = None,
-                 stream=None) -> None:
+                 stream=None, seconds: float = 30.0, header: str | None = None, slow_s: float = 5.0) -> None:
         self.enabled, self.total, self.start = enabled, total, start
         self.stream = stream or sys.stdout
-        self.every = every or max(1, total // 50)
+        self.every = max(1, every)
+        self.seconds, self.header, self.slow_s = seconds, header, slow_s
         self.token_budget = token_budget
         self.tty = self.stream.isatty() if hasattr(self.stream, "isatty") else False
         self._bar = None
@@ -128,6 +135,8 @@ class Progress:
     def __enter__(self):
         if not self.enabled:
             return lambda step, metrics: None
+        if self.header:
+            print(self.header, file=self.stream, flush=True)
         if self.tty:
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
             from rich.progress import Progress as RichProgress
@@ -137,14 +146,18 @@ class Progress:
             self._bar.__enter__()
             task = self._bar.add_task("train", total=self.total, completed=self.start, info="")
             return lambda step, metrics: self._bar.update(task, completed=step, info="  ".join(self._info(metrics)))
-        self._t0 = time.perf_counter()
+        self._t0 = self._last_t = time.perf_counter()
+        self._last_step = self.start
         return self._line
 
     def _line(self, step: int, metrics: dict[str, float]) -> None:
         evals = {k: v for k, v in metrics.items() if k.startswith("eval/") and ("/avg@" in k or "/pass@" in k)}
-        if step % self.every and step != self.total and not evals:
+        now = time.perf_counter()
+        due = step - self._last_step >= self.every and now - self._last_t >= self.seconds
+        if not (due or step == self.total or evals or step == self.start + 1):
             return
-        elapsed = time.perf_counter() - self._t0
+        self._last_step, self._last_t = step, now
+        elapsed = now - self._t0
         parts = [f"step {step}/{self.total}", *self._info(metrics)]
         if "tokens/seen" in metrics:
             seen = metrics["tokens/seen"]
@@ -154,6 +167,11 @@ class Progress:
         if 0 < done and step < self.total:
             parts.append(f"eta {_duration(elapsed / done * (self.total - step))}")
         parts += [f"{k} {v:.3f}" for k, v in evals.items()]
+        if metrics.get("time/step", 0.0) >= self.slow_s:  # where a slow step's time went
+            phases = sorted(((k.removeprefix("time/"), v) for k, v in metrics.items()
+                             if k.startswith("time/") and k not in ("time/step", "time/train_elapsed") and v >= 0.05),
+                            key=lambda kv: -kv[1])
+            parts.append("(" + " ".join(f"{name} {v:.1f}s" for name, v in phases) + ")")
         print("  ".join(parts), file=self.stream, flush=True)
 
     def __exit__(self, *exc):

@@ -52,7 +52,7 @@ def arith_config(cfg: RunConfig) -> ArithConfig:
 
 def training_reward(cfg: RunConfig) -> RewardEntry:
     """The reward training uses: ``reward.function`` when set, else the data's reward."""
-    return get_reward(cfg.reward.function or cfg.data.reward)
+    return get_reward(cfg.reward.function or cfg.data.reward, tuple(cfg.reward.range))
 
 
 def check_paths(cfg: RunConfig) -> None:
@@ -199,10 +199,12 @@ def build_trainer(cfg: RunConfig, resume: bool = False, overwrite: bool = False)
 
         default_pool(cfg.reward.workers)
     path = resolve_model_path(cfg.model.path)
+    log.info(f"loading the model from {path}")
     tokenizer = load_tokenizer(path)
     model = load_run_model(cfg, path)
-    return Trainer(cfg, model=model, tokenizer=tokenizer, source=build_source(cfg, tokenizer), resume=resume,
-                   overwrite=overwrite)
+    log.info("reading the data: " + ("synthetic arithmetic" if cfg.data.task == "arith" else str(cfg.data.path)))
+    source = build_source(cfg, tokenizer)
+    return Trainer(cfg, model=model, tokenizer=tokenizer, source=source, resume=resume, overwrite=overwrite)
 
 
 def evaluate_benchmarks(model, tokenizer, cfg: RunConfig, autocast_dtype: torch.dtype | None = None,

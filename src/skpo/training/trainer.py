@@ -62,6 +62,7 @@ from skpo.algorithms import (
     term_loss,
 )
 from skpo.algorithms.token_stats import EXTRA_PREFIX, reducer
+from skpo import __version__
 from skpo.config import RunConfig, dump_config
 from skpo.errors import TrainingInterrupted
 from skpo.methods import method_to_document, resolve_for_run
@@ -217,7 +218,9 @@ class Trainer:
             "method": cfg.train.method, "reward": self.source.reward.name, "compute_dtype": cfg.model.dtype,
             "weights_dtype": str(weights_dtype).removeprefix("torch."), "stop_token_ids": self.stop_ids,
             "prompts": len(self.source.items), "prompts_dropped_overlong": len(getattr(self.source, "dropped", [])),
-            "context": dataclasses.asdict(self.context),
+            "context": dataclasses.asdict(self.context), "world_size": self.dist.world,
+            "device": str(self.accelerator.device), "skpo_version": __version__,
+            "data_columns": getattr(self.source, "columns", {}),
         })
         if resume and hasattr(self.engine, "sync_weights"):  # a separate engine loaded the base weights
             self.engine.sync_weights(self.policy)
@@ -312,7 +315,8 @@ class Trainer:
         signal aborts at once); the evaluation due at that step is skipped."""
         t = self.cfg.train
         progress = Progress(self.cfg.log.progress and self.accelerator.is_main_process, t.steps, self.step,
-                            every=self.cfg.log.print_every, token_budget=t.token_budget)
+                            every=self.cfg.log.print_every, token_budget=t.token_budget,
+                            seconds=self.cfg.log.print_seconds, header=self._start_line())
         with self._running() as signals, progress as bar:
             while self.step < t.steps and not self.budget_spent:
                 started, tokens_before = time.perf_counter(), self.tokens_seen
@@ -334,6 +338,14 @@ class Trainer:
                 if stopping:
                     self._save_and_stop(stopping)
             self.save()
+
+    def _start_line(self) -> str:
+        """What this run is, in one line: method, model, data and prompts, processes, device, run directory."""
+        data = "synthetic arithmetic" if self.cfg.data.task == "arith" else str(self.cfg.data.path)
+        where = "resuming at step " + str(self.step) if self.step else "from step 0"
+        return (f"skpo train: {self.cfg.train.method} on {self.cfg.model.path} | data {data} ({len(self.source.items)} "
+                f"prompts) | {self.dist.world} process{'es' if self.dist.world > 1 else ''} on "
+                f"{self.accelerator.device.type} | {where}, {self.cfg.train.steps} steps | {self.run_dir}")
 
     @contextlib.contextmanager
     def _running(self):
@@ -451,6 +463,9 @@ class Trainer:
         else:
             metrics = dict(result.metrics)
         metrics.update({**prompts.metrics, **sampler_metrics})  # (global already: replicated sampler, summed scoring)
+        if "reward/mean" in metrics:  # the same mean in the user's own range (reward.range), for people reading the log
+            (lo, hi), (a, b) = self.preset.reward_range, self.cfg.reward.range
+            metrics["reward/user_mean"] = a + (b - a) * (metrics["reward/mean"] - lo) / (hi - lo)
         metrics["rollout/cut_by_context"] = cut = self.dist.sum_int(cut)
         if cut and self.accelerator.is_main_process:
             log.warning(f"step {step + 1}: {cut} completions reached the engine's context of {self.context.context} "

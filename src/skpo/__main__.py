@@ -1,0 +1,5 @@
+"""``python -m skpo …`` is ``skpo …``."""
+
+from skpo.cli import main
+
+raise SystemExit(main())

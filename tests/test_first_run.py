@@ -1,0 +1,68 @@
+"""What a user coming from TRL or verl meets on day one: their data file is trained on as given,
+their reward in its own range, and the run says what it is (start line, run.json)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from skpo.config import ConfigError, load_config
+from skpo.training.setup import build_trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+REWARDS = ROOT / "tests" / "data" / "rewards_for_tests.py"
+SMALL = ["train.steps=2", "train.prompts_per_step=2", "rollout.group_size=4", "rollout.max_new_tokens=8",
+         "eval.every=0", "log.progress=false", "log.tensorboard=false", "train.method=grpo"]
+
+
+def _data(tmp_path: Path) -> Path:
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"question": f"{i}+{i}=", "final": str(2 * i)}) + "\n" for i in range(6)))
+    return path
+
+
+def test_a_data_path_is_trained_on(tmp_path):
+    cfg = load_config(None, [f"data.path={_data(tmp_path)}", "data.answer_column=final"])
+    assert cfg.data.task == "jsonl" and cfg.data.reward == "math"
+    with pytest.raises(ConfigError, match="data.task is 'arith'.*set data.task=jsonl"):
+        load_config(None, [f"data.path={_data(tmp_path)}", "data.task=arith"])
+    assert load_config(None, []).data.task == "arith"  # no file: the synthetic default
+
+
+def test_rewards_in_the_users_range_and_the_run_record(tmp_path):
+    data = _data(tmp_path)
+    cfg = load_config(None, [*SMALL, f"data.path={data}", "data.answer_column=final", "reward.range=[-1, 1]",
+                             f"reward.function={REWARDS}:plus_minus", f"log.out_dir={tmp_path / 'run'}"])
+    trainer = build_trainer(cfg)
+    metrics = trainer.train_step(0)
+    lo, hi = trainer.preset.reward_range
+    assert -1 <= metrics["reward/user_mean"] <= 1 and metrics["reward/mean"] == pytest.approx(
+        lo + (hi - lo) * (metrics["reward/user_mean"] + 1) / 2)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["world_size"] == 1 and run["skpo_version"] and run["device"] == "cpu"
+    assert run["data_columns"] == {"prompt": "question", "answer": "final"}
+    assert "train.jsonl (6 prompts) | 1 process on cpu" in trainer._start_line()
+    trainer.close()
+    out_of_range = load_config(None, [*SMALL, f"data.path={data}", "data.answer_column=final", "reward.range=[-1, 1]",
+                                      f"reward.function={REWARDS}:two", f"log.out_dir={tmp_path / 'run2'}"])
+    trainer = build_trainer(out_of_range)
+    with pytest.raises(Exception, match=r"rewards_for_tests.py:two.*in \[-1, 1\], got 2.0"):
+        trainer.train_step(0)
+    trainer.close()
+    default = load_config(None, [*SMALL, f"data.path={data}", "data.answer_column=final",
+                                 f"reward.function={REWARDS}:plus_minus", f"log.out_dir={tmp_path / 'run3'}"])
+    trainer = build_trainer(default)
+    with pytest.raises(Exception, match=r"in \[0, 1\], got -1.0; declare another range with reward.range"):
+        trainer.train_step(0)
+    trainer.close()
+
+
+def test_python_m_skpo_and_version():
+    out = subprocess.run([sys.executable, "-m", "skpo", "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("skpo ")
+    typo = subprocess.run([sys.executable, "-m", "skpo", "trian"], capture_output=True, text=True, timeout=60)
+    assert typo.returncode == 2 and "did you mean 'train'?" in typo.stderr
