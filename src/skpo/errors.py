@@ -104,13 +104,13 @@ def log_to_console(level: int) -> None:
             return record.levelno < logging.WARNING
 
     class _Live(logging.StreamHandler):  # writes to sys.stdout / sys.stderr as they are now (redirected, captured)
-        def __init__(self, name: str) -> None:
-            self._name = name
+        def __init__(self, which: str) -> None:
             super().__init__()
+            self._which = which
 
         @property
         def stream(self):
-            return getattr(sys, self._name)
+            return getattr(sys, self._which)
 
         @stream.setter
         def stream(self, value) -> None:
