@@ -152,3 +152,75 @@ def test_unregistered_plugins_are_named(tmp_path):
         _config(tiny_arith_dir(), method_file, tmp_path / "run")
     with pytest.raises(ConfigError, match=r"method file .*nope\.yaml' does not exist"):
         _config(tiny_arith_dir(), tmp_path / "nope.yaml", tmp_path / "run")
+
+
+PLUGIN = '''
+from dataclasses import dataclass
+import torch
+from skpo.algorithms import ADVANTAGE_ESTIMATORS
+
+@dataclass(frozen=True)
+class P:
+    scale: float = 1.0
+
+@ADVANTAGE_ESTIMATORS.register("{name}", P, group_key="prompt")
+def estimator(batch, params):
+    keys = list(batch.index)
+    adv = torch.zeros_like(batch.scores)
+    for key in set(keys):
+        rows = [i for i, k in enumerate(keys) if k == key]
+        adv[rows] = batch.scores[rows] - batch.scores[rows].mean()
+    return params.scale * adv[:, None] * batch.response_mask
+'''
+
+
+def _plugin_and_method(tmp_path, name):
+    plugin = tmp_path / f"{name}_plugin.py"
+    plugin.write_text(PLUGIN.format(name=name))
+    method = tmp_path / f"{name}.yaml"
+    method.write_text(yaml.safe_dump({"name": name, "rollout": "group", "group_size": 2, "terms": {
+        "response": {"advantage": name, "loss": "ppo_clip", "agg": "token-mean"}}}))
+    return plugin, method
+
+
+def test_plugins_from_the_command_line_and_the_config(tmp_path, capsys):
+    """A method document naming an estimator of the user's module: unknown (and the error says
+    how to register) until the module is imported, by ``--import`` or ``plugins:``."""
+    from skpo.commands.train import main as train_main
+
+    plugin, method = _plugin_and_method(tmp_path, "centered_from_plugin")
+    base = ["train.steps=1", "train.prompts_per_step=2", "rollout.max_new_tokens=8", "eval.every=0",
+            "log.progress=false", "log.tensorboard=false", "data.arith.pool_size=20", f"train.method={method}"]
+    assert train_main([*base, f"log.out_dir={tmp_path / 'a'}"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown advantage estimator 'centered_from_plugin'" in err and "--import MODULE" in err
+    assert train_main(["--import", str(plugin), *base, f"log.out_dir={tmp_path / 'b'}"]) == 0
+    saved = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())
+    assert saved["plugins"] == [str(plugin)]  # a resumed run imports it again
+    plugin2, method2 = _plugin_and_method(tmp_path, "centered_from_config")
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"plugins": [str(plugin2)], "train": {"method": str(method2)}}))
+    assert train_main(["--config", str(config), *base[:-1], f"log.out_dir={tmp_path / 'c'}"]) == 0
+
+
+def test_a_broken_plugin_is_one_line(tmp_path, capsys):
+    from skpo.commands.train import main as train_main
+
+    broken = tmp_path / "broken.py"
+    broken.write_text("def f(:\n    pass\n")
+    assert train_main(["--import", str(broken), "--check", f"log.out_dir={tmp_path / 'r'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "broken.py" in err[0] and "syntax error at" in err[0] and ":1:" in err[0]
+    raising = tmp_path / "raising.py"
+    raising.write_text("raise RuntimeError('boom at import')\n")
+    assert train_main(["--import", str(raising), "--check", f"log.out_dir={tmp_path / 'r'}"]) == 2
+    assert "failed to import: RuntimeError: boom at import" in capsys.readouterr().err
+
+
+def test_a_recipe_shortcut_does_not_silently_replace_the_users_method_value(tmp_path):
+    method = tmp_path / "mine.yaml"
+    method.write_text(yaml.safe_dump({"name": "mine", "rollout": "group", "group_size": 4, "terms": {
+        "response": {"advantage": "grpo", "loss": "ppo_clip", "agg": "token-mean"}}}))
+    with pytest.raises(ConfigError, match=r"rollout.group_size=8 would replace group_size: 4 of your method document"):
+        load_config(None, [f"train.method={method}", "rollout.group_size=8"])
+    assert load_config(None, [f"train.method={method}", "rollout.group_size=4"]).rollout.group_size == 4  # no conflict

@@ -248,7 +248,12 @@ class TrainSection(_Strict):
         if is_method_file(value):  # a user's method document; read and validated with the method
             return value
         if value not in method_names():
-            raise ValueError(f"unknown method {value!r}; methods: {', '.join(method_names())} (skpo methods lists them)")
+            import difflib
+
+            close = difflib.get_close_matches(value, method_names(), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown method {value!r}{hint}; methods: {', '.join(method_names())} (skpo methods lists "
+                             "them), or the path of your own method document (.yaml)")
         return value
 
 
@@ -308,6 +313,9 @@ class LogSection(_Strict):
 
 
 class RunConfig(_Strict):
+    plugins: list[str] = Field(
+        default_factory=list, description="modules or .py files imported before the method resolves: your own "
+        "estimators, losses, rollout kinds, samplers or rewards (skpo train --import MODULE adds one)")
     model: ModelSection = ModelSection()
     data: DataSection = DataSection()
     rollout: RolloutSection = RolloutSection()
@@ -352,8 +360,23 @@ def _format_errors(err: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid configuration"]
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
-        lines.append(f"  {loc}: {e['msg']}" + (f" (got {e['input']!r})" if e["type"] != "missing" and "input" in e and not isinstance(e["input"], dict) else ""))
+        hint = _did_you_mean(e["loc"]) if e["type"] == "extra_forbidden" else ""
+        lines.append(f"  {loc}: {e['msg']}{hint}" + (f" (got {e['input']!r})" if e["type"] != "missing" and "input" in e and not isinstance(e["input"], dict) else ""))
     return "\n".join(lines)
+
+
+def _did_you_mean(loc: tuple) -> str:
+    """`` (did you mean 'train.steps'?)`` for an unknown key close to a known one of its section."""
+    import difflib
+
+    model: Any = RunConfig
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(str(part))
+        model = getattr(field, "annotation", None) if field is not None else None
+        if not isinstance(model, type) or not issubclass(model, BaseModel):
+            return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f" (did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?)" if close else ""
 
 
 def _read_tree(path: Path, chain: tuple[Path, ...] = ()) -> dict:
@@ -384,12 +407,14 @@ def _merge_trees(base: dict, over: dict) -> dict:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                plugins: list[str] | None = None) -> RunConfig:
     """Load a YAML config (or the defaults when ``path`` is None) and apply overrides.
 
     A file may start from another: ``base: other.yaml`` (relative to the file) is read first and
-    the file's own keys are merged over it (section by section). The method is resolved here
-    too, so a bad ``method.*`` override fails at load, naming its key.
+    the file's own keys are merged over it (section by section). ``plugins`` (``--import``) join
+    the config's own ``plugins``, and all are imported before the method resolves. The method is
+    resolved here too, so a bad ``method.*`` override fails at load, naming its key.
     """
     tree: dict = {}
     source = "defaults"
@@ -398,6 +423,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         tree = _read_tree(Path(path))
     for key, value in parse_overrides(overrides or []):
         _set_dotted(tree, key, value, source)
+    if plugins:
+        tree["plugins"] = [*(tree.get("plugins") or []), *[p for p in plugins if p not in (tree.get("plugins") or [])]]
+    if tree.get("plugins"):
+        from skpo.plugins import import_plugins
+
+        if not isinstance(tree["plugins"], list):
+            raise ConfigError(f"{source}: plugins: expected a list of modules or .py files, got {tree['plugins']!r}")
+        import_plugins(tree["plugins"])
     try:
         cfg = RunConfig.model_validate(tree)
     except ValidationError as err:

@@ -73,7 +73,13 @@ class Registry(Generic[F]):
         try:
             return self._entries[name]
         except KeyError:
-            raise KeyError(f"unknown {self.kind} {name!r}; registered: {sorted(self._entries)}") from None
+            import difflib
+
+            close = difflib.get_close_matches(str(name), list(self._entries), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise KeyError(f"unknown {self.kind} {name!r}{hint}; registered: {sorted(self._entries)}; to add your own, "
+                           "register it in a module and load it with --import MODULE or the config's plugins: [MODULE] "
+                           "(docs/methods.md)") from None
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -30,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="replace the run in log.out_dir (its files are removed first)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and method, then exit")
     parser.add_argument("--check", action="store_true", help="validate the config and its paths, then exit")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="a module or .py file to import first: your own estimators, losses, rollout kinds, "
+                        "samplers or rewards (repeatable; recorded in the config's plugins)")
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     return parser
 
@@ -42,7 +45,7 @@ def _main(argv: list[str]) -> int:
     args = _parser().parse_intermixed_args(argv)  # options may follow key=value overrides
     from skpo.config import ConfigError, load_config
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides, plugins=args.imports)
     if args.print_config:
         import yaml
 

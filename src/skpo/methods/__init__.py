@@ -70,7 +70,11 @@ def is_method_file(name: str) -> bool:
 def _read_shipped(name: str) -> dict[str, Any]:
     path = METHOD_DIR / f"{name}.yaml"
     if not path.is_file():
-        raise MethodError(f"unknown method {name!r}; methods: {', '.join(method_names())} (or a path to a method .yaml)")
+        import difflib
+
+        close = difflib.get_close_matches(name, method_names(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise MethodError(f"unknown method {name!r}{hint}; methods: {', '.join(method_names())} (or a path to a method .yaml)")
     return _parse(path)
 
 
@@ -240,6 +244,9 @@ def _section(cfg: Any, path: str) -> Any:
     return node
 
 
+_ABSENT = object()
+
+
 def resolve_for_run(cfg: Any) -> tuple[MethodPreset, list[str]]:
     """The method a run config asks for: ``train.method``'s document, the shortcuts the config
     sets explicitly, then its ``method:`` section. Returns the method and notes on settings
@@ -272,6 +279,13 @@ def resolve_for_run(cfg: Any) -> tuple[MethodPreset, list[str]]:
                 notes.append(f"{key}={value} does not apply to method {name!r} (rollout {doc['rollout']!r} takes "
                              f"{fixed_group} answer per prompt); ignored")
             continue
+        if is_method_file(name):  # the user's own document: a recipe's shortcut may not silently replace its value
+            have: Any = doc
+            for part in target:
+                have = have.get(part, _ABSENT) if isinstance(have, Mapping) else _ABSENT
+            if have is not _ABSENT and have != value:
+                raise MethodError(f"{key}={value!r} would replace {'.'.join(target)}: {have!r} of your method document "
+                                  f"{name}; remove {key} from the config, or set the value in one place")
         node = shortcuts
         for part in target[:-1]:
             node = node.setdefault(part, {})
