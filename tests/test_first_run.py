@@ -66,3 +66,27 @@ def test_python_m_skpo_and_version():
     assert out.returncode == 0 and out.stdout.startswith("skpo ")
     typo = subprocess.run([sys.executable, "-m", "skpo", "trian"], capture_output=True, text=True, timeout=60)
     assert typo.returncode == 2 and "did you mean 'train'?" in typo.stderr
+
+
+def test_sample_completions_are_logged_with_their_verdicts(tmp_path):
+    """Every ``log.samples_every`` steps a few prompts with all their rows — SKPO: the segment
+    and the answers written from ``[s, q]`` — their rewards (user's range) and the reward's
+    verdicts go to ``samples.jsonl`` and TensorBoard."""
+    cfg = load_config(None, ["train.method=skpo", "train.steps=2", "train.prompts_per_step=2", "rollout.group_size=3",
+                             "rollout.max_new_tokens=40", "data.arith.pool_size=20", "eval.every=0", "log.progress=false",
+                             "log.samples_every=2", "log.samples=1", f"log.out_dir={tmp_path / 'run'}"])
+    trainer = build_trainer(cfg)
+    trainer.train()
+    records = [json.loads(x) for x in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert {r["step"] for r in records} == {2} and len({r["prompt_key"] for r in records}) == 1
+    assert [r["role"] for r in records] == ["upstream", "downstream", "downstream", "downstream"]
+    segment = records[0]["completion"]
+    for r in records[1:]:
+        assert r["prompt"].startswith(segment) and r["verdict"] and isinstance(r["correct"], bool)
+        assert 0.0 <= r["reward"] <= 1.0 and r["tokens"] > 0
+    assert records[0]["reward"] == pytest.approx(sum(r["reward"] for r in records[1:]) / 3)  # the MC value of s
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    assert "samples/text_summary" in events.Tags()["tensors"]

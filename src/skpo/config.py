@@ -309,6 +309,10 @@ class LogSection(_Strict):
     print_seconds: float = Field(30.0, ge=0, description="off a terminal: at least this many seconds between log lines "
                                  "(a line per step when steps are slower)")
     save_every: int = Field(0, ge=0, description="checkpoint every N steps (0 = only at the end)")
+    samples_every: int = Field(
+        10, ge=0, description="every N steps, a few prompts with their completions, rewards and verdicts go to "
+        "samples.jsonl, TensorBoard (text) and wandb (table); 0 = never")
+    samples: int = Field(2, ge=1, description="prompts per sample dump (with all their answers; SKPO: the segment too)")
     keep_checkpoints: int = Field(2, ge=1)
 
 

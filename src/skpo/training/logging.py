@@ -79,6 +79,28 @@ class MetricsLogger:
         if self._wandb is not None:
             self._wandb.log(clean, step=step)
 
+    def log_samples(self, step: int, records: list[dict[str, Any]]) -> None:
+        """Sample completions: one JSON line each in ``samples.jsonl``, a table in TensorBoard's
+        text tab and in wandb."""
+        if not records:
+            return
+        with (self.run_dir / "samples.jsonl").open("a", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        columns = ["role", "prompt", "completion", "reward", "correct", "verdict"]
+        if self._tb is not None:
+            def cell(v: Any) -> str:
+                return str(v).replace("|", "\\|").replace("\n", "<br>")[:2000]
+
+            table = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+            table += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in records]
+            self._tb.add_text("samples", "\n".join(table), step)
+            self._tb.flush()
+        if self._wandb is not None:
+            import wandb as _wandb
+
+            self._wandb.log({"samples": _wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in records])},
+                            step=step)
+
     def close(self) -> None:
         self._jsonl.close()
         if self._tb is not None:

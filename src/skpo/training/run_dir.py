@@ -36,7 +36,7 @@ RUN_MARKERS = ("run.json", "config.yaml", "metrics.jsonl", CHECKPOINT_DIR, "tens
 # what --overwrite removes: files and folders a run (skpo train / skpo main) writes, nothing else
 RUN_FILES = ("run.json", "config.yaml", "method.yaml", "metrics.jsonl", "metrics.jsonl.tmp", "run.json.tmp", "config.yaml.tmp",
              "method.yaml.tmp",
-             "main_summary.json", "main_before.json", "curves.png")
+             "main_summary.json", "main_before.json", "curves.png", "samples.jsonl")
 
 # Keys that may differ on --resume: when to stop, how often to evaluate/log/save, and knobs
 # that change memory or speed but not the update (micro-batching and packing give the same

@@ -209,6 +209,7 @@ class Trainer:
         # which prompts a step trains on and how many answers each gets (skpo.algorithms.samplers);
         # its per-prompt statistics are replicated and checkpointed like the trackers
         self.prompt_sampler = build_prompt_sampler(self.preset.prompt_sampling, dict(self.preset.prompt_sampling_params))
+        self._verdicts: dict | None = None  # (prompt key, response ids) -> verdict, on steps that log samples
         self.drift = 0.0  # accumulated policy KL (rho_mode="kl")
         self.drift_seen: dict[str, float] = {}
         self.step = 0
@@ -408,6 +409,8 @@ class Trainer:
             return [float(r) for r, _ in pairs], [bool(c) for _, c in pairs]
         texts = [self.tokenizer.decode(list(r), skip_special_tokens=True) for r in responses]
         verdicts = self.source.score(items, texts)
+        if self._verdicts is not None:  # a step that logs samples: what the reward said of each answer
+            self._verdicts.update({(it.key, tuple(r)): v for it, r, v in zip(items, responses, verdicts)})
         lo, hi = self.preset.reward_range
         return [lo + (hi - lo) * v.reward for v in verdicts], [v.correct for v in verdicts]
 
@@ -440,10 +443,15 @@ class Trainer:
             generator=torch.Generator().manual_seed(mix_seed(cfg.train.seed, step, 23)), length_tracker=self.length_tracker,
             group_sizes=None if prompts.group_sizes is None else self.dist.shard(prompts.group_sizes),
         )
+        every = self.cfg.log.samples_every
+        self._verdicts = {} if every and (step + 1) % every == 0 and self.accelerator.is_main_process else None
         cuts_before = self.context_limit.cuts
         with timer("rollout"), self._decoding_weights():  # sharded: each rank decodes its own number of tokens
             result = ROLLOUTS.get(self.preset.rollout).fn(ctx, self.dist.shard(items))
         cut = self.context_limit.cuts - cuts_before  # completions that reached the context (this rank)
+        if self._verdicts is not None:
+            self._log_samples(step + 1, result.rows)
+            self._verdicts = None
         # scoring and MC values run inside the rollout (SKPO scores answers between its
         # phases): report them apart so the phase times add up to the step
         timer.times["rollout"] -= timer.times.get("scoring", 0.0) + timer.times.get("mc_values", 0.0)
@@ -493,6 +501,30 @@ class Trainer:
         metrics["tokens/trained"] = trained
         metrics["lr"] = self.scheduler.get_last_lr()[0]
         return metrics
+
+    def _log_samples(self, step: int, rows: Rows) -> None:
+        """A few prompts of this step with every row of theirs (SKPO: the segment, then the
+        answers from ``[s, q]``), rewards in the user's range and the reward's verdicts, to
+        ``samples.jsonl`` and the loggers (this process's rows: rank 0's shard)."""
+        keys = list(dict.fromkeys(rows.index))[: self.cfg.log.samples]
+        (lo, hi), (a, b) = self.preset.reward_range, self.cfg.reward.range
+        records = []
+        for i, (key, role) in enumerate(zip(rows.index, rows.roles())):
+            if key not in keys:
+                continue
+            n = int(rows.response_mask[i].sum())
+            response = [int(t) for t in rows.response_ids[i, :n]]
+            verdict = self._verdicts.get((key, tuple(response))) if self._verdicts else None
+            records.append({
+                "step": step, "prompt_key": str(key), "role": role,
+                "prompt": self.tokenizer.decode(list(rows.prompt_ids[i]), skip_special_tokens=True),
+                "completion": self.tokenizer.decode(response, skip_special_tokens=True),
+                "reward": a + (b - a) * (float(rows.rewards[i]) - lo) / (hi - lo), "tokens": n,
+                "correct": None if verdict is None else verdict.correct,
+                "verdict": None if verdict is None else verdict.reason,
+            })
+        if self.logger is not None:
+            self.logger.log_samples(step, records)
 
     # ------------------------------------------------------------------ advantages
     def _with_advantages(self, rows: Rows, metrics: dict[str, float]) -> Rows:
@@ -959,6 +991,7 @@ class Trainer:
             term_state.load_state_dict(saved_states[role])
         if self.accelerator.is_main_process:  # drop lines logged after the checkpoint (they will be redone)
             truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+            truncate_metrics(self.run_dir / "samples.jsonl", self.step)  # (the same JSON lines with a step)
         record = {"step": self.step, "checkpoint": path.name, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                   "changed": changed, "skipped": [{"checkpoint": p.name, "reason": why} for p, why in skipped]}
         return state.get("run_id") or recorded or new_run_id(), record
