@@ -90,3 +90,23 @@ def test_sample_completions_are_logged_with_their_verdicts(tmp_path):
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"tensors": 0})
     events.Reload()
     assert "samples/text_summary" in events.Tags()["tensors"]
+
+
+def test_a_failed_start_leaves_nothing_that_blocks_the_rerun(tmp_path, capsys, monkeypatch):
+    from skpo.commands.train import main as train_main
+
+    out = tmp_path / "run"
+    args = ["train.steps=2", "train.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=8",
+            "data.arith.pool_size=20", "eval.every=0", "log.progress=false", f"log.out_dir={out}"]
+    for _ in range(2):  # the same command twice: the same error, not "holds another run"
+        assert train_main([*args, f"reward.function={REWARDS}:broken"]) == 2
+        err = capsys.readouterr().err
+        assert "a bug in the reward" in err and "holds another run" not in err
+    assert not any(p.name in ("run.json", "metrics.jsonl", "config.yaml", "tensorboard") for p in out.iterdir())
+    assert train_main(args) == 0  # fixed: it trains in the same directory
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    assert train_main(["--check", *args, "log.wandb=true", f"log.out_dir={tmp_path / 'w'}"]) == 2
+    assert "pip install wandb" in capsys.readouterr().err

@@ -49,3 +49,8 @@ def plus_minus(completion: str, example) -> float:
 def two(completion: str, example) -> float:
     """Always 2: outside ``[-1, 1]``."""
     return 2.0
+
+
+def broken(completion: str, example) -> float:
+    """Raises: a reward with a bug."""
+    raise ZeroDivisionError("a bug in the reward")

@@ -52,20 +52,22 @@ class MetricsLogger:
     def __init__(self, run_dir: Path, tensorboard: bool = True, wandb: bool = False, wandb_project: str = "skpo",
                  config: dict | None = None, append: bool = False) -> None:
         self.run_dir = Path(run_dir)
+        self._wandb = None
+        if wandb:  # first: a missing wandb must fail before any file is written
+            try:
+                import wandb as _wandb
+            except ImportError as err:
+                raise ConfigError("log.wandb is true but wandb is not installed: pip install wandb "
+                                  "(or log.wandb=false)") from err
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._jsonl = (self.run_dir / "metrics.jsonl").open("a" if append else "w")
         self._start = time.time()
         self._tb = None
-        self._wandb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
         if wandb:
-            try:
-                import wandb as _wandb
-            except ImportError as err:
-                raise ConfigError("log.wandb is true but wandb is not installed (pip install wandb)") from err
             self._wandb = _wandb.init(project=wandb_project, config=config, dir=str(self.run_dir), resume="allow")
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:

@@ -71,6 +71,11 @@ def check_paths(cfg: RunConfig) -> None:
         raise ValueError(f"{'reward.function' if cfg.reward.function else 'data.reward'}: {err}") from None
     if cfg.rollout.engine == "vllm":
         check_vllm_available()
+    if cfg.log.wandb:
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            raise ValueError("log.wandb is true but wandb is not installed: pip install wandb (or log.wandb=false)")
     if cfg.eval.every:
         try:
             resolve_benchmarks([b for b in cfg.eval.benchmarks if b != "arith"])

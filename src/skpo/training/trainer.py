@@ -109,6 +109,7 @@ from skpo.training.sampling import StepPrompts, plan_prompts, score_pool, scorin
 from skpo.training.schedule import lr_factor
 from skpo.training.rows import Rows, can_pack, last_token_rewards, length_buckets, pack_buckets, policy_forward
 from skpo.training.run_dir import (
+    clear_run,
     check_resolved_method,
     check_resume_config,
     new_run_id,
@@ -270,6 +271,7 @@ class Trainer:
         self.run_lock = open_run_dir(self.run_dir, resume=resume, overwrite=overwrite) if main else None
         self.logger = None
         self._saved_step: int | None = None
+        self._new_run = not resume
         try:
             self.run_id, resumed = self._resume() if resume else (new_run_id(), None)
             if main:
@@ -282,8 +284,23 @@ class Trainer:
                 write_atomic(self.run_dir / "method.yaml", yaml.safe_dump(method_doc, sort_keys=False, allow_unicode=True))
                 write_run_json(self.run_dir, {**info, "method_resolved": method_doc, "pid": os.getpid()}, self.run_id, resumed)
         except BaseException:
+            self._discard_failed_start()
             self.close()
             raise
+
+    def _discard_failed_start(self) -> None:
+        """A new run that fails before its first step is done removes the files it wrote
+        (``clear_run``: the run's own files only), so the same command can run again; a resumed
+        run or one that trained keeps everything."""
+        if not (self.accelerator.is_main_process and self._new_run and self.step == 0 and self.run_lock is not None):
+            return
+        if self.logger is not None:
+            self.logger.close()
+            self.logger = None
+        removed = clear_run(self.run_dir)
+        if removed:
+            log.info(f"the run failed before its first step: removed what it wrote in {self.run_dir} "
+                        f"({', '.join(removed)}), so the command can run again")
 
     def close(self) -> None:
         """Close the metrics and release the run directory (also on exit or crash: the kernel
@@ -355,6 +372,10 @@ class Trainer:
         try:
             with StopOnSignals() as signals:
                 yield signals
+        except BaseException as err:
+            if not isinstance(err, TrainingInterrupted):
+                self._discard_failed_start()
+            raise
         finally:
             self.close()
 
