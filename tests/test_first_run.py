@@ -110,3 +110,37 @@ def test_a_failed_start_leaves_nothing_that_blocks_the_rerun(tmp_path, capsys, m
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     assert train_main(["--check", *args, "log.wandb=true", f"log.out_dir={tmp_path / 'w'}"]) == 2
     assert "pip install wandb" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("layout", ["save_to_disk", "dataset_dict", "parquet_shards", "arrow_file"])
+def test_datasets_saved_by_hugging_face_load_as_given(tmp_path, layout):
+    """A folder written by ``datasets`` (``save_to_disk`` of a Dataset or a DatasetDict: its
+    ``train`` split), a folder of Parquet shards as in a dataset repository (``data/train-*``;
+    the ``test`` shard is not trained on), or one Arrow file: the rows, in order, with their
+    columns found by name."""
+    import datasets
+
+    rows = [{"problem": f"{i}+{i}", "solution": f"\\boxed{{{2 * i}}}"} for i in range(7)]
+    train, test = datasets.Dataset.from_list(rows), datasets.Dataset.from_list([{"problem": "x", "solution": "y"}])
+    if layout == "save_to_disk":
+        path = tmp_path / "ds"
+        train.save_to_disk(str(path), num_shards=2)
+    elif layout == "dataset_dict":
+        path = tmp_path / "dd"
+        datasets.DatasetDict({"test": test, "train": train}).save_to_disk(str(path))
+    elif layout == "parquet_shards":
+        path = tmp_path / "repo"
+        (path / "data").mkdir(parents=True)
+        train.select(range(4)).to_parquet(str(path / "data" / "train-00000-of-00002.parquet"))
+        train.select(range(4, 7)).to_parquet(str(path / "data" / "train-00001-of-00002.parquet"))
+        test.to_parquet(str(path / "data" / "test-00000-of-00001.parquet"))
+    else:
+        train.save_to_disk(str(tmp_path / "one"))
+        path = tmp_path / "one" / "data-00000-of-00001.arrow"
+    cfg = load_config(None, [*SMALL, f"data.path={path}", f"log.out_dir={tmp_path / 'run'}"])
+    from skpo.training.setup import build_source, load_tokenizer
+    from skpo.models.loading import tiny_arith_dir
+
+    source = build_source(cfg, load_tokenizer(tiny_arith_dir()))
+    assert [it.answer.gold for it in source.items] == [str(2 * i) for i in range(7)]
+    assert source.columns == {"prompt": "problem", "answer": "solution"}

@@ -319,3 +319,69 @@ def test_closed_pool_refuses_work() -> None:
     assert not any(_pid_alive(pid) for pid in pids)
     with pytest.raises(RuntimeError, match="closed"):
         own.verify_batch(["\\boxed{2}"], ["2"])
+
+
+# ------------------------------------------------------------------------------------------
+# Equivalent forms users' data and models write.
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("completion, gold", [
+    # scientific notation against e-notation golds (Minerva-Math writes 58 of its 272 golds so)
+    ("\\boxed{4.5 \\times 10^{33}}", "4.5e33"),
+    ("\\boxed{4.5\\cdot10^{33}}", "4.5e33"),
+    ("\\boxed{4.5e33}", "4.5 \\times 10^{33}"),
+    ("\\boxed{4.5 \\times 10^{-3}}", "4.5e-3"),
+    ("The answer is $3.0E+2$.", "300"),
+    # a percent sign after the number a "what percent" question asks for
+    ("\\boxed{60\\%}", "60"),
+    ("so 60% of the students. \\boxed{60}", "60\\%"),
+    # thousands separators, units in \text{}, \dfrac, degrees, dollars
+    ("\\boxed{58500}", "58,500"),
+    ("\\boxed{12\\text{ cm}}", "12"),
+    ("\\boxed{\\dfrac{3}{4}}", "\\frac{3}{4}"),
+    ("\\boxed{30}", "30^\\circ"),
+    ("\\boxed{\\frac{270}{7}}", "\\frac{270}7\\text{ degrees}"),
+    ("\\boxed{\\$18.90}", "18.90"),
+])
+def test_equivalent_forms_are_correct(pool: MathVerifierPool, completion: str, gold: str) -> None:
+    [verdict] = pool.verify_batch([completion], [gold])
+    assert verdict.correct, (completion, gold, verdict)
+
+
+@pytest.mark.parametrize("completion, gold", [
+    ("\\boxed{4.5 \\times 10^{32}}", "4.5e33"),
+    ("\\boxed{4.6e33}", "4.5 \\times 10^{33}"),
+    ("\\boxed{0.6}", "60\\%"),  # a fraction is not the percent the gold states
+    ("\\boxed{61\\%}", "60"),
+    ("\\boxed{2e3}", "2001"),
+])
+def test_near_forms_stay_wrong(pool: MathVerifierPool, completion: str, gold: str) -> None:
+    [verdict] = pool.verify_batch([completion], [gold])
+    assert not verdict.correct, (completion, gold, verdict)
+
+
+def test_other_forms_of_the_shipped_math500_golds(pool: MathVerifierPool, math500: list[dict]) -> None:
+    """Every MATH-500 gold written with a thousands separator, a unit in ``\\text{}``, degrees or
+    ``\\frac``, answered in another common form of the same value."""
+    import re
+
+    rewrites = [
+        (lambda g: re.fullmatch(r"\d{1,3}(,\d{3})+", g), lambda g: g.replace(",", "")),
+        (lambda g: re.search(r"\^\\circ$", g), lambda g: g[: g.rindex("^")]),
+        (lambda g: re.fullmatch(r"[^\\]*\d[^\\]*\\text\{ ?[a-z]+\}", g), lambda g: g[: g.index("\\text")]),
+        (lambda g: g.startswith("\\frac{") and g.count("\\frac") == 1, lambda g: g.replace("\\frac", "\\dfrac")),
+    ]
+    cases = [(row["answer"], rewrite(row["answer"])) for row in math500 for match, rewrite in rewrites if match(row["answer"])]
+    assert len(cases) >= 20
+    verdicts = pool.verify_batch([f"The answer is $\\boxed{{{other}}}$." for _, other in cases], [g for g, _ in cases])
+    wrong = [(g, o) for (g, o), v in zip(cases, verdicts) if not v.correct]
+    assert wrong == []
+
+
+def test_percent_answers_to_the_shipped_gsm8k_percent_questions(pool: MathVerifierPool) -> None:
+    rows = [r for r in _read_jsonl("gsm8k.jsonl") if "what percent" in r["question"].lower()]
+    golds = [gold_from_gsm8k(r["answer"]) for r in rows]
+    assert len(rows) >= 5
+    verdicts = pool.verify_batch([f"So the answer is \\boxed{{{g}\\%}}." for g in golds], golds)
+    assert all(v.correct for v in verdicts), [(g, v) for g, v in zip(golds, verdicts) if not v.correct]

@@ -30,6 +30,8 @@ replacement worker when one was killed).
 
 from __future__ import annotations
 
+import re
+
 import atexit
 import logging
 import multiprocessing.connection
@@ -78,10 +80,25 @@ def _configs(allow_unanchored: bool) -> list[Any]:
     ]
 
 
+# Forms math-verify reads differently from what they mean, rewritten before parsing (golds and
+# completions alike): e-notation (``4.5e33``, which it reads as 4.5·e·33, while ``4.5E33`` and
+# ``4.5 \times 10^{33}`` parse as numbers) and a percent sign after a number (``60\%`` for a
+# "what percent" question whose gold is ``60``). Thousands separators, units in ``\text{}``,
+# ``\dfrac``/``\tfrac``, degrees and ``\$`` it already handles (tests/test_rewards_math.py).
+_E_NOTATION = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)[eE]([+-]?\d+)(?!\w|\.\d)")
+_PERCENT = re.compile(r"(\d)\s*\\?%")
+
+
+def normalize_answer_text(text: str) -> str:
+    """``4.5e33`` → ``4.5 \\times 10^{33}``; ``60\\%`` / ``60%`` → ``60``."""
+    text = _E_NOTATION.sub(lambda m: f"{m.group(1)} \\times 10^{{{int(m.group(2))}}}", text)
+    return _PERCENT.sub(r"\1", text)
+
+
 def _parse(text: str, allow_unanchored: bool) -> list[Any]:
     from math_verify import parse
 
-    return parse(text, _configs(allow_unanchored), parsing_timeout=None)  # type: ignore[arg-type]
+    return parse(normalize_answer_text(text), _configs(allow_unanchored), parsing_timeout=None)  # type: ignore[arg-type]
 
 
 def _gsm8k_tail(text: str) -> str | None:

@@ -95,7 +95,7 @@ class DatasetSpec(BaseModel):
         path: the data file (``.jsonl``, ``.jsonl.gz``, ``.parquet``); a relative path of a
             built-in benchmark is taken under :func:`skpo.paths.benchmark_dir`. ``None`` only
             for ``arith``.
-        format: ``auto`` (by suffix), ``jsonl`` or ``parquet``.
+        format: ``auto`` (by suffix; a folder by what it holds), ``jsonl``, ``parquet`` or ``arrow``.
         reward: a name in :data:`skpo.rewards.registry.REWARDS` (``math``, ``gsm8k``,
             ``choice``, ``code``, ``arith``) or ``module:function`` (alias: ``verifier``).
         prompt_column, answer_column, answer_format, id_column, context_column, system_column,
@@ -117,7 +117,7 @@ class DatasetSpec(BaseModel):
 
     name: str = ""
     path: str | None = None
-    format: Literal["auto", "jsonl", "parquet"] = "auto"
+    format: Literal["auto", "jsonl", "parquet", "arrow"] = "auto"
     reward: str = Field("math", validation_alias=AliasChoices("reward", "verifier"))
     prompt_column: str | None = Field(None, validation_alias=AliasChoices("prompt_column", "prompt_key"))
     answer_column: str | None = Field(None, validation_alias=AliasChoices("answer_column", "answer_key"))
@@ -246,24 +246,72 @@ class Problem:
 
 
 def read_rows(path: str | Path, format: str = "auto") -> list[tuple[int | None, dict[str, Any]]]:
-    """All rows of a JSONL(.gz) or Parquet file as ``(line or None, row)``, in file order."""
+    """All rows of a data file as ``(line or None, row)``, in file order: JSONL(.gz), Parquet, an
+    Arrow file, or a folder — one saved by Hugging Face ``datasets`` (``save_to_disk``: a
+    ``Dataset``, or a ``DatasetDict``, whose ``train`` split is read), or of Parquet / Arrow /
+    JSONL shards (a downloaded dataset repository; its ``train`` shards when splits are named)."""
     path = Path(path)
+    if path.is_dir():
+        return _read_folder(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file {str(path)!r} does not exist")
     fmt = format
     if fmt == "auto":
-        fmt = "parquet" if path.suffix == ".parquet" else "jsonl"
+        fmt = {".parquet": "parquet", ".arrow": "arrow"}.get(path.suffix, "jsonl")
     if fmt == "jsonl":
         return list(_read_jsonl(path, DatasetError, what="data file"))
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:  # pragma: no cover - pyarrow is a dependency
-        raise DatasetError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") from None
+        raise DatasetError(f"{path}: reading {fmt} needs pyarrow (pip install pyarrow)") from None
     try:
-        rows = pq.read_table(path).to_pylist()
+        if fmt == "parquet":
+            table = pq.read_table(path)
+        else:  # datasets writes Arrow streams; the file format is accepted too
+            try:
+                with pa.memory_map(str(path)) as source:
+                    table = pa.ipc.open_stream(source).read_all()
+            except pa.ArrowInvalid:
+                with pa.memory_map(str(path)) as source:
+                    table = pa.ipc.open_file(source).read_all()
+        rows = table.to_pylist()
     except Exception as err:  # pyarrow raises its own error types for damaged files
-        raise DatasetError(f"{path}: cannot read as Parquet: {err}") from None
+        raise DatasetError(f"{path}: cannot read as {'Parquet' if fmt == 'parquet' else 'Arrow'}: {err}") from None
     return [(None, row) for row in rows]
+
+
+def _read_folder(folder: Path) -> list[tuple[int | None, dict[str, Any]]]:
+    """A data folder (see :func:`read_rows`)."""
+    dict_file = folder / "dataset_dict.json"
+    if dict_file.is_file():  # DatasetDict.save_to_disk: one folder per split
+        try:
+            splits = list(json.loads(dict_file.read_text()).get("splits", []))
+        except (ValueError, AttributeError) as err:
+            raise DatasetError(f"{dict_file}: not a datasets split list ({err})") from None
+        split = "train" if "train" in splits else (splits[0] if splits else None)
+        if split is None or not (folder / split).is_dir():
+            raise DatasetError(f"{folder}: a datasets DatasetDict without a readable split (splits: {splits})")
+        return _read_folder(folder / split)
+    state = folder / "state.json"
+    if state.is_file():  # Dataset.save_to_disk: Arrow shards listed in state.json
+        try:
+            files = [folder / f["filename"] for f in json.loads(state.read_text())["_data_files"]]
+        except (ValueError, KeyError, TypeError) as err:
+            raise DatasetError(f"{state}: not a datasets state file ({err})") from None
+    else:
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and (
+            p.suffix in (".parquet", ".arrow", ".jsonl") or p.name.endswith(".jsonl.gz")))
+        named = [p for p in files if "train" in p.relative_to(folder).as_posix()]
+        if named and len(named) < len(files):  # split shards: the training split
+            files = named
+    if not files:
+        raise DatasetError(f"{folder}: a folder with no data files (Parquet, Arrow or JSONL shards, or a datasets "
+                           "save_to_disk folder)")
+    rows: list[tuple[int | None, dict[str, Any]]] = []
+    for file in files:
+        rows += [(None, row) for _, row in read_rows(file)]
+    return rows
 
 
 _MISSING = object()

@@ -63,7 +63,7 @@ def check_paths(cfg: RunConfig) -> None:
     path = resolve_model_path(cfg.model.path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"model.path: {cfg.model.path!r} is not a local model directory (no config.json at {path})")
-    if cfg.data.task != "arith" and not Path(cfg.data.path).expanduser().is_file():
+    if cfg.data.task != "arith" and not Path(cfg.data.path).expanduser().exists():
         raise FileNotFoundError(f"data.path: {cfg.data.path!r} does not exist")
     try:
         training_reward(cfg)
