@@ -63,13 +63,18 @@ def test_build_figure_panels_and_lines(runs: list[Path]) -> None:
     # entropy: 3 runs log it; length: 4 runs
     assert n_lines == [8, 12, 3, 4]
     entropy = axes[2]
-    # runs of the same method share a colour; different methods differ
+    # every run its own colour and legend entry; two runs of one method are told apart by directory
     colours = [line.get_color() for line in entropy.get_lines()]
-    assert colours[0] == colours[1] != colours[2]
-    # one legend entry per method (the second skpo seed is not repeated)
-    assert [t.get_text() for t in entropy.get_legend().get_texts()] == ["skpo", "plain_dir"]
+    assert len(set(colours)) == 3
+    legend = [t.get_text() for t in entropy.get_legend().get_texts()]
+    assert legend[2] == "plain_dir" and legend[0].startswith("skpo · ") and legend[1].startswith("skpo · ")
+    assert legend[0] != legend[1]
+    # runs given one label share a colour and a legend entry (seeds of a method as one family)
+    grouped = build_figure(loaded, labels=["skpo", "grpo", "skpo", "plain"]).get_axes()[2]
+    assert [ln.get_color() for ln in grouped.get_lines()][0] == [ln.get_color() for ln in grouped.get_lines()][1]
+    assert [t.get_text() for t in grouped.get_legend().get_texts()] == ["skpo", "plain"]
     # eval points only every 5 steps
-    eval_line = [ln for ln in axes[0].get_lines() if ln.get_label() == "skpo · eval/arith/avg@8"][0]
+    eval_line = [ln for ln in axes[0].get_lines() if ln.get_label().startswith("skpo · ") and "eval/arith/avg@8" in ln.get_label()][0]
     assert list(eval_line.get_xdata()) == [0, 5, 10, 15]
 
 

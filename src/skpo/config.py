@@ -209,6 +209,9 @@ class TrainSection(_Strict):
     ppo_epochs: int = Field(1, ge=1)
     gradient_checkpointing: bool = Field(
         False, description="recompute each layer's activations in the backward pass (memory for time; same update)")
+    threads: int | None = Field(
+        None, ge=1, description="torch CPU threads (default: torch's, one per core); 1 when other processes share the "
+        "cores (a second thread spin-waits behind them: measured 3-30x slower steps)")
     fsdp: FSDPSection = Field(default_factory=FSDPSection)
     micro_batch_tokens: int = Field(
         1024, ge=1, description="token budget of one forward/backward (length-bucketed; ~1k tokens keeps a CPU's caches warm, GPUs want far more)"

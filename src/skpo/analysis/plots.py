@@ -243,8 +243,9 @@ def build_figure(
             horizontal axis.
         smooth: exponential moving average weight in ``[0, 1)`` (0 = raw values).
         title: figure title.
-        labels: one legend label per run (default: each run's method). Runs with equal labels
-            share a colour (seeds of one method read as one family); distinct labels get
+        labels: one legend label per run (default: each run's method, with its directory name
+            when several runs share a method, so every run has its own colour). Runs given equal
+            labels share a colour (seeds of one method read as one family); distinct labels get
             distinct colours.
 
     Raises:
@@ -264,6 +265,12 @@ def build_figure(
         if len(labels) != len(runs):
             raise ValueError(f"{len(labels)} labels for {len(runs)} runs; give one label per run")
         runs = [Run(label, run.path, run.records) for label, run in zip(labels, runs)]
+    else:  # every run its own colour and legend entry: runs of one method are told apart by their directory
+        counts = {label: sum(run.label == label for run in runs) for label in {run.label for run in runs}}
+        runs = [run if counts[run.label] == 1 else Run(f"{run.label} · {Path(run.path).name}", run.path, run.records)
+                for run in runs]
+        if len({run.label for run in runs}) < len(runs):  # equal directory names too: number them
+            runs = [Run(f"{run.label} #{i + 1}", run.path, run.records) for i, run in enumerate(runs)]
     x_key = {"step": "step", "time": "time", "tokens": "tokens/seen"}.get(x)
     if x_key is None:
         raise ValueError(f"x must be step, time or tokens (got {x!r})")

@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                         help="a module or .py file to import first: your own estimators, losses, rollout kinds, "
                         "samplers or rewards (repeatable; recorded in the config's plugins)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch CPU threads (train.threads; 1 when other jobs share the cores)")
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     return parser
 
@@ -45,7 +47,8 @@ def _main(argv: list[str]) -> int:
     args = _parser().parse_intermixed_args(argv)  # options may follow key=value overrides
     from skpo.config import ConfigError, load_config
 
-    cfg = load_config(args.config, args.overrides, plugins=args.imports)
+    overrides = [*args.overrides, *([f"train.threads={args.threads}"] if args.threads else [])]
+    cfg = load_config(args.config, overrides, plugins=args.imports)
     if args.print_config:
         import yaml
 

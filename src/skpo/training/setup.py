@@ -199,6 +199,8 @@ def build_trainer(cfg: RunConfig, resume: bool = False, overwrite: bool = False)
     if os.environ.get("RANK", "0") == "0":  # (accelerate launch: only the main process owns the directory)
         preflight(cfg.log.out_dir, resume=resume, overwrite=overwrite)  # before minutes of model loading
 
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
     if cfg.reward.workers:
         from skpo.rewards.math import default_pool
 
