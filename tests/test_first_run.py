@@ -144,3 +144,27 @@ def test_datasets_saved_by_hugging_face_load_as_given(tmp_path, layout):
     source = build_source(cfg, load_tokenizer(tiny_arith_dir()))
     assert [it.answer.gold for it in source.items] == [str(2 * i) for i in range(7)]
     assert source.columns == {"prompt": "problem", "answer": "solution"}
+
+
+def test_a_hub_id_says_how_to_download(tmp_path, capsys):
+    from skpo.commands.train import main as train_main
+
+    assert train_main(["model.path=Qwen/Qwen2.5-Math-7B", f"log.out_dir={tmp_path / 'r'}"]) == 2
+    err = capsys.readouterr().err
+    assert "Hugging Face Hub id" in err and "huggingface-cli download Qwen/Qwen2.5-Math-7B" in err
+
+
+@pytest.mark.parametrize("text, suffix, needle", [
+    ("name: x\npath: f.jsonl\nbogus: 1\n", ".yaml", "spec 'x': bogus: Extra inputs"),
+    ("name: [x\n", ".yaml", "not valid YAML"),
+    ('{"name": "x",}', ".json", "line 1 column 14: not valid JSON"),
+    ("- name: x\n  path: f.jsonl\n- name: x\n  path: g.jsonl\n", ".yaml", "two specs named 'x'"),
+])
+def test_a_bad_spec_file_is_one_line_naming_it(tmp_path, capsys, text, suffix, needle):
+    from skpo.cli import main
+
+    spec = tmp_path / f"spec{suffix}"
+    spec.write_text(text)
+    assert main(["eval", "--model", "tiny-arith", "--spec", str(spec)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(spec) in err[0] and needle in err[0], err

@@ -625,24 +625,47 @@ def load_spec_file(path: str | Path) -> list[DatasetSpec]:
     """Specs from a JSON or YAML file: one spec object, or a list of them.
 
     Relative ``path`` entries inside the file are resolved against the file's directory.
-    Unknown keys and bad values raise ``pydantic.ValidationError`` naming the key.
+    Anything wrong — unreadable bytes, invalid YAML/JSON, unknown keys, bad values, two specs with
+    one name — is a :class:`DatasetError` naming the file (and the spec, key and line).
     """
+    from pydantic import ValidationError
+
     path = Path(path)
+    if path.is_dir():
+        raise DatasetError(f"dataset spec file {str(path)!r} is a directory")
     if not path.is_file():
         raise FileNotFoundError(f"dataset spec file {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise DatasetError(f"{path}: line {line}: not UTF-8 text ({err.reason})") from None
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
 
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{path}: line {err.lineno} column {err.colno}: not valid JSON ({err.msg})") from None
+    except Exception as err:  # yaml.YAMLError: its message holds the line and column
+        raise DatasetError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
     items = data if isinstance(data, list) else [data]
     specs = []
-    for item in items:
+    for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise DatasetError(f"{path}: every spec must be a mapping, got {type(item).__name__}")
         if item.get("path") is not None and not Path(str(item["path"])).expanduser().is_absolute():
             item = {**item, "path": str((path.parent / str(item["path"])).resolve())}
-        specs.append(DatasetSpec.model_validate(item))
+        try:
+            specs.append(DatasetSpec.model_validate(item))
+        except ValidationError as err:
+            where = f"spec {item.get('name')!r}" if item.get("name") else f"spec {i + 1}"
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in err.errors())
+            raise DatasetError(f"{path}: {where}: {problems}") from None
+    names = [spec.name for spec in specs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DatasetError(f"{path}: two specs named {twice[0]!r} (each benchmark needs its own name)")
     return specs

@@ -38,6 +38,17 @@ def resolve_model_path(path: str) -> Path:
     return p
 
 
+def hub_hint(path: str) -> str:
+    """How to get a model named by its Hugging Face Hub id (nothing is downloaded at run time)."""
+    import re
+
+    if Path(path).expanduser().exists() or not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", str(path)):
+        return ""
+    local = f"/models/{str(path).split('/')[-1]}"
+    return (f"; {path!r} looks like a Hugging Face Hub id, and skpo reads local directories only: download it first "
+            f"(huggingface-cli download {path} --local-dir {local}) and set model.path={local}")
+
+
 def device_of(cfg: RunConfig) -> str:
     if cfg.model.device != "auto":
         return cfg.model.device
@@ -62,7 +73,8 @@ def check_paths(cfg: RunConfig) -> None:
 
     path = resolve_model_path(cfg.model.path)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"model.path: {cfg.model.path!r} is not a local model directory (no config.json at {path})")
+        raise FileNotFoundError(f"model.path: {cfg.model.path!r} is not a local model directory (no config.json at {path})"
+                                + hub_hint(cfg.model.path))
     if cfg.data.task != "arith" and not Path(cfg.data.path).expanduser().exists():
         raise FileNotFoundError(f"data.path: {cfg.data.path!r} does not exist")
     try:
