@@ -283,9 +283,9 @@ def resolve_for_run(cfg: Any) -> tuple[MethodPreset, list[str]]:
             have: Any = doc
             for part in target:
                 have = have.get(part, _ABSENT) if isinstance(have, Mapping) else _ABSENT
-            if have is not _ABSENT and have != value:
-                raise MethodError(f"{key}={value!r} would replace {'.'.join(target)}: {have!r} of your method document "
-                                  f"{name}; remove {key} from the config, or set the value in one place")
+            if have is not _ABSENT and have != value:  # said at start and by --check, never silent
+                notes.append(f"{key}={value!r} from the run config replaces {'.'.join(target)}: {have!r} of your method "
+                             f"document {name} (set it in one place to silence this note)")
         node = shortcuts
         for part in target[:-1]:
             node = node.setdefault(part, {})
