@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("skpo.commands.train", "train a policy from a YAML config"),
     "methods": ("skpo.commands.methods", "the shipped methods: rollout, estimator, loss, defaults, source"),
     "eval": ("skpo.commands.evaluate", "evaluate a checkpoint or HF model directory"),
-    "warmstart": ("skpo.training.warmstart", "supervised warm start of the tiny model on the synthetic task"),
+    "warmstart": ("skpo.commands.warmstart", "supervised warm start of the tiny model on the synthetic task"),
     "plot": ("skpo.commands.plot", "learning curves of one or more runs"),
     "compare": ("skpo.commands.compare", "methods at an equal rollout-token budget over seeds (mean ± 95% CI)"),
     "analyze": ("skpo.commands.analyze", "the paper's analyses: mc-accuracy | shortcut | implicit-advantage"),

@@ -39,7 +39,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from skpo.paths import REPO_ROOT
 
 ABLATIONS: dict[str, tuple[str, list[str]]] = {
     "skpo-noskip": ("skpo", ["rollout.skpo.skip=false"]),

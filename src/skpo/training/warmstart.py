@@ -50,25 +50,23 @@ forward per batch (no micro-batches, no packing: the prompts of a batch are all 
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from skpo.algorithms import LossTerm, PolicyLossInputs, term_loss
-from skpo.models.tiny import TinyConfig, build_tiny_model, count_parameters
+from skpo.models.tiny import build_tiny_model, count_parameters
 from skpo.models.tokenizer import build_tokenizer
 from skpo.tasks.arith import (
     ArithConfig,
     ArithProblem,
     flawed_solution,
-    heldout_problems,
     iter_problems,
     sample_problem,
     solution_text,
@@ -77,6 +75,7 @@ from skpo.tasks.arith import (
 from skpo.tasks.templates import plain_input_ids, response_ids, skip_input_ids
 from skpo.training.rows import Rows, pad_responses, policy_forward
 from skpo.training.schedule import lr_factor
+from skpo.training.warmstart_config import WarmstartConfig
 
 EXAMPLE_KINDS: tuple[str, ...] = ("plain", "skip_correct", "skip_flawed")
 
@@ -87,38 +86,6 @@ computed here: ``sft`` reads no advantage (:func:`term_loss` reads only ``loss``
 MINUTES_AXIS_STEPS = 1000
 """With ``--minutes`` and no step cap, the schedule runs on a virtual axis of this many steps
 (wall-clock progress × 1000), with 5 % warm-up."""
-
-
-@dataclass
-class WarmstartConfig:
-    """Everything that determines a warm-start run (saved in ``warmstart.json``)."""
-
-    seed: int = 0
-    steps: int | None = 2000
-    minutes: float | None = None
-    batch_size: int = 64
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 100
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    mix: tuple[float, float, float] = (0.5, 0.25, 0.25)  # plain, skip_correct, skip_flawed
-    target_avg: float | None = 0.3  # stop at the first check with validation plain avg@k >= this
-    check_every: int = 50
-    val_problems: int = 64
-    val_k: int = 8
-    threads: int = 2
-    task: ArithConfig = field(default_factory=ArithConfig)
-    model: TinyConfig = field(default_factory=TinyConfig)
-    init: str | None = None  # a saved model to continue from (curriculum); None = fresh tiny model
-
-    def __post_init__(self) -> None:
-        if self.steps is None and self.minutes is None:
-            raise ValueError("give steps or minutes (or both)")
-        if self.target_avg is not None and not 0.0 < self.target_avg <= 1.0:
-            raise ValueError(f"target_avg must be in (0, 1] or None, got {self.target_avg}")
-        if len(self.mix) != 3 or min(self.mix) < 0 or sum(self.mix) <= 0:
-            raise ValueError(f"mix must be three non-negative weights, got {self.mix}")
 
 
 # ----------------------------------------------------------------------------- data
@@ -456,79 +423,4 @@ def save(result: WarmstartResult, config: WarmstartConfig, out: Path, metrics: d
     (out / "warmstart.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
-# ----------------------------------------------------------------------------- CLI
-
-
-def _parser() -> argparse.ArgumentParser:
-    d, t = WarmstartConfig(), ArithConfig()
-    p = argparse.ArgumentParser(prog="skpo warmstart", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, required=True, help="output directory (created)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--init", default=None,
-                   help="continue from this saved model ('tiny-arith' = the shipped one) instead of a fresh tiny model")
-    p.add_argument("--steps", type=int, default=None,
-                   help=f"most optimizer steps; the LR schedule spans them (default {d.steps} without --minutes)")
-    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget (not bit-reproducible)")
-    p.add_argument("--target-avg", type=float, default=d.target_avg,
-                   help="stop once validation plain avg@k reaches this (a negative value: never)")
-    p.add_argument("--check-every", type=int, default=d.check_every, help=f"validation every N steps (0: never; default {d.check_every})")
-    p.add_argument("--val-problems", type=int, default=d.val_problems)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--threads", type=int, default=d.threads)
-    p.add_argument("--mix", type=float, nargs=3, default=list(d.mix), metavar=("PLAIN", "SKIP_OK", "SKIP_FLAWED"))
-    p.add_argument("--min-ops", type=int, default=t.min_ops)
-    p.add_argument("--max-ops", type=int, default=t.max_ops)
-    p.add_argument("--min-operand", type=int, default=t.min_operand)
-    p.add_argument("--max-operand", type=int, default=t.max_operand)
-    p.add_argument("--operators", default="".join(t.operators), help="e.g. '+-' or '+-*'")
-    p.add_argument("--allow-negative", action="store_true", default=t.allow_negative)
-    p.add_argument("--max-abs-result", type=int, default=t.max_abs_result)
-    p.add_argument("--eval-problems", type=int, default=200, help="held-out problems (0: skip evaluation)")
-    p.add_argument("--eval-k", type=int, default=8)
-    p.add_argument("--log-every", type=int, default=100)
-    return p
-
-
-def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    task = ArithConfig(
-        min_ops=args.min_ops,
-        max_ops=args.max_ops,
-        min_operand=args.min_operand,
-        max_operand=args.max_operand,
-        operators=tuple(args.operators),
-        allow_negative=args.allow_negative,
-        max_abs_result=args.max_abs_result,
-    )
-    steps = args.steps if (args.steps is not None or args.minutes is not None) else WarmstartConfig.steps
-    config = WarmstartConfig(
-        seed=args.seed,
-        steps=steps,
-        minutes=args.minutes,
-        target_avg=None if args.target_avg < 0 else args.target_avg,
-        check_every=args.check_every,
-        val_problems=args.val_problems,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        mix=tuple(args.mix),
-        threads=args.threads,
-        task=task,
-        init=args.init,
-    )
-    result = train(config, log_every=args.log_every)
-    print(f"trained {result.steps} steps in {result.seconds:.0f}s"
-          + (f" (validation target {config.target_avg} reached)" if result.reached_target else ""))
-    metrics: dict[str, object] = {}
-    if args.eval_problems > 0:
-        t0 = time.perf_counter()
-        problems = heldout_problems(task, args.eval_problems)
-        metrics = evaluate_all(result.model, result.tokenizer, problems, k=args.eval_k)
-        metrics["eval_seconds"] = round(time.perf_counter() - t0, 1)
-        for name in ("plain", "skip_correct_draft", "skip_flawed_draft"):
-            m = metrics[name]
-            print(f"{name:>20}: avg@{args.eval_k} {m['avg_at_k']:.3f}  pass@{args.eval_k} {m['pass_at_k']:.3f}  "
-                  f"mixed {m['frac_mixed']:.3f}  histogram {m['histogram']}")
-    save(result, config, args.out, metrics)
-    print(f"saved to {args.out}")
-    return 0
+from skpo.commands.warmstart import main  # noqa: E402,F401  (the command line, importable from here as before)
