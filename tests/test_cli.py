@@ -21,7 +21,7 @@ TINY = ["train.steps=2", "train.prompts_per_step=2", "rollout.group_size=2", "ro
 # verb -> the test that runs it (``analyze``: its three analyses in tests/test_analyze.py)
 COVERED = {"main": "test_main", "train": "test_train_eval_and_plot", "eval": "test_train_eval_and_plot",
            "plot": "test_train_eval_and_plot", "methods": "test_methods", "warmstart": "test_warmstart",
-           "standin": "test_standin", "compare": "test_compare", "analyze": "tests/test_analyze.py::test_*_quick"}
+           "standin": "test_standin", "compare": "test_compare_scores_the_benchmarks_asked_for", "analyze": "tests/test_analyze.py::test_*_quick"}
 
 
 def test_every_verb_has_a_test_here():
@@ -87,6 +87,8 @@ def test_standin(tmp_path, capsys):
     assert (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
 
 
+@pytest.mark.slow(reason="the sweep, its runs and report run in the quick test_compare_scores_the_benchmarks_asked_for; "
+                         "this adds the default benchmarks (the config's) and two methods")
 @pytest.mark.xdist_group("processes")  # each run of the sweep is a process of its own
 def test_compare(tmp_path):
     out = tmp_path / "compare"
