@@ -1,6 +1,6 @@
 """The memory arithmetic of docs/scaling.md (``skpo.training.memory``) against what a run holds.
 
-The training state per rank is exact: a stand-in of each paper family, sharded by the trainer's
+The training state per rank is exact: the tiny model and a stand-in of each paper family, sharded by the trainer's
 FSDP2 set-up over 2 ranks (gloo) with its compute-precision policy, after one AdamW step, holds
 exactly the bytes :func:`training_state` predicts on each rank for weights, gradients and AdamW
 moments (float32 master shards whatever the compute dtype), and one unsharded process holds the
@@ -52,14 +52,21 @@ def _run(model_dir: Path, out: Path, world: int) -> list[dict]:
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(world)]
 
 
+_OTHER_FAMILY = pytest.mark.slow(reason="the same sharding and measurement as the quick tiny-arith case, on a paper "
+                                         "family's shapes (152k / 128k vocabularies, untied / tied embeddings)")
+
+
 @pytest.mark.xdist_group("processes")
-@pytest.mark.parametrize("family", ["qwen2.5-math-7b", pytest.param("llama-3.2-3b-instruct", marks=pytest.mark.slow(
-    reason="the same sharding and measurement as the quick qwen2.5-math-7b case, on the other family's shapes"))])
+@pytest.mark.parametrize("family", ["tiny-arith", pytest.param("qwen2.5-math-7b", marks=_OTHER_FAMILY),
+                                    pytest.param("llama-3.2-3b-instruct", marks=_OTHER_FAMILY)])
 def test_training_state_per_rank_is_what_the_formula_says(standin, tmp_path, family):
+    from skpo.models.loading import tiny_arith_dir
+
+    model_dir = tiny_arith_dir() if family == "tiny-arith" else standin(family)
     for world in (1, 2):
         out = tmp_path / f"world{world}"
         out.mkdir()
-        for measured in _run(standin(family), out, world):
+        for measured in _run(model_dir, out, world):
             predicted = training_state(measured["shapes"], world=world, rank=measured["rank"])
             got = (measured["weights"], measured["gradients"], measured["optimizer"])
             assert got == (predicted.weights, predicted.gradients, predicted.optimizer), (world, measured["rank"])

@@ -167,6 +167,7 @@ def test_second_writer_fails_at_once_naming_the_directory_and_holder(tiny_dir, t
 
 
 # ----------------------------------------------------------------------------- 7: resume config
+@pytest.mark.slow(reason="the comparison runs in the quick test_resume_config_rules and its one-line error path in the quick test_user_errors_are_one_line_with_exit_2")
 def test_resume_refuses_changes_that_alter_the_math_naming_each(tiny_dir, tmp_path):
     out = tmp_path / "run"
     trained(tiny_dir, out)
@@ -361,6 +362,7 @@ def test_debug_shows_the_traceback_of_a_user_error(tiny_dir, tmp_path):
         assert proc.returncode == 1 and "Traceback" in proc.stderr and "NoCheckpointError" in proc.stderr
 
 
+@pytest.mark.slow(reason="the metrics repair runs in the quick test_a_torn_last_metrics_line_is_dropped (in-process) and resume in the quick sigterm test")
 def test_torn_last_metrics_line_is_dropped_on_resume(tiny_dir, tmp_path):
     out = tmp_path / "run"
     trained(tiny_dir, out)
@@ -453,3 +455,20 @@ def test_second_signal_aborts_at_once_without_saving(tiny_dir, tmp_path):
     assert proc.returncode == -signal.SIGTERM  # killed by the signal itself, not a clean exit
     assert "second SIGTERM: aborting without saving" in err.read_text()
     assert not list(out.glob("checkpoints/step_*"))  # nothing saved after the first signal
+
+
+def test_a_torn_last_metrics_line_is_dropped(tmp_path, caplog):
+    """What a crash in the middle of a write leaves is dropped on resume, with a warning; the lines
+    after the resumed step go too; a damaged line elsewhere is an error naming file and line."""
+    from skpo.jsonl import JsonlError
+    from skpo.training.logging import truncate_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "a": 1}\n{"step": 2, "a": 2}\n{"step": 3, "a": 3}\n{"step": 4, "rew')
+    with caplog.at_level(logging.WARNING, logger="skpo"):
+        assert truncate_metrics(path, 2) == 2
+    assert "line 4 is incomplete" in caplog.text
+    assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 2]
+    path.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
+    with pytest.raises(JsonlError, match="metrics.jsonl: line 2"):
+        truncate_metrics(path, 3)

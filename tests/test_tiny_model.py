@@ -97,6 +97,7 @@ SHIPPED_AVG_AT_8 = (0.25, 0.40)
 SHIPPED_MIXED_FLOOR = 0.6
 
 
+@pytest.mark.slow(reason="the shipped model loads and is evaluated in the quick tests/test_evaluate.py::test_shipped_tiny_model_on_arith and tests/test_cli.py::test_main")
 def test_shipped_checkpoint_loads_and_solves_a_fair_share():
     path = tiny_arith_dir()
     record = json.loads((path / "warmstart.json").read_text())

@@ -199,6 +199,7 @@ def test_shipped_recipes_validate(tmp_path):
         assert train_main(["--config", str(path), "--check"]) == 2
 
 
+@pytest.mark.slow(reason="the atomic save is checked at each of its stages by the quick test_crash_during_save_leaves_previous_checkpoint_loadable")
 def test_sigkill_during_save_leaves_previous_checkpoint(tiny_dir, tmp_path):
     """A real kill -9 of a training process in the middle of writing a checkpoint."""
     import signal

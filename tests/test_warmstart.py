@@ -140,6 +140,7 @@ def test_validation_through_the_runner_on_the_shipped_model():
         assert r["n_problems"] == 4 and 0.0 <= r["avg_at_k"] <= 1.0, name
 
 
+@pytest.mark.slow(reason="the warm start trains in the quick test_short_warmstart_lowers_the_loss_saves_and_loads")
 def test_same_seed_same_weights():
     config = WarmstartConfig(seed=5, steps=12, batch_size=8, threads=1, target_avg=None)
     a = train(config, log_every=0).model.state_dict()
