@@ -15,6 +15,17 @@ import yaml
 import skpo
 
 ROOT = Path(__file__).resolve().parents[1]
+@pytest.fixture(autouse=True)
+def _own_rewards_removed_afterwards():
+    """Rewards these tests register in-process leave the registry as it was."""
+    from skpo.rewards.registry import REWARDS
+
+    before = set(REWARDS)
+    yield
+    for name in set(REWARDS) - before:
+        del REWARDS[name]
+
+
 SMALL = ["train.steps=1", "train.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=8",
          "eval.every=0", "log.progress=false", "log.tensorboard=false"]
 
