@@ -138,3 +138,16 @@ def test_training_scores_each_round_in_one_batch(tmp_path, monkeypatch):
         ])
         build_trainer(cfg).train_step(0)
         assert calls == want, (method, calls)
+
+
+@pytest.mark.parametrize("source, needle", [
+    ("def score(c, e)\n    return 1.0\n", "syntax error at"),
+    ("import sys\nsys.exit(3)\n", "failed to import: SystemExit: 3"),
+    ("raise RuntimeError('boom')\n", "failed to import: RuntimeError: boom"),
+])
+def test_a_reward_module_that_cannot_import_is_one_line(tmp_path, source, needle):
+    path = tmp_path / f"rewards_{abs(hash(source))}.py"
+    path.write_text(source)
+    with pytest.raises(RewardError) as err:
+        get_reward(f"{path}:score")
+    assert needle in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)

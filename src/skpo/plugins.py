@@ -31,8 +31,8 @@ class PluginError(UserError):
     """A plug-in module that cannot be imported."""
 
 
-def import_plugin(ref: str) -> ModuleType:
-    """Import the plug-in ``ref`` (a module name or a ``.py`` file), once."""
+def import_plugin(ref: str, what: str = "plugin") -> ModuleType:
+    """Import the plug-in ``ref`` (a module name or a ``.py`` file), once; errors say ``what`` it is."""
     ref = str(ref).strip()
     if ref in _IMPORTED:
         return _IMPORTED[ref]
@@ -40,11 +40,11 @@ def import_plugin(ref: str) -> ModuleType:
         if ref.endswith(".py") or "/" in ref or os.sep in ref:
             path = Path(ref).expanduser()
             if not path.is_file():
-                raise PluginError(f"plugin {ref!r}: file {str(path)!r} does not exist")
+                raise PluginError(f"{what} {ref!r}: file {str(path)!r} does not exist")
             name = f"skpo_plugin_{path.stem}_{abs(hash(str(path.resolve())))}"
             spec = importlib.util.spec_from_file_location(name, path)
             if spec is None or spec.loader is None:
-                raise PluginError(f"plugin {ref!r}: cannot import {str(path)!r}")
+                raise PluginError(f"{what} {ref!r}: cannot import {str(path)!r}")
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
             spec.loader.exec_module(module)
@@ -55,9 +55,11 @@ def import_plugin(ref: str) -> ModuleType:
     except PluginError:
         raise
     except SyntaxError as err:
-        raise PluginError(f"plugin {ref!r}: syntax error at {err.filename}:{err.lineno}: {err.msg}") from err
-    except Exception as err:  # noqa: BLE001 - whatever the module raised while importing
-        raise PluginError(f"plugin {ref!r} failed to import: {type(err).__name__}: {err}") from err
+        raise PluginError(f"{what} {ref!r}: syntax error at {err.filename}:{err.lineno}: {err.msg}") from err
+    except BaseException as err:  # noqa: BLE001 - whatever the module raised while importing, SystemExit included
+        if isinstance(err, KeyboardInterrupt):
+            raise
+        raise PluginError(f"{what} {ref!r} failed to import: {type(err).__name__}: {err}") from err
     _IMPORTED[ref] = module
     return module
 

@@ -36,16 +36,12 @@ The objects passed as problems are duck-typed (attributes ``golds``, ``choices``
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import math
 import os
 import re
-import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from skpo.errors import UserError
@@ -280,25 +276,13 @@ def _load_callable(ref: str) -> Callable[..., Any]:
     target, _, attr = ref.rpartition(":")
     if not target or not attr:
         raise RewardError(f"reward function {ref!r}: expected 'module:function' or 'path/to/file.py:function'")
-    if target.endswith(".py") or os.sep in target or "/" in target:
-        path = Path(target).expanduser()
-        if not path.is_file():
-            raise RewardError(f"reward function {ref!r}: file {str(path)!r} does not exist")
-        name = f"skpo_user_reward_{abs(hash(str(path.resolve())))}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:
-            raise RewardError(f"reward function {ref!r}: cannot import {str(path)!r}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    else:
-        cwd = os.getcwd()
-        if cwd not in sys.path:  # like `python -m`: modules next to the user's config import
-            sys.path.insert(0, cwd)
-        try:
-            module = importlib.import_module(target)
-        except ImportError as err:
-            raise RewardError(f"reward function {ref!r}: cannot import module {target!r} ({err})") from None
+    from skpo.plugins import PluginError, import_plugin
+
+    try:  # a syntax error or an exception at import time is one line too
+        module = import_plugin(target, what="module")
+    except PluginError as err:
+        kind = "cannot import module" if not (target.endswith(".py") or "/" in target or os.sep in target) else "cannot import"
+        raise RewardError(f"reward function {ref!r}: {kind} {target!r} ({err})") from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise RewardError(f"reward function {ref!r}: {target!r} has no callable {attr!r}")
