@@ -168,3 +168,32 @@ def test_a_bad_spec_file_is_one_line_naming_it(tmp_path, capsys, text, suffix, n
     assert main(["eval", "--model", "tiny-arith", "--spec", str(spec)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(spec) in err[0] and needle in err[0], err
+
+
+def test_a_reward_and_data_that_do_not_match_are_one_line_at_check(tmp_path, capsys):
+    """``data.reward=code`` reads each row's prompt, test and entry point: data without them is
+    refused by --check (and at load), naming the columns and the row — not a KeyError mid-run."""
+    from skpo.commands.train import main as train_main
+
+    data = _data(tmp_path)
+    assert train_main(["--check", *SMALL, f"data.path={data}", "data.answer_column=final", "data.reward=code",
+                       f"log.out_dir={tmp_path / 'r'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.jsonl: line 1: reward 'code' needs the column(s) ['prompt', 'test', 'entry_point']" in err[0]
+
+
+@pytest.mark.parametrize("name, timeout, needle", [
+    ("hangs", "0.5", "did not return within reward.timeout_s=0.5 s"),
+    ("exits", "120", "raised SystemExit"),
+    ("broken", "120", "raised ZeroDivisionError"),
+])
+def test_a_reward_function_that_hangs_or_exits_ends_the_run_with_one_line(tmp_path, capsys, name, timeout, needle):
+    """Training and evaluation: exit 2, one line naming the function — never exit 0, never a hang."""
+    from skpo.cli import main
+
+    args = ["train.steps=1", "train.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=8",
+            "data.arith.pool_size=20", "eval.every=0", "log.progress=false", f"reward.timeout_s={timeout}",
+            f"reward.function={REWARDS}:{name}", f"log.out_dir={tmp_path / 'run'}"]
+    assert main(["train", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"rewards_for_tests.py:{name}" in err[0] and needle in err[0], err

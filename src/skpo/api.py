@@ -39,14 +39,14 @@ INPUTS_DIR = "inputs"  # where a run keeps the data rows and method document giv
 
 
 def register_reward(name: str, fn: Callable[..., Any], *, batched: bool = False,
-                    value_range: tuple[float, float] = (0.0, 1.0)) -> str:
+                    value_range: tuple[float, float] = (0.0, 1.0), timeout_s: float | None = 120.0) -> str:
     """Register ``fn`` as the reward ``name`` (then ``data.reward=name`` or ``reward.function=name``).
 
     ``fn(completion: str, example) -> bool | float | (reward, correct) | dict | Verdict`` per
     answer, or with ``batched=True`` ``fn(completions, examples) -> list`` per batch; rewards in
-    ``value_range`` (docs/rewards.md). Returns ``name``.
+    ``value_range`` (docs/rewards.md), each batch within ``timeout_s`` seconds. Returns ``name``.
     """
-    from skpo.rewards.registry import REWARDS, RewardEntry, RewardError, to_verdict
+    from skpo.rewards.registry import REWARDS, RewardEntry, call_user_reward, to_verdict
 
     if ":" in name:
         raise ValueError(f"reward name {name!r}: ':' marks a 'module:function' reference; choose a plain name")
@@ -56,12 +56,7 @@ def register_reward(name: str, fn: Callable[..., Any], *, batched: bool = False,
             raise ValueError(f"reward {name!r} is a built-in reward; choose another name")
 
     def score(completions: Sequence[str], problems: Sequence[Any], ctx: Any) -> list:
-        try:
-            results = list(fn(list(completions), list(problems))) if batched else [fn(c, p) for c, p in zip(completions, problems)]
-        except Exception as err:
-            raise RewardError(f"reward {name!r} raised {type(err).__name__}: {err}") from err
-        if len(results) != len(completions):
-            raise RewardError(f"reward {name!r} returned {len(results)} results for {len(completions)} completions")
+        results = call_user_reward(fn, list(completions), list(problems), batched, f"reward {name!r}", timeout_s)
         return [to_verdict(r, f"reward {name!r} (sample {i})", tuple(value_range)) for i, r in enumerate(results)]
 
     entry = RewardEntry(name, score, needs_answer=False, partial_credit=True, description=f"Python function {name}")

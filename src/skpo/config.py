@@ -268,6 +268,8 @@ class RewardSection(_Strict):
     range: tuple[float, float] = Field(
         (0.0, 1.0), description="the values your reward function returns, [low, high] (e.g. [-1, 1]); mapped linearly "
         "onto the method's reward range; a value outside it stops the run naming the function")
+    timeout_s: float = Field(120.0, gt=0, description="bound on one batch of your reward function (seconds): a hang "
+                             "ends the run with one line naming the function")
     math_timeout_s: float = Field(5.0, gt=0, description="per-answer bound of the math verifier")
     workers: int | None = Field(None, ge=1, description="verifier processes (default: min(4, CPUs))")
 

@@ -66,6 +66,13 @@ def quiet_when_piped() -> None:
     is imported), so that an error there is the one line it should be."""
     if not sys.stderr.isatty():
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        if "transformers" in sys.modules:  # already imported (a Python caller): its own switch
+            try:
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()
+            except Exception:  # noqa: BLE001 - a cosmetic switch
+                pass
 
 
 def run_command(name: str, main: Callable[[list[str]], int | None], argv: list[str]) -> int:

@@ -54,3 +54,18 @@ def two(completion: str, example) -> float:
 def broken(completion: str, example) -> float:
     """Raises: a reward with a bug."""
     raise ZeroDivisionError("a bug in the reward")
+
+
+def hangs(completion: str, example) -> float:
+    """Never returns (a reward stuck on a lock, a network call, an infinite loop)."""
+    import time
+
+    while True:
+        time.sleep(1)
+
+
+def exits(completion: str, example) -> float:
+    """Calls ``sys.exit`` inside (a script's habit)."""
+    import sys
+
+    sys.exit(0)

@@ -95,6 +95,8 @@ class RewardEntry:
         needs_choices: the data must have a choices column.
         partial_credit: rewards strictly between 0 and 1 may occur.
         description: one line for tables and errors.
+        needs_columns: row columns the reward reads (``code``: ``prompt``, ``test``, ``entry_point``);
+            data without them is refused at load and by ``--check``, naming them.
     """
 
     name: str
@@ -103,6 +105,7 @@ class RewardEntry:
     needs_choices: bool = False
     partial_credit: bool = False
     description: str = ""
+    needs_columns: tuple[str, ...] = ()
 
     def score(self, completions: Sequence[str], problems: Sequence[Any], context: RewardContext | None = None) -> list[Verdict]:
         """Verdicts for aligned ``completions`` and ``problems``."""
@@ -120,14 +123,15 @@ REWARDS: dict[str, RewardEntry] = {}
 
 
 def register_reward(
-    name: str, *, needs_answer: bool = True, needs_choices: bool = False, partial_credit: bool = False, description: str = ""
+    name: str, *, needs_answer: bool = True, needs_choices: bool = False, partial_credit: bool = False, description: str = "",
+    needs_columns: tuple[str, ...] = (),
 ) -> Callable[[BatchRewardFn], BatchRewardFn]:
     """Decorator: register a batched reward function under ``name``."""
 
     def wrap(fn: BatchRewardFn) -> BatchRewardFn:
         if name in REWARDS:
             raise ValueError(f"reward {name!r} is already registered")
-        REWARDS[name] = RewardEntry(name, fn, needs_answer, needs_choices, partial_credit, description)
+        REWARDS[name] = RewardEntry(name, fn, needs_answer, needs_choices, partial_credit, description, tuple(needs_columns))
         return fn
 
     return wrap
@@ -202,7 +206,8 @@ def code_for_humaneval(completion: str, problem: Any, stop: Sequence[str] = ()) 
     return completion[:cut]
 
 
-@register_reward("code", needs_answer=False, description="run the row's tests in the sandbox (HumanEval layout)")
+@register_reward("code", needs_answer=False, description="run the row's tests in the sandbox (HumanEval layout)",
+                 needs_columns=("prompt", "test", "entry_point"))
 def _code(completions: Sequence[str], problems: Sequence[Any], ctx: RewardContext) -> list[Verdict]:
     from skpo.rewards.code import verify_humaneval_batch
 
@@ -268,6 +273,53 @@ def to_verdict(result: Any, where: str, value_range: tuple[float, float] = (0.0,
     return Verdict(reward, correct, reason, extracted)
 
 
+DEFAULT_USER_TIMEOUT_S = 120.0
+
+
+class _RewardTimeout(BaseException):
+    """Raised in the main thread by the alarm that bounds a user reward's batch."""
+
+
+def call_user_reward(fn: Callable[..., Any], completions: list[str], problems: list[Any], batched: bool, where: str,
+                     timeout_s: float | None) -> list[Any]:
+    """``fn`` over one batch — ``fn(completions, problems)`` when ``batched``, else once per answer
+    — bounded by ``timeout_s`` seconds for the whole batch (``reward.timeout_s``; a timer signal
+    in the main thread, which interrupts Python code, sleeps included). Whatever goes wrong
+    — an exception, ``SystemExit`` or ``KeyboardInterrupt`` raised inside, a hang, a result count
+    that does not match — is a :class:`RewardError` naming ``where`` (one line)."""
+    import signal
+
+    bounded = (timeout_s is not None and timeout_s > 0 and hasattr(signal, "setitimer")
+               and threading.current_thread() is threading.main_thread())
+    if bounded:
+        def alarm(signum: int, frame: Any) -> None:
+            raise _RewardTimeout
+
+        previous = signal.signal(signal.SIGALRM, alarm)
+        signal.setitimer(signal.ITIMER_REAL, float(timeout_s))
+    i = 0
+    try:
+        if batched:
+            results = list(fn(completions, problems))
+        else:
+            results = []
+            for i, (text, problem) in enumerate(zip(completions, problems)):
+                results.append(fn(text, problem))
+    except _RewardTimeout:
+        raise RewardError(f"{where} did not return within reward.timeout_s={timeout_s:g} s for a batch of "
+                          f"{len(completions)} answers (a hang, or raise reward.timeout_s)") from None
+    except BaseException as err:  # SystemExit / KeyboardInterrupt inside the function end the run with one line too
+        pid = "" if batched else f" on problem {getattr(problems[i], 'id', i)!r}"
+        raise RewardError(f"{where} raised {type(err).__name__}{pid}: {err}") from err
+    finally:
+        if bounded:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    if len(results) != len(completions):
+        raise RewardError(f"{where} returned {len(results)} results for {len(completions)} completions")
+    return results
+
+
 _USER: dict[str, RewardEntry] = {}
 _USER_LOCK = threading.Lock()
 
@@ -289,32 +341,19 @@ def _load_callable(ref: str) -> Callable[..., Any]:
     return fn
 
 
-def _user_entry(ref: str, value_range: tuple[float, float] = (0.0, 1.0)) -> RewardEntry:
+def _user_entry(ref: str, value_range: tuple[float, float] = (0.0, 1.0), timeout_s: float | None = DEFAULT_USER_TIMEOUT_S) -> RewardEntry:
     fn = _load_callable(ref)
     batched = bool(getattr(fn, "batched", False))
 
     def score(completions: Sequence[str], problems: Sequence[Any], ctx: RewardContext) -> list[Verdict]:
-        if batched:
-            try:
-                results = list(fn(list(completions), list(problems)))
-            except Exception as err:
-                raise RewardError(f"reward function {ref!r} raised {type(err).__name__}: {err}") from err
-            if len(results) != len(completions):
-                raise RewardError(f"reward function {ref!r} returned {len(results)} results for {len(completions)} completions")
-        else:
-            results = []
-            for i, (text, problem) in enumerate(zip(completions, problems)):
-                try:
-                    results.append(fn(text, problem))
-                except Exception as err:
-                    pid = getattr(problem, "id", i)
-                    raise RewardError(f"reward function {ref!r} raised {type(err).__name__} on problem {pid!r}: {err}") from err
+        results = call_user_reward(fn, list(completions), list(problems), batched, f"reward function {ref!r}", timeout_s)
         return [to_verdict(r, f"reward function {ref!r} (sample {i})", value_range) for i, r in enumerate(results)]
 
     return RewardEntry(ref, score, needs_answer=False, partial_credit=True, description=f"user function {ref}")
 
 
-def get_reward(name: str, value_range: tuple[float, float] = (0.0, 1.0)) -> RewardEntry:
+def get_reward(name: str, value_range: tuple[float, float] = (0.0, 1.0),
+               timeout_s: float | None = DEFAULT_USER_TIMEOUT_S) -> RewardEntry:
     """A registered reward by name, or a user function given as ``module:function`` /
     ``path/to/file.py:function`` (imported once per process) whose rewards lie in ``value_range``
     (``reward.range``; mapped onto ``[0, 1]``).
@@ -325,9 +364,9 @@ def get_reward(name: str, value_range: tuple[float, float] = (0.0, 1.0)) -> Rewa
     if name in REWARDS:
         return REWARDS[name]
     if ":" in name:
-        key = f"{name}@{value_range[0]:g},{value_range[1]:g}"
+        key = f"{name}@{value_range[0]:g},{value_range[1]:g}@{timeout_s}"
         with _USER_LOCK:
             if key not in _USER:
-                _USER[key] = _user_entry(name, tuple(float(v) for v in value_range))
+                _USER[key] = _user_entry(name, tuple(float(v) for v in value_range), timeout_s)
             return _USER[key]
     raise RewardError(f"unknown reward {name!r}; registered: {', '.join(sorted(REWARDS))}, or 'module:function' for your own")

@@ -120,6 +120,13 @@ class DatasetSource(_Scored):
         self.context = context or RewardContext(plain_prompt=not self.chat, stop=tuple(spec.stop))
         path = spec.resolved_path()
         problems, self.columns = load_problems_and_columns(spec)
+        needed = tuple(getattr(self.reward, "needs_columns", ()))
+        for problem in problems:  # a reward's own columns (code: prompt, test, entry_point) on every row
+            missing = [c for c in needed if c not in (problem.row or {})]
+            if missing:
+                where = f"line {problem.line}" if problem.line is not None else f"row {problem.index + 1}"
+                raise DatasetError(f"{path}: {where}: reward {self.reward.name!r} needs the column(s) {missing} "
+                                   f"(row has keys: {', '.join(sorted(problem.row or {}))})")
         encoded = encode_problems(spec, tokenizer, problems, self.chat)
         self.dropped = encoded.dropped
         if encoded.dropped:

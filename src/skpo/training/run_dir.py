@@ -47,7 +47,7 @@ RUN_FILES = ("run.json", "config.yaml", "method.yaml", "metrics.jsonl", "metrics
 # whose learning rate is a function of it.
 ALLOWED_ON_RESUME = (
     "train.steps", "train.token_budget", "train.micro_batch_tokens", "train.pack_max_tokens",
-    "train.gradient_checkpointing", "train.threads", "train.fsdp.*", "rollout.engine_batch_size", "rollout.vllm.*", "model.device", "reward.workers", "eval.*", "log.*",
+    "train.gradient_checkpointing", "train.threads", "train.fsdp.*", "rollout.engine_batch_size", "rollout.vllm.*", "model.device", "reward.workers", "reward.timeout_s", "eval.*", "log.*",
     "plugins",  # code to import: what it changes in the method is compared as the resolved method
 )
 NOT_COMPARED = ("log.out_dir",)

@@ -63,7 +63,7 @@ def arith_config(cfg: RunConfig) -> ArithConfig:
 
 def training_reward(cfg: RunConfig) -> RewardEntry:
     """The reward training uses: ``reward.function`` when set, else the data's reward."""
-    return get_reward(cfg.reward.function or cfg.data.reward, tuple(cfg.reward.range))
+    return get_reward(cfg.reward.function or cfg.data.reward, tuple(cfg.reward.range), cfg.reward.timeout_s)
 
 
 def check_paths(cfg: RunConfig) -> None:
