@@ -472,3 +472,25 @@ def test_a_torn_last_metrics_line_is_dropped(tmp_path, caplog):
     path.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
     with pytest.raises(JsonlError, match="metrics.jsonl: line 2"):
         truncate_metrics(path, 3)
+
+
+def test_resume_compares_the_resolved_method_not_the_overrides(tiny_dir, tmp_path):
+    """A no-op override (SKPO's upstream weight is 0.5 already) resumes; a real one is refused
+    showing the old and new resolved values — in --check and at start."""
+    from skpo.commands.train import main as train_main
+    from skpo.training.run_dir import ResumeConfigError
+
+    out = tmp_path / "run"
+    base = ["train.method=skpo", "rollout.group_size=2", "train.prompts_per_step=2", "rollout.max_new_tokens=16",
+            "train.lr=1e-3", "log.progress=false", "log.tensorboard=false", "data.arith.pool_size=20", "eval.every=0",
+            f"log.out_dir={out}", f"model.path={tiny_dir}"]
+    build_trainer(load_config(None, [*base, "train.steps=1"])).train()
+    noop = [*base, "train.steps=2", "method.terms.upstream.weight=0.5"]
+    assert train_main(["--check", "--resume", *noop]) == 0
+    resumed = build_trainer(load_config(None, noop), resume=True)
+    assert resumed.step == 1
+    resumed.close()
+    changed = [*base, "train.steps=2", "method.terms.upstream.weight=0.3"]
+    with pytest.raises(ResumeConfigError, match=r"method\.terms\.upstream\.weight: 0\.5 → 0\.3"):
+        build_trainer(load_config(None, changed), resume=True)
+    assert train_main(["--check", "--resume", *changed]) == 2

@@ -273,15 +273,25 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> tuple[dict
     old, new = _flatten(saved), _flatten(current)
     allowed: dict[str, list] = {}
     refused: dict[str, list] = {}
+    through_method = _method_keys()
     for key in sorted(old.keys() | new.keys()):
         a, b = old.get(key, "(absent)"), new.get(key, "(absent)")
         if a == b or key in NOT_COMPARED:
             continue
+        if key == "method" or key.startswith("method.") or key in through_method:
+            continue  # what they set is compared as the resolved method (check_resolved_method): a no-op passes
         refuse = not _allowed(key)
         if key == "train.steps" and new.get("train.lr_schedule") in ("cosine", "linear"):
             refuse = True  # the schedule is a function of train.steps
         (refused if refuse else allowed)[key] = [a, b]
     return allowed, refused
+
+
+def _method_keys() -> set[str]:
+    """Run-config keys that only set part of the method (``rollout.group_size``, …)."""
+    from skpo.methods import SHORTCUTS
+
+    return {f"{path}.{name}" for path, name, _ in SHORTCUTS}
 
 
 def check_resume_config(saved: dict[str, Any], current: dict[str, Any], where: Path) -> dict[str, list]:

@@ -117,6 +117,14 @@ def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) 
         saved = read_state(path).get("config")
         if saved:
             check_resume_config(saved, cfg.model_dump(mode="json"), Path(cfg.log.out_dir))
+        ran_with = read_run_json(Path(cfg.log.out_dir)).get("method_resolved")
+        if ran_with:  # the method as it resolves now (overrides, shortcuts, an edited file) against the run's
+            import json
+
+            from skpo.methods import method_to_document
+            from skpo.training.run_dir import check_resolved_method
+
+            check_resolved_method(ran_with, json.loads(json.dumps(method_to_document(method))), Path(cfg.log.out_dir))
     check_paths(cfg)
     if cfg.model.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"model.device: {cfg.model.device!r} but no CUDA device is available")
