@@ -170,3 +170,24 @@ def test_spec_file_resolves_relative_paths(tmp_path):
     (spec,) = load_spec_file(tmp_path / "s.yaml")
     assert Path(spec.path) == (tmp_path / "aime25.jsonl").resolve()
     assert load_problems(spec)[0].gold == "4"
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b'{"question": "q", "answer": "1"}\n{"question": "q2", "answer": "2",\n', "row 2 (line 2): invalid JSON: Expecting property name enclosed in double quotes at column 34"),
+    (b'{"question": "q", "answer": "1"}\n{"question": "\xff", "answer": "2"}\n', "line 2: not UTF-8 text (byte 15 of the line"),
+    (b'{"question": "q", "answer": "1"}\n{"question": "q2", "answer": NaN}\n', "row 2 (line 2): key 'answer' is nan, not an answer"),
+    (b'{"question": "q", "answer": "nan"}\n', "row 1 (line 1): key 'answer' is 'nan', not an answer"),
+])
+def test_data_errors_name_the_line_and_what_is_wrong(tmp_path, content, needle):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(DatasetError) as err:
+        load_problems(DatasetSpec(name="d", path=str(path)))
+    assert needle in str(err.value) and str(path) in str(err.value), str(err.value)
+
+
+def test_a_directory_is_named_as_one(tmp_path):
+    from skpo.jsonl import JsonlError, read_jsonl
+
+    with pytest.raises(JsonlError, match="is a directory"):
+        read_jsonl(tmp_path, what="data file")

@@ -494,3 +494,32 @@ def test_resume_compares_the_resolved_method_not_the_overrides(tiny_dir, tmp_pat
     with pytest.raises(ResumeConfigError, match=r"method\.terms\.upstream\.weight: 0\.5 → 0\.3"):
         build_trainer(load_config(None, changed), resume=True)
     assert train_main(["--check", "--resume", *changed]) == 2
+
+
+def test_saves_into_one_directory_take_turns(tiny_dir, tmp_path):
+    """Two processes calling the checkpoint save function on one run directory directly (no run
+    directory lock: not through ``skpo train``) queue on the save's own lock: every save completes
+    and verifies, none removes the other's checkpoint in the making."""
+    out = tmp_path / "run"
+    script = textwrap.dedent(f"""
+        import sys, torch
+        from skpo.models.loading import load_policy, load_tokenizer
+        from skpo.training import checkpoint as ckpt
+        model, tok = load_policy({tiny_dir!r}), load_tokenizer({tiny_dir!r})
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+        base = int(sys.argv[1])
+        for i in range(5):
+            ckpt.save_checkpoint({str(out)!r}, base + i, model, tok, opt, sched, {{"step": base + i}}, keep=20)
+        print("saved", flush=True)
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(base)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for base in (10, 20)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    assert all(o[0].strip() == "saved" for o in outs)  # every one of the 10 saves returned
+    steps = sorted((out / "checkpoints").glob("step_*"))
+    assert steps and not list((out / "checkpoints").glob(".tmp-*"))
+    for step_dir in steps:  # (a save at an earlier step drops later ones: one run's timeline)
+        ckpt.verify_checkpoint(step_dir)
+    assert (out / "checkpoints" / (out / "checkpoints" / "latest").read_text().strip()).is_dir()

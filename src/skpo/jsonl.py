@@ -26,13 +26,20 @@ def read_jsonl(path: str | Path, error_cls: type[ValueError] = JsonlError, what:
         error_cls: a line that is not valid JSON or not a JSON object, or an unreadable file.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
+    if path.is_dir():
+        raise error_cls(f"{what} {str(path)!r} is a directory, not a JSONL file")
     rows: list[tuple[int, dict[str, Any]]] = []
-    opener = (lambda: gzip.open(path, "rt", encoding="utf-8")) if path.name.endswith(".gz") else (lambda: path.open("r", encoding="utf-8"))
+    opener = (lambda: gzip.open(path, "rb")) if path.name.endswith(".gz") else (lambda: path.open("rb"))
     try:
         with opener() as handle:
-            for line_no, line in enumerate(handle, start=1):
+            for line_no, raw in enumerate(handle, start=1):
+                try:  # decoded line by line, so an undecodable byte is named by its line
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as err:
+                    raise error_cls(f"{path}: line {line_no}: not UTF-8 text (byte {err.start + 1} of the line: "
+                                    f"{err.reason})") from None
                 if not line.strip():
                     continue
                 where = f"{path}: row {len(rows) + 1} (line {line_no})"
@@ -43,6 +50,6 @@ def read_jsonl(path: str | Path, error_cls: type[ValueError] = JsonlError, what:
                 if not isinstance(row, dict):
                     raise error_cls(f"{where}: expected a JSON object, got {type(row).__name__}")
                 rows.append((line_no, row))
-    except (OSError, UnicodeDecodeError, EOFError) as err:  # e.g. a truncated or non-gzip .gz
+    except (OSError, EOFError) as err:  # e.g. a truncated or non-gzip .gz
         raise error_cls(f"{path}: cannot read: {err}") from err
     return rows

@@ -45,6 +45,7 @@ holds a value of the wrong type raises :class:`DatasetError` naming the file, th
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -356,10 +357,14 @@ def _read_answer(spec: DatasetSpec, value: Any, key: str, where: str) -> str:
     """One gold answer, read per ``answer_format`` (and the reward: gsm8k reads ``####``)."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise DatasetError(f"{where}: key {key!r} must be a string or a number (or a list of them), got {value!r:.80}")
+    if isinstance(value, float) and not math.isfinite(value):  # a NaN from Parquet/pandas is no answer
+        raise DatasetError(f"{where}: key {key!r} is {value!r}, not an answer")
     if isinstance(value, (int, float)):
         return _number_text(value)
     if not value.strip():
         raise DatasetError(f"{where}: key {key!r} is empty")
+    if value.strip().lower() == "nan":  # how pandas writes a missing value
+        raise DatasetError(f"{where}: key {key!r} is {value.strip()!r}, not an answer")
     fmt = spec.answer_format
     if fmt == "auto":
         fmt = "boxed" if "\\boxed" in value or "\\fbox" in value else "gsm8k" if "####" in value else "plain"

@@ -15,6 +15,8 @@ newest intact checkpoint of the run, with a warning naming both.
 
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import json
 import logging
@@ -95,9 +97,10 @@ def save_checkpoint(
     optimizer_dir: Path | None = None,
     extra_states: dict[str, Any] | None = None,
 ) -> Path:
-    """Write checkpoint ``step`` atomically and prune to the newest ``keep``. The caller holds
-    the run directory's lock (:mod:`skpo.training.run_dir`), so no other writer shares the
-    temporary names.
+    """Write checkpoint ``step`` atomically and prune to the newest ``keep``. Saves into one run
+    directory take turns (an ``flock`` on ``checkpoints/.save.lock``): two processes saving there
+    directly — without the run directory's own lock, which ``skpo train`` holds — queue rather
+    than remove each other's partial checkpoints.
 
     A sharded run passes the gathered weights as ``model_state`` and the optimizer state its
     ranks already wrote as ``optimizer_dir`` (:func:`sharded_stage`), which is moved in.
@@ -109,6 +112,26 @@ def save_checkpoint(
     """
     root = Path(run_dir) / CHECKPOINT_DIR
     root.mkdir(parents=True, exist_ok=True)
+    with _save_turn(root):
+        return _save(root, run_dir, step, model, tokenizer, optimizer, scheduler, state, keep, model_state, optimizer_dir,
+                     extra_states)
+
+
+@contextlib.contextmanager
+def _save_turn(root: Path):
+    import fcntl
+
+    with open(root / ".save.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _save(root: Path, run_dir: Path, step: int, model, tokenizer, optimizer, scheduler, state: dict[str, Any], keep: int,
+          model_state: dict[str, torch.Tensor] | None, optimizer_dir: Path | None,
+          extra_states: dict[str, Any] | None) -> Path:
     remove_partial(run_dir, keep=optimizer_dir)
     final = root / f"step_{step:06d}"
     tmp = root / f".tmp-{final.name}-{os.getpid()}"

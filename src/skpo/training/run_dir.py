@@ -142,8 +142,9 @@ def check_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
     if resume:
         ckpts = out / CHECKPOINT_DIR
         if not ckpts.is_dir() or not any(p.is_dir() for p in ckpts.glob("step_*")):
-            raise NoCheckpointError(f"--resume: no checkpoint under {ckpts} (nothing to resume; "
-                                    "leave out --resume to start a new run)")
+            fix = ("start it over with --overwrite instead of --resume (it has no checkpoint to continue from)"
+                   if markers else "leave out --resume to start a new run there")
+            raise NoCheckpointError(f"--resume: no checkpoint under {ckpts} (nothing to resume); {fix}")
         return
     if not markers:
         return
@@ -172,7 +173,7 @@ def clear_run(out_dir: Path) -> list[str]:
     if ckpts.is_dir():
         for p in [*ckpts.glob("step_*"), *ckpts.glob(".tmp-*")]:
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-        for name in (LATEST, f".{LATEST}.tmp"):
+        for name in (LATEST, f".{LATEST}.tmp", ".save.lock"):
             (ckpts / name).unlink(missing_ok=True)
         removed.append(CHECKPOINT_DIR)
         _rmdir_if_empty(ckpts)
