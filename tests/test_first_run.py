@@ -197,3 +197,31 @@ def test_a_reward_function_that_hangs_or_exits_ends_the_run_with_one_line(tmp_pa
     assert main(["train", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"rewards_for_tests.py:{name}" in err[0] and needle in err[0], err
+
+
+def test_prompts_longer_than_the_model_are_dropped_without_tokenizing_them(tmp_path, capsys, monkeypatch):
+    """The tiny model has 512 positions: with no data.max_prompt_tokens, a prompt that fills them is
+    dropped with a count (at load and in --check), and a huge row is judged by its length in
+    characters, never tokenized whole."""
+    from skpo.commands.train import main as train_main
+    from skpo.tasks import prompts
+
+    path = tmp_path / "train.jsonl"
+    rows = [{"question": f"{i}+{i}=", "answer": str(2 * i)} for i in range(3)]
+    rows.insert(1, {"question": "7+" * 1_000_000 + "7", "answer": "x"})  # 2 MB
+    rows.insert(2, {"question": "1+" * 400 + "1", "answer": "401"})      # 801 characters: tokenized, too long
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    real = prompts.prompt_ids
+
+    def guarded(tokenizer, messages, chat):
+        assert sum(len(m["content"]) for m in messages) < 100_000, "a huge prompt was tokenized"
+        return real(tokenizer, messages, chat=chat)
+
+    monkeypatch.setattr(prompts, "prompt_ids", guarded)
+    args = [*SMALL, f"data.path={path}", f"log.out_dir={tmp_path / 'run'}"]
+    assert train_main(["--check", *args]) == 0
+    assert "data: 2 prompts longer than 511 tokens (the model's context (positions − 1)) are dropped (3 remain)" in \
+        capsys.readouterr().out
+    trainer = build_trainer(load_config(None, args))
+    assert len(trainer.source.items) == 3 and len(trainer.source.dropped) == 2
+    trainer.close()

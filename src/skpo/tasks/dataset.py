@@ -613,17 +613,39 @@ def encode_problems(
     chat = fmt == "chat"
     limit = max_prompt_tokens if max_prompt_tokens is not None else spec.max_prompt_tokens
     out = EncodedProblems([], [], "chat" if chat else "plain")
+    # No token decodes to more characters than the vocabulary's longest entry, so a prompt of more
+    # than limit × that many characters is over the limit without tokenizing it (a 50 MB row).
+    char_limit = None if limit is None else limit * _longest_token_chars(tokenizer)
     for p in problems:
-        ids = prompt_ids(tokenizer, prompt_messages(spec, p, chat), chat=chat)
-        if limit is not None and len(ids) > limit:
+        messages = prompt_messages(spec, p, chat)
+        chars = sum(len(str(m.get("content", ""))) for m in messages)
+        ids = None if char_limit is not None and chars > char_limit else prompt_ids(tokenizer, messages, chat=chat)
+        if limit is not None and (ids is None or len(ids) > limit):
             if spec.overlong == "error":
                 where = f"{spec.path}: row {p.index + 1}" + (f" (line {p.line})" if p.line is not None else "")
-                raise DatasetError(f"{where}: prompt is {len(ids)} tokens, over max_prompt_tokens={limit}")
+                size = f"{chars:,} characters" if ids is None else f"{len(ids)} tokens"
+                raise DatasetError(f"{where}: prompt is {size}, over max_prompt_tokens={limit}")
             out.dropped.append(p.id)
             continue
         out.problems.append(p)
         out.prompt_ids.append(ids)
     return out
+
+
+def _longest_token_chars(tokenizer: Any) -> int:
+    """Characters of the longest vocabulary entry (as stored: a byte-level BPE entry has at least
+    as many characters as its text), at least 1; 64 when the vocabulary cannot be read."""
+    cached = getattr(tokenizer, "_skpo_longest_token", None)
+    if cached is None:
+        try:
+            cached = max(1, max(len(str(t)) for t in tokenizer.get_vocab()))
+        except Exception:  # noqa: BLE001 - a tokenizer without get_vocab: a generous bound
+            cached = 64
+        try:
+            tokenizer._skpo_longest_token = cached
+        except AttributeError:
+            pass
+    return cached
 
 
 def load_spec_file(path: str | Path) -> list[DatasetSpec]:

@@ -137,8 +137,10 @@ def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) 
 
     model_config = AutoConfig.from_pretrained(str(path), local_files_only=True)
     tokenizer = load_tokenizer(path)
-    source = build_source(cfg, tokenizer)
+    from skpo.rollout.context import model_positions
     from skpo.training.rollouts import context_plan
+
+    source = build_source(cfg, tokenizer, model_positions(model_config))
 
     plan = context_plan(cfg, method, source, model_config)  # the run's context fits the model
     if plan.may_cut:
@@ -148,8 +150,9 @@ def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) 
 
     dropped = len(getattr(source, "dropped", []))
     if dropped:
-        notes.append(f"data: {dropped} prompts longer than data.max_prompt_tokens={cfg.data.max_prompt_tokens} "
-                     f"are dropped ({len(source.items)} remain)")
+        limit = getattr(getattr(source, "spec", None), "max_prompt_tokens", cfg.data.max_prompt_tokens)
+        why = "data.max_prompt_tokens" if cfg.data.max_prompt_tokens is not None else "the model's context (positions − 1)"
+        notes.append(f"data: {dropped} prompts longer than {limit} tokens ({why}) are dropped ({len(source.items)} remain)")
     if len(source.items) < cfg.train.prompts_per_step:
         notes.append(f"data: {len(source.items)} prompts, fewer than train.prompts_per_step={cfg.train.prompts_per_step} "
                      "(prompts repeat within a step)")
@@ -176,8 +179,12 @@ def check_vllm_available() -> None:
         raise ValueError("rollout.engine: vllm needs a CUDA device (none is visible); use rollout.engine=hf on CPU")
 
 
-def build_source(cfg: RunConfig, tokenizer) -> PromptSource:
+def build_source(cfg: RunConfig, tokenizer, model_positions: int | None = None) -> PromptSource:
+    """The training prompts and their reward. Without ``data.max_prompt_tokens``, prompts that
+    fill the model's ``model_positions`` (no room for an answer) are dropped with a count."""
     d = cfg.data
+    if d.task != "arith" and d.max_prompt_tokens is None and model_positions:
+        d = d.model_copy(update={"max_prompt_tokens": model_positions - 1})
     reward = training_reward(cfg)
     if d.task == "arith":
         return ArithSource(tokenizer, arith_config(cfg), d.arith.pool_size, seed=cfg.train.seed, reward=reward,
@@ -230,7 +237,9 @@ def build_trainer(cfg: RunConfig, resume: bool = False, overwrite: bool = False)
     tokenizer = load_tokenizer(path)
     model = load_run_model(cfg, path)
     log.info("reading the data: " + ("synthetic arithmetic" if cfg.data.task == "arith" else str(cfg.data.path)))
-    source = build_source(cfg, tokenizer)
+    from skpo.rollout.context import model_positions
+
+    source = build_source(cfg, tokenizer, model_positions(getattr(model, "config", None)))
     return Trainer(cfg, model=model, tokenizer=tokenizer, source=source, resume=resume, overwrite=overwrite)
 
 
