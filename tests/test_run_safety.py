@@ -523,3 +523,54 @@ def test_saves_into_one_directory_take_turns(tiny_dir, tmp_path):
     for step_dir in steps:  # (a save at an earlier step drops later ones: one run's timeline)
         ckpt.verify_checkpoint(step_dir)
     assert (out / "checkpoints" / (out / "checkpoints" / "latest").read_text().strip()).is_dir()
+
+
+def test_sigterm_during_evaluation_stops_within_one_batch_and_saves(tiny_dir, tmp_path):
+    """A signal that arrives while the in-training evaluation runs ends it after the batch in
+    flight (no further batch is generated), the step is saved with its evaluation recorded as
+    interrupted, and the run resumes from there."""
+    out, err = tmp_path / "run", tmp_path / "stderr.txt"
+    args = overrides(tiny_dir, out, "train.steps=3", "eval.every=1", "eval.benchmarks=[arith]", "eval.limit=200",
+                     "eval.k=4", "rollout.engine_batch_size=16")
+    script = textwrap.dedent(f"""
+        import sys, time
+        from skpo import cli
+        from skpo.rollout import hf_engine
+        from skpo.training import signals
+        got, after = [], []
+        real_handle = signals.StopOnSignals._handle
+        def handle(self, signum, frame):
+            real_handle(self, signum, frame)
+            got.append(signum)
+        signals.StopOnSignals._handle = handle
+        real_generate = hf_engine.HFEngine.generate
+        def generate(self, prompts, n, params, max_new_tokens=None):
+            evaluating = n == 4  # the evaluation samples k=4, training 2 per prompt
+            if evaluating and got:
+                after.append(1)
+                print("AFTER", flush=True)
+            out = real_generate(self, prompts, n, params, max_new_tokens=max_new_tokens)
+            if evaluating and not got:
+                print("EVAL", flush=True)
+                deadline = time.time() + 60
+                while not got and time.time() < deadline:
+                    time.sleep(0.01)
+            return out
+        hf_engine.HFEngine.generate = generate
+        sys.exit(cli.main(["train", *{args!r}]))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=err.open("w"), text=True)
+    try:
+        _wait_for(proc, "EVAL")
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err.read_text()
+    assert "AFTER" not in rest  # no evaluation batch was generated once the signal had arrived
+    assert err.read_text().strip().splitlines()[-1].startswith("skpo train: stopped by SIGTERM after step 1; saved")
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 1 and last["eval/interrupted"] == 1.0 and "eval/arith/avg@4" not in last
+    resumed = build_trainer(config(tiny_dir, out, "train.steps=3", "eval.every=0"), resume=True)
+    assert resumed.step == 1
+    resumed.close()

@@ -41,6 +41,10 @@ class TrainingInterrupted(Exception):
         return 128 + self.signum  # the shell's convention for "ended by signal N"
 
 
+class EvaluationInterrupted(Exception):
+    """An evaluation stopped between two of its batches because a stop signal arrived."""
+
+
 def debug_enabled() -> bool:
     return os.environ.get(DEBUG_ENV, "").strip() not in ("", "0", "false", "no")
 

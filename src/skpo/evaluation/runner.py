@@ -28,11 +28,12 @@ samples are verified after all generation is done.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
+from skpo.errors import EvaluationInterrupted
 from skpo.evaluation.benchmarks import BenchmarkSpec, Problem, get_spec, load_problems, score_completions
 from skpo.evaluation.metrics import (
     avg_at_k,
@@ -161,6 +162,7 @@ def evaluate(
     autocast_dtype: torch.dtype | None = None,
     problems: Sequence[Problem] | None = None,
     prompt_ids: Sequence[Sequence[int]] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Sample ``k`` completions per problem of ``spec`` and score them.
 
@@ -187,6 +189,8 @@ def evaluate(
         prompt_ids: one prompt (token ids) per problem, used as given instead of the template —
             e.g. SKPO's skip input ``[s, q]``. They must be written in the spec's prompt format
             (stop tokens and strings follow it); no overlong filter.
+        should_stop: asked after every engine call; ``True`` raises
+            :class:`~skpo.errors.EvaluationInterrupted` (a training run stopping on a signal).
 
     Returns:
         A JSON-serialisable dict; see ``docs/evaluation.md``. Main keys: ``benchmark``,
@@ -257,6 +261,8 @@ def evaluate(
             results += engine.generate(prompts[start:end], k, params, max_new_tokens=per_prompt[start:end])
             if bar:
                 bar.update(task, completed=end)
+            if should_stop is not None and end < len(prompts) and should_stop():
+                raise EvaluationInterrupted(f"{spec.name}: stopped after {end} of {len(prompts)} problems")
     finally:
         if bar:
             bar.stop()

@@ -244,7 +244,8 @@ def build_trainer(cfg: RunConfig, resume: bool = False, overwrite: bool = False)
 
 
 def evaluate_benchmarks(model, tokenizer, cfg: RunConfig, autocast_dtype: torch.dtype | None = None,
-                        k: int | None = None, limit: int | None = None) -> dict[str, dict[str, Any]]:
+                        k: int | None = None, limit: int | None = None,
+                        should_stop: Any = None) -> dict[str, dict[str, Any]]:
     """Results of the runner (:func:`skpo.evaluation.runner.evaluate`) on each of
     ``eval.benchmarks``, by benchmark name. ``arith`` is the fixed held-out set of the run's
     own task difficulty; files get ``data.max_prompt_tokens`` unless their spec sets one."""
@@ -271,7 +272,7 @@ def evaluate_benchmarks(model, tokenizer, cfg: RunConfig, autocast_dtype: torch.
                 model, tokenizer, spec, k=k or e.k, temperature=e.temperature, top_p=e.top_p,
                 max_new_tokens=e.max_new_tokens, limit=None if spec.reward == "arith" else limit, seed=cfg.train.seed,
                 batch_size=cfg.rollout.engine_batch_size, autocast_dtype=autocast_dtype,
-                math_timeout_s=cfg.reward.math_timeout_s,
+                math_timeout_s=cfg.reward.math_timeout_s, should_stop=should_stop,
             )
     finally:
         model.train(was_training)

@@ -64,7 +64,7 @@ from skpo.algorithms import (
 from skpo.algorithms.token_stats import EXTRA_PREFIX, reducer
 from skpo import __version__
 from skpo.config import RunConfig, dump_config
-from skpo.errors import TrainingInterrupted
+from skpo.errors import EvaluationInterrupted, TrainingInterrupted
 from skpo.methods import method_to_document, resolve_for_run
 from skpo.rollout import HFEngine, SamplingParams, autocast, mix_seed
 from skpo.rollout.context import ContextLimit
@@ -347,7 +347,11 @@ class Trainer:
                 every_tokens = self.cfg.eval.every_tokens
                 crossed = every_tokens and self.tokens_seen // every_tokens > tokens_before // every_tokens
                 if not stopping and ((self.cfg.eval.every and self.step % self.cfg.eval.every == 0) or crossed):
-                    metrics.update(self.evaluate())
+                    try:  # a signal during the evaluation stops it within one batch
+                        metrics.update(self.evaluate(should_stop=lambda: signals.signum is not None))
+                    except EvaluationInterrupted:
+                        metrics["eval/interrupted"] = 1.0  # this step's evaluation is skipped, and recorded so
+                    stopping = self._stop_signal(signals)
                 if self.logger:
                     self.logger.log(self.step, metrics)
                 if self.cfg.log.save_every and self.step % self.cfg.log.save_every == 0:
@@ -900,14 +904,16 @@ class Trainer:
             self.drift_seen[k] = self.drift
 
     # ------------------------------------------------------------------ eval / checkpoints
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, should_stop=None) -> dict[str, float]:
         """avg@k / pass@k on each of ``eval.benchmarks`` through the evaluation runner
-        (``arith``: the fixed held-out set of the run's task difficulty)."""
+        (``arith``: the fixed held-out set of the run's task difficulty); ``should_stop`` is asked
+        between batches (:class:`~skpo.errors.EvaluationInterrupted`)."""
         from skpo.training.setup import evaluate_benchmarks
 
         out: dict[str, float] = {}
         with self._full_weights():  # every rank gathers (sharded runs); rank 0 evaluates
-            results = (evaluate_benchmarks(self.policy, self.tokenizer, self.cfg, self.autocast_dtype)
+            results = (evaluate_benchmarks(self.policy, self.tokenizer, self.cfg, self.autocast_dtype,
+                                           should_stop=should_stop)
                        if self.accelerator.is_main_process else {})
         k = self.cfg.eval.k
         for name, result in results.items():
