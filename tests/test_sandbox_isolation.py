@@ -160,7 +160,9 @@ def test_sysv_ipc_objects_do_not_outlive_the_sandbox() -> None:
     )
     try:
         result = run_sandboxed(program)
-        assert result.finished and result.stdout.split() == ["True"] * 3, result.stderr  # they existed
+        # semaphores and queues existed; SysV shared memory is refused outright (pages outside the
+        # address-space limit: test_memory_outside_the_address_space_limit_is_refused)
+        assert result.finished and result.stdout.split() == ["False", "True", "True"], result.stderr
         for kind in ("shm", "sem", "msg"):
             assert key not in _sysv_keys(kind), kind  # and are gone (or never were on the host)
     finally:  # on a sandbox that leaks them, do not leave them on the machine
@@ -528,3 +530,74 @@ def test_a_program_cannot_make_the_verdict_raise() -> None:
     assert run_python_sandboxed(filled, ADD_TESTS, "add", max_file_mb=1).reason == "test failed: AssertionError"
     huge = "def add(a, b):\n    return 'x' * (200 << 20)\n"
     assert run_python_sandboxed(huge, ADD_TESTS, "add", memory_mb=256).reason == "killed: memory limit (MemoryError)"
+
+
+# ------------------------------------------------------------------------------------------
+# Kernel keyrings and memory the address-space limit does not count.
+# ------------------------------------------------------------------------------------------
+
+_KEYRING_PROBE = """
+import ctypes, errno
+libc = ctypes.CDLL(None, use_errno=True)
+KEY_SPEC_SESSION_KEYRING, KEY_SPEC_USER_KEYRING, KEYCTL_SEARCH, KEYCTL_READ = -3, -4, 10, 11
+found = libc.syscall({keyctl}, KEYCTL_SEARCH, KEY_SPEC_SESSION_KEYRING, b"user", b"{description}", 0)
+search = ctypes.get_errno()
+added = libc.syscall({add_key}, b"user", b"left-by-the-sandbox", b"x", 1, KEY_SPEC_USER_KEYRING)
+add = ctypes.get_errno()
+print(found, search, added, add)
+"""
+
+
+def _syscall_numbers() -> dict[str, int]:
+    from skpo.rewards._sandbox_child import BLOCKED_SYSCALLS
+
+    return BLOCKED_SYSCALLS[os.uname().machine][1]
+
+
+def test_keyrings_are_out_of_reach() -> None:
+    """The host's session keyring (a secret put there by the test, where the host allows it)
+    cannot be searched or read, and the sandbox cannot leave a key for a later sandbox of its uid
+    or for the host: every keyring system call fails with EPERM."""
+    import ctypes
+
+    numbers = _syscall_numbers()
+    libc = ctypes.CDLL(None, use_errno=True)
+    description = f"skpo-test-{uuid.uuid4().hex}"
+    secret = secrets.token_hex(8).encode()
+    host_key = libc.syscall(numbers["add_key"], b"user", description.encode(), secret, len(secret), -3)
+    try:
+        result = run_sandboxed(_KEYRING_PROBE.format(keyctl=numbers["keyctl"], add_key=numbers["add_key"],
+                                                     description=description))
+        assert result.finished, result.stderr
+        found, search_errno, added, add_errno = (int(v) for v in result.stdout.split())
+        assert (found, search_errno, added, add_errno) == (-1, errno.EPERM, -1, errno.EPERM)
+        assert secret.decode() not in result.stdout + result.stderr
+    finally:
+        if host_key > 0:
+            libc.syscall(numbers["keyctl"], 21, host_key, 0, 0, 0)  # KEYCTL_INVALIDATE
+
+
+def test_memory_outside_the_address_space_limit_is_refused() -> None:
+    """memfd pages and SysV shared memory do not count against RLIMIT_AS: their system calls
+    fail with EPERM. POSIX shared memory is a file on the sandbox's own /dev/shm tmpfs, capped at
+    its size: writing past it fails (ENOSPC), so 55 × 15 MB cannot pile up on the host."""
+    program = (
+        "import ctypes, errno, os\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "try:\n    os.memfd_create('x')\n    memfd = 0\nexcept OSError as e:\n    memfd = e.errno\n"
+        f"shm = libc.shmget(0, 15 << 20, 0o1000 | 0o600)\nshm_errno = ctypes.get_errno()\n"
+        "written, error = 0, 0\n"
+        "try:\n"
+        "    for i in range(55):\n"
+        "        with open(f'/dev/shm/block{i}', 'wb') as f:\n"
+        "            f.write(b'x' * (15 << 20))\n"
+        "        written += 1\n"
+        "except OSError as e:\n    error = e.errno\n"
+        "print(memfd, shm, shm_errno, written, error)\n"
+    )
+    result = run_sandboxed(program, sandbox.SandboxLimits(max_file_mb=64))
+    assert result.finished, result.stderr
+    memfd, shm, shm_errno, written, error = (int(v) for v in result.stdout.split())
+    assert (memfd, shm, shm_errno) == (errno.EPERM, -1, errno.EPERM)
+    assert written <= 64 // 15 and error in (errno.ENOSPC, errno.EFBIG)
+

@@ -97,6 +97,20 @@ NO_IMPORT = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo"
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
+# System calls the sandbox refuses (EPERM), by architecture (audit arch, syscall numbers): the
+# kernel keyrings (add_key, request_key, keyctl: keys are per uid and session, not per
+# namespace, so a program could read the host's session keyring or leave keys for a later
+# sandbox of its uid) and memory outside the address-space limit (memfd_create and
+# memfd_secret, SysV shmget: pages that RLIMIT_AS does not count). POSIX shared memory lives in
+# the private /dev/shm tmpfs, whose size is capped like /tmp's.
+BLOCKED_SYSCALLS = {
+    "x86_64": (0xC000003E, {"add_key": 248, "request_key": 249, "keyctl": 250, "memfd_create": 319,
+                            "memfd_secret": 447, "shmget": 29}),
+    "aarch64": (0xC00000B7, {"add_key": 217, "request_key": 218, "keyctl": 219, "memfd_create": 279,
+                             "memfd_secret": 447, "shmget": 194}),
+}
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+
 
 class SetupError(Exception):
     """The sandbox could not be built; the host raises instead of giving a verdict."""
@@ -384,6 +398,36 @@ def _set_limits(limits: list[int]) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
 
 
+def _refuse_syscalls() -> None:
+    """A seccomp filter: :data:`BLOCKED_SYSCALLS` fail with EPERM, as does every system call of
+    another ABI (x32, 32-bit); the rest are allowed. Needs no privilege once no_new_privs is set."""
+    machine = os.uname().machine
+    if machine not in BLOCKED_SYSCALLS:
+        raise SetupError(f"no system-call filter for this architecture ({machine})")
+    arch, numbers = BLOCKED_SYSCALLS[machine]
+    ld_w_abs, jeq_k, jge_k, ret_k = 0x20, 0x15, 0x35, 0x06
+    allow, deny = 0x7FFF0000, 0x00050000 | 1  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | EPERM
+    blocked = sorted(set(numbers.values()))
+    n = len(blocked)
+    # 0 arch; 1 jeq arch; 2 deny; 3 nr; 4 x32 bit; 5.. one test per blocked nr; allow; deny
+    program = [(ld_w_abs, 0, 0, 4), (jeq_k, 1, 0, arch), (ret_k, 0, 0, deny), (ld_w_abs, 0, 0, 0),
+               (jge_k, n + 1, 0, 0x40000000)]
+    for i, nr in enumerate(blocked):
+        program.append((jeq_k, n - i, 0, nr))  # to the final deny
+    program += [(ret_k, 0, 0, allow), (ret_k, 0, 0, deny)]
+
+    class Filter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(Filter))]
+
+    filters = (Filter * len(program))(*[Filter(*f) for f in program])
+    fprog = Program(len(program), filters)
+    _call(_libc.prctl(PR_SET_SECCOMP, ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(fprog),
+                      ctypes.c_ulong(0), ctypes.c_ulong(0)), "seccomp")
+
+
 def _minimal_dev(tmpfs: str) -> None:
     """Replace /dev by a read-only tmpfs holding only ``DEVICES`` and a private /dev/shm."""
     # Opened before the tmpfs hides them; bound from /proc/self/fd/N (no mknod in a user
@@ -428,6 +472,7 @@ def _judge(config: dict, program: str, report: int) -> None:
     os.environ["HOME"] = os.environ["TMPDIR"] = scratch
     pid_namespace = os.readlink("/proc/self/ns/pid")
     _set_limits(config["limits"])
+    _refuse_syscalls()  # after no_new_privs (_drop_privileges); the program inherits it
 
     requests_r, requests_w = os.pipe()
     replies_r, replies_w = os.pipe()
