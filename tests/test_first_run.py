@@ -225,3 +225,15 @@ def test_prompts_longer_than_the_model_are_dropped_without_tokenizing_them(tmp_p
     trainer = build_trainer(load_config(None, args))
     assert len(trainer.source.items) == 3 and len(trainer.source.dropped) == 2
     trainer.close()
+
+
+def test_skpo_eval_with_a_reward_that_exits_is_one_line_exit_2(tmp_path, capsys):
+    from skpo.cli import main
+
+    data = tmp_path / "x.jsonl"
+    data.write_text('{"question": "1+1", "answer": "2"}\n')
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"name": "x", "path": str(data), "reward": f"{REWARDS}:exits"}))
+    assert main(["eval", "--model", "tiny-arith", "--spec", str(spec), "--k", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rewards_for_tests.py:exits' raised SystemExit" in err[0]
