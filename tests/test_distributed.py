@@ -256,3 +256,19 @@ def test_fsdp_resume_is_exact_and_crosses_world_sizes(tmp_path):
     trainer.train()
     _launch("resume", empty, [*base, "train.steps=4", f"log.out_dir={tmp_path / 'to_one'}"], world=2)
     assert json.loads((tmp_path / "to_one" / "final.json").read_text())["step"] == 4
+
+
+@pytest.mark.slow(reason="the sharded sync (each tensor moved to the device, gathered, cast, loaded in buckets) runs "
+                         "in the quick tests/test_vllm_engine.py; this runs it over 2 gloo ranks with FSDP2 in bf16")
+def test_sharded_training_with_the_vllm_engine_syncs_every_rank(tmp_path):
+    """FSDP2 with bf16 compute and the vLLM engine (the fake, one per rank, in-process): both
+    ranks train, and after the last step each rank's engine holds the whole policy in bf16."""
+    record = tmp_path / "record"
+    record.mkdir()
+    fakes = str(Path(__file__).resolve().parent / "fakes")
+    env = {"PYTHONPATH": os.pathsep.join([fakes, os.environ.get("PYTHONPATH", "")])}
+    outs = _launch("record", record, [*COMMON, "train.method=grpo", "rollout.engine=vllm", "train.fsdp.enabled=true",
+                                      "model.dtype=bfloat16", f"log.out_dir={tmp_path / 'two'}"], world=2, extra_env=env)
+    assert all("done step 2" in o for o in outs)
+    assert json.loads((tmp_path / "two" / "final.json").read_text())["engine_matches"] is True
+

@@ -60,10 +60,19 @@ def main() -> None:
     weights = {k: v.detach().cpu() for k, v in full_named_tensors(trainer.policy)}  # (sharded: a collective)
     with full_weights(trainer.model if trainer.sharding is not None else None):  # what a gathered layer computes in
         gathered_dtype = str(next(trainer.policy.model.layers[0].parameters()).dtype)
+    engine_matches = None
+    llm = getattr(trainer.engine, "llm", None)
+    if llm is not None:  # a vLLM engine (the fake in tests): does it hold the policy's weights, in its dtype?
+        dtype = getattr(torch, cfg.model.dtype)
+        held = llm.model.state_dict()
+        engine_matches = all(torch.equal(held[k], w.to(dtype).to(held[k].dtype)) for k, w in weights.items() if k in held)
+        if not engine_matches:  # every rank checks its own engine
+            sys.exit(f"rank {trainer.accelerator.process_index}: the engine does not hold the policy's weights")
     if trainer.accelerator.is_main_process:
         torch.save(weights, Path(cfg.log.out_dir) / "final.pt")
         (Path(cfg.log.out_dir) / "final.json").write_text(json.dumps(
             {"tokens_seen": trainer.tokens_seen, "step": trainer.step, "gathered_dtype": gathered_dtype,
+             "engine_matches": engine_matches,
              "value_tracker": trainer.value_tracker.state_dict() if trainer.value_tracker else None}, default=str))
     print(f"rank {trainer.accelerator.process_index} done step {trainer.step}", flush=True)
     from skpo.training.distributed import shutdown
