@@ -30,6 +30,8 @@ SMALL = ["train.steps=1", "train.prompts_per_step=2", "rollout.group_size=2", "r
          "eval.every=0", "log.progress=false", "log.tensorboard=false"]
 
 
+@pytest.mark.slow(reason="the same API path (rows, function, method document) runs in-process in the quick "
+                         "test_rows_function_and_method_reach_the_run; this runs the example file as a user would")
 def test_the_example_runs(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "examples" / "python_api.py"), str(tmp_path / "run")],
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)

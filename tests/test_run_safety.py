@@ -496,6 +496,7 @@ def test_resume_compares_the_resolved_method_not_the_overrides(tiny_dir, tmp_pat
     assert train_main(["--check", "--resume", *changed]) == 2
 
 
+@pytest.mark.slow(reason="every quick test that saves goes through the save's lock; this races two processes on it")
 def test_saves_into_one_directory_take_turns(tiny_dir, tmp_path):
     """Two processes calling the checkpoint save function on one run directory directly (no run
     directory lock: not through ``skpo train``) queue on the save's own lock: every save completes
@@ -530,7 +531,7 @@ def test_sigterm_during_evaluation_stops_within_one_batch_and_saves(tiny_dir, tm
     flight (no further batch is generated), the step is saved with its evaluation recorded as
     interrupted, and the run resumes from there."""
     out, err = tmp_path / "run", tmp_path / "stderr.txt"
-    args = overrides(tiny_dir, out, "train.steps=3", "eval.every=1", "eval.benchmarks=[arith]", "eval.limit=200",
+    args = overrides(tiny_dir, out, "train.steps=3", "eval.every=1", "eval.benchmarks=[arith]", "eval.limit=64",
                      "eval.k=4", "rollout.engine_batch_size=16")
     script = textwrap.dedent(f"""
         import sys, time

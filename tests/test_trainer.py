@@ -379,7 +379,8 @@ def test_dapo_gives_up_after_its_rounds_and_trains_nothing(tiny_dir, tmp_path, m
     assert m["actor/grad_norm"] == 0
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [1, pytest.param(2, marks=pytest.mark.slow(
+    reason="the same runs as the quick one-thread case; two threads beside another test process spin-wait (slow)"))])
 def test_two_identical_runs_are_bit_identical_optimizer_state_included(tiny_dir, tmp_path, threads):
     """The same config twice in one process gives the same weights *and* AdamW moments, to the
     bit, with one thread or two — so "resume is exact" (the resume tests) is a statement about
