@@ -63,7 +63,7 @@ def test_training_state_per_rank_is_what_the_formula_says(standin, tmp_path, fam
     from skpo.models.loading import tiny_arith_dir
 
     model_dir = tiny_arith_dir() if family == "tiny-arith" else standin(family)
-    for world in (1, 2):
+    for world in (1, 2) if family != "tiny-arith" else (2,):  # (one process: test_one_process_holds_16_bytes_a_parameter)
         out = tmp_path / f"world{world}"
         out.mkdir()
         for measured in _run(model_dir, out, world):
@@ -72,6 +72,32 @@ def test_training_state_per_rank_is_what_the_formula_says(standin, tmp_path, fam
             assert got == (predicted.weights, predicted.gradients, predicted.optimizer), (world, measured["rank"])
             if world == 1:
                 assert predicted.total == 16 * sum(__import__("math").prod(s) for s in measured["shapes"])
+
+
+def test_one_process_holds_16_bytes_a_parameter(tmp_path):
+    """Unsharded, in this process: weights, gradients and AdamW moments of the tiny model after one
+    step are the formula's figure, 16 bytes per parameter."""
+    import math
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(WORKER.parent))
+    import memory_worker
+
+    from skpo.models.loading import load_policy, tiny_arith_dir
+
+    model = load_policy(tiny_arith_dir(), dtype="float32")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model(input_ids=torch.tensor([[5, 6, 7, 8]])).logits.float().logsumexp(-1).sum().backward()
+    optimizer.step()
+    shapes = [tuple(p.shape) for p in model.parameters()]
+    measured = (sum(memory_worker.nbytes(p) for p in model.parameters()),
+                sum(memory_worker.nbytes(p.grad) for p in model.parameters()),
+                sum(memory_worker.nbytes(v) for st in optimizer.state.values() for k, v in st.items() if k != "step"))
+    predicted = training_state(shapes)
+    assert measured == (predicted.weights, predicted.gradients, predicted.optimizer)
+    assert predicted.total == 16 * sum(math.prod(s) for s in shapes)
 
 
 def test_lora_holds_the_frozen_base_once():

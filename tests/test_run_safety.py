@@ -362,7 +362,8 @@ def test_debug_shows_the_traceback_of_a_user_error(tiny_dir, tmp_path):
         assert proc.returncode == 1 and "Traceback" in proc.stderr and "NoCheckpointError" in proc.stderr
 
 
-@pytest.mark.slow(reason="the metrics repair runs in the quick test_a_torn_last_metrics_line_is_dropped (in-process) and resume in the quick sigterm test")
+@pytest.mark.slow(reason="the metrics repair runs in the quick test_a_torn_last_metrics_line_is_dropped (in-process) and "
+                         "resume in the quick test_a_stop_signal_saves_resumes_exactly_and_cuts_an_evaluation_short")
 def test_torn_last_metrics_line_is_dropped_on_resume(tiny_dir, tmp_path):
     out = tmp_path / "run"
     trained(tiny_dir, out)
@@ -416,6 +417,9 @@ def _wait_for(proc: subprocess.Popen, word: str) -> None:
     raise AssertionError(f"the child ended before printing {word}")
 
 
+@pytest.mark.slow(reason="the same stop, save and exact resume run in-process in the quick "
+                         "test_a_stop_signal_saves_resumes_exactly_and_cuts_an_evaluation_short; this sends a real "
+                         "SIGTERM to a CLI process and checks its exit status and last line")
 def test_sigterm_saves_and_resume_continues_bit_for_bit(tiny_dir, tmp_path):
     full = trained(tiny_dir, tmp_path / "full", "train.steps=3")
     out, err = tmp_path / "split", tmp_path / "stderr.txt"
@@ -440,7 +444,8 @@ def test_sigterm_saves_and_resume_continues_bit_for_bit(tiny_dir, tmp_path):
     assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
-@pytest.mark.slow(reason="the signal handler and the stop path run in the quick test_sigterm_saves_and_resume_continues_bit_for_bit")
+@pytest.mark.slow(reason="the signal handler and the stop path run in the quick "
+                         "test_a_stop_signal_saves_resumes_exactly_and_cuts_an_evaluation_short")
 def test_second_signal_aborts_at_once_without_saving(tiny_dir, tmp_path):
     out, err = tmp_path / "run", tmp_path / "stderr.txt"
     proc = _signalled_run(tiny_dir, out, err, "train.steps=3")
@@ -526,6 +531,8 @@ def test_saves_into_one_directory_take_turns(tiny_dir, tmp_path):
     assert (out / "checkpoints" / (out / "checkpoints" / "latest").read_text().strip()).is_dir()
 
 
+@pytest.mark.slow(reason="the evaluation cut short runs in-process in the quick "
+                         "test_a_stop_signal_saves_resumes_exactly_and_cuts_an_evaluation_short")
 def test_sigterm_during_evaluation_stops_within_one_batch_and_saves(tiny_dir, tmp_path):
     """A signal that arrives while the in-training evaluation runs ends it after the batch in
     flight (no further batch is generated), the step is saved with its evaluation recorded as
@@ -575,3 +582,51 @@ def test_sigterm_during_evaluation_stops_within_one_batch_and_saves(tiny_dir, tm
     resumed = build_trainer(config(tiny_dir, out, "train.steps=3", "eval.every=0"), resume=True)
     assert resumed.step == 1
     resumed.close()
+
+
+def test_a_stop_signal_saves_resumes_exactly_and_cuts_an_evaluation_short(tiny_dir, tmp_path, monkeypatch):
+    """In-process, the path a SIGTERM takes (the subprocess tests send real ones): a signal during
+    step 2 saves after it and resumes to the weights of an uninterrupted run; a signal during the
+    evaluation of step 1 ends it after the batch in flight and records it as interrupted."""
+    from skpo.errors import TrainingInterrupted
+    from skpo.rollout import hf_engine
+    from skpo.training.trainer import Trainer
+
+    full = trained(tiny_dir, tmp_path / "full", "train.steps=3")
+    real_step = Trainer.train_step
+
+    def signalled_step(self, step):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # the trainer's handler records it; the step finishes
+        return real_step(self, step)
+
+    monkeypatch.setattr(Trainer, "train_step", signalled_step)
+    split = build_trainer(config(tiny_dir, tmp_path / "split", "train.steps=3"))
+    with pytest.raises(TrainingInterrupted, match="stopped by SIGTERM after step 2"):
+        split.train()
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    resumed = build_trainer(config(tiny_dir, tmp_path / "split", "train.steps=3"), resume=True)
+    assert resumed.step == 2
+    resumed.train()
+    a, b = weights(full.policy), weights(resumed.policy)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    calls = []
+    real_generate = hf_engine.HFEngine.generate
+
+    def generate(self, prompts, n, params, max_new_tokens=None):
+        if n == 4:  # the evaluation (k=4); training samples 2 per prompt
+            calls.append(len(prompts))
+            if len(calls) == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return real_generate(self, prompts, n, params, max_new_tokens=max_new_tokens)
+
+    monkeypatch.setattr(hf_engine.HFEngine, "generate", generate)
+    out = tmp_path / "evaluating"
+    trainer = build_trainer(config(tiny_dir, out, "train.steps=3", "eval.every=1", "eval.limit=64", "eval.k=4",
+                                   "rollout.engine_batch_size=16"))
+    with pytest.raises(TrainingInterrupted, match="after step 1"):
+        trainer.train()
+    assert len(calls) == 1  # no batch after the one in flight
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 1 and last["eval/interrupted"] == 1.0
