@@ -21,7 +21,7 @@ import _bench
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from skpo.rollout import HFEngine, SamplingParams
+from skpo.engines import HFEngine, SamplingParams
 
 
 def build_model(vocab: int, seed: int = 0) -> Qwen2ForCausalLM:

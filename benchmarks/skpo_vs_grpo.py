@@ -94,7 +94,7 @@ def main() -> None:
     med = {m: {k: _bench.median(r[k] for r in rec[m]) for k in rec[m][0]} for m in rec}
     ratio = _bench.paired_ratio([r["step"] for r in rec["skpo"]], [r["step"] for r in rec["grpo"]])
     print(f"# {_bench.machine_line()}")
-    print(f"# tiny-arith, {cfg.train.prompts_per_step} prompts × G={grpo_trainer.preset.group_size}, answers ≤ "
+    print(f"# tiny-arith, {cfg.train.prompts_per_step} prompts × G={grpo_trainer.method.group_size}, answers ≤ "
           f"{cfg.rollout.max_new_tokens} tokens, one optimizer step per step; median of {args.reps} interleaved steps")
     keys = ["step", "upstream gen", "answer gen", "scoring", "update", "other"]
     counts = ["decoded", "prefill", "trained", "trained upstream", "update forward"]

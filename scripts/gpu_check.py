@@ -89,9 +89,9 @@ class PhaseMemory:
     def install(self) -> None:
         import torch
 
-        from skpo.training import rollouts
+        from skpo import rollout
 
-        memory, real_call = self, rollouts.Timer.__call__
+        memory, real_call = self, rollout.Timer.__call__
 
         def call(timer, name):
             inner = real_call(timer, name)
@@ -113,7 +113,7 @@ class PhaseMemory:
 
             return Phase()
 
-        rollouts.Timer.__call__ = call
+        rollout.Timer.__call__ = call
 
 
 def end_answers_on_average_after(mean_tokens: float) -> None:
@@ -153,8 +153,8 @@ def decode_profile(work: Path, rows: int = 64, steps: int = 48) -> dict:
 
     from skpo.models.loading import load_policy
     from skpo.models.standin import make_standin
-    from skpo.rollout import HFEngine, SamplingParams
-    from skpo.rollout.hf_engine import sample_from_logits
+    from skpo.engines import HFEngine, SamplingParams
+    from skpo.engines.hf_engine import sample_from_logits
 
     model = load_policy(make_standin("qwen2.5-math-7b", work / "standin-profile")).to("cuda")
     engine = HFEngine(model, pad_token_id=0, autocast_dtype=torch.bfloat16, batch_size=rows)
@@ -223,7 +223,7 @@ def train_steps(args, work: Path, deadline: float, engine: str) -> dict:
     trainer = build_trainer(cfg)
     result = {"recipe": str(Path(args.recipe).relative_to(ROOT)) if Path(args.recipe).is_relative_to(ROOT) else args.recipe,
               "engine": engine, "model": model, "prompts_per_step": args.prompts,
-              "group_size": trainer.preset.group_size, "max_prompt_tokens": cfg.data.max_prompt_tokens,
+              "group_size": trainer.method.group_size, "max_prompt_tokens": cfg.data.max_prompt_tokens,
               "max_new_tokens": cfg.rollout.max_new_tokens, "context": trainer.context.context,
               "compute_dtype": cfg.model.dtype, "setup_seconds": round(time.perf_counter() - started, 1),
               "stand_in_answer_mean": args.answer_mean if args.model is None and engine == "hf" else None, "steps": []}

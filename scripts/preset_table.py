@@ -24,11 +24,12 @@ def main() -> None:
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
 
-    from skpo.algorithms import PRESETS
+    from skpo.methods import METHODS
     from skpo.config import load_config
-    from skpo.training.setup import build_trainer, evaluate_heldout
+    from skpo.training.benchmarks import evaluate_heldout
+    from skpo.training.setup import build_trainer
 
-    methods = [m for m in args.methods.split(",") if m] or sorted(PRESETS)
+    methods = [m for m in args.methods.split(",") if m] or sorted(METHODS)
     rows, before = [], None
     for method in methods:
         cfg = load_config(None, [f"train.method={method}", f"train.steps={args.steps}", f"log.out_dir={args.out}/{method}",

@@ -63,7 +63,8 @@ def register_oracle_rollout() -> None:
     """A rollout kind ``skpo_oracle``: SKPO's, with each upstream row's reward replaced by the
     truth about its segment (+1 when all its complete lines are right, −1 otherwise)."""
     from skpo.rewards.arith import check_steps
-    from skpo.training.rollouts import ROLLOUTS, skpo_rollout_kind
+    from skpo.rollout.base import ROLLOUTS
+    from skpo.rollout.skpo_rollout import skpo_rollout_kind
 
     real = ROLLOUTS.get("skpo")
 
@@ -92,11 +93,11 @@ def pipeline_accuracy(trainer, cfg, n: int = 200) -> float:
     held-out problems, 8 answers each)."""
     from skpo.algorithms import LengthTracker
     from skpo.rewards.arith import check_answer
-    from skpo.rollout import SamplingParams
+    from skpo.engines import SamplingParams
     from skpo.rollout.skpo_rollout import SkpoPrompt, SkpoRolloutConfig, skpo_rollout
     from skpo.tasks.arith import heldout_problems
     from skpo.tasks.templates import plain_input_ids
-    from skpo.training.setup import arith_config
+    from skpo.config import arith_config
 
     problems = heldout_problems(arith_config(cfg), n)
     tok = trainer.tokenizer
@@ -115,35 +116,39 @@ def pipeline_accuracy(trainer, cfg, n: int = 200) -> float:
 def gradients(steps: int = 3) -> None:
     """Norms and cosine of SKPO's two gradient terms (each at its 0.5 weight) on fresh batches."""
     from skpo.config import load_config
-    from skpo.rollout import SamplingParams, mix_seed
-    from skpo.training.rollouts import ROLLOUTS, RolloutContext, Timer
+    from skpo.engines import SamplingParams, mix_seed
+    from skpo.rollout.base import ROLLOUTS, RolloutContext, Timer
+    from skpo.training.advantages import with_advantages
+    from skpo.training.log_probs import with_old_and_ref_log_probs
     from skpo.training.setup import build_trainer
+    from skpo.training.update import update
 
     cfg = load_config(None, ["train.method=skpo", "log.out_dir=runs/why/gradients", "log.progress=false",
                              "log.tensorboard=false", "eval.every=0"])
     tr = build_trainer(cfg, overwrite=True)
-    base = tr.preset
+    base = tr.method
     for step in range(steps):
         items = tr.sample_prompts(step)
         params = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, stop_token_ids=list(tr.stop_ids),
                                 seed=mix_seed(0, step, 1))
-        ctx = RolloutContext(engine=tr.engine, params=params, method=base, rollout_params=tr.rollout_params, step=step,
+        ctx = RolloutContext(engine=tr.engine, params=params, rollout_params=tr.rollout_params, group_size=base.group_size,
+                             step=step,
                              score=tr.score, sample_prompts=lambda draw: tr.sample_prompts(step, draw), source=tr.source,
                              pad_id=tr.pad_id, max_new_tokens=cfg.rollout.max_new_tokens, timer=Timer(),
                              generator=torch.Generator().manual_seed(mix_seed(0, step, 23)), length_tracker=tr.length_tracker)
         metrics: dict = {}
-        rows = tr._with_advantages(tr._with_old_and_ref_log_probs(ROLLOUTS.get(base.rollout).fn(ctx, items).rows), metrics)
+        rows = ROLLOUTS.get(base.rollout).fn(ctx, items).rows
+        rows = with_advantages(tr.advantage_context(step, metrics), with_old_and_ref_log_probs(tr.actor, base, rows))
         grads = {}
         for role in ("upstream", "downstream"):
-            tr.preset = dataclasses.replace(base, terms=tuple(t for t in base.terms if t.role == role))  # the other role trains nothing
+            one_role = dataclasses.replace(base, terms=tuple(t for t in base.terms if t.role == role))  # the other trains nothing
             captured = {}
             real_step = tr.optimizer.step
             tr.optimizer.step = lambda *a, **k: captured.setdefault(  # record the clipped gradient, step nothing
                 "g", torch.cat([p.grad.flatten() for p in tr.policy.parameters() if p.grad is not None]))
-            tr._update(rows, {})
+            update(tr.actor, one_role, rows, tr.dist, step, {})
             tr.optimizer.step = real_step
             grads[role] = captured["g"]
-        tr.preset = base
         up, down = grads["upstream"], grads["downstream"]
         cos = torch.nn.functional.cosine_similarity(up, down, dim=0).item()
         print(json.dumps({"step": step, "upstream_norm": round(up.norm().item(), 4), "downstream_norm": round(down.norm().item(), 4),
@@ -165,7 +170,8 @@ def main() -> None:
         gradients()
         return
     from skpo.config import load_config
-    from skpo.training.setup import build_trainer, evaluate_heldout
+    from skpo.training.benchmarks import evaluate_heldout
+    from skpo.training.setup import build_trainer
 
     method, overrides = configure(args.run)
     out = Path(args.out or f"runs/why/{args.run}-s{args.seed}")

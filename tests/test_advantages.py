@@ -101,8 +101,9 @@ def test_skpo_downstream_groups_by_prompt_and_segment():
     adv = run("skpo_downstream", batch)[:, 0]
     z = 1 / (math.sqrt(2) + 1e-6)
     torch.testing.assert_close(adv, torch.tensor([z, -z, 0.0, 0.0]))
-    with pytest.raises(ValueError, match="segment_index"):
-        run("skpo_downstream", outcome_batch([1, 0], ["q", "q"]))
+    # the trainer passes the rollout's group ids in index: (prompt, segment) pairs, the same groups
+    paired = outcome_batch([1, -1, 1, 1], [("q", "s0"), ("q", "s0"), ("q", "s1"), ("q", "s1")])
+    torch.testing.assert_close(run("skpo_downstream", paired)[:, 0], adv)
 
 
 def test_skpo_upstream_uses_pre_update_baseline_and_batch_norm():

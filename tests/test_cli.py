@@ -8,7 +8,7 @@ tests.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+
 
 import pytest
 

@@ -21,13 +21,16 @@ from skpo.algorithms.policy_shaping import PolicyShapingParams
 from skpo.config import load_config
 from skpo.methods import MethodError, resolve_method
 from skpo.models.loading import load_tokenizer, tiny_arith_dir
-from skpo.rollout import HFEngine
+from skpo.engines import HFEngine
 from skpo.tasks.arith import ArithProblem
 from skpo.tasks.critiques import refinement_draft, refinement_prompt_ids, step_critique, verdict_critique
 from skpo.tasks.templates import plain_input_ids
-from skpo.training.critique_rollout import select_refinements
-from skpo.training.rows import Rows, pad_responses, policy_forward
+from skpo.rollout.critique import select_refinements
+from skpo.rows import Rows, pad_responses
+from skpo.models.forward import policy_forward
+from skpo.training.advantages import with_advantages
 from skpo.training.setup import build_trainer
+from skpo.training.update import update
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBLEM = ArithProblem.from_question("6+7+5+15")  # 6+7=13, 13+5=18, 18+15=33
@@ -149,7 +152,7 @@ def test_advantages_are_computed_over_the_joint_group(tmp_path):
     trainer = build_trainer(_config(tmp_path / "run"))
     rows = _hand_rows(trainer.tokenizer)
     metrics: dict[str, float] = {}
-    out = trainer._with_advantages(rows, metrics)
+    out = with_advantages(trainer.advantage_context(0, metrics), rows)
     # group a: mean of 1, 1, 0, 0 = 0.5; group b: mean of 0, 0, 1, 0 = 0.25 (no std division)
     expected = torch.tensor([0.5, 0.5, -0.5, -0.5, -0.25, -0.25, 0.75, -0.25])
     # (per role alone: a's answers 2/3, −1/3, −1/3, b's all 0, the refinements r/(1+ε) = 1)
@@ -163,7 +166,7 @@ def test_advantages_are_computed_over_the_joint_group(tmp_path):
 
 def test_the_two_terms_share_the_joint_groups_denominators(tmp_path):
     trainer = build_trainer(_config(tmp_path / "run"))
-    rows = trainer._with_advantages(_hand_rows(trainer.tokenizer), {})
+    rows = with_advantages(trainer.advantage_context(0, {}), _hand_rows(trainer.tokenizer))
     with torch.no_grad():
         trainer.policy.eval()
         log_prob, _ = policy_forward(trainer.policy, rows.prompt_ids, rows.response_ids, rows.response_mask,
@@ -175,7 +178,7 @@ def test_the_two_terms_share_the_joint_groups_denominators(tmp_path):
     refine_sum = float((-adv * torch.sigmoid(log_prob - math.log(0.1)) * mask)[is_ref].sum())
     scale = len(rows) * trainer.cfg.rollout.max_new_tokens  # 8 rows of the joint group × the constant length
     metrics: dict[str, float] = {}
-    trainer._update(rows, metrics)
+    update(trainer.actor, trainer.method, rows, trainer.dist, 0, metrics)
     assert metrics["response/pg_loss"] == pytest.approx(answer_sum / scale, rel=1e-4)
     assert metrics["refinement/pg_loss"] == pytest.approx(refine_sum / scale, rel=1e-4)
     assert metrics["actor/pg_loss"] == pytest.approx((answer_sum + refine_sum) / scale, rel=1e-4)
@@ -201,16 +204,18 @@ class _Recorder:
                    for row in out for c in row)
 
 
-def _rows_of_step(trainer) -> dict:
-    seen = {}
-    real = trainer._with_advantages
+def _rows_of_step(trainer, monkeypatch) -> dict:
+    from skpo.training import trainer as trainer_mod
 
-    def capture(rows, metrics):
+    seen = {}
+    real = trainer_mod.with_advantages
+
+    def capture(ctx, rows):
         seen["rows"] = rows
-        seen["out"] = real(rows, metrics)
+        seen["out"] = real(ctx, rows)
         return seen["out"]
 
-    trainer._with_advantages = capture
+    monkeypatch.setattr(trainer_mod, "with_advantages", capture)
     seen["metrics"] = trainer.train_step(0)
     return seen
 
@@ -218,7 +223,7 @@ def _rows_of_step(trainer) -> dict:
 def test_rollout_joins_refinements_of_q_to_the_group_and_counts_every_token(tmp_path, monkeypatch):
     recorder = _Recorder(monkeypatch)
     trainer = build_trainer(_config(tmp_path / "run"))
-    seen = _rows_of_step(trainer)
+    seen = _rows_of_step(trainer, monkeypatch)
     rows, metrics, tok = seen["rows"], seen["metrics"], trainer.tokenizer
     roles = rows.roles()
     assert roles.count("response") == 2 * 3 and roles.count("refinement") == 2 * 1

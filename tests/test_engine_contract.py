@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from skpo.models.loading import load_policy, load_tokenizer, tiny_arith_dir
-from skpo.rollout import Engine, HFEngine, SamplingParams
+from skpo.engines import Engine, HFEngine, SamplingParams
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 
@@ -64,7 +64,7 @@ def engine(request, reference, monkeypatch):
         decoder = load_policy(tiny_arith_dir()).to("cuda") if on_gpu else model  # float32 on the GPU: 1e-3
         return HFEngine(decoder, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
                         decode=lambda t: tok.decode(t, skip_special_tokens=True)), 1e-3 if on_gpu else 1e-4
-    from skpo.rollout.vllm_engine import VLLMEngine
+    from skpo.engines.vllm_engine import VLLMEngine
 
     if request.param == "vllm-fake":
         _fake_vllm(monkeypatch)
@@ -131,7 +131,7 @@ def test_seeds_reproduce_and_prompts_are_independent(engine, reference):
     other = eng.generate(prompts, 2, SamplingParams(temperature=1.0, max_new_tokens=10, seed=12))
     assert [[c.token_ids for c in row] for row in a] != [[c.token_ids for c in row] for row in other]
     # a prompt's samples depend only on its prompt seed: alone, with its seed, they are the same
-    from skpo.rollout.engine import prompt_seeds
+    from skpo.engines.engine import prompt_seeds
 
     seeds = prompt_seeds(11, len(prompts))
     alone = eng.generate([prompts[2]], 2, SamplingParams(temperature=1.0, max_new_tokens=10, seed=[seeds[2]]))
@@ -168,7 +168,7 @@ def test_stop_token_ids_are_kept(engine, reference):
 
 # --------------------------------------------------------------------- the vLLM mapping (fake)
 def test_vllm_engine_asks_vllm_for_what_the_protocol_needs(fake_vllm):
-    from skpo.rollout.vllm_engine import VLLMEngine
+    from skpo.engines.vllm_engine import VLLMEngine
 
     eng = VLLMEngine(str(tiny_arith_dir()), dtype="float32", gpu_memory_utilization=0.4, max_model_len=256)
     init = eng.llm.calls[0][1]

@@ -27,6 +27,14 @@ from skpo.methods import MethodError, resolve_method
 E = math.e
 
 
+def per_answer(reward):
+    """``Trainer.score`` from a one-answer ``reward(trainer, item, response_ids) -> (reward, correct)``."""
+    def score(self, items, responses):
+        pairs = [reward(self, item, list(r)) for item, r in zip(items, responses)]
+        return [float(r) for r, _ in pairs], [bool(c) for _, c in pairs]
+    return score
+
+
 def rows_batch(scores, index, width=1, **fields) -> AdvantageInputs:
     """Outcome rewards ``[B]`` on the last of ``width`` tokens, every token in the mask."""
     scores = torch.tensor(scores, dtype=torch.float32)
@@ -99,7 +107,8 @@ def test_policy_forward_reductions_match_its_entropy():
     """The trainer's old-policy pass: token statistics from the same logits as the log-probs,
     padded rows and packed prompt groups alike, 0 past each response."""
     from skpo.models.loading import load_policy, tiny_arith_dir
-    from skpo.training.rows import group_by_prompt, pad_responses, policy_forward
+    from skpo.models.forward import group_by_prompt, policy_forward
+    from skpo.rows import pad_responses
 
     model = load_policy(tiny_arith_dir(), device="cpu")
     prompts = [[5, 6, 7], [5, 6, 7], [9, 10]]
@@ -429,14 +438,14 @@ def test_bad_parameters_name_the_key(method, overrides, match):
 
 
 def test_presets_declare_their_inputs():
-    from skpo.methods import get_preset
+    from skpo.methods import get_method
 
-    assert [n for n, _ in get_preset("papo").terms[0].token_stat_requests()] == ["entropy", "entropy_gain"]
-    assert [n for n, _ in get_preset("lp_reg").terms[0].token_stat_requests()] == ["minp_proxy_log_prob"]
-    assert get_preset("lp_reg").terms[0].token_stat_requests()[0][1].min_p == 0.02
-    assert isinstance(get_preset("riskpo").terms[0].make_state(), QuantileTracker)
-    assert get_preset("riskpo").reward_range == get_preset("copo").reward_range == (0.0, 1.0)
-    assert get_preset("grpo").terms[0].make_state() is None and not get_preset("grpo").terms[0].token_stat_requests()
+    assert [n for n, _ in get_method("papo").terms[0].token_stat_requests()] == ["entropy", "entropy_gain"]
+    assert [n for n, _ in get_method("lp_reg").terms[0].token_stat_requests()] == ["minp_proxy_log_prob"]
+    assert get_method("lp_reg").terms[0].token_stat_requests()[0][1].min_p == 0.02
+    assert isinstance(get_method("riskpo").terms[0].make_state(), QuantileTracker)
+    assert get_method("riskpo").reward_range == get_method("copo").reward_range == (0.0, 1.0)
+    assert get_method("grpo").terms[0].make_state() is None and not get_method("grpo").terms[0].token_stat_requests()
 
 
 # ----------------------------------------------------------------------------- state across a checkpoint
@@ -452,10 +461,10 @@ def test_estimator_state_is_checkpointed_and_resumed(tmp_path, method, monkeypat
 
     def reward(self, item, response_ids):  # mixed groups whatever the model: the estimator has signal
         correct = sum((i + 1) * t for i, t in enumerate(response_ids)) % 2 == 1
-        lo, hi = self.preset.reward_range
+        lo, hi = self.method.reward_range
         return (hi if correct else lo), correct
 
-    monkeypatch.setattr(Trainer, "reward", reward)
+    monkeypatch.setattr(Trainer, "score", per_answer(reward))
 
     def cfg(out, steps):
         return load_config(None, [

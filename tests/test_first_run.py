@@ -39,7 +39,7 @@ def test_rewards_in_the_users_range_and_the_run_record(tmp_path):
                              f"reward.function={REWARDS}:plus_minus", f"log.out_dir={tmp_path / 'run'}"])
     trainer = build_trainer(cfg)
     metrics = trainer.train_step(0)
-    lo, hi = trainer.preset.reward_range
+    lo, hi = trainer.method.reward_range
     assert -1 <= metrics["reward/user_mean"] <= 1 and metrics["reward/mean"] == pytest.approx(
         lo + (hi - lo) * (metrics["reward/user_mean"] + 1) / 2)
     run = json.loads((tmp_path / "run" / "run.json").read_text())

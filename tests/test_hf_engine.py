@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
 
-from skpo.rollout import Engine, HFEngine, SamplingParams, ScoringEngine, sample_from_logits
+from skpo.engines import Engine, HFEngine, SamplingParams, ScoringEngine, sample_from_logits
 
 VOCAB, PAD, EOS = 50, 0, 1
 PROMPTS = [[5, 6, 7], [8, 9, 10, 11, 12, 13, 14, 15], [4], [20, 21, 22, 23, 24]]
@@ -258,7 +258,7 @@ def test_preallocated_cache_layer_matches_dynamic_layer():
     a concatenating ``DynamicLayer`` gives."""
     from transformers.cache_utils import DynamicLayer
 
-    from skpo.rollout.hf_engine import _PreallocatedLayer
+    from skpo.engines.hf_engine import _PreallocatedLayer
 
     g = torch.Generator().manual_seed(0)
     k0, v0 = torch.randn(4, 2, 5, 3, generator=g), torch.randn(4, 2, 5, 3, generator=g)

@@ -163,7 +163,7 @@ def test_reinforce_is_minus_adv_logp():
 
 
 def test_sft_is_token_mean_nll_and_ignores_advantages_and_old_logprobs():
-    from skpo.algorithms import LossTerm, term_loss
+    from skpo.methods.record import LossTerm, term_loss
 
     log_prob = torch.tensor([[-0.5, -1.0, -2.0], [-0.25, -9.0, -9.0]], requires_grad=True)
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])  # row 2 has one token, then padding

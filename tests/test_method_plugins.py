@@ -22,7 +22,8 @@ import yaml
 from skpo.algorithms import ADVANTAGE_ESTIMATORS
 from skpo.algorithms.advantages import AdvantageInputs
 from skpo.config import ConfigError, load_config
-from skpo.training.rollouts import ROLLOUTS, RolloutContext, RolloutResult, group_rollout
+from skpo.rollout.base import ROLLOUTS, RolloutContext, RolloutResult
+from skpo.rollout.group import group_rollout
 from skpo.training.setup import build_trainer
 
 CALLS: dict[str, list] = {"estimator": [], "rollout": []}

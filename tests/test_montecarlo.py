@@ -9,17 +9,8 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from skpo.rollout import (
-    HFEngine,
-    SamplingParams,
-    mc_values,
-    mc_values_batch,
-    mix_seed,
-    step_boundaries,
-    token_step_index,
-    vineppo_values,
-    vineppo_values_batch,
-)
+from skpo.engines import HFEngine, SamplingParams, mix_seed
+from skpo.rollout import mc_values, mc_values_batch, step_boundaries, token_step_index, vineppo_values, vineppo_values_batch
 
 VOCAB, PAD, EOS, TARGET = 50, 0, 1, 7
 

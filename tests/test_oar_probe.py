@@ -1,4 +1,4 @@
-"""OAR's probe (``skpo.training.oar``): the answer readout modes and both importance kinds,
+"""OAR's probe (``skpo.models.answer_probe``): the answer readout modes and both importance kinds,
 checked against direct computations on a tiny random model."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from skpo.training.oar import oar_importance
+from skpo.models.answer_probe import oar_importance
 
 MARKER = [7, 8]
 

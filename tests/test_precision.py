@@ -21,7 +21,7 @@ import torch
 
 from skpo.config import load_config
 from skpo.training.setup import build_trainer
-from skpo.training.rollouts import ROLLOUTS
+from skpo.rollout.base import ROLLOUTS
 
 ROOT = Path(__file__).resolve().parents[1]
 PARITY = f"{ROOT / 'tests' / 'data' / 'rewards_for_tests.py'}:parity"
@@ -96,7 +96,7 @@ def test_pure_bf16_weights_lose_the_update_and_warn(one_step_deltas):
 
 def test_lm_head_in_float32_keeps_weights_and_keys(standin):
     from skpo.models.loading import load_policy
-    from skpo.training.precision import head_in_float32, lm_head_float32
+    from skpo.models.precision import head_in_float32, lm_head_float32
 
     model = load_policy(standin("llama-3.2-3b-instruct"), dtype="float32")
     keys = list(model.state_dict())
@@ -118,7 +118,7 @@ def test_a_copy_of_a_float32_head_model_computes_with_its_own_head():
     import copy
 
     from skpo.models.loading import load_policy, tiny_arith_dir
-    from skpo.training.precision import head_in_float32
+    from skpo.models.precision import head_in_float32
 
     policy = load_policy(tiny_arith_dir(), dtype="float32")
     head_in_float32(policy)

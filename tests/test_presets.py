@@ -6,7 +6,9 @@ import pytest
 import torch
 import yaml
 
-from skpo.algorithms import PRESETS, AggDenominators, PolicyLossInputs, get_preset, term_loss
+from skpo.algorithms import AggDenominators, PolicyLossInputs
+from skpo.methods import METHODS, get_method
+from skpo.methods.record import term_loss
 from skpo.methods import MethodError, method_names, resolve_method
 
 EXPECTED = {"grpo", "dr_grpo", "dapo", "cispo", "gspo", "sapo", "spo", "rloo", "mc_dense", "oar", "oar_p", "skpo",
@@ -15,14 +17,14 @@ EXPECTED = {"grpo", "dr_grpo", "dapo", "cispo", "gspo", "sapo", "spo", "rloo", "
 
 
 def test_all_methods_present_and_valid():
-    assert set(PRESETS) == set(method_names()) == EXPECTED
-    for preset in PRESETS.values():
+    assert set(METHODS) == set(method_names()) == EXPECTED
+    for preset in METHODS.values():
         preset.validate()
         assert preset.source
 
 
 def test_skpo_preset_matches_paper_appendix_c():
-    p = get_preset("skpo")
+    p = get_method("skpo")
     up, down = p.terms
     assert (up.role, up.advantage, up.loss, up.agg, up.weight) == ("upstream", "skpo_upstream", "ppo_clip", "seq-mean-token-mean", 0.5)
     assert dict(up.loss_params) == {"clip_low": 0.2, "clip_high": 0.2, "dual_clip": None}
@@ -34,12 +36,12 @@ def test_skpo_preset_matches_paper_appendix_c():
 
 
 def test_baseline_knobs():
-    assert get_preset("dapo").filter_groups and dict(get_preset("dapo").terms[0].loss_params)["clip_high"] == 0.28
-    assert dict(get_preset("dr_grpo").terms[0].advantage_params) == {"norm_by_std": False}
-    assert get_preset("dr_grpo").agg_scale == "max_response_length"
-    assert get_preset("spo").group_size == 1
-    assert get_preset("oar_p").token_weights == "oar_p" and get_preset("oar").token_weights == "oar_g"
-    assert get_preset("kl_cov").terms[0].loss == "kl_cov" and get_preset("bnpo").terms[0].advantage == "bnpo"
+    assert get_method("dapo").filter_groups and dict(get_method("dapo").terms[0].loss_params)["clip_high"] == 0.28
+    assert dict(get_method("dr_grpo").terms[0].advantage_params) == {"norm_by_std": False}
+    assert get_method("dr_grpo").agg_scale == "max_response_length"
+    assert get_method("spo").group_size == 1
+    assert get_method("oar_p").token_weights == "oar_p" and get_method("oar").token_weights == "oar_g"
+    assert get_method("kl_cov").terms[0].loss == "kl_cov" and get_method("bnpo").terms[0].advantage == "bnpo"
 
 
 @pytest.mark.parametrize(
@@ -62,9 +64,9 @@ def test_bad_overrides_name_the_key(overrides, match):
         resolve_method("skpo", overrides)
 
 
-def test_grpo_cannot_take_segment_or_step_estimators():
-    with pytest.raises(MethodError, match="needs \\['segment_index'\\], which rollout 'group' does not provide"):
-        resolve_method("grpo", {"terms": {"response": {"advantage": "skpo_downstream"}}})
+def test_grpo_cannot_take_step_estimators():
+    # SKPO's downstream estimator is group-relative over the rollout's groups: on ``group`` rows, GRPO's
+    assert resolve_method("grpo", {"terms": {"response": {"advantage": "skpo_downstream"}}}).terms[0].advantage == "skpo_downstream"
     with pytest.raises(MethodError, match="needs \\['step_values'\\]"):
         resolve_method("cispo", {"terms": {"response": {"advantage": "mc_step"}}})
     with pytest.raises(MethodError, match="takes group_size 1"):
@@ -78,7 +80,7 @@ def test_overrides_merge_into_the_document():
                                 "rollout_params": {"selection": "extreme"}})
     assert m.term("upstream").weight == 0.1 and dict(m.term("downstream").loss_params) == {"clip_low": 0.2, "clip_high": 0.3}
     assert dict(m.rollout_params)["selection"] == "extreme" and dict(m.rollout_params)["skip"] is True
-    assert get_preset("skpo").term("upstream").weight == 0.5  # the shipped document is untouched
+    assert get_method("skpo").term("upstream").weight == 0.5  # the shipped document is untouched
     off = resolve_method("grpo", {"terms": {"response": {"loss_params": {"dual_clip": None}}}})
     assert dict(off.terms[0].loss_params)["dual_clip"] is None  # null is a value, not a deletion
 
@@ -89,7 +91,7 @@ def test_term_loss_equals_direct_computation():
     cur = old + 0.1 * torch.randn(4, 5, generator=g)
     adv = torch.randn(4, 5, generator=g)
     mask = torch.ones(4, 5)
-    down = get_preset("skpo").term("downstream")
+    down = get_method("skpo").term("downstream")
     loss, metrics = term_loss(down, PolicyLossInputs(cur, old, adv, mask), AggDenominators.from_mask(mask))
     expected = (-(torch.exp(cur - old).clamp(0.8, 1.28)) * adv * cur).mean()
     torch.testing.assert_close(loss, expected)

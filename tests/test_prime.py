@@ -116,9 +116,9 @@ def test_prime_advantage_combines_rloo_sources_then_whitens_the_returns():
 
 
 def test_prime_preset_follows_the_recipe():
-    from skpo.algorithms import get_preset
+    from skpo.methods import get_method
 
-    p = get_preset("prime")
+    p = get_method("prime")
     (term,) = p.terms
     assert (term.advantage, term.loss, term.agg) == ("prime", "ppo_clip", "token-mean")
     assert dict(term.advantage_params) == {"reward_dpo_coef": 5.0, "reward_gt_coef": 5.0}
@@ -153,7 +153,7 @@ def test_reward_model_params_alone_are_refused():
 
 
 def _rows():
-    from skpo.training.rows import Rows, pad_responses
+    from skpo.rows import Rows, pad_responses
 
     prompts = [[5, 6, 7], [5, 6, 7], [9, 10], [9, 10]]
     responses = [[11, 12, 13, 14], [15, 16], [17, 18, 19], [20, 21, 22, 23, 24]]
@@ -163,8 +163,8 @@ def _rows():
 
 def _prm(token_budget=10_000, **params):
     from skpo.models.loading import load_policy, tiny_arith_dir
-    from skpo.training.reward_models import REWARD_MODELS, RewardModelContext
-    from skpo.training.rows import length_buckets
+    from skpo.models.reward_models import REWARD_MODELS, RewardModelContext
+    from skpo.models.forward import length_buckets
 
     torch.manual_seed(0)
     policy = load_policy(tiny_arith_dir())

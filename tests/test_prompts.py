@@ -85,7 +85,7 @@ class _ScriptedEngine:
         self.answer = answer
 
     def generate(self, prompts, n, params, max_new_tokens=None):
-        from skpo.rollout.engine import Completion
+        from skpo.engines.engine import Completion
 
         self.calls.append([list(p) for p in prompts])
         budgets = max_new_tokens or [params.max_new_tokens] * len(prompts)
@@ -98,7 +98,7 @@ def test_skpo_skip_input_keeps_bos_first_then_segment_then_the_templated_prompt(
     (BOS) stay first; then the segment; then the whole chat-templated prompt, header included,
     ending at the assistant turn — from where the model writes a fresh answer."""
     from skpo.algorithms import LengthTracker
-    from skpo.rollout.engine import SamplingParams
+    from skpo.engines.engine import SamplingParams
     from skpo.rollout.skpo_rollout import SkpoPrompt, SkpoRolloutConfig, skpo_rollout
     from skpo.tasks.dataset import DatasetSpec
     from skpo.tasks.sources import DatasetSource

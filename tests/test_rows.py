@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from skpo.models.loading import load_policy, tiny_arith_dir
-from skpo.training.rows import group_by_prompt, length_buckets, pack_buckets, pad_responses, policy_forward
+from skpo.models.forward import group_by_prompt, length_buckets, pack_buckets, policy_forward
+from skpo.rows import pad_responses
 
 
 @pytest.fixture(scope="module")

@@ -543,7 +543,7 @@ def test_sigterm_during_evaluation_stops_within_one_batch_and_saves(tiny_dir, tm
     script = textwrap.dedent(f"""
         import sys, time
         from skpo import cli
-        from skpo.rollout import hf_engine
+        from skpo.engines import hf_engine
         from skpo.training import signals
         got, after = [], []
         real_handle = signals.StopOnSignals._handle
@@ -589,7 +589,7 @@ def test_a_stop_signal_saves_resumes_exactly_and_cuts_an_evaluation_short(tiny_d
     step 2 saves after it and resumes to the weights of an uninterrupted run; a signal during the
     evaluation of step 1 ends it after the batch in flight and records it as interrupted."""
     from skpo.errors import TrainingInterrupted
-    from skpo.rollout import hf_engine
+    from skpo.engines import hf_engine
     from skpo.training.trainer import Trainer
 
     full = trained(tiny_dir, tmp_path / "full", "train.steps=3")

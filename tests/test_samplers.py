@@ -28,9 +28,9 @@ from skpo.algorithms.samplers import (
     variance_promotion_weights,
 )
 from skpo.methods import MethodError, resolve_method
-from skpo.rollout import Completion, SamplingParams
-from skpo.rollout.engine import mix_seed
-from skpo.training.rollouts import generate_groups
+from skpo.engines import Completion, SamplingParams
+from skpo.engines.engine import mix_seed
+from skpo.rollout.group import generate_groups
 
 # ----------------------------------------------------------------------------- Knapsack RL
 
@@ -207,7 +207,7 @@ class FakeEngine:
         self.calls: list[tuple[int, int]] = []
 
     def generate(self, prompts, n, params, max_new_tokens=None):
-        from skpo.rollout.engine import prompt_seeds
+        from skpo.engines.engine import prompt_seeds
 
         self.calls.append((len(prompts), n))
         return [[Completion([s % 97 + 3, j + 3], [-0.5, -0.25], "stop") for j in range(n)]
@@ -260,7 +260,7 @@ def _arith_item(tokenizer, question="37+48-12"):
 
 
 def test_arith_hints_are_the_first_solution_lines_as_a_skip_input(tokenizer):
-    from skpo.training.scaffold import ScaffoldParams, hint_prompt_ids
+    from skpo.rollout.scaffold import ScaffoldParams, hint_prompt_ids
 
     class Source:
         pass
@@ -276,7 +276,7 @@ def test_arith_hints_are_the_first_solution_lines_as_a_skip_input(tokenizer):
 def test_data_hints_come_from_the_hint_columns(tmp_path, tokenizer):
     from skpo.tasks.dataset import DatasetSpec
     from skpo.tasks.sources import DatasetSource
-    from skpo.training.scaffold import ScaffoldParams, _check_hints, hint_prompt_ids
+    from skpo.rollout.scaffold import ScaffoldParams, _check_hints, hint_prompt_ids
 
     row = {"question": "What is 2+3?", "answer": "5", "know": ["Add the numbers.", "Count up."], "sol": "2+3=5"}
     path = tmp_path / "h.jsonl"
@@ -298,8 +298,8 @@ def test_data_hints_come_from_the_hint_columns(tmp_path, tokenizer):
 
 
 def test_an_all_wrong_group_gets_its_lowest_solving_hint_in_place_of_its_first_answer(tokenizer):
-    from skpo.training.rollouts import RolloutContext, Timer
-    from skpo.training.scaffold import ScaffoldParams, _hint_failed_groups, hint_prompt_ids
+    from skpo.rollout.base import RolloutContext, Timer
+    from skpo.rollout.scaffold import ScaffoldParams, _hint_failed_groups, hint_prompt_ids
 
     class Source:
         pass
@@ -319,7 +319,7 @@ def test_an_all_wrong_group_gets_its_lowest_solving_hint_in_place_of_its_first_a
                 "rewards": [1.0 if x else -1.0 for x in correct], "correct": list(correct), "kept": True}
 
     groups = [group(a, [False] * 3), group(b, [True, False, False]), group(c, [False] * 2)]
-    ctx = RolloutContext(engine=engine, params=SamplingParams(seed=7), method=None, rollout_params=ScaffoldParams(warmup_steps=2),
+    ctx = RolloutContext(engine=engine, params=SamplingParams(seed=7), rollout_params=ScaffoldParams(warmup_steps=2), group_size=4,
                          step=1, score=score, sample_prompts=None, source=source, pad_id=0, max_new_tokens=8, timer=Timer(),
                          generator=torch.Generator())
     assert _hint_failed_groups(ctx, groups)[:2] == (0, 0)  # step 1 < warm-up 2: no hints

@@ -8,11 +8,11 @@ from types import SimpleNamespace
 import pytest
 
 from skpo.training.schedule import lr_factor
-from skpo.training.trainer import Trainer
+from skpo.training.actor import Actor
 
 
 def _trainer_formula_before_the_move(step: int, steps: int, warmup: int, schedule: str) -> float:
-    """``Trainer._lr_factor`` as it was written inline, kept here to pin the refactor."""
+    """``Actor._lr_factor`` as it was written inline, kept here to pin the refactor."""
     if warmup and step < warmup:
         return (step + 1) / warmup
     if schedule == "constant" or steps <= warmup:
@@ -25,11 +25,11 @@ def _trainer_formula_before_the_move(step: int, steps: int, warmup: int, schedul
 @pytest.mark.parametrize("steps,warmup", [(1, 0), (7, 0), (100, 10), (10, 10), (5, 8), (333, 17)])
 def test_trainer_schedule_is_bit_identical(schedule, steps, warmup):
     train = SimpleNamespace(steps=steps, warmup_steps=warmup, lr_schedule=schedule)
-    trainer = SimpleNamespace(cfg=SimpleNamespace(train=train))
+    trainer = SimpleNamespace(cfg=SimpleNamespace(train=train))  # (an actor: only its config is read)
     for step in range(steps + 1):  # LambdaLR also asks for the step after the last
         expected = _trainer_formula_before_the_move(step, steps, warmup, schedule)
         assert lr_factor(step, steps, warmup, schedule) == expected  # exact, not approximate
-        assert Trainer._lr_factor(trainer, step) == expected
+        assert Actor._lr_factor(trainer, step) == expected
 
 
 def test_hand_values_and_floor():

@@ -11,7 +11,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from skpo.algorithms.advantages import skpo_downstream_index
 from skpo.algorithms.trackers import LengthTracker
-from skpo.rollout import HFEngine, SamplingParams
+from skpo.engines import HFEngine, SamplingParams
 from skpo.rollout.skpo_rollout import (
     SkpoPrompt,
     SkpoRolloutBatch,
@@ -23,7 +23,7 @@ from skpo.rollout.skpo_rollout import (
     split_points,
     to_model_inputs,
 )
-from skpo.rollout.engine import Completion
+from skpo.engines.engine import Completion
 
 VOCAB, PAD, EOS, TARGET = 40, 0, 1, 5
 G = 4

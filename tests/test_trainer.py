@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from skpo.algorithms import PRESETS
+from skpo.methods import METHODS
 from skpo.config import ConfigError, load_config
 from skpo.training import checkpoint as ckpt
 from skpo.training.setup import build_trainer
@@ -23,6 +23,14 @@ def tiny_dir():
     from skpo.models.loading import tiny_arith_dir
 
     return os.environ.get("SKPO_TEST_MODEL") or str(tiny_arith_dir())
+
+
+def per_answer(reward):
+    """``Trainer.score`` from a one-answer ``reward(trainer, item, response_ids) -> (reward, correct)``."""
+    def score(self, items, responses):
+        pairs = [reward(self, item, list(r)) for item, r in zip(items, responses)]
+        return [float(r) for r, _ in pairs], [bool(c) for _, c in pairs]
+    return score
 
 
 def small_config(tiny_dir, out, method="skpo", *extra):
@@ -45,20 +53,20 @@ def mixed_rewards(monkeypatch):
 
     def reward(self, item, response_ids):
         correct = sum((i + 1) * t for i, t in enumerate(response_ids)) % 2 == 1
-        lo, hi = self.preset.reward_range
+        lo, hi = self.method.reward_range
         return (hi if correct else lo), correct
 
-    monkeypatch.setattr(Trainer, "reward", reward)
+    monkeypatch.setattr(Trainer, "score", per_answer(reward))
 
 
-@pytest.mark.parametrize("method", sorted(PRESETS))
+@pytest.mark.parametrize("method", sorted(METHODS))
 @pytest.mark.parametrize("steps", [1, pytest.param(2, marks=pytest.mark.slow(
     reason="the quick one-step run of the same preset covers the path; a second step adds trackers' and "
            "samplers' updates from a trained policy"))])
 def test_every_preset_trains(tiny_dir, tmp_path, method, steps, monkeypatch):
     mixed_rewards(monkeypatch)
     # SPO has one answer per prompt: more prompts so the batch has contrast
-    extra = ["train.prompts_per_step=8"] if PRESETS[method].group_size == 1 else []
+    extra = ["train.prompts_per_step=8"] if METHODS[method].group_size == 1 else []
     cfg = small_config(tiny_dir, tmp_path / method, method, "rollout.temperature=1.5", f"train.steps={steps}", *extra)
     trainer = build_trainer(cfg)
     before = weights(trainer.policy)
@@ -191,7 +199,7 @@ def test_shipped_recipes_validate(tmp_path):
 
     root = Path(__file__).resolve().parents[1] / "configs"
     arith = sorted((root / "arith").glob("*.yaml"))
-    assert {p.stem for p in arith} == set(PRESETS)
+    assert {p.stem for p in arith} == set(METHODS)
     for path in arith:
         assert load_config(path).train.method == path.stem
     paper = sorted((root / "paper").glob("*.yaml"))
@@ -251,18 +259,21 @@ def test_sigkill_during_save_leaves_previous_checkpoint(tiny_dir, tmp_path):
 def test_on_policy_shortcut_equals_recomputed_old_log_probs(tiny_dir, tmp_path, method, monkeypatch):
     """One mini-batch, one epoch: using the detached log-probs of the update's own forward as
     π_old must give the same update as a separate old-log-prob pass (ratio 1 either way)."""
-    from skpo.training.trainer import Trainer
+    from skpo.training import log_probs as log_probs_mod
+    from skpo.training import update as update_mod
+    from skpo.training.actor import Actor
 
     mixed_rewards(monkeypatch)
     extra_passes = []
-    real_forward_all = Trainer._forward_all
-    monkeypatch.setattr(Trainer, "_forward_all", lambda self, *a: extra_passes.append(1) or real_forward_all(self, *a))
+    real_log_probs = Actor.log_probs
+    monkeypatch.setattr(Actor, "log_probs", lambda self, *a: extra_passes.append(1) or real_log_probs(self, *a))
     fast = build_trainer(small_config(tiny_dir, tmp_path / "fast", method, "train.steps=1"))
     start = weights(fast.policy)
     assert fast.on_policy
     fast.train_step(0)
     assert extra_passes == []  # no old-log-prob forward
-    monkeypatch.setattr(Trainer, "on_policy", property(lambda self: False))
+    for module in (log_probs_mod, update_mod):  # as if off-policy: a separate pass, π_old from it in the loss
+        monkeypatch.setattr(module, "is_on_policy", lambda train_cfg: False)
     slow = build_trainer(small_config(tiny_dir, tmp_path / "slow", method, "train.steps=1"))
     slow.train_step(0)
     assert extra_passes  # the separate pass ran
@@ -304,12 +315,12 @@ def test_micro_batching_and_packing_do_not_change_the_update(tiny_dir, tmp_path,
 def test_off_policy_mini_batches_start_from_ratio_one(tiny_dir, tmp_path, method, monkeypatch):
     """Two mini-batches × two epochs: old log-probs come from their own (packed) pass, and the
     first mini-batch, taken before any optimizer step, sees π_θ = π_old (approx_kl ≈ 0)."""
-    from skpo.training import trainer as trainer_mod
+    from skpo.training import update as update_mod
 
     mixed_rewards(monkeypatch)
     kls: list[tuple[int, float]] = []  # (optimizer steps taken so far, approx_kl of a micro-batch)
     steps = [0]
-    real_term_loss = trainer_mod.term_loss
+    real_term_loss = update_mod.term_loss
 
     def spy(term, inputs, den):
         loss, metrics = real_term_loss(term, inputs, den)
@@ -317,7 +328,7 @@ def test_off_policy_mini_batches_start_from_ratio_one(tiny_dir, tmp_path, method
             kls.append((steps[0], float(metrics["approx_kl"])))
         return loss, metrics
 
-    monkeypatch.setattr(trainer_mod, "term_loss", spy)
+    monkeypatch.setattr(update_mod, "term_loss", spy)
     trainer = build_trainer(small_config(tiny_dir, tmp_path / method, method, "train.mini_batches=2", "train.ppo_epochs=2",
                                          "train.prompts_per_step=4"))
     real_step = trainer.optimizer.step
@@ -345,18 +356,20 @@ def test_dapo_dynamic_sampling_refills_the_batch(tiny_dir, tmp_path, monkeypatch
 
     def reward(self, item, response_ids):
         correct = False if flat(item.key) else sum((i + 1) * t for i, t in enumerate(response_ids)) % 2 == 1
-        lo, hi = self.preset.reward_range
+        lo, hi = self.method.reward_range
         return (hi if correct else lo), correct
 
-    monkeypatch.setattr(Trainer, "reward", reward)
+    monkeypatch.setattr(Trainer, "score", per_answer(reward))
+    from skpo.training import trainer as trainer_mod
+
     seen = {}
-    real_update = Trainer._update
+    real_update = trainer_mod.update
 
-    def spy(self, rows, *a):
+    def spy(actor, method, rows, *a):
         seen["rows"] = rows
-        return real_update(self, rows, *a)
+        return real_update(actor, method, rows, *a)
 
-    monkeypatch.setattr(Trainer, "_update", spy)
+    monkeypatch.setattr(trainer_mod, "update", spy)
     trainer = build_trainer(small_config(tiny_dir, tmp_path / "dapo", "dapo", "train.prompts_per_step=4",
                                          "rollout.group_size=4", "train.dapo_max_gen_batches=8"))
     m = trainer.train_step(0)
@@ -375,7 +388,7 @@ def test_dapo_dynamic_sampling_refills_the_batch(tiny_dir, tmp_path, monkeypatch
 def test_dapo_gives_up_after_its_rounds_and_trains_nothing(tiny_dir, tmp_path, monkeypatch):
     from skpo.training.trainer import Trainer
 
-    monkeypatch.setattr(Trainer, "reward", lambda self, item, ids: (self.preset.reward_range[0], False))
+    monkeypatch.setattr(Trainer, "score", per_answer(lambda self, item, ids: (self.method.reward_range[0], False)))
     trainer = build_trainer(small_config(tiny_dir, tmp_path / "dapo", "dapo", "train.dapo_max_gen_batches=2"))
     m = trainer.train_step(0)
     assert m["filter/gen_batches"] == 2 and m["filter/underfilled"] == 1 and m["filter/informative_fraction"] == 0

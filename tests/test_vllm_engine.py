@@ -29,7 +29,7 @@ import pytest
 import torch
 
 from skpo.models.loading import load_policy, tiny_arith_dir
-from skpo.rollout import SamplingParams
+from skpo.engines import SamplingParams
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 
@@ -47,7 +47,7 @@ def fake_vllm(monkeypatch):
 
 
 def engine(**kwargs):
-    from skpo.rollout.vllm_engine import VLLMEngine
+    from skpo.engines.vllm_engine import VLLMEngine
 
     return VLLMEngine(str(tiny_arith_dir()), dtype="float32", **kwargs)
 
@@ -128,7 +128,7 @@ def test_level_two_sleep_then_weights_first_in_buckets_then_kv_cache(fake_vllm):
 
 
 def test_sharded_tensors_are_moved_to_the_device_before_they_are_gathered():
-    from skpo.rollout.vllm_engine import _named_weights
+    from skpo.engines.vllm_engine import _named_weights
 
     class Shard:  # a DTensor shard in host memory (CPU offload): NCCL cannot gather it there
         def __init__(self, on="cpu-offload"):
@@ -177,8 +177,8 @@ def test_vllm_stops_at_max_model_len_with_length(fake_vllm):
 
 
 def test_the_context_limit_wrapper_counts_cuts():
-    from skpo.rollout import HFEngine
-    from skpo.rollout.context import ContextLimit
+    from skpo.engines import HFEngine
+    from skpo.engines.context import ContextLimit
 
     model = load_policy(tiny_arith_dir())
     limited = ContextLimit(HFEngine(model, pad_token_id=0), context=8)
@@ -189,7 +189,7 @@ def test_the_context_limit_wrapper_counts_cuts():
 
 
 def test_plan_context_checks_the_model():
-    from skpo.rollout.context import ContextError, plan_context
+    from skpo.engines.context import ContextError, plan_context
 
     plan = plan_context(1024, 1536, 3072, 8192)
     assert (plan.need, plan.context, plan.may_cut) == (5632, 5632, False)
@@ -205,7 +205,7 @@ def test_plan_context_checks_the_model():
 
 
 def test_skpo_prompt_growth_bounds_the_segment():
-    from skpo.training.rollouts import SkpoRolloutParams, skpo_prompt_growth
+    from skpo.rollout.skpo_rollout import SkpoRolloutParams, skpo_prompt_growth
 
     assert skpo_prompt_growth(SkpoRolloutParams(), 3072, 1024) == 1536  # ⌊3072 / 2⌋
     assert skpo_prompt_growth(SkpoRolloutParams(), 64, 200) == 64  # a large prior: capped at the budget

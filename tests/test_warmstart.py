@@ -9,7 +9,7 @@ import random
 import pytest
 import torch
 
-import skpo.training.warmstart as ws
+import skpo.commands.warmstart_training as ws
 from skpo.models.loading import load_policy, load_tokenizer, tiny_arith_dir
 from skpo.models.tiny import build_tiny_model
 from skpo.models.tokenizer import build_tokenizer
@@ -17,7 +17,8 @@ from skpo.rewards.arith import check_answer
 from skpo.tasks.arith import ArithConfig, ArithProblem, solution_text
 from skpo.tasks.templates import plain_input_ids, response_ids
 from skpo.training.schedule import lr_factor
-from skpo.training.warmstart import WarmstartConfig, draft_inputs, main, make_example, train
+from skpo.commands.warmstart import main
+from skpo.commands.warmstart_training import WarmstartConfig, draft_inputs, make_example, train
 
 SHORT = ["--steps", "40", "--batch-size", "16", "--log-every", "0", "--threads", "1"]
 
@@ -192,9 +193,3 @@ def test_schedule_is_the_trainers_cosine_with_a_floor():
     assert f(99) == f(100) == 1.0
     assert f(1050) == pytest.approx(0.1 + 0.9 * 0.5)  # halfway through the decay: cos(π/2) = 0
     assert f(2000) == pytest.approx(0.1)  # the floor, min_lr_ratio
-
-
-def test_old_import_path_still_works():
-    import skpo.warmstart as old
-
-    assert old.train is ws.train and old.WarmstartConfig is ws.WarmstartConfig and old.main is ws.main

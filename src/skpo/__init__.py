@@ -1,10 +1,9 @@
 """skpo: reinforcement learning from verifiable rewards, built around SKPO.
 
-Layers (bottom up): ``algorithms`` (pure tensor math) → ``rollout`` → ``rewards`` / ``tasks``
-→ ``training`` → ``evaluation`` / ``analysis`` → ``cli``. See ``docs/`` for the map.
+Packages form layers, each importing only from below; ``docs/architecture.md`` has the map.
 """
 
-__version__ = "0.1.0"
+from skpo.version import __version__
 
 
 def __getattr__(name: str):

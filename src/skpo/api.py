@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from skpo.algorithms import ADVANTAGE_ESTIMATORS, POLICY_LOSSES, PROMPT_SAMPLERS
-from skpo.training.rollouts import ROLLOUTS
+from skpo.rollout.base import ROLLOUTS
 
 __all__ = ["ADVANTAGE_ESTIMATORS", "POLICY_LOSSES", "PROMPT_SAMPLERS", "ROLLOUTS", "build", "register_reward", "train"]
 

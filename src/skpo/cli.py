@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] in {"-V", "--version"}:
-        from skpo import __version__
+        from skpo.version import __version__
 
         print(f"skpo {__version__}")
         return 0

@@ -6,20 +6,21 @@ valid number``). One ``RunConfig`` holds everything a ``skpo train`` run needs.
 
 from __future__ import annotations
 
+import difflib
+import math
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from skpo.errors import UserError
+from skpo.errors import ConfigError, MethodError
+from skpo.methods import is_method_file, method_names, resolve_for_run
+from skpo.plugins import import_plugins
+from skpo.tasks.arith import ArithConfig
 from skpo.tasks.dataset import DatasetSpec
 
 MATH_TEMPLATE = "{question}\nPlease reason step by step, and put your final answer within \\boxed{}."
-
-
-class ConfigError(UserError, ValueError):
-    """A configuration problem; the message names the file and key."""
 
 
 class _Strict(BaseModel):
@@ -70,8 +71,6 @@ class ArithSection(_Strict):
 
     @model_validator(mode="after")
     def _ranges(self) -> "ArithSection":
-        from skpo.tasks.arith import ArithConfig
-
         ArithConfig(min_ops=self.min_ops, max_ops=self.max_ops, min_operand=self.min_operand,
                     max_operand=self.max_operand, operators=tuple(self.operators), allow_negative=self.allow_negative)
         return self
@@ -186,6 +185,11 @@ class RolloutSection(_Strict):
         """The user's engine context (``max_context_tokens``, or its older name), if set."""
         return self.max_context_tokens or self.vllm.max_model_len
 
+    @property
+    def initial_length(self) -> float:
+        """The length tracker's prior ``L`` before a prompt is seen (``rollout.skpo.initial_length``)."""
+        return self.skpo.initial_length
+
 
 class FSDPSection(_Strict):
     """Parameter sharding with FSDP2 (skpo/training/sharding.py, docs/scaling.md). Also switched
@@ -246,13 +250,9 @@ class TrainSection(_Strict):
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: str) -> str:
-        from skpo.methods import is_method_file, method_names
-
         if is_method_file(value):  # a user's method document; read and validated with the method
             return value
         if value not in method_names():
-            import difflib
-
             close = difflib.get_close_matches(value, method_names(), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(f"unknown method {value!r}{hint}; methods: {', '.join(method_names())} (skpo methods lists "
@@ -276,8 +276,6 @@ class RewardSection(_Strict):
     @field_validator("range")
     @classmethod
     def _finite_range(cls, value: tuple[float, float]) -> tuple[float, float]:
-        import math
-
         low, high = value
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise ValueError(f"need finite low < high, got [{low}, {high}]")
@@ -376,8 +374,6 @@ def _format_errors(err: ValidationError, source: str) -> str:
 
 def _did_you_mean(loc: tuple) -> str:
     """`` (did you mean 'train.steps'?)`` for an unknown key close to a known one of its section."""
-    import difflib
-
     model: Any = RunConfig
     for part in loc[:-1]:
         field = getattr(model, "model_fields", {}).get(str(part))
@@ -435,8 +431,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if plugins:
         tree["plugins"] = [*(tree.get("plugins") or []), *[p for p in plugins if p not in (tree.get("plugins") or [])]]
     if tree.get("plugins"):
-        from skpo.plugins import import_plugins
-
         if not isinstance(tree["plugins"], list):
             raise ConfigError(f"{source}: plugins: expected a list of modules or .py files, got {tree['plugins']!r}")
         import_plugins(tree["plugins"])
@@ -444,8 +438,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         cfg = RunConfig.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(_format_errors(err, source)) from None
-    from skpo.methods import MethodError, resolve_for_run
-
     try:
         resolve_for_run(cfg)
     except MethodError as err:
@@ -455,3 +447,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def dump_config(config: RunConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def arith_config(cfg: RunConfig) -> ArithConfig:
+    """The arithmetic task of ``data.arith``."""
+    a = cfg.data.arith
+    return ArithConfig(min_ops=a.min_ops, max_ops=a.max_ops, min_operand=a.min_operand, max_operand=a.max_operand,
+                       operators=tuple(a.operators), allow_negative=a.allow_negative)

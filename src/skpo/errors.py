@@ -28,6 +28,26 @@ class UserError(Exception):
     """A problem the user can fix; the message names the file, row or key (one line)."""
 
 
+class ConfigError(UserError, ValueError):
+    """A configuration problem; the message names the file and key."""
+
+
+class MethodError(UserError, ValueError):
+    """A method document or override that does not resolve; the message names the key."""
+
+
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint that is missing, damaged or not this run's; the message names the files."""
+
+
+class NoCheckpointError(CheckpointError, FileNotFoundError):
+    """No checkpoint at all where one was asked for (``--resume`` on a new directory)."""
+
+
+class DiskFullError(CheckpointError):
+    """A save ran out of disk space (or quota); its partial files were removed."""
+
+
 class TrainingInterrupted(Exception):
     """Training stopped on SIGINT/SIGTERM after saving a checkpoint; not an error of the user
     and not a bug, so callers that run more after training (evaluation, result files) stop."""

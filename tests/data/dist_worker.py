@@ -24,16 +24,16 @@ torch.set_num_threads(1)
 def main() -> None:
     mode, record_dir, overrides = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
     from skpo.config import load_config
-    from skpo.training import rollouts
+    from skpo import rollout
     from skpo.training.distributed import merge_rank_metrics
-    from skpo.training.rows import concat_rows
+    from skpo.rows import concat_rows
     from skpo.training.setup import build_trainer
 
     cfg = load_config(None, overrides)
     from skpo.methods import resolve_for_run
 
     kind = resolve_for_run(cfg)[0].rollout
-    entry = rollouts.ROLLOUTS.get(kind)
+    entry = rollout.ROLLOUTS.get(kind)
     real = entry.fn
 
     def recording(ctx, items):
@@ -52,7 +52,7 @@ def main() -> None:
                                    prefill_tokens=sum(p.prefill_tokens for p in parts), length_observations=obs)
 
     if mode != "resume":
-        rollouts.ROLLOUTS._entries[kind] = dataclasses.replace(entry, fn=recording if mode == "record" else replay)
+        rollout.ROLLOUTS._entries[kind] = dataclasses.replace(entry, fn=recording if mode == "record" else replay)
     trainer = build_trainer(cfg, resume=mode == "resume")
     trainer.train()
     from skpo.training.sharding import full_named_tensors, full_weights

@@ -1,10 +1,9 @@
 """The algorithm core: pure functions of tensors — advantages, policy losses, aggregation,
-KL/entropy, per-prompt trackers — and the method presets that combine them.
+KL/entropy, per-prompt trackers, prompt samplers — and their registries.
 
-No model, no I/O. Conventions follow verl: token tensors ``[B, T]`` with a ``response_mask``
-and a group ``index`` per row. Add a method by registering a function and writing a method
-document; see ``docs/methods.md``. ``PRESETS`` / ``get_preset`` (the shipped method documents,
-read from ``skpo/methods/``) are looked up lazily from :mod:`skpo.methods`.
+No model, no I/O, no method record (that is :mod:`skpo.methods`). Conventions follow verl: token
+tensors ``[B, T]`` with a ``response_mask`` and a group ``index`` per row. Importing this package
+registers every shipped plug-in; ``docs/methods.md`` says how to add one.
 """
 
 from .advantages import (
@@ -19,10 +18,10 @@ from .advantages import (
 )
 from .losses import POLICY_LOSSES, PolicyLossInputs, PolicyLossOutputs
 from .masked import AGG_MODES, AggDenominators, agg_loss, masked_mean, masked_sum, masked_var, masked_whiten
-from .presets import LossTerm, MethodPreset, term_loss
 from .samplers import PROMPT_SAMPLERS, PlanRequest, PromptPlan, PromptSampler, build_prompt_sampler
 from .stats import entropy_from_logits, kl_penalty, logprobs_from_logits
 from .trackers import LengthTracker, ValueTracker, prioritized_sample, prioritized_weights
+from . import policy_shaping, prime, copo, gtpo, lp_reg, papo, riskpo  # noqa: F401,I001  (register the plug-ins, in this order)
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
@@ -30,15 +29,12 @@ __all__ = [
     "AdvantageInputs",
     "AggDenominators",
     "LengthTracker",
-    "LossTerm",
-    "MethodPreset",
     "POLICY_LOSSES",
     "PROMPT_SAMPLERS",
     "PlanRequest",
     "PromptPlan",
     "PromptSampler",
     "build_prompt_sampler",
-    "PRESETS",
     "PolicyLossInputs",
     "PolicyLossOutputs",
     "ValueTracker",
@@ -46,7 +42,6 @@ __all__ = [
     "batch_normalized",
     "dapo_group_filter",
     "entropy_from_logits",
-    "get_preset",
     "group_normalized_scores",
     "kl_penalty",
     "logprobs_from_logits",
@@ -59,18 +54,4 @@ __all__ = [
     "prioritized_sample",
     "prioritized_weights",
     "skpo_downstream_index",
-    "term_loss",
 ]
-
-
-def __getattr__(name: str):  # PEP 562: the shipped methods are files, read on first use
-    if name in ("PRESETS", "get_preset"):
-        import skpo.methods
-
-        return getattr(skpo.methods, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-from . import policy_shaping  # noqa: E402,F401  (registers the ``policy_shaping`` loss)
-from . import prime  # noqa: E402,F401  (registers the ``prime`` advantage estimator)
-from . import copo, gtpo, lp_reg, papo, riskpo  # noqa: E402,F401  (register the GRPO-family plug-ins)

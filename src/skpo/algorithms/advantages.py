@@ -7,17 +7,18 @@ Every estimator is registered by name in ``ADVANTAGE_ESTIMATORS`` with the signa
 and metadata the trainer reads instead of the estimator's name:
 
 ==================  =================================================================================
-``group_key``       ``"prompt"`` (rows grouped by ``index``) or ``"segment"`` (by ``(index,
-                    segment_index)``, SKPO's ``[s, q]`` groups) for group-relative estimators;
-                    absent for the others. DAPO's filter and ``zero_adv_group_share`` use it.
+``group_key``       set (any name; ``"prompt"`` by convention) for group-relative estimators:
+                    ``AdvantageInputs.index`` then holds each row's group id, which the rollout
+                    kind gives (the prompt, or SKPO's ``[s, q]``). DAPO's filter and
+                    ``zero_adv_group_share`` apply to them. Absent for the others.
 ``baseline``        ``"value_tracker"``: reads the per-prompt tracker's pre-update value
                     (``AdvantageInputs.baseline``), and its rows' rewards update the tracker.
-``needs``           inputs beyond rewards: ``"segment_index"``, ``"step_values"`` (with
-                    ``step_mask`` and ``token_step_index``), ``"token_weights"``,
-                    ``"token_rewards"`` (a method's trained reward model: PRIME); and two the
-                    trainer attaches for any rollout (``TRAINER_INPUTS``): ``"response_ids"``
-                    (the response tokens) and ``"answers"`` (each response's extracted final
-                    answer, by the source's verifier).
+``needs``           inputs beyond rewards: ``"step_values"`` (with ``step_mask`` and
+                    ``token_step_index``), ``"token_weights"``, ``"token_rewards"`` (a method's
+                    trained reward model: PRIME); and two the trainer attaches for any rollout
+                    (``TRAINER_INPUTS``): ``"response_ids"`` (the response tokens) and
+                    ``"answers"`` (each response's extracted final answer, by the source's
+                    verifier). :func:`estimator_inputs` reads this and ``baseline``.
 ``token_stats``     names of full-vocabulary reductions of the rollout policy it reads
                     (:mod:`skpo.algorithms.token_stats`), ``AdvantageInputs.token_stats``.
 ``state``           a class built as ``cls(params)`` holding state kept across steps (RiskPO's
@@ -41,12 +42,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import torch
 
 from .groups import group_ids, group_stats
-from .registry import Registry
+from skpo.registry import Registry
 
 Index = Sequence[Hashable] | torch.Tensor
 
@@ -58,15 +59,17 @@ class AdvantageInputs:
     Attributes:
         token_level_rewards: ``[B, T]`` rewards; outcome estimators use the row sum.
         response_mask: ``[B, T]`` 1 for tokens that get an advantage.
-        index: ``[B]`` group key per row (prompt uid); any hashable.
-        segment_index: ``[B]`` SKPO upstream-segment key per downstream row.
+        index: ``[B]`` group key per row (the rollout kind's group: the prompt uid, or
+            SKPO's ``(prompt, segment)``); any hashable.
+        segment_index: ``[B]`` SKPO upstream-segment key per downstream row, for callers that
+            pass prompt keys in ``index`` (:func:`skpo_downstream_index` pairs them).
         baseline: ``[B]`` tracker value *before* this step's update (SPO / SKPO upstream).
         step_values: ``[B, S]`` Monte Carlo value ``V(s_k)`` of the state before step ``k``.
         step_mask: ``[B, S]`` 1 for the steps a row has.
         token_step_index: ``[B, T]`` the step each token belongs to (long).
         token_weights: ``[B, T]`` per-token weights (OAR), 1 where unweighted.
         token_rewards: ``[B, T]`` per-token rewards of the method's trained reward model
-            (``skpo.training.reward_models``; PRIME's implicit PRM), 0 on masked tokens.
+            (``skpo.models.reward_models``; PRIME's implicit PRM), 0 on masked tokens.
         response_ids: ``[B, T]`` the response tokens (long), for ``needs=("response_ids",)``.
         answers: ``[B]`` each response's extracted final answer (``None``: none found).
         token_stats: name → ``[B, T]`` reductions of the rollout policy (``token_stats`` meta).
@@ -102,6 +105,17 @@ class AdvantageInputs:
 
 
 TRAINER_INPUTS = ("response_ids", "answers")  # ``needs`` the trainer fills for any rollout kind
+
+
+def estimator_inputs(meta: Mapping[str, Any]) -> tuple[str, ...]:
+    """What an estimator reads beyond rewards, from its metadata: its ``needs``, and
+    ``"baseline"`` when it reads the value tracker (``baseline="value_tracker"``)."""
+    return tuple(meta.get("needs", ())) + (("baseline",) if meta.get("baseline") == "value_tracker" else ())
+
+
+def is_group_relative(meta: Mapping[str, Any]) -> bool:
+    """Whether an estimator normalises within groups (``group_key`` metadata)."""
+    return meta.get("group_key") is not None
 
 AdvantageFn = Callable[[AdvantageInputs, Any], torch.Tensor]
 ADVANTAGE_ESTIMATORS: Registry[AdvantageFn] = Registry("advantage estimator")
@@ -238,11 +252,13 @@ def skpo_downstream_index(prompt_index: Index, segment_index: Index) -> list[tup
     return list(zip(prompts, segments))
 
 
-@ADVANTAGE_ESTIMATORS.register("skpo_downstream", GRPOParams, group_key="segment", needs=("segment_index",))
+@ADVANTAGE_ESTIMATORS.register("skpo_downstream", GRPOParams, group_key="segment")
 def skpo_downstream_advantage(batch: AdvantageInputs, params: GRPOParams) -> torch.Tensor:
-    """SKPO Eq. 5: group z-score over the G answers that share one ``[s, q]``."""
-    batch.require("index", "segment_index")
-    keys = skpo_downstream_index(batch.index, batch.segment_index)
+    """SKPO Eq. 5: group z-score over the G answers that share one ``[s, q]``. The SKPO rollout
+    gives those answers one group id (``index``); with prompt keys in ``index``, pass the
+    segments in ``segment_index``."""
+    batch.require("index")
+    keys = batch.index if batch.segment_index is None else skpo_downstream_index(batch.index, batch.segment_index)
     adv = group_normalized_scores(batch.scores, keys, params.epsilon, params.norm_by_std)
     return broadcast(adv, batch.response_mask)
 
@@ -326,7 +342,7 @@ class OARWeightParams:
     floor: float = 0.1  # minimum weight of the suppressed tier
     boost: float = 1.0  # β: boosted weights lie in [1, 1 + β]
     mass_preserving: bool = True  # rescale so Σ_t w_t = number of scored tokens
-    answer_mode: str = "answer_mean"  # the probe's readout of P_final (skpo.training.oar): answer_mean | last
+    answer_mode: str = "answer_mean"  # the probe's readout of P_final (skpo.models.answer_probe): answer_mean | last
 
     def __post_init__(self) -> None:
         if self.answer_mode not in ("answer_mean", "last"):

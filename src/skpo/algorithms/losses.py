@@ -22,7 +22,7 @@ from typing import Any, Callable
 import torch
 
 from .masked import masked_mean
-from .registry import Registry
+from skpo.registry import Registry
 
 LOG_RATIO_CLAMP = 20.0
 
@@ -337,7 +337,7 @@ def sft_loss(inputs: PolicyLossInputs, params: SFTParams) -> PolicyLossOutputs:
     """Supervised fine-tuning: ``−log π(o_t)`` per token (the negative log-likelihood of the
     given response). It reads neither the advantages nor the old log-probs — pass anything of
     shape ``[B, T]`` (e.g. zeros). With ``token-mean`` aggregation this is the usual
-    cross-entropy over response tokens (the warm start's loss, :mod:`skpo.training.warmstart`)."""
+    cross-entropy over response tokens (the warm start's loss, :mod:`skpo.commands.warmstart_training`)."""
     return PolicyLossOutputs(-inputs.log_prob, {"nll": masked_mean(-inputs.log_prob, inputs.response_mask).detach()})
 
 

@@ -5,7 +5,7 @@ Implicit Rewards", arXiv 2502.01456), with verl-recipe's ``prime`` as the numeri
 The implicit PRM ``π_φ`` is a causal LM trained online with a sequence-level cross-entropy on
 the outcome labels; its per-token log-ratio to a frozen reference ``π_ref`` is a dense reward.
 This module holds the math, pure functions of tensors; the model that produces the log-probs
-is :mod:`skpo.training.reward_models` (``implicit_prm``).
+is :mod:`skpo.models.reward_models` (``implicit_prm``).
 
 Shapes: ``B`` rows (responses), ``T`` response positions; ``response_mask`` ``[B, T]``.
 

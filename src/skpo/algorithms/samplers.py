@@ -48,7 +48,7 @@ from typing import Any, Literal
 
 import torch
 
-from .registry import Registry
+from skpo.registry import Registry
 from .trackers import ValueTracker, prioritized_sample, prioritized_weights
 
 __all__ = [

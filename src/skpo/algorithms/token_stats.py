@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .registry import Registry
+from skpo.registry import Registry
 from .stats import _chunked
 
 ReductionFn = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]

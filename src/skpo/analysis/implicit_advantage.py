@@ -55,7 +55,7 @@ from skpo.algorithms.advantages import batch_normalized
 from skpo.algorithms.trackers import LengthTracker
 from skpo.analysis.mc_accuracy import ArithSampler, Log, bootstrap_ci, sign3, stopwatch
 from skpo.analysis.shortcut import segment_check
-from skpo.rollout.engine import SamplingParams, mix_seed
+from skpo.engines.engine import SamplingParams, mix_seed
 from skpo.rollout.skpo_rollout import SkpoPrompt, SkpoRolloutConfig, skpo_rollout
 from skpo.tasks.arith import ArithProblem
 from skpo.tasks.templates import continual_input_ids, skip_input_ids

@@ -72,8 +72,8 @@ from torch import Tensor
 
 from skpo.evaluation.runner import ARITH_EXTRA_TOKENS
 from skpo.rewards.arith import check_answer
-from skpo.rollout.engine import Completion, SamplingParams, mix_seed
-from skpo.rollout.hf_engine import HFEngine
+from skpo.engines.engine import Completion, SamplingParams, mix_seed
+from skpo.engines.hf_engine import HFEngine
 from skpo.rollout.montecarlo import step_boundaries
 from skpo.tasks.arith import ArithProblem
 from skpo.tasks.prompts import stop_token_ids

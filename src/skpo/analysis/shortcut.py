@@ -51,7 +51,7 @@ from torch import Tensor
 
 from skpo.analysis.mc_accuracy import ArithSampler, Log, bootstrap_ratio_ci, stopwatch
 from skpo.rewards.arith import check_answer, check_steps, parse_answer
-from skpo.rollout.engine import mix_seed
+from skpo.engines.engine import mix_seed
 from skpo.tasks.arith import ArithProblem, solution_text
 from skpo.tasks.templates import continual_input_ids, skip_input_ids
 

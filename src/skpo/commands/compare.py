@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def resolve_methods(methods: str, variants: list[str]) -> dict[str, tuple[str, list[str]]]:
     """Label → (preset, overrides) for every requested method or variant."""
-    from skpo.algorithms import PRESETS
+    from skpo.methods import METHODS
 
     table = dict(ABLATIONS)
     for v in variants:
@@ -91,11 +91,11 @@ def resolve_methods(methods: str, variants: list[str]) -> dict[str, tuple[str, l
     for label in [m.strip() for m in methods.split(",") if m.strip()]:
         if label in table:
             out[label] = table[label]
-        elif label in PRESETS:
+        elif label in METHODS:
             out[label] = (label, [])
         else:
-            raise ValueError(f"unknown method {label!r}; presets: {', '.join(sorted(PRESETS))}; variants: {', '.join(sorted(table))}")
-        if out[label][0] not in PRESETS:
+            raise ValueError(f"unknown method {label!r}; presets: {', '.join(sorted(METHODS))}; variants: {', '.join(sorted(table))}")
+        if out[label][0] not in METHODS:
             raise ValueError(f"variant {label!r}: unknown method {out[label][0]!r}")
     if not out:
         raise ValueError("--methods is empty")
@@ -129,7 +129,8 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     from skpo.config import load_config
     from skpo.jsonl import read_jsonl
     from skpo.training.checkpoint import latest_checkpoint
-    from skpo.training.setup import build_trainer, evaluate_benchmarks
+    from skpo.training.benchmarks import evaluate_benchmarks
+    from skpo.training.setup import build_trainer
 
     torch.set_num_threads(1)
     run_dir = Path(spec["run_dir"])
@@ -163,7 +164,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         "benchmarks": benchmarks, "k": k, "eval_problems": spec["eval_problems"],
         **{m: _mean(r["metrics"][f"{m[:-2]}@{k}"] for r in final.values()) for m in ("avg@k", "pass@k", "maj@k")},
         "per_benchmark": {name: r["metrics"] for name, r in final.items()},
-        "tokens": trainer.tokens_seen, "steps": trainer.step, "train_seconds": trainer.train_seconds,
+        "tokens": trainer.tokens_seen, "steps": trainer.step, "train_seconds": trainer.state.train_seconds,
         "curve_metric": f"avg@{k_c}", "curve": curve,
     }
     step_metrics = [r["step_metrics"]["step_accuracy"] for r in final.values() if "step_accuracy" in r.get("step_metrics", {})]

@@ -46,7 +46,8 @@ def _main(argv: list[str]) -> int:
 
     from skpo.analysis.plots import plot_runs
     from skpo.config import load_config
-    from skpo.training.setup import build_trainer, evaluate_heldout, load_run_model
+    from skpo.training.benchmarks import evaluate_heldout
+    from skpo.training.setup import build_trainer, load_run_model
 
     console = Console()
     cfg = load_config(args.config, args.overrides)

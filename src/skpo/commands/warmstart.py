@@ -1,5 +1,5 @@
 """``skpo warmstart``: the supervised warm start of the tiny model on the synthetic task
-(:mod:`skpo.training.warmstart` runs it; this module parses the command line without importing
+(:mod:`skpo.commands.warmstart_training` runs it; this module parses the command line without importing
 the training stack)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from skpo.tasks.arith import ArithConfig
-from skpo.training.warmstart_config import WarmstartConfig
+from skpo.commands.warmstart_config import WarmstartConfig
 
 DESCRIPTION = "Warm-start the tiny model by supervised fine-tuning on the synthetic task (plain and skip-format examples)."
 
@@ -72,7 +72,7 @@ def main(argv: list[str]) -> int:
         init=args.init,
     )
     from skpo.tasks.arith import heldout_problems
-    from skpo.training.warmstart import evaluate_all, save, train
+    from skpo.commands.warmstart_training import evaluate_all, save, train
 
     result = train(config, log_every=args.log_every)
     print(f"trained {result.steps} steps in {result.seconds:.0f}s"

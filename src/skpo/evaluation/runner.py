@@ -14,7 +14,7 @@ Prompts:
 - given: a caller may pass its own ``problems`` (the warm start's validation set) and its own
   ``prompt_ids`` (skip inputs ``[s, q]``); sampling and scoring stay the same.
 
-Sampling: one :class:`~skpo.rollout.engine.SamplingParams` for the whole benchmark; problem ``i``
+Sampling: one :class:`~skpo.engines.engine.SamplingParams` for the whole benchmark; problem ``i``
 gets the prompt seed ``mix_seed(seed, i)``, so its samples depend only on the model, its prompt,
 ``seed`` and ``i`` — not on ``limit``, batch size or the other problems. Stop tokens: the
 tokenizer's EOS and the model's ``generation_config.eos_token_id`` (chat models often have two).
@@ -44,8 +44,8 @@ from skpo.evaluation.metrics import (
     success_histogram,
 )
 from skpo.rewards.arith import check_steps
-from skpo.rollout.engine import Completion, SamplingParams, prompt_seeds
-from skpo.rollout.hf_engine import HFEngine
+from skpo.engines.engine import Completion, SamplingParams, prompt_seeds
+from skpo.engines.hf_engine import HFEngine
 from skpo.tasks.dataset import encode_problems
 from skpo.tasks.dataset import prompt_format as format_of
 from skpo.tasks.prompts import has_chat_template

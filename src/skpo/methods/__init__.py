@@ -27,6 +27,7 @@ run directory (``method.yaml``) and shown by ``skpo train --print-config``.
 from __future__ import annotations
 
 import copy
+import difflib
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -35,11 +36,14 @@ from typing import Any
 
 import yaml
 
-from skpo.algorithms.presets import LossTerm, MethodPreset
-from skpo.errors import UserError
+from skpo.methods.checks import check_method_against_rollout, check_term, joint_roles, rollout_params
+from skpo.methods.record import LossTerm, Method, term_loss
+from skpo.algorithms import PROMPT_SAMPLERS
+from skpo.errors import MethodError
+from skpo.rollout import ROLLOUTS
 
-__all__ = ["MethodError", "PRESETS", "get_preset", "method_document", "method_names", "method_table",
-           "method_table_markdown", "method_to_document", "resolve_method"]
+__all__ = ["METHODS", "Method", "MethodError", "check_method_against_rollout", "get_method", "joint_roles", "rollout_params", "method_document", "method_names", "method_table",
+           "method_table_markdown", "method_to_document", "resolve_method", "term_loss"]
 
 METHOD_DIR = Path(__file__).resolve().parent
 
@@ -50,10 +54,6 @@ _TOP_KEYS = {
     "reward_model", "reward_model_params",
 }
 _TERM_KEYS = {"advantage", "advantage_params", "loss", "loss_params", "agg", "weight"}
-
-
-class MethodError(UserError, ValueError):
-    """A method document or override that does not resolve; the message names the key."""
 
 
 def method_names() -> list[str]:
@@ -70,8 +70,6 @@ def is_method_file(name: str) -> bool:
 def _read_shipped(name: str) -> dict[str, Any]:
     path = METHOD_DIR / f"{name}.yaml"
     if not path.is_file():
-        import difflib
-
         close = difflib.get_close_matches(name, method_names(), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise MethodError(f"unknown method {name!r}{hint}; methods: {', '.join(method_names())} (or a path to a method .yaml)")
@@ -124,29 +122,7 @@ def _merge(base: Any, override: Any) -> Any:
     return out
 
 
-def _check_term(term: LossTerm, where: str) -> None:
-    """The term's plug-ins and their parameters, each error naming its key."""
-    from skpo.algorithms import ADVANTAGE_ESTIMATORS, AGG_MODES, POLICY_LOSSES
-
-    for key, registry, name, params in (
-        ("advantage", ADVANTAGE_ESTIMATORS, term.advantage, term.advantage_params),
-        ("loss", POLICY_LOSSES, term.loss, term.loss_params),
-    ):
-        try:
-            entry = registry.get(name)
-        except KeyError as err:
-            raise MethodError(f"{where}.{key}: {err.args[0]}") from None
-        try:
-            entry.make_params(dict(params))
-        except (TypeError, ValueError) as err:
-            raise MethodError(f"{where}.{key}_params: {err}") from None
-    if term.agg not in AGG_MODES:
-        raise MethodError(f"{where}.agg: must be one of {list(AGG_MODES)} (got {term.agg!r})")
-    if not term.weight >= 0:
-        raise MethodError(f"{where}.weight: must be >= 0 (got {term.weight!r})")
-
-
-def _build(doc: dict[str, Any], where: str) -> MethodPreset:
+def _build(doc: dict[str, Any], where: str) -> Method:
     unknown = sorted(set(doc) - _TOP_KEYS)
     if unknown:
         raise MethodError(f"{where}: unknown key(s) {unknown}; known: {sorted(_TOP_KEYS)}")
@@ -175,7 +151,7 @@ def _build(doc: dict[str, Any], where: str) -> MethodPreset:
         t = LossTerm(str(role), str(term["advantage"]), str(term["loss"]), str(term["agg"]), weight,
                      MappingProxyType(dict(term.get("advantage_params") or {})),
                      MappingProxyType(dict(term.get("loss_params") or {})))
-        _check_term(t, f"{where}.terms.{role}")
+        check_term(t, f"{where}.terms.{role}")
         terms.append(t)
     kwargs: dict[str, Any] = {}
     for key in _TOP_KEYS - {"terms", "name", "description", "rollout"}:
@@ -192,18 +168,16 @@ def _build(doc: dict[str, Any], where: str) -> MethodPreset:
         if not doc.get(key):
             raise MethodError(f"{where}: {key!r} is required")
     try:
-        method = MethodPreset(name=str(doc["name"]), description=str(doc.get("description", "")), rollout=str(doc["rollout"]),
+        method = Method(name=str(doc["name"]), description=str(doc.get("description", "")), rollout=str(doc["rollout"]),
                               terms=tuple(terms), **kwargs)
         method.validate()
-        from skpo.training.rollouts import check_method_against_rollout
-
         check_method_against_rollout(method)
     except (TypeError, ValueError) as err:
         raise MethodError(f"{where}: {err}") from None
     return method
 
 
-def resolve_method(name: str, overrides: Mapping[str, Any] | None = None, where: str = "method") -> MethodPreset:
+def resolve_method(name: str, overrides: Mapping[str, Any] | None = None, where: str = "method") -> Method:
     """The method ``name`` with ``overrides`` merged in, validated (errors name ``where.<key>``)."""
     doc = method_document(name)
     if overrides:
@@ -247,14 +221,12 @@ def _section(cfg: Any, path: str) -> Any:
 _ABSENT = object()
 
 
-def resolve_for_run(cfg: Any) -> tuple[MethodPreset, list[str]]:
+def resolve_for_run(cfg: Any) -> tuple[Method, list[str]]:
     """The method a run config asks for: ``train.method``'s document, the shortcuts the config
     sets explicitly, then its ``method:`` section. Returns the method and notes on settings
     that do not apply to it (a shortcut for a rollout kind the method does not use)."""
     name = cfg.train.method
     doc = method_document(name)
-    from skpo.training.rollouts import ROLLOUTS
-
     try:
         kind = ROLLOUTS.get(str(doc.get("rollout")))
     except KeyError as err:
@@ -294,7 +266,7 @@ def resolve_for_run(cfg: Any) -> tuple[MethodPreset, list[str]]:
     return resolve_method(name, overrides, where="method"), notes
 
 
-def method_to_document(method: MethodPreset) -> dict[str, Any]:
+def method_to_document(method: Method) -> dict[str, Any]:
     """A resolved method as a document (what ``method.yaml`` of a run holds)."""
     doc: dict[str, Any] = {
         "name": method.name, "description": method.description, "source": method.source, "rollout": method.rollout,
@@ -317,10 +289,10 @@ def method_to_document(method: MethodPreset) -> dict[str, Any]:
     return doc
 
 
-class _Presets(Mapping):
+class _ShippedMethods(Mapping):
     """The shipped methods by name, each resolved (validated) on first use."""
 
-    def __getitem__(self, name: str) -> MethodPreset:
+    def __getitem__(self, name: str) -> Method:
         if name not in method_names():
             raise KeyError(f"unknown method {name!r}; presets: {method_names()}")
         return _resolved(name)
@@ -333,16 +305,16 @@ class _Presets(Mapping):
 
 
 @lru_cache(maxsize=None)
-def _resolved(name: str) -> MethodPreset:
+def _resolved(name: str) -> Method:
     return resolve_method(name, where=f"skpo/methods/{name}.yaml")
 
 
-PRESETS: Mapping[str, MethodPreset] = _Presets()
+METHODS: Mapping[str, Method] = _ShippedMethods()
 
 
-def get_preset(name: str) -> MethodPreset:
+def get_method(name: str) -> Method:
     """A shipped method, as its document says (``KeyError`` naming the known ones)."""
-    return PRESETS[name]
+    return METHODS[name]
 
 
 # ----------------------------------------------------------------------------- the table
@@ -354,11 +326,9 @@ def _params(params: Mapping[str, Any]) -> str:
 
 def method_table() -> list[dict[str, str]]:
     """One row per shipped method: name, rollout, estimator, loss, aggregation, key defaults, source."""
-    from skpo.algorithms import PROMPT_SAMPLERS
-
     rows = []
     for name in method_names():
-        m = get_preset(name)
+        m = get_method(name)
         terms = m.terms
         defaults = [f"G={m.group_size}"]
         if m.rollout_params:

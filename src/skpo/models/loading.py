@@ -9,10 +9,13 @@ that does not exist, or is not a model directory, raises an error that names it 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from skpo.models.manifest import verify_checkpoint
 
 _ASSETS = Path(__file__).resolve().parents[1] / "assets"
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -33,6 +36,30 @@ SHIPPED_MODELS = {
 def shipped_model_dir(name: str) -> Path | None:
     """The directory of a shipped warm start named ``name`` (:data:`SHIPPED_MODELS`), else None."""
     return _ASSETS / name if name in SHIPPED_MODELS else None
+
+
+def resolve_model_path(path: str) -> Path:
+    """``tiny-arith`` → the shipped checkpoint; a training checkpoint dir → its ``model/``,
+    verified against the checkpoint's manifest before anything loads it."""
+    if (shipped := shipped_model_dir(path)) is not None:
+        return shipped
+    p = Path(path).expanduser()
+    if (p / "model" / "config.json").is_file():
+        if (p / "manifest.json").is_file():
+            verify_checkpoint(p)
+        return p / "model"
+    if (p / "config.json").is_file() and (p.parent / "manifest.json").is_file():  # CHECKPOINT/model
+        verify_checkpoint(p.parent)
+    return p
+
+
+def hub_hint(path: str) -> str:
+    """How to get a model named by its Hugging Face Hub id (nothing is downloaded at run time)."""
+    if Path(path).expanduser().exists() or not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", str(path)):
+        return ""
+    local = f"/models/{str(path).split('/')[-1]}"
+    return (f"; {path!r} looks like a Hugging Face Hub id, and skpo reads local directories only: download it first "
+            f"(huggingface-cli download {path} --local-dir {local}) and set model.path={local}")
 
 
 def _check_dir(path: str | Path, what: str, needed: tuple[str, ...]) -> Path:

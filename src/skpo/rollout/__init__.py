@@ -1,18 +1,8 @@
-"""skpo.rollout: the engine protocol, the Hugging Face engine, Monte Carlo continuations."""
+"""Rollout kinds: how a step turns prompts into scored rows (one module per kind; importing this
+package registers them all in ``ROLLOUTS``), and VinePPO's Monte Carlo continuations."""
 
-from skpo.rollout.engine import (
-    BatchedReward,
-    Completion,
-    DecodeFn,
-    Engine,
-    FinishReason,
-    SamplingParams,
-    ScoringEngine,
-    mix_seed,
-    prompt_seeds,
-    score_batch,
-)
-from skpo.rollout.hf_engine import HFEngine, autocast, left_pad, sample_from_logits
+from skpo.rollout.base import ROLLOUTS, RolloutContext, RolloutResult, ScoreFn, Timer
+from skpo.rollout import critique, group, mc_steps, scaffold, skpo_rollout  # noqa: F401  (register the kinds)
 from skpo.rollout.montecarlo import (
     RewardFn,
     StepValues,
@@ -25,24 +15,15 @@ from skpo.rollout.montecarlo import (
 )
 
 __all__ = [
-    "BatchedReward",
-    "Completion",
-    "DecodeFn",
-    "Engine",
-    "FinishReason",
-    "HFEngine",
+    "ROLLOUTS",
     "RewardFn",
-    "SamplingParams",
-    "ScoringEngine",
+    "RolloutContext",
+    "RolloutResult",
+    "ScoreFn",
     "StepValues",
-    "autocast",
-    "left_pad",
+    "Timer",
     "mc_values",
     "mc_values_batch",
-    "mix_seed",
-    "prompt_seeds",
-    "sample_from_logits",
-    "score_batch",
     "step_boundaries",
     "token_step_index",
     "vineppo_values",

@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from skpo.rollout.engine import Engine, SamplingParams, mix_seed, score_batch
+from skpo.engines.engine import Engine, SamplingParams, mix_seed, score_batch
 
 __all__ = [
     "RewardFn",
@@ -67,7 +67,7 @@ def mc_values_batch(
     """MC values at given positions of several responses, in one engine call.
 
     Args:
-        engine: any :class:`~skpo.rollout.engine.Engine`.
+        engine: any :class:`~skpo.engines.engine.Engine`.
         prompts: ``[N]`` prompt token lists.
         responses: ``[N]`` response token lists (without the prompt).
         positions: ``[N][M_r]`` indices into each response, ``0 <= pos <= len(response)``;

@@ -72,9 +72,13 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from skpo.algorithms.advantages import skpo_downstream_index
 from skpo.algorithms.trackers import LengthTracker
-from skpo.rollout.engine import Completion, Engine, SamplingParams, mix_seed, prompt_seeds, score_batch
-from skpo.rollout.hf_engine import left_pad
+from skpo.engines.engine import BatchedReward, Completion, Engine, SamplingParams, mix_seed, prompt_seeds, score_batch
+from skpo.engines.hf_engine import left_pad
+from skpo.rollout.base import ROLLOUTS, RolloutContext, RolloutResult
+from skpo.rows import Rows, concat_rows
+from skpo.tasks.sources import PromptItem
 from skpo.tasks.templates import skip_input_ids
 
 __all__ = [
@@ -97,7 +101,7 @@ AnswerRewardFn = Callable[[int, list[int]], float]
 """``reward_fn(prompt_index, answer_ids) -> float``: the outcome reward (±1 in the paper) of a
 complete answer to prompt ``prompts[prompt_index]`` (answer tokens only, no prompt). A function
 with a ``batch`` attribute is given all answers of a phase at once (see
-:func:`skpo.rollout.engine.score_batch`)."""
+:func:`skpo.engines.engine.score_batch`)."""
 
 Selection = Literal["median", "extreme", "first"]
 
@@ -403,7 +407,7 @@ def to_model_inputs(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Batch ``prompt + response`` rows for a teacher-forced forward, verl-style.
 
-    Prompts are left-padded to ``P`` (with :func:`skpo.rollout.hf_engine.left_pad`), responses
+    Prompts are left-padded to ``P`` (with :func:`skpo.engines.hf_engine.left_pad`), responses
     right-padded to ``T`` (``width``, default the longest). The logits of response token
     ``t`` are at column ``P − 1 + t``: ``logits[:, P - 1 : -1]``.
 
@@ -482,7 +486,7 @@ def skpo_rollout(
     """Run SKPO's two-phase rollout for a batch of prompts (module docstring: the procedure).
 
     Args:
-        engine: any :class:`~skpo.rollout.engine.Engine`; three calls at most (segments,
+        engine: any :class:`~skpo.engines.engine.Engine`; three calls at most (segments,
             downstream, own completions for ablation ❷).
         prompts: ``B`` prompts with keys; keys may repeat (each row is rolled out separately).
         tracker: the length tracker ``L_q``; read only (see
@@ -629,3 +633,89 @@ def skpo_rollout(
         finish_reasons=[c.finish_reason for c in flat],
     )
     return SkpoRolloutBatch(upstream=upstream, downstream=downstream, counters=counters, step=step)
+
+
+# ----------------------------------------------------------------------------- the ``skpo`` rollout kind
+
+
+@dataclass(frozen=True)
+class SkpoRolloutParams:
+    """SKPO's rollout switches (the paper's defaults; Table 2's ablations are switches).
+
+    ``skip`` (❶ False: continual ``q + s``), ``upstream_reward`` (❷ ``own``), ``split`` (❸
+    ``fixed``), ``selection`` (❹ ``extreme``; ``first`` = the one-segment variant),
+    ``num_segments`` (segments in parallel, ``None`` = group size), ``split_low`` /
+    ``split_high`` (``t_q ~ U[L·low, L·high]``, 1/6 and 1/2)."""
+
+    skip: bool = True
+    upstream_reward: Literal["mc", "own"] = "mc"
+    split: Literal["uniform", "fixed"] = "uniform"
+    selection: Literal["median", "extreme", "first"] = "median"
+    num_segments: int | None = None
+    split_low: float = 1 / 6
+    split_high: float = 1 / 2
+
+    def __post_init__(self) -> None:
+        if not 0 < self.split_low <= self.split_high <= 1:
+            raise ValueError(f"need 0 < split_low <= split_high <= 1 (got {self.split_low}, {self.split_high})")
+        SkpoRolloutConfig(skip=self.skip, upstream_reward=self.upstream_reward, split=self.split,
+                          selection=self.selection, num_segments=self.num_segments)  # its own checks
+
+
+def skpo_prompt_growth(params: SkpoRolloutParams, max_new_tokens: int, initial_length: float) -> int:
+    """The longest segment ``s`` in front of ``q``: the split point ``t_q <= ⌊split_high · L⌋``,
+    capped at the answer budget, where ``L`` (the tracked mean length) starts at
+    ``initial_length`` and moves towards observed lengths — at most the answer budget, or twice
+    it in the continual ablation (``|s| + mean |o|``)."""
+    longest = max(initial_length, max_new_tokens if params.skip else 2 * max_new_tokens)
+    return min(max_new_tokens, math.floor(params.split_high * longest))
+
+
+def skpo_length_bounds(params: SkpoRolloutParams) -> dict[str, float]:
+    """The length tracker's split bounds: ``t_q ~ U[L·split_low, L·split_high]``."""
+    return {"low": params.split_low, "high": params.split_high}
+
+
+@ROLLOUTS.register("skpo", SkpoRolloutParams, roles=("upstream", "downstream"),
+                   length_tracker=skpo_length_bounds, prompt_growth=skpo_prompt_growth,
+                   growth_note="the skip segment s (rollout.skpo.split_high × L, L from rollout.skpo.initial_length)")
+def skpo_rollout_kind(ctx: RolloutContext, items: list[PromptItem]) -> RolloutResult:
+    """SKPO's two phases: G segments from ``q`` (median-NLL one kept), G answers from ``[s, q]``;
+    the upstream row's reward is the mean of its G answers' rewards."""
+    p = ctx.rollout_params
+    rcfg = SkpoRolloutConfig(group_size=ctx.group_size, num_segments=p.num_segments, skip=p.skip,
+                             upstream_reward=p.upstream_reward, split=p.split, selection=p.selection)
+    correct_log: list[bool] = []
+
+    def score_answers(calls: list[tuple[int, list[int]]]) -> list[float]:
+        with ctx.timer("scoring"):
+            rewards, correct = ctx.score([items[i] for i, _ in calls], [list(a) for _, a in calls])
+        correct_log.extend(correct)
+        return rewards
+
+    batch = skpo_rollout(
+        ctx.engine, [SkpoPrompt(it.key, it.prompt_ids, it.head) for it in items], ctx.length_tracker, ctx.params,
+        BatchedReward(score_answers), ctx.generator, rcfg, step=ctx.step, pad_token_id=ctx.pad_id,
+    )
+    up, down = batch.upstream, batch.downstream
+    upstream = Rows(up.prompt_ids, up.response_ids, up.response_mask.float(), up.old_log_probs.float(),
+                    up.rewards.float(), list(up.index))
+    downstream = Rows(down.prompt_ids, down.response_ids, down.response_mask.float(), down.old_log_probs.float(),
+                      down.rewards.float(), list(down.index), skpo_downstream_index(down.index, down.segment_index))
+    c = batch.counters
+    n_down = len(down.rewards)  # the downstream answers are scored first, then any own completions
+    metrics = {
+        "upstream/reward": up.rewards.float().mean().item(),
+        "upstream/segment_length": up.response_mask.float().sum(-1).mean().item(),
+        "upstream/cut_early": c.num_cut_early / max(1, len(items) * rcfg.segments),
+        "upstream/split_point": up.split_points.float().mean().item(),
+        "downstream/reward": down.rewards.float().mean().item(),
+        "downstream/accuracy": sum(correct_log[:n_down]) / max(1, n_down),
+        "response_length/mean": down.response_mask.float().sum(-1).mean().item(),
+        "tokens/prefill": c.prefill_tokens,
+    }
+    metrics["accuracy/mean"] = metrics["downstream/accuracy"]
+    metrics["reward/mean"] = metrics["downstream/reward"]
+    rows = concat_rows([upstream, downstream], ctx.pad_id, roles=["upstream", "downstream"])
+    return RolloutResult(rows, metrics, c.decoded_tokens, c.prefill_tokens,
+                         (list(up.index), up.length_observations.tolist()))

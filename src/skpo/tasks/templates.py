@@ -21,7 +21,7 @@ with the token ``Q``, which never occurs in a response (responses hold digits, o
 ``=``, spaces, newlines and ``Answer:``), so the boundary between draft and problem is one
 unambiguous token even when the draft stops mid-number (SKPO cuts segments at an arbitrary
 token). The tiny model learns to read this layout during the warm start
-(:mod:`skpo.training.warmstart`); with a real chat model, ``q_ids`` is the full chat-templated
+(:mod:`skpo.commands.warmstart_training`); with a real chat model, ``q_ids`` is the full chat-templated
 prompt and the same concatenation applies.
 
 Segments are token ids (a prefix of a sampled response), never re-tokenized text: with BPE

@@ -16,8 +16,7 @@ newest intact checkpoint of the run, with a warning naming both.
 from __future__ import annotations
 
 import contextlib
-
-import hashlib
+import fcntl
 import json
 import logging
 import os
@@ -29,34 +28,19 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
-from skpo.errors import DISK_FULL_ERRNOS, UserError
+from skpo.errors import DISK_FULL_ERRNOS, CheckpointError, DiskFullError, NoCheckpointError
+from skpo.models.lora import is_lora, load_adapter, save_lora
+from skpo.models.manifest import sha256_file, verify_checkpoint
+from skpo.training.sharding import (full_state_dict, is_sharded, load_full_state_dict, load_sharded_optimizer,
+                                   load_unsharded_optimizer, save_sharded_optimizer)
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest"
 STEP_RE = re.compile(r"step_(\d+)$")
 
 log = logging.getLogger("skpo")
-
-
-class CheckpointError(UserError, RuntimeError):
-    """A checkpoint that is missing, damaged or not this run's; the message names the files."""
-
-
-class NoCheckpointError(CheckpointError, FileNotFoundError):
-    """No checkpoint at all where one was asked for (``--resume`` on a new directory)."""
-
-
-class DiskFullError(CheckpointError):
-    """A save ran out of disk space (or quota); its partial files were removed."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -119,7 +103,6 @@ def save_checkpoint(
 
 @contextlib.contextmanager
 def _save_turn(root: Path):
-    import fcntl
 
     with open(root / ".save.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -137,8 +120,6 @@ def _save(root: Path, run_dir: Path, step: int, model, tokenizer, optimizer, sch
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     try:
         tmp.mkdir()
-        from skpo.training.lora import is_lora, save_lora
-
         if is_lora(model):  # model/ merged (a plain HF directory), adapter/ for --resume
             save_lora(model, tmp)
         else:
@@ -154,7 +135,7 @@ def _save(root: Path, run_dir: Path, step: int, model, tokenizer, optimizer, sch
         torch.save(rng_state(), tmp / "rng.pt")
         (tmp / "state.json").write_text(json.dumps({"step": step, **state}))
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        manifest = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+        manifest = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in files}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         for p in files + [tmp / "manifest.json"]:
             with p.open("rb") as f:
@@ -261,39 +242,6 @@ def _is_disk_full(err: BaseException, free_at_failure: int, need: int) -> bool:
     return 0 <= free_at_failure < min(1 << 20, need // 100 + 1)
 
 
-_VERIFIED: dict[Path, tuple] = {}  # path → file stats when last verified (hash once per process)
-
-
-def verify_checkpoint(path: Path) -> None:
-    """Check every file against the manifest (size, then SHA-256); raise naming the first
-    problem. Call before loading anything from ``path``."""
-    path = Path(path)
-    manifest_path = path / "manifest.json"
-    if not manifest_path.is_file():
-        raise CheckpointError(f"{path}: no manifest.json (incomplete or not a checkpoint)")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        items = [(name, int(info["size"]), str(info["sha256"])) for name, info in manifest.items()]
-    except (ValueError, TypeError, KeyError, AttributeError) as err:
-        raise CheckpointError(f"{path}: manifest.json is damaged ({err})") from None
-    stats = []
-    for name, size, _ in items:
-        p = path / name
-        if not p.is_file():
-            raise CheckpointError(f"{path}: missing {name}")
-        st = p.stat()
-        if st.st_size != size:
-            raise CheckpointError(f"{path}: {name} is {st.st_size} bytes, its manifest says {size} (damaged or truncated)")
-        stats.append((name, st.st_size, st.st_mtime_ns, st.st_ino))
-    key = path.resolve()
-    if _VERIFIED.get(key) == tuple(stats):
-        return
-    for name, _, digest in items:
-        if _sha256(path / name) != digest:
-            raise CheckpointError(f"{path}: {name} does not match its manifest (damaged)")
-    _VERIFIED[key] = tuple(stats)
-
-
 def read_state(path: Path) -> dict[str, Any]:
     """``state.json`` of a verified checkpoint."""
     return json.loads((Path(path) / "state.json").read_text())
@@ -358,8 +306,6 @@ def load_checkpoint(path: Path, optimizer: torch.optim.Optimizer, scheduler, mod
     sharded checkpoint's ``optimizer/`` is re-sharded for any world size or read whole by an
     unsharded run; an unsharded ``optimizer.pt`` is split into a sharded run's shards.
     """
-    from skpo.training.sharding import is_sharded, load_sharded_optimizer, load_unsharded_optimizer
-
     verify_checkpoint(path)  # hashes only if the files changed since the caller verified
     if (path / "optimizer").is_dir():
         if model is None:
@@ -384,3 +330,53 @@ def load_extra_state(path: Path, name: str) -> Any:
     if not file.is_file():
         raise CheckpointError(f"{path}: no {file.name} (the run that wrote it kept no {name!r} state)")
     return torch.load(file, map_location="cpu", weights_only=False)
+
+
+def load_weights(path: Path, policy: torch.nn.Module, model: torch.nn.Module) -> None:
+    """A verified checkpoint's weights into the run's policy: LoRA adapters onto the base of
+    ``model.path``; a sharded ``model`` keeps its shards of the whole file; else a strict load
+    (a tied LM head may be absent)."""
+    if is_lora(policy):
+        load_adapter(policy, path)
+        return
+    state_dict = load_file(str(path / "model" / "model.safetensors"))
+    if is_sharded(model):  # every rank reads the whole file and keeps its shards
+        load_full_state_dict(model, state_dict)
+        return
+    missing, unexpected = policy.load_state_dict(state_dict, strict=False)
+    real_missing = [m for m in missing if not m.endswith("lm_head.weight")]  # tied embeddings
+    if real_missing or unexpected:
+        raise CheckpointError(f"{path}: checkpoint weights do not match the model (missing {real_missing[:3]}, "
+                              f"unexpected {unexpected[:3]})")
+    if getattr(policy.config, "tie_word_embeddings", False):
+        policy.tie_weights()
+
+
+def save_actor(actor: Any, run_dir: Path, step: int, tokenizer, state: dict[str, Any], keep: int, lock,
+               extra_states: dict[str, Any] | None = None) -> Path | None:
+    """Every rank's part of a save of the actor (sharded: the weights gathered to rank 0 and
+    the optimizer shards written by each rank); the main process writes the checkpoint under
+    the run directory's ``lock`` (taken back for a save after training ended)."""
+    accelerator = actor.accelerator
+    accelerator.wait_for_everyone()
+    main = accelerator.is_main_process
+    model_state, stage = None, None
+    if actor.sharding is not None:
+        model_state = full_state_dict(actor.model)
+        stage = sharded_stage(run_dir, step)
+        if main:
+            shutil.rmtree(stage, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        save_sharded_optimizer(actor.model, actor.optimizer, stage)
+        accelerator.wait_for_everyone()
+    if not main:
+        return None
+    relock = not lock.held
+    if relock:
+        lock.acquire()
+    try:
+        return save_checkpoint(run_dir, step, actor.policy, tokenizer, actor.optimizer, actor.scheduler, state, keep=keep,
+                               model_state=model_state, optimizer_dir=stage, extra_states=extra_states)
+    finally:
+        if relock:
+            lock.release()

@@ -34,7 +34,7 @@ from typing import Any, Sequence, TypeVar
 
 import torch
 
-from skpo.training.rows import Rows, concat_rows
+from skpo.rows import Rows, concat_rows
 
 T = TypeVar("T")
 

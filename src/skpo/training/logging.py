@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from skpo.config import ConfigError
+from skpo.errors import ConfigError
 from skpo.jsonl import JsonlError
 
 log = logging.getLogger("skpo")
@@ -201,3 +201,28 @@ class Progress:
     def __exit__(self, *exc):
         if self._bar is not None:
             self._bar.__exit__(*exc)
+
+
+def sample_records(rows: Any, step: int, keys: int, tokenizer: Any, verdicts: dict | None,
+                   to_user_range: Any) -> list[dict[str, Any]]:
+    """The rows of the first ``keys`` prompts of a step (SKPO: the segment, then the answers
+    from ``[s, q]``) as ``samples.jsonl`` records: prompt, completion, the reward in the user's
+    range (``to_user_range``), and what the reward said of the answer (``verdicts``, by
+    ``(prompt key, response ids)``)."""
+    chosen = list(dict.fromkeys(rows.index))[:keys]
+    records = []
+    for i, (key, role) in enumerate(zip(rows.index, rows.roles())):
+        if key not in chosen:
+            continue
+        n = int(rows.response_mask[i].sum())
+        response = [int(t) for t in rows.response_ids[i, :n]]
+        verdict = verdicts.get((key, tuple(response))) if verdicts else None
+        records.append({
+            "step": step, "prompt_key": str(key), "role": role,
+            "prompt": tokenizer.decode(list(rows.prompt_ids[i]), skip_special_tokens=True),
+            "completion": tokenizer.decode(response, skip_special_tokens=True),
+            "reward": to_user_range(float(rows.rewards[i])), "tokens": n,
+            "correct": None if verdict is None else verdict.correct,
+            "verdict": None if verdict is None else verdict.reason,
+        })
+    return records

@@ -17,6 +17,7 @@ resume that continues the run that was started.
 from __future__ import annotations
 
 import errno
+import logging
 import fcntl
 import json
 import os
@@ -27,8 +28,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from skpo.config import RunConfig, dump_config
 from skpo.errors import UserError
+from skpo.methods import SHORTCUTS
+from skpo.training.logging import MetricsLogger
 from skpo.training.checkpoint import CHECKPOINT_DIR, LATEST, NoCheckpointError, remove_partial
+
+log = logging.getLogger("skpo")
 
 LOCK_FILE = ".lock"
 # a directory holding any of these has (had) a run in it; a new run would mix with it
@@ -265,8 +273,6 @@ def _allowed(key: str) -> bool:
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> tuple[dict[str, list], dict[str, list]]:
     """``(allowed, refused)``: each changed key (dotted) → ``[old, new]``, between the config a
     checkpoint was trained with and the one given now (both as ``model_dump(mode="json")``)."""
-    from skpo.config import RunConfig
-
     try:  # fill keys added to the schema since the run started with their defaults
         saved = RunConfig.model_validate(saved).model_dump(mode="json")
     except ValueError:
@@ -290,8 +296,6 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> tuple[dict
 
 def _method_keys() -> set[str]:
     """Run-config keys that only set part of the method (``rollout.group_size``, …)."""
-    from skpo.methods import SHORTCUTS
-
     return {f"{path}.{name}" for path, name, _ in SHORTCUTS}
 
 
@@ -323,3 +327,57 @@ def check_resolved_method(saved: dict[str, Any], current: dict[str, Any], where:
 
 def _show(value: Any) -> str:
     return json.dumps(value) if isinstance(value, str) else str(value)
+
+
+class RunFiles:
+    """A run directory while a trainer holds it: the lock and the metrics logger (main process
+    only), and the files written at start (``config.yaml``, ``method.yaml``, ``run.json``). A
+    new run that fails before its first step removes what it wrote (its own files only), so the
+    same command can run again; a resumed run or one that trained keeps everything."""
+
+    def __init__(self, out_dir: Path, main: bool) -> None:
+        self.out_dir, self.main = Path(out_dir), main
+        self.lock: RunLock | None = None
+        self.logger: MetricsLogger | None = None
+        self.new_run = False
+
+    def open(self, cfg: RunConfig, *, resume: bool, overwrite: bool, resume_run, info: dict[str, Any],
+             method_doc: dict[str, Any]) -> str:
+        """Lock, refuse or clear, ``resume_run() -> (run id, resume record)`` when resuming,
+        then open the metrics and write the start files; returns the run id. A failure
+        releases the lock."""
+        self.lock = open_run_dir(self.out_dir, resume=resume, overwrite=overwrite) if self.main else None
+        self.new_run = not resume
+        try:
+            run_id, resumed = resume_run() if resume else (new_run_id(), None)
+            if self.main:
+                self.logger = MetricsLogger(self.out_dir, tensorboard=cfg.log.tensorboard, wandb=cfg.log.wandb,
+                                            wandb_project=cfg.log.wandb_project, config=cfg.model_dump(mode="json"),
+                                            append=resume)
+                write_atomic(self.out_dir / "config.yaml", dump_config(cfg))  # the effective config
+                write_atomic(self.out_dir / "method.yaml", yaml.safe_dump(method_doc, sort_keys=False, allow_unicode=True))
+                write_run_json(self.out_dir, {**info, "method_resolved": method_doc, "pid": os.getpid()}, run_id, resumed)
+            return run_id
+        except BaseException:
+            self.discard_failed_start(step=0)
+            self.close()
+            raise
+
+    def discard_failed_start(self, step: int) -> None:
+        if not (self.main and self.new_run and step == 0 and self.lock is not None):
+            return
+        if self.logger is not None:
+            self.logger.close()
+            self.logger = None
+        removed = clear_run(self.out_dir)
+        if removed:
+            log.info(f"the run failed before its first step: removed what it wrote in {self.out_dir} "
+                     f"({', '.join(removed)}), so the command can run again")
+
+    def close(self) -> None:
+        """Close the metrics and release the directory (also on exit or crash: the kernel drops the lock)."""
+        if self.logger is not None:
+            self.logger.close()
+            self.logger = None
+        if self.lock is not None:
+            self.lock.release()

@@ -8,57 +8,21 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from skpo.config import RunConfig
-from skpo.models.loading import load_policy, load_tokenizer, shipped_model_dir
+from skpo.config import RunConfig, arith_config
+from skpo.models.loading import hub_hint, load_policy, load_tokenizer, resolve_model_path
 from skpo.rewards.registry import RewardContext, RewardEntry, get_reward
-from skpo.tasks.arith import ArithConfig
 from skpo.tasks.sources import ArithSource, DatasetSource, PromptSource
 
 log = logging.getLogger("skpo")
-
-
-def resolve_model_path(path: str) -> Path:
-    """``tiny-arith`` → the shipped checkpoint; a training checkpoint dir → its ``model/``,
-    verified against the checkpoint's manifest before anything loads it."""
-    from skpo.training.checkpoint import verify_checkpoint
-
-    if (shipped := shipped_model_dir(path)) is not None:
-        return shipped
-    p = Path(path).expanduser()
-    if (p / "model" / "config.json").is_file():
-        if (p / "manifest.json").is_file():
-            verify_checkpoint(p)
-        return p / "model"
-    if (p / "config.json").is_file() and (p.parent / "manifest.json").is_file():  # CHECKPOINT/model
-        verify_checkpoint(p.parent)
-    return p
-
-
-def hub_hint(path: str) -> str:
-    """How to get a model named by its Hugging Face Hub id (nothing is downloaded at run time)."""
-    import re
-
-    if Path(path).expanduser().exists() or not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", str(path)):
-        return ""
-    local = f"/models/{str(path).split('/')[-1]}"
-    return (f"; {path!r} looks like a Hugging Face Hub id, and skpo reads local directories only: download it first "
-            f"(huggingface-cli download {path} --local-dir {local}) and set model.path={local}")
 
 
 def device_of(cfg: RunConfig) -> str:
     if cfg.model.device != "auto":
         return cfg.model.device
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def arith_config(cfg: RunConfig) -> ArithConfig:
-    a = cfg.data.arith
-    return ArithConfig(min_ops=a.min_ops, max_ops=a.max_ops, min_operand=a.min_operand, max_operand=a.max_operand,
-                       operators=tuple(a.operators), allow_negative=a.allow_negative)
 
 
 def training_reward(cfg: RunConfig) -> RewardEntry:
@@ -137,8 +101,8 @@ def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) 
 
     model_config = AutoConfig.from_pretrained(str(path), local_files_only=True)
     tokenizer = load_tokenizer(path)
-    from skpo.rollout.context import model_positions
-    from skpo.training.rollouts import context_plan
+    from skpo.engines.context import model_positions
+    from skpo.training.context import context_plan
 
     source = build_source(cfg, tokenizer, model_positions(model_config))
 
@@ -211,7 +175,7 @@ def load_run_model(cfg: RunConfig, path: Path | None = None):
         dtype = "float32"
     model = load_policy(path, device=device_of(cfg), dtype=dtype)
     if cfg.model.lora.enabled:
-        from skpo.training.lora import apply_lora
+        from skpo.models.lora import apply_lora
 
         model = apply_lora(model, cfg.model.lora, seed=cfg.train.seed)
     return model
@@ -237,49 +201,7 @@ def build_trainer(cfg: RunConfig, resume: bool = False, overwrite: bool = False)
     tokenizer = load_tokenizer(path)
     model = load_run_model(cfg, path)
     log.info("reading the data: " + ("synthetic arithmetic" if cfg.data.task == "arith" else str(cfg.data.path)))
-    from skpo.rollout.context import model_positions
+    from skpo.engines.context import model_positions
 
     source = build_source(cfg, tokenizer, model_positions(getattr(model, "config", None)))
     return Trainer(cfg, model=model, tokenizer=tokenizer, source=source, resume=resume, overwrite=overwrite)
-
-
-def evaluate_benchmarks(model, tokenizer, cfg: RunConfig, autocast_dtype: torch.dtype | None = None,
-                        k: int | None = None, limit: int | None = None,
-                        should_stop: Any = None) -> dict[str, dict[str, Any]]:
-    """Results of the runner (:func:`skpo.evaluation.runner.evaluate`) on each of
-    ``eval.benchmarks``, by benchmark name. ``arith`` is the fixed held-out set of the run's
-    own task difficulty; files get ``data.max_prompt_tokens`` unless their spec sets one."""
-    from skpo.evaluation.benchmarks import get_spec, resolve_benchmarks
-    from skpo.evaluation.runner import evaluate
-
-    e = cfg.eval
-    limit = limit or e.limit
-    specs = []
-    for name in e.benchmarks:
-        if name == "arith":
-            specs.append(get_spec("arith").model_copy(update={"arith": arith_config(cfg), "n_problems": limit or 200}))
-        else:
-            for spec in resolve_benchmarks([name]):
-                if spec.max_prompt_tokens is None and cfg.data.max_prompt_tokens is not None:
-                    spec = spec.model_copy(update={"max_prompt_tokens": cfg.data.max_prompt_tokens})
-                specs.append(spec)
-    was_training = model.training
-    model.eval()
-    results: dict[str, dict[str, Any]] = {}
-    try:
-        for spec in specs:
-            results[spec.name] = evaluate(
-                model, tokenizer, spec, k=k or e.k, temperature=e.temperature, top_p=e.top_p,
-                max_new_tokens=e.max_new_tokens, limit=None if spec.reward == "arith" else limit, seed=cfg.train.seed,
-                batch_size=cfg.rollout.engine_batch_size, autocast_dtype=autocast_dtype,
-                math_timeout_s=cfg.reward.math_timeout_s, should_stop=should_stop,
-            )
-    finally:
-        model.train(was_training)
-    return results
-
-
-def evaluate_heldout(model, tokenizer, cfg: RunConfig, k: int | None = None, num_problems: int | None = None) -> dict:
-    """The runner on the fixed held-out arithmetic set of the run's difficulty."""
-    one = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"benchmarks": ["arith"]})})
-    return evaluate_benchmarks(model, tokenizer, one, k=k, limit=num_problems)["arith"]

@@ -1,4 +1,4 @@
-"""A fake ``vllm`` (0.30.0) with the API surface :mod:`skpo.rollout.vllm_engine` uses and vLLM's
+"""A fake ``vllm`` (0.30.0) with the API surface :mod:`skpo.engines.vllm_engine` uses and vLLM's
 behaviour where the engine relies on it, read from vLLM's source (file references below are
 ``vllm/…`` of 0.30.0). Sampling itself is delegated to skpo's Hugging Face engine on the CPU.
 
@@ -185,8 +185,8 @@ class LLM:
     # -- generation
     def generate(self, prompts: Any, sampling_params: SamplingParams | list[SamplingParams] | None = None, *,
                  use_tqdm: bool = True) -> list[RequestOutput]:
-        from skpo.rollout import HFEngine
-        from skpo.rollout import SamplingParams as SkpoParams
+        from skpo.engines import HFEngine
+        from skpo.engines import SamplingParams as SkpoParams
 
         if self.sleeping:
             raise RuntimeError(f"generate while {sorted(self.sleeping)} sleep: vLLM's scheduler stays paused until every "

@@ -4,7 +4,7 @@ The decode loop is written out here rather than calling ``model.generate`` becau
 rollout needs three things ``generate`` does not give together: one prefill per unique
 prompt whose KV cache is then repeated for the ``n`` samples, per-row ``max_new_tokens``
 (SKPO pauses each prompt at its own split ``t_q``), and sampling log-probs defined exactly as
-the trainer recomputes them (see :mod:`skpo.rollout.engine`).
+the trainer recomputes them (see :mod:`skpo.engines.engine`).
 
 How one call runs
 -----------------
@@ -62,7 +62,7 @@ import torch
 from torch import Tensor
 from transformers.cache_utils import DynamicLayer
 
-from skpo.rollout.engine import (
+from skpo.engines.engine import (
     Completion,
     DecodeFn,
     SamplingParams,
@@ -167,7 +167,7 @@ class _Row:
 
 
 class HFEngine:
-    """:class:`~skpo.rollout.engine.Engine` over a ``transformers`` causal LM.
+    """:class:`~skpo.engines.engine.Engine` over a ``transformers`` causal LM.
 
     Args:
         model: a causal LM (``AutoModelForCausalLM``-style: ``forward(input_ids,
@@ -235,7 +235,7 @@ class HFEngine:
         params: SamplingParams,
         max_new_tokens: list[int] | None = None,
     ) -> list[list[Completion]]:
-        """Sample ``n`` completions per prompt (see :meth:`skpo.rollout.engine.Engine.generate`)."""
+        """Sample ``n`` completions per prompt (see :meth:`skpo.engines.engine.Engine.generate`)."""
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         if any(len(p) == 0 for p in prompts):

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from skpo.algorithms import PlanRequest, PromptSampler, ValueTracker
-from skpo.rollout import SamplingParams, mix_seed
+from skpo.engines import SamplingParams, mix_seed
 from skpo.tasks.sources import PromptItem
 
 __all__ = ["StepPrompts", "plan_prompts", "score_pool", "scoring_params"]

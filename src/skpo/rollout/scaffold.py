@@ -32,7 +32,7 @@ Where the hints come from (``hint_columns``):
 - **The embedded arithmetic task** (reading): one tier from the reference solution, level
   ``k`` = its first ``k`` equation lines (never the ``Answer:`` line), given as the skip input
   ``[s, q]`` — the layout in which the tiny model learned to read drafts during its warm start
-  (:mod:`skpo.training.warmstart`), the task's form of an in-prompt hint.
+  (:mod:`skpo.commands.warmstart_training`), the task's form of an in-prompt hint.
 
 Token accounting: every hinted answer is decoded (kept or not), so they count in
 ``decoded_tokens``; the hinted prompts' prefill in ``prefill_tokens``
@@ -50,10 +50,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from skpo.rollout import mix_seed
+from skpo.engines import mix_seed
 from skpo.tasks.sources import PromptItem
 from skpo.tasks.templates import skip_input_ids
-from skpo.training.rollouts import ROLLOUTS, RolloutContext, RolloutResult, _group_rows
+from skpo.rollout.base import ROLLOUTS, RolloutContext, RolloutResult
+from skpo.rollout.group import group_rows
+from skpo.tasks.dataset import prompt_messages
+from skpo.tasks.prompts import prompt_ids
 
 __all__ = ["ScaffoldParams", "hint_prompt_ids", "scaffold_rollout"]
 
@@ -114,9 +117,6 @@ def hint_prompt_ids(source: Any, item: PromptItem, params: ScaffoldParams) -> li
         lines = [step.text for step in item.answer.arith.steps]
         return [skip_input_ids(tokenizer.encode("\n".join(lines[:k]) + "\n", add_special_tokens=False),
                                item.prompt_ids, item.head) for k in levels]
-    from skpo.tasks.dataset import prompt_messages
-    from skpo.tasks.prompts import prompt_ids
-
     problem, chat = item.answer, bool(getattr(source, "chat", False))
     out = []
     for column, label in params.hint_columns.items():
@@ -171,4 +171,4 @@ def scaffold_rollout(ctx: RolloutContext, items: list[PromptItem]) -> RolloutRes
     answer that is correct in place of its first answer (module docstring)."""
     for item in items:
         _check_hints(ctx.source, item, ctx.rollout_params)
-    return _group_rows(ctx, items, hook=_hint_failed_groups)[0]
+    return group_rows(ctx, items, hook=_hint_failed_groups)[0]

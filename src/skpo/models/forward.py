@@ -1,141 +1,16 @@
-"""The one row record from rollout to loss, and the teacher-forced forward pass.
-
-A ``Rows`` record holds, for ``B`` rows of any roles: the conditioning input of each row (token
-lists), the responses ``[B, T]`` (left-aligned, right-padded) with ``response_mask``, the
-sampling log-probs ``[B, T]``, the outcome reward ``[B]``, the group keys, the role of each row
-(``response``, or SKPO's ``upstream`` / ``downstream`` — whatever the rollout kind produces),
-and what later phases attach: advantages ``[B, T]``, reference log-probs ``[B, T]``, and
-per-row extras (Monte Carlo step values). Phases return new records (:meth:`Rows.replace`)
-instead of changing a shared one.
-"""
+"""The teacher-forced forward pass over rows: per-token log-probs (and entropies) of the
+responses given their conditioning inputs, padded or packed (several rows in one sequence with
+per-row positions, when the model's attention supports it), and the length buckets that keep a
+micro-batch within a token budget."""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from skpo.algorithms import entropy_from_logits, logprobs_from_logits
-
-
-@dataclass
-class Rows:
-    prompt_ids: list[list[int]]
-    response_ids: Tensor  # [B, T] long
-    response_mask: Tensor  # [B, T] float
-    old_log_probs: Tensor  # [B, T] sampling log-probs (float32)
-    rewards: Tensor  # [B]
-    index: list[Hashable]
-    segment_index: list[Hashable] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # per-row tensors [B, ...] (step values)
-    role: list[str] | None = None  # [B] role of each row (None: all "response")
-    advantages: Tensor | None = None  # [B, T]
-    ref_log_probs: Tensor | None = None  # [B, T]
-
-    def __len__(self) -> int:
-        return len(self.prompt_ids)
-
-    def lengths(self) -> Tensor:
-        return self.response_mask.sum(-1).long()
-
-    def roles(self) -> list[str]:
-        """The role of every row (``response`` when none was given)."""
-        return self.role if self.role is not None else ["response"] * len(self)
-
-    def rows_of(self, role: str) -> list[int]:
-        """Indices of the rows of ``role``, in order."""
-        return [b for b, r in enumerate(self.roles()) if r == role]
-
-    def replace(self, **changes: Any) -> "Rows":
-        """A new record with ``changes`` (the others shared, not copied)."""
-        return dataclasses.replace(self, **changes)
-
-    def select(self, rows: Sequence[int]) -> "Rows":
-        idx = torch.as_tensor(list(rows), dtype=torch.long)
-        pick = lambda xs: None if xs is None else [xs[i] for i in rows]  # noqa: E731
-        tensor = lambda x: None if x is None else x[idx]  # noqa: E731
-        extra = {k: (v[idx] if isinstance(v, Tensor) and v.shape[:1] == self.rewards.shape else v) for k, v in self.extra.items()}
-        return Rows(
-            pick(self.prompt_ids), self.response_ids[idx], self.response_mask[idx], self.old_log_probs[idx],
-            self.rewards[idx], pick(self.index), pick(self.segment_index), extra, pick(self.role),
-            tensor(self.advantages), tensor(self.ref_log_probs),
-        )
-
-
-def concat_rows(parts: Sequence[Rows], pad_id: int, roles: Sequence[str] | None = None) -> Rows:
-    """Rows of several parts (roles, or ranks) as one record, responses right-padded to the
-    widest part; each part's rows get its role from ``roles`` (default: the part's own).
-    Segment keys are kept (``None`` for parts without them). Per-row extras, advantages and
-    reference log-probs are joined when every part has them (trailing dimensions padded with
-    zeros); an extra some parts lack is an error."""
-    width = max(p.response_ids.shape[1] for p in parts)
-    extra_keys = [set(p.extra) for p in parts]
-    if len(parts) > 1 and any(keys != extra_keys[0] for keys in extra_keys):
-        raise ValueError(f"concat_rows: parts carry different per-row extras ({[sorted(k) for k in extra_keys]})")
-
-    def widen(x: Tensor, fill: float) -> Tensor:
-        return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=fill)
-
-    def joined(values: list[Any]) -> Any:
-        if not all(isinstance(v, Tensor) for v in values):
-            return values[0]
-        shape = [max(v.shape[d] for v in values) for d in range(1, values[0].dim())]
-        padded = []
-        for v in values:
-            pad: list[int] = []
-            for d in reversed(range(1, v.dim())):
-                pad += [0, shape[d - 1] - v.shape[d]]
-            padded.append(torch.nn.functional.pad(v, pad) if any(pad) else v)
-        return torch.cat(padded)
-
-    def optional(name: str) -> Tensor | None:
-        values = [getattr(p, name) for p in parts]
-        if all(v is None for v in values):
-            return None
-        if any(v is None for v in values):
-            raise ValueError(f"concat_rows: only some parts have {name}")
-        return torch.cat([widen(v, 0.0) for v in values])
-
-    role_lists = [[r] * len(p) for p, r in zip(parts, roles)] if roles is not None else [p.roles() for p in parts]
-    has_segments = any(p.segment_index is not None for p in parts)
-    return Rows(
-        [list(q) for p in parts for q in p.prompt_ids],
-        torch.cat([widen(p.response_ids, pad_id) for p in parts]),
-        torch.cat([widen(p.response_mask, 0.0) for p in parts]),
-        torch.cat([widen(p.old_log_probs, 0.0) for p in parts]),
-        torch.cat([p.rewards.float() for p in parts]),
-        [k for p in parts for k in p.index],
-        [s for p in parts for s in (p.segment_index or [None] * len(p))] if has_segments else None,
-        {k: joined([p.extra[k] for p in parts]) for k in parts[0].extra},
-        [r for roles_ in role_lists for r in roles_],
-        optional("advantages"),
-        optional("ref_log_probs"),
-    )
-
-
-def pad_responses(responses: Sequence[Sequence[int]], log_probs: Sequence[Sequence[float]], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Token lists → ``(ids [B, T], mask [B, T], log_probs [B, T])``, right-padded (T ≥ 1)."""
-    width = max([len(r) for r in responses] + [1])
-    ids = torch.full((len(responses), width), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(responses), width)
-    lps = torch.zeros(len(responses), width)
-    for b, (r, lp) in enumerate(zip(responses, log_probs)):
-        if r:
-            ids[b, : len(r)] = torch.as_tensor(list(r))
-            mask[b, : len(r)] = 1
-            lps[b, : len(r)] = torch.as_tensor(list(lp), dtype=torch.float32)
-    return ids, mask, lps
-
-
-def last_token_rewards(rewards: Tensor, response_mask: Tensor) -> Tensor:
-    """``[B]`` → ``[B, T]`` with each reward on the row's last valid token (verl's layout)."""
-    out = torch.zeros_like(response_mask, dtype=torch.float32)
-    last = (response_mask.sum(-1).long() - 1).clamp(min=0)
-    out[torch.arange(len(rewards)), last] = rewards.float()
-    return out
 
 
 def policy_forward(

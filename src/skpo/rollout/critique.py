@@ -62,12 +62,15 @@ from typing import Any, Literal
 
 import torch
 
-from skpo.rollout import HFEngine, SamplingParams, mix_seed
+from skpo.engines import HFEngine, SamplingParams, mix_seed
+from skpo.models.loading import load_policy, load_tokenizer, resolve_model_path
 from skpo.tasks.critiques import critic_prompt_ids, refinement_prompt_ids, step_critique, verdict_critique
 from skpo.tasks.prompts import has_chat_template, stop_token_ids
 from skpo.tasks.sources import PromptItem
-from skpo.training.rollouts import ROLLOUTS, RolloutContext, RolloutResult
-from skpo.training.rows import Rows, concat_rows, pad_responses
+from skpo.rollout.base import ROLLOUTS, RolloutContext, RolloutResult
+from skpo.rows import Rows, concat_rows, pad_responses
+from skpo.tasks.arith import solution_text
+from skpo.tasks.dataset import prompt_messages
 
 __all__ = ["CRITIQUE_SOURCES", "CritiqueRolloutParams", "critique_refine_rollout", "select_refinements"]
 
@@ -102,10 +105,10 @@ class CritiqueRolloutParams:
             raise ValueError(f"need critic_temperature >= 0 and 0 < critic_top_p <= 1 "
                              f"(got {self.critic_temperature}, {self.critic_top_p})")
 
-    def check_method(self, method: Any) -> None:
-        """Checks that need the method: the refinements are chosen among the G answers' ones."""
-        if self.num_refinements > method.group_size:
-            raise ValueError(f"num_refinements={self.num_refinements} must be <= group_size={method.group_size} "
+    def check_group_size(self, group_size: int) -> None:
+        """The refinements are chosen among the G answers' ones."""
+        if self.num_refinements > group_size:
+            raise ValueError(f"num_refinements={self.num_refinements} must be <= group_size={group_size} "
                              "(one refinement per answer, k of them kept)")
 
 
@@ -124,9 +127,6 @@ def _critic(ctx: RolloutContext, name: str, tokenizer: Any) -> tuple[Any, Any, l
     else a Hugging Face engine over the model directory (loaded once per process and device)."""
     if name == "policy":
         return ctx.engine, tokenizer, list(ctx.params.stop_token_ids)
-    from skpo.models.loading import load_policy, load_tokenizer
-    from skpo.training.setup import resolve_model_path
-
     device = str(getattr(ctx.engine, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu"))
     key = (name, device)
     if key not in _CRITICS:
@@ -153,8 +153,6 @@ def _reference(item: PromptItem) -> tuple[str, str]:
     problem = item.answer
     arith = getattr(problem, "arith", None)
     if arith is not None:
-        from skpo.tasks.arith import solution_text
-
         return arith.question, solution_text(arith)
     return str(problem.question), str(problem.gold)
 
@@ -203,8 +201,6 @@ def _task_messages(source: Any, item: PromptItem) -> list[dict] | None:
     spec = getattr(source, "spec", None)
     if spec is None:
         return None
-    from skpo.tasks.dataset import prompt_messages
-
     return prompt_messages(spec, item.answer, bool(source.chat))
 
 
@@ -213,7 +209,7 @@ def _task_messages(source: Any, item: PromptItem) -> list[dict] | None:
 def critique_refine_rollout(ctx: RolloutContext, items: list[PromptItem]) -> RolloutResult:
     """G answers per prompt, a critique of each, a refinement of each; k refinements join the
     group (module doc)."""
-    p, g = ctx.rollout_params, ctx.method.group_size
+    p, g = ctx.rollout_params, ctx.group_size
     tokenizer = getattr(ctx.source, "tokenizer", None)
     if tokenizer is None:
         raise ValueError("rollout 'critique_refine' needs the prompt source's tokenizer (source.tokenizer)")

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from skpo.errors import CheckpointError
+
 ADAPTER_DIR = "adapter"
 
 
@@ -84,12 +86,8 @@ def load_adapter(model: torch.nn.Module, checkpoint: Path) -> None:
 
     path = Path(checkpoint) / ADAPTER_DIR / "adapter_model.safetensors"
     if not path.is_file():
-        from skpo.training.checkpoint import CheckpointError
-
         raise CheckpointError(f"{checkpoint}: no {ADAPTER_DIR}/adapter_model.safetensors (not a LoRA run's checkpoint)")
     result = set_peft_model_state_dict(model, load_file(str(path)))
     unexpected = list(getattr(result, "unexpected_keys", []) or [])
     if unexpected:
-        from skpo.training.checkpoint import CheckpointError
-
         raise CheckpointError(f"{path}: adapter weights do not match the model (unexpected {unexpected[:3]})")

@@ -1,6 +1,6 @@
 """The warm start's settings (``warmstart.json`` records them): a plain dataclass without the
 training stack, so ``skpo warmstart --help`` answers at once. The run is
-:mod:`skpo.training.warmstart`."""
+:mod:`skpo.commands.warmstart_training`."""
 
 from __future__ import annotations
 

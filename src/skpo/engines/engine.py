@@ -2,7 +2,7 @@
 
 Everything above the engine (the SKPO two-phase rollout, Monte Carlo continuations, the
 trainer) talks to it through :class:`Engine` and the two records below, so that the
-Hugging Face engine (CPU/GPU, :mod:`skpo.rollout.hf_engine`) and a vLLM engine are
+Hugging Face engine (CPU/GPU, :mod:`skpo.engines.hf_engine`) and a vLLM engine are
 interchangeable.
 
 Conventions
@@ -98,7 +98,7 @@ class Completion:
             row's max new tokens, or the engine's context: then ``cut_by_context``).
         stop_reason: the stop token id or stop string that ended the sample, else ``None``.
         cut_by_context: the sample reached the engine's context before its answer budget
-            (:class:`skpo.rollout.context.ContextLimit`): an unfinished answer, counted.
+            (:class:`skpo.engines.context.ContextLimit`): an unfinished answer, counted.
     """
 
     token_ids: list[int]

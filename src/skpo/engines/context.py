@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from skpo.errors import UserError
-from skpo.rollout.engine import Completion, Engine, SamplingParams, resolve_max_new_tokens
+from skpo.engines.engine import Completion, Engine, SamplingParams, resolve_max_new_tokens
 
 __all__ = ["ContextError", "ContextLimit", "ContextPlan", "model_positions", "plan_context"]
 

@@ -2,7 +2,7 @@
 
 verl (FSDP ``MixedPrecision``) and TRL (``bf16=True``) keep the weights and the optimizer state in
 float32 and run the forward in bf16; so does the trainer (``model.dtype`` is the compute dtype,
-applied with ``torch.autocast`` around every forward, see :func:`skpo.rollout.hf_engine.autocast`).
+applied with ``torch.autocast`` around every forward, see :func:`skpo.engines.hf_engine.autocast`).
 Stepping AdamW on bf16 weights instead loses most updates at the paper's learning rate: a bf16
 weight of magnitude 0.02 moves in steps of 1.2e-4, so an update of 1e-6 rounds away
 (``model.pure_low_precision`` allows it, with a warning).

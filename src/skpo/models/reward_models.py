@@ -32,15 +32,17 @@ from typing import Any, Callable, ContextManager
 
 import torch
 
-from skpo.algorithms import MethodPreset
 from skpo.algorithms.prime import (
     implicit_log_ratio,
     implicit_token_rewards,
     normalize_by_max_return,
     prm_cross_entropy,
 )
-from skpo.algorithms.registry import Registry
-from skpo.training.rows import Rows, policy_forward
+from skpo.errors import MethodError
+from skpo.models.loading import load_policy
+from skpo.registry import Registry
+from skpo.rows import Rows
+from skpo.models.forward import policy_forward
 
 __all__ = ["REWARD_MODELS", "ImplicitPRM", "ImplicitPRMParams", "RewardModelContext", "RewardModelSlot",
            "build_reward_model", "check_reward_model"]
@@ -109,7 +111,7 @@ class RewardModelSlot:
         self.plugin.load_state_dict(state)
 
 
-def check_reward_model(method: MethodPreset) -> set[str]:
+def check_reward_model(method: Any) -> set[str]:
     """Validate ``method``'s reward model name and parameters (errors name the key); return
     what it provides."""
     try:
@@ -123,7 +125,7 @@ def check_reward_model(method: MethodPreset) -> set[str]:
     return set(entry.meta.get("provides", ()))
 
 
-def build_reward_model(method: MethodPreset, ctx: RewardModelContext) -> RewardModelSlot | None:
+def build_reward_model(method: Any, ctx: RewardModelContext) -> RewardModelSlot | None:
     """The method's reward model, set up (``None`` when it declares none)."""
     if method.reward_model is None:
         return None
@@ -214,15 +216,11 @@ class ImplicitPRM:
     """
 
     def __init__(self, ctx: RewardModelContext, params: ImplicitPRMParams) -> None:
-        from skpo.methods import MethodError
-
         self.ctx, self.params = ctx, params
         if ctx.autocast_dtype == torch.float16:
             raise MethodError("method.reward_model: implicit_prm trains without loss scaling; float16 compute "
                               "(model.dtype=float16) would underflow its gradients: use bfloat16")
         if params.prm_path:
-            from skpo.models.loading import load_policy
-
             try:
                 self.prm = load_policy(params.prm_path, device=ctx.device, dtype=next(ctx.policy.parameters()).dtype)
             except (FileNotFoundError, NotADirectoryError) as err:

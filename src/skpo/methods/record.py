@@ -25,11 +25,11 @@ from typing import Any, Mapping
 
 import torch
 
-from .advantages import ADVANTAGE_ESTIMATORS
-from .losses import POLICY_LOSSES, PolicyLossInputs
-from .masked import AGG_MODES, AggDenominators, agg_loss
-from .samplers import PROMPT_SAMPLERS
-from .token_stats import TOKEN_STATS
+from skpo.algorithms.advantages import ADVANTAGE_ESTIMATORS, OARWeightParams, estimator_inputs
+from skpo.algorithms.losses import POLICY_LOSSES, PolicyLossInputs
+from skpo.algorithms.masked import AGG_MODES, AggDenominators, agg_loss
+from skpo.algorithms.samplers import PROMPT_SAMPLERS
+from skpo.algorithms.token_stats import TOKEN_STATS
 
 TOKEN_WEIGHTS = (None, "oar_g", "oar_p")
 KL_ESTIMATORS = ("k1", "k2", "k3", "abs", "k1+", "k3+")
@@ -90,11 +90,11 @@ class LossTerm:
 
 
 @dataclass(frozen=True)
-class MethodPreset:
+class Method:
     """Everything that distinguishes one method from another (a resolved method document).
 
     Attributes:
-        rollout: a registered rollout kind (``skpo.training.rollouts.ROLLOUTS``) and
+        rollout: a registered rollout kind (``skpo.rollout.base.ROLLOUTS``) and
             ``rollout_params`` its parameters.
         group_size: answers per prompt (SKPO: segments in parallel = downstream answers).
         filter_groups / max_gen_batches: DAPO's dynamic sampling on group-relative terms and
@@ -111,7 +111,7 @@ class MethodPreset:
             ``use_kl_loss``) or subtracted from the token rewards before the advantage
             (``use_kl_in_reward``).
         reward_model / reward_model_params: an auxiliary model trained online that gives
-            per-token rewards (``skpo.training.reward_models``; PRIME's ``implicit_prm``), for
+            per-token rewards (``skpo.models.reward_models``; PRIME's ``implicit_prm``), for
             the estimators that need ``token_rewards``.
         source: the paper (and the part of it) the defaults come from.
     """
@@ -151,7 +151,7 @@ class MethodPreset:
     def roles(self) -> tuple[str, ...]:
         return tuple(t.role for t in self.terms)
 
-    def validate(self) -> "MethodPreset":
+    def validate(self) -> "Method":
         """Checks that need only the algorithm registries (the rollout kind's own checks are in
         :func:`skpo.methods.resolve_method`)."""
         try:
@@ -193,18 +193,16 @@ class MethodPreset:
                 term.validate()
             except (KeyError, ValueError) as err:
                 raise ValueError(f"{self.name}: term {term.role!r}: {err.args[0] if isinstance(err, KeyError) else err}") from None
-            meta = term.estimator_meta
-            if meta.get("baseline") == "value_tracker" and not self.value_tracker:
+            reads = estimator_inputs(term.estimator_meta)
+            if "baseline" in reads and not self.value_tracker:
                 raise ValueError(f"{self.name}: estimator {term.advantage!r} reads the value tracker: set value_tracker: true")
-            if "token_weights" in meta.get("needs", ()) and self.token_weights is None:
+            if "token_weights" in reads and self.token_weights is None:
                 raise ValueError(f"{self.name}: estimator {term.advantage!r} needs token weights: set token_weights")
-            if "token_rewards" in meta.get("needs", ()) and self.reward_model is None:
+            if "token_rewards" in reads and self.reward_model is None:
                 raise ValueError(f"{self.name}: estimator {term.advantage!r} needs per-token rewards: set reward_model")
         if self.reward_model_params and self.reward_model is None:
             raise ValueError(f"{self.name}: reward_model_params given without a reward_model")
         if self.token_weights is not None:
-            from .advantages import OARWeightParams
-
             unknown = sorted(set(self.token_weight_params) - set(OARWeightParams.__dataclass_fields__))
             if unknown:
                 raise ValueError(f"{self.name}: token_weight_params: unknown {unknown}; known: {sorted(OARWeightParams.__dataclass_fields__)}")

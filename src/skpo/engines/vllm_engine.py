@@ -23,7 +23,7 @@ colocate mode and verl's rollout drive it. ``tests/fakes/vllm`` models each beha
   level 1's copy of them to host memory would be wasted. Generating before they are loaded again
   is refused (vLLM would sample from undefined memory); so is generating while asleep (vLLM's
   scheduler would wait forever).
-- **Context.** ``max_model_len`` is the run's context (:mod:`skpo.rollout.context`); each
+- **Context.** ``max_model_len`` is the run's context (:mod:`skpo.engines.context`); each
   request's budget is clamped to ``max_model_len - len(prompt)`` and a completion that reaches it
   is marked ``cut_by_context`` (vLLM would stop it there with a plain ``"length"``). A prompt
   that leaves no room gets empty completions (vLLM refuses ``len(prompt) >= max_model_len``).
@@ -58,7 +58,8 @@ from typing import Any
 
 import torch
 
-from skpo.rollout.engine import Completion, SamplingParams, prompt_seeds, resolve_max_new_tokens
+from skpo.engines.engine import Completion, SamplingParams, prompt_seeds, resolve_max_new_tokens
+from skpo.models.lora import is_lora, merged_named_tensors
 
 __all__ = ["VLLMEngine", "weight_buckets"]
 
@@ -67,7 +68,7 @@ _MAX_TEMPERATURE = 2.0  # vLLM's SamplingParams refuses more
 
 
 class VLLMEngine:
-    """:class:`~skpo.rollout.engine.Engine` on an in-process ``vllm.LLM``.
+    """:class:`~skpo.engines.engine.Engine` on an in-process ``vllm.LLM``.
 
     Args:
         model_path: a local Hugging Face model directory (weights, config, tokenizer).
@@ -125,7 +126,7 @@ class VLLMEngine:
     # ------------------------------------------------------------------ Engine protocol
     def generate(self, prompts: list[list[int]], n: int, params: SamplingParams,
                  max_new_tokens: list[int] | None = None) -> list[list[Completion]]:
-        """Sample ``n`` completions per prompt (:meth:`skpo.rollout.engine.Engine.generate`)."""
+        """Sample ``n`` completions per prompt (:meth:`skpo.engines.engine.Engine.generate`)."""
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         if any(len(p) == 0 for p in prompts):
@@ -252,8 +253,6 @@ def _named_weights(model: torch.nn.Module, device: torch.device, dtype: torch.dt
     a LoRA policy's merged ``W + ΔW``; a sharded policy's tensors all-gathered in turn (a
     collective every rank runs in the same order), each shard moved to ``device`` first (an
     offloaded shard lives in host memory, which NCCL cannot gather)."""
-    from skpo.training.lora import is_lora, merged_named_tensors
-
     tensors = merged_named_tensors(model) if is_lora(model) else model.state_dict().items()
     for name, tensor in tensors:
         tensor = tensor.detach()

@@ -8,10 +8,10 @@ problems. The shipped checkpoint ``skpo/assets/tiny-arith`` was made by the comm
 
 It is built from the trainer's and the evaluator's own parts:
 
-- **rows**: each batch is a :class:`skpo.training.rows.Rows` record — prompt ids = the context
+- **rows**: each batch is a :class:`skpo.rows.Rows` record — prompt ids = the context
   (``q``, or ``[s, q]``), responses ``[B, T]`` = reference solution + EOS with
   ``response_mask``;
-- **forward**: :func:`skpo.training.rows.policy_forward`, the trainer's teacher-forced forward
+- **forward**: :func:`skpo.rows.policy_forward`, the trainer's teacher-forced forward
   (rows left-padded, only the response logits kept);
 - **loss**: the registered policy loss ``sft`` (``−log π`` per token) aggregated
   ``token-mean`` by :func:`skpo.algorithms.term_loss` — the cross-entropy on response tokens
@@ -60,7 +60,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from skpo.algorithms import LossTerm, PolicyLossInputs, term_loss
+from skpo.methods.record import LossTerm, term_loss
+from skpo.algorithms import PolicyLossInputs
 from skpo.models.tiny import build_tiny_model, count_parameters
 from skpo.models.tokenizer import build_tokenizer
 from skpo.tasks.arith import (
@@ -73,9 +74,10 @@ from skpo.tasks.arith import (
     split_of,
 )
 from skpo.tasks.templates import plain_input_ids, response_ids, skip_input_ids
-from skpo.training.rows import Rows, pad_responses, policy_forward
+from skpo.rows import Rows, pad_responses
+from skpo.models.forward import policy_forward
 from skpo.training.schedule import lr_factor
-from skpo.training.warmstart_config import WarmstartConfig
+from skpo.commands.warmstart_config import WarmstartConfig
 
 EXAMPLE_KINDS: tuple[str, ...] = ("plain", "skip_correct", "skip_flawed")
 
@@ -422,5 +424,3 @@ def save(result: WarmstartResult, config: WarmstartConfig, out: Path, metrics: d
     }
     (out / "warmstart.json").write_text(json.dumps(record, indent=2) + "\n")
 
-
-from skpo.commands.warmstart import main  # noqa: E402,F401  (the command line, importable from here as before)

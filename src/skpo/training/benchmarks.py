@@ -1,0 +1,66 @@
+"""Evaluation inside and after training: the runner (:mod:`skpo.evaluation.runner`) on a
+run's ``eval.benchmarks``, and the metric names the trainer logs from its results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from skpo.config import RunConfig, arith_config
+from skpo.evaluation.benchmarks import get_spec, resolve_benchmarks
+from skpo.evaluation.runner import evaluate
+
+
+def evaluate_benchmarks(model, tokenizer, cfg: RunConfig, autocast_dtype: torch.dtype | None = None,
+                        k: int | None = None, limit: int | None = None,
+                        should_stop: Any = None) -> dict[str, dict[str, Any]]:
+    """Results of the runner (:func:`skpo.evaluation.runner.evaluate`) on each of
+    ``eval.benchmarks``, by benchmark name. ``arith`` is the fixed held-out set of the run's
+    own task difficulty; files get ``data.max_prompt_tokens`` unless their spec sets one."""
+    e = cfg.eval
+    limit = limit or e.limit
+    specs = []
+    for name in e.benchmarks:
+        if name == "arith":
+            specs.append(get_spec("arith").model_copy(update={"arith": arith_config(cfg), "n_problems": limit or 200}))
+        else:
+            for spec in resolve_benchmarks([name]):
+                if spec.max_prompt_tokens is None and cfg.data.max_prompt_tokens is not None:
+                    spec = spec.model_copy(update={"max_prompt_tokens": cfg.data.max_prompt_tokens})
+                specs.append(spec)
+    was_training = model.training
+    model.eval()
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for spec in specs:
+            results[spec.name] = evaluate(
+                model, tokenizer, spec, k=k or e.k, temperature=e.temperature, top_p=e.top_p,
+                max_new_tokens=e.max_new_tokens, limit=None if spec.reward == "arith" else limit, seed=cfg.train.seed,
+                batch_size=cfg.rollout.engine_batch_size, autocast_dtype=autocast_dtype,
+                math_timeout_s=cfg.reward.math_timeout_s, should_stop=should_stop,
+            )
+    finally:
+        model.train(was_training)
+    return results
+
+
+def evaluate_heldout(model, tokenizer, cfg: RunConfig, k: int | None = None, num_problems: int | None = None) -> dict:
+    """The runner on the fixed held-out arithmetic set of the run's difficulty."""
+    one = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"benchmarks": ["arith"]})})
+    return evaluate_benchmarks(model, tokenizer, one, k=k, limit=num_problems)["arith"]
+
+
+def benchmark_metrics(results: dict[str, dict[str, Any]], k: int) -> dict[str, float]:
+    """``eval/<benchmark>/avg@k`` etc. from :func:`evaluate_benchmarks`' results."""
+    out: dict[str, float] = {}
+    for name, result in results.items():
+        m = result["metrics"]
+        out[f"eval/{name}/avg@{k}"] = m[f"avg@{k}"]
+        out[f"eval/{name}/pass@{k}"] = m[f"pass@{k}"]
+        if m.get(f"maj@{k}") is not None:
+            out[f"eval/{name}/maj@{k}"] = m[f"maj@{k}"]
+        out[f"eval/{name}/response_tokens"] = m["mean_response_tokens"]
+        if "step_metrics" in result:
+            out[f"eval/{name}/step_accuracy"] = result["step_metrics"]["step_accuracy"]
+    return out

@@ -1,0 +1,174 @@
+"""The policy update: ``ppo_epochs`` × ``mini_batches`` optimizer steps over one flat batch.
+Each row carries its term (by role); a mini-batch is the rows of a set of prompts, a
+micro-batch a slice of it that shares one forward/backward for all terms. Loss denominators are
+those of the whole mini-batch (and of every rank), so micro-batch and rank losses add up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from skpo.algorithms import AggDenominators, PolicyLossInputs, agg_loss, kl_penalty, masked_mean
+from skpo.algorithms.token_stats import EXTRA_PREFIX
+from skpo.engines import mix_seed
+from skpo.methods import Method, joint_roles, term_loss
+from skpo.rows import Rows
+from skpo.training.actor import Actor
+from skpo.training.distributed import Dist
+from skpo.training.log_probs import is_on_policy
+from skpo.training.sharding import equalize
+
+
+@dataclass
+class MetricSums:
+    """Sums (and weighted means) of metrics over micro-batches and ranks."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, key: str, value: float, n: int | None) -> None:
+        """``n`` None: a sum; else a mean weighted by ``n``."""
+        self.sums[key] = self.sums.get(key, 0.0) + (value if n is None else value * n)
+        if n is not None:
+            self.counts[key] = self.counts.get(key, 0) + n
+
+
+@dataclass
+class TermPlan:
+    """Which term trains each row, and which terms share loss denominators (a joint group)."""
+
+    method: Method
+    row_term: list[int]  # [B] the row's term, -1: a role with no term trains nothing
+    shared: dict[int, set[int]]  # term → the terms whose rows count in its denominators
+    term_of: dict[str, int]  # role → term
+
+    @classmethod
+    def of(cls, method: Method, rows: Rows) -> "TermPlan":
+        term_of = {term.role: i for i, term in enumerate(method.terms)}
+        grouped_with = joint_roles(method)
+        shared = {i: {term_of[r] for r in grouped_with[term.role] if r in term_of} for i, term in enumerate(method.terms)}
+        return cls(method, [term_of.get(r, -1) for r in rows.roles()], shared, term_of)
+
+
+def update(actor: Actor, method: Method, rows: Rows, dist: Dist, step: int, metrics: dict[str, float]) -> None:
+    """Train on ``rows`` (with advantages) and add the update's metrics to ``metrics``."""
+    t = actor.cfg.train
+    plan = TermPlan.of(method, rows)
+    keys = sorted(set(rows.index), key=str)
+    gen = torch.Generator().manual_seed(mix_seed(t.seed, step, 41))
+    sums = MetricSums()
+    actor.model.train()
+    for _epoch in range(t.ppo_epochs):
+        order = [keys[i] for i in torch.randperm(len(keys), generator=gen).tolist()]
+        for chunk in (order[i :: t.mini_batches] for i in range(t.mini_batches)):
+            _mini_batch(actor, plan, rows, set(chunk), dist, sums)
+    actor.scheduler.step()
+    metrics.update(_term_metrics(method, plan, dist, sums))
+
+
+def _mini_batch(actor: Actor, plan: TermPlan, rows: Rows, chunk_keys: set, dist: Dist, sums: MetricSums) -> None:
+    """One optimizer step on the rows of the prompts ``chunk_keys`` (this rank's share of them)."""
+    sel = [b for b, k in enumerate(rows.index) if k in chunk_keys and plan.row_term[b] >= 0]
+    if not sel:
+        return
+    # each term's token/row counts over the whole mini-batch: micro-batch (and rank) losses add up;
+    # the terms of one joint group count the group's rows (their losses add up to one)
+    global_term = [plan.row_term[b] for b in sel]
+    dens = {i: denominators(rows.response_mask[[b for b, tt in zip(sel, global_term) if tt in plan.shared[i]]],
+                            plan.method, actor.cfg)
+            for i in set(global_term)}
+    if dist.active:  # this rank's prompts of the mini-batch
+        mine = set(dist.shard(sorted(chunk_keys, key=str)))
+        sel = [b for b in sel if rows.index[b] in mine]
+    mb_rows = rows.select(sel)
+    mb_term = [plan.row_term[b] for b in sel]
+    micro = actor.micro_batches(mb_rows) if sel else []
+    # sharded: FSDP's collectives run inside forward/backward, so every rank runs the same
+    # number of micro-batches (agreed before the first; the short ranks pad with zero-loss passes)
+    padding = equalize(dist.all_gather_object(len(micro))) - len(micro) if actor.sharding else 0
+    for bucket, packs in micro:
+        _micro_batch(actor, plan, mb_rows.select(bucket), [mb_term[b] for b in bucket], packs, dens, sums)
+    actor.pad_passes(padding)
+    terms = plan.method.terms
+    for i in set(global_term):  # pg_loss: the mean over mini-batches of their loss
+        sums.counts[f"{terms[i].role}/pg_loss"] = sums.counts.get(f"{terms[i].role}/pg_loss", 0) + (dist.rank == 0)
+    sums.add("actor/grad_norm", actor.optimizer_step(), int(dist.rank == 0))
+
+
+def _micro_batch(actor: Actor, plan: TermPlan, mb: Rows, mb_term: list[int], packs, dens: dict, sums: MetricSums) -> None:
+    """One forward of the micro-batch ``mb`` and one backward of the sum of its terms' losses."""
+    real, padded = forward_tokens(mb, packs)
+    sums.add("tokens/update_real", real, None)
+    sums.add("tokens/update_padded", padded, None)
+    log_prob, entropy = actor.train_forward(mb, packs)
+    loss = log_prob.new_zeros(())
+    terms = plan.method.terms
+    for i in sorted(set(mb_term)):
+        local = [j for j, tt in enumerate(mb_term) if tt == i]
+        pick = torch.tensor(local, device=log_prob.device)
+        value, term_metrics = term_loss_value(actor, plan.method, terms[i], log_prob[pick], entropy[pick],
+                                              mb.select(local), dens[i])
+        loss = loss + value
+        for k, v in term_metrics.items():  # pg_loss: micro-batch parts of the mini-batch loss add up
+            sums.add(f"{terms[i].role}/{k}", float(v), None if k == "pg_loss" else len(local))
+    actor.backward(loss)
+
+
+def denominators(mask: torch.Tensor, method: Method, cfg: Any) -> AggDenominators:
+    """Counts of a term's rows in the whole mini-batch (every rank holds the global rows)."""
+    counts = torch.tensor([mask.sum().item(), (mask.sum(-1) > 0).sum().item()], dtype=torch.float64)
+    scale = float(cfg.rollout.max_new_tokens) if method.agg_scale == "max_response_length" else None
+    return AggDenominators(float(counts[0]), float(counts[1]), scale)
+
+
+def term_loss_value(actor: Actor, method: Method, term, log_prob: torch.Tensor, entropy: torch.Tensor | None,
+                    mb: Rows, den: AggDenominators) -> tuple[torch.Tensor, dict[str, float]]:
+    """One loss term on its rows ``mb`` of a micro-batch, from that micro-batch's forward
+    (``log_prob`` / ``entropy`` ``[b, T]``): the policy loss, the KL-in-loss and entropy terms,
+    times the term's weight. Ranks' gradients are summed and denominators are global."""
+    device = log_prob.device
+    mask = mb.response_mask.to(device)
+    old_log_prob = log_prob.detach() if is_on_policy(actor.cfg.train) else mb.old_log_probs.to(device)
+    extras = {k[len(EXTRA_PREFIX):]: v.to(device) for k, v in mb.extra.items() if k.startswith(EXTRA_PREFIX)}
+    inputs = PolicyLossInputs(log_prob, old_log_prob, mb.advantages.to(device), mask, extras=extras)
+    pg, metrics = term_loss(term, inputs, den)
+    loss = pg
+    out = {k: v.item() for k, v in metrics.items()}
+    if mb.ref_log_probs is not None and method.kl_coef > 0 and method.kl_placement == "loss":
+        kl = kl_penalty(log_prob, mb.ref_log_probs.to(device), method.kl_estimator)
+        loss = loss + method.kl_coef * agg_loss(kl, mask, term.agg, den)
+        out["kl_ref"] = masked_mean(kl.detach(), mask).item()
+    if entropy is not None:
+        if method.entropy_coef > 0:
+            loss = loss - method.entropy_coef * agg_loss(entropy, mask, term.agg, den)
+        out["entropy"] = masked_mean(entropy.detach(), mask).item()
+    out["pg_loss"] = pg.item()
+    return term.weight * loss, out
+
+
+def _term_metrics(method: Method, plan: TermPlan, dist: Dist, sums: MetricSums) -> dict[str, float]:
+    """Per-role metrics over ranks, and the same aggregate names for every method: ``actor/<k>``
+    = the mean over terms (``pg_loss``: the weighted sum, the objective's policy-gradient part)."""
+    total, counts = dist.merge_sums(sums.sums, sums.counts)
+    per_role = {k: total[k] / counts[k] if k in counts else total[k] for k in total}
+    out = dict(per_role)
+    for k in {k.split("/", 1)[1] for k in per_role if k.split("/", 1)[0] in plan.term_of}:
+        vals = [(term, per_role[f"{term.role}/{k}"]) for term in method.terms if f"{term.role}/{k}" in per_role]
+        if k == "pg_loss":
+            out["actor/pg_loss"] = sum(term.weight * v for term, v in vals)
+        else:
+            out[f"actor/{k}"] = sum(v for _, v in vals) / len(vals)
+    return out
+
+
+def forward_tokens(mb: Rows, packs) -> tuple[int, int]:
+    """Tokens one training forward runs over: real ones (prompt once per pack or per row,
+    plus responses) and the padded total (sequences × width) the kernels compute on."""
+    lengths = mb.lengths().tolist()
+    if packs is None:
+        sizes = [len(p) + n for p, n in zip(mb.prompt_ids, lengths)]
+    else:
+        sizes = [len(mb.prompt_ids[pack[0]]) + sum(lengths[b] for b in pack) for pack in packs]
+    return sum(sizes), len(sizes) * max(sizes)
