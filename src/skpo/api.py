@@ -30,8 +30,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from skpo.algorithms import ADVANTAGE_ESTIMATORS, POLICY_LOSSES, PROMPT_SAMPLERS
+from skpo.config import RunConfig, dump_config, load_config
+from skpo.rewards.registry import REWARDS, RewardEntry, call_user_reward, to_verdict
 from skpo.rollout.base import ROLLOUTS
+from skpo.training.setup import build_trainer
 
 __all__ = ["ADVANTAGE_ESTIMATORS", "POLICY_LOSSES", "PROMPT_SAMPLERS", "ROLLOUTS", "build", "register_reward", "train"]
 
@@ -46,8 +51,6 @@ def register_reward(name: str, fn: Callable[..., Any], *, batched: bool = False,
     answer, or with ``batched=True`` ``fn(completions, examples) -> list`` per batch; rewards in
     ``value_range`` (docs/rewards.md), each batch within ``timeout_s`` seconds. Returns ``name``.
     """
-    from skpo.rewards.registry import REWARDS, RewardEntry, call_user_reward, to_verdict
-
     if ":" in name:
         raise ValueError(f"reward name {name!r}: ':' marks a 'module:function' reference; choose a plain name")
     existing = REWARDS.get(name)
@@ -87,11 +90,6 @@ def build(config: str | Path | Any | None = None, *, overrides: Iterable[str] = 
         out_dir: ``log.out_dir``.
         resume, overwrite: as ``--resume`` / ``--overwrite``.
     """
-    import yaml
-
-    from skpo.config import RunConfig, dump_config, load_config
-    from skpo.training.setup import build_trainer
-
     items: list[str] = []
     if out_dir is not None:
         items.append(f"log.out_dir={out_dir}")

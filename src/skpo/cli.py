@@ -8,11 +8,13 @@ User errors are one line ``skpo <command>: <message>`` with exit status 2; ``--d
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import sys
 
 from skpo.errors import DEBUG_ENV, quiet_when_piped, run_command
+from skpo.version import __version__
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "main": ("skpo.commands.main_job", "the main job: SKPO on the embedded default, then evaluation"),
@@ -42,14 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] in {"-V", "--version"}:
-        from skpo.version import __version__
-
         print(f"skpo {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        import difflib
-
         close = difflib.get_close_matches(name, list(COMMANDS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         print(f"skpo: unknown command {name!r}{hint}\n\n{_usage()}", file=sys.stderr)

@@ -13,6 +13,7 @@ Exit codes: 0 done; 2 user error; 128 + signal number when training stopped on S
 from __future__ import annotations
 
 import errno
+import logging
 import contextlib
 import os
 import signal
@@ -92,7 +93,7 @@ def quiet_when_piped() -> None:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         if "transformers" in sys.modules:  # already imported (a Python caller): its own switch
             try:
-                from transformers.utils import logging as hf_logging
+                from transformers.utils import logging as hf_logging  # heavy: the CLI imports this module for --help
 
                 hf_logging.disable_progress_bar()
             except Exception:  # noqa: BLE001 - a cosmetic switch
@@ -128,8 +129,6 @@ def run_command(name: str, main: Callable[[list[str]], int | None], argv: list[s
 def log_to_console(level: int) -> None:
     """The command line's logging: ``skpo: …`` lines, progress (INFO) on stdout and warnings on
     stderr — so that stderr holds what went wrong and an error stays its one line."""
-    import logging
-
     class _Below(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
             return record.levelno < logging.WARNING

@@ -11,6 +11,7 @@ trainer reads the metadata instead of comparing names.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -73,8 +74,6 @@ class Registry(Generic[F]):
         try:
             return self._entries[name]
         except KeyError:
-            import difflib
-
             close = difflib.get_close_matches(str(name), list(self._entries), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise KeyError(f"unknown {self.kind} {name!r}{hint}; registered: {sorted(self._entries)}; to add your own, "

@@ -97,7 +97,7 @@ def _mean_band(curves: Sequence[Sequence[float | None]]) -> tuple[list[float], l
 def plot_comparison(results: Sequence[Mapping[str, Any]], out: Path, metric: str = "avg@8", title: str = "") -> Path:
     """Two panels — accuracy vs rollout tokens, vs training seconds — mean and 95 % band over
     seeds per method, from each run's ``curve`` (``[{"tokens", "seconds", metric}, …]``)."""
-    import matplotlib
+    import matplotlib  # heavy: loaded when a figure is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -365,7 +365,7 @@ def plot(result: dict[str, Any], path: str | Path, dpi: int = 120) -> Path:
     """SKPO's normalised advantage vs the true value change, coloured by segment class (first and
     last model); per model, the AUC with which the advantage (and ``ΔV_skip``, ``ΔV``) ranks
     error-free segments above those with a wrong line; per model, segment quality. Saved as PNG."""
-    import matplotlib
+    import matplotlib  # heavy: loaded when a figure is drawn
 
     matplotlib.use("Agg", force=True)
     from matplotlib.figure import Figure

@@ -704,7 +704,7 @@ def plot(result: dict[str, Any], path: str | Path, dpi: int = 120) -> Path:
     """Sign accuracy vs K per position bin (both readings, GRPO dashed), sign accuracy by number
     correct, and sign accuracy / MAE vs relative position at ``report_k``; saved as PNG. Sign
     accuracies resting on fewer than :data:`MIN_PLOTTED` resolved entries are not drawn."""
-    import matplotlib
+    import matplotlib  # heavy: loaded when a figure is drawn
 
     matplotlib.use("Agg", force=True)
     from matplotlib.figure import Figure

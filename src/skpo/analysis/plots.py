@@ -251,7 +251,7 @@ def build_figure(
     Raises:
         MetricsFileError: when no panel has data, or a value is not a number.
     """
-    import matplotlib
+    import matplotlib  # heavy: loaded when a figure is drawn
 
     matplotlib.use("Agg", force=True)
     from matplotlib.figure import Figure

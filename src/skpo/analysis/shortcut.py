@@ -379,7 +379,7 @@ _LABELS = {"unconditional": "unconditional q", "continual": "continual q + s", "
 def plot(result: dict[str, Any], path: str | Path, dpi: int = 120) -> Path:
     """Four panels vs cut position (diversity, zero-advantage rate, length, accuracy), one line
     per conditioning with its 95% bootstrap band; saved as PNG."""
-    import matplotlib
+    import matplotlib  # heavy: loaded when a figure is drawn
 
     matplotlib.use("Agg", force=True)
     from matplotlib.figure import Figure

@@ -38,6 +38,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
+import torch
+
 FinishReason = Literal["stop", "length"]
 
 
@@ -181,8 +183,6 @@ def mix_seed(*values: int) -> int:
 def prompt_seeds(seed: int | Sequence[int] | None, num_prompts: int) -> list[int]:
     """The per-prompt seeds of a call (see :attr:`SamplingParams.seed`)."""
     if seed is None:
-        import torch
-
         seed = int(torch.randint(0, 2**62, (1,)).item())
     if isinstance(seed, int):
         return [mix_seed(seed, i) for i in range(num_prompts)]

@@ -60,6 +60,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers.cache_utils import DynamicLayer
 
 from skpo.engines.engine import (
@@ -84,8 +85,6 @@ def autocast(device: torch.device | str, dtype: torch.dtype | None):
     cast = contextlib.nullcontext() if dtype is None or dtype == torch.float32 else torch.autocast(device_type=kind, dtype=dtype)
     if kind != "cuda":
         return cast
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     stack = contextlib.ExitStack()
     stack.enter_context(cast)
     stack.enter_context(sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]))

@@ -56,6 +56,7 @@ import socket
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 
 from skpo.engines.engine import Completion, SamplingParams, prompt_seeds, resolve_max_new_tokens
@@ -288,8 +289,6 @@ def _set_launcher_env(rank: int, local_rank: int, world_size: int) -> None:
 @contextlib.contextmanager
 def _rng_states_kept() -> Iterator[None]:
     """Restore the global generators vLLM seeds while it starts in this process."""
-    import numpy as np
-
     py, npy, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     try:

@@ -26,6 +26,7 @@ any       ``module:function``: your own reward function (see the registry's docs
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from skpo.rewards.base import Verdict
 from skpo.rewards.choice import LETTERS, extract_choice
@@ -120,8 +121,6 @@ def get_spec(name: str, extra: Mapping[str, BenchmarkSpec] | None = None) -> Ben
 def resolve_benchmarks(names: Sequence[str], extra: Mapping[str, BenchmarkSpec] | None = None) -> list[BenchmarkSpec]:
     """Specs for a list of built-in names and spec-file paths (``.yaml`` / ``.yml`` / ``.json``;
     every spec in the file is taken)."""
-    from pathlib import Path
-
     specs: list[BenchmarkSpec] = []
     for name in names:
         if name.endswith((".yaml", ".yml", ".json")):

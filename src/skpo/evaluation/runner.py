@@ -32,7 +32,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from skpo.engines.engine import Completion, SamplingParams, prompt_seeds
+from skpo.engines.hf_engine import HFEngine
 from skpo.errors import EvaluationInterrupted
 from skpo.evaluation.benchmarks import BenchmarkSpec, Problem, get_spec, load_problems, score_completions
 from skpo.evaluation.metrics import (
@@ -44,8 +47,6 @@ from skpo.evaluation.metrics import (
     success_histogram,
 )
 from skpo.rewards.arith import check_steps
-from skpo.engines.engine import Completion, SamplingParams, prompt_seeds
-from skpo.engines.hf_engine import HFEngine
 from skpo.tasks.dataset import encode_problems
 from skpo.tasks.dataset import prompt_format as format_of
 from skpo.tasks.prompts import has_chat_template
@@ -136,8 +137,6 @@ def arith_step_metrics(problems: Sequence[Problem], completions: Sequence[Sequen
 
 
 def _progress(label: str):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     return Progress(
         TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
     )

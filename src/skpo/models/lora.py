@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
 from skpo.errors import CheckpointError
 
@@ -30,7 +31,7 @@ def apply_lora(model: torch.nn.Module, section: Any, seed: int = 0) -> torch.nn.
     initialised from ``seed`` alone (peft draws the A matrices from the global generator: without
     this, a run's adapters would depend on whatever drew random numbers before it in the process)."""
     try:
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig, get_peft_model  # optional: LoRA runs only
     except ImportError as err:  # pragma: no cover - peft is a dependency
         raise ImportError("model.lora needs peft (pip install peft)") from err
     config = LoraConfig(r=section.r, lora_alpha=section.alpha, lora_dropout=section.dropout,
@@ -51,7 +52,7 @@ def merged_named_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Te
     ``get_delta_weight``), one at a time under the base model's own names (``model.layers.0.
     self_attn.q_proj.weight`` …): only the merged tensor being yielded is new memory. The base
     weights are not touched (merging in place and unmerging would leave rounding in them)."""
-    from peft.tuners.lora import LoraLayer
+    from peft.tuners.lora import LoraLayer  # optional: LoRA runs only
 
     base = model.get_base_model()
     adapted = {f"{name}.base_layer.weight": m for name, m in base.named_modules() if isinstance(m, LoraLayer)}
@@ -81,9 +82,7 @@ def save_lora(model: torch.nn.Module, directory: Path) -> None:
 
 def load_adapter(model: torch.nn.Module, checkpoint: Path) -> None:
     """Load a checkpoint's adapters onto ``model`` (a LoRA policy of the same configuration)."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
+    from peft import set_peft_model_state_dict  # optional: LoRA runs only
     path = Path(checkpoint) / ADAPTER_DIR / "adapter_model.safetensors"
     if not path.is_file():
         raise CheckpointError(f"{checkpoint}: no {ADAPTER_DIR}/adapter_model.safetensors (not a LoRA run's checkpoint)")

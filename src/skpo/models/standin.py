@@ -45,6 +45,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors.torch import save_file
+from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from skpo.models.tokenizer import byte_symbols
+
 _ASSETS = Path(__file__).resolve().parents[1] / "assets" / "standins"
 _BPE_DIR = _ASSETS / "bpe"
 
@@ -132,10 +139,6 @@ def train_bpe(texts: Iterable[str], style: str, vocab_size: int = BPE_VOCAB_SIZE
     Run once to make the shipped assets (``skpo/assets/standins/bpe/<style>.json``); making a
     stand-in only reads them. Returns ``{"style", "pattern", "vocab_size", "merges"}``.
     """
-    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
-
-    from skpo.models.tokenizer import byte_symbols
-
     spec = BPE_STYLES[style]
     tok = Tokenizer(models.BPE())
     if spec["nfc"]:
@@ -158,8 +161,6 @@ def train_bpe(texts: Iterable[str], style: str, vocab_size: int = BPE_VOCAB_SIZE
 def load_bpe(style: str) -> tuple[dict[str, int], list[list[str]]]:
     """Vocabulary (byte symbols at ids 0..255 in byte order, then one token per merge in merge
     order) and merges of the shipped BPE ``style``."""
-    from skpo.models.tokenizer import byte_symbols
-
     asset = json.loads((_BPE_DIR / f"{style}.json").read_text(encoding="utf-8"))
     vocab = {symbol: i for i, symbol in enumerate(byte_symbols())}
     for left, right in asset["merges"]:
@@ -321,8 +322,6 @@ def random_state_dict(shapes: dict[str, tuple[int, ...]], seed: int, std: float)
     """Seeded float32 weights for ``shapes``, filled in sorted name order and independent of
     ``transformers``' own initialisers (so the bytes depend only on names, shapes, ``seed`` and
     ``std``): RMSNorm weights 1, biases 0, every other tensor N(0, std²)."""
-    import torch
-
     generator = torch.Generator().manual_seed(seed)
     out: dict[str, torch.Tensor] = {}
     for name in sorted(shapes):
@@ -441,10 +440,6 @@ def _write_standin(
     seed: int,
     requested: dict[str, int],
 ) -> None:
-    import torch
-    from safetensors.torch import save_file
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     _write_json(out / "config.json", config)
     record: dict[str, Any] = {
         "standin_of": family["name"] if family else str(source_dir.resolve()),

@@ -30,12 +30,12 @@ replacement worker when one was killed).
 
 from __future__ import annotations
 
-import re
-
 import atexit
 import logging
 import multiprocessing.connection
 import os
+import re
+import resource
 import signal
 import socket
 import subprocess
@@ -71,7 +71,7 @@ DEFAULT_WORKER_MEMORY_MB = 2048
 
 
 def _configs(allow_unanchored: bool) -> list[Any]:
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig  # heavy (sympy): loaded in the verifier's worker process
 
     return [
         # boxed_match_priority=0: a \boxed{} answer beats every other pattern.
@@ -96,7 +96,7 @@ def normalize_answer_text(text: str) -> str:
 
 
 def _parse(text: str, allow_unanchored: bool) -> list[Any]:
-    from math_verify import parse
+    from math_verify import parse  # heavy (sympy): loaded in the verifier's worker process
 
     return parse(normalize_answer_text(text), _configs(allow_unanchored), parsing_timeout=None)  # type: ignore[arg-type]
 
@@ -145,7 +145,7 @@ def _parse_gold(gold: str) -> tuple[Any, ...]:
 
 
 def _check(completion: str, gold: str, require_anchor: bool) -> Verdict:
-    from math_verify import verify
+    from math_verify import verify  # heavy (sympy): loaded in the verifier's worker process
 
     gold_parsed = _parse_gold(gold)
     if not gold_parsed:
@@ -195,8 +195,6 @@ def _worker_entry(fd: int) -> None:
     # The pool enforces time limits; math-verify would otherwise warn about that once.
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     if memory_mb is not None:
-        import resource
-
         in_use = _current_address_space()
         if in_use:
             _, hard = resource.getrlimit(resource.RLIMIT_AS)

@@ -39,13 +39,19 @@ from __future__ import annotations
 import math
 import os
 import re
+import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from skpo.errors import UserError
+from skpo.plugins import PluginError, import_plugin
+from skpo.rewards.arith import check_answer, parse_answer
 from skpo.rewards.base import Verdict
+from skpo.rewards.choice import extract_choice
+from skpo.rewards.code import verify_humaneval_batch
+from skpo.rewards.math import verify_math_batch
 
 __all__ = [
     "REWARDS",
@@ -147,8 +153,6 @@ def _golds(problem: Any) -> tuple[str, ...]:
 
 @register_reward("math", description="math-verify against the gold answer(s)")
 def _math(completions: Sequence[str], problems: Sequence[Any], ctx: RewardContext) -> list[Verdict]:
-    from skpo.rewards.math import verify_math_batch
-
     # One flat batch over every (completion, acceptable answer) pair: the pool runs them all.
     pairs = [(i, gold) for i, p in enumerate(problems) for gold in _golds(p)]
     flat = verify_math_batch([completions[i] for i, _ in pairs], [g for _, g in pairs], ctx.math_timeout_s)
@@ -166,8 +170,6 @@ def _gsm8k(completions: Sequence[str], problems: Sequence[Any], ctx: RewardConte
 
 @register_reward("choice", needs_choices=True, description="option letter against the gold letter")
 def _choice(completions: Sequence[str], problems: Sequence[Any], ctx: RewardContext) -> list[Verdict]:
-    from skpo.rewards.choice import extract_choice
-
     out = []
     for text, problem in zip(completions, problems):
         letter = extract_choice(text, len(getattr(problem, "choices", None) or ()))
@@ -209,8 +211,6 @@ def code_for_humaneval(completion: str, problem: Any, stop: Sequence[str] = ()) 
 @register_reward("code", needs_answer=False, description="run the row's tests in the sandbox (HumanEval layout)",
                  needs_columns=("prompt", "test", "entry_point"))
 def _code(completions: Sequence[str], problems: Sequence[Any], ctx: RewardContext) -> list[Verdict]:
-    from skpo.rewards.code import verify_humaneval_batch
-
     stop = ctx.stop if ctx.plain_prompt else ()
     bodies = [code_for_humaneval(t, p, stop) for t, p in zip(completions, problems)]
     return verify_humaneval_batch(bodies, [p.row for p in problems], max_workers=ctx.code_workers)
@@ -218,8 +218,6 @@ def _code(completions: Sequence[str], problems: Sequence[Any], ctx: RewardContex
 
 @register_reward("arith", needs_answer=False, description="synthetic chained arithmetic: exact final answer")
 def _arith(completions: Sequence[str], problems: Sequence[Any], ctx: RewardContext) -> list[Verdict]:
-    from skpo.rewards.arith import check_answer, parse_answer
-
     out = []
     for text, problem in zip(completions, problems):
         arith = getattr(problem, "arith", None) or problem
@@ -287,8 +285,6 @@ def call_user_reward(fn: Callable[..., Any], completions: list[str], problems: l
     in the main thread, which interrupts Python code, sleeps included). Whatever goes wrong
     — an exception, ``SystemExit`` or ``KeyboardInterrupt`` raised inside, a hang, a result count
     that does not match — is a :class:`RewardError` naming ``where`` (one line)."""
-    import signal
-
     bounded = (timeout_s is not None and timeout_s > 0 and hasattr(signal, "setitimer")
                and threading.current_thread() is threading.main_thread())
     if bounded:
@@ -328,8 +324,6 @@ def _load_callable(ref: str) -> Callable[..., Any]:
     target, _, attr = ref.rpartition(":")
     if not target or not attr:
         raise RewardError(f"reward function {ref!r}: expected 'module:function' or 'path/to/file.py:function'")
-    from skpo.plugins import PluginError, import_plugin
-
     try:  # a syntax error or an exception at import time is one line too
         module = import_plugin(target, what="module")
     except PluginError as err:

@@ -52,13 +52,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from skpo.errors import UserError
 from skpo.jsonl import read_jsonl as _read_jsonl
+from skpo.paths import benchmark_dir
 from skpo.rewards.choice import LETTERS
 from skpo.rewards.math import gold_from_gsm8k
+from skpo.rewards.registry import REWARDS
 from skpo.tasks.arith import ArithConfig, ArithProblem, heldout_problems
+from skpo.tasks.prompts import has_chat_template, prompt_ids
+from skpo.tasks.templates import plain_input_ids
 
 __all__ = [
     "ANSWER_CANDIDATES",
@@ -153,8 +160,6 @@ class DatasetSpec(BaseModel):
     @field_validator("reward")
     @classmethod
     def _known_reward(cls, value: str) -> str:
-        from skpo.rewards.registry import REWARDS
-
         if value not in REWARDS and ":" not in value:
             raise ValueError(f"unknown reward {value!r}; registered: {', '.join(sorted(REWARDS))}, or 'module:function'")
         return value
@@ -180,8 +185,6 @@ class DatasetSpec(BaseModel):
     # ------------------------------------------------------------------ helpers
     def resolved_path(self) -> Path:
         """The data file as an absolute path (relative paths live under ``benchmark_dir()``)."""
-        from skpo.paths import benchmark_dir
-
         if self.path is None:
             raise ValueError(f"dataset {self.name!r} has no data file")
         path = Path(self.path).expanduser()
@@ -261,11 +264,6 @@ def read_rows(path: str | Path, format: str = "auto") -> list[tuple[int | None, 
         fmt = {".parquet": "parquet", ".arrow": "arrow"}.get(path.suffix, "jsonl")
     if fmt == "jsonl":
         return list(_read_jsonl(path, DatasetError, what="data file"))
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:  # pragma: no cover - pyarrow is a dependency
-        raise DatasetError(f"{path}: reading {fmt} needs pyarrow (pip install pyarrow)") from None
     try:
         if fmt == "parquet":
             table = pq.read_table(path)
@@ -486,8 +484,6 @@ def _choice_gold(spec: DatasetSpec, row: Mapping[str, Any], key: str | None, whe
 
 def resolve_columns(spec: DatasetSpec, first_row: Mapping[str, Any], where: str) -> dict[str, str | None]:
     """The prompt and answer columns to read: the spec's, or found in the first row."""
-    from skpo.rewards.registry import REWARDS
-
     if not isinstance(first_row, Mapping):
         raise DatasetError(f"{where}: expected an object, got {type(first_row).__name__}")
     prompt = spec.prompt_column or _pick_column(first_row, PROMPT_CANDIDATES)
@@ -584,8 +580,6 @@ def prompt_format(spec: DatasetSpec, tokenizer: Any, use_chat_template: bool | N
     """How ``spec``'s prompts are written: ``arith`` (the synthetic task's own template),
     ``chat`` (the tokenizer's chat template; ``use_chat_template=None``: when it has one) or
     ``plain`` (the spec's text template)."""
-    from skpo.tasks.prompts import has_chat_template
-
     if spec.reward == "arith" and spec.path is None:
         return "arith"
     chat = has_chat_template(tokenizer) if use_chat_template is None else use_chat_template
@@ -603,9 +597,6 @@ def encode_problems(
     ``max_prompt_tokens`` (default: the spec's) drops longer prompts, or raises
     :class:`DatasetError` naming the first one when ``spec.overlong == "error"``.
     """
-    from skpo.tasks.prompts import prompt_ids
-    from skpo.tasks.templates import plain_input_ids
-
     fmt = prompt_format(spec, tokenizer, use_chat_template)
     if fmt == "arith":
         ids = [plain_input_ids(tokenizer, p.arith if p.arith is not None else p.question) for p in problems]
@@ -655,8 +646,6 @@ def load_spec_file(path: str | Path) -> list[DatasetSpec]:
     Anything wrong — unreadable bytes, invalid YAML/JSON, unknown keys, bad values, two specs with
     one name — is a :class:`DatasetError` naming the file (and the spec, key and line).
     """
-    from pydantic import ValidationError
-
     path = Path(path)
     if path.is_dir():
         raise DatasetError(f"dataset spec file {str(path)!r} is a directory")
@@ -669,8 +658,6 @@ def load_spec_file(path: str | Path) -> list[DatasetSpec]:
         raise DatasetError(f"{path}: line {line}: not UTF-8 text ({err.reason})") from None
     try:
         if path.suffix in (".yaml", ".yml"):
-            import yaml
-
             data = yaml.safe_load(text)
         else:
             data = json.loads(text)

@@ -8,6 +8,7 @@ from typing import Any
 
 from skpo.engines import HFEngine
 from skpo.engines.context import ContextLimit, ContextPlan, model_positions, plan_context
+from skpo.engines.vllm_engine import VLLMEngine  # optional: the [vllm] extra imports vllm
 from skpo.methods import Method, rollout_params
 from skpo.models.loading import resolve_model_path
 from skpo.rollout import ROLLOUTS
@@ -43,8 +44,6 @@ def build_engine(cfg: Any, plan: ContextPlan, actor: Any, tokenizer, stop_ids: l
                     + ("" if plan.need is None else f", the rollout may need {plan.need}")
                     + ": answers that reach it are cut there, counted as rollout/cut_by_context and scored as unfinished")
     if r.engine == "vllm":
-        from skpo.engines.vllm_engine import VLLMEngine  # optional: the [vllm] extra imports vllm
-
         engine = VLLMEngine(str(resolve_model_path(cfg.model.path)), dtype=cfg.model.dtype,
                             gpu_memory_utilization=r.vllm.gpu_memory_utilization, sleep=r.vllm.sleep,
                             max_model_len=plan.context, seed=cfg.train.seed, tensor_parallel_size=r.vllm.tensor_parallel_size,

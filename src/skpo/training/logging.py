@@ -12,6 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
+from torch.utils.tensorboard import SummaryWriter
+
 from skpo.errors import ConfigError
 from skpo.jsonl import JsonlError
 
@@ -55,7 +59,7 @@ class MetricsLogger:
         self._wandb = None
         if wandb:  # first: a missing wandb must fail before any file is written
             try:
-                import wandb as _wandb
+                import wandb as _wandb  # optional: log.wandb only
             except ImportError as err:
                 raise ConfigError("log.wandb is true but wandb is not installed: pip install wandb "
                                   "(or log.wandb=false)") from err
@@ -64,8 +68,6 @@ class MetricsLogger:
         self._start = time.time()
         self._tb = None
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
             self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
         if wandb:
             self._wandb = _wandb.init(project=wandb_project, config=config, dir=str(self.run_dir), resume="allow")
@@ -98,7 +100,7 @@ class MetricsLogger:
             self._tb.add_text("samples", "\n".join(table), step)
             self._tb.flush()
         if self._wandb is not None:
-            import wandb as _wandb
+            import wandb as _wandb  # optional: log.wandb only
 
             self._wandb.log({"samples": _wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in records])},
                             step=step)
@@ -162,9 +164,6 @@ class Progress:
         if self.header:
             print(self.header, file=self.stream, flush=True)
         if self.tty:
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-            from rich.progress import Progress as RichProgress
-
             self._bar = RichProgress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                                      TextColumn("{task.fields[info]}"))
             self._bar.__enter__()

@@ -4,17 +4,29 @@ evaluate on the run's benchmarks."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
 import os
 import warnings
 from pathlib import Path
 
 import torch
+from transformers import AutoConfig
 
 from skpo.config import RunConfig, arith_config
-from skpo.models.loading import hub_hint, load_policy, load_tokenizer, resolve_model_path
+from skpo.engines.context import model_positions
+from skpo.evaluation.benchmarks import get_spec, load_problems, resolve_benchmarks
+from skpo.methods import method_to_document, resolve_for_run
+from skpo.models.loading import _WEIGHT_FILES, hub_hint, load_policy, load_tokenizer, resolve_model_path
+from skpo.models.lora import apply_lora
+from skpo.rewards.math import default_pool
 from skpo.rewards.registry import RewardContext, RewardEntry, get_reward
 from skpo.tasks.sources import ArithSource, DatasetSource, PromptSource
+from skpo.training.checkpoint import find_checkpoint, read_state
+from skpo.training.context import context_plan
+from skpo.training.run_dir import check_resolved_method, check_resume_config, preflight, read_run_json
+from skpo.training.trainer import Trainer
 
 log = logging.getLogger("skpo")
 
@@ -33,8 +45,6 @@ def training_reward(cfg: RunConfig) -> RewardEntry:
 def check_paths(cfg: RunConfig) -> None:
     """Fail early, naming the key and path, when the model or data path is absent, the reward
     does not resolve, or a benchmark is unknown."""
-    from skpo.evaluation.benchmarks import resolve_benchmarks
-
     path = resolve_model_path(cfg.model.path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"model.path: {cfg.model.path!r} is not a local model directory (no config.json at {path})"
@@ -48,8 +58,6 @@ def check_paths(cfg: RunConfig) -> None:
     if cfg.rollout.engine == "vllm":
         check_vllm_available()
     if cfg.log.wandb:
-        import importlib.util
-
         if importlib.util.find_spec("wandb") is None:
             raise ValueError("log.wandb is true but wandb is not installed: pip install wandb (or log.wandb=false)")
     if cfg.eval.every:
@@ -67,43 +75,25 @@ def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) 
     source a run builds) and every evaluation benchmark (read and parsed). Raises the error a
     run would raise; returns notes (settings that do not apply, dropped prompts) for the
     user to read. A config that passes cannot fail at start-up on configuration."""
-    from skpo.evaluation.benchmarks import get_spec, load_problems, resolve_benchmarks
-    from skpo.methods import resolve_for_run
-    from skpo.training.run_dir import check_resume_config, preflight, read_run_json
-
     method, notes = resolve_for_run(cfg)
     if os.environ.get("RANK", "0") == "0":
         preflight(cfg.log.out_dir, resume=resume, overwrite=overwrite)
     if resume:
-        from skpo.training.checkpoint import find_checkpoint, read_state
-
         path, _ = find_checkpoint(Path(cfg.log.out_dir), run_id=read_run_json(Path(cfg.log.out_dir)).get("run_id"))
         saved = read_state(path).get("config")
         if saved:
             check_resume_config(saved, cfg.model_dump(mode="json"), Path(cfg.log.out_dir))
         ran_with = read_run_json(Path(cfg.log.out_dir)).get("method_resolved")
         if ran_with:  # the method as it resolves now (overrides, shortcuts, an edited file) against the run's
-            import json
-
-            from skpo.methods import method_to_document
-            from skpo.training.run_dir import check_resolved_method
-
             check_resolved_method(ran_with, json.loads(json.dumps(method_to_document(method))), Path(cfg.log.out_dir))
     check_paths(cfg)
     if cfg.model.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"model.device: {cfg.model.device!r} but no CUDA device is available")
     path = resolve_model_path(cfg.model.path)
-    from skpo.models.loading import _WEIGHT_FILES
-
     if not any((path / name).is_file() for name in _WEIGHT_FILES):
         raise FileNotFoundError(f"model.path: {str(path)!r} has a config.json but no weights ({', '.join(_WEIGHT_FILES)})")
-    from transformers import AutoConfig
-
     model_config = AutoConfig.from_pretrained(str(path), local_files_only=True)
     tokenizer = load_tokenizer(path)
-    from skpo.engines.context import model_positions
-    from skpo.training.context import context_plan
-
     source = build_source(cfg, tokenizer, model_positions(model_config))
 
     plan = context_plan(cfg, method, source, model_config)  # the run's context fits the model
@@ -134,8 +124,6 @@ def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) 
 
 def check_vllm_available() -> None:
     """``rollout.engine: vllm`` needs vLLM installed and a CUDA device."""
-    import importlib.util
-
     if importlib.util.find_spec("vllm") is None:
         raise ValueError("rollout.engine: vllm, but vLLM is not installed: pip install -r requirements/gpu.txt "
                          "(a set of versions that installs together), or use rollout.engine=hf")
@@ -175,8 +163,6 @@ def load_run_model(cfg: RunConfig, path: Path | None = None):
         dtype = "float32"
     model = load_policy(path, device=device_of(cfg), dtype=dtype)
     if cfg.model.lora.enabled:
-        from skpo.models.lora import apply_lora
-
         model = apply_lora(model, cfg.model.lora, seed=cfg.train.seed)
     return model
 
@@ -184,24 +170,17 @@ def load_run_model(cfg: RunConfig, path: Path | None = None):
 def build_trainer(cfg: RunConfig, resume: bool = False, overwrite: bool = False):
     """The trainer of ``cfg``; ``resume`` continues the run in ``log.out_dir``, ``overwrite``
     replaces it (a used directory is refused otherwise: skpo.training.run_dir)."""
-    from skpo.training.run_dir import preflight
-    from skpo.training.trainer import Trainer
-
     if os.environ.get("RANK", "0") == "0":  # (accelerate launch: only the main process owns the directory)
         preflight(cfg.log.out_dir, resume=resume, overwrite=overwrite)  # before minutes of model loading
 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     if cfg.reward.workers:
-        from skpo.rewards.math import default_pool
-
         default_pool(cfg.reward.workers)
     path = resolve_model_path(cfg.model.path)
     log.info(f"loading the model from {path}")
     tokenizer = load_tokenizer(path)
     model = load_run_model(cfg, path)
     log.info("reading the data: " + ("synthetic arithmetic" if cfg.data.task == "arith" else str(cfg.data.path)))
-    from skpo.engines.context import model_positions
-
     source = build_source(cfg, tokenizer, model_positions(getattr(model, "config", None)))
     return Trainer(cfg, model=model, tokenizer=tokenizer, source=source, resume=resume, overwrite=overwrite)

@@ -51,6 +51,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed.checkpoint as dcp
+from accelerate.utils import FullyShardedDataParallelPlugin
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
 
 log = logging.getLogger("skpo")
 
@@ -97,8 +107,6 @@ def sharding_settings(fsdp_section, gradient_checkpointing: bool, accelerator) -
 def _offloads(policy) -> bool:
     """accelerate's ``cpu_offload``: a bool, ``CPUOffloadPolicy`` (offload) or the base
     ``OffloadPolicy`` (none) for FSDP2, ``CPUOffload(offload_params=…)`` for FSDP1."""
-    from torch.distributed.fsdp import CPUOffloadPolicy
-
     if isinstance(policy, bool) or policy is None:
         return bool(policy)
     return isinstance(policy, CPUOffloadPolicy) or bool(getattr(policy, "offload_params", False))
@@ -110,8 +118,6 @@ def accelerate_fsdp_plugin(accelerator):
     no plugin on CPU; the variables are the same), or ``None``."""
     plugin = getattr(getattr(accelerator, "state", None), "fsdp_plugin", None)
     if plugin is None and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true", "yes"):
-        from accelerate.utils import FullyShardedDataParallelPlugin
-
         plugin = FullyShardedDataParallelPlugin()  # reads FSDP_VERSION, FSDP_OFFLOAD_PARAMS, …
     return plugin
 
@@ -135,8 +141,6 @@ def shard_model(model: torch.nn.Module, settings: ShardingSettings, device: torc
     class becomes its FSDP subclass). Gradients are summed over ranks, not averaged. With a
     ``compute_dtype`` (bf16/fp16) every unit gathers and computes in it and reduces gradients in
     float32 (``MixedPrecisionPolicy``). Returns the FSDP units, root last."""
-    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
-
     kwargs: dict[str, Any] = {"reshard_after_forward": settings.reshard_after_forward}
     if compute_dtype is not None and compute_dtype != torch.float32:
         kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32,
@@ -158,14 +162,10 @@ def shard_model(model: torch.nn.Module, settings: ShardingSettings, device: torc
 
 
 def is_sharded(model: torch.nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
     return isinstance(model, FSDPModule)
 
 
 def fsdp_units(model: torch.nn.Module) -> list[torch.nn.Module]:
-    from torch.distributed.fsdp import FSDPModule
-
     return [m for m in model.modules() if isinstance(m, FSDPModule)]
 
 
@@ -214,15 +214,11 @@ def zero_loss_pass(model: torch.nn.Module, token_id: int, device: torch.device) 
 
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The whole model's state dict on rank 0's CPU (empty on the others); a collective."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def load_full_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
     """Load a whole (unsharded) state dict, read by every rank, into the sharded ``model``."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
     set_model_state_dict(model, state_dict, options=StateDictOptions(full_state_dict=True, strict=False))
 
 
@@ -237,8 +233,6 @@ def load_unsharded_optimizer(model: torch.nn.Module, optimizer: torch.optim.Opti
     into the sharded ``model``'s optimizer: positions become parameter names, each rank keeps its
     shard of every moment."""
     optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper: the torch optimizer
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
     names = optimizer_param_names(model)
     groups, state, position = [], {}, 0
     for group in saved["param_groups"]:
@@ -259,9 +253,6 @@ def save_sharded_optimizer(model: torch.nn.Module, optimizer: torch.optim.Optimi
     """Every rank writes its shard of the optimizer state under ``path`` (a directory on a file
     system all ranks see); a collective."""
     optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper: the torch optimizer
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-
     dcp.save({"optimizer": get_optimizer_state_dict(model, optimizer)}, checkpoint_id=str(path))
 
 
@@ -269,9 +260,6 @@ def load_sharded_optimizer(model: torch.nn.Module, optimizer: torch.optim.Optimi
     """Read the optimizer state written by :func:`save_sharded_optimizer`, re-sharded for this
     run's world size (a collective), or whole into an unsharded run's optimizer."""
     optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper: the torch optimizer
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
-
     state = {"optimizer": get_optimizer_state_dict(model, optimizer)}
     dcp.load(state, checkpoint_id=str(path))
     set_optimizer_state_dict(model, optimizer, state["optimizer"])
