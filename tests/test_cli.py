@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 
 
+import subprocess
+import sys
+
 import pytest
 
 from skpo.cli import COMMANDS, main
@@ -35,6 +38,16 @@ def test_help_of_every_verb(verb, capsys):
     assert exit_.value.code == 0
     assert "usage: skpo" in capsys.readouterr().out
     assert main(["--help"]) == 0 and verb in capsys.readouterr().out
+
+
+def test_help_does_not_load_the_training_stack():
+    """``skpo <verb> --help`` answers from the light parsers: torch is never imported."""
+    code = ("import sys; from skpo.cli import main\n"
+            "for verb in sys.argv[1:]:\n"
+            "    try:\n        main([verb, '--help'])\n    except SystemExit:\n        pass\n"
+            "print('LOADED', sorted(m for m in ('torch', 'transformers', 'skpo.training') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, *sorted(COMMANDS)], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "LOADED []"
 
 
 def test_unknown_verb_is_exit_2(capsys):

@@ -1,7 +1,8 @@
 """Command line: ``skpo [--debug] <command> [args…]``.
 
-Each command lives in its own module exposing ``main(argv: list[str]) -> int``; this file only
-dispatches, so importing the CLI stays cheap and a broken optional command cannot break the rest.
+Each command lives in its own module exposing ``main(argv: list[str]) -> int``, its parser in
+:mod:`skpo.commands.parsers`; this file only dispatches (``--help`` from the parser alone), so
+importing the CLI stays cheap and a broken optional command cannot break the rest.
 User errors are one line ``skpo <command>: <message>`` with exit status 2; ``--debug`` (or
 ``SKPO_DEBUG=1``) shows their traceback (``skpo.errors``).
 """
@@ -53,8 +54,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skpo: unknown command {name!r}{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
     quiet_when_piped()
+    if "-h" in rest or "--help" in rest:  # the light parser answers: the command's stack is not loaded
+        return _help(name, rest)
     module = importlib.import_module(COMMANDS[name][0])
     return run_command(name, module.main, rest)
+
+
+def _help(name: str, argv: list[str]) -> int:
+    """``skpo <command> … --help`` from :mod:`skpo.commands.parsers` (a subcommand's too)."""
+    parsers = importlib.import_module("skpo.commands.parsers")
+    parsers.PARSERS[name]().parse_known_args(argv)  # prints the help and exits (SystemExit 0)
+    return 0
 
 
 if __name__ == "__main__":

@@ -31,59 +31,28 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-ANALYSES = ("mc-accuracy", "shortcut", "implicit-advantage")
+import torch
 
+from skpo.analysis import implicit_advantage, mc_accuracy, shortcut
+from skpo.commands.evaluate import arith_config_for, resolve_model_dir, tokenizer_dir
+from skpo.commands.parsers import analyze_parser
+from skpo.models.loading import load_policy, load_tokenizer
+from skpo.tasks.arith import ArithConfig, heldout_problems
 
-def _common(p: argparse.ArgumentParser, problems_help: str) -> None:
-    p.add_argument("--model", default="tiny-arith",
-                   help="model dir, checkpoint dir, run dir, or 'tiny-arith' (the shipped warm start; default)")
-    p.add_argument("--problems", type=int, default=None, help=problems_help)
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--out", type=Path, default=Path("runs/analysis"), help="output directory (default runs/analysis)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("--quick", action="store_true", help="a few-second setting (tests), same code path")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--batch-size", type=int, default=None, help="(prompt, sample) rows decoded together (default 512)")
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="skpo analyze", description="The paper's analyses on the embedded arithmetic task."
-    )
-    sub = p.add_subparsers(dest="analysis", required=True, metavar="{" + ",".join(ANALYSES) + "}")
-    mc = sub.add_parser(
-        "mc-accuracy", help="sign accuracy / MAE of Monte Carlo advantages vs K and position (Fig. 1/8)"
-    )
-    _common(mc, "held-out problems, G answers each (default 24)")
-    mc.add_argument("--group-size", type=int, default=None, help="answers per problem G (default 8)")
-    mc.add_argument("--k-true", type=int, default=None, help="continuations for the 'true' value (default 256)")
-    mc.add_argument("--k-est", type=int, default=None, help="estimation pool per (answer, prefix) (default 32)")
-    mc.add_argument("--ks", default=None, help="comma-separated K values (default 1,2,4,8,16,32)")
-    sc = sub.add_parser("shortcut", help="unconditional / continual / skip conditioning at six cut positions (Fig. 3)")
-    _common(sc, "held-out problems, one response each (default 200)")
-    sc.add_argument("--group-size", type=int, default=None, help="answers per conditioning and position G (default 8)")
-    ia = sub.add_parser("implicit-advantage", help="SKPO upstream advantage vs true value change and step correctness")
-    _common(ia, "held-out problems, one segment each (default 100; same as --segments)")
-    ia.add_argument("--segments", type=int, default=None, help="segments, one per held-out problem (default 100)")
-    ia.add_argument("--models", default=None, help="comma-separated models to compare (overrides --model)")
-    ia.add_argument("--group-size", type=int, default=None, help="SKPO's G (default 8)")
-    ia.add_argument("--k-true", type=int, default=None, help="continuations per true value (default 128)")
-    ia.add_argument("--length", choices=("measured", "prior"), default=None,
-                    help="L_q: the model's mean answer length on the problem (default) or --length-prior")
-    ia.add_argument("--length-prior", type=float, default=None, help="fixed L_q for --length prior (default 32)")
-    return p
+MODULES = {"mc-accuracy": mc_accuracy, "shortcut": shortcut, "implicit-advantage": implicit_advantage}
+SETTINGS = {"mc-accuracy": mc_accuracy.McAccuracySettings, "shortcut": shortcut.ShortcutSettings,
+            "implicit-advantage": implicit_advantage.ImplicitAdvantageSettings}
 
 
 def _settings(args: argparse.Namespace) -> Any:
     """The analysis settings: defaults (or ``--quick``), then every flag that was given."""
+    S = SETTINGS[args.analysis]  # noqa: N806  (the settings class)
     updates: dict[str, Any] = {"seed": args.seed}
     if args.batch_size is not None:
         updates["batch_size"] = args.batch_size
     if getattr(args, "group_size", None) is not None:
         updates["group_size"] = args.group_size
     if args.analysis == "mc-accuracy":
-        from skpo.analysis.mc_accuracy import McAccuracySettings as S
-
         if args.problems is not None:
             updates["problems"] = args.problems
         for flag in ("k_true", "k_est"):
@@ -96,13 +65,9 @@ def _settings(args: argparse.Namespace) -> Any:
             if base.report_k not in ks:
                 updates["report_k"] = ks[min(len(ks) - 1, len(ks) // 2)]
     elif args.analysis == "shortcut":
-        from skpo.analysis.shortcut import ShortcutSettings as S
-
         if args.problems is not None:
             updates["problems"] = args.problems
     else:
-        from skpo.analysis.implicit_advantage import ImplicitAdvantageSettings as S
-
         n = args.segments if args.segments is not None else args.problems
         if args.segments is not None and args.problems is not None and args.segments > args.problems:
             raise ValueError(f"--segments {args.segments} exceeds --problems {args.problems} (one segment per problem)")
@@ -121,10 +86,8 @@ def _label(arg: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    parser = _parser()
+    parser = analyze_parser()
     args = parser.parse_args(argv)
-    from skpo.commands.evaluate import arith_config_for, resolve_model_dir, tokenizer_dir
-
     started = time.perf_counter()
     models = getattr(args, "models", None)
     model_args = [m.strip() for m in models.split(",") if m.strip()] if models else [args.model]
@@ -134,11 +97,6 @@ def main(argv: list[str]) -> int:
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:
         print(f"skpo analyze: error: {e}", file=sys.stderr)
         return 2
-
-    import torch
-
-    from skpo.models.loading import load_policy, load_tokenizer
-    from skpo.tasks.arith import ArithConfig, heldout_problems
 
     torch.set_num_threads(max(1, args.threads))
 
@@ -156,25 +114,17 @@ def main(argv: list[str]) -> int:
     problems = heldout_problems(config, n=n_problems)
     log(f"{args.analysis}: {len(problems)} held-out problems, model(s) {', '.join(map(str, model_dirs))}")
 
-    if args.analysis == "mc-accuracy":
-        from skpo.analysis import mc_accuracy as analysis
-
+    if args.analysis in ("mc-accuracy", "shortcut"):
         model, tokenizer = load(model_dirs[0])
-        results = analysis.run(model, tokenizer, problems, settings, log)
-    elif args.analysis == "shortcut":
-        from skpo.analysis import shortcut as analysis
-
-        model, tokenizer = load(model_dirs[0])
-        results = analysis.run(model, tokenizer, problems, settings, log)
+        results = MODULES[args.analysis].run(model, tokenizer, problems, settings, log)
     else:
-        from skpo.analysis import implicit_advantage as analysis
-
         loaded = []
         for arg, model_dir in zip(model_args, model_dirs):
             model, tokenizer = load(model_dir)
             loaded.append((_label(arg), model, tokenizer))
-        results = analysis.run(loaded, problems, settings, log)
+        results = MODULES[args.analysis].run(loaded, problems, settings, log)
 
+    analysis = MODULES[args.analysis]
     name = args.analysis.replace("-", "_")
     args.out.mkdir(parents=True, exist_ok=True)
     figure = analysis.plot(results, args.out / f"{name}.png")

@@ -39,6 +39,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from skpo.analysis.compare import plot_comparison, summarize
+from skpo.commands.parsers import compare_parser
+from skpo.config import ConfigError, load_config
+from skpo.jsonl import read_jsonl
+from skpo.methods import METHODS
+from skpo.training.benchmarks import evaluate_benchmarks
+from skpo.training.checkpoint import latest_checkpoint
+from skpo.training.setup import build_trainer
 
 ABLATIONS: dict[str, tuple[str, list[str]]] = {
     "skpo-noskip": ("skpo", ["rollout.skpo.skip=false"]),
@@ -46,40 +56,11 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
     "skpo-fixedsplit": ("skpo", ["rollout.skpo.split=fixed"]),
     "skpo-extreme": ("skpo", ["rollout.skpo.selection=extreme"]),
 }
-DEFAULT_METHODS = "skpo,grpo,dapo,cispo,spo,mc_dense,oar"
 FINAL_METRICS = ("avg@k", "pass@k", "maj@k", "step_accuracy", "tokens", "steps", "train_seconds")
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="skpo compare", description=__doc__.splitlines()[0])
-    p.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated presets or variants (default {DEFAULT_METHODS})")
-    p.add_argument("--variant", action="append", default=[], metavar="NAME=METHOD:k=v,k=v", help="define a variant; repeatable")
-    p.add_argument("--seeds", type=int, default=5, help="seeds 1..N (default 5)")
-    p.add_argument("--budget", type=int, default=200_000, help="rollout tokens decoded per run (default 200000)")
-    p.add_argument("--config", default=None, help="base YAML config (default: the embedded defaults); the method is set per run")
-    p.add_argument("--out", default="runs/compare", help="output directory (default runs/compare)")
-    p.add_argument("--benchmarks", default=None,
-                   help="comma-separated benchmarks of the evaluations (default: the config's eval.benchmarks; "
-                        "built-in names or spec files); avg@k etc. are the mean over them")
-    p.add_argument("--eval-problems", type=int, default=200, help="held-out problems of the final evaluation (default 200)")
-    p.add_argument("--k", type=int, default=8, help="samples per problem of the final evaluation (default 8)")
-    p.add_argument("--points", type=int, default=4, help="evaluations along each run, for the curves (default 4)")
-    p.add_argument("--curve-problems", type=int, default=100)
-    p.add_argument("--curve-k", type=int, default=4)
-    p.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2: one per core here)")
-    p.add_argument("--save-every", type=int, default=20, help="checkpoint every N steps, for resuming (default 20)")
-    p.add_argument("--max-steps", type=int, default=100_000, help="a cap on steps, whatever the budget")
-    p.add_argument("--quick", action="store_true", help="a tiny sweep for tests: 2 seeds, 1500 tokens, small evaluations")
-    p.add_argument("--summary-only", action="store_true", help="only aggregate the runs already in --out")
-    p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one spec (JSON)
-    p.add_argument("overrides", nargs="*", help="key.sub=value overrides for every run")
-    return p
 
 
 def resolve_methods(methods: str, variants: list[str]) -> dict[str, tuple[str, list[str]]]:
     """Label → (preset, overrides) for every requested method or variant."""
-    from skpo.methods import METHODS
-
     table = dict(ABLATIONS)
     for v in variants:
         name, sep, rest = v.partition("=")
@@ -124,14 +105,6 @@ def run_specs(args: argparse.Namespace, methods: dict[str, tuple[str, list[str]]
 def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     """Train one method × seed to the budget (resuming when a checkpoint exists), evaluate, and
     write ``result.json``."""
-    import torch
-
-    from skpo.config import load_config
-    from skpo.jsonl import read_jsonl
-    from skpo.training.checkpoint import latest_checkpoint
-    from skpo.training.benchmarks import evaluate_benchmarks
-    from skpo.training.setup import build_trainer
-
     torch.set_num_threads(1)
     run_dir = Path(spec["run_dir"])
     result_path = run_dir / "result.json"
@@ -215,8 +188,6 @@ def _run_pending(specs: list[dict[str, Any]], jobs: int) -> list[str]:
 
 
 def aggregate(out: Path, specs: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
-    from skpo.analysis.compare import plot_comparison, summarize
-
     results = [json.loads((Path(s["run_dir"]) / "result.json").read_text()) for s in specs
                if (Path(s["run_dir"]) / "result.json").is_file()]
     summary = summarize(results, FINAL_METRICS)
@@ -247,7 +218,7 @@ def aggregate(out: Path, specs: list[dict[str, Any]], settings: dict[str, Any]) 
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_intermixed_args(argv)  # options may follow key=value overrides
+    args = compare_parser().parse_intermixed_args(argv)  # options may follow key=value overrides
     if args.one is not None:
         run_one(json.loads(args.one))
         return 0
@@ -260,8 +231,6 @@ def main(argv: list[str]) -> int:
         methods = resolve_methods(args.methods, args.variant)
         if args.seeds < 1 or args.budget < 1:
             raise ValueError("--seeds and --budget must be >= 1")
-        from skpo.config import ConfigError, load_config
-
         base = load_config(args.config, args.overrides)  # bad overrides fail before any run starts
         args.benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()] if args.benchmarks \
             else list(base.eval.benchmarks)

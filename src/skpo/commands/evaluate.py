@@ -23,17 +23,25 @@ user can fix are one line ``skpo eval: …`` with exit status 2.
 
 from __future__ import annotations
 
-import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from skpo.errors import UserError, log_to_console, run_command
-from skpo.evaluation.benchmarks import BUILTIN_BENCHMARKS, BenchmarkSpec, load_spec_file, resolve_benchmarks
-from skpo.tasks.arith import ArithConfig
+import torch
+from rich.console import Console
+from rich.table import Table
 
+from skpo.commands.parsers import evaluate_parser
+from skpo.errors import UserError, log_to_console, run_command
+from skpo.evaluation.benchmarks import BenchmarkSpec, load_spec_file, resolve_benchmarks
+from skpo.evaluation.runner import evaluate
+from skpo.models.loading import load_policy, load_tokenizer, shipped_model_dir
+from skpo.tasks.arith import ArithConfig
+from skpo.training.checkpoint import find_checkpoint, verify_checkpoint
+from skpo.training.run_dir import read_run_json
 
 
 def _is_model_dir(path: Path) -> bool:
@@ -52,10 +60,6 @@ def resolve_model_dir(arg: str) -> Path:
         FileNotFoundError: naming the path (or what was looked for) when nothing fits.
         CheckpointError: the checkpoint named is damaged, or no checkpoint of the run is intact.
     """
-    from skpo.training.checkpoint import find_checkpoint, verify_checkpoint
-
-    from skpo.models.loading import shipped_model_dir
-
     if (path := shipped_model_dir(arg)) is not None:
         if not _is_model_dir(path):
             raise FileNotFoundError(
@@ -78,8 +82,6 @@ def resolve_model_dir(arg: str) -> Path:
     checkpoints = path / "checkpoints"
     steps = sorted((p for p in checkpoints.glob("step_*") if p.is_dir()), key=lambda p: p.name) if checkpoints.is_dir() else []
     if any((step / "manifest.json").is_file() for step in steps):  # a training run's checkpoints
-        from skpo.training.run_dir import read_run_json
-
         step, _ = find_checkpoint(path, run_id=read_run_json(path).get("run_id"))  # warns on each passed over
         if _is_model_dir(step / "model"):
             return step / "model"
@@ -116,50 +118,12 @@ def arith_config_for(model_dir: Path) -> ArithConfig | None:
     return None
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="skpo eval",
-        description="Evaluate a model directory or training checkpoint: avg@k, pass@k, maj@k per benchmark.",
-    )
-    p.add_argument("--model", required=True, help="HF model dir, checkpoint dir (with model/), run dir, or 'tiny-arith'")
-    p.add_argument(
-        "--benchmarks", default=None,
-        help=f"comma-separated names (built-in: {', '.join(BUILTIN_BENCHMARKS)}; names from --spec; or spec "
-        "files .yaml/.json); default: arith, or only the --spec benchmarks when --spec is given",
-    )
-    p.add_argument("--spec", action="append", default=[], type=Path,
-                   help="JSON/YAML file with extra benchmark spec(s), which are evaluated too; repeatable")
-    p.add_argument("--k", type=int, default=8, help="samples per problem (default 8)")
-    p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
-    p.add_argument("--out", type=Path, default=None, help="write results JSON here")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", type=int, default=None, help="default: per benchmark")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64, help="(prompt, sample) rows decoded together")
-    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    p.add_argument("--dtype", default=None,
-                   help="weights dtype, e.g. bfloat16 (default: the checkpoint's on GPU; float32 on CPU, where bf16 "
-                   "matmuls are slow)")
-    p.add_argument("--max-prompt-tokens", type=int, default=None,
-                   help="drop prompts longer than this (the paper: 1024); the count is in the results")
-    p.add_argument("--chat-template", choices=("auto", "on", "off"), default="auto",
-                   help="wrap text prompts in the tokenizer's chat template (auto: when it has one)")
-    p.add_argument("--save-samples", action="store_true", help="keep every completion in the JSON")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's; 1 is often fastest for tiny models on a busy machine)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
-
-
 def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
 def results_table(results: dict[str, dict[str, Any]]):
     """A ``rich`` table: benchmark, n, avg@k, pass@1, pass@k, maj@k."""
-    from rich.table import Table
-
     table = Table(title="skpo eval")
     for col in ("benchmark", "n", "k", "avg@k", "pass@1", "pass@k", "maj@k"):
         table.add_column(col, justify="left" if col == "benchmark" else "right")
@@ -181,11 +145,7 @@ class _EvalError(UserError, ValueError):
 
 
 def _main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    import logging
-
-    from rich.console import Console
-
+    args = evaluate_parser().parse_args(argv)
     log_to_console(logging.WARNING)  # e.g. a damaged checkpoint passed over
 
     try:
@@ -212,11 +172,6 @@ def _main(argv: list[str]) -> int:
         if isinstance(e, UserError):
             raise
         raise _EvalError(e.args[0] if isinstance(e, KeyError) else str(e)) from e
-
-    import torch
-
-    from skpo.evaluation.runner import evaluate
-    from skpo.models.loading import load_policy, load_tokenizer
 
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))

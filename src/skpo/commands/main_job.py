@@ -10,28 +10,20 @@ cleared. User errors are one line with exit status 2, like ``skpo train``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from skpo.analysis.plots import plot_runs
+from skpo.commands.parsers import main_job_parser
+from skpo.config import load_config
 from skpo.errors import run_command
-from skpo.paths import REPO_ROOT
-
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "arith" / "skpo.yaml"
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="skpo main", description=__doc__.splitlines()[0])
-    p.add_argument("--config", default=str(DEFAULT_CONFIG))
-    p.add_argument("--eval-problems", type=int, default=200, help="held-out problems for the before/after evaluation")
-    p.add_argument("--k", type=int, default=8, help="samples per problem (avg@k, pass@k)")
-    p.add_argument("--resume", action="store_true", help="continue the run in log.out_dir from its newest intact checkpoint")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the run in log.out_dir (the default unless --resume: the main job always starts "
-                   "from the warm start, so running it again replaces its previous run)")
-    p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the training config")
-    return p
+from skpo.training.benchmarks import evaluate_heldout
+from skpo.training.setup import build_trainer, load_run_model
 
 
 def main(argv: list[str]) -> int:
@@ -39,16 +31,7 @@ def main(argv: list[str]) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    args = _parser().parse_intermixed_args(argv)  # options may follow key=value overrides
-    import torch
-    from rich.console import Console
-    from rich.table import Table
-
-    from skpo.analysis.plots import plot_runs
-    from skpo.config import load_config
-    from skpo.training.benchmarks import evaluate_heldout
-    from skpo.training.setup import build_trainer, load_run_model
-
+    args = main_job_parser().parse_intermixed_args(argv)  # options may follow key=value overrides
     console = Console()
     cfg = load_config(args.config, args.overrides)
     torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -8,26 +8,19 @@ built from the method documents in ``skpo/methods``; ``docs/methods.md`` holds t
 
 from __future__ import annotations
 
-import argparse
+import sys
 
+import yaml
+from rich.console import Console
+from rich.table import Table
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="skpo methods", description="List the shipped methods (train.method=<name>).")
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--markdown", action="store_true", help="the table as Markdown (docs/methods.md)")
-    group.add_argument("--show", metavar="NAME", help="one method's full document, every default resolved")
-    return parser
+from skpo.commands.parsers import methods_parser
+from skpo.methods import method_table, method_table_markdown, method_to_document, resolve_method
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    from skpo.methods import method_table, method_table_markdown
-
+    args = methods_parser().parse_args(argv)
     if args.show:
-        import yaml
-
-        from skpo.methods import method_to_document, resolve_method
-
         print(yaml.safe_dump(method_to_document(resolve_method(args.show)), sort_keys=False, allow_unicode=True), end="")
         return 0
     if args.markdown:
@@ -39,13 +32,8 @@ def main(argv: list[str]) -> int:
 
 def _print_table(rows: list[dict[str, str]]) -> None:
     """A rich table on a terminal; plain aligned columns otherwise (pipes, logs)."""
-    import sys
-
     cols = ["name", "rollout", "estimator", "loss", "aggregation", "key defaults", "source"]
     if sys.stdout.isatty():
-        from rich.console import Console
-        from rich.table import Table
-
         table = Table(*cols, show_lines=True)
         for row in rows:
             table.add_row(*(row[c] for c in cols))

@@ -12,35 +12,14 @@ with ``{"method": ...}`` names it in the legend. See :mod:`skpo.analysis.plots`.
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="skpo plot", description="Learning curves of one or more runs, overlaid.")
-    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="directories holding metrics.jsonl")
-    p.add_argument("--out", type=Path, default=Path("curves.png"), help="image to write (default curves.png)")
-    p.add_argument("--metrics", default=None,
-                   help="comma-separated metric names, one panel each (default: accuracy, reward, entropy, length)")
-    p.add_argument("--panels", default=None,
-                   help="comma-separated panel names: accuracy, reward, entropy, length, eval, loss, grad_norm, clip, kl, "
-                        "tokens, time")
-    p.add_argument("--labels", default=None,
-                   help="comma-separated legend labels, one per run (distinct labels, distinct colours); 'dir' = the "
-                        "directory names. Default: each run's method (runs of one method share a colour)")
-    p.add_argument("--x", choices=("step", "time", "tokens"), default="step",
-                   help="horizontal axis (tokens = cumulative decoded rollout tokens)")
-    p.add_argument("--smooth", type=float, default=0.0, help="EMA weight in [0, 1) (default 0: raw)")
-    p.add_argument("--title", default=None)
-    p.add_argument("--dpi", type=int, default=120)
-    return p
+from skpo.analysis.plots import plot_runs
+from skpo.commands.parsers import plot_parser
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    from skpo.analysis.plots import plot_runs
-
+    args = plot_parser().parse_args(argv)
     def split(text: str | None) -> list[str] | None:
         return [m.strip() for m in text.split(",") if m.strip()] if text else None
 

@@ -12,34 +12,16 @@ See :mod:`skpo.models.standin` for what a stand-in keeps from the real model and
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from pathlib import Path
 
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="skpo standin",
-        description="Write a tiny randomly initialised stand-in of a real model family (real config values, "
-        "chat template, special tokens and generation config; shrunk sizes; small vocabulary).",
-    )
-    p.add_argument("--like", metavar="NAME|DIR", help="a known family (see --list) or a local Hugging Face model directory")
-    p.add_argument("--out", type=Path, metavar="DIR", help="output directory (must be empty unless --force)")
-    p.add_argument("--seed", type=int, default=0, help="weight seed; same seed, same bytes (default 0)")
-    p.add_argument("--hidden-size", type=int, default=64, help="target hidden size (default 64)")
-    p.add_argument("--layers", type=int, default=2, help="number of layers (default 2)")
-    p.add_argument("--kv-heads", type=int, default=1, help="key/value heads; query heads keep the real ratio (default 1)")
-    p.add_argument("--force", action="store_true", help="replace a non-empty output directory")
-    p.add_argument("--list", action="store_true", help="print the known families and exit")
-    return p
+from skpo.commands.parsers import standin_parser
+from skpo.models.standin import StandinError, known_families, load_family, make_standin
 
 
 def main(argv: list[str]) -> int:
-    parser = _parser()
+    parser = standin_parser()
     args = parser.parse_args(argv)
-    from skpo.models.standin import StandinError, known_families, load_family, make_standin
-
     if args.list:
         for name in known_families():
             print(f"{name:<24} {load_family(name)['hf_repo']}")

@@ -4,49 +4,16 @@ the training stack)."""
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
-from skpo.tasks.arith import ArithConfig
+from skpo.commands.parsers import warmstart_parser
 from skpo.commands.warmstart_config import WarmstartConfig
-
-DESCRIPTION = "Warm-start the tiny model by supervised fine-tuning on the synthetic task (plain and skip-format examples)."
-
-
-def _parser() -> argparse.ArgumentParser:
-    d, t = WarmstartConfig, ArithConfig()  # the class's defaults (no model config is built)
-    p = argparse.ArgumentParser(prog="skpo warmstart", description=DESCRIPTION)
-    p.add_argument("--out", type=Path, required=True, help="output directory (created)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--init", default=None,
-                   help="continue from this saved model ('tiny-arith' = the shipped one) instead of a fresh tiny model")
-    p.add_argument("--steps", type=int, default=None,
-                   help=f"most optimizer steps; the LR schedule spans them (default {d.steps} without --minutes)")
-    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget (not bit-reproducible)")
-    p.add_argument("--target-avg", type=float, default=d.target_avg,
-                   help="stop once validation plain avg@k reaches this (a negative value: never)")
-    p.add_argument("--check-every", type=int, default=d.check_every, help=f"validation every N steps (0: never; default {d.check_every})")
-    p.add_argument("--val-problems", type=int, default=d.val_problems)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--threads", type=int, default=d.threads)
-    p.add_argument("--mix", type=float, nargs=3, default=list(d.mix), metavar=("PLAIN", "SKIP_OK", "SKIP_FLAWED"))
-    p.add_argument("--min-ops", type=int, default=t.min_ops)
-    p.add_argument("--max-ops", type=int, default=t.max_ops)
-    p.add_argument("--min-operand", type=int, default=t.min_operand)
-    p.add_argument("--max-operand", type=int, default=t.max_operand)
-    p.add_argument("--operators", default="".join(t.operators), help="e.g. '+-' or '+-*'")
-    p.add_argument("--allow-negative", action="store_true", default=t.allow_negative)
-    p.add_argument("--max-abs-result", type=int, default=t.max_abs_result)
-    p.add_argument("--eval-problems", type=int, default=200, help="held-out problems (0: skip evaluation)")
-    p.add_argument("--eval-k", type=int, default=8)
-    p.add_argument("--log-every", type=int, default=100)
-    return p
+from skpo.commands.warmstart_training import evaluate_all, save, train
+from skpo.tasks.arith import ArithConfig, heldout_problems
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    args = warmstart_parser().parse_args(argv)
     task = ArithConfig(
         min_ops=args.min_ops,
         max_ops=args.max_ops,
@@ -71,9 +38,6 @@ def main(argv: list[str]) -> int:
         task=task,
         init=args.init,
     )
-    from skpo.tasks.arith import heldout_problems
-    from skpo.commands.warmstart_training import evaluate_all, save, train
-
     result = train(config, log_every=args.log_every)
     print(f"trained {result.steps} steps in {result.seconds:.0f}s"
           + (f" (validation target {config.target_avg} reached)" if result.reached_target else ""))

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING
 from skpo.tasks.arith import ArithConfig
 
 if TYPE_CHECKING:
-    from skpo.models.tiny import TinyConfig
+    from skpo.models.tiny import TinyConfig  # heavy (transformers): --help reads this module
 
 __all__ = ["WarmstartConfig"]
 
 
 def _tiny_config() -> TinyConfig:
-    from skpo.models.tiny import TinyConfig
+    from skpo.models.tiny import TinyConfig  # heavy (transformers): --help reads this module
 
     return TinyConfig()
 

@@ -60,10 +60,16 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from skpo.methods.record import LossTerm, term_loss
 from skpo.algorithms import PolicyLossInputs
+from skpo.commands.warmstart_config import WarmstartConfig
+from skpo.evaluation.benchmarks import get_spec
+from skpo.evaluation.runner import evaluate
+from skpo.methods.record import LossTerm, term_loss
+from skpo.models.forward import policy_forward
+from skpo.models.loading import load_policy, shipped_model_dir
 from skpo.models.tiny import build_tiny_model, count_parameters
 from skpo.models.tokenizer import build_tokenizer
+from skpo.rows import Rows, pad_responses
 from skpo.tasks.arith import (
     ArithConfig,
     ArithProblem,
@@ -73,11 +79,9 @@ from skpo.tasks.arith import (
     solution_text,
     split_of,
 )
+from skpo.tasks.dataset import arith_records
 from skpo.tasks.templates import plain_input_ids, response_ids, skip_input_ids
-from skpo.rows import Rows, pad_responses
-from skpo.models.forward import policy_forward
 from skpo.training.schedule import lr_factor
-from skpo.commands.warmstart_config import WarmstartConfig
 
 EXAMPLE_KINDS: tuple[str, ...] = ("plain", "skip_correct", "skip_flawed")
 
@@ -220,10 +224,6 @@ def evaluate_avg_at_k(
             ``[s, q]``, see :func:`draft_inputs`).
         batch_size: most (prompt, sample) rows decoded together.
     """
-    from skpo.evaluation.benchmarks import get_spec
-    from skpo.evaluation.runner import evaluate
-    from skpo.tasks.dataset import arith_records
-
     was_training = model.training
     model.eval()
     try:
@@ -315,8 +315,6 @@ def load_init(path: str, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     """A saved model to continue training from (e.g. the shipped ``tiny-arith`` for a
     longer-chain curriculum), float32. Refused when its vocabulary or special ids differ from the
     task tokenizer's: the warm start builds every sequence with that tokenizer."""
-    from skpo.models.loading import load_policy, shipped_model_dir
-
     model = load_policy(shipped_model_dir(path) or path, dtype=torch.float32)
     vocab = model.get_input_embeddings().weight.shape[0]
     if vocab != len(tokenizer) or model.config.eos_token_id != tokenizer.eos_token_id:

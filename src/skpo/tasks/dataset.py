@@ -52,8 +52,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -264,6 +262,9 @@ def read_rows(path: str | Path, format: str = "auto") -> list[tuple[int | None, 
         fmt = {".parquet": "parquet", ".arrow": "arrow"}.get(path.suffix, "jsonl")
     if fmt == "jsonl":
         return list(_read_jsonl(path, DatasetError, what="data file"))
+    import pyarrow as pa  # heavy: loaded only for Parquet / Arrow files
+    import pyarrow.parquet as pq
+
     try:
         if fmt == "parquet":
             table = pq.read_table(path)
