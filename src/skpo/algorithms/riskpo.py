@@ -2,46 +2,7 @@
 (Ren et al. 2025, "RiskPO: Risk-based Policy Optimization via Verifiable Reward for LLM
 Post-Training", arXiv 2510.00911).
 
-The mean reward is replaced by a risk measure of the score distribution: a range VaR between
-the α- and β-quantiles plus a weighted lower-tail CVaR, which concentrates the signal on the
-hard cases. A single prompt's binary group has a poor score distribution, so prompts are
-*bundled*: the j-th answers of ``B`` consecutive prompts form one "paper" whose score is the
-sum of their rewards.
-
-Source: the authors' code, RTkenny/RiskPO@65ec40c —
-``verl/trainer/ppo/core_algos.py::compute_grpo_bundle_rvar_outcome_advantage_quantile_tracking``,
-``verl/trainer/ppo/ray_trainer.py`` (bundle ids, the quantile tracker), ``scripts/*.sh``::
-
-    bundle      = B consecutive prompts (in batch order); paper j = the j-th answer of each of them,
-                  j < min group size in the bundle (answers beyond it get advantage 0)
-    S_j         = Σ_{q ∈ bundle} r(q, o_{q,j})
-    q_α, q_β    = quantiles of the bundle's paper scores (linear interpolation), or the tracked ones
-    A_RV(S)     = [(S − q_α)₊ − (S − q_β)₊ + c·(q_α − q_β)] / (β − α + ε)      c = 1: "natural baseline"
-    A_CV(S)     = −(q_α − S)₊ / (α + ε)
-    A(S)        = (ω·A_CV + A_RV)/(ω + 1)  (mix_cvar)  ;  ÷ (std of the bundle's paper scores + ε)  (normalize)
-    credit to answer i of prompt q in paper j:
-        uniform   A_i = A(S_j)
-        std       A_i = A(S_j) / (σ_q + ε)          σ_q = std of q's rewards (1 if ≤ 1e-3)
-        sum-mean  A_i = A(S_j)·(r_i − μ_q) / Σ_{k ∈ paper}(r_k − μ_{q_k})   (equal shares if |Σ| ≤ 1e-6)
-        score     A_i = (0.5 if r_i > 0 else 1.5)·A(S_j)
-    tracker     levels 0.05, 0.10, …, 0.95; first step q = batch quantiles of all paper scores, then
-                q_k ← q_k + η·(level_k − mean_j 1[S_j < q_k])   (SGD on the pinball loss, η = 0.1);
-                q_α, q_β read at the levels closest to α, β
-
-Readings and deviations (stated):
-- The tracked quantiles reach the advantage as the code's ``use_q_track_mode`` says
-  (``quantiles``: ``track`` — the released scripts —, ``mix`` = the mean of tracked and bundle
-  quantiles, ``batch``); the tracker's values from previous steps are used (read before this
-  step's update), the bundle's own quantiles on the first step. In the released code the
-  tracked values are written into the step's batch *after* its advantage is computed and a new
-  batch is built every step, so they never reach the estimator there (it always runs on the
-  bundle quantiles, i.e. ``batch``).
-- The bundle std is replaced by 1 when it is ≤ 1e-3 (the code guards only the per-prompt std):
-  with tracked quantiles a bundle whose papers all score alike has a nonzero advantage, which
-  ``÷ (0 + ε)`` would blow up.
-- Papers are formed in row order (verl's ``balance_batch`` may reorder rows first).
-- Rewards are 0/1 in the paper (the preset's ``reward_range: [0, 1]``).
-"""
+The whole story (sources, readings, how each step runs): ``docs/methods.md``, section "Notes from skpo.algorithms.riskpo"."""
 
 from __future__ import annotations
 

@@ -1,44 +1,6 @@
 """Do SKPO's segments carry an implicit advantage? The paper's §4.3 question, measured exactly.
 
-``skpo analyze implicit-advantage`` (reference ``skpo-oar-papo.md`` §1.3, §1.7). The paper asks a
-strong outside model (GPT-5-nano) to continue segments of correct answers and compares methods.
-Here every step can be checked, and values can be estimated with a large Monte Carlo budget
-under the policy itself, so the question becomes: **does SKPO's upstream advantage point the
-same way as the value change a segment really brings, and as the segment's exact correctness?**
-
-Per model and held-out problem (one segment per problem, ``--segments`` problems):
-
-1. ``G`` plain answers from ``q``: ``V̂(q)`` = their mean reward (0/1) — the same number of
-   answers as SKPO's downstream group — and ``L_q`` = their mean length (EOS included), the
-   length tracker's observation (U6). ``length="prior"`` uses a fixed ``L_q`` instead.
-2. SKPO's upstream phase, by :func:`skpo.rollout.skpo_rollout.skpo_rollout` itself (paper
-   settings): ``t_q ~ UniformInt[⌈L_q/6⌉, ⌊L_q/2⌋]``, ``G`` candidate segments, the median-NLL
-   one kept, ``G`` answers from ``[s, q]``; ``R_I`` = their mean reward.
-3. SKPO's upstream advantage ``A = R_I − V̂(q)`` (``V̂(q)`` plays the SPO tracker's pre-update
-   baseline: here a fresh ``G``-answer estimate, as after one observation), and the batch-
-   normalised ``Ã = (A − mean_B A) / (std_B A + 1e-6)`` over all segments of the model (SPO).
-   With ±1 rewards ``A`` doubles and ``Ã`` is unchanged.
-4. Large-``K`` truths (``K_true`` continuations each, default 128: standard error at most
-   0.044 per value, 0.063 for a difference): ``V(q)`` (plain),
-   ``V(q + s)`` (the model continues ``s``; the answer ``s + o`` is scored) and ``V([s, q])``
-   (skip: what ``R_I`` estimates). The **true value change** of the segment is
-   ``ΔV = V(q + s) − V(q)``; ``ΔV_skip = V([s, q]) − V(q)`` is what ``A`` estimates.
-5. The segment's exact correctness (:func:`skpo.analysis.shortcut.segment_check`): error-free
-   (a prefix of the reference solution), a wrong complete line, or only the unfinished line off.
-
-Reported: Pearson and Spearman correlations of ``A`` with ``ΔV`` and ``ΔV_skip``; sign agreement
-of ``A`` with ``ΔV`` (signs ``−1, 0, +1``; on entries with ``ΔV ≠ 0``, where an exact-zero ``A``
-is wrong, and three-way) and of ``Ã`` with ``ΔV − mean ΔV`` (the batch-centred comparison, since
-``Ã`` is centred); how often ``A`` is exactly 0 (``R_I = V̂(q)``, both 8-sample means); the AUC
-with which ``A`` (and, for reference, ``ΔV_skip`` and ``ΔV``) ranks error-free segments above
-segments with a wrong complete line; mean ``A``, ``Ã``, ``ΔV`` by segment class; and per model
-the segment quality: fraction error-free, fraction whose complete lines are all right (among
-segments with at least one), mean ``V(q + s)``, mean ``R_I``, mean ``V(q)``. Correlations and
-AUCs come with 95% percentile-bootstrap intervals over segments (``relation.ci95``).
-
-Layout: pure functions first (correlations, ranks), then :func:`collect_model`, :func:`analyse`,
-:func:`plot`.
-"""
+The whole story (sources, readings, how each step runs): ``docs/analyses.md``, section "Notes from skpo.analysis.implicit_advantage"."""
 
 from __future__ import annotations
 

@@ -1,62 +1,6 @@
 """How accurate are Monte Carlo advantages? The paper's Fig. 1/8 and App. A.3, on the embedded task.
 
-``skpo analyze mc-accuracy`` (reference ``skpo-oar-papo.md`` §1.2). The tiny model writes
-``G`` answers per held-out problem; every answer prefix at a step boundary (VinePPO's states)
-and at five relative token positions gets
-
-- a **"true" value** ``V = P(correct | prefix)`` from ``K_true`` continuations (default 256;
-  standard error ``sqrt(V(1−V)/K_true)``, at most ``0.5/sqrt(K_true) = 0.031``), and
-- a separate **estimation pool** of ``K_est`` continuations (default 32), cut into disjoint
-  consecutive blocks of ``K`` samples: block ``r`` gives the ``r``-th independent ``K``-sample
-  estimate, ``K_est/K`` of them per prefix (32 at ``K = 1`` … 1 at ``K = 32``). The pool is
-  drawn once, so the estimates at all ``K`` come from the same samples (a ``K = 16`` block is
-  the union of two ``K = 8`` blocks), and it is disjoint from the truth's samples, so the error
-  of an estimate is not shrunk by sharing draws with its reference.
-
-Advantages two ways:
-
-(a) **VinePPO step advantages** ``A_k = V(s_{k+1}) − V(s_k)``, ``k = 0 … S−1``; ``s_0`` is the
-    prompt, ``s_k`` the start of line ``k`` (each line of the solution is a step, the answer
-    line included), ``V(s_S)`` the answer's own outcome (0/1, exact). The estimate uses the
-    ``K``-sample values of both ends (replicate ``r`` with replicate ``r``; different prefixes
-    have independent pools). GRPO's reference: the answer's outcome minus the group mean
-    outcome, ``R_i − mean_j R_j``, given to every step (the same units as ``A_k``).
-(b) **The paper's group-relative reading**: at relative token position ``u`` of each answer
-    (``prefix = answer[:round(u·T)]``, ``u`` in 0.1, 0.3, 0.5, 0.7, 0.9), the ``G`` answers'
-    values are normalised across the group, ``(x − mean) / (std + 1e-6)`` (Bessel std, an
-    all-equal group gives 0: the project's GRPO convention), for the truth and for each
-    replicate of the estimates. GRPO's reference: the normalised outcomes.
-
-Scores, per ``K``, per relative-position bin (5 bins of width 0.2; a step ``k`` of ``S`` sits at
-its midpoint ``(k + 0.5)/S``, token position ``u`` in bin ``⌊5u⌋``), and per number correct
-``c/G`` of the problem's group (App. A.3):
-
-- **sign accuracy** (headline): over entries whose true sign is *resolved* — the truth is not
-  zero and ``|true| >= 2`` standard errors of the truth itself (binomial error of each
-  ``K_true`` pool with a Laplace-smoothed ``V``, so 0/256 still has an error of about 1/256;
-  (a) adds the two ends' errors, the outcome being exact; (b) uses the error of the centred
-  value ``x_i − mean_j x_j``, answers sharing a prefix sharing its pool) — the fraction of
-  estimates with the same sign; an estimate of exactly 0 counts as wrong. Entries the truth
-  cannot sign are not scored for sign: a 256-sample truth cannot say whether ``A = +0.004``.
-- **true zeros** are common here and exact: two answers that share a prefix (early token
-  positions, identical correct lines) have the *same* true value, and after a wrong line
-  ``V = 0`` for good. ``zero_agreement`` = the fraction of their estimates that are exactly 0;
-  ``sign_accuracy_3way`` scores all entries with signs ``−1, 0, +1`` (a true zero matched only
-  by an exact zero — how the paper's 0/8 and 8/8 groups come out "near-perfect");
-  ``sign_accuracy_nonzero`` scores every non-zero truth, resolved or not.
-- **MAE**: ``|est − true|``, averaged over entries and replicates.
-- 95% intervals (``*_ci95``): percentile bootstrap over problems (entries of one problem move
-  together), 2000 resamples.
-
-Module layout: small pure functions on tensors first (shapes in the docstrings), then
-:func:`collect` (the generation), :func:`analyse` (the tables) and :func:`plot`. The
-:class:`ArithSampler` helper is shared with the shortcut and implicit-advantage analyses.
-
-Simplifications: the "truth" is itself a 256-sample estimate (its split-half sign agreement is
-reported); prefixes shared by several answers of a problem share one truth pool (their true
-values are the same quantity) but each (answer, prefix) has its own estimation pool, as a
-per-response MC method would; continuations get the answer budget minus the prefix length.
-"""
+The whole story (sources, readings, how each step runs): ``docs/analyses.md``, section "Notes from skpo.analysis.mc_accuracy"."""
 
 from __future__ import annotations
 

@@ -1,52 +1,6 @@
 """``skpo warmstart``: supervised warm start of the tiny Qwen2 model on chained arithmetic.
 
-Trains :func:`skpo.models.tiny.build_tiny_model` from scratch on generated reference solutions
-so that RL starts from a policy that solves a fair share, but far from all, of the default
-problems. The shipped checkpoint ``skpo/assets/tiny-arith`` was made by the command in
-``docs/embedded-default.md`` with the previous, self-contained implementation of this module
-(same data, loss and schedule; see that page for what differs).
-
-It is built from the trainer's and the evaluator's own parts:
-
-- **rows**: each batch is a :class:`skpo.rows.Rows` record — prompt ids = the context
-  (``q``, or ``[s, q]``), responses ``[B, T]`` = reference solution + EOS with
-  ``response_mask``;
-- **forward**: :func:`skpo.rows.policy_forward`, the trainer's teacher-forced forward
-  (rows left-padded, only the response logits kept);
-- **loss**: the registered policy loss ``sft`` (``−log π`` per token) aggregated
-  ``token-mean`` by :func:`skpo.algorithms.term_loss` — the cross-entropy on response tokens
-  only; question and draft tokens are context, never targets (in an earlier probe, putting the
-  loss on the random question digits left the tiny model near 0 %);
-- **schedule**: :func:`skpo.training.schedule.lr_factor`, the trainer's schedule, cosine with
-  a floor of ``min_lr_ratio``;
-- **evaluation**: :func:`skpo.evaluation.runner.evaluate` on the caller's problems (and, for
-  skip inputs, the caller's prompt ids): the rollout engine's sampler and the ``arith`` reward.
-
-Training data (an endless seeded stream of train-side problems, :func:`make_example`):
-
-- ``plain``: ``q`` → reference solution;
-- ``skip_correct``: ``[s, q]`` with ``s`` a prefix of the *reference* solution → reference solution;
-- ``skip_flawed``: ``[s, q]`` with ``s`` a prefix of a *flawed* solution (one early wrong
-  result, carried forward), cut at or after the end of the wrong line → still the *correct*
-  reference solution, so the model learns that ``[s, q]`` asks for a fresh answer computed
-  from ``q``.
-
-When to stop: accuracy jumps within a few hundred steps once the model learns carrying, and
-where that happens moves with seed and schedule, so a fixed step count lands either near 10 %
-or near 90 %. By default the run therefore stops at the first check (every 50 steps) where plain
-avg@8 on 64 *validation* problems (train side, own seed stream) reaches 0.3, with 2000 steps
-as the cap; the held-out set is only used for the report.
-
-Reproducibility: python and torch RNGs seeded, ``torch.use_deterministic_algorithms(True)``,
-a fixed thread count (2 by default); the evaluation sampler seeds every problem's samples
-itself. Without ``--minutes`` the run (including where the target stops it) is
-bit-reproducible on one machine; ``--minutes`` stops on wall-clock and is not. Another CPU may
-round differently and stop at another check.
-
-Simplifications: AdamW with linear warm-up and cosine decay over the step cap (a run stopped
-by the target ends at a high learning rate, not annealed); batches bucketed by length, one
-forward per batch (no micro-batches, no packing: the prompts of a batch are all different).
-"""
+The whole story (sources, readings, how each step runs): ``docs/embedded-default.md``, section "Notes from skpo.commands.warmstart_training"."""
 
 from __future__ import annotations
 

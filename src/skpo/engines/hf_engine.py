@@ -1,55 +1,6 @@
 """A rollout engine over a Hugging Face causal LM, with shared-prefix KV reuse.
 
-The decode loop is written out here rather than calling ``model.generate`` because the
-rollout needs three things ``generate`` does not give together: one prefill per unique
-prompt whose KV cache is then repeated for the ``n`` samples, per-row ``max_new_tokens``
-(SKPO pauses each prompt at its own split ``t_q``), and sampling log-probs defined exactly as
-the trainer recomputes them (see :mod:`skpo.engines.engine`).
-
-How one call runs
------------------
-1. Rows are the pairs (prompt ``i``, sample ``j``). Prompts are sorted by length (longest
-   first, so a too-large batch fails at once) and rows are cut into chunks of at most
-   ``batch_size`` rows; the samples of one prompt stay together unless ``n > batch_size``.
-2. **Prefill once per unique prompt.** The unique prompts of a chunk are left-padded into
-   ``[U, P]`` and run through the model once. The cache (``[U, heads, P, d]`` per layer) is
-   then gathered to ``[R, heads, P, d]`` with ``Cache.reorder_cache(row_to_prompt)``
-   (an ``index_select`` on the batch dimension of every layer), so each prompt's KV is
-   computed once and shared by its rows. ``share_prefix=False`` prefills every row's own copy
-   instead; it exists for tests and the benchmark and gives the same samples.
-3. **Decode** all rows of the chunk one token per step into a preallocated KV cache
-   (``_PreallocatedLayer``: appending writes in place, where ``DynamicCache`` would copy
-   every layer's whole cache at every step — 1.3× faster at 256 new tokens on CPU). Rows
-   that finish stay in the batch until they are an eighth of it, then are dropped together
-   (``batch_select_indices``): each drop copies the cache, each idle row costs one row of
-   compute. The loop ends when every row is done.
-
-Left padding and position ids
------------------------------
-Prompts of different lengths are padded on the left so that every row's next token sits in
-the last column. Pad columns get ``attention_mask = 0`` and the real tokens get position
-ids ``0, 1, …, L_i − 1`` (``cumsum(mask) − 1``), so a padded row sees exactly the inputs it
-would see alone; decode step ``t`` uses position ``L_i + t``. Without explicit position ids
-a model numbers the columns ``0 … P − 1``, i.e. shifts a short prompt by its pad count. For
-rotary models (Qwen2, Llama) a constant shift cancels in ``q·k`` and only changes rounding
-(measured ~1e-7 here); for absolute-position models (GPT-2) it changes the outputs, and it
-can push positions past ``max_position_embeddings``. The tests check padding invariance on
-both kinds.
-
-Sampling and determinism
-------------------------
-Each row draws its randomness from its own ``torch.Generator`` seeded with
-``mix_seed(prompt_seed, j)``: one uniform ``u_t`` per step, drawn up front. The token is the
-inverse CDF of the (top-p truncated, renormalised) distribution at ``u_t``. So a row's tokens
-depend only on the model, its prompt, its seed and ``j`` — not on chunking, batch
-composition, prefix sharing or pruning — and the shared and unshared paths give the same
-tokens. The CDF is accumulated in float64 so tail tokens of a large vocabulary keep their
-mass. ``temperature == 0`` is greedy: argmax, with untempered log-probs.
-
-Simplifications: no continuous batching (freed rows are not refilled with new prompts), one
-device; caches other than plain ``DynamicLayer``s (sliding windows, …) are used as the model
-creates them.
-"""
+The whole story (sources, readings, how each step runs): ``docs/rollout.md``, section "Notes from skpo.engines.hf_engine"."""
 
 from __future__ import annotations
 

@@ -1,50 +1,6 @@
 """The rollout engine on vLLM (``rollout.engine: vllm``, extra ``[vllm]``), colocated with training.
 
-Written against vLLM 0.30.0 (``requirements/gpu.txt``) from its source, the way TRL's GRPOTrainer
-colocate mode and verl's rollout drive it. ``tests/fakes/vllm`` models each behaviour below and
-``tests/test_vllm_engine.py`` has a contract test for each (docs/scaling.md, "vLLM").
-
-- **In-process, in every launch mode.** The engine is built with
-  ``distributed_executor_backend="external_launcher"`` — one engine per training process, its
-  core in this process (vLLM then sets ``VLLM_ENABLE_V1_MULTIPROCESSING=0``) — also for a single
-  process, for which ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT`` are
-  set as ``torchrun`` would. Otherwise vLLM runs its core in a child process and
-  ``LLM.apply_model`` would have to pickle the loading function — refused unless
-  ``VLLM_ALLOW_INSECURE_SERIALIZATION=1``, and then shipping every weight through a socket.
-- **Side effects undone.** An in-process vLLM seeds the global ``random``/``numpy``/``torch``
-  generators at start-up; the trainer's generator states are restored around construction.
-- **Weight sync** (TRL's and verl's order), after each update: ``gc.collect()`` and
-  ``torch.cuda.empty_cache()`` (the update's cached blocks go back to the driver before vLLM maps
-  its memory again), wake the *weights* only, load them in buckets of at most
-  ``weight_bucket_mb`` — each tensor gathered (a sharded policy: its shard moved to the GPU
-  first, then all-gathered), cast to the engine's dtype, loaded, freed; never a full copy of the
-  model — then reset the prefix cache. The KV cache wakes at the next :meth:`generate`.
-- **Sleep level 2** while the trainer updates: the weights are reloaded after every update, so
-  level 1's copy of them to host memory would be wasted. Generating before they are loaded again
-  is refused (vLLM would sample from undefined memory); so is generating while asleep (vLLM's
-  scheduler would wait forever).
-- **Context.** ``max_model_len`` is the run's context (:mod:`skpo.engines.context`); each
-  request's budget is clamped to ``max_model_len - len(prompt)`` and a completion that reaches it
-  is marked ``cut_by_context`` (vLLM would stop it there with a plain ``"length"``). A prompt
-  that leaves no room gets empty completions (vLLM refuses ``len(prompt) >= max_model_len``).
-- **Finish reasons**: ``"stop"`` and ``"length"``; anything else (``"abort"``, ``"error"``,
-  ``"repetition"``) raises: an aborted or failed request is not an answer.
-- **Log-probs**: ``logprobs_mode="processed_logprobs"`` with ``logprobs=0`` (the sampled token):
-  ``log_softmax(logits / T)`` after top-k/top-p, i.e. renormalised over the nucleus when
-  ``top_p < 1`` (:attr:`logprobs_after_top_p`); at ``top_p = 1`` (every shipped recipe) the
-  protocol's quantity. vLLM's default (``raw_logprobs``) would be the untempered model's.
-- **Seeds**: one request per prompt with the protocol's prompt seed, kept to 62 bits (vLLM seeds
-  sample ``j`` of a request with ``seed + j`` in an int64). A prompt's samples then do not depend
-  on the other prompts. They differ from the Hugging Face engine's for the same seed.
-- **Greedy with** ``n > 1``: vLLM refuses it; the one greedy sample is repeated ``n`` times.
-- **Stop tokens** stay in ``token_ids`` (vLLM keeps the id it stopped on); EOS is in force unless
-  ``ignore_eos``. vLLM reports ``stop_reason=None`` for the tokenizer's EOS: its id is filled in.
-- **Tensor parallelism is refused** (``tensor_parallel_size > 1``): under ``external_launcher``
-  every rank of a TP group must submit the same requests in the same calls, and skpo's ranks roll
-  out their own prompts (a different number of engine calls per rank in DAPO's refill, SKPO's
-  phases, Monte Carlo continuations). One engine per GPU covers the paper's models (a 7B model
-  in bf16 is 15 GB).
-"""
+The whole story (sources, readings, how each step runs): ``docs/scaling.md``, section "Notes from skpo.engines.vllm_engine"."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ that does not exist, or is not a model directory, raises an error that names it 
 from __future__ import annotations
 
 import re
+import copy
 from pathlib import Path
 
 import torch
@@ -113,3 +114,13 @@ def load_tokenizer(path: str | Path, padding_side: str | None = None) -> PreTrai
     if padding_side is not None:
         tokenizer.padding_side = padding_side
     return tokenizer
+
+
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` in eval mode with no trainable parameter (a KL reference, PRIME's
+    reference model)."""
+    ref = copy.deepcopy(model)
+    ref.eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref

@@ -39,7 +39,7 @@ from skpo.algorithms.prime import (
     prm_cross_entropy,
 )
 from skpo.errors import MethodError
-from skpo.models.loading import load_policy
+from skpo.models.loading import frozen_copy, load_policy
 from skpo.registry import Registry
 from skpo.rows import Rows
 from skpo.models.forward import policy_forward
@@ -188,14 +188,6 @@ class ImplicitPRMParams:
             raise ValueError(f"mini_batches must be an integer >= 1 or null (got {self.mini_batches!r})")
 
 
-def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
-    ref = copy.deepcopy(model)
-    ref.eval()
-    for p in ref.parameters():
-        p.requires_grad_(False)
-    return ref
-
-
 @REWARD_MODELS.register("implicit_prm", ImplicitPRMParams, provides=("token_rewards",))
 class ImplicitPRM:
     """PRIME's implicit PRM: a causal LM ``π_φ`` and a frozen reference ``π_ref``; token reward
@@ -225,13 +217,13 @@ class ImplicitPRM:
                 self.prm = load_policy(params.prm_path, device=ctx.device, dtype=next(ctx.policy.parameters()).dtype)
             except (FileNotFoundError, NotADirectoryError) as err:
                 raise MethodError(f"method.reward_model_params.prm_path: {err}") from None
-            self.ref = _frozen_copy(self.prm)
+            self.ref = frozen_copy(self.prm)
         elif ctx.lora:
             raise MethodError("method.reward_model_params.prm_path: the policy is a LoRA model; give the PRM's "
                               "starting weights as a model directory")
         else:
             self.prm = copy.deepcopy(ctx.policy)
-            self.ref = ctx.ref_model if ctx.ref_model is not None else _frozen_copy(ctx.policy)
+            self.ref = ctx.ref_model if ctx.ref_model is not None else frozen_copy(ctx.policy)
         self.prm.to(ctx.device).train()
         if ctx.gradient_checkpointing:
             self.prm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -1,58 +1,6 @@
 """Critique-GRPO's rollout kind ``critique_refine``: answers, critiques, refinements, one group.
 
-Critique-GRPO (Zhang et al. 2025, arXiv 2506.03106; code github.com/zhangxy-2019/critique-GRPO,
-``verl/critique_grpo/critique_vllm_rollout_spmd.py``) per prompt ``q``:
-
-1. samples ``G`` answers ``y_1..y_G ~ π(· | q)`` and scores them (numerical feedback);
-2. writes a natural-language critique ``c_i`` of **every** answer — correct ones included
-   (they get "correct" critiques) — from the source picked by ``critique``
-   (:mod:`skpo.tasks.critiques`);
-3. samples one refinement ``ỹ_i ~ π(· | q, y_i, c_i)`` per answer and scores it;
-4. keeps ``k = num_refinements`` of the ``G`` refinements, correct ones first: the source keeps
-   the first refinement with reward 1, else the first of the highest reward;
-5. returns ``G`` rows of role ``response`` and ``k`` rows of role ``refinement``. The
-   refinements are rows of ``q`` (their conditioning input is ``q``, not the refinement
-   prompt), so the policy learns to write them from the question alone, and they join the
-   group of ``q``: the kind declares ``joint_roles=("response", "refinement")``, so a
-   group-relative estimator sees all ``G + k`` rewards (the advantage ``R − mean`` over the
-   mixed group) and the two roles' loss terms share their aggregation denominators (their sum
-   is one loss over the mixed group, like the source's single loss over it).
-
-``critique`` (the source's ``critique_type``):
-
-=============  ==================================================================================
-``auto``       ``steps`` for the embedded arithmetic task, ``ground_truth`` for data sets
-``steps``      the arithmetic task's exact step checker names the first wrong line (derived)
-``ground_truth``  the verifier's verdict and the gold answer (the source's ``simple_gt``, its run
-               script's choice) — the reading for math data sets
-``indicative`` the verifier's verdict alone (the source's ``simple``)
-``model``      a critic model writes a CoT critique of each wrong answer; right ones get the
-               ``ground_truth`` template (the source's ``text``, with GPT-4o as critic).
-               ``critic_model``: a local Hugging Face directory (``tiny-arith`` = the shipped
-               tiny model) run by the Hugging Face engine on the policy's device, or
-               ``policy`` — the policy critiques itself (the paper's self-critique setting)
-=============  ==================================================================================
-
-Token accounting: ``decoded_tokens`` counts every token decoded for the step — the ``G``
-answers, all ``G`` refinements (kept or not) and, with ``critique: model``, the critic's
-tokens — so equal-budget comparisons charge the method for all of them. The parts are
-reported as ``tokens/decoded_{answers,refinements,critic}``.
-
-Readings and deviations (also in ``docs/methods.md``):
-- Group composition: the paper describes ``n`` initial answers plus ``k`` refinements
-  (``n = 7, k = 1`` in its runs); the released code samples 8 answers, critiques and refines
-  all 8, and puts the selected refinement in place of the first answer. Here the group holds
-  all ``G`` answers plus ``k`` refinements of them (``G = 7, k = 1`` gives the paper's 7 + 1).
-- ``k > 1``: the released code copies its one selection ``k`` times; here the ``k``
-  refinements with the highest rewards (ties: sampling order) are kept, so ``k = 1`` is the
-  source's selection exactly.
-- Refinement tokens are the sampled ids (the source decodes, re-tokenizes and appends EOS);
-  their ``old_log_probs`` are the sampling log-probs under the refinement prompt — the
-  behaviour policy's — which the shaping loss does not read (the trainer recomputes them under
-  ``q`` for off-policy updates).
-- The critic samples at the source's GPT-4o settings (``critic_temperature`` 0.7,
-  ``critic_top_p`` 0.75) with the policy's answer budget unless ``critic_max_new_tokens``.
-"""
+The whole story (sources, readings, how each step runs): ``docs/methods.md``, section "Notes from skpo.rollout.critique"."""
 
 from __future__ import annotations
 

@@ -1,47 +1,6 @@
 """Scaf-GRPO's rollout kind ``scaffold``: in-prompt hints for prompts whose whole group failed.
 
-Scaf-GRPO (Zhang, Wu et al. 2025, arXiv 2510.19807; code dvlab-research/Scaf-GRPO@1085db5,
-``hint_mix_grpo/trainer/ray_trainer.py``: the hint pass after the first reward, and
-``build_new_message``; run script ``sh/hint_mix_grpo/bs256_6k_mix.sh``) per step:
-
-1. samples ``G`` answers per prompt and scores them (the ``group`` rollout);
-2. from step ``warmup_steps`` on (the guidance exemption, 50 in the run script), takes every
-   prompt whose ``G`` answers are all wrong;
-3. builds its hint prompts, tier by tier, ``levels_per_tier`` cumulative levels each (hint
-   parts ``[:1]``, ``[:2]``, … — a tier with fewer parts repeats its full prompt, as the source
-   does), and samples **one** answer per level;
-4. keeps the answer of the lowest level that is correct (the first of them on a tie); if none
-   is, the group stays as it was;
-5. puts that answer, with its hinted prompt, in place of the group's first answer
-   (``replace_num = 1``, ``replace_hint_prompt = False``: the stored row's conditioning input is
-   the hinted prompt), so the group has one success and ``G − 1`` failures;
-6. the method's group-relative estimator then runs on the mixed group as on any other.
-
-Where the hints come from (``hint_columns``):
-
-- **Data sets**: ``hint_columns`` maps row keys to tier labels, in tier order, e.g. the
-  source's data (``hkuzxc/scaf-grpo-dataset``) ``{knowledge_components_parts: Knowledge Hints,
-  solution_breakdown_parts: Solution Hints}`` (its Planning tier is commented out in the
-  released code; here it is a third column when a data set has one). Each column holds a list
-  of hint parts (a string is one part). The hinted question is the source's
-  ``"Question: {q}\\n{label}: {' '.join(parts[:k])}"``, rendered through the run's own prompt
-  template in place of the question (reading: the source writes it as the user message under
-  its own system prompt, ``"Please reason step by step, and put your final answer within
-  \\boxed{}."``). Without ``hint_columns`` a data set has no hints: the kind refuses it at the
-  first step.
-- **The embedded arithmetic task** (reading): one tier from the reference solution, level
-  ``k`` = its first ``k`` equation lines (never the ``Answer:`` line), given as the skip input
-  ``[s, q]`` — the layout in which the tiny model learned to read drafts during its warm start
-  (:mod:`skpo.commands.warmstart_training`), the task's form of an in-prompt hint.
-
-Token accounting: every hinted answer is decoded (kept or not), so they count in
-``decoded_tokens``; the hinted prompts' prefill in ``prefill_tokens``
-(``scaffold/decoded_tokens`` reports the part).
-
-Not implemented (``docs/methods.md``): ``replace_num > 1`` (the source's "6+1+1" variant) and
-``replace_hint_prompt = True`` (a hinted answer trained under the plain prompt, an off-policy
-row whose sampling log-probs are those of another input).
-"""
+The whole story (sources, readings, how each step runs): ``docs/methods.md``, section "Notes from skpo.rollout.scaffold"."""
 
 from __future__ import annotations
 

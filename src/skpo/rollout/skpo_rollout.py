@@ -1,66 +1,6 @@
 """SKPO's two-phase rollout (reference §1.3–§1.4), on token ids.
 
-For every prompt ``q`` of a batch:
-
-1. **Split point** ``t_q``: uniform over the length tracker's integer range
-   ``[⌈L_q/6⌉, ⌊L_q/2⌋]`` (or a fixed end of it, ablation ❸), capped at the answer budget.
-2. **Upstream candidates**: ``num_segments`` (default ``G``) samples from ``q`` with
-   ``max_new_tokens = t_q`` — one engine call for the whole batch, each prompt prefilled once.
-   A candidate that *stopped* (EOS / stop token / stop string) after ``ℓ`` tokens is cut to
-   its first ``⌊ℓ/2⌋`` tokens, sampling log-probs cut alike.
-3. **Selection**: ``d_k = mean_t(−logprob)`` of each cut candidate; keep the one closest to
-   the median of ``d`` (see :func:`select_segment`). The others get no loss and no reward.
-4. **Downstream**: ``G`` complete answers from the skip input ``[s, q]`` = ``s + separator +
-   q`` — one engine call with ``n = G``, so each ``[s, q]`` is prefilled once.
-5. **Rewards**: ``R_II = reward_fn(i, answer)`` per answer; ``R_I`` = mean of the ``G``
-   ``R_II`` of its prompt (the Monte Carlo value of ``s`` with ``K = G``).
-6. **Length tracker**: the rollout does *not* update it. It returns each prompt's mean
-   downstream answer length (U6) in ``upstream.length_observations``; the trainer folds them
-   in with :meth:`SkpoRolloutBatch.update_length_tracker`, passing the KL (or step) that sets
-   ρ. So the rollout reads the tracker and never writes it: the same tracker state, seeds and
-   generator give the same batch.
-
-This is the reference's implementation path (b) (§6): two engine dispatches (segments, then
-``[s, q]``) instead of the paper's single-pass KV-cache rewrite, which the paper calls "an
-efficiency optimisation rather than a correctness requirement".
-
-Readings and deviations (details in docs/skpo-rollout.md)
---------------------------------------------------------
-- **U1** skip input = ``segment_ids + separator_ids + prompt_ids``, separator empty by
-  default (the best reading). A non-empty ``separator_ids`` is a deviation from the paper.
-- **U6** the length tracker sees the mean downstream answer length ``mean_i |o_i|`` (stop
-  token included); in the continual ablation it is ``|s| + mean_i |o_i|``, the full answer.
-- **U11** early-stopped candidates take part in the median with their cut ``d_k``. "Ends
-  before ``t_q``" is read as "stopped on a stop token/string", including a stop on token
-  ``t_q`` itself: the cut always drops the stop token, so ``[s, q]`` never carries an EOS in
-  its middle. ``ℓ`` counts the stop token (it is the number of sampled tokens). ``ℓ = 1`` (the
-  sample was the stop token alone) gives an **empty** segment: there is nothing of the
-  answer to keep. An empty candidate has ``d = NaN`` and is skipped by the selection unless
-  all candidates are empty (then candidate 0 is kept); an empty selected segment gives an
-  upstream row with an all-zero mask and a downstream input ``[q]`` (plain GRPO for that
-  prompt).
-- **Median** of an even count: the average of the two middle values (numpy's), so both
-  middles are equally close; the tie is broken by lowest candidate index, i.e. a fair coin
-  between the two middles (candidates are exchangeable). ``torch.median``'s lower middle
-  would always favour the more confident of the two. Ties in general: lowest index.
-- ``d_k`` uses the engine's sampling log-probs, i.e. under temperature ``T``; at the paper's
-  reading ``T = 1`` (U7) they are the policy's own NLL.
-- **One-segment variant** (``num_segments=1``, ``selection="first"``): one candidate, no
-  selection. Cheaper, but **its selection differs from the paper** (a plain sample, not the
-  median-NLL one of ``G``).
-- Downstream answers get the full budget ``params.max_new_tokens``; the split point is
-  capped at that budget too.
-
-Ablations (Table 2), one switch each in :class:`SkpoRolloutConfig`: ``skip=False`` (❶, the
-model continues ``q + s``; its answer is ``s + o`` and is scored as such), ``upstream_reward=
-"own"`` (❷, one extra completion from ``q + s`` scores ``s``), ``split="fixed"`` (❸, 1/6 on
-even steps, 1/2 on odd ones), ``selection="extreme"`` (❹, min-NLL on even steps, max-NLL on
-odd ones).
-
-Seeds: every engine call is seeded from ``params.seed`` (or, when it is ``None``, from one
-draw of ``generator`` made after the split points), with a different sub-seed per phase, so
-segment ``j`` and downstream answer ``j`` of a prompt never share random numbers.
-"""
+The whole story (sources, readings, how each step runs): ``docs/skpo-rollout.md``, section "Notes from skpo.rollout.skpo_rollout"."""
 
 from __future__ import annotations
 

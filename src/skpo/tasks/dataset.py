@@ -1,46 +1,6 @@
 """One dataset spec for training data and benchmarks: what to load, how to prompt, how to score.
 
-A :class:`DatasetSpec` names a file (JSONL, JSONL.gz or Parquet), the columns that hold each
-part of a problem, a reward (:mod:`skpo.rewards.registry`) and a prompt template. Training
-(``data:`` in a run config) and evaluation (``skpo eval``, ``eval.benchmarks``) read files
-through it, so a column means the same thing everywhere.
-
-Columns (a dotted name reaches into nested objects: ``reward_model.ground_truth``; a key that
-literally contains the dot wins):
-
-==================  ===========================================================================
-``prompt_column``   the question: a string, or a chat list ``[{"role": "user", "content": …}]``
-                    (the dapo-math-17k / verl layout), used as the conversation itself.
-                    Default: the first of ``prompt, problem, question, query, input,
-                    instruction, messages`` present in the first row.
-``answer_column``   the gold answer: a string or number, or a list of acceptable answers (any
-                    match counts). Default: the first of ``answer, final_answer, ground_truth,
-                    reward_model.ground_truth, gold, target, expected_answer, label, solution``.
-                    ``answer_format`` says how to read it: ``plain``; ``boxed`` (the last
-                    ``\\boxed{}`` of a worked solution); ``gsm8k`` (the number after ``####``);
-                    ``auto`` (default: ``boxed`` when the text holds a ``\\boxed{}``, ``gsm8k``
-                    when it holds ``####``, else ``plain``).
-``id_column``       a stable problem id (default: the row number). Training keys its
-                    per-prompt trackers by it.
-``context_column``  text shown before the question (``{context}`` in the template places it;
-                    without the placeholder it is prepended with a blank line).
-``system_column``   a per-row system message (``system_prompt`` gives one for every row).
-``choices_column``  the options of a multiple-choice row (reward ``choice``).
-==================  ===========================================================================
-
-Templates substitute ``{question}`` and ``{context}`` with :meth:`str.replace`, not
-:meth:`str.format`, so the LaTeX braces of ``\\boxed{}`` need no escaping. A chat-list prompt is
-used as written (the dataset already wrote the instruction); the template applies to string
-prompts.
-
-Prompt length: ``max_prompt_tokens`` (the paper: 1024) drops longer prompts when they are
-encoded (:func:`encode_problems`), with their count reported — verl's overlong-prompt filter —
-or refuses them with ``overlong: error``.
-
-Every row is validated when the file is read: a row that is not an object, lacks a column or
-holds a value of the wrong type raises :class:`DatasetError` naming the file, the row number
-(1-based, counting data rows), its line (JSONL) and the key.
-"""
+The whole story (sources, readings, how each step runs): ``docs/evaluation.md``, section "Notes from skpo.tasks.dataset"."""
 
 from __future__ import annotations
 

@@ -4,7 +4,6 @@ the optimizer step (``docs/training.md``, ``docs/scaling.md``)."""
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Any
 
@@ -12,6 +11,7 @@ import torch
 
 from skpo.engines import autocast
 from skpo.models.forward import can_pack, length_buckets, pack_buckets, policy_forward
+from skpo.models.loading import frozen_copy
 from skpo.models.lora import is_lora
 from skpo.models.precision import head_in_float32, lm_head_float32
 from skpo.rows import Rows
@@ -172,12 +172,3 @@ class Actor:
 def row_lengths(rows: Rows) -> list[int]:
     """Prompt plus response tokens of each row."""
     return [len(p) + int(n) for p, n in zip(rows.prompt_ids, rows.lengths())]
-
-
-def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``model`` in eval mode with no trainable parameter (the KL reference)."""
-    ref = copy.deepcopy(model)
-    ref.eval()
-    for p in ref.parameters():
-        p.requires_grad_(False)
-    return ref

@@ -1,44 +1,7 @@
 """Parameter sharding with FSDP2 (``torch.distributed.fsdp.fully_shard``) for models that do not
 fit one device with their float32 AdamW state.
 
-How a sharded run differs from plain data parallelism (:mod:`skpo.training.distributed`):
-
-- **What is sharded.** Every decoder layer (the classes a Hugging Face model lists in
-  ``_no_split_modules``) is one FSDP unit and the rest (embeddings, final norm, head; tied
-  embeddings stay together) is the root unit. Parameters, gradients and AdamW state live as
-  ``DTensor`` shards: each rank holds ``1/W`` of them. Master weights and optimizer state stay
-  in the loaded dtype (float32).
-- **Compute precision** (verl's FSDP2 set-up): with a bf16/fp16 ``model.dtype`` every unit has a
-  ``MixedPrecisionPolicy(param_dtype=<compute dtype>, reduce_dtype=float32,
-  cast_forward_inputs=True)``: layers are all-gathered in the compute dtype (half the traffic of
-  float32) and compute there, gradients are reduce-scattered in float32 onto the float32 master
-  shards. The trainer then runs sharded forwards without autocast (autocast would keep bf16
-  copies of the gathered weights for the backward); unsharded runs keep autocast. The two agree
-  to bf16 rounding, not bit for bit (``tests/test_distributed.py`` states the tolerance).
-- **The update.** Forward all-gathers a unit's parameters and (``reshard_after_forward``) frees
-  them again; backward reduce-scatters each unit's gradients, *summed* over ranks (loss
-  denominators are global, as in data parallelism). These are collectives inside forward and
-  backward, so every rank must run the same number of micro-batches: a rank with fewer rows
-  runs zero-loss micro-batches (:func:`equalize`) until all ranks have run the same count.
-- **Rollouts, log-prob passes, evaluation.** Each rank decodes its own prompts, a different
-  number of forwards per rank. They run inside :func:`full_weights`: every unit is
-  all-gathered once (one matched collective per unit), forwards then issue no collective,
-  and the shards are restored afterwards. That holds the full weights on every device while
-  decoding (28 GB in float32 for a 7B model); the vLLM engine instead receives them one tensor
-  at a time (:func:`full_named_tensors`).
-- **Checkpoints** (:mod:`skpo.training.checkpoint`): the model as a plain Hugging Face
-  safetensors directory (gathered to rank 0, so a checkpoint still loads anywhere) and the
-  optimizer state *sharded* with ``torch.distributed.checkpoint`` (one file per rank), which
-  re-shards on load: a sharded run resumes at another world size.
-- **CPU offload** (``train.fsdp.cpu_offload``): shards, gradients and the optimizer step live
-  in CPU memory (``CPUOffloadPolicy``); units are copied to the device for compute.
-
-Set up by ``train.fsdp.enabled`` or by launching with an accelerate config whose
-``distributed_type`` is ``FSDP`` with ``fsdp_version: 2`` (``configs/accelerate/``): its
-``fsdp_reshard_after_forward``, ``fsdp_offload_params`` and ``fsdp_activation_checkpointing``
-are read. accelerate's own ``prepare`` is not used for the model: the trainer shards it itself
-so that the collectives above stay under its control.
-"""
+The whole story (sources, readings, how each step runs): ``docs/scaling.md``, section "Notes from skpo.training.sharding"."""
 
 from __future__ import annotations
 
