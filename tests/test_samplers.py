@@ -16,7 +16,7 @@ import torch
 
 from skpo.algorithms import PROMPT_SAMPLERS, PlanRequest, build_prompt_sampler
 from skpo.algorithms.advantages import AdvantageInputs, GRPOClipParams, grpo_advantage
-from skpo.algorithms.samplers import (
+from skpo.algorithms.prompt_samplers import (
     KnapsackParams,
     PassRateHistory,
     knapsack_allocation,

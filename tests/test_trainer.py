@@ -179,7 +179,7 @@ def test_bad_yaml_file_names_the_file(tmp_path):
 
 
 def test_missing_model_path_is_named(tmp_path):
-    cfg = load_config(None, [f"model.path={tmp_path / 'nope'}"])
+    cfg = load_config(None, [f"model.path={tmp_path / 'nope'}", f"log.out_dir={tmp_path / 'run'}"])
     with pytest.raises(FileNotFoundError, match="nope"):
         build_trainer(cfg)
 

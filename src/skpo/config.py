@@ -236,7 +236,7 @@ class TrainSection(_Strict):
     kl_placement: Literal["loss", "reward"] = "loss"
     entropy_coef: float | None = Field(None, ge=0)
     prompt_sampling: str = Field(
-        "default", description="a registered prompt sampler (uniform, prioritized, knapsack, vas; skpo.algorithms.samplers); "
+        "default", description="a registered prompt sampler (uniform, prioritized, knapsack, vas; skpo.algorithms.prompt_samplers); "
         "default: the method's")
     rho_mode: Literal["kl", "steps"] = Field(
         "kl", description="tracker forgetting: 'kl' = 2^(-KL/half_life) with the policy drift since the prompt was last seen; 'steps' = 2^(-Δsteps/half_life)"

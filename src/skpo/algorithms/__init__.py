@@ -18,7 +18,7 @@ from .advantages import (
 )
 from .losses import POLICY_LOSSES, PolicyLossInputs, PolicyLossOutputs
 from .masked import AGG_MODES, AggDenominators, agg_loss, masked_mean, masked_sum, masked_var, masked_whiten
-from .samplers import PROMPT_SAMPLERS, PlanRequest, PromptPlan, PromptSampler, build_prompt_sampler
+from .prompt_samplers import PROMPT_SAMPLERS, PlanRequest, PromptPlan, PromptSampler, build_prompt_sampler
 from .stats import entropy_from_logits, kl_penalty, logprobs_from_logits
 from .trackers import LengthTracker, ValueTracker, prioritized_sample, prioritized_weights
 from . import policy_shaping, prime, copo, gtpo, lp_reg, papo, riskpo  # noqa: F401,I001  (register the plug-ins, in this order)

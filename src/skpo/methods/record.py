@@ -28,7 +28,7 @@ import torch
 from skpo.algorithms.advantages import ADVANTAGE_ESTIMATORS, OARWeightParams, estimator_inputs
 from skpo.algorithms.losses import POLICY_LOSSES, PolicyLossInputs
 from skpo.algorithms.masked import AGG_MODES, AggDenominators, agg_loss
-from skpo.algorithms.samplers import PROMPT_SAMPLERS
+from skpo.algorithms.prompt_samplers import PROMPT_SAMPLERS
 from skpo.algorithms.token_stats import TOKEN_STATS
 
 TOKEN_WEIGHTS = (None, "oar_g", "oar_p")
@@ -101,7 +101,7 @@ class Method:
             its most rounds of prompts per step.
         value_tracker / length_tracker: per-prompt trackers kept across steps.
         prompt_sampling / prompt_sampling_params: a registered prompt sampler
-            (``skpo.algorithms.samplers.PROMPT_SAMPLERS``: ``uniform``, SPO's ``prioritized``,
+            (``skpo.algorithms.prompt_samplers.PROMPT_SAMPLERS``: ``uniform``, SPO's ``prioritized``,
             ``knapsack``, ``vas``) and its parameters.
         token_weights / token_weight_params: OAR importance (``oar_g`` gradient proxy,
             ``oar_p`` perturbation) and the Bi-Level reshaping's parameters.

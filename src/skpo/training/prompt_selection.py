@@ -1,7 +1,7 @@
 """Prompt sampling in a run: the step's prompts (and group sizes) from the method's prompt
 sampler, and the pool-scoring rollouts a sampler may ask for before it plans (MMR1 VAS).
 
-The sampler (:mod:`skpo.algorithms.samplers`) is replicated: every rank plans the same global
+The sampler (:mod:`skpo.algorithms.prompt_samplers`) is replicated: every rank plans the same global
 batch from the same state, then rolls out its contiguous shard of it — a prompt's answers, however
 many the sampler gives it, stay on one rank. Scoring rollouts are sharded the same way, their
 verdicts gathered so every rank updates its copy of the sampler identically, and their tokens

@@ -33,7 +33,7 @@ class RunState:
                                if method.length_tracker else None)
         # state of stateful estimators (``state`` metadata: RiskPO's quantiles, PAPO's controller), per term
         self.term_states = {t.role: s for t in method.terms if (s := t.make_state()) is not None}
-        # which prompts a step trains on and how many answers each gets (skpo.algorithms.samplers)
+        # which prompts a step trains on and how many answers each gets (skpo.algorithms.prompt_samplers)
         self.prompt_sampler = build_prompt_sampler(method.prompt_sampling, dict(method.prompt_sampling_params))
         self.step = 0
         self.tokens_seen = 0

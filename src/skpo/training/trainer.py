@@ -6,7 +6,7 @@
 for every method, by configuration alone. The parts live beside this file: the actor (model,
 optimizer, precision, LoRA/FSDP, backward and step: ``actor.py``), the log-prob phase
 (``log_probs.py``), the advantages (``advantages.py``), the update loop (``update.py``) and the
-run state (trackers, samplers, estimator state, drift: ``run_state.py``). The loop knows no
+run state (trackers, prompt samplers, estimator state, drift: ``run_state.py``). The loop knows no
 method, role, estimator or rollout kind by name; ``docs/architecture.md`` follows one step.
 """
 
