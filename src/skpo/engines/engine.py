@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 
@@ -227,3 +227,10 @@ class BatchedReward:
 
     def __call__(self, *args) -> float:
         return float(self.batch([args])[0])
+
+
+def holds_weights(engine: Any) -> bool:
+    """Whether ``engine`` decodes from its own copy of the weights (vLLM): such an engine has
+    ``sync_weights(model)``, called after every update, and ``sleep()``, which frees its memory
+    for the trainer's passes. The Hugging Face engine decodes with the policy itself."""
+    return hasattr(engine, "sync_weights")

@@ -27,7 +27,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from skpo.config import RunConfig
-from skpo.engines import SamplingParams, mix_seed
+from skpo.engines import SamplingParams, holds_weights, mix_seed
 from skpo.errors import EvaluationInterrupted, TrainingInterrupted
 from skpo.methods import method_to_document, resolve_for_run, rollout_params
 from skpo.models.reward_models import RewardModelContext, build_reward_model
@@ -56,6 +56,9 @@ log = logging.getLogger("skpo")
 
 
 class Trainer:
+    """One run: the method resolved from ``cfg``, the actor, the engine, the run state and the
+    run directory (``resume``: its newest intact checkpoint; ``overwrite``: replaced)."""
+
     def __init__(self, cfg: RunConfig, *, model, tokenizer, source: PromptSource, resume: bool = False,
                  overwrite: bool = False, accelerator: Accelerator | None = None) -> None:
         self.cfg, self.tokenizer, self.source = cfg, tokenizer, source
@@ -67,7 +70,7 @@ class Trainer:
         self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available() or cfg.model.device == "cpu")
         set_seed(t.seed)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.run_dir = Path(cfg.log.out_dir)  # created, locked and checked by _open_run_dir
+        self.run_dir = Path(cfg.log.out_dir)  # created, locked and checked by RunFiles.open below
         self.dist = Dist(self.accelerator)
         if t.prompts_per_step < self.dist.world:
             raise ValueError(f"train.prompts_per_step={t.prompts_per_step} is the global batch: it needs at least one prompt "
@@ -95,7 +98,7 @@ class Trainer:
             "device": str(self.accelerator.device), "skpo_version": __version__,
             "data_columns": getattr(self.source, "columns", {}),
         }, method_doc=method_to_document(self.method))
-        if resume and hasattr(self.engine, "sync_weights"):  # a separate engine loaded the base weights
+        if resume and holds_weights(self.engine):  # a separate engine loaded the base weights
             self.engine.sync_weights(self.policy)
 
     # the actor's and the run state's parts, by their usual names
@@ -117,7 +120,7 @@ class Trainer:
     def _decoding_weights(self):
         """Whole weights for the engine's decoding: the Hugging Face engine decodes with the
         (sharded) policy itself; vLLM holds its own copy, so nothing is gathered for it."""
-        return self.actor.full_weights() if self.cfg.rollout.engine == "hf" else contextlib.nullcontext()
+        return contextlib.nullcontext() if holds_weights(self.engine) else self.actor.full_weights()
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> None:
@@ -163,7 +166,7 @@ class Trainer:
         scoring_decoded, sampler_metrics = self._score_pool(step, params, timer)  # (a sampler may score the pool first)
         prompts = self.plan_prompts(step)
         result, cut = self._rollout(step, params, prompts, timer)
-        if hasattr(self.engine, "sleep"):  # a colocated engine frees its memory for the trainer's passes
+        if holds_weights(self.engine):  # a colocated engine frees its memory for the trainer's passes
             self.engine.sleep()
         with timer("old_log_probs"), self.actor.full_weights(), full_weights(self.actor.ref_model):  # where sampled
             rows = with_old_and_ref_log_probs(self.actor, self.method, result.rows)
@@ -182,7 +185,7 @@ class Trainer:
                 with self.actor.full_weights():
                     self.state.drift += self.dist.broadcast_float(measure_drift(self.actor, rows, self.method.terms[0].role))
                 metrics["actor/policy_drift"] = self.state.drift
-        if hasattr(self.engine, "sync_weights"):  # a separate engine samples the next step with the new weights
+        if holds_weights(self.engine):  # a separate engine samples the next step with the new weights
             with timer("weight_sync"):  # (sharded: each tensor is gathered as it is sent)
                 self.engine.sync_weights(self.policy)
         with timer("trackers"):
