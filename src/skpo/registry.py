@@ -80,6 +80,19 @@ class Registry(Generic[F]):
                            "register it in a module and load it with --import MODULE or the config's plugins: [MODULE] "
                            "(docs/methods.md)") from None
 
+    def entry_and_params(self, name: str, values: Mapping[str, Any], key: str,
+                         error: type[Exception] = ValueError) -> tuple[Entry[F], Any]:
+        """Look ``name`` up and build its parameter record from ``values``; either failure is
+        one ``error`` naming the config key (``key``, or ``{key}_params`` for the parameters)."""
+        try:
+            entry = self.get(name)
+        except KeyError as err:
+            raise error(f"{key}: {err.args[0]}") from None
+        try:
+            return entry, entry.make_params(dict(values))
+        except (TypeError, ValueError) as err:
+            raise error(f"{key}_params: {err}") from None
+
     def names(self) -> list[str]:
         return sorted(self._entries)
 

@@ -19,14 +19,7 @@ def check_term(term: LossTerm, where: str) -> None:
         ("advantage", ADVANTAGE_ESTIMATORS, term.advantage, term.advantage_params),
         ("loss", POLICY_LOSSES, term.loss, term.loss_params),
     ):
-        try:
-            entry = registry.get(name)
-        except KeyError as err:
-            raise MethodError(f"{where}.{key}: {err.args[0]}") from None
-        try:
-            entry.make_params(dict(params))
-        except (TypeError, ValueError) as err:
-            raise MethodError(f"{where}.{key}_params: {err}") from None
+        registry.entry_and_params(name, params, f"{where}.{key}", MethodError)
     if term.agg not in AGG_MODES:
         raise MethodError(f"{where}.agg: must be one of {list(AGG_MODES)} (got {term.agg!r})")
     if not term.weight >= 0:
@@ -48,16 +41,12 @@ def joint_roles(method: Method) -> dict[str, tuple[str, ...]]:
 def check_method_against_rollout(method: Method) -> None:
     """The checks that need the rollout kind: parameters, roles, fixed group size, and that
     it provides every input the method's estimators need."""
-    try:
-        entry = ROLLOUTS.get(method.rollout)
-    except KeyError as err:
-        raise ValueError(f"{method.name}: {err.args[0]}") from None
-    try:
-        params = entry.make_params(dict(method.rollout_params))
-        if hasattr(params, "check_group_size"):  # checks of a kind's parameters that need the group size
+    entry, params = ROLLOUTS.entry_and_params(method.rollout, method.rollout_params, f"{method.name}: rollout")
+    if hasattr(params, "check_group_size"):  # checks of a kind's parameters that need the group size
+        try:
             params.check_group_size(method.group_size)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{method.name}: rollout_params: {err}") from None
+        except ValueError as err:
+            raise ValueError(f"{method.name}: rollout_params: {err}") from None
     produced = tuple(entry.meta.get("roles", ("response",)))
     if set(method.roles) != set(produced):
         raise ValueError(f"{method.name}: rollout {method.rollout!r} produces roles {list(produced)}, "

@@ -154,14 +154,8 @@ class Method:
     def validate(self) -> "Method":
         """Checks that need only the algorithm registries (the rollout kind's own checks are in
         :func:`skpo.methods.resolve_method`)."""
-        try:
-            sampler = PROMPT_SAMPLERS.get(self.prompt_sampling)
-        except KeyError as err:
-            raise ValueError(f"{self.name}: prompt_sampling: {err.args[0]}") from None
-        try:
-            params = sampler.make_params(dict(self.prompt_sampling_params))
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{self.name}: prompt_sampling_params: {err}") from None
+        sampler, params = PROMPT_SAMPLERS.entry_and_params(self.prompt_sampling, self.prompt_sampling_params,
+                                                           f"{self.name}: prompt_sampling")
         if hasattr(params, "check_group_size"):  # a budget of prompts × group_size must cover its floors
             try:
                 params.check_group_size(self.group_size)
