@@ -30,10 +30,12 @@ import importlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,11 +53,22 @@ def environment() -> dict:
     for name in ("transformers", "accelerate", "peft", "safetensors", "pydantic", "pytest", "vllm", "math_verify"):
         try:
             module = importlib.import_module(name)
-            found["packages"][name] = getattr(module, "__version__", "?")
+            found["packages"][name] = getattr(module, "__version__", None) or installed_version(name)
         except Exception as err:  # noqa: BLE001 - absent or broken: report it
             found["packages"][name] = f"absent ({type(err).__name__})"
     found["carried"] = os.environ.get("SKPO_GPU_CHECK_CARRIED", "")
     return found
+
+
+def installed_version(module_name: str) -> str:
+    """A package's version from its distribution's metadata, for modules without ``__version__``
+    (math_verify is distributed as math-verify)."""
+    for dist_name in (module_name, module_name.replace("_", "-")):
+        try:
+            return metadata.version(dist_name)
+        except metadata.PackageNotFoundError:
+            continue
+    return "?"
 
 
 def run_contract_suite(timeout_s: float) -> dict:
@@ -293,9 +306,18 @@ def main() -> int:
     p.add_argument("--profile", action="store_true", help="also profile the HF engine's decode step")
     p.add_argument("--allow-cpu", action="store_true", help="run without a GPU (a dry run of the script itself)")
     args = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="skpo-gpu-check-"))
+    try:
+        return run_check(args, work)
+    finally:
+        if args.report is not None:  # the report lives elsewhere: the stand-in and runs go
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run_check(args: argparse.Namespace, work: Path) -> int:
+    """Every phase in turn, the report rewritten after each; 0 when all passed."""
     started = time.perf_counter()
     deadline = started + args.budget_s
-    work = Path(tempfile.mkdtemp(prefix="skpo-gpu-check-"))
     report_path = args.report or work / "gpu_check.json"
     report: dict = {"environment": environment()}
 
