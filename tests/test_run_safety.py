@@ -334,6 +334,81 @@ def test_disk_full_for_real_on_a_small_tmpfs(tiny_dir, tmp_path):
 
 
 # ----------------------------------------------------------------------------- 10: one-line errors
+def _rows(tmp_path: Path, n: int, offset: int = 0) -> Path:
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"question": f"{i}+{i}=", "final": str(2 * i)}) + "\n"
+                            for i in range(offset, offset + n)))
+    return path
+
+
+def test_resume_on_changed_training_data_is_refused_or_recorded(tiny_dir, tmp_path, capsys):
+    """The run.json of a run on a data file holds its fingerprint; the file rewritten and grown
+    from 40 rows to 50 makes --resume (and --check --resume) stop with the difference, and
+    --allow-data-change go on with both fingerprints recorded."""
+    import hashlib
+
+    from skpo.cli import main
+
+    out, data = tmp_path / "run", _rows(tmp_path, 40)
+    args = overrides(tiny_dir, out, f"data.path={data}", "data.answer_column=final", "data.reward=math")
+    trained(tiny_dir, out, *args[-3:])
+    size = data.stat().st_size
+    before = {"path": str(data.resolve()), "bytes": size, "rows": 40, "hashed": "full",
+              "sha256": hashlib.sha256(f"\0{size}\0".encode() + hashlib.sha256(data.read_bytes()).digest()).hexdigest()}
+    assert json.loads((out / "run.json").read_text())["data"] == before
+
+    _rows(tmp_path, 50, offset=7)  # rewritten and grown
+    again = [*args, "train.steps=2"]
+    for argv in (["train", "--resume", *again], ["train", "--check", "--resume", *again]):
+        capsys.readouterr()
+        code = main(argv)
+        one_line_error(subprocess.CompletedProcess([], code, "", capsys.readouterr().err), "train",
+                       f"training data of {out} changed", f"bytes {size} → {data.stat().st_size}", "rows 40 → 50",
+                       f"sha256 {before['sha256'][:12]}", "--allow-data-change")
+    assert json.loads((out / "run.json").read_text())["data"] == before  # nothing recorded by a refusal
+
+    capsys.readouterr()
+    assert main(["train", "--check", "--resume", "--allow-data-change", *again]) == 0
+    assert "--allow-data-change: the training data changed" in capsys.readouterr().out
+    resumed = build_trainer(load_config(None, again), resume=True, allow_data_change=True)
+    resumed.train()
+    run = json.loads((out / "run.json").read_text())
+    [record] = run["resumes"]
+    assert record["data_changed"]["before"] == before
+    assert record["data_changed"]["now"] == run["data"] and run["data"]["rows"] == 50
+    assert resumed.step == 2
+
+
+def test_data_fingerprint_of_large_files_and_folders(tmp_path, monkeypatch):
+    """Above the whole-file limit a file is hashed by its size, first and last MiB and 16
+    sampled blocks; a folder by each file's name, size and hash."""
+    from skpo.training import run_dir
+
+    monkeypatch.setattr(run_dir, "FULL_HASH_BYTES", 3 * 2**20)
+    big = tmp_path / "big.jsonl"
+    content = bytearray(os.urandom(6 * 2**20))
+    big.write_bytes(content)
+    first = run_dir.data_fingerprint(big, rows=10)
+    assert first["hashed"] == "sampled" and first["bytes"] == 6 * 2**20
+    step = (len(content) - 2 * run_dir.EDGE_BYTES) // (run_dir.SAMPLES + 1)
+    for where, seen in ((10, True), (len(content) - 10, True), (run_dir.EDGE_BYTES + step + 5, True),
+                        (run_dir.EDGE_BYTES + step + run_dir.SAMPLE_BYTES + 5, False)):  # the last: between samples
+        changed = bytearray(content)
+        changed[where] ^= 0xFF
+        big.write_bytes(changed)
+        assert (run_dir.data_fingerprint(big, rows=10)["sha256"] != first["sha256"]) is seen, where
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("1\n")
+    (folder / "b.jsonl").write_text("2\n")
+    shards = run_dir.data_fingerprint(folder, rows=2)
+    assert shards["hashed"] == "full" and shards["bytes"] == 4
+    (folder / "b.jsonl").rename(folder / "c.jsonl")
+    assert run_dir.data_fingerprint(folder, rows=2)["sha256"] != shards["sha256"]
+    assert run_dir.data_changes(shards, {**shards, "path": "/elsewhere"}) == {}  # moved, same content
+    assert run_dir.data_changes(None, shards) == {}  # a run from before fingerprints
+
+
 def test_user_errors_are_one_line_with_exit_2(tiny_dir, tmp_path, capsys):
     from skpo.cli import main
 

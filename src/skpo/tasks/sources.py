@@ -120,6 +120,7 @@ class DatasetSource(_Scored):
         self.context = context or RewardContext(plain_prompt=not self.chat, stop=tuple(spec.stop))
         path = spec.resolved_path()
         problems, self.columns = load_problems_and_columns(spec)
+        self.rows = len(problems)  # rows read, before the length filter
         needed = tuple(getattr(self.reward, "needs_columns", ()))
         for problem in problems:  # a reward's own columns (code: prompt, test, entry_point) on every row
             missing = [c for c in needed if c not in (problem.row or {})]
