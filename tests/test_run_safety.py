@@ -705,3 +705,88 @@ def test_a_stop_signal_saves_resumes_exactly_and_cuts_an_evaluation_short(tiny_d
     assert len(calls) == 1  # no batch after the one in flight
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["step"] == 1 and last["eval/interrupted"] == 1.0
+
+
+# ----------------------------------------------------------------------------- smaller ones
+def test_a_model_folder_with_truncated_weights_is_one_line(tiny_dir, tmp_path, capsys):
+    """``skpo train``, ``skpo train --check`` and ``skpo eval`` on a model folder whose
+    safetensors file was cut short: one line naming the file (it was a traceback, and --check passed)."""
+    from skpo.cli import main
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_dir, model)
+    damage(model / "model.safetensors")
+    for argv in (["train", *overrides(model, tmp_path / "a")], ["train", "--check", *overrides(model, tmp_path / "b")],
+                 ["eval", "--model", str(model), "--limit", "2", "--k", "1", "--no-progress"]):
+        capsys.readouterr()
+        code = main(argv)
+        one_line_error(subprocess.CompletedProcess([], code, "", capsys.readouterr().err), argv[0],
+                       f"{model / 'model.safetensors'}: not a whole safetensors file")
+    assert not (tmp_path / "a").exists() or not (tmp_path / "a" / "run.json").exists()
+
+
+def test_a_dangling_latest_falls_back_with_a_warning(tiny_dir, tmp_path, caplog):
+    from skpo.commands.evaluate import resolve_model_dir
+
+    out = tmp_path / "run"
+    trained(tiny_dir, out, "train.steps=2", "log.save_every=1")
+    shutil.rmtree(out / "checkpoints" / "step_000002")  # what `latest` names is gone
+    with caplog.at_level(logging.WARNING, logger="skpo"):
+        assert resolve_model_dir(str(out)) == out / "checkpoints" / "step_000001" / "model"
+    [warning] = [r.getMessage() for r in caplog.records if "latest" in r.getMessage()]
+    assert "'step_000002', which is not a checkpoint folder here" in warning and "using" in warning
+    assert warning.endswith(f"using {out / 'checkpoints' / 'step_000001'} instead")
+    (out / "checkpoints" / "latest").unlink()
+    (out / "checkpoints" / "latest").symlink_to("step_000009")  # a link laid by hand, to nothing
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="skpo"):
+        path, skipped = ckpt.find_checkpoint(out)
+    assert path == out / "checkpoints" / "step_000001" and [p.name for p, _ in skipped] == ["latest"]
+    assert "step_000009" in caplog.text
+
+
+class _CountingEngine:
+    """The evaluation's engine, counting its batches; the first one sends this process SIGTERM."""
+
+    batches = 0
+
+    def __new__(cls, *args, **kwargs):
+        from skpo.engines.hf_engine import HFEngine
+
+        class Counting(HFEngine):
+            def _generate_chunk(self, prompts, rows, params):
+                _CountingEngine.batches += 1
+                if _CountingEngine.batches == 1:
+                    os.kill(os.getpid(), signal.SIGTERM)  # recorded by the handler; this batch finishes
+                return super()._generate_chunk(prompts, rows, params)
+
+        return Counting(*args, **kwargs)
+
+
+def test_a_signal_stops_an_evaluation_within_one_engine_batch(tiny_dir, tmp_path, monkeypatch, capsys):
+    """Each engine call of an evaluation holds 4 batches here (16 rows of 8 prompts × k=4 per
+    batch of 8): a signal during the first one ends it after that batch — in training (the step
+    is saved, its evaluation recorded as interrupted) and in ``skpo eval`` (one line, 128 + 15)."""
+    from skpo.cli import main
+    from skpo.errors import TrainingInterrupted
+    from skpo.evaluation import runner
+
+    monkeypatch.setattr(runner, "HFEngine", _CountingEngine)
+    out = tmp_path / "run"
+    trainer = build_trainer(config(tiny_dir, out, "train.steps=2", "eval.every=1", "eval.limit=16", "eval.k=4",
+                                   "rollout.engine_batch_size=8"))
+    _CountingEngine.batches = 0
+    with pytest.raises(TrainingInterrupted, match="after step 1"):
+        trainer.train()
+    assert _CountingEngine.batches == 1
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 1 and last["eval/interrupted"] == 1.0
+
+    _CountingEngine.batches = 0
+    capsys.readouterr()
+    code = main(["eval", "--model", tiny_dir, "--limit", "16", "--k", "4", "--batch-size", "8", "--no-progress",
+                 "--out", str(tmp_path / "results.json")])
+    assert code == 128 + signal.SIGTERM and _CountingEngine.batches == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("skpo eval: stopped by SIGTERM: arith: stopped after 0 of 16 problems; nothing written")
+    assert not (tmp_path / "results.json").exists()

@@ -18,7 +18,8 @@ from skpo.config import RunConfig, arith_config
 from skpo.engines.context import model_positions
 from skpo.evaluation.benchmarks import get_spec, load_problems, resolve_benchmarks
 from skpo.methods import method_to_document, resolve_for_run
-from skpo.models.loading import _WEIGHT_FILES, hub_hint, load_policy, load_tokenizer, resolve_model_path
+from skpo.models.loading import (_WEIGHT_FILES, check_weight_files, hub_hint, load_policy, load_tokenizer,
+                                 resolve_model_path)
 from skpo.models.lora import apply_lora
 from skpo.rewards.math import default_pool
 from skpo.rewards.registry import RewardContext, RewardEntry, get_reward
@@ -94,6 +95,7 @@ def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
     path = resolve_model_path(cfg.model.path)
     if not any((path / name).is_file() for name in _WEIGHT_FILES):
         raise FileNotFoundError(f"model.path: {str(path)!r} has a config.json but no weights ({', '.join(_WEIGHT_FILES)})")
+    check_weight_files(path)
     model_config = AutoConfig.from_pretrained(str(path), local_files_only=True)
     tokenizer = load_tokenizer(path)
     source = build_source(cfg, tokenizer, model_positions(model_config))
