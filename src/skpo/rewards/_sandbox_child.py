@@ -82,7 +82,7 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 32, 4096, 8192, 16384, 1 << 18
 # Flags a read-only bind remount must repeat, or the kernel refuses it inside a user
 # namespace (they are locked on mounts inherited from the parent namespace).
 MS_KEPT = MS_NOSUID | MS_NODEV | MS_NOEXEC | 1024 | 2048 | 4096  # + NOATIME, NODIRATIME, RELATIME
@@ -641,10 +641,12 @@ def _build_root(tmpfs: str, hidden: list[str]) -> str:
     except OSError as exc:
         raise SetupError(f"/dev: {exc}") from None
     os.chdir(root)
-    machine = os.uname().machine
-    if _libc.syscall(ctypes.c_long(PIVOT_ROOT[machine]), b".", b".") != 0:  # the old root now lies on top
-        _call(-1, "pivot_root")
-    _call(_libc.umount2(b".", ctypes.c_int(MNT_DETACH)), "detaching the host's root")
+    if _libc.syscall(ctypes.c_long(PIVOT_ROOT[os.uname().machine]), b".", b".") == 0:
+        # the old root now lies on top of the new one: detached, no path leads back to it
+        _call(_libc.umount2(b".", ctypes.c_int(MNT_DETACH)), "detaching the host's root")
+    else:  # a root pivot_root cannot leave (an initramfs): moved over it, and chroot
+        _mount(".", "/", None, MS_MOVE)
+        os.chroot(".")
     os.chdir("/")
     _read_only_except(["/tmp", "/var/tmp", "/run", "/dev/shm"])
     return root

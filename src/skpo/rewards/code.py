@@ -49,7 +49,6 @@ import atexit
 import contextlib
 import errno
 import fcntl
-import itertools
 import os
 import pwd
 import re
@@ -271,7 +270,8 @@ class _MemoryCgroups:
         return f"cgroup-v{self.version}"
 
     def create(self, limit_bytes: int) -> Path:
-        path = self.parent / f"{_CGROUP_PREFIX}{os.getpid()}-{next(_cgroup_numbers)}"
+        # (random too: processes in other PID namespaces may share the pid and the parent)
+        path = self.parent / f"{_CGROUP_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
         path.mkdir(mode=0o755)
         try:
             if self.version == 2:
@@ -312,7 +312,6 @@ class _MemoryCgroups:
                 time.sleep(0.01)
 
 
-_cgroup_numbers = itertools.count()
 _leftover_cgroups: set[Path] = set()  # still busy when their sandbox ended: removed at exit
 
 
@@ -403,16 +402,16 @@ def _find_memory_cgroups() -> tuple[_MemoryCgroups | None, str]:
     return None, "; ".join(problems)
 
 
-def _clear_stale(groups: _MemoryCgroups) -> None:
-    """Remove the sandbox cgroups of host processes that no longer exist."""
-    for path in groups.parent.glob(f"{_CGROUP_PREFIX}*-*"):
-        try:
-            os.kill(int(path.name[len(_CGROUP_PREFIX) :].split("-")[0]), 0)
-        except ProcessLookupError:
-            with contextlib.suppress(OSError):
+def _clear_stale(groups: _MemoryCgroups, age_s: float = 600.0) -> None:
+    """Remove sandbox cgroups left behind by host processes that died: those empty (a cgroup
+    with a process cannot be removed) and older than ``age_s`` (a live sandbox's is empty only
+    for the moments between its creation and the move into it). By age, not by the pid in the
+    name: a process in another PID namespace would see a live one's pid as gone."""
+    now = time.time()
+    for path in groups.parent.glob(f"{_CGROUP_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            if now - path.stat().st_mtime > age_s:
                 path.rmdir()
-        except (ValueError, PermissionError):
-            pass
 
 
 @dataclass
