@@ -17,6 +17,7 @@ processes and forged verdicts: ``tests/test_sandbox_isolation.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
@@ -30,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from skpo.paths import REPO_ROOT, benchmark_dir
+from skpo.rewards import code as sandbox
 from skpo.rewards.base import Verdict
 from skpo.rewards.code import (
     SandboxLimits,
@@ -51,6 +53,17 @@ AS_ROOT = os.geteuid() == 0
 # What a write outside the sandbox's own tmpfs meets, whoever runs it: what the sandbox sees of
 # the host (the system's files, the Python installation) is mounted read-only.
 WRITE_REFUSED = "error: read-only file system"
+
+
+@pytest.fixture
+def private_uids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As root: this test's sandboxes take uids from a range of its own, so the processes of a
+    run's uid, looked at after the run, are that run's — another process running sandboxes
+    (the suite's other worker) could otherwise take the uid the moment the run released it."""
+    setup = sandbox._get_setup()
+    if setup.identities is not None:
+        base = 2_100_000_000 + (os.getpid() % 10_000) * 8
+        monkeypatch.setattr(sandbox, "_setup", dataclasses.replace(setup, identities=sandbox._IdentityPool(base, 8)))
 
 
 def sandbox_processes_left(result: SandboxResult) -> list[int]:
@@ -176,7 +189,7 @@ def test_memory_bombs_hit_the_memory_limit() -> None:
     assert growing == Verdict(0.0, False, "killed: memory limit (MemoryError)")
 
 
-def test_fork_bomb_is_contained() -> None:
+def test_fork_bomb_is_contained(private_uids: None) -> None:
     # Only start a fork bomb once the process limit is known to bind in the sandbox: the
     # limit is set, and the sandbox holds no capability that would let it ignore it.
     probe = run_sandboxed(
@@ -213,7 +226,7 @@ def test_fork_bomb_does_not_starve_concurrent_sandboxes() -> None:
     assert [v.reason for v in verdicts[1:]] == ["passed"] * 3
 
 
-def test_setsid_escapee_is_killed() -> None:
+def test_setsid_escapee_is_killed(private_uids: None) -> None:
     result = run_sandboxed(
         "import os, time\n"
         "if os.fork() == 0:\n"

@@ -68,6 +68,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from skpo.paths import REPO_ROOT
 from skpo.rewards import _sandbox_child as _child
 from skpo.rewards.base import Verdict
 
@@ -800,8 +801,7 @@ def _hidden_paths() -> list[str]:
     """Paths the sandbox must never see even where they lie inside the Python installation it
     is given (a virtualenv made in the project's folder itself): the benchmark data and the
     home directory."""
-    paths = [str(Path(__file__).resolve().parents[3] / "data"), os.environ.get("SKPO_BENCHMARK_DIR", ""),
-             os.path.expanduser("~")]
+    paths = [str(REPO_ROOT / "data"), os.environ.get("SKPO_BENCHMARK_DIR", ""), os.path.expanduser("~")]
     return [p for p in paths if p and os.path.isabs(p)]
 
 
