@@ -497,3 +497,23 @@ def test_cli_eval_errors_name_the_path(tmp_path: Path, capsys) -> None:
     assert "no-such-model" in capsys.readouterr().err.replace("\n", "")
     assert main(["--model", str(tmp_path), "--benchmarks", "nope"]) == 2
     assert "unknown benchmark 'nope'" in capsys.readouterr().err.replace("\n", "")
+
+
+def test_cli_eval_code_spec_without_the_code_columns_is_refused_before_generating(tmp_path: Path, capsys,
+                                                                                monkeypatch) -> None:
+    """``reward: code`` reads each row's prompt, test and entry point: the same column check as
+    training's, at load — one line naming the file, row and columns, no model loaded, nothing
+    generated (it was a ``KeyError: 'prompt'`` after generating)."""
+    from skpo.commands import evaluate as command
+
+    (tmp_path / "code.jsonl").write_text('{"question": "write add", "answer": "x"}\n')
+    (tmp_path / "code.yaml").write_text("name: mycode\nverifier: code\npath: code.jsonl\nprompt_column: question\n"
+                                        "answer_column: null\n")
+    monkeypatch.setattr(command, "load_policy", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert command.main(["--model", "tiny-arith", "--spec", str(tmp_path / "code.yaml"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "code.jsonl: line 1: reward 'code' needs the column(s) ['prompt', 'test', 'entry_point']" \
+        in err[0], err
+    with pytest.raises(Exception, match="needs the column"):  # and the runner itself, for the in-training path
+        evaluate(None, None, BenchmarkSpec(name="mycode", verifier="code", path=str(tmp_path / "code.jsonl"),
+                                           prompt_column="question", answer_column=None))

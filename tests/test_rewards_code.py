@@ -7,8 +7,9 @@ and its other processes untouched and no sandbox process behind. HumanEval's can
 solutions must all pass and broken ones fail.
 
 Every test runs whoever runs the suite: as root the sandbox drops to an exclusive uid, as
-another user it runs in an unprivileged user namespace with a read-only file system, and
-the same hostile programs must be contained either way (a machine where neither works makes
+another user it runs in an unprivileged user namespace; either way it sees a root of its own
+(the system's files and the Python installation, read-only), and the same hostile programs
+must be contained (a machine where neither works makes
 the sandbox raise, so the tests fail rather than skip). The fork bomb test first checks that
 the process limit is really in place before it starts one. Network, IPC, uid locking across
 processes and forged verdicts: ``tests/test_sandbox_isolation.py``.
@@ -16,21 +17,21 @@ processes and forged verdicts: ``tests/test_sandbox_isolation.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from skpo.paths import REPO_ROOT, benchmark_dir
+from skpo.rewards import code as sandbox
 from skpo.rewards.base import Verdict
 from skpo.rewards.code import (
     SandboxLimits,
@@ -49,9 +50,20 @@ from skpo.rewards.code import (
 NEVER_S = 60.0
 
 AS_ROOT = os.geteuid() == 0
-# What a write outside the sandbox's own directories meets: another uid's permissions (root),
-# or a read-only view of the file system (user namespace: same kernel uid as this user).
-WRITE_REFUSED = "error: PermissionError" if AS_ROOT else "error: read-only file system"
+# What a write outside the sandbox's own tmpfs meets, whoever runs it: what the sandbox sees of
+# the host (the system's files, the Python installation) is mounted read-only.
+WRITE_REFUSED = "error: read-only file system"
+
+
+@pytest.fixture
+def private_uids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As root: this test's sandboxes take uids from a range of its own, so the processes of a
+    run's uid, looked at after the run, are that run's — another process running sandboxes
+    (the suite's other worker) could otherwise take the uid the moment the run released it."""
+    setup = sandbox._get_setup()
+    if setup.identities is not None:
+        base = 2_100_000_000 + (os.getpid() % 10_000) * 8
+        monkeypatch.setattr(sandbox, "_setup", dataclasses.replace(setup, identities=sandbox._IdentityPool(base, 8)))
 
 
 def sandbox_processes_left(result: SandboxResult) -> list[int]:
@@ -77,50 +89,6 @@ def sandbox_processes_left(result: SandboxResult) -> list[int]:
         if ours:
             pids.append(int(entry.name))
     return pids
-
-
-# The sandbox mounts private, empty tmpfs over these: files of the host there are out of its sight.
-SANDBOX_PRIVATE = ("/tmp", "/var/tmp", "/run", "/dev/shm")
-
-
-def seen_by_the_sandbox(path: Path) -> bool:
-    """Whether ``path`` lies outside the directories the sandbox replaces by its own tmpfs."""
-    path = path.resolve()
-    return not any(path == Path(d) or Path(d) in path.parents for d in SANDBOX_PRIVATE)
-
-
-def visible_host_dir() -> Path:
-    """A directory of the test's user that the sandbox can reach: outside the directories it
-    hides (a checkout in /tmp is hidden), writable by the test, and — when the sandbox runs as
-    another uid (root) — with every ancestor searchable by others (a 0700 home is not)."""
-
-    def reachable(path: Path) -> bool:
-        return not AS_ROOT or all(os.stat(p).st_mode & 0o001 for p in (path, *path.parents))
-
-    for candidate in (REPO_ROOT, Path.home(), Path.cwd(), Path("/var/lib"), Path("/srv"), Path("/opt"), Path("/mnt")):
-        if (candidate.is_dir() and seen_by_the_sandbox(candidate) and os.access(candidate, os.W_OK)
-                and reachable(candidate.resolve())):
-            return candidate
-    pytest.fail("no writable directory the sandbox can reach for the write-refusal test")
-
-
-@pytest.fixture
-def root_only_dir() -> Iterator[Path]:
-    """A 0755 directory owned by the test's user (root, when run as root), with a 0644 file.
-
-    It lies where the sandbox can see it (not under its private /tmp: see
-    :func:`visible_host_dir`), and the sandbox can read it (so a refusal is about writing, not
-    about an untraversable parent), but must not change it.
-    """
-    directory = Path(tempfile.mkdtemp(prefix=".skpo-test-rootdir-", dir=visible_host_dir()))
-    directory.chmod(0o755)
-    existing = directory / "existing.txt"
-    existing.write_text("original\n")
-    existing.chmod(0o644)
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _run_timed(code: str, **options: object) -> tuple[Verdict, float]:
@@ -221,7 +189,7 @@ def test_memory_bombs_hit_the_memory_limit() -> None:
     assert growing == Verdict(0.0, False, "killed: memory limit (MemoryError)")
 
 
-def test_fork_bomb_is_contained() -> None:
+def test_fork_bomb_is_contained(private_uids: None) -> None:
     # Only start a fork bomb once the process limit is known to bind in the sandbox: the
     # limit is set, and the sandbox holds no capability that would let it ignore it.
     probe = run_sandboxed(
@@ -258,7 +226,7 @@ def test_fork_bomb_does_not_starve_concurrent_sandboxes() -> None:
     assert [v.reason for v in verdicts[1:]] == ["passed"] * 3
 
 
-def test_setsid_escapee_is_killed() -> None:
+def test_setsid_escapee_is_killed(private_uids: None) -> None:
     result = run_sandboxed(
         "import os, time\n"
         "if os.fork() == 0:\n"
@@ -272,42 +240,38 @@ def test_setsid_escapee_is_killed() -> None:
     assert sandbox_processes_left(result) == []
 
 
-def test_cannot_write_outside_scratch(root_only_dir: Path) -> None:
-    existing = root_only_dir / "existing.txt"
-    new_file = root_only_dir / "created-by-sandbox.txt"
-    repo_file = REPO_ROOT / f".skpo-sandbox-test-{uuid.uuid4().hex}"
+def test_cannot_write_outside_scratch() -> None:
+    """What the sandbox sees of the host is read-only (its root, the system's files, the Python
+    installation), and the rest of the host, the repository included, is not there at all."""
+    where = run_sandboxed("import os, sysconfig\nprint(sysconfig.get_paths()['purelib'], os.__file__)\n")
+    assert where.finished, where.stderr
+    site_packages, stdlib_file = where.stdout.split()
     pyproject = REPO_ROOT / "pyproject.toml"
-    before = (existing.read_bytes(), pyproject.stat().st_mtime_ns, pyproject.stat().st_size)
+    repo_file = REPO_ROOT / f".skpo-sandbox-test-{uuid.uuid4().hex}"
+    before = (pyproject.stat().st_mtime_ns, pyproject.stat().st_size)
     attempts = {
-        "create in a root-owned dir": f"open({str(new_file)!r}, 'w').write('pwned')",
-        "append to a root-owned file": f"open({str(existing)!r}, 'a').write('pwned')",
-        "delete a root-owned file": f"import os; os.remove({str(existing)!r})",
-        "chmod a root-owned file": f"import os; os.chmod({str(existing)!r}, 0o666)",
+        "create a file in /": "open('/pwned', 'w')",
+        "create a file in /usr/lib": "open('/usr/lib/pwned', 'w')",
+        "create a module in site-packages": f"open({site_packages + '/pwned.py'!r}, 'w')",
+        "chmod the interpreter": "import os, sys; os.chmod(os.path.realpath(sys.executable), 0o777)",
+        "delete a file of /etc": "import os; os.remove('/etc/hosts')",
     }
-    repo_attempts = {
-        "create in the repository": f"open({str(repo_file)!r}, 'w').write('pwned')",
-        # opened for appending and closed without writing: harmless even if it were allowed
-        "open a repository file for writing": f"open({str(pyproject)!r}, 'ab').close()",
-    }
-    # The sandbox does see the root-owned files: what it meets below is a refusal to write.
-    seen = run_sandboxed(f"print(open({str(existing)!r}).read(), end='')\n")
-    assert seen.finished and seen.stdout == "original\n", seen.stderr
-    if seen_by_the_sandbox(REPO_ROOT):  # the repository too
-        seen = run_sandboxed(f"print(len(open({str(pyproject)!r}).read()))\n")
-        assert seen.finished and int(seen.stdout) > 0, seen.stderr
-        attempts.update(repo_attempts)
-    else:  # a checkout under /tmp is hidden by the sandbox's private /tmp: the writes find nothing to write to
-        for what, code in repo_attempts.items():
-            assert run_python_sandboxed(code + "\n", "", None) == Verdict(0.0, False, "error: FileNotFoundError"), what
-    try:
-        for what, code in attempts.items():
-            verdict = run_python_sandboxed(code + "\n", "", None)
-            assert verdict == Verdict(0.0, False, WRITE_REFUSED), what
-        assert not new_file.exists() and not repo_file.exists()
-        assert (existing.read_bytes(), pyproject.stat().st_mtime_ns, pyproject.stat().st_size) == before
-        assert existing.stat().st_mode & 0o777 == 0o644
-    finally:
-        repo_file.unlink(missing_ok=True)
+    for what, code in attempts.items():
+        assert run_python_sandboxed(code + "\n", "", None) == Verdict(0.0, False, WRITE_REFUSED), what
+    # (the file's owner and mode are checked first: refused either way)
+    appended = run_python_sandboxed(f"open({stdlib_file!r}, 'a')\n", "", None)
+    assert appended.reason in (WRITE_REFUSED, "error: PermissionError")
+    # The repository's folder exists there only where the Python installation lies in it (a
+    # virtualenv in the checkout), as an empty path to it: read-only, or, for a checkout under
+    # /tmp, folders in the sandbox's own /tmp (where, in a user namespace, it may write).
+    in_private_tmp = any(REPO_ROOT.resolve().is_relative_to(d) for d in ("/tmp", "/var/tmp", "/run"))
+    for what, code in {"create in the repository": f"open({str(repo_file)!r}, 'w').write('pwned')",
+                       "open a repository file for writing": f"open({str(pyproject)!r}, 'ab').close()"}.items():
+        verdict = run_python_sandboxed(code + "\n", "", None)
+        refused = verdict.reason in ("error: FileNotFoundError", WRITE_REFUSED, "error: PermissionError")
+        assert refused or (in_private_tmp and not AS_ROOT), (what, verdict.reason)
+    assert not repo_file.exists() and not Path("/pwned").exists()
+    assert (pyproject.stat().st_mtime_ns, pyproject.stat().st_size) == before
 
 
 def test_files_left_in_tmp_are_removed() -> None:

@@ -334,6 +334,81 @@ def test_disk_full_for_real_on_a_small_tmpfs(tiny_dir, tmp_path):
 
 
 # ----------------------------------------------------------------------------- 10: one-line errors
+def _rows(tmp_path: Path, n: int, offset: int = 0) -> Path:
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"question": f"{i}+{i}=", "final": str(2 * i)}) + "\n"
+                            for i in range(offset, offset + n)))
+    return path
+
+
+def test_resume_on_changed_training_data_is_refused_or_recorded(tiny_dir, tmp_path, capsys):
+    """The run.json of a run on a data file holds its fingerprint; the file rewritten and grown
+    from 40 rows to 50 makes --resume (and --check --resume) stop with the difference, and
+    --allow-data-change go on with both fingerprints recorded."""
+    import hashlib
+
+    from skpo.cli import main
+
+    out, data = tmp_path / "run", _rows(tmp_path, 40)
+    args = overrides(tiny_dir, out, f"data.path={data}", "data.answer_column=final", "data.reward=math")
+    trained(tiny_dir, out, *args[-3:])
+    size = data.stat().st_size
+    before = {"path": str(data.resolve()), "bytes": size, "rows": 40, "hashed": "full",
+              "sha256": hashlib.sha256(f"\0{size}\0".encode() + hashlib.sha256(data.read_bytes()).digest()).hexdigest()}
+    assert json.loads((out / "run.json").read_text())["data"] == before
+
+    _rows(tmp_path, 50, offset=7)  # rewritten and grown
+    again = [*args, "train.steps=2"]
+    for argv in (["train", "--resume", *again], ["train", "--check", "--resume", *again]):
+        capsys.readouterr()
+        code = main(argv)
+        one_line_error(subprocess.CompletedProcess([], code, "", capsys.readouterr().err), "train",
+                       f"training data of {out} changed", f"bytes {size} → {data.stat().st_size}", "rows 40 → 50",
+                       f"sha256 {before['sha256'][:12]}", "--allow-data-change")
+    assert json.loads((out / "run.json").read_text())["data"] == before  # nothing recorded by a refusal
+
+    capsys.readouterr()
+    assert main(["train", "--check", "--resume", "--allow-data-change", *again]) == 0
+    assert "--allow-data-change: the training data changed" in capsys.readouterr().out
+    resumed = build_trainer(load_config(None, again), resume=True, allow_data_change=True)
+    resumed.train()
+    run = json.loads((out / "run.json").read_text())
+    [record] = run["resumes"]
+    assert record["data_changed"]["before"] == before
+    assert record["data_changed"]["now"] == run["data"] and run["data"]["rows"] == 50
+    assert resumed.step == 2
+
+
+def test_data_fingerprint_of_large_files_and_folders(tmp_path, monkeypatch):
+    """Above the whole-file limit a file is hashed by its size, first and last MiB and 16
+    sampled blocks; a folder by each file's name, size and hash."""
+    from skpo.training import run_dir
+
+    monkeypatch.setattr(run_dir, "FULL_HASH_BYTES", 3 * 2**20)
+    big = tmp_path / "big.jsonl"
+    content = bytearray(os.urandom(6 * 2**20))
+    big.write_bytes(content)
+    first = run_dir.data_fingerprint(big, rows=10)
+    assert first["hashed"] == "sampled" and first["bytes"] == 6 * 2**20
+    step = (len(content) - 2 * run_dir.EDGE_BYTES) // (run_dir.SAMPLES + 1)
+    for where, seen in ((10, True), (len(content) - 10, True), (run_dir.EDGE_BYTES + step + 5, True),
+                        (run_dir.EDGE_BYTES + step + run_dir.SAMPLE_BYTES + 5, False)):  # the last: between samples
+        changed = bytearray(content)
+        changed[where] ^= 0xFF
+        big.write_bytes(changed)
+        assert (run_dir.data_fingerprint(big, rows=10)["sha256"] != first["sha256"]) is seen, where
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("1\n")
+    (folder / "b.jsonl").write_text("2\n")
+    shards = run_dir.data_fingerprint(folder, rows=2)
+    assert shards["hashed"] == "full" and shards["bytes"] == 4
+    (folder / "b.jsonl").rename(folder / "c.jsonl")
+    assert run_dir.data_fingerprint(folder, rows=2)["sha256"] != shards["sha256"]
+    assert run_dir.data_changes(shards, {**shards, "path": "/elsewhere"}) == {}  # moved, same content
+    assert run_dir.data_changes(None, shards) == {}  # a run from before fingerprints
+
+
 def test_user_errors_are_one_line_with_exit_2(tiny_dir, tmp_path, capsys):
     from skpo.cli import main
 
@@ -630,3 +705,88 @@ def test_a_stop_signal_saves_resumes_exactly_and_cuts_an_evaluation_short(tiny_d
     assert len(calls) == 1  # no batch after the one in flight
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["step"] == 1 and last["eval/interrupted"] == 1.0
+
+
+# ----------------------------------------------------------------------------- smaller ones
+def test_a_model_folder_with_truncated_weights_is_one_line(tiny_dir, tmp_path, capsys):
+    """``skpo train``, ``skpo train --check`` and ``skpo eval`` on a model folder whose
+    safetensors file was cut short: one line naming the file (it was a traceback, and --check passed)."""
+    from skpo.cli import main
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_dir, model)
+    damage(model / "model.safetensors")
+    for argv in (["train", *overrides(model, tmp_path / "a")], ["train", "--check", *overrides(model, tmp_path / "b")],
+                 ["eval", "--model", str(model), "--limit", "2", "--k", "1", "--no-progress"]):
+        capsys.readouterr()
+        code = main(argv)
+        one_line_error(subprocess.CompletedProcess([], code, "", capsys.readouterr().err), argv[0],
+                       f"{model / 'model.safetensors'}: not a whole safetensors file")
+    assert not (tmp_path / "a").exists() or not (tmp_path / "a" / "run.json").exists()
+
+
+def test_a_dangling_latest_falls_back_with_a_warning(tiny_dir, tmp_path, caplog):
+    from skpo.commands.evaluate import resolve_model_dir
+
+    out = tmp_path / "run"
+    trained(tiny_dir, out, "train.steps=2", "log.save_every=1")
+    shutil.rmtree(out / "checkpoints" / "step_000002")  # what `latest` names is gone
+    with caplog.at_level(logging.WARNING, logger="skpo"):
+        assert resolve_model_dir(str(out)) == out / "checkpoints" / "step_000001" / "model"
+    [warning] = [r.getMessage() for r in caplog.records if "latest" in r.getMessage()]
+    assert "'step_000002', which is not a checkpoint folder here" in warning and "using" in warning
+    assert warning.endswith(f"using {out / 'checkpoints' / 'step_000001'} instead")
+    (out / "checkpoints" / "latest").unlink()
+    (out / "checkpoints" / "latest").symlink_to("step_000009")  # a link laid by hand, to nothing
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="skpo"):
+        path, skipped = ckpt.find_checkpoint(out)
+    assert path == out / "checkpoints" / "step_000001" and [p.name for p, _ in skipped] == ["latest"]
+    assert "step_000009" in caplog.text
+
+
+class _CountingEngine:
+    """The evaluation's engine, counting its batches; the first one sends this process SIGTERM."""
+
+    batches = 0
+
+    def __new__(cls, *args, **kwargs):
+        from skpo.engines.hf_engine import HFEngine
+
+        class Counting(HFEngine):
+            def _generate_chunk(self, prompts, rows, params):
+                _CountingEngine.batches += 1
+                if _CountingEngine.batches == 1:
+                    os.kill(os.getpid(), signal.SIGTERM)  # recorded by the handler; this batch finishes
+                return super()._generate_chunk(prompts, rows, params)
+
+        return Counting(*args, **kwargs)
+
+
+def test_a_signal_stops_an_evaluation_within_one_engine_batch(tiny_dir, tmp_path, monkeypatch, capsys):
+    """Each engine call of an evaluation holds 4 batches here (16 rows of 8 prompts × k=4 per
+    batch of 8): a signal during the first one ends it after that batch — in training (the step
+    is saved, its evaluation recorded as interrupted) and in ``skpo eval`` (one line, 128 + 15)."""
+    from skpo.cli import main
+    from skpo.errors import TrainingInterrupted
+    from skpo.evaluation import runner
+
+    monkeypatch.setattr(runner, "HFEngine", _CountingEngine)
+    out = tmp_path / "run"
+    trainer = build_trainer(config(tiny_dir, out, "train.steps=2", "eval.every=1", "eval.limit=16", "eval.k=4",
+                                   "rollout.engine_batch_size=8"))
+    _CountingEngine.batches = 0
+    with pytest.raises(TrainingInterrupted, match="after step 1"):
+        trainer.train()
+    assert _CountingEngine.batches == 1
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 1 and last["eval/interrupted"] == 1.0
+
+    _CountingEngine.batches = 0
+    capsys.readouterr()
+    code = main(["eval", "--model", tiny_dir, "--limit", "16", "--k", "4", "--batch-size", "8", "--no-progress",
+                 "--out", str(tmp_path / "results.json")])
+    assert code == 128 + signal.SIGTERM and _CountingEngine.batches == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("skpo eval: stopped by SIGTERM: arith: stopped after 0 of 16 problems; nothing written")
+    assert not (tmp_path / "results.json").exists()

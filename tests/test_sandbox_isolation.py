@@ -10,9 +10,11 @@ cannot be built fails them loudly instead of skipping.
 
 from __future__ import annotations
 
+import ast
 import errno
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from skpo.paths import REPO_ROOT
+from skpo.paths import REPO_ROOT, benchmark_dir
 from skpo.rewards import code as sandbox
 from skpo.rewards.base import Verdict
 from skpo.rewards.code import run_python_batch, run_python_sandboxed, run_sandboxed, verify_humaneval
@@ -109,11 +111,11 @@ def test_no_network_not_even_the_hosts_loopback() -> None:
         port = listener.getsockname()[1]
         result = run_sandboxed(
             "import socket\n"
-            "print(sorted(name for _, name in socket.if_nameindex()))\n"
+            "print(sorted(line.split(':')[0].strip() for line in open('/proc/net/dev').readlines()[2:]))\n"
             "def attempt(what, family, kind, address, send=False):\n"
-            "    s = socket.socket(family, kind)\n"
-            "    s.settimeout(2.0)\n"
             "    try:\n"
+            "        s = socket.socket(family, kind)\n"
+            "        s.settimeout(2.0)\n"
             "        s.sendto(b'x', address) if send else s.connect(address)\n"
             "        print(what, 'reached')\n"
             "    except OSError as exc:\n"
@@ -125,10 +127,10 @@ def test_no_network_not_even_the_hosts_loopback() -> None:
         )
         assert result.finished, result.stderr
         assert result.stdout.splitlines() == [
-            "['lo']",  # a loopback of its own, and nothing else
-            f"loopback blocked {errno.ENETUNREACH}",  # ... which is down
-            f"tcp-out blocked {errno.ENETUNREACH}",
-            f"udp-out blocked {errno.ENETUNREACH}",
+            "['lo']",  # a loopback of its own (down), and nothing else
+            f"loopback blocked {errno.EPERM}",  # no socket but AF_UNIX can even be made
+            f"tcp-out blocked {errno.EPERM}",
+            f"udp-out blocked {errno.EPERM}",
             f"abstract-unix blocked {errno.ECONNREFUSED}",  # abstract sockets are per namespace
         ]
         for server in (listener, unix_listener):
@@ -601,3 +603,235 @@ def test_memory_outside_the_address_space_limit_is_refused() -> None:
     assert (memfd, shm, shm_errno) == (errno.EPERM, -1, errno.EPERM)
     assert written <= 64 // 15 and error in (errno.ENOSPC, errno.EFBIG)
 
+
+
+# ------------------------------------------------------------------------------------------
+# No namespaces, no second system-call interface, no socket but AF_UNIX.
+# ------------------------------------------------------------------------------------------
+
+# The escape that once got through: a user namespace of its own, a tmpfs of any size there, and
+# 100 files of 15 MB in it — 1.5 GB of the host's shared memory under memory_mb=256, "passed".
+_TMPFS_ESCAPE = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+def check(result, what):
+    if result != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"{what}: {os.strerror(error)}")
+uid, gid = os.getuid(), os.getgid()
+check(libc.unshare(0x10000000 | 0x00020000), "unshare")  # CLONE_NEWUSER | CLONE_NEWNS
+for name, line in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+    with open(f"/proc/self/{name}", "w") as handle:
+        handle.write(line)
+os.mkdir("big")
+check(libc.mount(b"tmpfs", b"big", b"tmpfs", 0, b"size=0"), "mount")
+for i in range(100):
+    with open(f"big/{i}", "wb") as handle:
+        handle.write(b"x" * (15 << 20))
+"""
+
+
+def test_the_tmpfs_escape_is_closed() -> None:
+    verdict = run_python_sandboxed(_TMPFS_ESCAPE, "", None, memory_mb=256, timeout_s=5.0)
+    assert verdict == Verdict(0.0, False, "error: PermissionError")  # unshare: EPERM, nothing mounted
+
+
+_KERNEL_PROBE = """
+import ctypes, os, socket, subprocess, sys, threading
+libc = ctypes.CDLL(None, use_errno=True)
+def call(number, *args):
+    result = libc.syscall(number, *args)
+    if result == 0 and number == {clone}:  # a child that should never exist
+        os._exit(0)
+    return result, ctypes.get_errno()
+class CloneArgs(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_uint64) for n in ("flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack",
+                                              "stack_size", "tls", "set_tid", "set_tid_size", "cgroup")]
+args = CloneArgs(flags=0x10000000, exit_signal=17)  # CLONE_NEWUSER
+params = ctypes.create_string_buffer(120)
+print("io_uring_setup", *call({io_uring_setup}, 8, params))
+print("clone3", *call({clone3}, ctypes.byref(args), ctypes.sizeof(args)))
+print("clone", *call({clone}, 0x10000000 | 17, 0, 0, 0, 0))  # CLONE_NEWUSER | SIGCHLD
+print("setns", *call({setns}, os.open("/proc/self/ns/net", os.O_RDONLY), 0))
+print("fsopen", *call({fsopen}, b"tmpfs", 0))
+for family in ("AF_VSOCK", "AF_INET", "AF_INET6", "AF_NETLINK", "AF_PACKET"):
+    try:
+        socket.socket(getattr(socket, family), socket.SOCK_RAW if family == "AF_PACKET" else socket.SOCK_DGRAM)
+        print(family, "made")
+    except OSError as exc:
+        print(family, exc.errno)
+# what programs use keeps working: Unix sockets, threads (clone3 falls back to clone), fork, exec
+a, b = socket.socketpair()
+a.sendall(b"unix")
+threading.Thread(target=lambda: None).start()
+pid = os.fork()
+if pid == 0:
+    os._exit(7)
+print(b.recv(4).decode(), os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]),
+      subprocess.run([sys.executable, "-c", "print('exec')"], capture_output=True, text=True).stdout.strip())
+"""
+
+
+def test_namespaces_io_uring_and_sockets_but_unix_are_refused() -> None:
+    from skpo.rewards._sandbox_child import BLOCKED_SYSCALLS, CHECKED_SYSCALLS
+
+    numbers = {**BLOCKED_SYSCALLS[os.uname().machine][1], **CHECKED_SYSCALLS[os.uname().machine]}
+    result = run_sandboxed(_KERNEL_PROBE.format(**numbers))
+    assert result.finished, result.stderr
+    assert result.stdout.splitlines() == [
+        f"io_uring_setup -1 {errno.EPERM}",
+        f"clone3 -1 {errno.ENOSYS}",  # (its flags are out of the filter's sight: the C library falls back to clone)
+        f"clone -1 {errno.EPERM}",
+        f"setns -1 {errno.EPERM}",
+        f"fsopen -1 {errno.EPERM}",
+        *[f"{family} {errno.EPERM}" for family in ("AF_VSOCK", "AF_INET", "AF_INET6", "AF_NETLINK", "AF_PACKET")],
+        "unix 7 exec",
+    ]
+
+
+def test_memory_made_without_mmap_counts_against_the_cap() -> None:
+    """Files on the sandbox's tmpfs are memory that RLIMIT_AS does not see. Where each sandbox
+    has a memory cgroup (``sandbox_memory_mode()``), they count against it: 200 MB of files under
+    memory_mb=64 end the run. Elsewhere only the tmpfs size bounds them (the documented fallback)."""
+    program = (
+        "for i in range(20):\n"
+        "    with open(f'/dev/shm/block{i}', 'wb') as f:\n"
+        "        f.write(b'x' * (10 << 20))\n"
+        "print('wrote 200 MB')\n"
+    )
+    verdict = run_python_sandboxed(program, "", None, memory_mb=64, max_file_mb=256, timeout_s=10.0)
+    if sandbox.sandbox_memory_mode() == "rlimit":
+        assert verdict == Verdict(1.0, True, "passed")
+    else:
+        assert sandbox.sandbox_memory_mode() in ("cgroup-v1", "cgroup-v2")
+        assert verdict == Verdict(0.0, False, "killed: memory limit (cgroup)")
+        assert not list(Path(sandbox.sandbox_memory_note()).glob(f"skpo-sandbox-{os.getpid()}-*"))  # removed after
+
+
+def test_without_a_memory_cgroup_the_rlimit_caps_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sandbox, "_setup", None)
+    monkeypatch.setenv("SKPO_SANDBOX_CGROUP", "none")
+    try:
+        assert sandbox.sandbox_memory_mode() == "rlimit"
+        assert "SKPO_SANDBOX_CGROUP=none" in sandbox.sandbox_memory_note()
+        huge = "def add(a, b):\n    return len(bytearray(1 << 30))\n"  # still bounded per process
+        assert run_python_sandboxed(huge, ADD_TESTS, "add", memory_mb=256).reason == "killed: memory limit (MemoryError)"
+    finally:
+        sandbox._setup = None  # the next test decides again, with the machine's cgroups
+
+
+# ------------------------------------------------------------------------------------------
+# What a program can read: the Python runtime, its scratch directory, nothing else.
+# ------------------------------------------------------------------------------------------
+
+SYSTEM_ENTRIES = {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "proc", "dev", "tmp", "var", "run"}
+
+
+def test_the_sandbox_sees_only_the_python_runtime() -> None:
+    run_dir = REPO_ROOT / "runs" / f"skpo-test-{uuid.uuid4().hex}"
+    home_file = Path.home() / f".skpo-test-{uuid.uuid4().hex}"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text('{"step": 1}\n')
+    home_file.write_text("secret\n")
+    paths = [run_dir / "metrics.jsonl", home_file, benchmark_dir() / "humaneval.jsonl.gz", REPO_ROOT / "pyproject.toml",
+             REPO_ROOT / "src" / "skpo" / "rewards" / "code.py"]
+    try:
+        assert all(p.is_file() for p in paths)
+        result = run_sandboxed(
+            "import os, sys\n"
+            f"for path in {[str(p) for p in paths]!r}:\n"
+            "    print(os.path.exists(path))\n"
+            "print(sorted(os.listdir('/')))\n"
+            f"print(sorted(os.listdir({str(REPO_ROOT)!r})) if os.path.isdir({str(REPO_ROOT)!r}) else None)\n"
+            "print(sys.prefix, sys.base_prefix, os.path.realpath(sys.executable))\n"
+        )
+        assert result.finished, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[: len(paths)] == ["False"] * len(paths)
+        runtime = lines[len(paths) + 2].split()
+        tops = {Path(p).parts[1] for p in runtime if len(Path(p).parts) > 1}
+        assert set(ast.literal_eval(lines[len(paths)])) <= SYSTEM_ENTRIES | tops
+        # the repository's folder is there only on the way to a virtualenv made in it
+        assert lines[len(paths) + 1] in ("None", "['.venv']")
+    finally:
+        shutil.rmtree(run_dir)
+        home_file.unlink()
+
+
+def test_the_humaneval_canonical_solution_cannot_be_looked_up() -> None:
+    """A wrong completion that loads the dataset's canonical solution and runs it would score 1
+    where the sandbox could read the benchmark file."""
+    import gzip
+    import json
+
+    benchmark = benchmark_dir() / "humaneval.jsonl.gz"
+    with gzip.open(benchmark, "rt", encoding="utf-8") as handle:
+        row = json.loads(handle.readline())
+    lookup = (
+        "    import gzip, json\n"
+        f"    with gzip.open({str(benchmark)!r}, 'rt') as handle:\n"
+        "        for line in handle:\n"
+        "            found = json.loads(line)\n"
+        f"            if found['entry_point'] == {row['entry_point']!r}:\n"
+        "                scope = {}\n"
+        "                exec(found['prompt'] + found['canonical_solution'], scope)\n"
+        f"                return scope[{row['entry_point']!r}]({', '.join(_arguments(row['prompt'], row['entry_point']))})\n"
+    )
+    assert verify_humaneval(row["canonical_solution"], row) == Verdict(1.0, True, "passed")  # the row is sound
+    assert verify_humaneval(lookup, row) == Verdict(0.0, False, "error: FileNotFoundError")
+
+
+def _arguments(prompt: str, entry_point: str) -> list[str]:
+    tree = ast.parse(prompt)
+    function = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == entry_point)
+    return [a.arg for a in function.args.args]
+
+
+# ------------------------------------------------------------------------------------------
+# Judges are reaped by skpo itself, whatever runs above it.
+# ------------------------------------------------------------------------------------------
+
+_TIMEOUTS_THEN_A_PASS = """
+import os, sys
+from skpo.rewards.code import run_python_sandboxed
+timeouts, processes = int(sys.argv[1]), int(sys.argv[2])
+reasons = {{run_python_sandboxed("while True:\\n    pass\\n", "", None, timeout_s=0.2, max_processes=processes).reason
+           for _ in range(timeouts)}}
+passed = run_python_sandboxed("def add(a, b):\\n    return a + b\\n", {ADD_TESTS!r}, "add", max_processes=processes).reason
+zombies = 0
+for entry in os.listdir("/proc"):
+    try:
+        zombies += entry.isdigit() and open(f"/proc/{{entry}}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        pass
+print(os.getpid(), sorted(reasons), passed, zombies)
+""".format(ADD_TESTS=ADD_TESTS)
+
+
+def _under_an_init_that_never_reaps(timeouts: int, processes: int, slots: int) -> str:
+    """``timeouts`` sandboxes that time out, then a correct one, run from pid 1 of a new PID
+    namespace: a Python process, which never waits for orphans (a container's pid 1 without an
+    init). Prints its pid, the timeouts' reasons, the last verdict and the zombies left."""
+    namespaces = ["--pid", "--fork", "--mount-proc"] if os.geteuid() == 0 else ["--user", "--map-current-user", "--pid",
+                                                                               "--fork", "--mount-proc"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src"), "SKPO_SANDBOX_SLOTS": str(slots)}
+    done = subprocess.run(["unshare", *namespaces, sys.executable, "-c", _TIMEOUTS_THEN_A_PASS, str(timeouts),
+                           str(processes)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.mark.xdist_group("processes")
+def test_timed_out_judges_leave_no_zombie_where_nothing_reaps() -> None:
+    # As root, one uid and a process limit of 2 (the judge and the program): a single zombie
+    # judge of that uid made the next sandbox fail with BlockingIOError. (In a user namespace
+    # the outer process counts too.)
+    result = _under_an_init_that_never_reaps(timeouts=5, processes=2 if os.geteuid() == 0 else 3, slots=1)
+    assert result == "1 ['timeout after 0.2s'] passed 0"  # (pid 1: the script was the namespace's init)
+
+
+@pytest.mark.slow(reason="the same zombie-free timeouts, 5 of them with one uid and 2 processes, run in the quick "
+                         "test_timed_out_judges_leave_no_zombie_where_nothing_reaps")
+@pytest.mark.xdist_group("processes")
+def test_fifty_timeouts_then_a_correct_program_passes_where_nothing_reaps() -> None:
+    assert _under_an_init_that_never_reaps(timeouts=50, processes=8, slots=2) == "1 ['timeout after 0.2s'] passed 0"

@@ -72,7 +72,8 @@ def register_reward(name: str, fn: Callable[..., Any], *, batched: bool = False,
 def build(config: str | Path | Any | None = None, *, overrides: Iterable[str] = (), model: str | Path | None = None,
           data: str | Path | Iterable[Mapping[str, Any]] | None = None, reward: str | Callable[..., Any] | None = None,
           reward_range: tuple[float, float] | None = None, method: str | Path | Mapping[str, Any] | None = None,
-          out_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False):
+          out_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
+          allow_data_change: bool = False):
     """A :class:`~skpo.training.trainer.Trainer`, ready to ``train()``.
 
     Args:
@@ -88,7 +89,7 @@ def build(config: str | Path | Any | None = None, *, overrides: Iterable[str] = 
         method: a shipped method's name, a method file, or a method document as a dict (written to
             ``OUT/inputs/method.yaml``).
         out_dir: ``log.out_dir``.
-        resume, overwrite: as ``--resume`` / ``--overwrite``.
+        resume, overwrite, allow_data_change: as ``--resume`` / ``--overwrite`` / ``--allow-data-change``.
     """
     items: list[str] = []
     if out_dir is not None:
@@ -129,7 +130,7 @@ def build(config: str | Path | Any | None = None, *, overrides: Iterable[str] = 
     elif method is not None:
         items.append(f"train.method={method}")
     cfg = load_config(None if base_tree is not None else config, [*_tree_overrides(base_tree), *items, *overrides])
-    return build_trainer(cfg, resume=resume, overwrite=overwrite)
+    return build_trainer(cfg, resume=resume, overwrite=overwrite, allow_data_change=allow_data_change)
 
 
 def train(config: str | Path | Any | None = None, **kwargs: Any):

@@ -7,7 +7,7 @@ Anything else is a bug and keeps its traceback (exit 1). ``skpo --debug …`` or
 ``SKPO_DEBUG=1`` shows the traceback of user errors too.
 
 Exit codes: 0 done; 2 user error; 128 + signal number when training stopped on SIGINT/SIGTERM
-(after saving a checkpoint); 1 a bug (traceback).
+(after saving a checkpoint) or an evaluation did (nothing written); 1 a bug (traceback).
 """
 
 from __future__ import annotations
@@ -63,7 +63,12 @@ class TrainingInterrupted(Exception):
 
 
 class EvaluationInterrupted(Exception):
-    """An evaluation stopped between two of its batches because a stop signal arrived."""
+    """An evaluation stopped between two of its batches because a stop signal arrived;
+    ``signum`` names it where the caller knows it (``skpo eval`` then exits with 128 + it)."""
+
+    def __init__(self, message: str, signum: int | None = None) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 def debug_enabled() -> bool:
@@ -102,13 +107,18 @@ def quiet_when_piped() -> None:
 
 def run_command(name: str, main: Callable[[list[str]], int | None], argv: list[str]) -> int:
     """``main(argv)`` with user errors as one line on stderr (exit 2), an interrupted training
-    as one line (exit 128 + signum), and bugs left to raise."""
+    or evaluation as one line (exit 128 + signum), and bugs left to raise."""
     quiet_when_piped()
     try:
         return int(main(argv) or 0)
     except TrainingInterrupted as err:
         print(f"skpo {name}: {err}", file=sys.stderr)
         return err.exit_code
+    except EvaluationInterrupted as err:
+        if err.signum is None:
+            raise
+        print(f"skpo {name}: {err}", file=sys.stderr)
+        return 128 + err.signum
     except BrokenPipeError:  # the reader went away (``skpo methods | head``): nothing to say
         with contextlib.suppress(OSError):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - interpreter shutdown flushes stdout again

@@ -18,13 +18,15 @@ Prints a ``rich`` table (benchmark, n, avg@k, pass@1, pass@k, maj@k) and writes 
 as JSON (format in ``docs/evaluation.md``). The ``arith`` benchmark uses the task difficulty
 recorded in the model directory's ``warmstart.json`` when there is one, else the default.
 A checkpoint is verified (sizes and SHA-256 of its manifest) before it is loaded. Errors the
-user can fix are one line ``skpo eval: …`` with exit status 2.
+user can fix are one line ``skpo eval: …`` with exit status 2. SIGINT/SIGTERM stop the evaluation
+after the engine batch in flight: one line, nothing written, exit status 128 + the signal.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -35,13 +37,14 @@ from rich.console import Console
 from rich.table import Table
 
 from skpo.commands.parsers import evaluate_parser
-from skpo.errors import UserError, log_to_console, run_command
-from skpo.evaluation.benchmarks import BenchmarkSpec, load_spec_file, resolve_benchmarks
+from skpo.errors import EvaluationInterrupted, UserError, log_to_console, run_command
+from skpo.evaluation.benchmarks import BenchmarkSpec, load_problems, load_spec_file, resolve_benchmarks
 from skpo.evaluation.runner import evaluate
 from skpo.models.loading import load_policy, load_tokenizer, shipped_model_dir
 from skpo.tasks.arith import ArithConfig
 from skpo.training.checkpoint import find_checkpoint, verify_checkpoint
 from skpo.training.run_dir import read_run_json
+from skpo.training.signals import StopOnSignals
 
 
 def _is_model_dir(path: Path) -> bool:
@@ -167,6 +170,9 @@ def _main(argv: list[str]) -> int:
             specs = [s.model_copy(update={"max_prompt_tokens": args.max_prompt_tokens}) for s in specs]
         if args.k < 1:
             raise ValueError(f"--k must be >= 1, got {args.k}")
+        for spec in specs:  # every file read and checked (the reward's columns too) before the model loads
+            if spec.path is not None:
+                load_problems(spec, args.limit)
         model_dir = resolve_model_dir(args.model)
     except (KeyError, ValueError) as e:  # unknown benchmark, bad spec or argument (DatasetError is a ValueError)
         if isinstance(e, UserError):
@@ -191,15 +197,22 @@ def _main(argv: list[str]) -> int:
 
     results: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
-    for spec in specs:
-        try:
-            results[spec.name] = evaluate(
-                model, tokenizer, spec, k=args.k, temperature=args.temperature, top_p=args.top_p,
-                max_new_tokens=args.max_new_tokens, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
-                use_chat_template=chat, save_samples=args.save_samples, progress=not args.no_progress,
-            )
-        except (FileNotFoundError, ValueError) as e:
-            raise _EvalError(f"{spec.name}: {e}") from e
+    # SIGINT/SIGTERM stop the evaluation after the batch in flight, with one line and 128 + the signal
+    with StopOnSignals(doing="stopping after the batch in flight; nothing is written") as signals:
+        for spec in specs:
+            try:
+                results[spec.name] = evaluate(
+                    model, tokenizer, spec, k=args.k, temperature=args.temperature, top_p=args.top_p,
+                    max_new_tokens=args.max_new_tokens, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
+                    use_chat_template=chat, save_samples=args.save_samples, progress=not args.no_progress,
+                    should_stop=lambda: signals.signum is not None,
+                )
+            except EvaluationInterrupted as e:
+                assert signals.signum is not None
+                raise EvaluationInterrupted(f"stopped by {signal.Signals(signals.signum).name}: {e}; nothing written",
+                                            signals.signum) from None
+            except (FileNotFoundError, ValueError) as e:
+                raise _EvalError(f"{spec.name}: {e}") from e
     report = {
         "model": str(model_dir),
         "model_arg": args.model,

@@ -58,6 +58,9 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue the run in log.out_dir from its newest intact checkpoint")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run in log.out_dir (its files are removed first)")
+    parser.add_argument("--allow-data-change", action="store_true",
+                        help="with --resume: continue although the training data changed since the run started "
+                        "(recorded in run.json; refused otherwise)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and method, then exit")
     parser.add_argument("--check", action="store_true", help="validate the config and its paths, then exit")
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",

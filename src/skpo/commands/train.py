@@ -42,7 +42,7 @@ def _main(argv: list[str]) -> int:
     log_to_console(logging.INFO)
     if args.check:
         try:
-            notes = check_run(cfg, resume=args.resume, overwrite=args.overwrite)
+            notes = check_run(cfg, resume=args.resume, overwrite=args.overwrite, allow_data_change=args.allow_data_change)
         except ValueError as err:  # its messages name the key (reward, benchmarks, device)
             raise ConfigError(str(err)) from err
         for note in notes:
@@ -54,7 +54,7 @@ def _main(argv: list[str]) -> int:
         check_paths(cfg)
     except ValueError as err:  # its messages name the key (reward, benchmarks)
         raise ConfigError(str(err)) from err
-    trainer = build_trainer(cfg, resume=args.resume, overwrite=args.overwrite)
+    trainer = build_trainer(cfg, resume=args.resume, overwrite=args.overwrite, allow_data_change=args.allow_data_change)
     trainer.train()
     if trainer.accelerator.is_main_process:  # one line per run, not per process
         print(f"done: {cfg.log.out_dir} (step {trainer.step})")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -136,6 +136,9 @@ class HFEngine:
         autocast_dtype: run the model under ``torch.autocast`` in this dtype (``bfloat16`` /
             ``float16``): mixed-precision rollouts over float32 master weights, as a bf16
             inference engine would decode. ``None``: the weights' own dtype.
+        between_batches: called after each batch of a :meth:`generate` call but its last; an
+            exception it raises ends the call there (an evaluation stopping on a signal within
+            one batch, however many batches one call holds).
     """
 
     logprobs_after_top_p = False  # log_softmax(logits / T), before top-p (the protocol's)
@@ -151,6 +154,7 @@ class HFEngine:
         batch_size: int = 64,
         share_prefix: bool = True,
         autocast_dtype: torch.dtype | None = None,
+        between_batches: Callable[[], None] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -167,6 +171,7 @@ class HFEngine:
         self.batch_size = batch_size
         self.share_prefix = share_prefix
         self.autocast_dtype = autocast_dtype
+        self.between_batches = between_batches
         params = inspect.signature(model.forward).parameters
         # Prefill only needs the last position's logits: [U, V] instead of [U, P, V].
         self._keeps_logits = "logits_to_keep" in params
@@ -209,6 +214,8 @@ class HFEngine:
                 chunk = rows[start : start + self.batch_size]
                 for row, completion in zip(chunk, self._generate_chunk(prompts, chunk, params)):
                     out[row.prompt][row.sample] = completion
+                if self.between_batches is not None and start + self.batch_size < len(rows):
+                    self.between_batches()
         return out  # type: ignore[return-value]
 
     def score(

@@ -188,8 +188,10 @@ def evaluate(
         prompt_ids: one prompt (token ids) per problem, used as given instead of the template —
             e.g. SKPO's skip input ``[s, q]``. They must be written in the spec's prompt format
             (stop tokens and strings follow it); no overlong filter.
-        should_stop: asked after every engine call; ``True`` raises
-            :class:`~skpo.errors.EvaluationInterrupted` (a training run stopping on a signal).
+        should_stop: asked after every engine batch (``batch_size`` rows) but the last; ``True``
+            raises :class:`~skpo.errors.EvaluationInterrupted` (a run stopping on a signal), so
+            a stop comes within one batch at any batch size. The batches are the same as
+            without it: which samples are drawn does not change.
 
     Returns:
         A JSON-serialisable dict; see ``docs/evaluation.md``. Main keys: ``benchmark``,
@@ -235,6 +237,12 @@ def evaluate(
         raise ValueError("the tokenizer has neither a pad nor an EOS token; cannot pad prompts")
     plain = prompt_format == "plain"
     stop = list(spec.stop) if plain else []
+    done = 0  # problems generated in full
+
+    def stop_if_asked() -> None:
+        if should_stop is not None and should_stop():
+            raise EvaluationInterrupted(f"{spec.name}: stopped after {done} of {len(prompts)} problems")
+
     engine = HFEngine(
         model,
         pad_token_id=int(pad),
@@ -242,6 +250,7 @@ def evaluate(
         decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=False),
         batch_size=batch_size,
         autocast_dtype=autocast_dtype,
+        between_batches=stop_if_asked,  # a stop within one batch, whatever the prompts per call
     )
     seeds = prompt_seeds(seed, len(prompts))
     # Prompts per engine call: enough to fill a batch, small enough for a live progress bar.
@@ -258,10 +267,11 @@ def evaluate(
                 temperature=temperature, top_p=top_p, max_new_tokens=budget, stop=stop, seed=seeds[start:end]
             )
             results += engine.generate(prompts[start:end], k, params, max_new_tokens=per_prompt[start:end])
+            done = end
             if bar:
                 bar.update(task, completed=end)
-            if should_stop is not None and end < len(prompts) and should_stop():
-                raise EvaluationInterrupted(f"{spec.name}: stopped after {end} of {len(prompts)} problems")
+            if end < len(prompts):
+                stop_if_asked()
     finally:
         if bar:
             bar.stop()

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import re
 import copy
+import json
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from skpo.errors import UserError
 from skpo.models.manifest import verify_checkpoint
 
 _ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -76,6 +78,37 @@ def _check_dir(path: str | Path, what: str, needed: tuple[str, ...]) -> Path:
     return path
 
 
+class ModelFilesError(UserError, ValueError):
+    """A model folder whose weight files are damaged or incomplete; the message names the file."""
+
+
+def check_weight_files(path: str | Path) -> None:
+    """Every safetensors file of a model folder (``model.safetensors``, or the shards its
+    ``model.safetensors.index.json`` lists) is there and whole: its header reads and its data
+    covers what the header promises. Reads the headers only. Raises :class:`ModelFilesError`."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise ModelFilesError(f"{index}: not a safetensors index ({err})") from None
+    else:
+        shards = ["model.safetensors"] if (path / "model.safetensors").is_file() else []
+    for name in shards:
+        file = path / name
+        if not file.is_file():
+            raise ModelFilesError(f"{file}: missing (listed in {index.name}); the model folder is incomplete")
+        try:
+            with safe_open(str(file), "pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise ModelFilesError(f"{file}: not a whole safetensors file ({err}); the model folder is damaged "
+                                  "or was copied only in part") from None
+
+
 def load_policy(
     path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | str | None = None
 ) -> PreTrainedModel:
@@ -90,10 +123,12 @@ def load_policy(
     Raises:
         FileNotFoundError / NotADirectoryError: naming ``path`` when it is missing or not a
             model directory.
+        ModelFilesError: a safetensors file is damaged or truncated (:func:`check_weight_files`).
     """
     path = _check_dir(path, "model", ("config.json",))
     if not any((path / name).is_file() for name in _WEIGHT_FILES):
         raise FileNotFoundError(f"{str(path)!r} has a config.json but no weights ({', '.join(_WEIGHT_FILES)})")
+    check_weight_files(path)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     model = AutoModelForCausalLM.from_pretrained(

@@ -1,18 +1,20 @@
 """The inside of the code sandbox: what runs between the host and the model's program.
 
 :mod:`skpo.rewards.code` byte-compiles this file with the sandbox's interpreter and starts
-``python -I -B <compiled file> <ten integers>`` (see :func:`parse_config`). Standard library
-only, and nothing from ``skpo`` (the sandbox interpreter may not see the host's packages).
-One start becomes three processes:
+``python -I -B <compiled file> <ten integers> <cgroup> <hidden paths>`` (see
+:func:`parse_config`). Standard library only, and nothing from ``skpo`` (the sandbox interpreter
+may not see the host's packages). One start becomes three processes:
 
 * **outer** — started by the host. Reads the program from stdin, creates the namespaces
   (network, IPC, mount, PID, plus a user namespace when the host is not root), forks the
-  judge and hands its exit status back to the host. It never runs model code.
-* **judge** — pid 1 of the new PID namespace. Mounts a fresh ``/proc``, a minimal ``/dev``
-  (null, zero, full, random, urandom and a private ``/dev/shm``), private tmpfs over
-  ``/tmp``, ``/var/tmp`` and ``/run`` (and, in a user namespace, remounts everything else
-  read-only), drops to the sandbox identity for good, sets the limits,
-  forks the program, then reads the tests and runs them itself. When the tests need
+  judge, waits for it and hands its exit status back. It never runs model code. On SIGTERM
+  from the host it kills the judge and reaps it before it exits.
+* **judge** — pid 1 of the new PID namespace. Puts the sandbox's root together on a fresh
+  tmpfs and switches to it (:func:`_build_root`: the system's files and the Python
+  installation read-only, a fresh ``/proc``, a minimal ``/dev``, private tmpfs on ``/tmp``,
+  ``/var/tmp``, ``/run`` and ``/dev/shm``; nothing else of the host), drops to the sandbox
+  identity for good, sets the limits and the system-call filter, forks the program, then
+  reads the tests and runs them itself. When the tests need
   something of the program (the function under test, a helper), it asks the program over a
   pipe and gets back plain data or a handle. Its verdict goes to the host on a pipe the
   program never holds.
@@ -73,12 +75,14 @@ from builtins import (  # noqa: E402
 # sandbox pays for each import at start, and start-up is most of a sandbox's cost.
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 32, 4096, 8192, 16384, 1 << 18
 # Flags a read-only bind remount must repeat, or the kernel refuses it inside a user
 # namespace (they are locked on mounts inherited from the parent namespace).
 MS_KEPT = MS_NOSUID | MS_NODEV | MS_NOEXEC | 1024 | 2048 | 4096  # + NOATIME, NODIRATIME, RELATIME
@@ -97,18 +101,39 @@ NO_IMPORT = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo"
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
-# System calls the sandbox refuses (EPERM), by architecture (audit arch, syscall numbers): the
-# kernel keyrings (add_key, request_key, keyctl: keys are per uid and session, not per
-# namespace, so a program could read the host's session keyring or leave keys for a later
-# sandbox of its uid) and memory outside the address-space limit (memfd_create and
-# memfd_secret, SysV shmget: pages that RLIMIT_AS does not count). POSIX shared memory lives in
-# the private /dev/shm tmpfs, whose size is capped like /tmp's.
+# System calls the sandbox refuses (EPERM), by architecture (audit arch, syscall numbers):
+# - the kernel keyrings (add_key, request_key, keyctl: keys are per uid and session, not per
+#   namespace, so a program could read the host's session keyring or leave keys for a later
+#   sandbox of its uid);
+# - memory outside the address-space limit (memfd_create and memfd_secret, SysV shmget: pages
+#   that RLIMIT_AS does not count; POSIX shared memory lives in the private /dev/shm tmpfs,
+#   whose size is capped like /tmp's);
+# - namespaces and mounts (unshare, setns, the mount calls old and new): a user namespace of
+#   its own would let a program mount a tmpfs of any size, outside every cap;
+# - io_uring (a second system-call interface that no filter sees into).
+# clone, clone3, socket and socketpair are checked by argument: see CHECKED_SYSCALLS.
+_GENERIC_MOUNT_API = {"open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
+                      "fspick": 433, "mount_setattr": 442, "open_tree_attr": 467}
+_IO_URING = {"io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427}
 BLOCKED_SYSCALLS = {
     "x86_64": (0xC000003E, {"add_key": 248, "request_key": 249, "keyctl": 250, "memfd_create": 319,
-                            "memfd_secret": 447, "shmget": 29}),
+                            "memfd_secret": 447, "shmget": 29, "unshare": 272, "setns": 308, "mount": 165,
+                            "umount2": 166, "pivot_root": 155, **_GENERIC_MOUNT_API, **_IO_URING}),
     "aarch64": (0xC00000B7, {"add_key": 217, "request_key": 218, "keyctl": 219, "memfd_create": 279,
-                             "memfd_secret": 447, "shmget": 194}),
+                             "memfd_secret": 447, "shmget": 194, "unshare": 97, "setns": 268, "mount": 40,
+                             "umount2": 39, "pivot_root": 41, **_GENERIC_MOUNT_API, **_IO_URING}),
 }
+# Checked by argument: clone with any namespace flag fails with EPERM; clone3, whose flags live
+# in memory a filter cannot read, fails with ENOSYS, on which the C library falls back to clone
+# (threads, fork, posix_spawn); socket and socketpair are refused (EPERM) for every address
+# family but AF_UNIX: no IPv4/IPv6 (the network namespace has none anyway), netlink, packet or
+# vsock (on a virtual machine, a channel to the hypervisor).
+CHECKED_SYSCALLS = {
+    "x86_64": {"clone": 56, "clone3": 435, "socket": 41, "socketpair": 53},
+    "aarch64": {"clone": 220, "clone3": 435, "socket": 198, "socketpair": 199},
+}
+CLONE_NAMESPACES = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET
+AF_UNIX = 1
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 
 
@@ -284,18 +309,26 @@ def _exception_text(exc: BaseException) -> tuple[str, str]:
 
 
 def parse_config(argv: list[str]) -> dict:
-    """The host passes ten integers: see ``skpo.rewards.code._run``."""
+    """The host passes ten integers, the memory cgroup the host put this process in (``-``:
+    none) and the paths to hide should they lie inside the Python installation: see
+    ``skpo.rewards.code._run``."""
     names = ("user_namespace", "uid", "gid", "tmpfs_mb", "memory", "cpu", "nproc", "fsize", "nofile", "report_fd")
-    values = [int(v) for v in argv]
-    if len(values) != len(names):
-        raise SystemExit(f"expected {len(names)} integers, got {len(values)}")
-    config = dict(zip(names, values))
+    if len(argv) < len(names) + 1:
+        raise SystemExit(f"expected {len(names)} integers and a cgroup, got {len(argv)} arguments")
+    values = [int(v) for v in argv[: len(names)]]
+    config: dict = dict(zip(names, values))
     config["limits"] = values[4:9]
+    config["cgroup"] = None if argv[len(names)] == "-" else argv[len(names)]
+    config["hidden"] = list(argv[len(names) + 1 :])
     return config
 
 
 def _outer(config: dict) -> None:
     report = config["report_fd"]
+    # SIGTERM from the host means "end the sandbox": the handler kills the judge (and with it
+    # the namespace), which this process then reaps before it exits, so no judge is left for
+    # whatever runs above the host to reap. Held back until the judge's pid is known.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     try:
         # If the host thread that started us dies, so do we (and, through the judge's own
         # death signal, everything in the namespaces).
@@ -318,6 +351,7 @@ def _outer(config: dict) -> None:
     judge = os.fork()
     if judge == 0:
         try:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
             _judge(config, program, report)
         except SetupError as exc:
             _report(report, ["setup_error", str(exc)])
@@ -326,12 +360,18 @@ def _outer(config: dict) -> None:
 
             _report(report, ["setup_error", "judge crashed:\n" + traceback.format_exc()[-MAX_TEXT:]])
         os._exit(0)
+    # Not reaped before waitpid below, so the pid still names the judge when the handler runs.
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(judge, signal.SIGKILL))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     os.close(report)
     os.close(0)
     _, status = os.waitpid(judge, 0)
     if os.WIFSIGNALED(status):
-        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
-        os.kill(os.getpid(), os.WTERMSIG(status))
+        number = os.WTERMSIG(status)
+        if number != signal.SIGKILL:
+            signal.signal(number, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {number})
+        os.kill(os.getpid(), number)
     os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
@@ -340,15 +380,20 @@ def _outer(config: dict) -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def _read_only_except(keep: list[str]) -> None:
-    """Remount every mount read-only except ``keep`` (and what lies below them)."""
-    import re
+def _unescape(field: str) -> str:
+    """A path as ``/proc/self/mountinfo`` writes it: space, tab, newline and backslash as
+    ``\\ooo`` octal escapes (without importing ``re``: every import is paid at each start)."""
+    parts = field.split("\\")
+    return parts[0] + "".join(chr(int(p[:3], 8)) + p[3:] if p[:3].isdigit() else "\\" + p for p in parts[1:])
 
+
+def _read_only_except(writable: list[str]) -> None:
+    """Remount every mount read-only except the mount points in ``writable`` (exactly: a bind
+    below one of them is made read-only too) and what lies under ``/proc`` and ``/dev``."""
     with open("/proc/self/mountinfo", encoding="utf-8") as handle:
-        points = [line.split()[4] for line in handle]
-    for escaped in points:
-        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), escaped)  # " " is \040
-        if any(point == k or point.startswith(k.rstrip("/") + "/") for k in keep):
+        points = [_unescape(line.split()[4]) for line in handle]
+    for point in points:
+        if point in writable or any(point == top or point.startswith(top + "/") for top in ("/proc", "/dev")):
             continue
         try:
             flags = os.statvfs(point).f_flag
@@ -398,23 +443,49 @@ def _set_limits(limits: list[int]) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
 
 
-def _refuse_syscalls() -> None:
-    """A seccomp filter: :data:`BLOCKED_SYSCALLS` fail with EPERM, as does every system call of
-    another ABI (x32, 32-bit); the rest are allowed. Needs no privilege once no_new_privs is set."""
-    machine = os.uname().machine
+def _filter_program(machine: str) -> list[tuple[int, int, int, int]]:
+    """The seccomp filter (classic BPF, ``(code, jt, jf, k)``): :data:`BLOCKED_SYSCALLS` and
+    every system call of another ABI (x32, 32-bit) fail with EPERM, :data:`CHECKED_SYSCALLS` by
+    their first argument; the rest are allowed."""
     if machine not in BLOCKED_SYSCALLS:
         raise SetupError(f"no system-call filter for this architecture ({machine})")
-    arch, numbers = BLOCKED_SYSCALLS[machine]
-    ld_w_abs, jeq_k, jge_k, ret_k = 0x20, 0x15, 0x35, 0x06
-    allow, deny = 0x7FFF0000, 0x00050000 | 1  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | EPERM
-    blocked = sorted(set(numbers.values()))
-    n = len(blocked)
-    # 0 arch; 1 jeq arch; 2 deny; 3 nr; 4 x32 bit; 5.. one test per blocked nr; allow; deny
-    program = [(ld_w_abs, 0, 0, 4), (jeq_k, 1, 0, arch), (ret_k, 0, 0, deny), (ld_w_abs, 0, 0, 0),
-               (jge_k, n + 1, 0, 0x40000000)]
-    for i, nr in enumerate(blocked):
-        program.append((jeq_k, n - i, 0, nr))  # to the final deny
-    program += [(ret_k, 0, 0, allow), (ret_k, 0, 0, deny)]
+    arch, blocked = BLOCKED_SYSCALLS[machine]
+    checked = CHECKED_SYSCALLS[machine]
+    ld_w_abs, jeq_k, jge_k, jset_k, ret_k = 0x20, 0x15, 0x35, 0x45, 0x06
+    allow, errno_ret = 0x7FFF0000, 0x00050000  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | errno
+    nr, arch_at, first_arg = 0, 4, 16  # offsets in struct seccomp_data (the argument's low 32 bits)
+    # (code, jump if true, jump if false, k); jumps name a label (None: the next instruction)
+    code: list[tuple] = [
+        (ld_w_abs, None, None, arch_at), (jeq_k, None, "deny", arch),
+        (ld_w_abs, None, None, nr), (jge_k, "deny", None, 0x40000000),  # the x32 ABI
+        (jeq_k, "enosys", None, checked["clone3"]), (jeq_k, "clone", None, checked["clone"]),
+        (jeq_k, "socket", None, checked["socket"]), (jeq_k, "socket", None, checked["socketpair"]),
+        *[(jeq_k, "deny", None, number) for number in sorted(set(blocked.values()))],
+        (ret_k, None, None, allow),
+        "clone", (ld_w_abs, None, None, first_arg), (jset_k, "deny", None, CLONE_NAMESPACES), (ret_k, None, None, allow),
+        "socket", (ld_w_abs, None, None, first_arg), (jeq_k, None, "deny", AF_UNIX), (ret_k, None, None, allow),
+        "deny", (ret_k, None, None, errno_ret | 1),  # EPERM
+        "enosys", (ret_k, None, None, errno_ret | 38),  # ENOSYS
+    ]
+    labels, at = {}, 0
+    for entry in code:
+        if isinstance(entry, str):
+            labels[entry] = at
+        else:
+            at += 1
+    program = []
+    for entry in code:
+        if isinstance(entry, str):
+            continue
+        op, jt, jf, k = entry
+        here = len(program) + 1  # jumps count from the next instruction
+        program.append((op, 0 if jt is None else labels[jt] - here, 0 if jf is None else labels[jf] - here, k))
+    return program
+
+
+def _refuse_syscalls() -> None:
+    """Install :func:`_filter_program`. Needs no privilege once no_new_privs is set."""
+    program = _filter_program(os.uname().machine)
 
     class Filter(ctypes.Structure):
         _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
@@ -428,38 +499,170 @@ def _refuse_syscalls() -> None:
                       ctypes.c_ulong(0), ctypes.c_ulong(0)), "seccomp")
 
 
-def _minimal_dev(tmpfs: str) -> None:
-    """Replace /dev by a read-only tmpfs holding only ``DEVICES`` and a private /dev/shm."""
-    # Opened before the tmpfs hides them; bound from /proc/self/fd/N (no mknod in a user
-    # namespace, but a bind mount of an existing node works).
+def _minimal_dev(root: str, tmpfs: str) -> None:
+    """``root``/dev: a read-only tmpfs holding only ``DEVICES`` and a private ``shm``."""
+    # Bound from /proc/self/fd/N: no mknod in a user namespace, but a bind mount of an
+    # existing node works.
+    dev = root + "/dev"
     nodes = {name: os.open(f"/dev/{name}", os.O_PATH) for name in DEVICES}
-    _mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,nr_inodes=64,mode=0755")
+    os.mkdir(dev, 0o755)
+    _mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,nr_inodes=64,mode=0755")
     for name, fd in nodes.items():
-        os.close(os.open(f"/dev/{name}", os.O_CREAT | os.O_WRONLY, 0o666))
-        _mount(f"/proc/self/fd/{fd}", f"/dev/{name}", None, MS_BIND)
+        os.close(os.open(f"{dev}/{name}", os.O_CREAT | os.O_WRONLY, 0o666))
+        _mount(f"/proc/self/fd/{fd}", f"{dev}/{name}", None, MS_BIND)
         os.close(fd)
-    os.symlink("/proc/self/fd", "/dev/fd")
+    os.symlink("/proc/self/fd", f"{dev}/fd")
     for fd, name in enumerate(("stdin", "stdout", "stderr")):
-        os.symlink(f"/proc/self/fd/{fd}", f"/dev/{name}")
-    os.mkdir("/dev/shm")
-    _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, tmpfs)
-    _mount(None, "/dev", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
+        os.symlink(f"/proc/self/fd/{fd}", f"{dev}/{name}")
+    os.mkdir(f"{dev}/shm")
+    _mount("tmpfs", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NODEV, tmpfs)
+    _mount(None, dev, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
+
+
+# What the sandbox sees of the host, read-only: the system's programs and libraries, a few files
+# of /etc that the C library and Python read, and the Python installation the judge runs on.
+SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+ETC_FILES = ("ld.so.cache", "ld.so.conf", "localtime", "timezone", "nsswitch.conf", "hosts", "host.conf",
+             "protocols", "services", "mime.types")
+# Where the new root is put together before the switch: a directory of the host that nothing
+# the sandbox needs lies under (the first that exists).
+ASSEMBLY_POINTS = ("/sys", "/mnt", "/media", "/srv", "/boot", "/opt")
+PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
+MNT_DETACH = 2
+
+
+def _within(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def _runtime_paths() -> list[str]:
+    """Directories of the Python installation this interpreter runs from: its prefixes, every
+    directory on the way from ``sys.executable`` through its links to the binary, and those of
+    the shared libraries it has loaded (``/proc/self/maps``)."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    link = sys.executable
+    for _ in range(40):
+        paths.add(os.path.dirname(link))
+        if not os.path.islink(link):
+            break
+        link = os.path.normpath(os.path.join(os.path.dirname(link), os.readlink(link)))
+    with open("/proc/self/maps", encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and fields[5].startswith("/") and ".so" in fields[5]:
+                paths.add(os.path.dirname(fields[5].rstrip("\n")))
+    return sorted(os.path.normpath(p) for p in paths if p and os.path.isabs(p) and os.path.isdir(p))
+
+
+def _make_dirs(root: str, path: str, forbidden: list[str]) -> None:
+    """``root + path`` as plain directories, created one by one, never through a link or into a
+    bind mount (``forbidden``): what is made here must never land on the host."""
+    at = root
+    for part in path.strip("/").split("/"):
+        at = f"{at}/{part}"
+        if any(_within(at, f) for f in forbidden) or os.path.islink(at):
+            raise SetupError(f"building the sandbox's root: {at} lies in a bind mount or behind a link")
+        if not os.path.isdir(at):
+            os.mkdir(at, 0o755)
+
+
+def _bind(source: str, root: str, forbidden: list[str]) -> None:
+    _make_dirs(root, source, forbidden)
+    _mount(source, root + source, None, MS_BIND | MS_REC)  # recursive: below locked mounts in a user namespace
+    forbidden.append(root + source)
+
+
+def _copy_etc(root: str) -> None:
+    os.mkdir(root + "/etc", 0o755)
+    for name in ETC_FILES:
+        host = "/etc/" + name
+        try:
+            if os.path.islink(host):
+                os.symlink(os.readlink(host), f"{root}/etc/{name}")
+            elif os.path.isfile(host) and os.path.getsize(host) <= 4 << 20:
+                with open(host, "rb") as source, open(f"{root}/etc/{name}", "wb") as target:
+                    target.write(source.read())
+                os.chmod(f"{root}/etc/{name}", 0o644)
+        except OSError:  # unreadable here: the sandbox goes without it
+            continue
+
+
+def _build_root(tmpfs: str, hidden: list[str]) -> str:
+    """Put together the sandbox's file system on a fresh tmpfs and make it the root.
+
+    Only this is there: ``SYSTEM_DIRS`` and the Python installation (:func:`_runtime_paths`)
+    bound read-only from the host, copies of ``ETC_FILES``, a fresh ``/proc``, the minimal
+    ``/dev``, and private writable tmpfs on ``/tmp``, ``/var/tmp``, ``/run`` and ``/dev/shm``.
+    Nothing else of the host (the project's checkout, its data, runs, home directories) exists
+    in it; ``hidden`` paths that lie inside a bound directory are covered by an empty one. The
+    old root is detached (``pivot_root``), so no path leads back to it.
+    """
+    runtime = _runtime_paths()
+    needed = [f"/{name}" for name in SYSTEM_DIRS] + runtime + ["/proc", "/dev"]
+    point = next((p for p in ASSEMBLY_POINTS if os.path.isdir(p) and not os.path.islink(p)
+                  and not any(_within(n, p) for n in needed)), None)
+    if point is None:
+        raise SetupError(f"no directory to build the sandbox's root on (tried {', '.join(ASSEMBLY_POINTS)})")
+    root = point
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=8m,nr_inodes=4096,mode=0755")
+    forbidden: list[str] = []
+    for directory in PRIVATE_DIRS:  # first, so that an installation under /tmp is bound inside it
+        os.makedirs(root + directory, 0o755, exist_ok=True)
+        _mount("tmpfs", root + directory, "tmpfs", MS_NOSUID | MS_NODEV, tmpfs)
+    for name in SYSTEM_DIRS:
+        host = f"/{name}"
+        if os.path.islink(host):
+            os.symlink(os.readlink(host), root + host)
+        elif os.path.isdir(host):
+            _bind(host, root, forbidden)
+    bound = [f"/{name}" for name in SYSTEM_DIRS if os.path.isdir(f"/{name}") and not os.path.islink(f"/{name}")]
+    for path in sorted(runtime, key=os.path.realpath):  # a directory before what lies in it
+        real = os.path.realpath(path)
+        if not any(_within(real, os.path.realpath(b)) for b in bound):
+            _bind(real, root, forbidden)
+            bound.append(real)
+        # the path as the interpreter names it, where a link on the host leads there
+        at = ""
+        for part in path.strip("/").split("/"):
+            at = f"{at}/{part}"
+            if os.path.islink(at) and not os.path.lexists(root + at):
+                if os.path.dirname(at) != "/":
+                    _make_dirs(root, os.path.dirname(at), forbidden)
+                os.symlink(os.readlink(at), root + at)
+    for path in hidden:
+        real = os.path.realpath(path)
+        if os.path.isdir(real) and any(_within(real, b) and real != b for b in bound):
+            _mount("tmpfs", root + real, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,nr_inodes=4,mode=0555")
+    _copy_etc(root)
+    os.mkdir(root + "/proc", 0o555)
+    _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    try:
+        _minimal_dev(root, tmpfs)
+    except OSError as exc:
+        raise SetupError(f"/dev: {exc}") from None
+    os.chdir(root)
+    if _libc.syscall(ctypes.c_long(PIVOT_ROOT[os.uname().machine]), b".", b".") == 0:
+        # the old root now lies on top of the new one: detached, no path leads back to it
+        _call(_libc.umount2(b".", ctypes.c_int(MNT_DETACH)), "detaching the host's root")
+    else:  # a root pivot_root cannot leave (an initramfs): moved over it, and chroot
+        _mount(".", "/", None, MS_MOVE)
+        os.chroot(".")
+    os.chdir("/")
+    _read_only_except(["/tmp", "/var/tmp", "/run", "/dev/shm"])
+    return root
 
 
 def _judge(config: dict, program: str, report: int) -> None:
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    if config["cgroup"]:
+        # Over the memory cgroup's limit, the kernel kills the judge or the program, never the
+        # outer process: its death would leave the judge to whatever reaps orphans above skpo.
+        with open("/proc/self/oom_score_adj", "w") as handle:
+            handle.write("1000")
     tmpfs = f"size={config['tmpfs_mb']}m,nr_inodes=4096,mode=1777"
-    try:
-        _minimal_dev(tmpfs)
-    except OSError as exc:
-        raise SetupError(f"/dev: {exc}") from None
-    private = [d for d in PRIVATE_DIRS if os.path.isdir(d) and not os.path.islink(d)]
-    for directory in private:
-        _mount("tmpfs", directory, "tmpfs", MS_NOSUID | MS_NODEV, tmpfs)
-    if config["user_namespace"]:
-        # Same kernel uid as the host user: only a read-only view keeps the user's files safe.
-        _read_only_except(["/proc", "/dev", *private])
+    if os.uname().machine not in PIVOT_ROOT:
+        raise SetupError(f"no sandbox root for this architecture ({os.uname().machine})")
+    _build_root(tmpfs, config["hidden"])
     _drop_privileges(config)
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(number, signal.SIG_DFL)  # init ignores default-action signals from inside

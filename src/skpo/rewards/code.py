@@ -7,22 +7,28 @@ sandbox is built from kernel namespaces and POSIX limits, with no tooling beyond
 
 * **Namespaces per sandbox**: network (only a loopback that is down: no connection to the
   host's 127.0.0.1 or anywhere else), IPC (SysV shared memory, semaphores and message
-  queues die with the sandbox), mount (a fresh ``/proc``; a ``/dev`` with only null, zero,
-  full, random, urandom and a private ``shm``, so no GPU; private tmpfs over ``/tmp``,
-  ``/var/tmp`` and ``/run``, which also hides the host's D-Bus and other sockets) and PID
-  (the sandbox sees only its own processes, cannot signal any other, and everything in it
-  is killed when it ends).
+  queues die with the sandbox), mount and PID (the sandbox sees only its own processes,
+  cannot signal any other, and everything in it is killed when it ends).
+* **A root of its own** (``pivot_root`` onto a fresh tmpfs): the system's ``/usr`` (and
+  ``/bin``, ``/lib*``) and the Python installation bound read-only, a few ``/etc`` files, a
+  fresh ``/proc``, a ``/dev`` with only null, zero, full, random, urandom and a private
+  ``shm`` (so no GPU), and private tmpfs on ``/tmp``, ``/var/tmp`` and ``/run``. The project's
+  checkout, its data and benchmarks, runs and home directories are not there.
 * **An unprivileged identity.** As root, every running sandbox gets its own uid/gid from a
   reserved range (default 2000000000 and up, not in ``/etc/passwd``), exclusive across
   processes: a uid is held through an ``flock`` on ``/run/skpo-sandbox/uid-<uid>.lock`` for
   the sandbox's lifetime, and the kernel drops the lock if its holder dies. Not root, the
-  sandbox runs in an unprivileged user namespace, with the whole file system read-only
-  except its private tmpfs (it has the host user's file permissions otherwise). Either way:
-  no capabilities, ``no_new_privs``, no supplementary groups.
+  sandbox runs in an unprivileged user namespace. Either way: no capabilities,
+  ``no_new_privs``, no supplementary groups, and a system-call filter that refuses
+  namespaces, mounts, io_uring, kernel keyrings, memory outside the address-space limit and
+  every socket but ``AF_UNIX``.
 * **Resource limits** (address space, CPU seconds, processes, file size, open files, no
   core dumps), set before any model code runs. Without root, ``RLIMIT_NPROC`` counts per
-  user namespace, so it is a per-sandbox cap in both modes.
-* **A wall-clock timeout**, after which everything is killed with ``SIGKILL``.
+  user namespace, so it is a per-sandbox cap in both modes. Where the machine allows it, a
+  memory cgroup per sandbox also counts what the address-space limit does not (tmpfs files,
+  shared memory): :func:`sandbox_memory_mode`.
+* **A wall-clock timeout**, after which everything is killed with ``SIGKILL``, and reaped by
+  this process (never left to whatever reaps orphans above it).
 * **A judge that the program cannot reach** (see :mod:`skpo.rewards._sandbox_child`): the
   tests run in a separate process (pid 1 of the sandbox, non-dumpable) that asks the
   program for what it needs (call the entry point, read a global) and gets plain data or an
@@ -40,6 +46,7 @@ code is never run unisolated. Limits that remain are listed in ``docs/rewards.md
 from __future__ import annotations
 
 import atexit
+import contextlib
 import errno
 import fcntl
 import os
@@ -61,6 +68,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from skpo.paths import REPO_ROOT
 from skpo.rewards import _sandbox_child as _child
 from skpo.rewards.base import Verdict
 
@@ -72,6 +80,7 @@ __all__ = [
     "run_python_sandboxed",
     "run_sandboxed",
     "sandbox_identity_mode",
+    "sandbox_memory_mode",
     "verify_humaneval",
     "verify_humaneval_batch",
 ]
@@ -129,7 +138,8 @@ class SandboxResult:
     sandbox's uid on the host (``None`` in a user namespace, where it is the host user's);
     ``leftover_killed`` counts processes still alive after the tests that had to be
     killed; ``pid_namespace`` names the sandbox's PID namespace (``"pid:[...]"``, as in
-    ``/proc/<pid>/ns/pid``).
+    ``/proc/<pid>/ns/pid``); ``oom_killed`` whether the kernel killed a process of the sandbox
+    for going over its memory cgroup's limit (:func:`sandbox_memory_mode`).
     """
 
     returncode: int
@@ -142,6 +152,7 @@ class SandboxResult:
     leftover_killed: int
     exception: tuple[str, str] | None = None
     pid_namespace: str | None = None
+    oom_killed: bool = False
 
 
 class SandboxSetupError(RuntimeError):
@@ -234,11 +245,183 @@ def _uid_has_account(uid: int) -> bool:
     return True
 
 
+# ------------------------------------------------------------------------------------------
+# Memory: one cgroup per sandbox, where the machine lets us make one.
+# ------------------------------------------------------------------------------------------
+
+JUDGE_ALLOWANCE_MB = 64  # the judge's own memory, on top of memory_mb, in a sandbox's cgroup
+_CGROUP_PREFIX = "skpo-sandbox-"
+
+
+@dataclass(frozen=True)
+class _MemoryCgroups:
+    """A cgroup directory under which each sandbox gets a child with a memory limit.
+
+    The limit counts what the kernel charges to the cgroup: the pages of every process of the
+    sandbox, and those of files in its tmpfs and of shared memory, which ``RLIMIT_AS`` does not
+    see. ``version`` 2 writes ``memory.max`` (and ``memory.swap.max`` = 0), version 1
+    ``memory.limit_in_bytes`` (and ``memory.memsw.limit_in_bytes``).
+    """
+
+    version: int
+    parent: Path
+
+    @property
+    def mode(self) -> str:
+        return f"cgroup-v{self.version}"
+
+    def create(self, limit_bytes: int) -> Path:
+        # (random too: processes in other PID namespaces may share the pid and the parent)
+        path = self.parent / f"{_CGROUP_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
+        path.mkdir(mode=0o755)
+        try:
+            if self.version == 2:
+                (path / "memory.max").write_text(str(limit_bytes))
+                extras = {"memory.swap.max": "0"}
+            else:
+                (path / "memory.limit_in_bytes").write_text(str(limit_bytes))
+                extras = {"memory.memsw.limit_in_bytes": str(limit_bytes)}  # no escape into swap
+            for name, value in extras.items():
+                if (path / name).exists():
+                    (path / name).write_text(value)
+        except OSError:
+            self.remove(path)
+            raise
+        return path
+
+    def oom_kills(self, path: Path) -> int:
+        """Processes the kernel killed in ``path`` for going over its limit."""
+        try:
+            text = (path / ("memory.events" if self.version == 2 else "memory.oom_control")).read_text()
+        except OSError:
+            return 0
+        found = re.search(r"^oom_kill (\d+)$", text, re.MULTILINE)
+        return int(found.group(1)) if found else 0
+
+    def remove(self, path: Path, patience_s: float = 2.0) -> None:
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                path.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:  # its last processes are still exiting
+                if time.monotonic() > deadline:
+                    _leftover_cgroups.add(path)
+                    return
+                time.sleep(0.01)
+
+
+_leftover_cgroups: set[Path] = set()  # still busy when their sandbox ended: removed at exit
+
+
+def _remove_leftover_cgroups(owner: int) -> None:
+    if os.getpid() == owner:  # not from a forked child that exits normally
+        for path in list(_leftover_cgroups):
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+
+atexit.register(_remove_leftover_cgroups, os.getpid())
+
+
+def _cgroup_mounts() -> list[tuple[str, str, str, str]]:
+    """``(mount point, root, fs type, super options)`` of every cgroup file system mounted here."""
+    mounts = []
+    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+        for line in handle:
+            fields = line.split()
+            if "-" not in fields:
+                continue
+            tail = fields[fields.index("-") + 1 :]
+            if tail and tail[0] in ("cgroup", "cgroup2"):
+                point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+                mounts.append((point, fields[3], tail[0], tail[2] if len(tail) > 2 else ""))
+    return mounts
+
+
+def _own_cgroup_dirs() -> list[_MemoryCgroups]:
+    """This process's own cgroup in a hierarchy with the memory controller, as candidates:
+    version 2 where ``memory`` is already enabled for its children (a delegated cgroup, or the
+    root of the hierarchy), version 1's memory hierarchy (where any cgroup may have children)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return []
+    found = []
+    for point, root, fstype, options in _cgroup_mounts():
+        for line in lines:
+            _, controllers, path = line.split(":", 2)
+            if fstype == "cgroup2" and controllers == "":
+                version = 2
+            elif fstype == "cgroup" and "memory" in controllers.split(",") and "memory" in options.split(","):
+                version = 1
+            else:
+                continue
+            if root != "/" and not (path == root or path.startswith(root.rstrip("/") + "/")):
+                continue
+            directory = Path(point) / path[len(root.rstrip("/")) :].lstrip("/")
+            if version == 2:
+                try:
+                    enabled = (directory / "cgroup.subtree_control").read_text().split()
+                except OSError:
+                    continue
+                if "memory" not in enabled:
+                    continue
+            if directory.is_dir():
+                found.append(_MemoryCgroups(version, directory))
+    return found
+
+
+def _find_memory_cgroups() -> tuple[_MemoryCgroups | None, str]:
+    """Where sandboxes get their memory cgroups, or None and why not.
+
+    ``$SKPO_SANDBOX_CGROUP`` names a cgroup directory to use (one delegated to this user, with
+    ``memory`` in its ``cgroup.subtree_control`` on version 2); ``none`` turns cgroups off.
+    Otherwise this process's own cgroup, where a child with a memory limit can be made.
+    """
+    chosen = os.environ.get("SKPO_SANDBOX_CGROUP", "").strip()
+    if chosen.lower() in ("none", "off", "0"):
+        return None, "turned off ($SKPO_SANDBOX_CGROUP=none)"
+    if chosen:
+        directory = Path(chosen)
+        version = 2 if (directory / "cgroup.controllers").is_file() else 1
+        candidates = [_MemoryCgroups(version, directory)]
+    else:
+        candidates = _own_cgroup_dirs()
+    problems = []
+    for groups in candidates:
+        try:
+            _clear_stale(groups)
+            groups.remove(groups.create(256 * 2**20))  # a child with a limit can be made here
+            return groups, ""
+        except OSError as exc:
+            problems.append(f"{groups.parent}: {exc}")
+    if not candidates:
+        return None, "no cgroup with the memory controller that this process may divide"
+    return None, "; ".join(problems)
+
+
+def _clear_stale(groups: _MemoryCgroups, age_s: float = 600.0) -> None:
+    """Remove sandbox cgroups left behind by host processes that died: those empty (a cgroup
+    with a process cannot be removed) and older than ``age_s`` (a live sandbox's is empty only
+    for the moments between its creation and the move into it). By age, not by the pid in the
+    name: a process in another PID namespace would see a live one's pid as gone."""
+    now = time.time()
+    for path in groups.parent.glob(f"{_CGROUP_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            if now - path.stat().st_mtime > age_s:
+                path.rmdir()
+
+
 @dataclass
 class _Setup:
     mode: str  # "exclusive-uid", "nobody" or "user-namespace"
     python: str
     identities: _IdentityPool | None
+    memory: _MemoryCgroups | None = None  # None: RLIMIT_AS only
+    memory_note: str = ""  # why no cgroup, when there is none
 
 
 _setup: _Setup | None = None
@@ -269,10 +452,10 @@ _PROBE = (
 )
 
 
-def _probe(python: str, identity: _Identity) -> bool:
+def _probe(python: str, identity: _Identity, memory: _MemoryCgroups | None) -> bool:
     """Whether ``python`` runs a program that imports and starts a subprocess, really as
     ``identity``. Raises :class:`SandboxSetupError` when the sandbox itself cannot be built."""
-    result = _run(python, _PROBE, "", None, "", SandboxLimits(timeout_s=30.0), identity)
+    result = _run(python, _PROBE, "", None, "", SandboxLimits(timeout_s=30.0), identity, memory)
     if not result.finished:
         return False
     if identity.uid is None:
@@ -281,10 +464,11 @@ def _probe(python: str, identity: _Identity) -> bool:
     return result.stdout.strip() == expected
 
 
-def _first_working(candidates: list[str], identity: _Identity, errors: list[str]) -> str | None:
+def _first_working(candidates: list[str], identity: _Identity, errors: list[str],
+                   memory: _MemoryCgroups | None) -> str | None:
     for python in candidates:
         try:
-            if _probe(python, identity):
+            if _probe(python, identity, memory):
                 return python
             errors.append(f"{python} as uid {identity.uid}: the probe program failed")
         except (SandboxSetupError, OSError) as exc:
@@ -293,12 +477,13 @@ def _first_working(candidates: list[str], identity: _Identity, errors: list[str]
 
 
 def _get_setup() -> _Setup:
-    """Decide once how sandboxes run here: which identity scheme and which interpreter.
+    """Decide once how sandboxes run here: which identity scheme, which interpreter, and
+    whether each sandbox gets a memory cgroup.
 
-    An interpreter must be usable by the sandbox uid after the switch: a virtualenv under a
-    private home directory (``/root`` is usually 0700) is not, so the probe falls back to
-    the system Python (``$SKPO_SANDBOX_PYTHON`` overrides). The sandbox gets that
-    interpreter's standard library and site-packages, not the host's virtualenv.
+    An interpreter must be usable by the sandbox uid after the switch; the sandbox's root holds
+    that interpreter's installation (read-only), so one under a private home directory works
+    too. ``$SKPO_SANDBOX_PYTHON`` puts an interpreter first. Where sandboxes with a memory
+    cgroup fail and ones without do not, cgroups are left out (:func:`sandbox_memory_mode`).
     """
     global _setup
     with _setup_lock:
@@ -306,23 +491,35 @@ def _get_setup() -> _Setup:
             return _setup
         candidates = _interpreter_candidates()
         errors: list[str] = []
+        memory, memory_note = _find_memory_cgroups()
+
+        def first_working(identity: _Identity) -> str | None:
+            nonlocal memory, memory_note
+            python = _first_working(candidates, identity, errors, memory)
+            if python is None and memory is not None:  # perhaps joining the cgroup is what failed
+                failed = errors[-1]
+                python = _first_working(candidates, identity, errors, None)
+                if python is not None:
+                    memory, memory_note = None, f"sandboxes could not use {memory.parent} ({failed})"
+            return python
+
         if os.geteuid() == 0:
             base = int(os.environ.get("SKPO_SANDBOX_UID_BASE", DEFAULT_UID_BASE))
             slots = int(os.environ.get("SKPO_SANDBOX_SLOTS", DEFAULT_SLOTS))
             identities = _IdentityPool(base, slots)
             with identities.acquire() as identity:
-                python = _first_working(candidates, identity, errors)
+                python = first_working(identity)
             if python is not None:
-                _setup = _Setup("exclusive-uid", python, identities)
+                _setup = _Setup("exclusive-uid", python, identities, memory, memory_note)
                 return _setup
-            python = _first_working(candidates, _Identity(NOBODY, NOBODY, exclusive=False), errors)
+            python = first_working(_Identity(NOBODY, NOBODY, exclusive=False))
             if python is not None:
-                _setup = _Setup("nobody", python, None)
+                _setup = _Setup("nobody", python, None, memory, memory_note)
                 return _setup
             raise RuntimeError("cannot build the code sandbox as root:\n  " + "\n  ".join(errors))
-        python = _first_working(candidates, _Identity(None, None, exclusive=False), errors)
+        python = first_working(_Identity(None, None, exclusive=False))
         if python is not None:
-            _setup = _Setup("user-namespace", python, None)
+            _setup = _Setup("user-namespace", python, None, memory, memory_note)
             return _setup
         raise RuntimeError(
             "cannot build the code sandbox without root: it needs unprivileged user namespaces "
@@ -330,6 +527,22 @@ def _get_setup() -> _Setup:
             "and, with AppArmor, kernel.apparmor_restrict_unprivileged_userns=0), and it will not run "
             "untrusted code unisolated. Run as root, or allow user namespaces.\n  " + "\n  ".join(errors)
         )
+
+
+def sandbox_memory_mode() -> str:
+    """What caps a sandbox's memory on this machine: ``"cgroup-v2"`` or ``"cgroup-v1"`` (each
+    sandbox in a memory cgroup of its own, limited to ``memory_mb`` plus
+    :data:`JUDGE_ALLOWANCE_MB`, which counts its tmpfs files and shared memory too, on top of
+    ``RLIMIT_AS`` per process) or ``"rlimit"`` (``RLIMIT_AS`` per process only; the reason is in
+    :func:`sandbox_memory_note`)."""
+    setup = _get_setup()
+    return setup.memory.mode if setup.memory is not None else "rlimit"
+
+
+def sandbox_memory_note() -> str:
+    """Where sandboxes get their memory cgroups, or why they get none."""
+    setup = _get_setup()
+    return str(setup.memory.parent) if setup.memory is not None else setup.memory_note
 
 
 def sandbox_identity_mode() -> str:
@@ -503,13 +716,25 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _kill_sandbox(process: subprocess.Popen) -> None:
+def _kill_sandbox(process: subprocess.Popen, patience_s: float = 5.0) -> None:
     """Kill a sandbox that is still running and return once nothing of it is left.
 
-    The judge, the outer process's child, is pid 1 of the sandbox's PID namespace; the
-    kernel lets it finish exiting only after every other process of the namespace is gone,
-    so waiting for the judge is waiting for all of them.
+    SIGTERM asks the outer process to kill the judge, pid 1 of the sandbox's PID namespace
+    (its death takes every process of the namespace with it, and the kernel completes it only
+    once they are gone), to reap it, and to exit, which this process reaps. So every judge is
+    reaped by skpo itself, whatever runs above it: a judge killed together with the outer
+    process would be handed to the nearest reaper above, and where that one never waits (a
+    container's pid 1 without an init) it would stay a zombie of the sandbox uid, counting
+    against that uid's process limit. Only an outer process that does not answer has its
+    whole process group killed.
     """
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    try:
+        _wait(process, patience_s)
+        return
+    except subprocess.TimeoutExpired:
+        pass
     judges = []
     for pid in _children(process.pid):
         try:
@@ -572,6 +797,14 @@ def _compiled_child(python: str) -> str:
         return _compiled[python]
 
 
+def _hidden_paths() -> list[str]:
+    """Paths the sandbox must never see even where they lie inside the Python installation it
+    is given (a virtualenv made in the project's folder itself): the benchmark data and the
+    home directory."""
+    paths = [str(REPO_ROOT / "data"), os.environ.get("SKPO_BENCHMARK_DIR", ""), os.path.expanduser("~")]
+    return [p for p in paths if p and os.path.isabs(p)]
+
+
 def _frame(data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + data
 
@@ -584,9 +817,17 @@ def _run(
     prelude: str,
     limits: SandboxLimits,
     identity: _Identity,
+    memory: _MemoryCgroups | None = None,
 ) -> SandboxResult:
-    """Run ``program`` in a fresh sandbox and, in its judge, ``prelude`` + ``tests`` (+
-    ``check(entry_point)``). Raises :class:`SandboxSetupError` if the sandbox cannot be built."""
+    """Run ``program`` in a fresh sandbox (in a memory cgroup of its own under ``memory``) and,
+    in its judge, ``prelude`` + ``tests`` (+ ``check(entry_point)``). Raises
+    :class:`SandboxSetupError` if the sandbox cannot be built."""
+    cgroup = None
+    if memory is not None:
+        try:
+            cgroup = memory.create((limits.memory_mb + JUDGE_ALLOWANCE_MB) * 2**20)
+        except OSError as exc:
+            raise SandboxSetupError(f"making a memory cgroup under {memory.parent}: {exc}") from None
     capture = tempfile.mkdtemp(prefix="skpo-sandbox-out-")  # host-only: 0700
     report_r, report_w = os.pipe()
     config = [
@@ -607,7 +848,7 @@ def _run(
     payload = _frame(program.encode("utf-8", errors="surrogatepass")) + _frame(job)
     try:
         stdout_path, stderr_path = Path(capture, "stdout"), Path(capture, "stderr")
-        argv = [python, "-I", "-B", _compiled_child(python), *map(str, config)]
+        argv = [python, "-I", "-B", _compiled_child(python), *map(str, config), str(cgroup or "-"), *_hidden_paths()]
         started = time.monotonic()
         with open(os.open(stdout_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out, open(
             os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb"
@@ -626,6 +867,13 @@ def _run(
         os.close(report_w)
         report_w = -1
         try:
+            if cgroup is not None:
+                # Moved in while its interpreter starts, before it has the program (it reads
+                # that first), so the judge and the program are born inside the cgroup.
+                try:
+                    (cgroup / "cgroup.procs").write_text(str(process.pid))
+                except OSError as exc:
+                    raise SandboxSetupError(f"moving the sandbox into the memory cgroup {cgroup}: {exc}") from None
             assert process.stdin is not None
             try:
                 process.stdin.write(payload)
@@ -660,19 +908,22 @@ def _run(
             leftover_killed=leftovers,
             exception=(exception[0], exception[1]) if exception else None,
             pid_namespace=pid_namespace,
+            oom_killed=memory is not None and cgroup is not None and memory.oom_kills(cgroup) > 0,
         )
     finally:
         os.close(report_r)
         if report_w >= 0:
             os.close(report_w)
         shutil.rmtree(capture, ignore_errors=True)
+        if cgroup is not None:
+            memory.remove(cgroup)  # type: ignore[union-attr]
 
 
 def _run_judged(
     program: str, tests: str, entry_point: str | None, prelude: str, limits: SandboxLimits
 ) -> SandboxResult:
     with _identity() as (identity, python):
-        return _run(python, program, tests, entry_point, prelude, limits, identity)
+        return _run(python, program, tests, entry_point, prelude, limits, identity, _get_setup().memory)
 
 
 def run_sandboxed(program: str, limits: SandboxLimits | None = None) -> SandboxResult:
@@ -695,6 +946,8 @@ def _signal_name(number: int) -> str:
 def _explain(result: SandboxResult, limits: SandboxLimits) -> str:
     if result.finished:
         return "passed"
+    if result.oom_killed:
+        return "killed: memory limit (cgroup)"
     if result.timed_out:
         return f"timeout after {limits.timeout_s:.1f}s"
     code = result.returncode

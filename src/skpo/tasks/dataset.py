@@ -499,7 +499,22 @@ def load_problems_and_columns(spec: DatasetSpec, limit: int | None = None) -> tu
     line0, row0 = rows[0]
     columns = resolve_columns(spec, row0, f"{path}: row 1" + (f" (line {line0})" if line0 is not None else ""))
     problems = [_problem_from_row(spec, columns, i, line, row, path) for i, (line, row) in enumerate(rows)]
+    if spec.reward in REWARDS:
+        check_reward_columns(problems, REWARDS[spec.reward], path)
     return (problems if limit is None else problems[:limit]), columns
+
+
+def check_reward_columns(problems: Sequence[Problem], reward: Any, path: Path) -> None:
+    """Every row holds the columns ``reward`` reads (``needs_columns``; ``code``: ``prompt``,
+    ``test``, ``entry_point``), or :class:`DatasetError` names the first row that does not — at
+    load, before anything is generated, not as a ``KeyError`` when the answers are scored."""
+    needed = tuple(getattr(reward, "needs_columns", ()))
+    for problem in problems:
+        missing = [c for c in needed if c not in (problem.row or {})]
+        if missing:
+            where = f"line {problem.line}" if problem.line is not None else f"row {problem.index + 1}"
+            raise DatasetError(f"{path}: {where}: reward {reward.name!r} needs the column(s) {missing} "
+                               f"(row has keys: {', '.join(sorted(problem.row or {}))})")
 
 
 # ----------------------------------------------------------------------------- prompts

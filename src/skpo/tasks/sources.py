@@ -15,7 +15,8 @@ from typing import Any, Protocol
 from skpo.rewards.base import Verdict
 from skpo.rewards.registry import RewardContext, RewardEntry, get_reward
 from skpo.tasks.arith import ArithConfig, iter_problems
-from skpo.tasks.dataset import DatasetError, DatasetSpec, Problem, encode_problems, load_problems_and_columns
+from skpo.tasks.dataset import (DatasetError, DatasetSpec, Problem, check_reward_columns, encode_problems,
+                               load_problems_and_columns)
 from skpo.tasks.prompts import has_chat_template, prompt_head_length
 from skpo.tasks.templates import plain_input_ids
 
@@ -120,13 +121,8 @@ class DatasetSource(_Scored):
         self.context = context or RewardContext(plain_prompt=not self.chat, stop=tuple(spec.stop))
         path = spec.resolved_path()
         problems, self.columns = load_problems_and_columns(spec)
-        needed = tuple(getattr(self.reward, "needs_columns", ()))
-        for problem in problems:  # a reward's own columns (code: prompt, test, entry_point) on every row
-            missing = [c for c in needed if c not in (problem.row or {})]
-            if missing:
-                where = f"line {problem.line}" if problem.line is not None else f"row {problem.index + 1}"
-                raise DatasetError(f"{path}: {where}: reward {self.reward.name!r} needs the column(s) {missing} "
-                                   f"(row has keys: {', '.join(sorted(problem.row or {}))})")
+        self.rows = len(problems)  # rows read, before the length filter
+        check_reward_columns(problems, self.reward, path)  # (reward.function may read columns data.reward does not)
         encoded = encode_problems(spec, tokenizer, problems, self.chat)
         self.dropped = encoded.dropped
         if encoded.dropped:

@@ -272,15 +272,23 @@ def find_checkpoint(run_dir: Path, run_id: str | None = None) -> tuple[Path, lis
     """
     root = Path(run_dir) / CHECKPOINT_DIR
     candidates = sorted((p for p in root.glob("step_*") if p.is_dir() and _step(p) >= 0), key=_step, reverse=True)
+    skipped: list[tuple[Path, str]] = []
     pointer = root / LATEST
-    if pointer.is_file():
-        target = root / pointer.read_text().strip()
-        if target in candidates:
+    if pointer.is_file() or pointer.is_symlink():  # the file saves write, or a link laid by hand
+        try:
+            named = os.readlink(pointer) if pointer.is_symlink() else pointer.read_text().strip()
+        except (OSError, UnicodeDecodeError) as err:
+            named, why = "", f"unreadable ({err})"
+        else:
+            why = f"names {named!r}, which is not a checkpoint folder here" if named else "is empty"
+        target = next((c for c in candidates if named and c.resolve() == (root / named).resolve()), None)
+        if target is not None:
             candidates.remove(target)
             candidates.insert(0, target)
+        else:  # dangling: passed over with the warning any damaged checkpoint gets
+            skipped.append((pointer, why))
     if not candidates:
-        raise NoCheckpointError(f"no checkpoint under {root}")
-    skipped: list[tuple[Path, str]] = []
+        raise NoCheckpointError(f"no checkpoint under {root}" + "".join(f" ({p.name} {why})" for p, why in skipped))
     for path in candidates:
         try:
             verify_checkpoint(path)

@@ -12,11 +12,16 @@ resume that continues the run that was started.
 - **Resume checks the config**: keys that change what is computed must be equal
   (:data:`ALLOWED_ON_RESUME` lists the exceptions); the effective config is written back and
   each resume is recorded in ``run.json`` under ``resumes``.
+- **Resume checks the data**: ``run.json`` holds a fingerprint of the training data (path,
+  bytes, rows, a content hash: :func:`data_fingerprint`); a resume on data whose fingerprint
+  differs is refused with the difference, or, with ``--allow-data-change``, goes on and records
+  both fingerprints in its entry of ``resumes``.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import fcntl
 import json
@@ -71,6 +76,10 @@ class RunDirLocked(RunDirError):
 
 class ResumeConfigError(RunDirError):
     """``--resume`` with a config that changes what the run computes."""
+
+
+class ResumeDataError(RunDirError):
+    """``--resume`` on training data that changed since the run started."""
 
 
 # ---------------------------------------------------------------------------- lock
@@ -254,6 +263,88 @@ def write_run_json(out_dir: Path, info: dict[str, Any], run_id: str, resume: dic
     record = {**info, "run_id": run_id, "created": old.get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
               "resumes": [*old.get("resumes", []), *([resume] if resume is not None else [])]}
     write_atomic(Path(out_dir) / "run.json", json.dumps(record, indent=1))
+
+
+# ---------------------------------------------------------------------------- data on resume
+FULL_HASH_BYTES = 64 * 2**20  # files up to this size are hashed whole
+EDGE_BYTES = 2**20  # a larger file: its size, its first and last MiB, and ...
+SAMPLES, SAMPLE_BYTES = 16, 64 * 2**10  # ... 16 blocks of 64 KiB spread evenly between them
+
+
+def _file_digest(path: Path, size: int) -> tuple[bytes, bool]:
+    """SHA-256 of a data file, and whether it read all of it (else the sampled parts)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        if size <= FULL_HASH_BYTES:
+            for chunk in iter(lambda: handle.read(2**20), b""):
+                digest.update(chunk)
+            return digest.digest(), True
+        digest.update(str(size).encode())
+        step = (size - 2 * EDGE_BYTES) // (SAMPLES + 1)
+        for offset, length in ([(0, EDGE_BYTES)] + [(EDGE_BYTES + step * (i + 1), SAMPLE_BYTES) for i in range(SAMPLES)]
+                               + [(size - EDGE_BYTES, EDGE_BYTES)]):
+            handle.seek(offset)
+            digest.update(handle.read(length))
+    return digest.digest(), False
+
+
+def data_fingerprint(path: Path, rows: int) -> dict[str, Any]:
+    """What identifies a run's training data: ``{"path", "bytes", "rows", "sha256", "hashed"}``.
+
+    ``path`` is the file or folder, absolute; ``bytes`` the size (of every file of a folder);
+    ``rows`` how many rows were read from it (before the length filter). ``sha256`` covers each
+    file, with its relative name and size in a folder: whole (``hashed: "full"``) up to
+    :data:`FULL_HASH_BYTES`, else its size, its first and last MiB and 16 blocks of 64 KiB spread
+    evenly in between (``hashed: "sampled"``): a change that keeps the size, the row count and
+    every sampled block of a file that large goes unseen.
+    """
+    path = Path(path).expanduser().resolve()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest, total, whole = hashlib.sha256(), 0, True
+    for file in files:
+        size = file.stat().st_size
+        part, read_all = _file_digest(file, size)
+        name = file.relative_to(path) if path.is_dir() else ""  # a file's own name is not its content
+        digest.update(f"{name}\0{size}\0".encode() + part)
+        total, whole = total + size, whole and read_all
+    return {"path": str(path), "bytes": total, "rows": rows, "sha256": digest.hexdigest(),
+            "hashed": "full" if whole else "sampled"}
+
+
+def source_fingerprint(source: Any) -> dict[str, Any] | None:
+    """:func:`data_fingerprint` of a prompt source read from a file or folder; None for one
+    made up by the run (the synthetic task, whose settings are part of the config)."""
+    spec = getattr(source, "spec", None)
+    if spec is None or getattr(spec, "path", None) is None or not hasattr(source, "rows"):
+        return None
+    return data_fingerprint(spec.resolved_path(), source.rows)
+
+
+def data_changes(before: dict[str, Any] | None, now: dict[str, Any] | None) -> dict[str, list]:
+    """What differs between two fingerprints (:func:`data_fingerprint`): ``{key: [old, new]}`` of
+    ``bytes``, ``rows`` and ``sha256``, with ``path`` when the content differs. Empty when the
+    content is the same (a moved file is the same data) or either is missing (a run from before
+    fingerprints, synthetic data)."""
+    if not before or not now:
+        return {}
+    changed = {k: [before.get(k), now.get(k)] for k in ("bytes", "rows", "sha256") if before.get(k) != now.get(k)}
+    if changed and before.get("path") != now.get("path"):
+        changed = {"path": [before.get("path"), now.get("path")], **changed}
+    return changed
+
+
+def check_resume_data(before: dict[str, Any] | None, now: dict[str, Any] | None, where: Path,
+                      allow_change: bool) -> dict[str, list]:
+    """The data's changes since the run started; raises :class:`ResumeDataError` naming them
+    unless ``allow_change`` (``--allow-data-change``)."""
+    changed = data_changes(before, now)
+    if changed and not allow_change:
+        shown = {"sha256": lambda v: f"{str(v)[:12]}…"}
+        listed = ", ".join(f"{k} {shown.get(k, _show)(a)} → {shown.get(k, _show)(b)}" for k, (a, b) in changed.items())
+        raise ResumeDataError(f"--resume: the training data of {where} changed since the run started ({listed}); "
+                              "restore it, pass --allow-data-change to continue on the new data (recorded in "
+                              "run.json), or start a new run (--overwrite or another log.out_dir)")
+    return changed
 
 
 # ---------------------------------------------------------------------------- config on resume

@@ -18,14 +18,16 @@ from skpo.config import RunConfig, arith_config
 from skpo.engines.context import model_positions
 from skpo.evaluation.benchmarks import get_spec, load_problems, resolve_benchmarks
 from skpo.methods import method_to_document, resolve_for_run
-from skpo.models.loading import _WEIGHT_FILES, hub_hint, load_policy, load_tokenizer, resolve_model_path
+from skpo.models.loading import (_WEIGHT_FILES, check_weight_files, hub_hint, load_policy, load_tokenizer,
+                                 resolve_model_path)
 from skpo.models.lora import apply_lora
 from skpo.rewards.math import default_pool
 from skpo.rewards.registry import RewardContext, RewardEntry, get_reward
 from skpo.tasks.sources import ArithSource, DatasetSource, PromptSource
 from skpo.training.checkpoint import find_checkpoint, read_state
 from skpo.training.context import context_plan
-from skpo.training.run_dir import check_resolved_method, check_resume_config, preflight, read_run_json
+from skpo.training.run_dir import (check_resolved_method, check_resume_config, check_resume_data, preflight,
+                                   read_run_json, source_fingerprint)
 from skpo.training.trainer import Trainer
 
 log = logging.getLogger("skpo")
@@ -67,10 +69,11 @@ def check_paths(cfg: RunConfig) -> None:
             raise ValueError(f"eval.benchmarks: {err.args[0] if isinstance(err, KeyError) else err}") from None
 
 
-def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) -> list[str]:
+def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
+              allow_data_change: bool = False) -> list[str]:
     """Every check a run makes before its first step, without loading the weights: the method
     and its overrides, the run directory (used, locked, resumable, and on ``resume`` the saved
-    config against this one), the model directory (config, weights, tokenizer), the reward, the
+    config and the training data against this one's), the model directory (config, weights, tokenizer), the reward, the
     device, every training prompt (read, templated, tokenized, length-filtered: the same
     source a run builds) and every evaluation benchmark (read and parsed). Raises the error a
     run would raise; returns notes (settings that do not apply, dropped prompts) for the
@@ -92,9 +95,16 @@ def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) 
     path = resolve_model_path(cfg.model.path)
     if not any((path / name).is_file() for name in _WEIGHT_FILES):
         raise FileNotFoundError(f"model.path: {str(path)!r} has a config.json but no weights ({', '.join(_WEIGHT_FILES)})")
+    check_weight_files(path)
     model_config = AutoConfig.from_pretrained(str(path), local_files_only=True)
     tokenizer = load_tokenizer(path)
     source = build_source(cfg, tokenizer, model_positions(model_config))
+    if resume:
+        changed = check_resume_data(read_run_json(Path(cfg.log.out_dir)).get("data"), source_fingerprint(source),
+                                    Path(cfg.log.out_dir), allow_data_change)
+        if changed:
+            notes.append(f"--allow-data-change: the training data changed since the run started ({', '.join(changed)} "
+                         "differ); the resume goes on with it and records it in run.json")
 
     plan = context_plan(cfg, method, source, model_config)  # the run's context fits the model
     if plan.may_cut:
@@ -167,9 +177,10 @@ def load_run_model(cfg: RunConfig, path: Path | None = None):
     return model
 
 
-def build_trainer(cfg: RunConfig, resume: bool = False, overwrite: bool = False):
-    """The trainer of ``cfg``; ``resume`` continues the run in ``log.out_dir``, ``overwrite``
-    replaces it (a used directory is refused otherwise: skpo.training.run_dir)."""
+def build_trainer(cfg: RunConfig, resume: bool = False, overwrite: bool = False, allow_data_change: bool = False):
+    """The trainer of ``cfg``; ``resume`` continues the run in ``log.out_dir`` (on changed training
+    data only with ``allow_data_change``), ``overwrite`` replaces it (a used directory is refused
+    otherwise: skpo.training.run_dir)."""
     if os.environ.get("RANK", "0") == "0":  # (accelerate launch: only the main process owns the directory)
         preflight(cfg.log.out_dir, resume=resume, overwrite=overwrite)  # before minutes of model loading
 
@@ -183,4 +194,5 @@ def build_trainer(cfg: RunConfig, resume: bool = False, overwrite: bool = False)
     model = load_run_model(cfg, path)
     log.info("reading the data: " + ("synthetic arithmetic" if cfg.data.task == "arith" else str(cfg.data.path)))
     source = build_source(cfg, tokenizer, model_positions(getattr(model, "config", None)))
-    return Trainer(cfg, model=model, tokenizer=tokenizer, source=source, resume=resume, overwrite=overwrite)
+    return Trainer(cfg, model=model, tokenizer=tokenizer, source=source, resume=resume, overwrite=overwrite,
+                   allow_data_change=allow_data_change)

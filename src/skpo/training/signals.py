@@ -16,10 +16,12 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class StopOnSignals:
-    """While entered, ``signum`` is the first SIGINT/SIGTERM received (None: none yet)."""
+    """While entered, ``signum`` is the first SIGINT/SIGTERM received (None: none yet);
+    ``doing`` is what the first signal's message says happens next."""
 
-    def __init__(self) -> None:
+    def __init__(self, doing: str = "stopping after this step and saving a checkpoint") -> None:
         self.signum: int | None = None
+        self.doing = doing
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopOnSignals:
@@ -38,8 +40,7 @@ class StopOnSignals:
         if self.signum is None:
             self.signum = signum
             # os.write, not print: the handler may run inside another write to stderr
-            os.write(2, f"skpo: {name}: stopping after this step and saving a checkpoint "
-                        f"(send it again to abort at once, without saving)\n".encode())
+            os.write(2, f"skpo: {name}: {self.doing} (send it again to abort at once, without saving)\n".encode())
             return
         os.write(2, f"skpo: second {name}: aborting without saving\n".encode())
         signal.signal(signum, signal.SIG_DFL)

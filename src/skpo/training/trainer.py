@@ -45,7 +45,8 @@ from skpo.training.distributed import Dist
 from skpo.training.log_probs import is_on_policy, with_old_and_ref_log_probs
 from skpo.training.logging import Progress, sample_records, truncate_metrics
 from skpo.training.prompt_selection import StepPrompts, plan_prompts, score_pool, scoring_params
-from skpo.training.run_dir import RunFiles, check_resolved_method, check_resume_config, new_run_id, read_run_json
+from skpo.training.run_dir import (RunFiles, check_resolved_method, check_resume_config, check_resume_data, new_run_id,
+                                   read_run_json, source_fingerprint)
 from skpo.training.run_state import RunState, measure_drift
 from skpo.training.sharding import full_weights
 from skpo.training.signals import StopOnSignals
@@ -60,7 +61,7 @@ class Trainer:
     run directory (``resume``: its newest intact checkpoint; ``overwrite``: replaced)."""
 
     def __init__(self, cfg: RunConfig, *, model, tokenizer, source: PromptSource, resume: bool = False,
-                 overwrite: bool = False, accelerator: Accelerator | None = None) -> None:
+                 overwrite: bool = False, accelerator: Accelerator | None = None, allow_data_change: bool = False) -> None:
         self.cfg, self.tokenizer, self.source = cfg, tokenizer, source
         self.method, notes = resolve_for_run(cfg)
         for note in notes:
@@ -90,13 +91,14 @@ class Trainer:
         self.state = RunState(self.method, cfg, self.rollout_params)
         self._verdicts: dict | None = None  # (prompt key, response ids) -> verdict, on steps that log samples
         self.files, self._saved_step = RunFiles(self.run_dir, self.accelerator.is_main_process), None
+        self.data, self.allow_data_change = source_fingerprint(source), allow_data_change
         self.run_id = self.files.open(cfg, resume=resume, overwrite=overwrite, resume_run=self._resume, info={
             "method": cfg.train.method, "reward": self.source.reward.name, "compute_dtype": cfg.model.dtype,
             "weights_dtype": str(actor.weights_dtype).removeprefix("torch."), "stop_token_ids": self.stop_ids,
             "prompts": len(self.source.items), "prompts_dropped_overlong": len(getattr(self.source, "dropped", [])),
             "context": dataclasses.asdict(self.context), "world_size": self.dist.world,
             "device": str(self.accelerator.device), "skpo_version": __version__,
-            "data_columns": getattr(self.source, "columns", {}),
+            "data_columns": getattr(self.source, "columns", {}), "data": self.data,
         }, method_doc=method_to_document(self.method))
         if resume and holds_weights(self.engine):  # a separate engine loaded the base weights
             self.engine.sync_weights(self.policy)
@@ -376,6 +378,11 @@ class Trainer:
         ran_with = read_run_json(self.run_dir).get("method_resolved")
         if ran_with is not None:  # the same config can resolve differently: an edited method file
             check_resolved_method(ran_with, json.loads(json.dumps(method_to_document(self.method))), self.run_dir)
+        data_changed = check_resume_data(read_run_json(self.run_dir).get("data"), self.data, self.run_dir,
+                                         self.allow_data_change)
+        if data_changed and self.accelerator.is_main_process:
+            log.warning(f"--allow-data-change: resuming on changed training data ({', '.join(data_changed)} differ); "
+                        "recorded in run.json")
         load_weights(path, self.policy, self.model)
         state = load_checkpoint(path, self.optimizer, self.scheduler, model=self.policy)
         self.state.load_state_dict(state, path)
@@ -386,4 +393,6 @@ class Trainer:
             truncate_metrics(self.run_dir / "samples.jsonl", self.state.step)  # (the same JSON lines with a step)
         record = {"step": self.state.step, "checkpoint": path.name, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                   "changed": changed, "skipped": [{"checkpoint": p.name, "reason": why} for p, why in skipped]}
+        if data_changed:  # the fingerprints before and now (run.json's "data" becomes the new one)
+            record["data_changed"] = {"before": read_run_json(self.run_dir).get("data"), "now": self.data}
         return state.get("run_id") or recorded or new_run_id(), record
