@@ -151,7 +151,7 @@ def test_a_hub_id_says_how_to_download(tmp_path, capsys):
 
     assert train_main(["model.path=Qwen/Qwen2.5-Math-7B", f"log.out_dir={tmp_path / 'r'}"]) == 2
     err = capsys.readouterr().err
-    assert "Hugging Face Hub id" in err and "huggingface-cli download Qwen/Qwen2.5-Math-7B" in err
+    assert "Hugging Face Hub id" in err and "hf download Qwen/Qwen2.5-Math-7B --local-dir" in err
 
 
 @pytest.mark.parametrize("text, suffix, needle", [

@@ -1,21 +1,22 @@
 """Run configuration: pydantic models loaded from YAML, with ``key.sub=value`` overrides.
 
-Unknown keys and bad values are errors that name the key (``train.lr: Input should be a
-valid number``). One ``RunConfig`` holds everything a ``skpo train`` run needs.
+Unknown keys and bad values are errors that name the key and the value given
+(``train.lr=fast: Input should be a valid number``). One ``RunConfig`` holds everything a
+``skpo train`` run needs. The schema is checked before the method registries are imported (they
+load torch), so a mistyped key fails in a fraction of a second.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from skpo.errors import ConfigError, MethodError
-from skpo.methods import is_method_file, method_names, resolve_for_run
+from skpo.errors import ConfigError, MethodError, closest_name, did_you_mean
+from skpo.paths import is_method_file, shipped_method_names
 from skpo.plugins import import_plugins
 from skpo.tasks.arith import ArithConfig
 from skpo.tasks.dataset import DatasetSpec
@@ -83,6 +84,7 @@ class DataSection(DatasetSpec):
     apply to benchmarks only; the rollout budget is ``rollout.max_new_tokens``."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True, frozen=False)
+    key_prefix: ClassVar[str] = "data."
 
     task: Literal["arith", "jsonl", "dataset"] = Field("arith", description="'arith' or a data file ('jsonl' and 'dataset' are the same)")
     arith: ArithSection = ArithSection()
@@ -252,10 +254,8 @@ class TrainSection(_Strict):
     def _known_method(cls, value: str) -> str:
         if is_method_file(value):  # a user's method document; read and validated with the method
             return value
-        if value not in method_names():
-            close = difflib.get_close_matches(value, method_names(), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"unknown method {value!r}{hint}; methods: {', '.join(method_names())} (skpo methods lists "
+        if value not in (names := shipped_method_names()):
+            raise ValueError(f"unknown method {value!r}{did_you_mean(value, names)}; methods: {', '.join(names)} (skpo methods lists "
                              "them), or the path of your own method document (.yaml)")
         return value
 
@@ -272,6 +272,18 @@ class RewardSection(_Strict):
                              "ends the run with one line naming the function")
     math_timeout_s: float = Field(5.0, gt=0, description="per-answer bound of the math verifier")
     workers: int | None = Field(None, ge=1, description="verifier processes (default: min(4, CPUs))")
+
+    @field_validator("range", mode="before")
+    @classmethod
+    def _range_text(cls, value: Any) -> Any:
+        """``reward.range=-1,1`` on a command line arrives as the text ``-1,1``: read as ``[-1, 1]``."""
+        if isinstance(value, str):
+            try:
+                low, high = (float(p) for p in value.strip().strip("[]()").split(","))
+            except ValueError:
+                raise ValueError("expected two numbers [low, high], e.g. reward.range=[-1,1]") from None
+            return (low, high)
+        return value
 
     @field_validator("range")
     @classmethod
@@ -363,25 +375,78 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     return parsed
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
+# Keys of verl's configs (Hydra ``key=value`` overrides look the same) and the key that sets the
+# same thing here; an unknown key found in this table points to its counterpart.
+VERL_KEYS = {
+    "data.train_files": "data.path (one data file or folder: JSONL, JSONL.gz, Parquet or a datasets save_to_disk folder)",
+    "data.val_files": "eval.benchmarks (a data file there is scored with the columns found as for data.path)",
+    "data.train_batch_size": "train.prompts_per_step",
+    "data.max_prompt_length": "data.max_prompt_tokens",
+    "data.max_response_length": "rollout.max_new_tokens",
+    "actor_rollout_ref.model.path": "model.path",
+    "actor_rollout_ref.rollout.n": "rollout.group_size",
+    "actor_rollout_ref.actor.optim.lr": "train.lr",
+    "algorithm.adv_estimator": "train.method",
+    "trainer.total_training_steps": "train.steps",
+    "trainer.default_local_dir": "log.out_dir",
+    "custom_reward_function.path": "reward.function (path/to/file.py:function)",
+    "custom_reward_function.name": "reward.function (path/to/file.py:function)",
+}
+
+
+def _shown(value: Any) -> str:
+    """A value as it would be typed after ``key=``."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    if isinstance(value, str):
+        return value if value.strip() == value and value and not any(c in value for c in ",:#[]{}") else repr(value)
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _leaves(prefix: str, value: Any) -> list[tuple[str, Any]]:
+    """``("a", {"b": 1})`` → ``[("a.b", 1)]``: the keys a user wrote under an unknown section."""
+    if isinstance(value, dict) and value:
+        return [leaf for k, v in value.items() for leaf in _leaves(f"{prefix}.{k}", v)]
+    return [(prefix, value)]
+
+
+def _format_errors(err: ValidationError, source: str, overridden: set[str]) -> str:
+    """One line per problem, each naming the key and the value given (and where it was given:
+    the config file, unless the key came from the command line):
+    ``train.steps=abc: Input should be a valid integer…``; ``bad.key=1: unknown key``."""
+    lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
-        hint = _did_you_mean(e["loc"]) if e["type"] == "extra_forbidden" else ""
-        lines.append(f"  {loc}: {e['msg']}{hint}" + (f" (got {e['input']!r})" if e["type"] != "missing" and "input" in e and not isinstance(e["input"], dict) else ""))
+        where = f"{source}: " if source != "defaults" and not any(
+            k == loc or k.startswith(loc + ".") for k in overridden) else ""
+        if e["type"] == "extra_forbidden":
+            for key, value in _leaves(loc, e.get("input")):
+                lines.append(f"{where}{key}={_shown(value)}: unknown key{_unknown_hint(key, e['loc'])}")
+            continue
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        shown = "" if e["type"] == "missing" or isinstance(e.get("input"), dict) else f"={_shown(e.get('input'))}"
+        lines.append(f"{where}{msg}" if not shown and msg.startswith(loc + ".") else f"{where}{loc}{shown}: {msg}")
     return "\n".join(lines)
 
 
-def _did_you_mean(loc: tuple) -> str:
-    """`` (did you mean 'train.steps'?)`` for an unknown key close to a known one of its section."""
+def _unknown_hint(key: str, loc: tuple) -> str:
+    """Where an unknown key's setting lives: verl's keys point to ours; else the closest key of
+    its section (`` (did you mean 'train.steps'?)``), or the sections when the section is unknown."""
+    foreign = next((ours for theirs, ours in VERL_KEYS.items() if key == theirs or key.startswith(theirs + ".")), None)
+    if foreign is not None:
+        return f" (verl's {key}; here: {foreign})"
     model: Any = RunConfig
     for part in loc[:-1]:
         field = getattr(model, "model_fields", {}).get(str(part))
         model = getattr(field, "annotation", None) if field is not None else None
         if not isinstance(model, type) or not issubclass(model, BaseModel):
             return ""
-    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
-    return f" (did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?)" if close else ""
+    close = closest_name(str(loc[-1]), list(model.model_fields))
+    if close is not None:
+        return f" (did you mean {'.'.join([*map(str, loc[:-1]), close])!r}?)"
+    if len(loc) == 1:
+        return f"; the sections are {', '.join(RunConfig.model_fields)}"
+    return f"; {'.'.join(map(str, loc[:-1]))} has {', '.join(model.model_fields)}"
 
 
 def _read_tree(path: Path, chain: tuple[Path, ...] = ()) -> dict:
@@ -419,15 +484,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     A file may start from another: ``base: other.yaml`` (relative to the file) is read first and
     the file's own keys are merged over it (section by section). ``plugins`` (``--import``) join
     the config's own ``plugins``, and all are imported before the method resolves. The method is
-    resolved here too, so a bad ``method.*`` override fails at load, naming its key.
+    resolved here too, so a bad ``method.*`` override fails at load, naming its key; the schema
+    is checked first, before the method registries (and torch) are imported.
     """
     tree: dict = {}
     source = "defaults"
     if path is not None:
         source = str(path)
         tree = _read_tree(Path(path))
+    overridden = set()
     for key, value in parse_overrides(overrides or []):
-        _set_dotted(tree, key, value, source)
+        _set_dotted(tree, key, value, "the command line" if path is None else source)
+        overridden.add(key)
     if plugins:
         tree["plugins"] = [*(tree.get("plugins") or []), *[p for p in plugins if p not in (tree.get("plugins") or [])]]
     if tree.get("plugins"):
@@ -437,11 +505,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         cfg = RunConfig.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
+        raise ConfigError(_format_errors(err, source, overridden)) from None
+    from skpo.methods import resolve_for_run  # heavy (the registries load torch): after the schema passed
+
     try:
         resolve_for_run(cfg)
     except MethodError as err:
-        raise ConfigError(f"{source}: {err}") from None
+        raise ConfigError(f"{source}: {err}" if path is not None else str(err)) from None
     return cfg
 
 

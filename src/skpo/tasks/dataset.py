@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -80,6 +80,9 @@ class DatasetSpec(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    # how messages name this spec's keys: a spec file's own ``prompt_column``; training data's
+    # ``data.prompt_column`` (the run config's section)
+    key_prefix: ClassVar[str] = ""
 
     name: str = ""
     path: str | None = None
@@ -450,7 +453,7 @@ def resolve_columns(spec: DatasetSpec, first_row: Mapping[str, Any], where: str)
     prompt = spec.prompt_column or _pick_column(first_row, PROMPT_CANDIDATES)
     if prompt is None:
         raise DatasetError(
-            f"{where}: no prompt column: set prompt_column (row has keys: {', '.join(sorted(first_row))}; "
+            f"{where}: no prompt column: set {spec.key_prefix}prompt_column (row has keys: {', '.join(sorted(first_row))}; "
             f"looked for {', '.join(PROMPT_CANDIDATES)})"
         )
     entry = REWARDS.get(spec.reward)
@@ -460,7 +463,7 @@ def resolve_columns(spec: DatasetSpec, first_row: Mapping[str, Any], where: str)
         answer = _pick_column(first_row, ANSWER_CANDIDATES)
         if answer is None and needs_answer:
             raise DatasetError(
-                f"{where}: no answer column for reward {spec.reward!r}: set answer_column (row has keys: "
+                f"{where}: no answer column for reward {spec.reward!r}: set {spec.key_prefix}answer_column (row has keys: "
                 f"{', '.join(sorted(first_row))}; looked for {', '.join(ANSWER_CANDIDATES)})"
             )
     return {"prompt": prompt, "answer": answer}
