@@ -9,6 +9,7 @@ load torch), so a mistyped key fails in a fraction of a second.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -19,9 +20,8 @@ from skpo.errors import ConfigError, MethodError, closest_name, did_you_mean
 from skpo.paths import is_method_file, shipped_method_names
 from skpo.plugins import import_plugins
 from skpo.tasks.arith import ArithConfig
-from skpo.tasks.dataset import DatasetSpec
+from skpo.tasks.dataset import MATH_TEMPLATE, DatasetSpec
 
-MATH_TEMPLATE = "{question}\nPlease reason step by step, and put your final answer within \\boxed{}."
 
 
 class _Strict(BaseModel):
@@ -90,6 +90,10 @@ class DataSection(DatasetSpec):
     arith: ArithSection = ArithSection()
     template: str = Field(MATH_TEMPLATE, validation_alias=AliasChoices("template", "prompt_template"))
     reward: str = Field("math", validation_alias=AliasChoices("reward", "verifier"))
+    heldout: int | None = Field(
+        None, ge=0, description="rows of the data file held out of training and scored by in-training evaluation "
+        "(eval.benchmarks 'heldout'): the rows whose prompts hash lowest, the same in every run. None = a tenth of "
+        "the rows, at most 100, when 'heldout' is evaluated (the default with a data file), else none; 0 = none")
 
     @model_validator(mode="before")
     @classmethod
@@ -107,6 +111,10 @@ class DataSection(DatasetSpec):
     @model_validator(mode="after")
     def _consistent(self) -> "DataSection":  # replaces the spec's check: the arith task has no file
         if self.task == "arith":
+            if self.heldout:
+                raise ValueError(f"data.heldout={self.heldout} holds rows of a data file out of training, but data.task "
+                                 "is 'arith' (its held-out problems are the 'arith' benchmark): set data.path, or drop "
+                                 "data.heldout")
             return self
         if not self.path:
             raise ValueError("data.path is required when data.task is 'jsonl'")
@@ -299,9 +307,10 @@ class EvalSection(_Strict):
 
     every: int = Field(50, ge=0, description="evaluate every N steps (0 = never during training)")
     every_tokens: int = Field(0, ge=0, description="also evaluate each time the decoded rollout tokens pass a multiple of this")
-    benchmarks: list[str] = Field(
-        ["arith"], description="built-in names (arith = the run's own task difficulty) or spec files (.yaml/.json)"
-    )
+    benchmarks: list[str] | None = Field(
+        None, description="built-in names (arith = the run's own task difficulty; heldout = the rows held out of "
+        "data.path, see data.heldout), spec files (.yaml/.json) or data files (scored as data.path would be). "
+        "None = follow the data: [arith] for the synthetic task, [heldout] for a data file")
     limit: int | None = Field(100, ge=1, validation_alias=AliasChoices("limit", "num_problems"),
                               description="first N problems of each benchmark (None = all)")
     k: int = Field(4, ge=1)
@@ -315,7 +324,9 @@ class EvalSection(_Strict):
 
 
 class LogSection(_Strict):
-    out_dir: str = "runs/skpo-arith"
+    out_dir: str | None = Field(
+        None, description="the run directory. None = named from the data: runs/skpo-arith for the synthetic task, "
+        "runs/<method>-<model>-<data> for a data file (e.g. runs/grpo-Qwen2.5-0.5B-gsm8k-train)")
     tensorboard: bool = True
     wandb: bool = False
     wandb_project: str = "skpo"
@@ -347,6 +358,57 @@ class RunConfig(_Strict):
         "terms are addressed by role: method.terms.upstream.weight=0.1",
     )
     log: LogSection = LogSection()
+
+    @model_validator(mode="after")
+    def _defaults_follow_the_data(self) -> "RunConfig":
+        """The defaults that depend on the data: the run directory, what in-training evaluation
+        scores, and whether rows are held out for it (a data file never falls back to the
+        synthetic task's directory or benchmark)."""
+        data = self.data
+        if self.eval.benchmarks is None:
+            self.eval.benchmarks = ["arith"] if data.task == "arith" else ([HELDOUT] if data.heldout != 0 else [])
+            self.eval.model_fields_set.discard("benchmarks")  # still a default: a dump without defaults leaves it out
+        if data.task == "arith" and HELDOUT in self.eval.benchmarks:
+            raise ValueError(f"eval.benchmarks: {HELDOUT!r} is a slice of data.path, but data.task is 'arith' (the "
+                             "synthetic task's held-out problems are the 'arith' benchmark)")
+        if data.task != "arith" and data.heldout is None and HELDOUT not in self.eval.benchmarks:
+            data.heldout = 0  # rows are held out only for an evaluation that scores them
+            data.model_fields_set.discard("heldout")
+        if self.log.out_dir is None:
+            self.log.out_dir = default_out_dir(self.train.method, self.model.path,
+                                               None if data.task == "arith" else data.path)
+            self.log.model_fields_set.discard("out_dir")
+        return self
+
+
+HELDOUT = "heldout"  # the benchmark of rows held out of data.path (data.heldout)
+ARITH_RUN_DIR = "runs/skpo-arith"  # the synthetic task's run directory (skpo main's, and every method's by default)
+_GENERIC_STEMS = ("train", "test", "validation", "val", "data", "dataset")
+
+
+def default_out_dir(method: str, model: str, data: str | None) -> str:
+    """The run directory when ``log.out_dir`` is not set: :data:`ARITH_RUN_DIR` for the
+    synthetic task (``data`` None), else ``runs/<method>-<model>-<data>`` from the method (a
+    method file: its stem), the model directory's name (a training checkpoint: its run's name and
+    step) and the data file's stem (a generic stem such as ``train`` with its folder's name:
+    ``gsm8k-train``)."""
+    if data is None:
+        return ARITH_RUN_DIR
+    method_name = Path(method).stem if is_method_file(method) else method
+    model_path = Path(str(model).rstrip("/")).expanduser()
+    if model_path.name == "model" and model_path.parent.name:  # CHECKPOINT/model
+        model_path = model_path.parent
+    model_name = model_path.name
+    if re.fullmatch(r"step_\d+", model_name) and model_path.parent.name == "checkpoints":
+        model_name = f"{model_path.parent.parent.name}-{model_name}"
+    data_path = Path(str(data).rstrip("/")).expanduser()
+    data_name = data_path.name
+    for suffix in (".gz", ".jsonl", ".json", ".parquet", ".arrow"):
+        data_name = data_name.removesuffix(suffix)
+    if data_name.lower() in _GENERIC_STEMS and data_path.parent.name:
+        data_name = f"{data_path.parent.name}-{data_name}"
+    parts = [re.sub(r"[^A-Za-z0-9._+-]+", "_", p).strip("._") or "x" for p in (method_name, model_name, data_name)]
+    return "runs/" + "-".join(parts)
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any, source: str) -> None:
@@ -425,7 +487,8 @@ def _format_errors(err: ValidationError, source: str, overridden: set[str]) -> s
             continue
         msg = str(e["msg"]).removeprefix("Value error, ")
         shown = "" if e["type"] == "missing" or isinstance(e.get("input"), dict) else f"={_shown(e.get('input'))}"
-        lines.append(f"{where}{msg}" if not shown and msg.startswith(loc + ".") else f"{where}{loc}{shown}: {msg}")
+        plain = not shown and (not loc or msg.startswith(loc + "."))  # the message names its key already
+        lines.append(f"{where}{msg}" if plain else f"{where}{loc}{shown}: {msg}")
     return "\n".join(lines)
 
 

@@ -15,7 +15,8 @@ from typing import Any, Protocol
 from skpo.rewards.base import Verdict
 from skpo.rewards.registry import RewardContext, RewardEntry, get_reward
 from skpo.tasks.arith import ArithConfig, iter_problems
-from skpo.tasks.dataset import DatasetError, DatasetSpec, Problem, encode_problems, load_problems_and_columns
+from skpo.tasks.dataset import (DatasetError, DatasetSpec, Problem, encode_problems, heldout_size,
+                                load_problems_and_columns, split_heldout)
 from skpo.tasks.prompts import has_chat_template, prompt_head_length
 from skpo.tasks.templates import plain_input_ids
 
@@ -108,11 +109,14 @@ class DatasetSource(_Scored):
 
     Prompts longer than ``spec.max_prompt_tokens`` are dropped (their count is logged and kept
     in :attr:`dropped`) or refused (``overlong: error``). Keys: ``<file name>:<id>`` with an id
-    column, else ``<file name>:<line>`` (JSONL) or ``<file name>:<row>``.
+    column, else ``<file name>:<line>`` (JSONL) or ``<file name>:<row>``. ``heldout`` rows
+    (:func:`~skpo.tasks.dataset.heldout_size`: ``None`` = a tenth, at most 100) are kept out of
+    the prompts, in :attr:`heldout`, for evaluation (:func:`~skpo.tasks.dataset.split_heldout`).
     """
 
     def __init__(self, tokenizer, spec: DatasetSpec, reward: RewardEntry | None = None,
-                 context: RewardContext | None = None, use_chat_template: bool | None = None) -> None:
+                 context: RewardContext | None = None, use_chat_template: bool | None = None,
+                 heldout: int | None = 0) -> None:
         self.tokenizer = tokenizer
         self.spec = spec
         self.reward = reward or get_reward(spec.reward)
@@ -127,6 +131,11 @@ class DatasetSource(_Scored):
                 where = f"line {problem.line}" if problem.line is not None else f"row {problem.index + 1}"
                 raise DatasetError(f"{path}: {where}: reward {self.reward.name!r} needs the column(s) {missing} "
                                    f"(row has keys: {', '.join(sorted(problem.row or {}))})")
+        self.rows = len(problems)
+        problems, self.heldout = split_heldout(problems, heldout_size(heldout, len(problems)))
+        if not problems:
+            raise DatasetError(f"{path}: every row's prompt is one of the {len(self.heldout)} held out for evaluation "
+                               "(data.heldout): hold out fewer rows")
         encoded = encode_problems(spec, tokenizer, problems, self.chat)
         self.dropped = encoded.dropped
         if encoded.dropped:

@@ -348,7 +348,7 @@ class Trainer:
         between batches (:class:`~skpo.errors.EvaluationInterrupted`)."""
         with self.actor.full_weights():  # every rank gathers (sharded runs); rank 0 evaluates
             results = (evaluate_benchmarks(self.policy, self.tokenizer, self.cfg, self.actor.autocast_dtype,
-                                           should_stop=should_stop)
+                                           should_stop=should_stop, source=self.source)
                        if self.accelerator.is_main_process else {})
         return benchmark_metrics(results, self.cfg.eval.k)
 
