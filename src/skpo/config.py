@@ -336,9 +336,22 @@ class LogSection(_Strict):
                                  "(a line per step when steps are slower)")
     save_every: int = Field(0, ge=0, description="checkpoint every N steps (0 = only at the end)")
     samples_every: int = Field(
-        10, ge=0, description="every N steps, a few prompts with their completions, rewards and verdicts go to "
-        "samples.jsonl, TensorBoard (text) and wandb (table); 0 = never")
+        10, ge=0, description="at the first step and every N steps, a few prompts with their completions (special "
+        "tokens as the model saw them), rewards and verdicts go to samples.jsonl, TensorBoard (text) and wandb "
+        "(table); 0 = never")
     samples: int = Field(2, ge=1, description="prompts per sample dump (with all their answers; SKPO: the segment too)")
+    console_samples: int = Field(
+        4, ge=0, description="of those, completions also shown on the console at the same steps (a table on a "
+        "terminal, plain lines otherwise; with log.progress); 0 or false = none")
+
+    @field_validator("console_samples", mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:  # a switch: true shows the default number, false none
+        return (4 if value else 0) if isinstance(value, bool) else value
+
+    def samples_due(self, step: int) -> bool:
+        """Samples are written after step ``step`` (0-based): the first step, then every ``samples_every``."""
+        return bool(self.samples_every) and (step == 0 or (step + 1) % self.samples_every == 0)
     keep_checkpoints: int = Field(2, ge=1)
 
 
