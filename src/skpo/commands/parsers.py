@@ -89,11 +89,16 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="HF model dir, checkpoint dir (with model/), run dir, or 'tiny-arith'")
     p.add_argument(
         "--benchmarks", default=None,
-        help=f"comma-separated names (built-in: {', '.join(BUILTIN_BENCHMARKS)}; names from --spec; or spec "
-        "files .yaml/.json); default: arith, or only the --spec benchmarks when --spec is given",
+        help=f"comma-separated names (built-in: {', '.join(BUILTIN_BENCHMARKS)}; names from --spec), spec files "
+        ".yaml/.json, or data files and folders (as --data); default: arith, or only the --spec and --data "
+        "benchmarks when either is given",
     )
     p.add_argument("--spec", action="append", default=[], type=Path,
                    help="JSON/YAML file with extra benchmark spec(s), which are evaluated too; repeatable")
+    p.add_argument("--data", action="append", default=[], metavar="FILE",
+                   help="a data file or folder (JSONL, JSONL.gz, Parquet, a datasets save_to_disk folder) read as "
+                   "training reads data.path: prompt and answer columns found by name, the math reward and template; "
+                   "other layouts need a --spec; repeatable")
     p.add_argument("--k", type=int, default=8, help="samples per problem (default 8)")
     p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
     p.add_argument("--out", type=Path, default=None, help="write results JSON here")
