@@ -55,17 +55,22 @@ def test_a_short_run_on_a_chat_model_shows_its_samples_with_the_template(standin
 
 
 def test_skpo_shows_the_segment_and_its_answers_on_the_console(tmp_path, capsys):
+    """Two prompts' rows are written, segments first; the console shows one prompt's segment and
+    the answers written from it (``[s, q]``)."""
     run = tmp_path / "run"
     cfg = load_config(None, ["train.method=skpo", "train.steps=1", "train.prompts_per_step=2", "rollout.group_size=3",
                              "rollout.max_new_tokens=40", "data.arith.pool_size=20", "eval.every=0",
-                             "log.tensorboard=false", "log.samples=1", f"log.out_dir={run}"])
+                             "log.tensorboard=false", "log.samples=2", f"log.out_dir={run}"])
     build_trainer(cfg).train()
     out = capsys.readouterr().out
-    roles = [line.split("]")[0].strip(" [") for line in out.splitlines() if line.startswith("  [")]
+    lines = out.splitlines()
+    roles = [line.split("]")[0].strip(" [") for line in lines if line.startswith("  [")]
     assert roles == ["upstream", "downstream", "downstream", "downstream"]  # log.console_samples: 4
+    shown = [line.removeprefix("    prompt     ") for line in lines if line.startswith("    prompt     ")]
+    segment = [line.removeprefix("    completion ") for line in lines if line.startswith("    completion ")][0]
+    assert all(p.startswith(segment) for p in shown[1:])  # the answers to [s, q] of the segment shown
     records = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
-    segment = records[0]["completion"]
-    assert all(r["prompt"].startswith(segment) for r in records[1:])  # [s, q]
+    assert [r["role"] for r in records][:2] == ["upstream", "upstream"] and len(records) == 8
 
 
 def test_an_answer_keeps_the_end_of_sequence_token_it_stopped_on(tmp_path, capsys):

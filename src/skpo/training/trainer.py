@@ -152,8 +152,11 @@ class Trainer:
                 if self.cfg.log.save_every and state.step % self.cfg.log.save_every == 0:
                     self.save()
                 bar(state.step, metrics)
-                if self._samples:  # a few of the step's samples on the console (log.console_samples)
-                    progress.samples(self._samples[:self.cfg.log.console_samples])
+                if self._samples:  # a few of the step's samples on the console (log.console_samples), a
+                    # prompt's rows together (SKPO: its segment, then the answers written from it)
+                    keys = list(dict.fromkeys(r["prompt_key"] for r in self._samples))
+                    shown = sorted(self._samples, key=lambda r: keys.index(r["prompt_key"]))
+                    progress.samples(shown[:self.cfg.log.console_samples])
                     self._samples = []
                 if stopping:
                     self._save_and_stop(stopping)
