@@ -34,8 +34,8 @@ def test_a_config_that_passes_check_trains(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["data.arith.min_operand=9", "data.arith.max_operand=3"], "data.arith: Value error, need 0 <= min_operand <= max_operand"),
-    (["rollout.skpo.split_low=0.7"], "rollout.skpo: Value error, need split_low <= split_high"),
+    (["data.arith.min_operand=9", "data.arith.max_operand=3"], "data.arith: need 0 <= min_operand <= max_operand"),
+    (["rollout.skpo.split_low=0.7"], "rollout.skpo: need split_low <= split_high"),
     (["method.terms.downstream.loss_params.clip_hgh=0.3"], "cispo: unknown parameter(s) ['clip_hgh']"),
     (["model.path=/nonexistent/model"], "/nonexistent/model"),
     (["eval.every=5", "eval.benchmarks=[math500,nope]"], "eval.benchmarks"),

@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from skpo.algorithms import ADVANTAGE_ESTIMATORS, POLICY_LOSSES, PROMPT_SAMPLERS
-from skpo.config import RunConfig, dump_config, load_config
+from skpo.config import RunConfig, default_out_dir, load_config
 from skpo.rewards.registry import REWARDS, RewardEntry, call_user_reward, to_verdict
 from skpo.rollout.base import ROLLOUTS
 from skpo.training.setup import build_trainer
@@ -98,11 +98,19 @@ def build(config: str | Path | Any | None = None, *, overrides: Iterable[str] = 
         items.append(f"model.path={model}")
     if reward_range is not None:
         items.append(f"reward.range=[{float(reward_range[0])}, {float(reward_range[1])}]")
-    if isinstance(config, RunConfig):
-        base_tree = yaml.safe_load(dump_config(config))
+    if isinstance(config, RunConfig):  # the keys it sets (the defaults that follow the data follow this run's)
+        base_tree = config.model_dump(mode="json", exclude_unset=True)
     else:
         base_tree = None
     cfg0 = load_config(None if base_tree is not None else config, [*_tree_overrides(base_tree), *items, *overrides])
+    data0 = None if cfg0.data.task == "arith" else cfg0.data.path
+    if out_dir is None and cfg0.log.out_dir == default_out_dir(cfg0.train.method, cfg0.model.path, data0):
+        # no run directory given: named from the method and the data this run will have (rows: "rows")
+        method_name = (str(method) if isinstance(method, (str, Path)) else str(method.get("name", "custom"))
+                       if isinstance(method, Mapping) else cfg0.train.method)
+        data_name = str(data) if isinstance(data, (str, Path)) else "rows.jsonl" if data is not None else data0
+        items.insert(0, f"log.out_dir={default_out_dir(method_name, cfg0.model.path, data_name)}")
+        cfg0 = load_config(None if base_tree is not None else config, [*_tree_overrides(base_tree), *items, *overrides])
     inputs = Path(cfg0.log.out_dir) / INPUTS_DIR
     if data is not None:
         if isinstance(data, (str, Path)):

@@ -9,12 +9,11 @@ User errors are one line ``skpo <command>: <message>`` with exit status 2; ``--d
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import os
 import sys
 
-from skpo.errors import DEBUG_ENV, quiet_when_piped, run_command
+from skpo.errors import DEBUG_ENV, did_you_mean, quiet_when_piped, run_command
 from skpo.version import __version__
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -49,9 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        close = difflib.get_close_matches(name, list(COMMANDS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        print(f"skpo: unknown command {name!r}{hint}\n\n{_usage()}", file=sys.stderr)
+        print(f"skpo: unknown command {name!r}{did_you_mean(name, COMMANDS)}\n\n{_usage()}", file=sys.stderr)
         return 2
     quiet_when_piped()
     if "-h" in rest or "--help" in rest:  # the light parser answers: the command's stack is not loaded

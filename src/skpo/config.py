@@ -1,26 +1,27 @@
 """Run configuration: pydantic models loaded from YAML, with ``key.sub=value`` overrides.
 
-Unknown keys and bad values are errors that name the key (``train.lr: Input should be a
-valid number``). One ``RunConfig`` holds everything a ``skpo train`` run needs.
+Unknown keys and bad values are errors that name the key and the value given
+(``train.lr=fast: Input should be a valid number``). One ``RunConfig`` holds everything a
+``skpo train`` run needs. The schema is checked before the method registries are imported (they
+load torch), so a mistyped key fails in a fraction of a second.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from skpo.errors import ConfigError, MethodError
-from skpo.methods import is_method_file, method_names, resolve_for_run
+from skpo.errors import ConfigError, MethodError, closest_name, did_you_mean
+from skpo.paths import is_method_file, shipped_method_names
 from skpo.plugins import import_plugins
 from skpo.tasks.arith import ArithConfig
-from skpo.tasks.dataset import DatasetSpec
+from skpo.tasks.dataset import MATH_TEMPLATE, DatasetSpec
 
-MATH_TEMPLATE = "{question}\nPlease reason step by step, and put your final answer within \\boxed{}."
 
 
 class _Strict(BaseModel):
@@ -83,11 +84,16 @@ class DataSection(DatasetSpec):
     apply to benchmarks only; the rollout budget is ``rollout.max_new_tokens``."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True, frozen=False)
+    key_prefix: ClassVar[str] = "data."
 
     task: Literal["arith", "jsonl", "dataset"] = Field("arith", description="'arith' or a data file ('jsonl' and 'dataset' are the same)")
     arith: ArithSection = ArithSection()
     template: str = Field(MATH_TEMPLATE, validation_alias=AliasChoices("template", "prompt_template"))
     reward: str = Field("math", validation_alias=AliasChoices("reward", "verifier"))
+    heldout: int | None = Field(
+        None, ge=0, description="rows of the data file held out of training and scored by in-training evaluation "
+        "(eval.benchmarks 'heldout'): the rows whose prompts hash lowest, the same in every run. None = a tenth of "
+        "the rows, at most 100, when 'heldout' is evaluated (the default with a data file), else none; 0 = none")
 
     @model_validator(mode="before")
     @classmethod
@@ -105,6 +111,10 @@ class DataSection(DatasetSpec):
     @model_validator(mode="after")
     def _consistent(self) -> "DataSection":  # replaces the spec's check: the arith task has no file
         if self.task == "arith":
+            if self.heldout:
+                raise ValueError(f"data.heldout={self.heldout} holds rows of a data file out of training, but data.task "
+                                 "is 'arith' (its held-out problems are the 'arith' benchmark): set data.path, or drop "
+                                 "data.heldout")
             return self
         if not self.path:
             raise ValueError("data.path is required when data.task is 'jsonl'")
@@ -252,10 +262,8 @@ class TrainSection(_Strict):
     def _known_method(cls, value: str) -> str:
         if is_method_file(value):  # a user's method document; read and validated with the method
             return value
-        if value not in method_names():
-            close = difflib.get_close_matches(value, method_names(), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"unknown method {value!r}{hint}; methods: {', '.join(method_names())} (skpo methods lists "
+        if value not in (names := shipped_method_names()):
+            raise ValueError(f"unknown method {value!r}{did_you_mean(value, names)}; methods: {', '.join(names)} (skpo methods lists "
                              "them), or the path of your own method document (.yaml)")
         return value
 
@@ -273,6 +281,18 @@ class RewardSection(_Strict):
     math_timeout_s: float = Field(5.0, gt=0, description="per-answer bound of the math verifier")
     workers: int | None = Field(None, ge=1, description="verifier processes (default: min(4, CPUs))")
 
+    @field_validator("range", mode="before")
+    @classmethod
+    def _range_text(cls, value: Any) -> Any:
+        """``reward.range=-1,1`` on a command line arrives as the text ``-1,1``: read as ``[-1, 1]``."""
+        if isinstance(value, str):
+            try:
+                low, high = (float(p) for p in value.strip().strip("[]()").split(","))
+            except ValueError:
+                raise ValueError("expected two numbers [low, high], e.g. reward.range=[-1,1]") from None
+            return (low, high)
+        return value
+
     @field_validator("range")
     @classmethod
     def _finite_range(cls, value: tuple[float, float]) -> tuple[float, float]:
@@ -287,9 +307,10 @@ class EvalSection(_Strict):
 
     every: int = Field(50, ge=0, description="evaluate every N steps (0 = never during training)")
     every_tokens: int = Field(0, ge=0, description="also evaluate each time the decoded rollout tokens pass a multiple of this")
-    benchmarks: list[str] = Field(
-        ["arith"], description="built-in names (arith = the run's own task difficulty) or spec files (.yaml/.json)"
-    )
+    benchmarks: list[str] | None = Field(
+        None, description="built-in names (arith = the run's own task difficulty; heldout = the rows held out of "
+        "data.path, see data.heldout), spec files (.yaml/.json) or data files (scored as data.path would be). "
+        "None = follow the data: [arith] for the synthetic task, [heldout] for a data file")
     limit: int | None = Field(100, ge=1, validation_alias=AliasChoices("limit", "num_problems"),
                               description="first N problems of each benchmark (None = all)")
     k: int = Field(4, ge=1)
@@ -303,7 +324,9 @@ class EvalSection(_Strict):
 
 
 class LogSection(_Strict):
-    out_dir: str = "runs/skpo-arith"
+    out_dir: str | None = Field(
+        None, description="the run directory. None = named from the data: runs/skpo-arith for the synthetic task, "
+        "runs/<method>-<model>-<data> for a data file (e.g. runs/grpo-Qwen2.5-0.5B-gsm8k-train)")
     tensorboard: bool = True
     wandb: bool = False
     wandb_project: str = "skpo"
@@ -313,9 +336,22 @@ class LogSection(_Strict):
                                  "(a line per step when steps are slower)")
     save_every: int = Field(0, ge=0, description="checkpoint every N steps (0 = only at the end)")
     samples_every: int = Field(
-        10, ge=0, description="every N steps, a few prompts with their completions, rewards and verdicts go to "
-        "samples.jsonl, TensorBoard (text) and wandb (table); 0 = never")
+        10, ge=0, description="at the first step and every N steps, a few prompts with their completions (special "
+        "tokens as the model saw them), rewards and verdicts go to samples.jsonl, TensorBoard (text) and wandb "
+        "(table); 0 = never")
     samples: int = Field(2, ge=1, description="prompts per sample dump (with all their answers; SKPO: the segment too)")
+    console_samples: int = Field(
+        4, ge=0, description="of those, completions also shown on the console at the same steps (a table on a "
+        "terminal, plain lines otherwise; with log.progress); 0 or false = none")
+
+    @field_validator("console_samples", mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:  # a switch: true shows the default number, false none
+        return (4 if value else 0) if isinstance(value, bool) else value
+
+    def samples_due(self, step: int) -> bool:
+        """Samples are written after step ``step`` (0-based): the first step, then every ``samples_every``."""
+        return bool(self.samples_every) and (step == 0 or (step + 1) % self.samples_every == 0)
     keep_checkpoints: int = Field(2, ge=1)
 
 
@@ -335,6 +371,57 @@ class RunConfig(_Strict):
         "terms are addressed by role: method.terms.upstream.weight=0.1",
     )
     log: LogSection = LogSection()
+
+    @model_validator(mode="after")
+    def _defaults_follow_the_data(self) -> "RunConfig":
+        """The defaults that depend on the data: the run directory, what in-training evaluation
+        scores, and whether rows are held out for it (a data file never falls back to the
+        synthetic task's directory or benchmark)."""
+        data = self.data
+        if self.eval.benchmarks is None:
+            self.eval.benchmarks = ["arith"] if data.task == "arith" else ([HELDOUT] if data.heldout != 0 else [])
+            self.eval.model_fields_set.discard("benchmarks")  # still a default: a dump without defaults leaves it out
+        if data.task == "arith" and HELDOUT in self.eval.benchmarks:
+            raise ValueError(f"eval.benchmarks: {HELDOUT!r} is a slice of data.path, but data.task is 'arith' (the "
+                             "synthetic task's held-out problems are the 'arith' benchmark)")
+        if data.task != "arith" and data.heldout is None and HELDOUT not in self.eval.benchmarks:
+            data.heldout = 0  # rows are held out only for an evaluation that scores them
+            data.model_fields_set.discard("heldout")
+        if self.log.out_dir is None:
+            self.log.out_dir = default_out_dir(self.train.method, self.model.path,
+                                               None if data.task == "arith" else data.path)
+            self.log.model_fields_set.discard("out_dir")
+        return self
+
+
+HELDOUT = "heldout"  # the benchmark of rows held out of data.path (data.heldout)
+ARITH_RUN_DIR = "runs/skpo-arith"  # the synthetic task's run directory (skpo main's, and every method's by default)
+_GENERIC_STEMS = ("train", "test", "validation", "val", "data", "dataset")
+
+
+def default_out_dir(method: str, model: str, data: str | None) -> str:
+    """The run directory when ``log.out_dir`` is not set: :data:`ARITH_RUN_DIR` for the
+    synthetic task (``data`` None), else ``runs/<method>-<model>-<data>`` from the method (a
+    method file: its stem), the model directory's name (a training checkpoint: its run's name and
+    step) and the data file's stem (a generic stem such as ``train`` with its folder's name:
+    ``gsm8k-train``)."""
+    if data is None:
+        return ARITH_RUN_DIR
+    method_name = Path(method).stem if is_method_file(method) else method
+    model_path = Path(str(model).rstrip("/")).expanduser()
+    if model_path.name == "model" and model_path.parent.name:  # CHECKPOINT/model
+        model_path = model_path.parent
+    model_name = model_path.name
+    if re.fullmatch(r"step_\d+", model_name) and model_path.parent.name == "checkpoints":
+        model_name = f"{model_path.parent.parent.name}-{model_name}"
+    data_path = Path(str(data).rstrip("/")).expanduser()
+    data_name = data_path.name
+    for suffix in (".gz", ".jsonl", ".json", ".parquet", ".arrow"):
+        data_name = data_name.removesuffix(suffix)
+    if data_name.lower() in _GENERIC_STEMS and data_path.parent.name:
+        data_name = f"{data_path.parent.name}-{data_name}"
+    parts = [re.sub(r"[^A-Za-z0-9._+-]+", "_", p).strip("._") or "x" for p in (method_name, model_name, data_name)]
+    return "runs/" + "-".join(parts)
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any, source: str) -> None:
@@ -363,25 +450,79 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     return parsed
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
+# Keys of verl's configs (Hydra ``key=value`` overrides look the same) and the key that sets the
+# same thing here; an unknown key found in this table points to its counterpart.
+VERL_KEYS = {
+    "data.train_files": "data.path (one data file or folder: JSONL, JSONL.gz, Parquet or a datasets save_to_disk folder)",
+    "data.val_files": "eval.benchmarks (a data file there is scored with the columns found as for data.path)",
+    "data.train_batch_size": "train.prompts_per_step",
+    "data.max_prompt_length": "data.max_prompt_tokens",
+    "data.max_response_length": "rollout.max_new_tokens",
+    "actor_rollout_ref.model.path": "model.path",
+    "actor_rollout_ref.rollout.n": "rollout.group_size",
+    "actor_rollout_ref.actor.optim.lr": "train.lr",
+    "algorithm.adv_estimator": "train.method",
+    "trainer.total_training_steps": "train.steps",
+    "trainer.default_local_dir": "log.out_dir",
+    "custom_reward_function.path": "reward.function (path/to/file.py:function)",
+    "custom_reward_function.name": "reward.function (path/to/file.py:function)",
+}
+
+
+def _shown(value: Any) -> str:
+    """A value as it would be typed after ``key=``."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    if isinstance(value, str):
+        return value if value.strip() == value and value and not any(c in value for c in ",:#[]{}") else repr(value)
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _leaves(prefix: str, value: Any) -> list[tuple[str, Any]]:
+    """``("a", {"b": 1})`` → ``[("a.b", 1)]``: the keys a user wrote under an unknown section."""
+    if isinstance(value, dict) and value:
+        return [leaf for k, v in value.items() for leaf in _leaves(f"{prefix}.{k}", v)]
+    return [(prefix, value)]
+
+
+def _format_errors(err: ValidationError, source: str, overridden: set[str]) -> str:
+    """One line per problem, each naming the key and the value given (and where it was given:
+    the config file, unless the key came from the command line):
+    ``train.steps=abc: Input should be a valid integer…``; ``bad.key=1: unknown key``."""
+    lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
-        hint = _did_you_mean(e["loc"]) if e["type"] == "extra_forbidden" else ""
-        lines.append(f"  {loc}: {e['msg']}{hint}" + (f" (got {e['input']!r})" if e["type"] != "missing" and "input" in e and not isinstance(e["input"], dict) else ""))
+        where = f"{source}: " if source != "defaults" and not any(
+            k == loc or k.startswith(loc + ".") for k in overridden) else ""
+        if e["type"] == "extra_forbidden":
+            for key, value in _leaves(loc, e.get("input")):
+                lines.append(f"{where}{key}={_shown(value)}: unknown key{_unknown_hint(key, e['loc'])}")
+            continue
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        shown = "" if e["type"] == "missing" or isinstance(e.get("input"), dict) else f"={_shown(e.get('input'))}"
+        plain = not shown and (not loc or msg.startswith(loc + "."))  # the message names its key already
+        lines.append(f"{where}{msg}" if plain else f"{where}{loc}{shown}: {msg}")
     return "\n".join(lines)
 
 
-def _did_you_mean(loc: tuple) -> str:
-    """`` (did you mean 'train.steps'?)`` for an unknown key close to a known one of its section."""
+def _unknown_hint(key: str, loc: tuple) -> str:
+    """Where an unknown key's setting lives: verl's keys point to ours; else the closest key of
+    its section (`` (did you mean 'train.steps'?)``), or the sections when the section is unknown."""
+    foreign = next((ours for theirs, ours in VERL_KEYS.items() if key == theirs or key.startswith(theirs + ".")), None)
+    if foreign is not None:
+        return f" (verl's {key}; here: {foreign})"
     model: Any = RunConfig
     for part in loc[:-1]:
         field = getattr(model, "model_fields", {}).get(str(part))
         model = getattr(field, "annotation", None) if field is not None else None
         if not isinstance(model, type) or not issubclass(model, BaseModel):
             return ""
-    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
-    return f" (did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?)" if close else ""
+    close = closest_name(str(loc[-1]), list(model.model_fields))
+    if close is not None:
+        return f" (did you mean {'.'.join([*map(str, loc[:-1]), close])!r}?)"
+    if len(loc) == 1:
+        return f"; the sections are {', '.join(RunConfig.model_fields)}"
+    return f"; {'.'.join(map(str, loc[:-1]))} has {', '.join(model.model_fields)}"
 
 
 def _read_tree(path: Path, chain: tuple[Path, ...] = ()) -> dict:
@@ -419,15 +560,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     A file may start from another: ``base: other.yaml`` (relative to the file) is read first and
     the file's own keys are merged over it (section by section). ``plugins`` (``--import``) join
     the config's own ``plugins``, and all are imported before the method resolves. The method is
-    resolved here too, so a bad ``method.*`` override fails at load, naming its key.
+    resolved here too, so a bad ``method.*`` override fails at load, naming its key; the schema
+    is checked first, before the method registries (and torch) are imported.
     """
     tree: dict = {}
     source = "defaults"
     if path is not None:
         source = str(path)
         tree = _read_tree(Path(path))
+    overridden = set()
     for key, value in parse_overrides(overrides or []):
-        _set_dotted(tree, key, value, source)
+        _set_dotted(tree, key, value, "the command line" if path is None else source)
+        overridden.add(key)
     if plugins:
         tree["plugins"] = [*(tree.get("plugins") or []), *[p for p in plugins if p not in (tree.get("plugins") or [])]]
     if tree.get("plugins"):
@@ -437,11 +581,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         cfg = RunConfig.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
+        raise ConfigError(_format_errors(err, source, overridden)) from None
+    from skpo.methods import resolve_for_run  # heavy (the registries load torch): after the schema passed
+
     try:
         resolve_for_run(cfg)
     except MethodError as err:
-        raise ConfigError(f"{source}: {err}") from None
+        raise ConfigError(f"{source}: {err}" if path is not None else str(err)) from None
     return cfg
 
 

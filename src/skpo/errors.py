@@ -12,13 +12,14 @@ Exit codes: 0 done; 2 user error; 128 + signal number when training stopped on S
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import errno
 import logging
-import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 DEBUG_ENV = "SKPO_DEBUG"
 USER_ERROR_EXIT = 2
@@ -69,6 +70,41 @@ class EvaluationInterrupted(Exception):
     def __init__(self, message: str, signum: int | None = None) -> None:
         super().__init__(message)
         self.signum = signum
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Edits (insert, delete, substitute, or swap two neighbours) turning ``a`` into ``b``: the
+    optimal-string-alignment distance, so ``gpro`` is one edit from ``grpo``."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        row = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                row[j] = min(row[j], prev2[j - 2] + 1)
+        prev2, prev = prev, row
+    return prev[-1]
+
+
+def closest_name(word: str, options: Iterable[str]) -> str | None:
+    """The option ``word`` was most likely meant to be, or None: fewest edits first (a swapped
+    pair of letters is one edit), then difflib's similarity. An option qualifies within
+    ``max(1, len(word) // 3)`` edits, or at difflib's usual 0.6 similarity."""
+    w = word.lower()
+    scored = []
+    for option in dict.fromkeys(options):
+        o = option.lower()
+        distance, ratio = edit_distance(w, o), difflib.SequenceMatcher(None, w, o).ratio()
+        if distance <= max(1, len(w) // 3) or ratio >= 0.6:
+            scored.append((distance, -ratio, option))
+    return min(scored)[2] if scored else None
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    """`` (did you mean 'grpo'?)`` for :func:`closest_name`, else ``""``."""
+    close = closest_name(word, options)
+    return f" (did you mean {close!r}?)" if close is not None else ""
 
 
 def debug_enabled() -> bool:

@@ -11,11 +11,12 @@ trainer reads the metadata instead of comparing names.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Generic, TypeVar
+
+from skpo.errors import did_you_mean
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,9 +75,7 @@ class Registry(Generic[F]):
         try:
             return self._entries[name]
         except KeyError:
-            close = difflib.get_close_matches(str(name), list(self._entries), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise KeyError(f"unknown {self.kind} {name!r}{hint}; registered: {sorted(self._entries)}; to add your own, "
+            raise KeyError(f"unknown {self.kind} {name!r}{did_you_mean(str(name), self._entries)}; registered: {sorted(self._entries)}; to add your own, "
                            "register it in a module and load it with --import MODULE or the config's plugins: [MODULE] "
                            "(docs/methods.md)") from None
 

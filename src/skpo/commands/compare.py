@@ -117,7 +117,8 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     k_c, benchmarks = spec["curve_k"], list(cfg.eval.benchmarks)
 
     def evaluate(k: int, limit: int) -> dict[str, dict[str, Any]]:
-        return evaluate_benchmarks(trainer.policy, trainer.tokenizer, cfg, trainer.autocast_dtype, k=k, limit=limit)
+        return evaluate_benchmarks(trainer.policy, trainer.tokenizer, cfg, trainer.autocast_dtype, k=k, limit=limit,
+                                   source=trainer.source)
 
     start_path = run_dir / "start_eval.json"
     if not start_path.is_file():

@@ -3,6 +3,7 @@
 ::
 
     skpo eval --model DIR_OR_CHECKPOINT --benchmarks arith,math500 --k 8 --limit 50 --out results.json
+    skpo eval --model runs/X --data ~/data/gsm8k/test.parquet      # a data file, read as training reads it
 
 ``--model`` accepts (see :func:`resolve_model_dir`):
 
@@ -38,7 +39,7 @@ from rich.table import Table
 
 from skpo.commands.parsers import evaluate_parser
 from skpo.errors import EvaluationInterrupted, UserError, log_to_console, run_command
-from skpo.evaluation.benchmarks import BenchmarkSpec, load_problems, load_spec_file, resolve_benchmarks
+from skpo.evaluation.benchmarks import BenchmarkSpec, data_file_spec, load_problems, load_spec_file, resolve_benchmarks
 from skpo.evaluation.runner import evaluate
 from skpo.models.loading import load_policy, load_tokenizer, shipped_model_dir
 from skpo.tasks.arith import ArithConfig
@@ -156,6 +157,13 @@ def _main(argv: list[str]) -> int:
         for spec_file in args.spec:
             for spec in load_spec_file(spec_file):
                 extra[spec.name] = spec
+        for data in args.data:  # the training data spec: columns found as for data.path
+            if not Path(data).expanduser().exists():
+                raise FileNotFoundError(f"--data: {data!r} does not exist")
+            spec = data_file_spec(data)
+            if spec.name in extra:  # two files with one stem: tell them apart by their folder
+                spec = spec.model_copy(update={"name": f"{Path(data).expanduser().resolve().parent.name}-{spec.name}"})
+            extra[spec.name] = spec
         if args.benchmarks is None:
             names = [] if extra else ["arith"]
         else:

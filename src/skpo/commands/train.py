@@ -2,7 +2,8 @@
 
 User errors (config, data, run directory, checkpoints, a full disk) are one line on stderr
 with exit status 2; a run stopped by SIGINT/SIGTERM exits with 128 + the signal number after
-saving (``skpo.errors``).
+saving (``skpo.errors``). The config is checked before the training stack (torch, transformers)
+is imported, so a mistyped key is reported at once.
 """
 
 from __future__ import annotations
@@ -14,10 +15,6 @@ import yaml
 from skpo.commands.parsers import train_parser
 from skpo.config import ConfigError, dump_config, load_config
 from skpo.errors import log_to_console, run_command
-from skpo.methods import method_to_document, resolve_for_run
-from skpo.training.distributed import shutdown
-from skpo.training.run_dir import preflight
-from skpo.training.setup import build_trainer, check_paths, check_run
 
 
 def main(argv: list[str]) -> int:
@@ -28,6 +25,13 @@ def _main(argv: list[str]) -> int:
     args = train_parser().parse_intermixed_args(argv)  # options may follow key=value overrides
     overrides = [*args.overrides, *([f"train.threads={args.threads}"] if args.threads else [])]
     cfg = load_config(args.config, overrides, plugins=args.imports)
+    # heavy (torch, transformers): imported once the config's schema is valid, so a bad key is
+    # reported before seconds of imports
+    from skpo.methods import method_to_document, resolve_for_run
+    from skpo.training.distributed import shutdown
+    from skpo.training.run_dir import preflight
+    from skpo.training.setup import build_trainer, check_paths, check_run
+
     if args.print_config:
         method, notes = resolve_for_run(cfg)
         print(dump_config(cfg))

@@ -30,13 +30,16 @@ from pathlib import Path
 
 from skpo.rewards.base import Verdict
 from skpo.rewards.choice import LETTERS, extract_choice
-from skpo.rewards.registry import RewardContext, code_for_humaneval, get_reward
+from skpo.rewards.registry import RewardContext, RewardEntry, code_for_humaneval, get_reward
 from skpo.tasks.dataset import (
+    MATH_TEMPLATE,
     BenchmarkSpec,
     DatasetError,
     DatasetSpec,
     Problem,
+    data_file_spec,
     encode_problems,
+    is_data_path,
     load_problems,
     load_spec_file,
     read_rows,
@@ -52,6 +55,7 @@ __all__ = [
     "code_for_humaneval",
     "encode_problems",
     "extract_choice",
+    "data_file_spec",
     "get_spec",
     "load_problems",
     "load_spec_file",
@@ -62,7 +66,6 @@ __all__ = [
 
 BenchmarkDataError = DatasetError
 
-MATH_TEMPLATE = "{question}\nPlease reason step by step, and put your final answer within \\boxed{}."
 CHOICE_TEMPLATE = (
     "{question}\n\nAnswer with the letter of the correct option. "
     "End your response with a line of the form \"Answer: X\", where X is the letter."
@@ -119,14 +122,30 @@ def get_spec(name: str, extra: Mapping[str, BenchmarkSpec] | None = None) -> Ben
 
 
 def resolve_benchmarks(names: Sequence[str], extra: Mapping[str, BenchmarkSpec] | None = None) -> list[BenchmarkSpec]:
-    """Specs for a list of built-in names and spec-file paths (``.yaml`` / ``.yml`` / ``.json``;
-    every spec in the file is taken)."""
+    """Specs for a list of built-in names, spec-file paths (``.yaml`` / ``.yml`` / ``.json``;
+    every spec in the file is taken) and data files or folders (read as training reads
+    ``data.path``: :func:`~skpo.tasks.dataset.data_file_spec`).
+
+    Raises:
+        KeyError: a name that is neither, saying what to give instead.
+        FileNotFoundError: a data or spec file that does not exist.
+    """
+    known = {**BUILTIN_BENCHMARKS, **(extra or {})}
     specs: list[BenchmarkSpec] = []
     for name in names:
         if name.endswith((".yaml", ".yml", ".json")):
             specs += load_spec_file(Path(name))
+        elif name in known:
+            specs.append(known[name])
+        elif is_data_path(name):
+            if not Path(name).expanduser().exists():
+                raise FileNotFoundError(f"data file {name!r} does not exist")
+            specs.append(data_file_spec(name))
         else:
-            specs.append(get_spec(name, extra))
+            raise KeyError(f"unknown benchmark {name!r}; known: {', '.join(sorted(known))}; a data file or folder "
+                           "(JSONL, JSONL.gz, Parquet, a datasets save_to_disk folder) is given by its path and read "
+                           "as training reads data.path (skpo eval --data FILE); describe any other layout in a spec "
+                           "file (.yaml/.json: skpo eval --spec FILE; docs/evaluation.md)")
     return specs
 
 
@@ -144,6 +163,7 @@ def score_completions(
     plain_prompt: bool = True,
     math_timeout_s: float = 5.0,
     code_workers: int = 4,
+    reward: RewardEntry | None = None,
 ) -> list[list[Verdict]]:
     """Verdicts ``[N][k]`` for completions ``[N][k]`` of ``problems`` under ``spec``'s reward,
     scored as one batch.
@@ -153,13 +173,15 @@ def score_completions(
             spec's stop strings are cut off before running the code).
         math_timeout_s: per-answer bound of the math verifier.
         code_workers: sandboxes run at once for ``code``.
+        reward: the reward to score with instead of ``spec.reward``'s registry entry (a run's
+            own reward, with its ``reward.range``, on its held-out rows).
     """
     if len(problems) != len(completions):
         raise ValueError(f"{len(problems)} problems but {len(completions)} completion lists")
     flat = [(i, text) for i, row in enumerate(completions) for text in row]
     context = RewardContext(plain_prompt=plain_prompt, stop=tuple(spec.stop), math_timeout_s=math_timeout_s,
                             code_workers=code_workers)
-    verdicts = get_reward(spec.reward).score([t for _, t in flat], [problems[i] for i, _ in flat], context)
+    verdicts = (reward or get_reward(spec.reward)).score([t for _, t in flat], [problems[i] for i, _ in flat], context)
     out: list[list[Verdict]] = []
     pos = 0
     for row in completions:

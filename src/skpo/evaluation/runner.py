@@ -47,6 +47,7 @@ from skpo.evaluation.metrics import (
     success_histogram,
 )
 from skpo.rewards.arith import check_steps
+from skpo.rewards.registry import RewardEntry
 from skpo.tasks.dataset import encode_problems
 from skpo.tasks.dataset import prompt_format as format_of
 from skpo.tasks.prompts import has_chat_template
@@ -162,6 +163,7 @@ def evaluate(
     problems: Sequence[Problem] | None = None,
     prompt_ids: Sequence[Sequence[int]] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    reward: RewardEntry | None = None,
 ) -> dict[str, Any]:
     """Sample ``k`` completions per problem of ``spec`` and score them.
 
@@ -192,6 +194,8 @@ def evaluate(
             raises :class:`~skpo.errors.EvaluationInterrupted` (a run stopping on a signal), so
             a stop comes within one batch at any batch size. The batches are the same as
             without it: which samples are drawn does not change.
+        reward: score with this reward instead of ``spec.reward``'s (a run's own reward function
+            on the rows it held out).
 
     Returns:
         A JSON-serialisable dict; see ``docs/evaluation.md``. Main keys: ``benchmark``,
@@ -278,7 +282,8 @@ def evaluate(
     generated = time.perf_counter()
 
     texts = [[tokenizer.decode(c.token_ids, skip_special_tokens=True) for c in row] for row in results]
-    verdicts = score_completions(spec, problems, texts, plain_prompt=plain, math_timeout_s=math_timeout_s)
+    verdicts = score_completions(spec, problems, texts, plain_prompt=plain, math_timeout_s=math_timeout_s,
+                                 reward=reward)
     verified = time.perf_counter()
 
     correct = [[v.correct for v in row] for row in verdicts]

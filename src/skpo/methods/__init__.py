@@ -27,7 +27,6 @@ run directory (``method.yaml``) and shown by ``skpo train --print-config``.
 from __future__ import annotations
 
 import copy
-import difflib
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -39,13 +38,13 @@ import yaml
 from skpo.methods.checks import check_method_against_rollout, check_term, joint_roles, rollout_params
 from skpo.methods.record import LossTerm, Method, term_loss
 from skpo.algorithms import PROMPT_SAMPLERS
-from skpo.errors import MethodError
+from skpo.errors import MethodError, did_you_mean
+from skpo.paths import METHOD_DIR, is_method_file, shipped_method_names
 from skpo.rollout import ROLLOUTS
 
 __all__ = ["METHODS", "Method", "MethodError", "check_method_against_rollout", "get_method", "joint_roles", "rollout_params", "method_document", "method_names", "method_table",
            "method_table_markdown", "method_to_document", "resolve_method", "term_loss"]
 
-METHOD_DIR = Path(__file__).resolve().parent
 
 _TOP_KEYS = {
     "name", "description", "source", "rollout", "rollout_params", "group_size", "terms", "filter_groups",
@@ -58,21 +57,14 @@ _TERM_KEYS = {"advantage", "advantage_params", "loss", "loss_params", "agg", "we
 
 def method_names() -> list[str]:
     """Names of the shipped methods (the YAML files of ``skpo/methods``)."""
-    return sorted(p.stem for p in METHOD_DIR.glob("*.yaml"))
-
-
-def is_method_file(name: str) -> bool:
-    """``train.method`` names a document file (``my_method.yaml``) rather than a shipped method."""
-    return name.endswith((".yaml", ".yml")) or "/" in name
+    return shipped_method_names()
 
 
 @lru_cache(maxsize=None)
 def _read_shipped(name: str) -> dict[str, Any]:
     path = METHOD_DIR / f"{name}.yaml"
     if not path.is_file():
-        close = difflib.get_close_matches(name, method_names(), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise MethodError(f"unknown method {name!r}{hint}; methods: {', '.join(method_names())} (or a path to a method .yaml)")
+        raise MethodError(f"unknown method {name!r}{did_you_mean(name, method_names())}; methods: {', '.join(method_names())} (or a path to a method .yaml)")
     return _parse(path)
 
 

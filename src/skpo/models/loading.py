@@ -62,7 +62,7 @@ def hub_hint(path: str) -> str:
         return ""
     local = f"/models/{str(path).split('/')[-1]}"
     return (f"; {path!r} looks like a Hugging Face Hub id, and skpo reads local directories only: download it first "
-            f"(huggingface-cli download {path} --local-dir {local}) and set model.path={local}")
+            f"(hf download {path} --local-dir {local}, the huggingface_hub command line) and set model.path={local}")
 
 
 def _check_dir(path: str | Path, what: str, needed: tuple[str, ...]) -> Path:

@@ -4,13 +4,14 @@ The whole story (sources, readings, how each step runs): ``docs/evaluation.md``,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -40,7 +41,15 @@ __all__ = [
     "prompt_format",
     "prompt_messages",
     "read_rows",
+    "MATH_TEMPLATE",
+    "data_file_spec",
+    "is_data_path",
+    "heldout_size",
+    "split_heldout",
 ]
+
+MATH_TEMPLATE = "{question}\nPlease reason step by step, and put your final answer within \\boxed{}."
+DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet", ".arrow")
 
 PROMPT_CANDIDATES = ("prompt", "problem", "question", "query", "input", "instruction", "messages")
 ANSWER_CANDIDATES = (
@@ -80,6 +89,9 @@ class DatasetSpec(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    # how messages name this spec's keys: a spec file's own ``prompt_column``; training data's
+    # ``data.prompt_column`` (the run config's section)
+    key_prefix: ClassVar[str] = ""
 
     name: str = ""
     path: str | None = None
@@ -162,6 +174,18 @@ class DatasetSpec(BaseModel):
 
 # Benchmarks and training data are one thing; the old name stays for readers of older code.
 BenchmarkSpec = DatasetSpec
+
+
+def data_file_spec(path: str | Path) -> DatasetSpec:
+    """A data file or folder read as training reads ``data.path`` with no other ``data.*`` key
+    set (the run config's ``data`` section has the same defaults): the prompt and answer columns
+    found by name, the math reward and the math template."""
+    return DatasetSpec(path=str(path), template=MATH_TEMPLATE, reward="math")
+
+
+def is_data_path(name: str) -> bool:
+    """``name`` is a data file or folder (it exists, or ends like one), not a benchmark name."""
+    return Path(name).expanduser().exists() or name.endswith(DATA_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -450,7 +474,7 @@ def resolve_columns(spec: DatasetSpec, first_row: Mapping[str, Any], where: str)
     prompt = spec.prompt_column or _pick_column(first_row, PROMPT_CANDIDATES)
     if prompt is None:
         raise DatasetError(
-            f"{where}: no prompt column: set prompt_column (row has keys: {', '.join(sorted(first_row))}; "
+            f"{where}: no prompt column: set {spec.key_prefix}prompt_column (row has keys: {', '.join(sorted(first_row))}; "
             f"looked for {', '.join(PROMPT_CANDIDATES)})"
         )
     entry = REWARDS.get(spec.reward)
@@ -460,7 +484,7 @@ def resolve_columns(spec: DatasetSpec, first_row: Mapping[str, Any], where: str)
         answer = _pick_column(first_row, ANSWER_CANDIDATES)
         if answer is None and needs_answer:
             raise DatasetError(
-                f"{where}: no answer column for reward {spec.reward!r}: set answer_column (row has keys: "
+                f"{where}: no answer column for reward {spec.reward!r}: set {spec.key_prefix}answer_column (row has keys: "
                 f"{', '.join(sorted(first_row))}; looked for {', '.join(ANSWER_CANDIDATES)})"
             )
     return {"prompt": prompt, "answer": answer}
@@ -515,6 +539,39 @@ def check_reward_columns(problems: Sequence[Problem], reward: Any, path: Path) -
             where = f"line {problem.line}" if problem.line is not None else f"row {problem.index + 1}"
             raise DatasetError(f"{path}: {where}: reward {reward.name!r} needs the column(s) {missing} "
                                f"(row has keys: {', '.join(sorted(problem.row or {}))})")
+
+
+# ----------------------------------------------------------------------------- held-out rows
+
+HELDOUT_AUTO_MAX = 100  # data.heldout None: a tenth of the rows, at most this many
+
+
+def heldout_size(setting: int | None, rows: int) -> int:
+    """Rows to hold out of ``rows``: ``setting`` (at most all but one row), or for ``None`` a
+    tenth of them, at most :data:`HELDOUT_AUTO_MAX` (none below ten rows)."""
+    if setting is None:
+        return min(HELDOUT_AUTO_MAX, rows // 10)
+    return max(0, min(setting, rows - 1))
+
+
+def _prompt_digest(problem: Problem) -> str:
+    content = [[dict(m) for m in problem.messages] if problem.messages else problem.question, problem.context,
+               problem.system]
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def split_heldout(problems: Sequence[Problem], n: int) -> tuple[list[Problem], list[Problem]]:
+    """``(training, held out)``: the ``n`` distinct prompts (text, context and system message)
+    that hash lowest under SHA-256 are held out, each once, in file order — the same slice in
+    every run, whatever the seed, the number of processes or the order of the rows. A row that
+    repeats a held-out prompt is left out of both, so no copy of a held-out question trains."""
+    if n <= 0:
+        return list(problems), []
+    digests = [_prompt_digest(p) for p in problems]
+    held_digests = set(sorted(set(digests))[:n])
+    first = {d: i for i, d in reversed(list(enumerate(digests))) if d in held_digests}
+    training = [p for i, p in enumerate(problems) if digests[i] not in held_digests]
+    return training, [p for i, p in enumerate(problems) if first.get(digests[i]) == i]
 
 
 # ----------------------------------------------------------------------------- prompts

@@ -16,7 +16,7 @@ from skpo.rewards.base import Verdict
 from skpo.rewards.registry import RewardContext, RewardEntry, get_reward
 from skpo.tasks.arith import ArithConfig, iter_problems
 from skpo.tasks.dataset import (DatasetError, DatasetSpec, Problem, check_reward_columns, encode_problems,
-                               load_problems_and_columns)
+                                heldout_size, load_problems_and_columns, split_heldout)
 from skpo.tasks.prompts import has_chat_template, prompt_head_length
 from skpo.tasks.templates import plain_input_ids
 
@@ -109,11 +109,14 @@ class DatasetSource(_Scored):
 
     Prompts longer than ``spec.max_prompt_tokens`` are dropped (their count is logged and kept
     in :attr:`dropped`) or refused (``overlong: error``). Keys: ``<file name>:<id>`` with an id
-    column, else ``<file name>:<line>`` (JSONL) or ``<file name>:<row>``.
+    column, else ``<file name>:<line>`` (JSONL) or ``<file name>:<row>``. ``heldout`` rows
+    (:func:`~skpo.tasks.dataset.heldout_size`: ``None`` = a tenth, at most 100) are kept out of
+    the prompts, in :attr:`heldout`, for evaluation (:func:`~skpo.tasks.dataset.split_heldout`).
     """
 
     def __init__(self, tokenizer, spec: DatasetSpec, reward: RewardEntry | None = None,
-                 context: RewardContext | None = None, use_chat_template: bool | None = None) -> None:
+                 context: RewardContext | None = None, use_chat_template: bool | None = None,
+                 heldout: int | None = 0) -> None:
         self.tokenizer = tokenizer
         self.spec = spec
         self.reward = reward or get_reward(spec.reward)
@@ -121,8 +124,12 @@ class DatasetSource(_Scored):
         self.context = context or RewardContext(plain_prompt=not self.chat, stop=tuple(spec.stop))
         path = spec.resolved_path()
         problems, self.columns = load_problems_and_columns(spec)
-        self.rows = len(problems)  # rows read, before the length filter
+        self.rows = len(problems)  # rows read, before the hold-out split and the length filter
         check_reward_columns(problems, self.reward, path)  # (reward.function may read columns data.reward does not)
+        problems, self.heldout = split_heldout(problems, heldout_size(heldout, len(problems)))
+        if not problems:
+            raise DatasetError(f"{path}: every row's prompt is one of the {len(self.heldout)} held out for evaluation "
+                               "(data.heldout): hold out fewer rows")
         encoded = encode_problems(spec, tokenizer, problems, self.chat)
         self.dropped = encoded.dropped
         if encoded.dropped:

@@ -1,5 +1,8 @@
 """Evaluation inside and after training: the runner (:mod:`skpo.evaluation.runner`) on a
-run's ``eval.benchmarks``, and the metric names the trainer logs from its results."""
+run's ``eval.benchmarks``, and the metric names the trainer logs from its results.
+
+``heldout`` scores the rows the run's data source held out of training (``data.heldout``) with
+the run's own reward and template, as ``eval/heldout/…``."""
 
 from __future__ import annotations
 
@@ -7,38 +10,49 @@ from typing import Any
 
 import torch
 
-from skpo.config import RunConfig, arith_config
+from skpo.config import HELDOUT, RunConfig, arith_config
 from skpo.evaluation.benchmarks import get_spec, resolve_benchmarks
 from skpo.evaluation.runner import evaluate
 
 
 def evaluate_benchmarks(model, tokenizer, cfg: RunConfig, autocast_dtype: torch.dtype | None = None,
                         k: int | None = None, limit: int | None = None,
-                        should_stop: Any = None) -> dict[str, dict[str, Any]]:
+                        should_stop: Any = None, source: Any = None) -> dict[str, dict[str, Any]]:
     """Results of the runner (:func:`skpo.evaluation.runner.evaluate`) on each of
     ``eval.benchmarks``, by benchmark name. ``arith`` is the fixed held-out set of the run's
-    own task difficulty; files get ``data.max_prompt_tokens`` unless their spec sets one."""
+    own task difficulty; ``heldout`` the rows ``source`` (the run's prompt source) held out of
+    training, scored by its reward (skipped when it holds none); files get
+    ``data.max_prompt_tokens`` unless their spec sets one."""
     e = cfg.eval
     limit = limit or e.limit
-    specs = []
+    specs = []  # (spec, problems or None: the spec's own, reward or None: the spec's)
     for name in e.benchmarks:
         if name == "arith":
-            specs.append(get_spec("arith").model_copy(update={"arith": arith_config(cfg), "n_problems": limit or 200}))
+            specs.append((get_spec("arith").model_copy(update={"arith": arith_config(cfg), "n_problems": limit or 200}),
+                          None, None))
+        elif name == HELDOUT:
+            if source is None:
+                raise ValueError(f"eval.benchmarks {HELDOUT!r} scores the rows a run's prompt source held out: pass "
+                                 "source= (the trainer's)")
+            if getattr(source, "heldout", None):
+                # the training prompts' template, reward and answer budget
+                spec = cfg.data.model_copy(update={"name": HELDOUT, "max_new_tokens": cfg.rollout.max_new_tokens})
+                specs.append((spec, source.heldout, source.reward))
         else:
             for spec in resolve_benchmarks([name]):
                 if spec.max_prompt_tokens is None and cfg.data.max_prompt_tokens is not None:
                     spec = spec.model_copy(update={"max_prompt_tokens": cfg.data.max_prompt_tokens})
-                specs.append(spec)
+                specs.append((spec, None, None))
     was_training = model.training
     model.eval()
     results: dict[str, dict[str, Any]] = {}
     try:
-        for spec in specs:
+        for spec, problems, reward in specs:
             results[spec.name] = evaluate(
                 model, tokenizer, spec, k=k or e.k, temperature=e.temperature, top_p=e.top_p,
                 max_new_tokens=e.max_new_tokens, limit=None if spec.reward == "arith" else limit, seed=cfg.train.seed,
                 batch_size=cfg.rollout.engine_batch_size, autocast_dtype=autocast_dtype,
-                math_timeout_s=cfg.reward.math_timeout_s, should_stop=should_stop,
+                math_timeout_s=cfg.reward.math_timeout_s, should_stop=should_stop, problems=problems, reward=reward,
             )
     finally:
         model.train(was_training)

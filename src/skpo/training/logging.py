@@ -14,6 +14,8 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
+from rich.table import Table
+from rich.text import Text
 from torch.utils.tensorboard import SummaryWriter
 
 from skpo.errors import ConfigError
@@ -197,17 +199,50 @@ class Progress:
             parts.append("(" + " ".join(f"{name} {v:.1f}s" for name, v in phases) + ")")
         print("  ".join(parts), file=self.stream, flush=True)
 
+    def samples(self, records: list[dict[str, Any]]) -> None:
+        """A few sample completions of the step (TRL's ``log_completions``): on a terminal a rich
+        table above the bar, otherwise plain lines; prompts keep their tail (the question and
+        the template's turn markers), texts their special tokens, newlines shown as ``⏎``."""
+        if not (self.enabled and records):
+            return
+        step = records[0]["step"]
+        title = f"samples after step {step} (all of them in samples.jsonl; log.console_samples=0 hides these)"
+        cells = [(r["role"], _clip(r["prompt"], 160, tail=True), _clip(r["completion"], 320), f"{r['reward']:.3g}",
+                  "-" if r.get("correct") is None else ("yes" if r["correct"] else "no")) for r in records]
+        if self._bar is not None:
+            table = Table(title=title, show_lines=True, title_justify="left")
+            for name in ("role", "prompt (end)", "completion", "reward", "correct"):
+                table.add_column(name, overflow="fold")
+            for row in cells:
+                table.add_row(*(Text(c) for c in row))  # Text: brackets in a completion are not rich markup
+            self._bar.console.print(table)
+            return
+        lines = [title]
+        for role, prompt, completion, reward, correct in cells:
+            lines += [f"  [{role}] reward {reward}  correct {correct}", f"    prompt     {prompt}",
+                      f"    completion {completion}"]
+        print("\n".join(lines), file=self.stream, flush=True)
+
     def __exit__(self, *exc):
         if self._bar is not None:
             self._bar.__exit__(*exc)
 
 
+def _clip(text: str, most: int, tail: bool = False) -> str:
+    """``text`` on one line (newlines as ``⏎``), at most ``most`` characters: its start, or its end."""
+    text = text.replace("\n", "⏎")
+    if len(text) <= most:
+        return text
+    return "…" + text[-(most - 1):] if tail else text[:most - 1] + "…"
+
+
 def sample_records(rows: Any, step: int, keys: int, tokenizer: Any, verdicts: dict | None,
                    to_user_range: Any) -> list[dict[str, Any]]:
     """The rows of the first ``keys`` prompts of a step (SKPO: the segment, then the answers
-    from ``[s, q]``) as ``samples.jsonl`` records: prompt, completion, the reward in the user's
-    range (``to_user_range``), and what the reward said of the answer (``verdicts``, by
-    ``(prompt key, response ids)``)."""
+    from ``[s, q]``) as ``samples.jsonl`` records: prompt and completion as the model saw and
+    wrote them (special tokens kept: the chat template, the end-of-turn token), the reward in
+    the user's range (``to_user_range``), and what the reward said of the answer (``verdicts``,
+    by ``(prompt key, response ids)``)."""
     chosen = list(dict.fromkeys(rows.index))[:keys]
     records = []
     for i, (key, role) in enumerate(zip(rows.index, rows.roles())):
@@ -218,8 +253,8 @@ def sample_records(rows: Any, step: int, keys: int, tokenizer: Any, verdicts: di
         verdict = verdicts.get((key, tuple(response))) if verdicts else None
         records.append({
             "step": step, "prompt_key": str(key), "role": role,
-            "prompt": tokenizer.decode(list(rows.prompt_ids[i]), skip_special_tokens=True),
-            "completion": tokenizer.decode(response, skip_special_tokens=True),
+            "prompt": tokenizer.decode(list(rows.prompt_ids[i]), skip_special_tokens=False),
+            "completion": tokenizer.decode(response, skip_special_tokens=False),
             "reward": to_user_range(float(rows.rewards[i])), "tokens": n,
             "correct": None if verdict is None else verdict.correct,
             "verdict": None if verdict is None else verdict.reason,

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig
 
-from skpo.config import RunConfig, arith_config
+from skpo.config import HELDOUT, RunConfig, arith_config
 from skpo.engines.context import model_positions
 from skpo.evaluation.benchmarks import get_spec, load_problems, resolve_benchmarks
 from skpo.methods import method_to_document, resolve_for_run
@@ -64,7 +64,7 @@ def check_paths(cfg: RunConfig) -> None:
             raise ValueError("log.wandb is true but wandb is not installed: pip install wandb (or log.wandb=false)")
     if cfg.eval.every:
         try:
-            resolve_benchmarks([b for b in cfg.eval.benchmarks if b != "arith"])
+            resolve_benchmarks([b for b in cfg.eval.benchmarks if b not in ("arith", HELDOUT)])
         except (KeyError, FileNotFoundError, ValueError) as err:
             raise ValueError(f"eval.benchmarks: {err.args[0] if isinstance(err, KeyError) else err}") from None
 
@@ -120,8 +120,11 @@ def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
     if len(source.items) < cfg.train.prompts_per_step:
         notes.append(f"data: {len(source.items)} prompts, fewer than train.prompts_per_step={cfg.train.prompts_per_step} "
                      "(prompts repeat within a step)")
+    notes += data_notes(cfg, source)
     if cfg.eval.every or cfg.eval.every_tokens:
         for name in cfg.eval.benchmarks:
+            if name == HELDOUT:
+                continue  # the source built above holds them
             if name == "arith":
                 get_spec("arith")
                 continue
@@ -151,10 +154,35 @@ def build_source(cfg: RunConfig, tokenizer, model_positions: int | None = None) 
     if d.task == "arith":
         return ArithSource(tokenizer, arith_config(cfg), d.arith.pool_size, seed=cfg.train.seed, reward=reward,
                            context=RewardContext(math_timeout_s=cfg.reward.math_timeout_s))
-    source = DatasetSource(tokenizer, d, reward=reward)
+    source = DatasetSource(tokenizer, d, reward=reward, heldout=d.heldout)
     source.context = RewardContext(plain_prompt=not source.chat, stop=tuple(d.stop),
                                    math_timeout_s=cfg.reward.math_timeout_s)
     return source
+
+
+def data_notes(cfg: RunConfig, source: PromptSource) -> list[str]:
+    """What a data-file run holds out and evaluates in training, in a line or two (printed at
+    the start of a run and by ``--check``)."""
+    if cfg.data.task == "arith":
+        return []
+    evaluates = bool(cfg.eval.every or cfg.eval.every_tokens)
+    held = len(getattr(source, "heldout", []))
+    rows = getattr(source, "rows", held + len(source.items))
+    notes = []
+    if held:
+        how = "data.heldout" if cfg.data.heldout is not None else "a tenth of the rows, at most 100; data.heldout sets it"
+        when = (f"scored as eval/{HELDOUT} every {cfg.eval.every} step{'s' * (cfg.eval.every > 1)}" if cfg.eval.every else
+                f"scored as eval/{HELDOUT}" if evaluates and HELDOUT in cfg.eval.benchmarks else "not evaluated")
+        notes.append(f"data: {held} of {rows} rows of {cfg.data.path} are held out of training ({how}; the rows whose "
+                     f"prompts hash lowest, the same in every run) and {when}"
+                     + ("" if HELDOUT in cfg.eval.benchmarks else f" (eval.benchmarks does not list {HELDOUT!r})"))
+    elif HELDOUT in cfg.eval.benchmarks and evaluates:
+        notes.append(f"eval: no rows held out of {cfg.data.path} ({rows} rows: fewer than 10, or data.heldout=0), so "
+                     f"there is no {HELDOUT!r} evaluation; set data.heldout=N or eval.benchmarks")
+    if evaluates and not [b for b in cfg.eval.benchmarks if b != HELDOUT or held]:
+        notes.append("eval: in-training evaluation is off (nothing to score); set data.heldout=N to hold out rows "
+                     "of the data, or eval.benchmarks=[...] (benchmark names, spec files or data files)")
+    return notes
 
 
 def load_run_model(cfg: RunConfig, path: Path | None = None):
@@ -194,5 +222,7 @@ def build_trainer(cfg: RunConfig, resume: bool = False, overwrite: bool = False,
     model = load_run_model(cfg, path)
     log.info("reading the data: " + ("synthetic arithmetic" if cfg.data.task == "arith" else str(cfg.data.path)))
     source = build_source(cfg, tokenizer, model_positions(getattr(model, "config", None)))
+    for note in data_notes(cfg, source):
+        log.info(note)
     return Trainer(cfg, model=model, tokenizer=tokenizer, source=source, resume=resume, overwrite=overwrite,
                    allow_data_change=allow_data_change)

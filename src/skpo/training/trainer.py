@@ -90,6 +90,7 @@ class Trainer:
         self.engine = self.context_limit = build_engine(cfg, self.context, actor, tokenizer, self.stop_ids, self.dist)
         self.state = RunState(self.method, cfg, self.rollout_params)
         self._verdicts: dict | None = None  # (prompt key, response ids) -> verdict, on steps that log samples
+        self._samples: list[dict[str, Any]] = []  # the step's sample records, for the console
         self.files, self._saved_step = RunFiles(self.run_dir, self.accelerator.is_main_process), None
         self.data, self.allow_data_change = source_fingerprint(source), allow_data_change
         self.run_id = self.files.open(cfg, resume=resume, overwrite=overwrite, resume_run=self._resume, info={
@@ -153,6 +154,12 @@ class Trainer:
                 if self.cfg.log.save_every and state.step % self.cfg.log.save_every == 0:
                     self.save()
                 bar(state.step, metrics)
+                if self._samples:  # a few of the step's samples on the console (log.console_samples), a
+                    # prompt's rows together (SKPO: its segment, then the answers written from it)
+                    keys = list(dict.fromkeys(r["prompt_key"] for r in self._samples))
+                    shown = sorted(self._samples, key=lambda r: keys.index(r["prompt_key"]))
+                    progress.samples(shown[:self.cfg.log.console_samples])
+                    self._samples = []
                 if stopping:
                     self._save_and_stop(stopping)
             self.save()
@@ -214,16 +221,16 @@ class Trainer:
             length_tracker=self.state.length_tracker,
             group_sizes=None if prompts.group_sizes is None else self.dist.shard(prompts.group_sizes),
         )
-        every = cfg.log.samples_every
-        self._verdicts = {} if every and (step + 1) % every == 0 and self.accelerator.is_main_process else None
+        self._verdicts = {} if cfg.log.samples_due(step) and self.accelerator.is_main_process else None
         cuts_before = self.context_limit.cuts
         with timer("rollout"), self._decoding_weights():  # sharded: each rank decodes its own number of tokens
             result = ROLLOUTS.get(self.method.rollout).fn(ctx, self.dist.shard(items))
         if self._verdicts is not None and self.files.logger is not None:
             lo, hi = self.method.reward_range
             a, b = cfg.reward.range
-            self.files.logger.log_samples(step + 1, sample_records(result.rows, step + 1, cfg.log.samples, self.tokenizer,
-                                                             self._verdicts, lambda r: a + (b - a) * (r - lo) / (hi - lo)))
+            self._samples = sample_records(result.rows, step + 1, cfg.log.samples, self.tokenizer, self._verdicts,
+                                           lambda r: a + (b - a) * (r - lo) / (hi - lo))
+            self.files.logger.log_samples(step + 1, self._samples)
         self._verdicts = None
         # scoring and MC values run inside the rollout (SKPO scores answers between its
         # phases): report them apart so the phase times add up to the step
@@ -350,7 +357,7 @@ class Trainer:
         between batches (:class:`~skpo.errors.EvaluationInterrupted`)."""
         with self.actor.full_weights():  # every rank gathers (sharded runs); rank 0 evaluates
             results = (evaluate_benchmarks(self.policy, self.tokenizer, self.cfg, self.actor.autocast_dtype,
-                                           should_stop=should_stop)
+                                           should_stop=should_stop, source=self.source)
                        if self.accelerator.is_main_process else {})
         return benchmark_metrics(results, self.cfg.eval.k)
 
