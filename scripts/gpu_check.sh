@@ -10,7 +10,10 @@
 #
 # pydantic (the config's schema) is the one package such an image may lack that the check
 # needs: its wheels for CPython 3.12 on x86-64 are carried in scripts/gpu_wheels/ and unpacked
-# onto PYTHONPATH when the import fails (no pip, no network).
+# onto PYTHONPATH when the import fails (no pip, no network). Everything else skpo uses that such
+# an image may lack (vLLM, math-verify, rich, tensorboard, matplotlib, pyarrow, datasets, wandb)
+# is imported only where it is used, off the check's path; the report lists what it carried and
+# what it did without (tests/test_gpu_check_script.py runs the check with those blocked).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

@@ -17,7 +17,9 @@ its source; see that file for the references): one test per behaviour the engine
 - tensor parallelism is refused; sharded (offloaded) tensors are moved to the GPU before they
   are gathered;
 - SKPO trains on the engine with skip inputs longer than the context allows: the cut answers
-  are counted and logged.
+  are counted and logged;
+- ``scripts/vllm_smoke.py`` (the real-vLLM smoke test) skips in one line where vLLM does not
+  import, and runs its whole flow on the fake.
 """
 
 from __future__ import annotations
@@ -420,3 +422,38 @@ def test_skpo_on_the_vllm_engine_counts_answers_cut_by_the_context(fake_vllm, tm
     assert sum(x["rollout/cut_by_context"] for x in lines) > 0
     assert "reached the engine's context" in caplog.text
     assert json.loads((tmp_path / "tight" / "run.json").read_text())["context"]["context"] == tight
+
+
+# ----------------------------------------------------------------------------- scripts/vllm_smoke.py
+SMOKE = Path(__file__).resolve().parents[1] / "scripts" / "vllm_smoke.py"
+
+
+def _smoke(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", ["vllm_smoke.py", *args])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(SMOKE), run_name="__main__")
+    return done.value.code, capsys.readouterr().out
+
+
+def test_the_vllm_smoke_test_skips_in_one_line_where_vllm_does_not_import(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` fails, installed or not
+    code, out = _smoke(monkeypatch, capsys, "--report", str(tmp_path / "smoke.json"))
+    assert code == 0 and out.count("\n") == 1
+    assert out.startswith("vllm_smoke: skipped: vLLM does not import here (ModuleNotFoundError")
+    assert json.loads((tmp_path / "smoke.json").read_text())["skipped"].startswith("vLLM does not import")
+
+
+def test_the_vllm_smoke_test_runs_its_flow_on_the_fake(fake_vllm, monkeypatch, capsys, tmp_path):
+    """The whole script on the fake vLLM, small (a stand-in of the tied tiny model): start,
+    generate, sleep, the tied model synced in 1 MiB buckets, generate, log-probs against the HF
+    engine's, a report with every phase."""
+    code, out = _smoke(monkeypatch, capsys, "--allow-cpu", "--like", str(tiny_arith_dir()), "--hidden-size", "128",
+                       "--layers", "4", "--prompts", "2", "--max-new-tokens", "4", "--bucket-mb", "1",
+                       "--report", str(tmp_path / "smoke.json"))
+    report = json.loads((tmp_path / "smoke.json").read_text())
+    assert code == 0 and report["ok"] is True and out.rstrip().endswith("vllm_smoke: OK"), out[-2000:]
+    assert report["model"]["tied"] == {"lm_head.weight": "model.embed_tokens.weight"}
+    assert report["after_sync"]["mean_abs"] <= report["after_sync"]["tolerance"] and report["sync_took_effect"]
+    assert set(report["phases"]) == {"start", "generate_before_sync", "sleep", "sync", "generate_after_sync"}

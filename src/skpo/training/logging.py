@@ -12,10 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-from rich.progress import Progress as RichProgress
-from torch.utils.tensorboard import SummaryWriter
-
 from skpo.errors import ConfigError
 from skpo.jsonl import JsonlError
 
@@ -63,6 +59,12 @@ class MetricsLogger:
             except ImportError as err:
                 raise ConfigError("log.wandb is true but wandb is not installed: pip install wandb "
                                   "(or log.wandb=false)") from err
+        if tensorboard:
+            try:  # optional: log.tensorboard only (a bare GPU image has none: scripts/gpu_check.sh)
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as err:
+                raise ConfigError("log.tensorboard is true but tensorboard is not installed: pip install tensorboard "
+                                  "(or log.tensorboard=false)") from err
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._jsonl = (self.run_dir / "metrics.jsonl").open("a" if append else "w")
         self._start = time.time()
@@ -164,6 +166,10 @@ class Progress:
         if self.header:
             print(self.header, file=self.stream, flush=True)
         if self.tty:
+            # optional off a terminal (a bare GPU image has no rich: scripts/gpu_check.sh runs without a tty)
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
+
             self._bar = RichProgress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                                      TextColumn("{task.fields[info]}"))
             self._bar.__enter__()
