@@ -1,7 +1,9 @@
-"""The GPU check (``scripts/gpu_check.sh`` runs it): what a bare GPU machine has, the engine
-contract suite on CUDA, a few steps of a paper recipe at the paper's lengths, and — with two
-GPUs or more — a 2-rank FSDP2 run over NCCL with a resume. Prints each phase as it ends and
-writes one JSON report.
+"""The GPU check (``scripts/gpu_check.sh`` runs it): what a bare GPU machine has (and what the
+check carried or did without), the engine contract suite on CUDA, the HF engine's decode speed
+with each sampler, the engine on real vLLM where vLLM imports (``scripts/vllm_smoke.py``, in a
+process of its own), a few steps of a paper recipe at the paper's lengths, and — with two GPUs
+or more — a 2-rank FSDP2 run over NCCL with a resume. Prints each phase as it ends and writes
+one JSON report.
 
     python3 scripts/gpu_check.py [--report FILE] [--recipe configs/paper/qwen2.5-math-7b-skpo.yaml]
                                  [--model DIR] [--steps 5] [--prompts 8] [--engine auto|vllm|hf]
@@ -224,6 +226,25 @@ def decode_profile(work: Path, rows: int = 64, steps: int = 48) -> dict:
     return out
 
 
+def vllm_smoke(work: Path, timeout_s: float) -> dict:
+    """scripts/vllm_smoke.py in a process of its own (the engine on real vLLM: start, generate,
+    sleep, a tied 1.2 GB model synced in small buckets, generate, log-probs against the HF
+    engine's; peak memory per phase)."""
+    started = time.perf_counter()
+    out_path = work / "vllm_smoke.json"
+    try:
+        proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "vllm_smoke.py"), "--report", str(out_path)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
+        code, tail = proc.returncode, "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-8:])
+    except subprocess.TimeoutExpired:
+        code, tail = "timeout", ""
+    result = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    result.update({"exit": code, "seconds": round(time.perf_counter() - started, 1)})
+    if code != 0:
+        result["tail"] = tail
+    return result
+
+
 def sampler_decode(work: Path, rows: int, steps: int) -> dict:
     """Decode tokens/s of the Hugging Face engine on the Qwen stand-in (152,064-token vocabulary)
     with each sampler (``skpo.engines.hf_engine.sample_from_logits``): the float64 reference (a
@@ -415,6 +436,12 @@ def run_check(args: argparse.Namespace, work: Path) -> int:
         print("decode profile:", json.dumps(report["decode_profile"]), flush=True)
         write()
     vllm_present = not report["environment"]["packages"]["vllm"].startswith("absent")
+    if vllm_present and torch.cuda.is_available():
+        report["vllm_smoke"] = vllm_smoke(work, timeout_s=max(60.0, min(300.0, deadline - time.perf_counter() - 120)))
+    else:
+        report["vllm_smoke"] = {"skipped": "vLLM does not import here" if not vllm_present else "no CUDA device"}
+    print("vLLM smoke test:", json.dumps({k: v for k, v in report["vllm_smoke"].items() if k != "phases"}), flush=True)
+    write()
     engine = args.engine if args.engine != "auto" else ("vllm" if vllm_present else "hf")
     gpus = torch.cuda.device_count()
     try:
@@ -432,7 +459,8 @@ def run_check(args: argparse.Namespace, work: Path) -> int:
     else:
         report["fsdp"] = {"skipped": f"{gpus} GPU: the 2-rank FSDP2 run needs 2 (it runs on CPU over gloo in "
                                      "tests/test_distributed.py)"}
-    ok = report["contract_suite"]["ok"] and report["training"].get("ok", False) and report["fsdp"].get("ok", True)
+    ok = (report["contract_suite"]["ok"] and report["training"].get("ok", False) and report["fsdp"].get("ok", True)
+          and report["vllm_smoke"].get("ok", True))
     report["ok"] = bool(ok)
     write()
     print(f"{'OK' if ok else 'FAILED'}: report {report_path} ({report['seconds']} s)", flush=True)

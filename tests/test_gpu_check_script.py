@@ -50,6 +50,7 @@ def test_gpu_check_dry_run_writes_a_whole_report_without_the_optional_packages(t
     assert isinstance(environment["carried"], list)  # (pydantic is installed here: nothing carried)
     assert found["contract_suite"]["ok"] and "passed" in found["contract_suite"]["summary"]
     assert found["contract_suite"]["engines"] == ["hf", "vllm-fake"]  # (the fake stands in for the blocked vLLM)
+    assert found["vllm_smoke"] == {"skipped": "vLLM does not import here"}
     sampler = found["sampler_decode"]  # both samplers side by side (on a GPU: tokens/s on the stand-in)
     assert set(sampler["decode_tokens_per_s"]) == {"float64_reference", "blocked"}
     assert all(v > 0 for v in sampler["decode_tokens_per_s"].values()) and sampler["speedup"] > 0

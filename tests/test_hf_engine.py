@@ -250,7 +250,7 @@ def test_the_blocked_sampler_picks_the_references_token():
     """100,000 draws over the tiny model's 263-entry vocabulary (one block) and 20,000 over
     Qwen2.5's 152,064 (149 blocks), with and without top-p: the blocked sampler picks the float64
     reference's token but where a uniform falls within float32 rounding of a CDF boundary — none
-    here; ~2e-5 of draws at 152,064 entries (the slow test below: 2 of 100,000 without top-p, 0
+    here; ~2e-5 of draws at 152,064 entries (the slow test below: 2 of 100,000 without top-p, 1
     with). Top-p's nucleus is found the same way. The public function agrees on whole rows."""
     for top_p in (1.0, 0.9):
         assert _disagreements(263, 50, 1000, top_p, seed=1) == 0
