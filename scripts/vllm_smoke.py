@@ -155,7 +155,7 @@ def run(args: argparse.Namespace, work: Path, vllm_version: str) -> int:
     memory = DeviceMemory(torch)
     path = make_standin(args.like, work / "standin", hidden_size=args.hidden_size, num_layers=args.layers,
                         num_kv_heads=min(8, args.hidden_size // 64))
-    policy = load_policy(path).to("cuda" if cuda else "cpu")  # float32, as the trainer holds it
+    policy = load_policy(path, device="cuda" if cuda else "cpu", dtype="float32")  # as the trainer holds it
     params = sum(p.numel() for p in policy.parameters())
     embedding = policy.get_input_embeddings().weight
     report["model"] = {"stand_in_for": str(args.like), "parameters": params,
