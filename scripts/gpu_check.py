@@ -1,7 +1,9 @@
-"""The GPU check (``scripts/gpu_check.sh`` runs it): what a bare GPU machine has, the engine
-contract suite on CUDA, a few steps of a paper recipe at the paper's lengths, and — with two
-GPUs or more — a 2-rank FSDP2 run over NCCL with a resume. Prints each phase as it ends and
-writes one JSON report.
+"""The GPU check (``scripts/gpu_check.sh`` runs it): what a bare GPU machine has (and what the
+check carried or did without), the engine contract suite on CUDA, the HF engine's decode speed
+with each sampler, the engine on real vLLM where vLLM imports (``scripts/vllm_smoke.py``, in a
+process of its own), a few steps of a paper recipe at the paper's lengths, and — with two GPUs
+or more — a 2-rank FSDP2 run over NCCL with a resume. Prints each phase as it ends and writes
+one JSON report.
 
     python3 scripts/gpu_check.py [--report FILE] [--recipe configs/paper/qwen2.5-math-7b-skpo.yaml]
                                  [--model DIR] [--steps 5] [--prompts 8] [--engine auto|vllm|hf]
@@ -41,8 +43,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# What the check needs of a GPU image: these, as an image with torch carries them (pydantic is
+# carried by gpu_check.sh when absent)…
+NEEDED = ("transformers", "accelerate", "peft", "safetensors", "pydantic", "pytest")
+# …and what it runs without, imported by skpo only where used: what the check does when one is absent.
+OPTIONAL = {
+    "vllm": "the HF engine rolls out (--engine auto); the contract suite runs the vLLM engine on the fake only; "
+            "scripts/vllm_smoke.py is skipped",
+    "math_verify": "the stand-in's reward is tests/data/rewards_for_tests.py:parity; a --model run with the "
+                   "recipe's math reward needs it",
+    "rich": "no progress bar (the check logs with log.progress=false and no terminal)",
+    "tensorboard": "no TensorBoard files (log.tensorboard=false)",
+    "matplotlib": "no figures (none on the check's path)",
+    "pyarrow": "no Parquet data (the check's data is JSONL)",
+    "datasets": "no Hugging Face dataset folders (the check's data is JSONL)",
+    "wandb": "no wandb logging (log.wandb=false)",
+}
+
+
 def environment() -> dict:
-    """Versions, devices and what is missing."""
+    """Versions, devices, what is missing, what the check carried and what it does without."""
     import torch
 
     found: dict = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
@@ -50,13 +70,15 @@ def environment() -> dict:
     for i in range(torch.cuda.device_count()):
         p = torch.cuda.get_device_properties(i)
         found["gpus"].append({"name": p.name, "memory_gib": round(p.total_memory / 2**30, 1)})
-    for name in ("transformers", "accelerate", "peft", "safetensors", "pydantic", "pytest", "vllm", "math_verify"):
+    for name in (*NEEDED, *OPTIONAL):
         try:
             module = importlib.import_module(name)
             found["packages"][name] = getattr(module, "__version__", None) or installed_version(name)
         except Exception as err:  # noqa: BLE001 - absent or broken: report it
             found["packages"][name] = f"absent ({type(err).__name__})"
-    found["carried"] = os.environ.get("SKPO_GPU_CHECK_CARRIED", "")
+    carried = os.environ.get("SKPO_GPU_CHECK_CARRIED", "")
+    found["carried"] = [c for c in carried.split(";") if c]
+    found["skipped"] = {name: what for name, what in OPTIONAL.items() if found["packages"][name].startswith("absent")}
     return found
 
 
@@ -183,12 +205,14 @@ def decode_profile(work: Path, rows: int = 64, steps: int = 48) -> dict:
         out[f"ms_per_step_{n_rows}_rows"] = round((time.perf_counter() - t0) / steps * 1000, 2)
     logits = torch.randn(rows, model.config.vocab_size, device="cuda", dtype=torch.bfloat16)
     uniforms = torch.rand(rows, device="cuda", dtype=torch.float64)
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(20):
-        sample_from_logits(logits, uniforms, 1.0, 1.0)
-    torch.cuda.synchronize()
-    out["ms_sampler_alone"] = round((time.perf_counter() - t0) / 20 * 1000, 2)
+    for name, exact in (("float64_reference", True), ("blocked", False)):
+        sample_from_logits(logits, uniforms, 1.0, 1.0, exact=exact)  # warm-up
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(20):
+            sample_from_logits(logits, uniforms, 1.0, 1.0, exact=exact)
+        torch.cuda.synchronize()
+        out[f"ms_sampler_alone_{name}"] = round((time.perf_counter() - t0) / 20 * 1000, 2)
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
@@ -199,6 +223,64 @@ def decode_profile(work: Path, rows: int = 64, steps: int = 48) -> dict:
                          for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:10]}
     out["top_gpu_ms"] = {e.key: round(getattr(e, "self_device_time_total", 0) / 1000, 2)
                          for e in sorted(events, key=lambda e: -getattr(e, "self_device_time_total", 0))[:8]}
+    return out
+
+
+def vllm_smoke(work: Path, timeout_s: float) -> dict:
+    """scripts/vllm_smoke.py in a process of its own (the engine on real vLLM: start, generate,
+    sleep, a tied 1.2 GB model synced in small buckets, generate, log-probs against the HF
+    engine's; peak memory per phase)."""
+    started = time.perf_counter()
+    out_path = work / "vllm_smoke.json"
+    try:
+        proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "vllm_smoke.py"), "--report", str(out_path)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
+        code, tail = proc.returncode, "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-8:])
+    except subprocess.TimeoutExpired:
+        code, tail = "timeout", ""
+    result = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    result.update({"exit": code, "seconds": round(time.perf_counter() - started, 1)})
+    if code != 0:
+        result["tail"] = tail
+    return result
+
+
+def sampler_decode(work: Path, rows: int, steps: int) -> dict:
+    """Decode tokens/s of the Hugging Face engine on the Qwen stand-in (152,064-token vocabulary)
+    with each sampler (``skpo.engines.hf_engine.sample_from_logits``): the float64 reference (a
+    cumulative sum over the whole vocabulary) and the blocked one (the default on CUDA), on the
+    same prompts and seeds, side by side; and how many of the sampled tokens the two share."""
+    import torch
+
+    from skpo.engines import HFEngine, SamplingParams
+    from skpo.models.loading import load_policy
+    from skpo.models.standin import make_standin
+
+    cuda = torch.cuda.is_available()
+    path = work / "standin-qwen2.5-math-7b"  # (train_steps trains the same one)
+    model = load_policy(path if (path / "standin.json").is_file() else make_standin("qwen2.5-math-7b", path))
+    model = model.to("cuda") if cuda else model
+    prompts = [[100 + i] * 64 for i in range(max(1, rows // 8))]
+    per_prompt = min(8, rows)
+    out: dict = {"rows": len(prompts) * per_prompt, "steps": steps, "device": "cuda" if cuda else "cpu",
+                 "decode_tokens_per_s": {}}
+    tokens = {}
+    for name, exact in (("float64_reference", True), ("blocked", False)):
+        engine = HFEngine(model, pad_token_id=0, autocast_dtype=torch.bfloat16 if cuda else None,
+                          batch_size=len(prompts) * per_prompt, exact_sampling=exact)
+        engine.generate(prompts, per_prompt, SamplingParams(max_new_tokens=2, seed=0, ignore_eos=True))  # warm-up
+        if cuda:
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        result = engine.generate(prompts, per_prompt, SamplingParams(max_new_tokens=steps, seed=1, ignore_eos=True))
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+        tokens[name] = [t for row in result for c in row for t in c.token_ids]
+        out["decode_tokens_per_s"][name] = round(len(tokens[name]) / seconds, 1)
+    same = sum(a == b for a, b in zip(tokens["float64_reference"], tokens["blocked"]))
+    out["same_tokens"] = f"{same} of {len(tokens['blocked'])}"  # a first difference changes the rest of its row
+    out["speedup"] = round(out["decode_tokens_per_s"]["blocked"] / out["decode_tokens_per_s"]["float64_reference"], 2)
     return out
 
 
@@ -216,7 +298,8 @@ def train_steps(args, work: Path, deadline: float, engine: str) -> dict:
     if model is None:
         from skpo.models.standin import make_standin
 
-        model = str(make_standin(family, work / f"standin-{family}"))
+        path = work / f"standin-{family}"
+        model = str(path if (path / "standin.json").is_file() else make_standin(family, path))
         overrides.append(f"reward.function={ROOT / 'tests/data/rewards_for_tests.py'}:parity")
         if args.answer_mean and engine == "hf":
             end_answers_on_average_after(args.answer_mean)
@@ -239,6 +322,7 @@ def train_steps(args, work: Path, deadline: float, engine: str) -> dict:
               "group_size": trainer.method.group_size, "max_prompt_tokens": cfg.data.max_prompt_tokens,
               "max_new_tokens": cfg.rollout.max_new_tokens, "context": trainer.context.context,
               "compute_dtype": cfg.model.dtype, "setup_seconds": round(time.perf_counter() - started, 1),
+              "sampler": "blocked" if torch.cuda.is_available() else "float64_reference",  # the HF engine's default
               "stand_in_answer_mean": args.answer_mean if args.model is None and engine == "hf" else None, "steps": []}
     print(f"set-up {result['setup_seconds']} s ({engine} engine, {family}, context {trainer.context.context})", flush=True)
     for step in range(args.steps):
@@ -337,6 +421,13 @@ def run_check(args: argparse.Namespace, work: Path) -> int:
     report["contract_suite"] = run_contract_suite(timeout_s=min(180.0, deadline - time.perf_counter()))
     print("contract suite:", report["contract_suite"]["summary"], flush=True)
     write()
+    try:
+        cuda = torch.cuda.is_available()
+        report["sampler_decode"] = sampler_decode(work, rows=64 if cuda else 2, steps=64 if cuda else 3)
+    except Exception as err:  # noqa: BLE001 - a measurement, not a check
+        report["sampler_decode"] = {"error": f"{type(err).__name__}: {err}"}
+    print("decode tokens/s by sampler:", json.dumps(report["sampler_decode"]), flush=True)
+    write()
     if args.profile and torch.cuda.is_available():
         try:
             report["decode_profile"] = decode_profile(work)
@@ -345,6 +436,12 @@ def run_check(args: argparse.Namespace, work: Path) -> int:
         print("decode profile:", json.dumps(report["decode_profile"]), flush=True)
         write()
     vllm_present = not report["environment"]["packages"]["vllm"].startswith("absent")
+    if vllm_present and torch.cuda.is_available():
+        report["vllm_smoke"] = vllm_smoke(work, timeout_s=max(60.0, min(300.0, deadline - time.perf_counter() - 120)))
+    else:
+        report["vllm_smoke"] = {"skipped": "vLLM does not import here" if not vllm_present else "no CUDA device"}
+    print("vLLM smoke test:", json.dumps({k: v for k, v in report["vllm_smoke"].items() if k != "phases"}), flush=True)
+    write()
     engine = args.engine if args.engine != "auto" else ("vllm" if vllm_present else "hf")
     gpus = torch.cuda.device_count()
     try:
@@ -362,7 +459,8 @@ def run_check(args: argparse.Namespace, work: Path) -> int:
     else:
         report["fsdp"] = {"skipped": f"{gpus} GPU: the 2-rank FSDP2 run needs 2 (it runs on CPU over gloo in "
                                      "tests/test_distributed.py)"}
-    ok = report["contract_suite"]["ok"] and report["training"].get("ok", False) and report["fsdp"].get("ok", True)
+    ok = (report["contract_suite"]["ok"] and report["training"].get("ok", False) and report["fsdp"].get("ok", True)
+          and report["vllm_smoke"].get("ok", True))
     report["ok"] = bool(ok)
     write()
     print(f"{'OK' if ok else 'FAILED'}: report {report_path} ({report['seconds']} s)", flush=True)

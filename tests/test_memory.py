@@ -6,7 +6,9 @@ exactly the bytes :func:`training_state` predicts on each rank for weights, grad
 moments (float32 master shards whatever the compute dtype), and one unsharded process holds the
 unsharded figure (16 bytes per trainable parameter). The phase estimates are checked for what they
 claim: each phase adds to the resident state, and the configurations docs/scaling.md calls
-fitting fit.
+fitting fit. The vLLM weight sync's own peak (:func:`weight_sync_peak`) is exact too: counted
+tensor by tensor while the engine syncs a plain, a LoRA and a sharded policy, it is what the
+formula says, to the byte.
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ from pathlib import Path
 
 import pytest
 
-from skpo.training.memory import LLAMA32_3B, QWEN25_MATH_7B, chunk_rows, phase_memory, training_state
+from skpo.training.memory import (
+    LLAMA32_3B,
+    QWEN25_MATH_7B,
+    chunk_rows,
+    phase_memory,
+    sync_tensor_bytes,
+    training_state,
+    weight_sync_peak,
+)
 
 WORKER = Path(__file__).resolve().parent / "data" / "memory_worker.py"
 
@@ -151,3 +161,160 @@ def test_the_shipped_one_gpu_config_trains_and_fits(standin, tmp_path):
     trainer.train()
     assert all(torch.equal(frozen[n], p) for n, p in trainer.policy.named_parameters() if n in frozen)
     assert any(p.requires_grad and "lora_" in n for n, p in trainer.policy.named_parameters())
+
+
+# ----------------------------------------------------------------------------- the vLLM weight sync's peak
+class LiveBytes:
+    """Bytes of the tensors made while it is active that are still referenced, and their peak:
+    every aten call's outputs are seen (a dispatch mode); a new storage counts until the last
+    tensor on it is gone (views and in-place results share their input's)."""
+
+    def __init__(self) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        meter = self
+        self.live: dict[int, list[int]] = {}  # storage address -> [bytes, tensors on it]
+        self.now = self.peak = 0
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                meter._count(out, (args, kwargs))
+                return out
+
+        self.mode = Mode()
+
+    def _count(self, out, inputs) -> None:
+        import weakref
+
+        import torch
+        from torch.utils._pytree import tree_leaves
+
+        known = {t.untyped_storage().data_ptr() for t in tree_leaves(inputs) if isinstance(t, torch.Tensor)}
+        for t in tree_leaves(out):
+            if not isinstance(t, torch.Tensor) or t.untyped_storage().nbytes() == 0:
+                continue
+            ptr = t.untyped_storage().data_ptr()
+            if ptr in self.live:
+                self.live[ptr][1] += 1
+            elif ptr in known:
+                continue  # a view of a tensor made before: no new memory
+            else:
+                self.live[ptr] = [t.untyped_storage().nbytes(), 1]
+                self.now += self.live[ptr][0]
+                self.peak = max(self.peak, self.now)
+            weakref.finalize(t, self._drop, ptr)
+
+    def _drop(self, ptr: int) -> None:
+        entry = self.live[ptr]
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.now -= entry[0]
+            del self.live[ptr]
+
+    def __enter__(self):
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.mode.__exit__(*exc)
+
+
+class _Shard:
+    """A DTensor shard of a 2-rank FSDP2 run whose shards live in host memory (CPU offload):
+    ``to(device)`` copies it there, ``full_tensor()`` all-gathers the whole float32 tensor."""
+
+    world = 2
+
+    def __init__(self, local) -> None:
+        self.local = local
+
+    def detach(self):
+        return self
+
+    def to(self, device):
+        return _Shard(self.local.clone())
+
+    def full_tensor(self):
+        import torch
+
+        return torch.cat([self.local] * self.world)
+
+
+class _ShardedPolicy:
+    """The tiny model's tensors as rank 0 of 2 holds them (its tied pair one Parameter, as FSDP2 keeps it)."""
+
+    def __init__(self, model) -> None:
+        from skpo.engines.vllm_engine import tied_aliases
+
+        self.aliases = tied_aliases(model)
+        self.names = list(model.state_dict())
+        self.shards = {n: _Shard(p.detach()[: -(-p.shape[0] // 2)].clone()) for n, p in model.named_parameters()}
+
+    def named_parameters(self, remove_duplicate=True):
+        return [(n, self.shards[self.aliases.get(n, n)]) for n in self.names]
+
+    def named_buffers(self, remove_duplicate=True):
+        return []
+
+    def state_dict(self):
+        return dict(self.named_parameters())
+
+
+@pytest.mark.parametrize("kind", ["plain", "lora", "sharded"])
+@pytest.mark.parametrize("bucket_mb", [1, 0])
+def test_the_weight_syncs_peak_is_what_the_formula_says(monkeypatch, kind, bucket_mb):
+    """Every tensor the vLLM engine's sync makes (bf16 copies, gathered or merged float32 wholes,
+    moved shards), counted while ``sync_weights`` runs: the peak equals :func:`weight_sync_peak`
+    over the tensors sent, and stays within one bucket (or one larger tensor) + the largest
+    tensor's preparation (docs/scaling.md's sync phase). A sync that kept a merged or gathered tensor while making the
+    next one (the engine before, with peft's LoRA on every projection) would exceed it."""
+    import importlib.util
+    import sys
+    from types import SimpleNamespace
+
+    import torch
+
+    from skpo.engines.vllm_engine import VLLMEngine, tied_aliases
+    from skpo.models.loading import load_policy, tiny_arith_dir
+    from skpo.models.lora import apply_lora
+
+    fake = Path(__file__).resolve().parent / "fakes" / "vllm" / "__init__.py"
+    spec = importlib.util.spec_from_file_location("vllm", fake)
+    monkeypatch.setitem(sys.modules, "vllm", importlib.util.module_from_spec(spec))
+
+    class Loads:  # vLLM copies each bucket into its own weights: nothing of the bucket is kept
+        def apply_model(self, func):
+            func(SimpleNamespace(load_weights=lambda bucket: None))
+
+        def wake_up(self, tags=None):
+            pass
+
+        def reset_prefix_cache(self):
+            return True
+
+    model = load_policy(tiny_arith_dir())
+    if kind == "lora":
+        model = apply_lora(model, SimpleNamespace(r=8, alpha=16, dropout=0.0, target_modules=[
+            "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+        base = model.get_base_model()
+        aliases = tied_aliases(base)
+        plan = [sync_tensor_bytes(t.numel(), "merged" if ".base_layer." in n else "cast")
+                for n, t in base.state_dict().items() if "lora_" not in n and n not in aliases]
+    elif kind == "sharded":
+        model = _ShardedPolicy(model)
+        plan = [sync_tensor_bytes(2 * s.local.numel(), "gathered", moved_shard_numel=s.local.numel())
+                for n, s in model.state_dict().items() if n not in model.aliases]
+    else:
+        aliases = tied_aliases(model)
+        plan = [sync_tensor_bytes(t.numel()) for n, t in model.state_dict().items() if n not in aliases]
+    engine = VLLMEngine(str(tiny_arith_dir()), dtype="bfloat16", weight_bucket_mb=max(1, bucket_mb), llm=Loads())
+    if bucket_mb == 0:
+        engine.bucket_bytes = 1  # every tensor alone
+    with LiveBytes() as meter:
+        engine.sync_weights(model)
+    predicted = weight_sync_peak(plan, engine.bucket_bytes)
+    assert meter.peak == predicted and meter.now == 0, (meter.peak, predicted)
+    largest_copy = max(copy for copy, _ in plan)  # (a tensor larger than the bucket is a bucket alone)
+    assert predicted <= max(engine.bucket_bytes, largest_copy) + max(making for _, making in plan)
+    assert predicted >= max(making for _, making in plan)

@@ -5,15 +5,21 @@ its source; see that file for the references): one test per behaviour the engine
   sync works without serialising anything; out of process ``apply_model`` is refused;
 - starting vLLM in-process leaves the trainer's random generators as they were;
 - weights are synced after a level-2 sleep: weights woken alone, loaded in bounded buckets
-  (never the whole model at once), prefix cache reset, KV cache woken at the next generation;
-  generating before the weights are back is refused;
+  (never the whole model at once), prefix cache reset, KV cache woken at the next generation
+  after torch's cached blocks are released; generating before the weights are back is refused;
+- a tied model's alias (``lm_head.weight``) is never sent — vLLM's loader refuses a bucket that
+  carries it without ``model.embed_tokens.weight`` — for plain, LoRA and FSDP2-sharded policies;
+- ``wake_up`` naming a tag that is not asleep is refused (vLLM would wake nothing and hang);
+  vLLM refuses to start when free memory is short of ``gpu_memory_utilization``;
 - completions are cut at ``max_model_len`` with ``finish_reason="length"`` by vLLM; the engine
   clamps budgets and marks such completions, and a prompt that leaves no room gets none;
 - ``abort`` / ``error`` / ``repetition`` raise; greedy with ``n > 1`` is one sample repeated;
 - tensor parallelism is refused; sharded (offloaded) tensors are moved to the GPU before they
   are gathered;
 - SKPO trains on the engine with skip inputs longer than the context allows: the cut answers
-  are counted and logged.
+  are counted and logged;
+- ``scripts/vllm_smoke.py`` (the real-vLLM smoke test) skips in one line where vLLM does not
+  import, and runs its whole flow on the fake.
 """
 
 from __future__ import annotations
@@ -120,11 +126,152 @@ def test_level_two_sleep_then_weights_first_in_buckets_then_kv_cache(fake_vllm):
     sizes = [sum(t.numel() * t.element_size() for _, t in load.bucket) for load in loads]
     largest = max(t.numel() * t.element_size() for t in policy.state_dict().values())
     assert len(loads) > 1 and max(sizes) <= max(1 << 20, largest)  # bounded buckets, never the whole model
-    assert sum(len(load.bucket) for load in loads) == len(policy.state_dict())
+    assert sum(len(load.bucket) for load in loads) == len(dict(policy.named_parameters()))  # (tied: once)
     assert llm.sleeping == {"kv_cache"} and llm.weights_valid  # the KV cache still sleeps
     out = eng.generate([[5, 6, 7]], 1, SamplingParams(max_new_tokens=3, seed=0))
     assert llm.calls[-2] == ("wake_up", ["kv_cache"]) and len(out[0][0].token_ids) <= 3
     assert all(torch.equal(llm.model.state_dict()[k], v) for k, v in policy.state_dict().items())
+
+
+def test_torchs_cached_blocks_are_released_before_each_wake_up(fake_vllm, monkeypatch):
+    """After the update and after the sync (and an evaluation between them) torch's caching
+    allocator may hold blocks vLLM needs for its weights and KV cache: ``gc.collect()`` and
+    ``torch.cuda.empty_cache()`` run right before each ``wake_up`` (as verl does)."""
+    from skpo.engines import vllm_engine
+
+    eng = engine(sleep=True)
+    llm = eng.llm
+    monkeypatch.setattr(vllm_engine.gc, "collect", lambda: llm.calls.append(("gc.collect", None)))
+    monkeypatch.setattr(vllm_engine.torch.cuda, "empty_cache", lambda: llm.calls.append(("empty_cache", None)))
+    eng.sleep()
+    eng.sync_weights(moved_policy())
+    monkeypatch.setattr(vllm_engine.torch.cuda, "is_available", lambda: True)  # (only empty_cache asks)
+    eng.generate([[5, 6, 7]], 1, SamplingParams(max_new_tokens=2, seed=0))
+    names = [c[0] if c[0] != "wake_up" else f"wake_up {c[1][0]}" for c in llm.calls if c[0] != "apply_model"]
+    assert names[names.index("wake_up weights") - 1] == "gc.collect"
+    assert names[names.index("wake_up kv_cache") - 2:names.index("wake_up kv_cache")] == ["gc.collect", "empty_cache"]
+
+
+# ----------------------------------------------------------------------------- tied weights
+def test_vllms_loader_refuses_a_tied_alias_without_its_first_name(fake_vllm):
+    """vLLM 0.30.0's ``AutoWeightsLoader``: ``lm_head.weight`` of a tied model is skipped, and a
+    load carrying it without ``model.embed_tokens.weight`` raises — which a bucketed sync of the
+    whole state dict does as soon as the two land in different buckets."""
+    from skpo.engines.vllm_engine import weight_buckets
+
+    llm = engine().llm
+    policy = moved_policy()  # the tiny model: Qwen2 with tied embeddings, 3.9 MiB
+    state = policy.state_dict()
+    head = state["lm_head.weight"]
+    with pytest.raises(ValueError, match=r"^'lm_head.weight' was skipped because it is tied to 'model.embed_tokens.weight' "
+                                         r"in Qwen2ForCausalLM, but 'model.embed_tokens.weight' was not found in the "
+                                         r"checkpoint, so the tied weight is uninitialized\.$"):
+        llm.apply_model(lambda m: m.load_weights([("model.norm.weight", state["model.norm.weight"]), ("lm_head.weight", head)]))
+    loaded = llm.apply_model(lambda m: m.load_weights([("model.embed_tokens.weight", head), ("lm_head.weight", head)]))[0]
+    assert loaded == {"model.embed_tokens.weight"}  # the alias skipped, its first name loaded
+    with pytest.raises(ValueError, match="no module or parameter named 'lm_head.bias'"):
+        llm.apply_model(lambda m: m.load_weights([("lm_head.bias", head[0])]))
+    buckets = list(weight_buckets(state.items(), 1 << 20))  # the engine as it was: every state-dict name
+    assert "model.embed_tokens.weight" in dict(buckets[0]) and "lm_head.weight" in dict(buckets[-1])
+    with pytest.raises(ValueError, match="tied weight is uninitialized"):
+        llm.apply_model(lambda m: m.load_weights(buckets[-1]))
+
+
+def _synced_once(eng, policy) -> list[str]:
+    start = len(eng.llm.loaded_names)
+    eng.sync_weights(policy)
+    return eng.llm.loaded_names[start:]
+
+
+def test_a_tied_model_larger_than_a_bucket_is_synced_once_and_whole(fake_vllm):
+    eng = engine(sleep=True, weight_bucket_mb=1)  # the tied tiny model spans 4 buckets
+    eng.sleep()
+    policy = moved_policy()
+    sent = _synced_once(eng, policy)
+    assert sorted(sent) == sorted(dict(policy.named_parameters())) and "lm_head.weight" not in sent
+    assert len(sent) == len(set(sent))  # each tensor once (the 128 kB embedding is not shipped twice)
+    held = eng.llm.model.state_dict()
+    assert all(torch.equal(held[k], v) for k, v in policy.state_dict().items())  # lm_head too: it is the embedding
+
+
+def test_a_lora_policy_on_a_tied_model_is_synced_once(fake_vllm):
+    from types import SimpleNamespace
+
+    from skpo.models.lora import apply_lora, merged_state_dict
+
+    lora = SimpleNamespace(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj", "down_proj"])
+    policy = apply_lora(moved_policy(), lora, seed=1)
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_()  # (peft starts B at 0: ΔW would be 0)
+    eng = engine(sleep=True, weight_bucket_mb=1)
+    eng.sleep()
+    sent = _synced_once(eng, policy)
+    merged = merged_state_dict(policy)
+    assert "lm_head.weight" not in sent and sorted(sent) == sorted(k for k in merged if k != "lm_head.weight")
+    held = eng.llm.model.state_dict()
+    assert all(torch.equal(held[k], v) for k, v in merged.items())
+    assert not torch.equal(held["model.layers.0.self_attn.q_proj.weight"],
+                           policy.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight)  # W + ΔW arrived
+    head = apply_lora(moved_policy(), SimpleNamespace(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "lm_head"]))
+    with pytest.raises(ValueError, match="lm_head.weight is tied to model.embed_tokens.weight.*target_modules"):
+        eng.sync_weights(head)
+
+
+def test_an_fsdp2_sharded_tied_model_is_gathered_and_synced_once(fake_vllm):
+    """FSDP2 (one gloo rank, in this process) keeps one sharded Parameter for the tied pair, so
+    every rank skips the same alias and runs the same gathers (2 ranks: the slow
+    tests/test_distributed.py::test_sharded_training_with_the_vllm_engine_syncs_every_rank)."""
+    import torch.distributed as dist
+
+    from skpo.engines.vllm_engine import tied_aliases
+    from skpo.training.sharding import ShardingSettings, full_named_tensors, shard_model
+
+    policy = moved_policy()
+    expected = {k: v.clone() for k, v in policy.state_dict().items()}
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        shard_model(policy, ShardingSettings(), torch.device("cpu"))
+        assert type(policy.state_dict()["lm_head.weight"]).__name__ == "DTensor"
+        assert tied_aliases(policy) == {"lm_head.weight": "model.embed_tokens.weight"}
+        eng = engine(sleep=True, weight_bucket_mb=1)
+        eng.sleep()
+        sent = _synced_once(eng, policy)
+        assert "lm_head.weight" not in sent and len(sent) == len(set(sent)) == len(expected) - 1
+        held = eng.llm.model.state_dict()
+        assert all(torch.equal(held[k], v) for k, v in expected.items())
+        assert all(torch.equal(held[k], v) for k, v in full_named_tensors(policy))
+    finally:
+        dist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------- what vLLM refuses at start and wake-up
+def test_wake_up_with_a_tag_that_is_not_asleep_is_refused(fake_vllm):
+    """vLLM 0.30.0 (``Executor.wake_up``): a tag outside the sleeping ones wakes nothing (a
+    warning), and the scheduler stays paused, so the next generate never returns."""
+    llm = engine(sleep=True).llm
+    llm.sleep(level=2)
+    llm.wake_up(tags=["weights"])
+    with pytest.raises(RuntimeError, match=r"only \['kv_cache'\] sleep.*never returns"):
+        llm.wake_up(tags=["weights", "kv_cache"])
+    assert llm.sleeping == {"kv_cache"}  # nothing was woken
+    llm.wake_up(tags=["kv_cache"])
+    assert llm.sleeping == set()
+    llm.wake_up(tags=["kv_cache"])  # nothing asleep: a warning in vLLM, nothing else
+    llm.sleep(level=1)
+    llm.wake_up()  # every tag
+    assert llm.sleeping == set()
+
+
+def test_vllm_refuses_to_start_without_the_memory_it_is_given(fake_vllm):
+    """``request_memory``: free memory at start-up must cover ``gpu_memory_utilization`` of the
+    device (vLLM's share is a fraction of the total, not of what the trainer left free)."""
+    fake_vllm.DEVICE_MEMORY.update(total=80 << 30, free=20 << 30)  # the trainer holds 60 GiB
+    with pytest.raises(ValueError, match=r"Free memory on device cuda:0 \(20.00/80.00 GiB\) on startup is less than "
+                                         r"desired GPU memory utilization \(0.3, 24.00 GiB\)"):
+        engine(gpu_memory_utilization=0.3)
+    assert engine(gpu_memory_utilization=0.25).llm.kwargs["gpu_memory_utilization"] == 0.25
 
 
 def test_sharded_tensors_are_moved_to_the_device_before_they_are_gathered():
@@ -145,8 +292,16 @@ def test_sharded_tensors_are_moved_to_the_device_before_they_are_gathered():
             return torch.ones(2, 2)
 
     class Model:
+        shard = Shard()
+
+        def named_parameters(self, remove_duplicate=True):
+            return [("w", self.shard)]
+
+        def named_buffers(self, remove_duplicate=True):
+            return []
+
         def state_dict(self):
-            return {"w": Shard()}
+            return {"w": self.shard}
 
     [(name, tensor)] = list(_named_weights(Model(), torch.device("cpu"), torch.bfloat16))
     assert name == "w" and tensor.dtype == torch.bfloat16 and tensor.shape == (2, 2)
@@ -267,3 +422,38 @@ def test_skpo_on_the_vllm_engine_counts_answers_cut_by_the_context(fake_vllm, tm
     assert sum(x["rollout/cut_by_context"] for x in lines) > 0
     assert "reached the engine's context" in caplog.text
     assert json.loads((tmp_path / "tight" / "run.json").read_text())["context"]["context"] == tight
+
+
+# ----------------------------------------------------------------------------- scripts/vllm_smoke.py
+SMOKE = Path(__file__).resolve().parents[1] / "scripts" / "vllm_smoke.py"
+
+
+def _smoke(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", ["vllm_smoke.py", *args])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(SMOKE), run_name="__main__")
+    return done.value.code, capsys.readouterr().out
+
+
+def test_the_vllm_smoke_test_skips_in_one_line_where_vllm_does_not_import(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` fails, installed or not
+    code, out = _smoke(monkeypatch, capsys, "--report", str(tmp_path / "smoke.json"))
+    assert code == 0 and out.count("\n") == 1
+    assert out.startswith("vllm_smoke: skipped: vLLM does not import here (ModuleNotFoundError")
+    assert json.loads((tmp_path / "smoke.json").read_text())["skipped"].startswith("vLLM does not import")
+
+
+def test_the_vllm_smoke_test_runs_its_flow_on_the_fake(fake_vllm, monkeypatch, capsys, tmp_path):
+    """The whole script on the fake vLLM, small (a stand-in of the tied tiny model): start,
+    generate, sleep, the tied model synced in 1 MiB buckets, generate, log-probs against the HF
+    engine's, a report with every phase."""
+    code, out = _smoke(monkeypatch, capsys, "--allow-cpu", "--like", str(tiny_arith_dir()), "--hidden-size", "128",
+                       "--layers", "4", "--prompts", "2", "--max-new-tokens", "4", "--bucket-mb", "1",
+                       "--report", str(tmp_path / "smoke.json"))
+    report = json.loads((tmp_path / "smoke.json").read_text())
+    assert code == 0 and report["ok"] is True and out.rstrip().endswith("vllm_smoke: OK"), out[-2000:]
+    assert report["model"]["tied"] == {"lm_head.weight": "model.embed_tokens.weight"}
+    assert report["after_sync"]["mean_abs"] <= report["after_sync"]["tolerance"] and report["sync_took_effect"]
+    assert set(report["phases"]) == {"start", "generate_before_sync", "sleep", "sync", "generate_after_sync"}

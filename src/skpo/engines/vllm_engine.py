@@ -18,7 +18,7 @@ import torch
 from skpo.engines.engine import Completion, SamplingParams, prompt_seeds, resolve_max_new_tokens
 from skpo.models.lora import is_lora, merged_named_tensors
 
-__all__ = ["VLLMEngine", "weight_buckets"]
+__all__ = ["VLLMEngine", "tied_aliases", "weight_buckets"]
 
 _SEED_BITS = (1 << 62) - 1  # vLLM adds the sample index to a request's seed in an int64
 _MAX_TEMPERATURE = 2.0  # vLLM's SamplingParams refuses more
@@ -144,16 +144,14 @@ class VLLMEngine:
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Load ``model``'s weights (Hugging Face names) into the engine, bucket by bucket, and
         drop the prefix cache computed with the old ones (see the module docstring)."""
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()  # the update's cached blocks, before vLLM maps its weights again
+        _release_cached_memory()  # the update's cached blocks, before vLLM maps its weights again
         if "weights" in self._sleeping:
             self.llm.wake_up(tags=["weights"])
             self._sleeping.discard("weights")
         device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
         for bucket in weight_buckets(_named_weights(model, device, self.dtype), self.bucket_bytes):
             self.llm.apply_model(_Loader(bucket))  # in-process: runs on the engine's model itself
-            del bucket
+            del bucket  # (weight_buckets drops its own reference when it resumes)
         self.weights_loaded = True
         self.llm.reset_prefix_cache()
 
@@ -175,6 +173,8 @@ class VLLMEngine:
         if not self.weights_loaded:
             raise RuntimeError("the vLLM engine's weights were dropped by sleep(level=2): sync_weights(model) must load "
                                "them before it generates")
+        if "kv_cache" in self._sleeping:
+            _release_cached_memory()  # the sync's and the evaluation's cached blocks, before the KV cache is mapped
         self.llm.wake_up(tags=sorted(self._sleeping))
         self._sleeping.clear()
 
@@ -209,13 +209,80 @@ def _named_weights(model: torch.nn.Module, device: torch.device, dtype: torch.dt
     """The policy's weights under their Hugging Face names, whole, one at a time, in ``dtype``:
     a LoRA policy's merged ``W + ΔW``; a sharded policy's tensors all-gathered in turn (a
     collective every rank runs in the same order), each shard moved to ``device`` first (an
-    offloaded shard lives in host memory, which NCCL cannot gather)."""
+    offloaded shard lives in host memory, which NCCL cannot gather).
+
+    A tied name (:func:`tied_aliases`: a Llama-3.2 or small Qwen2.5 model's ``lm_head.weight``
+    is ``model.embed_tokens.weight``) is not sent: vLLM holds one tensor for both, and its loader
+    refuses a load that carries the alias without the first name (vLLM 0.30.0,
+    ``model_executor/models/utils.py``, ``AutoWeightsLoader._check_skipped_aliases``), which
+    happens as soon as the two fall into different buckets.
+
+    Memory: only the tensor being prepared is new here — its whole float32 form (gathered or
+    merged) is released as soon as its copy in ``dtype`` exists, and this generator keeps no
+    reference to what it handed out (docs/scaling.md, "Memory, by phase": the sync's peak)."""
+    aliases = _sync_aliases(model)
     tensors = merged_named_tensors(model) if is_lora(model) else model.state_dict().items()
     for name, tensor in tensors:
+        if name in aliases:
+            continue
         tensor = tensor.detach()
         if hasattr(tensor, "full_tensor"):  # a DTensor shard
             tensor = tensor.to(device).full_tensor()
-        yield name, tensor.to(device=device, dtype=dtype)
+        out = tensor.to(device=device, dtype=dtype)
+        del tensor  # the whole float32 tensor (gathered or merged) goes before the next one is built
+        yield name, out
+        del out  # the bucket holds it now; once loaded nothing here keeps it
+
+
+def tied_aliases(module: torch.nn.Module) -> dict[str, str]:
+    """``{alias: first name}`` for the parameter and buffer names of ``module`` that are the same
+    tensor as a name before them (tied weights), in ``named_parameters`` order — the order in
+    which vLLM's ``_get_tied_embedding_params`` picks the name it loads (vLLM 0.30.0,
+    ``model_executor/models/utils.py``). The same tensor: the same object (what
+    ``named_parameters()`` de-duplicates; FSDP2 keeps one sharded ``Parameter`` for tied
+    weights, so every rank finds the same aliases and runs the same gathers) or, for a plain
+    tensor, the same storage, offset, shape and strides."""
+    first: dict[tuple, str] = {}
+    aliases: dict[str, str] = {}
+    named = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
+    for name, tensor in named:
+        keys = [("object", id(tensor))]
+        if not hasattr(tensor, "full_tensor") and tensor.numel() > 0:  # (an empty tensor has no storage to share)
+            keys.append(("storage", tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape),
+                         tuple(tensor.stride())))
+        earlier = next((first[k] for k in keys if k in first), None)
+        if earlier is not None:
+            aliases[name] = earlier
+        else:
+            first.update((k, name) for k in keys)
+    return aliases
+
+
+def _sync_aliases(model: torch.nn.Module) -> dict[str, str]:
+    """The tied aliases among the names :func:`_named_weights` walks (a LoRA policy: its base
+    model's, named as ``merged_named_tensors`` names them)."""
+    if not is_lora(model):
+        return tied_aliases(model)
+    aliases = {}
+    for alias, name in tied_aliases(model.get_base_model()).items():
+        if "lora_" in alias:
+            continue
+        if ".base_layer." in alias or ".base_layer." in name:
+            raise ValueError(f"{alias.replace('.base_layer.', '.')} is tied to {name.replace('.base_layer.', '.')} and "
+                             "one of them has a LoRA adapter: the vLLM engine holds one tensor for both; leave the tied "
+                             "module out of model.lora.target_modules")
+        aliases[alias] = name
+    return aliases
+
+
+def _release_cached_memory() -> None:
+    """Free what Python no longer references and hand torch's cached CUDA blocks back to the
+    driver, so that vLLM can map its weights or KV cache there (TRL's and verl's order before
+    each ``wake_up``). vLLM 0.30.0's own ``CuMemAllocator.wake_up`` (``device_allocator/cumem.py``)
+    starts the same way in this process; doing it here keeps the order whatever the allocator."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _copy(c: Completion) -> Completion:

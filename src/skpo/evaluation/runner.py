@@ -32,7 +32,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from skpo.engines.engine import Completion, SamplingParams, prompt_seeds
 from skpo.engines.hf_engine import HFEngine
@@ -138,6 +137,9 @@ def arith_step_metrics(problems: Sequence[Problem], completions: Sequence[Sequen
 
 
 def _progress(label: str):
+    # optional where no bar is shown (progress=False): a bare GPU image has no rich (scripts/gpu_check.sh)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     return Progress(
         TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
     )

@@ -46,12 +46,13 @@ def is_lora(model: torch.nn.Module) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
 
 
-@torch.no_grad()
 def merged_named_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     """The base model's tensors with the adapters added, ``W + ΔW`` (peft's
     ``get_delta_weight``), one at a time under the base model's own names (``model.layers.0.
-    self_attn.q_proj.weight`` …): only the merged tensor being yielded is new memory. The base
-    weights are not touched (merging in place and unmerging would leave rounding in them)."""
+    self_attn.q_proj.weight`` …): only the merged tensor being yielded is new memory, and it is
+    released here before the next one is made (``torch.no_grad`` as a decorator would keep the
+    last yielded value in its wrapper while the next is computed: two merged tensors at once).
+    The base weights are not touched (merging in place and unmerging would leave rounding in them)."""
     from peft.tuners.lora import LoraLayer  # optional: LoRA runs only
 
     base = model.get_base_model()
@@ -62,9 +63,10 @@ def merged_named_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Te
         merged = tensor.detach()
         module = adapted.get(name)
         if module is not None:
-            for adapter in module.active_adapters:
-                if adapter in module.lora_A:
-                    merged = merged + module.get_delta_weight(adapter).to(merged.dtype)
+            with torch.no_grad():
+                for adapter in module.active_adapters:
+                    if adapter in module.lora_A:
+                        merged = merged + module.get_delta_weight(adapter).to(merged.dtype)
         yield name.replace(".base_layer.", "."), merged
 
 

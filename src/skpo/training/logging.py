@@ -12,12 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-from rich.progress import Progress as RichProgress
-from rich.table import Table
-from rich.text import Text
-from torch.utils.tensorboard import SummaryWriter
-
 from skpo.errors import ConfigError
 from skpo.jsonl import JsonlError
 
@@ -65,6 +59,12 @@ class MetricsLogger:
             except ImportError as err:
                 raise ConfigError("log.wandb is true but wandb is not installed: pip install wandb "
                                   "(or log.wandb=false)") from err
+        if tensorboard:
+            try:  # optional: log.tensorboard only (a bare GPU image has none: scripts/gpu_check.sh)
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as err:
+                raise ConfigError("log.tensorboard is true but tensorboard is not installed: pip install tensorboard "
+                                  "(or log.tensorboard=false)") from err
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._jsonl = (self.run_dir / "metrics.jsonl").open("a" if append else "w")
         self._start = time.time()
@@ -166,6 +166,10 @@ class Progress:
         if self.header:
             print(self.header, file=self.stream, flush=True)
         if self.tty:
+            # optional off a terminal (a bare GPU image has no rich: scripts/gpu_check.sh runs without a tty)
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
+
             self._bar = RichProgress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                                      TextColumn("{task.fields[info]}"))
             self._bar.__enter__()
@@ -209,7 +213,10 @@ class Progress:
         title = f"samples after step {step} (all of them in samples.jsonl; log.console_samples=0 hides these)"
         cells = [(r["role"], _clip(r["prompt"], 160, tail=True), _clip(r["completion"], 320), f"{r['reward']:.3g}",
                   "-" if r.get("correct") is None else ("yes" if r["correct"] else "no")) for r in records]
-        if self._bar is not None:
+        if self._bar is not None:  # (a bar exists only where rich imported)
+            from rich.table import Table
+            from rich.text import Text
+
             table = Table(title=title, show_lines=True, title_justify="left")
             for name in ("role", "prompt (end)", "completion", "reward", "correct"):
                 table.add_column(name, overflow="fold")

@@ -15,7 +15,8 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["ModelShape", "TrainingState", "chunk_rows", "phase_memory", "training_state", "GB"]
+__all__ = ["ModelShape", "TrainingState", "chunk_rows", "phase_memory", "sync_tensor_bytes", "training_state",
+           "weight_sync_peak", "GB"]
 
 GB = 1e9
 LOGIT_BYTES_PER_TOKEN_AND_VOCAB = 7.0  # measured: 32.4 GiB / (32768 tokens × 152064) ≈ 7.0 B
@@ -93,8 +94,11 @@ def phase_memory(model: ModelShape, *, gpus: int, gpu_gb: float, sharded: bool, 
       state) + vLLM's share (``gpu_memory_utilization × gpu_gb``: its bf16 weights and KV cache);
     - update: the resident state + activations of one micro-batch (checkpointed layer inputs in
       bf16, one layer recomputed) + logits (measured per-token constant); vLLM asleep (~1 GB kept);
-    - sync: the resident state + vLLM's weights woken (bf16) + one bucket (0.5 GB) + a sharded
-      run's one gathered tensor at a time (the largest: the embedding, in float32).
+    - sync: the resident state + vLLM's weights woken (bf16) + one bucket (0.5 GB) + the one
+      tensor being prepared (:func:`sync_tensor_bytes` of the largest, the embedding: its bf16
+      copy, and when sharded its gathered float32 whole as well). A LoRA run's merged tensors are
+      smaller than that (its largest adapted weight, an MLP projection, costs 8 bytes per entry
+      while merged: 0.54 GB on the 7B against the embedding's 1.09 GB in bf16).
     """
     n = model.params
     if lora:
@@ -109,9 +113,50 @@ def phase_memory(model: ModelShape, *, gpus: int, gpu_gb: float, sharded: bool, 
     one_layer = tokens * model.hidden * 34 if checkpointing else 0
     logits = tokens * model.vocab * LOGIT_BYTES_PER_TOKEN_AND_VOCAB
     gathered = 4 * model.vocab * model.hidden if sharded else 0
+    embedding = model.vocab * model.hidden
+    # the bucket being filled + the largest tensor being prepared: the embedding (or the untied
+    # LM head, as large), sent after small tensors or none (weight_sync_peak is the exact count)
+    prepared = sync_tensor_bytes(embedding, "gathered" if sharded else "cast")[1]
     return {
         "resident": resident / GB,
         "rollout": (resident + vllm_share) / GB,
         "update": (resident + 1 * GB + layer_inputs + one_layer + logits + gathered) / GB,
-        "sync": (resident + 1 * GB + vllm_weights + 0.5 * GB + gathered) / GB,
+        "sync": (resident + 1 * GB + vllm_weights + 0.5 * GB + prepared) / GB,
     }
+
+
+def sync_tensor_bytes(numel: int, built: str = "cast", *, engine_bytes: int = 2, master_bytes: int = 4,
+                      moved_shard_numel: int = 0) -> tuple[int, int]:
+    """What one tensor of a vLLM weight sync (``skpo.engines.vllm_engine``) costs while it is
+    prepared: ``(bytes of its copy in the engine's dtype, bytes alive at most while it is made)``.
+
+    ``built``: ``"cast"`` — the policy's own tensor, copied to the engine's dtype (nothing but the
+    copy is new); ``"gathered"`` — a shard all-gathered into the whole float32 tensor, then cast
+    (``moved_shard_numel``: a CPU-offloaded shard's entries, copied to the device for the gather;
+    the collective's own buffers are not counted); ``"merged"`` — a LoRA-adapted weight ``W + ΔW``:
+    peft's ``ΔW`` and the sum, both float32, exist together, then the sum and its cast."""
+    copy = engine_bytes * numel
+    whole = master_bytes * numel
+    if built == "cast":
+        return copy, copy
+    if built == "gathered":
+        return copy, max(master_bytes * moved_shard_numel + whole, whole + copy)
+    if built == "merged":
+        return copy, max(2 * whole, whole + copy)
+    raise ValueError(f"built must be cast, gathered or merged, got {built!r}")
+
+
+def weight_sync_peak(tensors: Iterable[tuple[int, int]], bucket_bytes: int) -> int:
+    """The most bytes a weight sync holds beyond the policy and the engine, exactly: ``tensors``
+    are :func:`sync_tensor_bytes` pairs in the order they are sent. The bucket being filled is
+    held while the next tensor is prepared (a tensor that does not fit is made before the full
+    bucket is loaded and released); a prepared tensor's whole float32 form is gone before the
+    next is made. Bounded by the larger of ``bucket_bytes`` and the largest copy (a tensor larger
+    than a bucket is a bucket alone) + the largest tensor's preparation."""
+    held = peak = 0
+    for copy, making in tensors:
+        peak = max(peak, held + making)
+        if held and held + copy > bucket_bytes:
+            held = 0  # the full bucket is loaded and released
+        held += copy
+    return peak

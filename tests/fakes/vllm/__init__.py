@@ -33,7 +33,24 @@ Modelled behaviours (each has a contract test in ``tests/test_vllm_engine.py``):
   generate while any tag sleeps and *samples garbage* from weights discarded and never
   reloaded; the fake raises in both cases so a test fails instead. Loading weights while the
   ``weights`` tag sleeps writes to unmapped memory in vLLM: the fake raises. ``sleep`` without
-  ``enable_sleep_mode`` only pauses (frees nothing).
+  ``enable_sleep_mode`` only pauses (frees nothing). ``wake_up(tags)`` naming a tag that does not
+  sleep while others do wakes *nothing* in vLLM (``Executor.wake_up`` warns "Tag … is not in
+  sleeping tags" and returns) and ``EngineCore.wake_up`` (``v1/engine/core.py``) leaves the
+  scheduler paused, so the next ``generate`` never returns: the fake raises at the ``wake_up``.
+  With nothing asleep, ``wake_up`` is a warning and nothing else in both.
+- **Weight loading** (``model_executor/models/utils.py``: ``AutoWeightsLoader``,
+  ``_get_tied_embedding_params``, ``_filter_skipped``, ``_check_skipped_aliases``; ``llama.py``,
+  ``qwen2.py``: ``load_weights`` builds a new ``AutoWeightsLoader`` per call, and a tied
+  ``lm_head`` is ``model.embed_tokens``' parameter): a name tied to one before it in the model
+  (``lm_head.weight`` of a tied model) is skipped, and a call that carries such an alias without
+  its first name raises vLLM's ``ValueError`` ("… was skipped because it is tied to … so the tied
+  weight is uninitialized") after loading the rest of the call. An unknown name raises vLLM's
+  ``ValueError`` ("There is no module or parameter named …").
+- **Start-up memory** (``v1/worker/gpu_worker.py``: ``init_device`` → ``v1/worker/utils.py``:
+  ``request_memory``): after ``gc.collect()`` and ``empty_cache()``, the device's free memory
+  must cover ``gpu_memory_utilization × total`` or vLLM raises ``ValueError`` ("Free memory on
+  device … is less than desired GPU memory utilization …"). The fake's device is
+  ``DEVICE_MEMORY`` (total and free bytes; a test lowers ``free`` for what the trainer holds).
 - **Finish reasons** (``v1/engine/__init__.py``): ``stop``, ``length``, ``abort``, ``error``,
   ``repetition``; a test sets ``LLM.force_finish_reason`` to get one of the last three.
 
@@ -58,6 +75,11 @@ WAKE_TAGS = ("weights", "kv_cache", "scheduling")
 ENGINE_ARGS = {"enable_prefix_caching", "enable_sleep_mode", "max_model_len", "logprobs_mode",
                "distributed_executor_backend", "max_num_seqs", "max_num_batched_tokens", "model_impl",
                "quantization", "trust_remote_code", "disable_log_stats"}
+
+
+# The fake's GPU for the start-up check: bytes in total and free (a test sets "free" to leave room
+# for what the trainer already holds; 80 GiB and all of it free by default).
+DEVICE_MEMORY = {"total": 80 << 30, "free": 80 << 30}
 
 
 class VLLMValidationError(Exception):
@@ -152,6 +174,7 @@ class LLM:
                 if missing:
                     raise ValueError(f"Error initializing torch.distributed using env:// rendezvous: environment "
                                      f"variable {missing[0]} expected, but not set")
+        _request_memory(gpu_memory_utilization)
         self.in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1") == "0"
         self.kwargs = dict(model=model, tokenizer=tokenizer, dtype=dtype, seed=seed,
                            gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
@@ -173,6 +196,7 @@ class LLM:
         self.weights_valid = True
         self.prefix_cache_resets = 0
         self.serialized_bytes = 0
+        self.loaded_names: list[str] = []  # every name load_weights loaded, in order
         self.force_finish_reason: str | None = None
         # vLLM seeds the process's generators when it starts (set_random_seed, twice)
         random.seed(seed)
@@ -281,12 +305,26 @@ class LLM:
             self._loaded_since_drop: set[str] = set()
 
     def wake_up(self, tags: list[str] | None = None) -> None:
+        """``EngineCore.wake_up`` (``v1/engine/core.py``) drops ``"scheduling"`` from the tags and
+        hands the rest to ``Executor.wake_up`` (``v1/executor/abstract.py``), which wakes them only
+        if every one sleeps; the scheduler resumes once nothing sleeps."""
         self.calls.append(("wake_up", tags))
-        tags = list(WAKE_TAGS) if tags is None else list(tags)
-        for tag in tags:
+        for tag in tags or ():
             if tag not in WAKE_TAGS:
                 raise ValueError(f"invalid tag {tag!r}; valid: {WAKE_TAGS}")
-        self.sleeping -= set(tags)
+        memory = [t for t in tags if t != "scheduling"] if tags is not None else None
+        asleep = self.sleeping - {"scheduling"}
+        if memory is None or memory:
+            if not asleep:
+                pass  # vLLM: "Executor is not sleeping." (a warning), nothing else
+            elif memory and not set(memory) <= asleep:
+                raise RuntimeError(
+                    f"wake_up(tags={tags}) while only {sorted(asleep)} sleep: vLLM warns that a tag is not in the "
+                    "sleeping tags and wakes nothing, and its scheduler stays paused, so the next generate never returns")
+            else:
+                self.sleeping -= set(memory) if memory else asleep
+        if not (self.sleeping - {"scheduling"}):
+            self.sleeping = set()  # resume_scheduler: nothing of the executor sleeps any more
 
 
 class _ModelWithLoadWeights:
@@ -297,24 +335,66 @@ class _ModelWithLoadWeights:
         self.llm = llm
 
     def load_weights(self, weights) -> set[str]:
+        """One ``AutoWeightsLoader(model).load_weights(weights)`` call: tied aliases skipped and
+        checked against what this call loaded (``_filter_skipped``, ``_check_skipped_aliases``)."""
         import torch
 
         llm = self.llm
         if "weights" in llm.sleeping:
             raise RuntimeError("load_weights while the weights sleep: vLLM would write to unmapped memory")
         state = llm.model.state_dict()
+        aliases = _tied_embedding_aliases(llm.model)
+        skipped: dict[str, str] = {}
         loaded = set()
         with torch.no_grad():
             for name, tensor in weights:
+                if name in aliases:  # _filter_skipped: the alias is not loaded, only remembered
+                    skipped[name] = aliases[name]
+                    continue
                 if name not in state:
-                    raise KeyError(f"unexpected weight {name!r}")
+                    raise ValueError(f"There is no module or parameter named {name!r} in {type(llm.model).__name__}")
                 state[name].copy_(tensor.to(state[name].dtype))
                 loaded.add(name)
+        llm.loaded_names.extend(sorted(loaded))
+        for alias, canonical in skipped.items():  # _check_skipped_aliases
+            if canonical not in loaded:
+                raise ValueError(f"{alias!r} was skipped because it is tied to {canonical!r} in "
+                                 f"{type(llm.model).__name__}, but {canonical!r} was not found in the checkpoint, so "
+                                 "the tied weight is uninitialized.")
         if not llm.weights_valid:
             llm._loaded_since_drop |= loaded
             if {name for name, _ in llm.model.named_parameters()} <= llm._loaded_since_drop:
                 llm.weights_valid = True
         return loaded
+
+
+def _tied_embedding_aliases(model) -> dict[str, str]:
+    """``_get_tied_embedding_params``: each qualname of an embedding's parameter (vLLM's
+    ``VocabParallelEmbedding``, of which ``ParallelLMHead`` is a subclass: here the model's input
+    and output embeddings) mapped to the first name, in module order, of the same parameter."""
+    embeddings = {id(model.get_input_embeddings()), id(model.get_output_embeddings())}
+    canonical: dict[int, str] = {}
+    aliased: dict[str, str] = {}
+    for prefix, module in model.named_modules(remove_duplicate=False):
+        if id(module) not in embeddings:
+            continue
+        for name, param in module.named_parameters(remove_duplicate=False):
+            qualname = f"{prefix}.{name}" if prefix else name
+            first = canonical.setdefault(id(param), qualname)
+            if first != qualname:
+                aliased[qualname] = first
+    return aliased
+
+
+def _request_memory(gpu_memory_utilization: float) -> int:
+    """``request_memory`` (``v1/worker/utils.py``), on the fake's ``DEVICE_MEMORY``."""
+    total, free = DEVICE_MEMORY["total"], DEVICE_MEMORY["free"]
+    requested = math.ceil(total * gpu_memory_utilization)
+    if free < requested:
+        raise ValueError(f"Free memory on device cuda:0 ({free / 2**30:.2f}/{total / 2**30:.2f} GiB) on startup is less "
+                         f"than desired GPU memory utilization ({gpu_memory_utilization}, {requested / 2**30:.2f} GiB). "
+                         "Decrease GPU memory utilization or reduce GPU memory used by other processes.")
+    return requested
 
 
 def _tensor_bytes(func) -> int:
