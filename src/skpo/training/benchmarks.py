@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from skpo.config import RunConfig, arith_config
+from skpo.config import RunConfig, arith_config, countdown_config
 from skpo.evaluation.benchmarks import get_spec, resolve_benchmarks
 from skpo.evaluation.runner import evaluate
 
@@ -16,14 +16,17 @@ def evaluate_benchmarks(model, tokenizer, cfg: RunConfig, autocast_dtype: torch.
                         k: int | None = None, limit: int | None = None,
                         should_stop: Any = None) -> dict[str, dict[str, Any]]:
     """Results of the runner (:func:`skpo.evaluation.runner.evaluate`) on each of
-    ``eval.benchmarks``, by benchmark name. ``arith`` is the fixed held-out set of the run's
-    own task difficulty; files get ``data.max_prompt_tokens`` unless their spec sets one."""
+    ``eval.benchmarks``, by benchmark name. ``arith`` and ``countdown`` are the fixed held-out
+    sets of the run's own task settings (``data.arith``, ``data.countdown``); files get ``data.max_prompt_tokens`` unless their spec sets one."""
     e = cfg.eval
     limit = limit or e.limit
     specs = []
     for name in e.benchmarks:
         if name == "arith":
             specs.append(get_spec("arith").model_copy(update={"arith": arith_config(cfg), "n_problems": limit or 200}))
+        elif name == "countdown":
+            specs.append(get_spec("countdown").model_copy(update={"countdown": countdown_config(cfg),
+                                                                  "n_problems": limit or 200}))
         else:
             for spec in resolve_benchmarks([name]):
                 if spec.max_prompt_tokens is None and cfg.data.max_prompt_tokens is not None:
@@ -36,7 +39,7 @@ def evaluate_benchmarks(model, tokenizer, cfg: RunConfig, autocast_dtype: torch.
         for spec in specs:
             results[spec.name] = evaluate(
                 model, tokenizer, spec, k=k or e.k, temperature=e.temperature, top_p=e.top_p,
-                max_new_tokens=e.max_new_tokens, limit=None if spec.reward == "arith" else limit, seed=cfg.train.seed,
+                max_new_tokens=e.max_new_tokens, limit=None if spec.synthetic else limit, seed=cfg.train.seed,
                 batch_size=cfg.rollout.engine_batch_size, autocast_dtype=autocast_dtype,
                 math_timeout_s=cfg.reward.math_timeout_s, should_stop=should_stop,
             )
