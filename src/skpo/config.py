@@ -83,7 +83,7 @@ class CountdownSection(_Strict):
     min_numbers: int = Field(3, description="numbers per problem, at least")
     max_numbers: int = Field(4, description="numbers per problem, at most")
     min_number: int = 1
-    max_number: int = 20
+    max_number: int = 10
     min_target: int = 10
     max_target: int = 100
     operators: list[str] = ["+", "-", "*", "/"]

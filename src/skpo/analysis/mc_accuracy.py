@@ -16,10 +16,12 @@ from torch import Tensor
 
 from skpo.evaluation.runner import ARITH_EXTRA_TOKENS
 from skpo.rewards.arith import check_answer
+from skpo.rewards.countdown import check_countdown
 from skpo.engines.engine import Completion, SamplingParams, mix_seed
 from skpo.engines.hf_engine import HFEngine
 from skpo.rollout.montecarlo import step_boundaries
 from skpo.tasks.arith import ArithProblem
+from skpo.tasks.countdown import CountdownProblem
 from skpo.tasks.prompts import stop_token_ids
 from skpo.tasks.templates import plain_input_ids, response_ids
 
@@ -266,10 +268,13 @@ def score_entries(
 
 @dataclass
 class ArithSampler:
-    """The policy on the arithmetic task: prompts, answer budgets, sampling, verdicts.
+    """The policy on an embedded task (arithmetic or countdown): prompts, answer budgets,
+    sampling, verdicts.
 
-    ``budget(problem)`` is the reference response's length + 16 tokens (``skpo eval``'s arith
-    budget); a continuation of a prefix of ``n`` answer tokens gets ``budget − n``.
+    ``budget(problem)`` is the reference response's length + 16 tokens (``skpo eval``'s budget
+    for the synthetic tasks); a continuation of a prefix of ``n`` answer tokens gets ``budget − n``.
+    ``correct`` is the task's reward: the exact final answer (arithmetic) or the ``countdown``
+    check (each number once, exact value).
     """
 
     model: Any
@@ -293,7 +298,9 @@ class ArithSampler:
     def text(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
-    def correct(self, problem: ArithProblem, answer_ids: Sequence[int]) -> bool:
+    def correct(self, problem: ArithProblem | CountdownProblem, answer_ids: Sequence[int]) -> bool:
+        if isinstance(problem, CountdownProblem):
+            return check_countdown(self.text(answer_ids), problem.numbers, problem.target).correct
         return check_answer(self.text(answer_ids), problem)
 
     def newline_ids(self) -> set[int]:

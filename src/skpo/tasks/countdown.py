@@ -149,7 +149,7 @@ class CountdownConfig:
     min_numbers: int = 3
     max_numbers: int = 4
     min_number: int = 1
-    max_number: int = 20
+    max_number: int = 10
     min_target: int = 10
     max_target: int = 100
     operators: tuple[str, ...] = OPERATORS
