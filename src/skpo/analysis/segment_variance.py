@@ -120,7 +120,7 @@ def share_summary(rewards: Tensor, reps: int = 2000, seed: int = 0) -> dict[str,
 class SegmentVarianceSettings:
     """Settings of ``skpo analyze segment-variance`` (defaults: a few minutes per model on 2 cores)."""
 
-    problems: int = 64
+    problems: int = 128
     group_size: int = 8  # G plain answers per problem (accuracy, L_q)
     segments: int = 8  # M candidate segments per problem
     answers: int = 8  # K answers after each segment, per conditioning
@@ -234,7 +234,7 @@ def plot(results: dict[str, Any], path: str | Path, dpi: int = 120) -> Path:
     from matplotlib.figure import Figure
 
     models = results.get("models") or {"model": results}
-    fig = Figure(figsize=(2.2 + 2.6 * len(models), 4.2), layout="constrained")
+    fig = Figure(figsize=(3.2 + 2.6 * len(models), 4.2), layout="constrained")
     ax = fig.subplots()
     width = 0.38
     for j, kind in enumerate(CONDITIONINGS):
@@ -251,9 +251,9 @@ def plot(results: dict[str, Any], path: str | Path, dpi: int = 120) -> Path:
                label={"continual": "continual q + s: the segment's value",
                       "skip": "skip [s, q]: SKPO's upstream reward"}[kind])
     ax.set_xticks(range(len(models)), list(models))
-    ax.set_ylabel("share of outcome variance explained by the segment")
+    ax.set_ylabel("share of outcome variance")
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_title("how much the upstream segment decides the outcome (95 % bootstrap over problems)")
+    ax.set_title("explained by the upstream segment (95 % bootstrap over problems)", fontsize="medium")
     ax.legend(fontsize="small")
     ax.grid(True, axis="y", alpha=0.3)
     path = Path(path)

@@ -5,7 +5,7 @@
     skpo analyze mc-accuracy        [--model M] [--problems 24] [--k-true 256] [--k-est 32]
     skpo analyze shortcut           [--model M] [--problems 200]
     skpo analyze implicit-advantage [--model M | --models A,B,...] [--segments 100] [--k-true 128]
-    skpo analyze segment-variance   [--model M | --models A,B,...] [--problems 64] [--segments 8] [--answers 8]
+    skpo analyze segment-variance   [--model M | --models A,B,...] [--problems 128] [--segments 8] [--answers 8]
 
     common: --seed 0  --out DIR (default runs/analysis)  --threads 1  --quick  --device cpu
 

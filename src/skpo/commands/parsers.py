@@ -231,7 +231,7 @@ def analyze_parser() -> argparse.ArgumentParser:
     ia.add_argument("--length-prior", type=float, default=None, help="fixed L_q for --length prior (default 32)")
     sv = sub.add_parser("segment-variance",
                         help="share of outcome variance explained by SKPO's upstream segment (per task, side by side)")
-    _common(sv, "held-out problems of each model's own task (default 64)")
+    _common(sv, "held-out problems of each model's own task (default 128)")
     sv.add_argument("--models", default=None,
                     help="comma-separated models, each on its own task, side by side (overrides --model)")
     sv.add_argument("--group-size", type=int, default=None, help="plain answers per problem, for L_q (default 8)")
