@@ -155,23 +155,22 @@ def test_countdown_evaluation_reports_first_moves(countdown_dir):
 @pytest.mark.slow(reason="one step of each rollout kind on countdown is covered quickly by "
                          "tests/test_countdown_training.py::test_countdown_trains_one_step_per_rollout_kind")
 def test_countdown_grpo_learns_from_the_warm_start(countdown_dir, tmp_path):
-    """Fixed seeds: 30 GRPO steps lift held-out accuracy above the warm start by a margin."""
+    """Fixed seeds: 20 GRPO steps on a pool of 32 problems (16 prompts × 8 answers per step, lr
+    3e-4) lift the pool's avg@8 from the warm start's well past a lower bound (measured on this
+    machine: 0.199 → 0.512)."""
     torch.set_num_threads(1)
-    cfg = small_config(countdown_dir, tmp_path / "learn", "grpo", "train.steps=30", "train.prompts_per_step=16",
-                       "rollout.group_size=8", "rollout.max_new_tokens=64", "train.lr=5e-5", "train.seed=1",
-                       "log.samples_every=0")
+    cfg = small_config(countdown_dir, tmp_path / "learn", "grpo", "train.steps=20", "train.prompts_per_step=16",
+                       "rollout.group_size=8", "train.lr=3e-4", "train.seed=1", "log.samples_every=0",
+                       "data.countdown.pool_size=32")
     trainer = build_trainer(cfg)
     spec = get_spec("countdown")
-    problems = countdown_records(heldout_problems(CountdownConfig(), 100))
+    problems = [item.answer for item in trainer.source.items]
 
     def accuracy() -> float:
-        return evaluate(trainer.policy, trainer.tokenizer, spec, k=4, problems=problems, progress=False)["metrics"]["avg@4"]
+        return evaluate(trainer.policy, trainer.tokenizer, spec, k=8, problems=problems, progress=False,
+                        seed=7)["metrics"]["avg@8"]
 
     before = accuracy()
     trainer.train()
     after = accuracy()
-    assert after >= before + LEARNING_MARGIN, (before, after)
-
-
-LEARNING_MARGIN = 0.03
-"""The least avg@4 gain the learning test accepts (measured gain: see the test's docstring)."""
+    assert before < 0.3 and after >= 0.4 and after >= before + 0.15, (before, after)

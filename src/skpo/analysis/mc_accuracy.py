@@ -680,6 +680,7 @@ def plot(result: dict[str, Any], path: str | Path, dpi: int = 120) -> Path:
             ax.fill_between(ks, [b[0] for b in bands], [b[1] for b in bands], color="black", alpha=0.1)
         ax.axhline(_acc(r["grpo"]["all"]), color="black", linestyle="--", label="GRPO (all positions)")
         ax.set_xscale("log", base=2)
+        ax.set_xlim(min(ks) / 1.25, max(ks) * 1.25)  # explicit: a panel with no resolved entry has no data to scale
         ax.set_xticks(ks, [str(k) for k in ks])
         ax.set_xlabel("K (MC samples per prefix)")
         ax.set_ylabel("sign accuracy (resolved true signs)")
@@ -732,6 +733,7 @@ def plot(result: dict[str, Any], path: str | Path, dpi: int = 120) -> Path:
                 color=line.get_color(), label=f"{tag} MC, resolved entries")
         ax.axhline(r["grpo"]["all"]["mae"], color=line.get_color(), linestyle="--", label=f"{tag} GRPO, all entries")
     ax.set_xscale("log", base=2)
+    ax.set_xlim(min(ks) / 1.25, max(ks) * 1.25)
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_xlabel("K (MC samples per prefix)")
     ax.set_ylabel("MAE")
