@@ -174,3 +174,47 @@ def test_countdown_grpo_learns_from_the_warm_start(countdown_dir, tmp_path):
     trainer.train()
     after = accuracy()
     assert before < 0.3 and after >= 0.4 and after >= before + 0.15, (before, after)
+
+
+def test_countdown_warmstart_examples_show_dead_end_drafts_and_target_the_reference():
+    import random
+
+    from skpo.commands.warmstart_training import example_stream, make_countdown_example
+    from skpo.tasks.countdown import first_move_kind, generate_problems
+
+    tok, task = build_tokenizer(), CountdownConfig()
+    rng = random.Random(0)
+    q = "Q: {}\nA:\n"
+    seen_flawed = 0
+    for p in generate_problems(task, 30, seed=5):
+        target = tok.encode(solution_text(p), add_special_tokens=False) + [tok.eos_token_id]
+        plain = make_countdown_example(p, "plain", tok, rng, task)
+        assert tok.decode(plain.prompt_ids) == q.format(p.question) and plain.response_ids == target
+        assert plain.loss_mask == [0] * len(plain.prompt_ids) + [1] * len(target)  # loss on the solution only
+        good = make_countdown_example(p, "skip_correct", tok, rng, task)
+        draft = tok.decode(good.prompt_ids)
+        assert draft.endswith(q.format(p.question)) and solution_text(p).startswith(draft[: -len(q.format(p.question))])
+        bad = make_countdown_example(p, "skip_flawed", tok, rng, task)
+        text = tok.decode(bad.prompt_ids)[: -len(q.format(p.question))]
+        assert bad.response_ids == target
+        if "\n" in text and first_move_kind(text, p.numbers, p.target) == "dead_end":
+            seen_flawed += 1
+    assert seen_flawed > 20  # nearly every problem has a dead-end first move to show
+    kinds = [e.kind for _, e in zip(range(200), example_stream(task, tok, seed=0, mix=(0.5, 0.25, 0.25)))]
+    assert 70 < kinds.count("plain") < 130 and set(kinds) == {"plain", "skip_correct", "skip_flawed"}
+
+
+def test_the_shipped_countdown_warm_start_names_its_task(countdown_dir, tmp_path):
+    from pathlib import Path
+
+    from skpo.cli import main
+    from skpo.commands.evaluate import task_config_for
+    from skpo.models.loading import tiny_arith_dir
+    from skpo.tasks.arith import ArithConfig
+
+    assert task_config_for(Path(countdown_dir)) == CountdownConfig()
+    assert isinstance(task_config_for(tiny_arith_dir()), ArithConfig)
+    out = tmp_path / "eval.json"  # skpo eval on a countdown model: the countdown held-out set by default
+    assert main(["eval", "--model", "tiny-countdown", "--limit", "3", "--k", "2", "--out", str(out), "--no-progress"]) == 0
+    result = json.loads(out.read_text())
+    assert list(result["benchmarks"]) == ["countdown"] and result["benchmarks"]["countdown"]["n_problems"] == 3
