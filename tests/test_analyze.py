@@ -25,6 +25,7 @@ from skpo.analysis.mc_accuracy import (
     token_position,
     value_standard_error,
 )
+from skpo.analysis.segment_variance import pooled_share, share_summary, variance_components
 from skpo.analysis.shortcut import (
     cut_fractions,
     cut_length,
@@ -189,6 +190,39 @@ def test_correlations_and_sign_agreement():
     assert auc(torch.tensor([1.0]), torch.tensor([])) is None
 
 
+# ---------------------------------------------------------------------- segment-variance: pure
+
+
+def test_variance_components_by_hand():
+    # problem 0: segment A always right, segment B always wrong -> all variance between segments
+    # problem 1: both segments half right -> all variance within
+    r = torch.tensor([[[1.0, 1.0], [0.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]]])  # [P=2, M=2, K=2]
+    between, within, spread = variance_components(r)
+    # p0: within 0, spread var([1, 0]) = 0.5, between 0.5; p1: within var([1,0]) = 0.5, spread 0, between -0.25
+    assert between.tolist() == [0.5, -0.25] and within.tolist() == [0.0, 0.5] and spread.tolist() == [0.5, 0.0]
+    assert pooled_share(between, within) == pytest.approx(0.25 / 0.75)
+    s = share_summary(r, reps=200)
+    assert s["share"] == pytest.approx(1 / 3) and s["share_uncorrected"] == pytest.approx(0.5)
+    assert s["mean_problem_share"] == pytest.approx((1.0 + -1.0) / 2) and s["problems_with_variance"] == 2
+    lo, hi = s["share_ci95"]
+    assert lo <= s["share"] <= hi
+    # all right or all wrong adds nothing; an undefined share is None
+    assert pooled_share(*variance_components(torch.ones(3, 2, 4))[:2]) is None
+    with pytest.raises(ValueError):
+        variance_components(torch.ones(2, 1, 4))
+
+
+def test_segment_share_recovers_a_known_split_of_the_variance():
+    # V(s) ~ Bernoulli(0.5) over segments in {0.2, 0.8}; rewards ~ Bernoulli(V(s)).
+    # Var of the value = 0.09, mean within variance = 0.16: true share 0.09 / 0.25 = 0.36.
+    g = torch.Generator().manual_seed(0)
+    value = torch.where(torch.rand(400, 16, 1, generator=g) < 0.5, 0.2, 0.8)
+    r = (torch.rand(400, 16, 32, generator=g) < value).double()
+    s = share_summary(r, reps=200)
+    assert s["share"] == pytest.approx(0.36, abs=0.03)
+    assert s["share_uncorrected"] > s["share"]  # the segment means carry within-noise / K
+
+
 # ---------------------------------------------------------------------- commands end to end
 
 
@@ -261,6 +295,39 @@ def test_implicit_advantage_quick_two_models(tmp_path):
             assert _in(seg["advantage"], -1, 1) and seg["status"] in ("error_free", "wrong_partial", "wrong_line")
     # Same model, same seeds: the same numbers.
     assert r["models"][0]["segments"] == r["models"][1]["segments"]
+
+
+def test_segment_variance_quick_arith_and_countdown_side_by_side(tmp_path):
+    rec = _run("segment-variance", tmp_path, "--models", "tiny-arith,tiny-countdown")
+    r = rec["results"]["models"]
+    assert list(r) == ["tiny-arith", "tiny-countdown"]
+    assert [t["task_name"] for t in rec["tasks"]] == ["arith", "countdown"]
+    for m in r.values():
+        assert m["n_problems"] == 3 and _in(m["plain_accuracy"], 0, 1)
+        assert 0 < m["mean_segment_tokens"] < m["mean_answer_tokens"]
+        for kind in ("continual", "skip"):
+            row = m[kind]
+            assert _in(row["accuracy"], 0, 1) and _in(row["within"], 0, 0.5)
+            assert row["share"] is None or _in(row["share"], -10, 1)
+
+
+def test_mc_accuracy_quick_on_countdown(tmp_path):
+    from skpo.cli import main
+
+    assert main(["analyze", "mc-accuracy", "--quick", "--model", "tiny-countdown", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "mc_accuracy.json").read_text())
+    assert record["task_name"] == "countdown" and record["task"]["max_numbers"] == 4
+    r = record["results"]
+    assert r["n_answers"] == 8 and sum(r["problems_by_n_correct"]) == 2
+    # VinePPO entries: one per move line (newline-ended step) of every answer
+    assert r["vineppo"]["n_entries"] == sum(len(a["step_prefix_lengths"]) for a in r["answers"])
+
+
+def test_arith_only_analyses_refuse_a_countdown_model(tmp_path, capsys):
+    from skpo.cli import main
+
+    assert main(["analyze", "shortcut", "--quick", "--model", "tiny-countdown", "--out", str(tmp_path)]) == 2
+    assert "countdown model" in capsys.readouterr().err
 
 
 def test_analyze_rejects_a_missing_model(tmp_path, capsys):

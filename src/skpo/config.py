@@ -20,7 +20,8 @@ from skpo.errors import ConfigError, MethodError, closest_name, did_you_mean
 from skpo.paths import is_method_file, shipped_method_names
 from skpo.plugins import import_plugins
 from skpo.tasks.arith import ArithConfig
-from skpo.tasks.dataset import MATH_TEMPLATE, DatasetSpec
+from skpo.tasks.countdown import CountdownConfig
+from skpo.tasks.dataset import MATH_TEMPLATE, DatasetSpec, sniff_reward
 
 
 
@@ -45,7 +46,7 @@ class ModelSection(_Strict):
     """The policy. Mixed precision as verl and TRL do it: float32 master weights and AdamW
     state, ``dtype`` the compute precision of every forward (``torch.autocast``)."""
 
-    path: str = Field("tiny-arith", description="local HF model directory, or a shipped warm start: 'tiny-arith' (the embedded default), 'tiny-arith-long' (5-8 operations)")
+    path: str = Field("tiny-arith", description="local HF model directory, or a shipped warm start: 'tiny-arith' (the embedded default), 'tiny-arith-long' (5-8 operations), 'tiny-countdown' (data.task=countdown)")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="compute precision: bfloat16/float16 autocast over float32 master weights"
     )
@@ -77,17 +78,54 @@ class ArithSection(_Strict):
         return self
 
 
+class CountdownSection(_Strict):
+    """The synthetic countdown task (``data.task: countdown``; :mod:`skpo.tasks.countdown`)."""
+
+    min_numbers: int = Field(3, description="numbers per problem, at least")
+    max_numbers: int = Field(4, description="numbers per problem, at most")
+    min_number: int = 1
+    max_number: int = 10
+    min_target: int = 10
+    max_target: int = 100
+    operators: list[str] = ["+", "-", "*", "/"]
+    max_intermediate: int = Field(200, description="largest result of a reference move")
+    pool_size: int = Field(2000, ge=1, description="distinct training problems (the prompt pool)")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "CountdownSection":
+        countdown_task(self)
+        return self
+
+
+def countdown_task(section: CountdownSection) -> CountdownConfig:
+    """The task of a ``data.countdown`` section (raises ``ValueError`` naming a bad knob)."""
+    return CountdownConfig(
+        min_numbers=section.min_numbers, max_numbers=section.max_numbers, min_number=section.min_number,
+        max_number=section.max_number, min_target=section.min_target, max_target=section.max_target,
+        operators=tuple(section.operators), max_intermediate=section.max_intermediate)
+
+
+SYNTHETIC_TASKS = ("arith", "countdown")
+"""``data.task`` values that generate their problems (no data file)."""
+
+
 class DataSection(DatasetSpec):
-    """Training data: the synthetic task (``task: arith``) or a data file described by the same
-    :class:`~skpo.tasks.dataset.DatasetSpec` fields as a benchmark (``task: jsonl`` — any
-    supported format: JSONL, JSONL.gz, Parquet). ``max_new_tokens`` / ``n_problems`` of the spec
-    apply to benchmarks only; the rollout budget is ``rollout.max_new_tokens``."""
+    """Training data: a synthetic task (``task: arith``, the default, or ``task: countdown``)
+    or a data file described by the same :class:`~skpo.tasks.dataset.DatasetSpec` fields as a
+    benchmark (``task: jsonl`` — any supported format: JSONL, JSONL.gz, Parquet). A data file
+    given without a reward whose first row is in TinyZero's / verl's countdown layout (``nums``
+    and ``target``, or ``reward_model.ground_truth`` with ``numbers`` and ``target``) is scored
+    by the ``countdown`` reward (:func:`~skpo.tasks.dataset.sniff_reward`). ``max_new_tokens``
+    / ``n_problems`` of the spec apply to benchmarks only; the rollout budget is
+    ``rollout.max_new_tokens``."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True, frozen=False)
     key_prefix: ClassVar[str] = "data."
 
-    task: Literal["arith", "jsonl", "dataset"] = Field("arith", description="'arith' or a data file ('jsonl' and 'dataset' are the same)")
+    task: Literal["arith", "countdown", "jsonl", "dataset"] = Field(
+        "arith", description="'arith', 'countdown' or a data file ('jsonl' and 'dataset' are the same)")
     arith: ArithSection = ArithSection()
+    countdown: CountdownSection = CountdownSection()
     template: str = Field(MATH_TEMPLATE, validation_alias=AliasChoices("template", "prompt_template"))
     reward: str = Field("math", validation_alias=AliasChoices("reward", "verifier"))
     heldout: int | None = Field(
@@ -100,21 +138,26 @@ class DataSection(DatasetSpec):
     def _task_defaults(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("path") and "task" not in data:
             data = {**data, "task": "jsonl"}  # a data file given: train on it (not on the synthetic default)
-        if isinstance(data, dict) and data.get("task", "arith") == "arith":
+        if isinstance(data, dict) and data.get("task", "arith") in SYNTHETIC_TASKS:
+            task = data.get("task", "arith")
             if data.get("path"):
-                raise ValueError(f"data.path={data['path']!r} is set but data.task is 'arith' (the synthetic task, "
+                raise ValueError(f"data.path={data['path']!r} is set but data.task is {task!r} (a synthetic task, "
                                  "which reads no file): set data.task=jsonl to train on the file, or drop data.path")
             data = {**data}
-            data.setdefault("reward", "arith")  # the synthetic task's exact checker
+            data.setdefault("reward", task)  # the synthetic task's exact checker
+        elif isinstance(data, dict) and data.get("path") and "reward" not in data and "verifier" not in data:
+            sniffed = sniff_reward(str(data["path"]), str(data.get("format", "auto")))
+            if sniffed is not None:  # TinyZero's countdown parquet: its reward without naming it
+                data = {**data, "reward": sniffed}
         return data
 
     @model_validator(mode="after")
-    def _consistent(self) -> "DataSection":  # replaces the spec's check: the arith task has no file
-        if self.task == "arith":
+    def _consistent(self) -> "DataSection":  # replaces the spec's check: a synthetic task has no file
+        if self.task in SYNTHETIC_TASKS:
             if self.heldout:
                 raise ValueError(f"data.heldout={self.heldout} holds rows of a data file out of training, but data.task "
-                                 "is 'arith' (its held-out problems are the 'arith' benchmark): set data.path, or drop "
-                                 "data.heldout")
+                                 f"is {self.task!r} (its held-out problems are the {self.task!r} benchmark): set "
+                                 "data.path, or drop data.heldout")
             return self
         if not self.path:
             raise ValueError("data.path is required when data.task is 'jsonl'")
@@ -372,6 +415,20 @@ class RunConfig(_Strict):
     )
     log: LogSection = LogSection()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_follows(cls, data: Any) -> Any:
+        """``data.task: countdown`` without a model of its own gets the countdown warm start
+        (``tiny-countdown``), not the arithmetic one (its evaluation: :meth:`_defaults_follow_the_data`)."""
+        if not isinstance(data, dict) or not isinstance(data.get("data"), dict) or data["data"].get("task") != "countdown":
+            return data
+        data = dict(data)
+        for section, key, value in (("model", "path", "tiny-countdown"),):
+            tree = data.get(section)
+            if tree is None or (isinstance(tree, dict) and key not in tree):
+                data[section] = {**(tree or {}), key: value}
+        return data
+
     @model_validator(mode="after")
     def _defaults_follow_the_data(self) -> "RunConfig":
         """The defaults that depend on the data: the run directory, what in-training evaluation
@@ -379,17 +436,18 @@ class RunConfig(_Strict):
         synthetic task's directory or benchmark)."""
         data = self.data
         if self.eval.benchmarks is None:
-            self.eval.benchmarks = ["arith"] if data.task == "arith" else ([HELDOUT] if data.heldout != 0 else [])
+            synthetic = data.task in SYNTHETIC_TASKS  # its own held-out set, the benchmark of the same name
+            self.eval.benchmarks = [data.task] if synthetic else ([HELDOUT] if data.heldout != 0 else [])
             self.eval.model_fields_set.discard("benchmarks")  # still a default: a dump without defaults leaves it out
-        if data.task == "arith" and HELDOUT in self.eval.benchmarks:
-            raise ValueError(f"eval.benchmarks: {HELDOUT!r} is a slice of data.path, but data.task is 'arith' (the "
-                             "synthetic task's held-out problems are the 'arith' benchmark)")
-        if data.task != "arith" and data.heldout is None and HELDOUT not in self.eval.benchmarks:
+        if data.task in SYNTHETIC_TASKS and HELDOUT in self.eval.benchmarks:
+            raise ValueError(f"eval.benchmarks: {HELDOUT!r} is a slice of data.path, but data.task is {data.task!r} (the "
+                             f"synthetic task's held-out problems are the {data.task!r} benchmark)")
+        if data.task not in SYNTHETIC_TASKS and data.heldout is None and HELDOUT not in self.eval.benchmarks:
             data.heldout = 0  # rows are held out only for an evaluation that scores them
             data.model_fields_set.discard("heldout")
         if self.log.out_dir is None:
             self.log.out_dir = default_out_dir(self.train.method, self.model.path,
-                                               None if data.task == "arith" else data.path)
+                                               None if data.task in SYNTHETIC_TASKS else data.path, data.task)
             self.log.model_fields_set.discard("out_dir")
         return self
 
@@ -399,15 +457,15 @@ ARITH_RUN_DIR = "runs/skpo-arith"  # the synthetic task's run directory (skpo ma
 _GENERIC_STEMS = ("train", "test", "validation", "val", "data", "dataset")
 
 
-def default_out_dir(method: str, model: str, data: str | None) -> str:
+def default_out_dir(method: str, model: str, data: str | None, task: str = "arith") -> str:
     """The run directory when ``log.out_dir`` is not set: :data:`ARITH_RUN_DIR` for the
-    synthetic task (``data`` None), else ``runs/<method>-<model>-<data>`` from the method (a
+    arithmetic task, ``runs/<method>-countdown`` for countdown (``data`` None), else ``runs/<method>-<model>-<data>`` from the method (a
     method file: its stem), the model directory's name (a training checkpoint: its run's name and
     step) and the data file's stem (a generic stem such as ``train`` with its folder's name:
     ``gsm8k-train``)."""
-    if data is None:
-        return ARITH_RUN_DIR
     method_name = Path(method).stem if is_method_file(method) else method
+    if data is None:
+        return ARITH_RUN_DIR if task == "arith" else f"runs/{method_name}-{task}"
     model_path = Path(str(model).rstrip("/")).expanduser()
     if model_path.name == "model" and model_path.parent.name:  # CHECKPOINT/model
         model_path = model_path.parent
@@ -593,6 +651,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def dump_config(config: RunConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def countdown_config(cfg: RunConfig) -> CountdownConfig:
+    """The countdown task of ``data.countdown``."""
+    return countdown_task(cfg.data.countdown)
 
 
 def arith_config(cfg: RunConfig) -> ArithConfig:

@@ -16,10 +16,12 @@ from torch import Tensor
 
 from skpo.evaluation.runner import ARITH_EXTRA_TOKENS
 from skpo.rewards.arith import check_answer
+from skpo.rewards.countdown import check_countdown
 from skpo.engines.engine import Completion, SamplingParams, mix_seed
 from skpo.engines.hf_engine import HFEngine
 from skpo.rollout.montecarlo import step_boundaries
 from skpo.tasks.arith import ArithProblem
+from skpo.tasks.countdown import CountdownProblem
 from skpo.tasks.prompts import stop_token_ids
 from skpo.tasks.templates import plain_input_ids, response_ids
 
@@ -266,10 +268,13 @@ def score_entries(
 
 @dataclass
 class ArithSampler:
-    """The policy on the arithmetic task: prompts, answer budgets, sampling, verdicts.
+    """The policy on an embedded task (arithmetic or countdown): prompts, answer budgets,
+    sampling, verdicts.
 
-    ``budget(problem)`` is the reference response's length + 16 tokens (``skpo eval``'s arith
-    budget); a continuation of a prefix of ``n`` answer tokens gets ``budget − n``.
+    ``budget(problem)`` is the reference response's length + 16 tokens (``skpo eval``'s budget
+    for the synthetic tasks); a continuation of a prefix of ``n`` answer tokens gets ``budget − n``.
+    ``correct`` is the task's reward: the exact final answer (arithmetic) or the ``countdown``
+    check (each number once, exact value).
     """
 
     model: Any
@@ -293,7 +298,9 @@ class ArithSampler:
     def text(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
-    def correct(self, problem: ArithProblem, answer_ids: Sequence[int]) -> bool:
+    def correct(self, problem: ArithProblem | CountdownProblem, answer_ids: Sequence[int]) -> bool:
+        if isinstance(problem, CountdownProblem):
+            return check_countdown(self.text(answer_ids), problem.numbers, problem.target).correct
         return check_answer(self.text(answer_ids), problem)
 
     def newline_ids(self) -> set[int]:
@@ -673,6 +680,7 @@ def plot(result: dict[str, Any], path: str | Path, dpi: int = 120) -> Path:
             ax.fill_between(ks, [b[0] for b in bands], [b[1] for b in bands], color="black", alpha=0.1)
         ax.axhline(_acc(r["grpo"]["all"]), color="black", linestyle="--", label="GRPO (all positions)")
         ax.set_xscale("log", base=2)
+        ax.set_xlim(min(ks) / 1.25, max(ks) * 1.25)  # explicit: a panel with no resolved entry has no data to scale
         ax.set_xticks(ks, [str(k) for k in ks])
         ax.set_xlabel("K (MC samples per prefix)")
         ax.set_ylabel("sign accuracy (resolved true signs)")
@@ -725,6 +733,7 @@ def plot(result: dict[str, Any], path: str | Path, dpi: int = 120) -> Path:
                 color=line.get_color(), label=f"{tag} MC, resolved entries")
         ax.axhline(r["grpo"]["all"]["mae"], color=line.get_color(), linestyle="--", label=f"{tag} GRPO, all entries")
     ax.set_xscale("log", base=2)
+    ax.set_xlim(min(ks) / 1.25, max(ks) * 1.25)
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_xlabel("K (MC samples per prefix)")
     ax.set_ylabel("MAE")

@@ -5,13 +5,17 @@
     skpo analyze mc-accuracy        [--model M] [--problems 24] [--k-true 256] [--k-est 32]
     skpo analyze shortcut           [--model M] [--problems 200]
     skpo analyze implicit-advantage [--model M | --models A,B,...] [--segments 100] [--k-true 128]
+    skpo analyze segment-variance   [--model M | --models A,B,...] [--problems 128] [--segments 8] [--answers 8]
 
     common: --seed 0  --out DIR (default runs/analysis)  --threads 1  --quick  --device cpu
 
 ``--model`` is resolved like ``skpo eval``'s (:func:`skpo.commands.evaluate.resolve_model_dir`):
 ``tiny-arith`` (the shipped warm start, the default), a model directory, a training checkpoint,
 or a run directory (its latest checkpoint). Problems are the first ``--problems`` of the fixed
-held-out set, at the task difficulty recorded with the model (``warmstart.json``).
+held-out set of the task recorded with the model (``warmstart.json``: chained arithmetic at its
+difficulty, or countdown); ``shortcut`` and ``implicit-advantage`` check arithmetic lines and
+take arithmetic models only. ``segment-variance`` with ``--models`` puts several models, each
+on its own task, side by side.
 ``--quick`` is a few-second setting of the same code path, for the test suite.
 
 Writes ``DIR/<analysis>.json`` (the numbers, the exact command, the settings, the runtime) and
@@ -33,15 +37,27 @@ from typing import Any
 
 import torch
 
-from skpo.analysis import implicit_advantage, mc_accuracy, shortcut
-from skpo.commands.evaluate import arith_config_for, resolve_model_dir, tokenizer_dir
+from skpo.analysis import implicit_advantage, mc_accuracy, segment_variance, shortcut
+from skpo.commands.evaluate import resolve_model_dir, task_config_for, tokenizer_dir
 from skpo.commands.parsers import analyze_parser
 from skpo.models.loading import load_policy, load_tokenizer
+from skpo.tasks import countdown
 from skpo.tasks.arith import ArithConfig, heldout_problems
+from skpo.tasks.countdown import CountdownConfig
 
-MODULES = {"mc-accuracy": mc_accuracy, "shortcut": shortcut, "implicit-advantage": implicit_advantage}
+MODULES = {"mc-accuracy": mc_accuracy, "shortcut": shortcut, "implicit-advantage": implicit_advantage,
+           "segment-variance": segment_variance}
 SETTINGS = {"mc-accuracy": mc_accuracy.McAccuracySettings, "shortcut": shortcut.ShortcutSettings,
-            "implicit-advantage": implicit_advantage.ImplicitAdvantageSettings}
+            "implicit-advantage": implicit_advantage.ImplicitAdvantageSettings,
+            "segment-variance": segment_variance.SegmentVarianceSettings}
+ARITH_ONLY = ("shortcut", "implicit-advantage")  # they check arithmetic lines
+
+
+def task_problems(config: ArithConfig | CountdownConfig, n: int) -> list:
+    """The first ``n`` problems of the task's fixed held-out set."""
+    if isinstance(config, CountdownConfig):
+        return countdown.heldout_problems(config, n=n)
+    return heldout_problems(config, n=n)
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -67,6 +83,10 @@ def _settings(args: argparse.Namespace) -> Any:
     elif args.analysis == "shortcut":
         if args.problems is not None:
             updates["problems"] = args.problems
+    elif args.analysis == "segment-variance":
+        for flag, key in (("problems", "problems"), ("segments", "segments"), ("answers", "answers")):
+            if getattr(args, flag) is not None:
+                updates[key] = getattr(args, flag)
     else:
         n = args.segments if args.segments is not None else args.problems
         if args.segments is not None and args.problems is not None and args.segments > args.problems:
@@ -109,12 +129,29 @@ def main(argv: list[str]) -> int:
         except (FileNotFoundError, NotADirectoryError, OSError, ValueError) as e:
             raise SystemExit(f"skpo analyze: error loading {model_dir}: {e}") from None
 
-    config = arith_config_for(model_dirs[0]) or ArithConfig()
+    configs = [task_config_for(d) or ArithConfig() for d in model_dirs]
+    config = configs[0]
+    if args.analysis in ARITH_ONLY and any(isinstance(c, CountdownConfig) for c in configs):
+        print(f"skpo analyze: error: {args.analysis} checks chained-arithmetic lines; "
+              f"{model_args[[isinstance(c, CountdownConfig) for c in configs].index(True)]} is a countdown model "
+              "(mc-accuracy and segment-variance take both tasks)", file=sys.stderr)
+        return 2
     n_problems = settings.segments if args.analysis == "implicit-advantage" else settings.problems
-    problems = heldout_problems(config, n=n_problems)
+    problems = task_problems(config, n_problems)
     log(f"{args.analysis}: {len(problems)} held-out problems, model(s) {', '.join(map(str, model_dirs))}")
 
-    if args.analysis in ("mc-accuracy", "shortcut"):
+    if args.analysis == "segment-variance":
+        per_model: dict[str, Any] = {}
+        for arg, model_dir, task in zip(model_args, model_dirs, configs):
+            model, tokenizer = load(model_dir)
+            log(f"{arg}: {'countdown' if isinstance(task, CountdownConfig) else 'arithmetic'}")
+            per_model[_label(arg)] = MODULES[args.analysis].run(model, tokenizer, task_problems(task, n_problems),
+                                                                settings, log)
+        first = next(iter(per_model.values()))
+        results = {"models": per_model, "settings": first.pop("settings")}
+        for r in per_model.values():
+            r.pop("settings", None)
+    elif args.analysis in ("mc-accuracy", "shortcut"):
         model, tokenizer = load(model_dirs[0])
         results = MODULES[args.analysis].run(model, tokenizer, problems, settings, log)
     else:
@@ -135,6 +172,10 @@ def main(argv: list[str]) -> int:
         "model_args": model_args,
         "models": [str(d) for d in model_dirs],
         "task": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(config).items()},
+        "task_name": "countdown" if isinstance(config, CountdownConfig) else "arith",
+        **({"tasks": [{"model": a, "task_name": "countdown" if isinstance(c, CountdownConfig) else "arith",
+                       **{k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(c).items()}}
+                      for a, c in zip(model_args, configs)]} if len(configs) > 1 else {}),
         "settings": results.pop("settings"),
         "quick": bool(args.quick),
         "threads": args.threads,

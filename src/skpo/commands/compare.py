@@ -56,7 +56,7 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
     "skpo-fixedsplit": ("skpo", ["rollout.skpo.split=fixed"]),
     "skpo-extreme": ("skpo", ["rollout.skpo.selection=extreme"]),
 }
-FINAL_METRICS = ("avg@k", "pass@k", "maj@k", "step_accuracy", "tokens", "steps", "train_seconds")
+FINAL_METRICS = ("avg@k", "pass@k", "maj@k", "step_accuracy", "tokens", "steps", "train_seconds", "dead_end_first_moves")
 
 
 def resolve_methods(methods: str, variants: list[str]) -> dict[str, tuple[str, list[str]]]:
@@ -144,6 +144,9 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     step_metrics = [r["step_metrics"]["step_accuracy"] for r in final.values() if "step_accuracy" in r.get("step_metrics", {})]
     if step_metrics:  # the synthetic task's exact step checks
         result["step_accuracy"] = _mean(step_metrics)
+    dead_ends = [r["move_metrics"]["first_move_shares"]["dead_end"] for r in final.values() if "move_metrics" in r]
+    if dead_ends:  # countdown: the share of samples whose first move leaves the target unreachable
+        result["dead_end_first_moves"] = _mean(dead_ends)
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, result_path)
@@ -195,10 +198,12 @@ def aggregate(out: Path, specs: list[dict[str, Any]], settings: dict[str, Any]) 
     report = {"settings": settings, "summary": summary, "runs": results}
     (out / "compare.json").write_text(json.dumps(report, indent=1))
     k = settings["k"]
+    moves = any("dead_end_first_moves" in row for row in summary.values())  # countdown runs: one more column
     lines = [f"Held-out {', '.join(settings['benchmarks'])} (mean over them), {settings['eval_problems']} problems × {k} "
              f"samples, after {settings['budget']:,} "
              "decoded rollout tokens per run; mean ± 95 % t-interval over seeds.", "",
-             f"| method | seeds | avg@{k} | pass@{k} | maj@{k} | step accuracy | steps | train s |", "|---|---|---|---|---|---|---|---|"]
+             f"| method | seeds | avg@{k} | pass@{k} | maj@{k} | step accuracy | steps | train s |"
+             + (" dead-end first moves |" if moves else ""), "|---|---|---|---|---|---|---|---|" + ("---|" if moves else "")]
 
     def cell(row: dict[str, Any], m: str, fmt: str) -> str:
         if m not in row:
@@ -209,7 +214,8 @@ def aggregate(out: Path, specs: list[dict[str, Any]], settings: dict[str, Any]) 
     for method, row in summary.items():
         lines.append(f"| {method} | {row['n']} | {cell(row, 'avg@k', '.3f')} | {cell(row, 'pass@k', '.3f')} | "
                      f"{cell(row, 'maj@k', '.3f')} | {cell(row, 'step_accuracy', '.3f')} | {cell(row, 'steps', '.0f')} | "
-                     f"{cell(row, 'train_seconds', '.0f')} |")
+                     f"{cell(row, 'train_seconds', '.0f')} |"
+                     + (f" {cell(row, 'dead_end_first_moves', '.3f')} |" if moves else ""))
     (out / "compare.md").write_text("\n".join(lines) + "\n")
     if results:
         metric = results[0].get("curve_metric", "avg@4")

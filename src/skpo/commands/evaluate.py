@@ -43,6 +43,7 @@ from skpo.evaluation.benchmarks import BenchmarkSpec, data_file_spec, load_probl
 from skpo.evaluation.runner import evaluate
 from skpo.models.loading import load_policy, load_tokenizer, shipped_model_dir
 from skpo.tasks.arith import ArithConfig
+from skpo.tasks.countdown import CountdownConfig
 from skpo.training.checkpoint import find_checkpoint, verify_checkpoint
 from skpo.training.run_dir import read_run_json
 from skpo.training.signals import StopOnSignals
@@ -108,18 +109,26 @@ def tokenizer_dir(model_dir: Path) -> Path:
     return model_dir  # load_tokenizer's error then names it
 
 
-def arith_config_for(model_dir: Path) -> ArithConfig | None:
-    """The task difficulty the model was warm-started on (``warmstart.json``), if recorded."""
+def task_config_for(model_dir: Path) -> ArithConfig | CountdownConfig | None:
+    """The task the model was warm-started on (``warmstart.json``: ``task_name``, absent for
+    arithmetic, and the task's settings), if recorded."""
     for candidate in (model_dir, model_dir.parent):
         record = candidate / "warmstart.json"
         if record.is_file():
-            task = json.loads(record.read_text()).get("config", {}).get("task")
+            saved = json.loads(record.read_text())
+            task = saved.get("config", {}).get("task")
             if isinstance(task, dict):
                 task = dict(task)
                 if "operators" in task:
                     task["operators"] = tuple(task["operators"])
-                return ArithConfig(**task)
+                return CountdownConfig(**task) if saved.get("task_name") == "countdown" else ArithConfig(**task)
     return None
+
+
+def arith_config_for(model_dir: Path) -> ArithConfig | None:
+    """The arithmetic difficulty the model was warm-started on (``warmstart.json``), if recorded."""
+    task = task_config_for(model_dir)
+    return task if isinstance(task, ArithConfig) else None
 
 
 def _fmt(value: Any) -> str:
@@ -164,8 +173,9 @@ def _main(argv: list[str]) -> int:
             if spec.name in extra:  # two files with one stem: tell them apart by their folder
                 spec = spec.model_copy(update={"name": f"{Path(data).expanduser().resolve().parent.name}-{spec.name}"})
             extra[spec.name] = spec
-        if args.benchmarks is None:
-            names = [] if extra else ["arith"]
+        if args.benchmarks is None:  # the model's own task (a countdown warm start: countdown)
+            names = [] if extra else [
+                "countdown" if isinstance(task_config_for(resolve_model_dir(args.model)), CountdownConfig) else "arith"]
         else:
             names = [n.strip() for n in args.benchmarks.split(",") if n.strip()]
             if not names:
@@ -198,9 +208,12 @@ def _main(argv: list[str]) -> int:
         if isinstance(e, UserError):
             raise
         raise _EvalError(f"cannot load {model_dir}: {e}") from e
-    arith = arith_config_for(model_dir)
-    if arith is not None:
-        specs = [s.model_copy(update={"arith": arith}) if s.verifier == "arith" and s.arith is None else s for s in specs]
+    task = task_config_for(model_dir)
+    if isinstance(task, ArithConfig):
+        specs = [s.model_copy(update={"arith": task}) if s.verifier == "arith" and s.arith is None else s for s in specs]
+    elif isinstance(task, CountdownConfig):
+        specs = [s.model_copy(update={"countdown": task}) if s.synthetic == "countdown" and s.countdown is None else s
+                 for s in specs]
     chat = {"auto": None, "on": True, "off": False}[args.chat_template]
 
     results: dict[str, dict[str, Any]] = {}

@@ -11,10 +11,11 @@ from skpo.commands.warmstart_config import WarmstartConfig
 from skpo.evaluation.benchmarks import BUILTIN_BENCHMARKS
 from skpo.paths import REPO_ROOT
 from skpo.tasks.arith import ArithConfig
+from skpo.tasks.countdown import CountdownConfig
 
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "arith" / "skpo.yaml"  # skpo main's recipe
 DEFAULT_METHODS = "skpo,grpo,dapo,cispo,spo,mc_dense,oar"  # skpo compare's methods
-ANALYSES = ("mc-accuracy", "shortcut", "implicit-advantage")
+ANALYSES = ("mc-accuracy", "shortcut", "implicit-advantage", "segment-variance")
 WARMSTART_DESCRIPTION = ("Warm-start the tiny model by supervised fine-tuning on the synthetic task "
                          "(plain and skip-format examples).")
 
@@ -126,12 +127,14 @@ def evaluate_parser() -> argparse.ArgumentParser:
 
 
 def warmstart_parser() -> argparse.ArgumentParser:
-    d, t = WarmstartConfig, ArithConfig()  # the class's defaults (no model config is built)
+    d, t, c = WarmstartConfig, ArithConfig(), CountdownConfig()  # the class's defaults (no model config is built)
     p = argparse.ArgumentParser(prog="skpo warmstart", description=WARMSTART_DESCRIPTION)
     p.add_argument("--out", type=Path, required=True, help="output directory (created)")
+    p.add_argument("--task", choices=("arith", "countdown"), default="arith",
+                   help="the embedded task: chained arithmetic (default) or countdown")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--init", default=None,
-                   help="continue from this saved model ('tiny-arith' = the shipped one) instead of a fresh tiny model")
+                   help="continue from this saved model (e.g. 'tiny-arith', a shipped one) instead of a fresh tiny model")
     p.add_argument("--steps", type=int, default=None,
                    help=f"most optimizer steps; the LR schedule spans them (default {d.steps} without --minutes)")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock budget (not bit-reproducible)")
@@ -147,9 +150,19 @@ def warmstart_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-ops", type=int, default=t.max_ops)
     p.add_argument("--min-operand", type=int, default=t.min_operand)
     p.add_argument("--max-operand", type=int, default=t.max_operand)
-    p.add_argument("--operators", default="".join(t.operators), help="e.g. '+-' or '+-*'")
+    p.add_argument("--operators", default=None,
+                   help=f"e.g. '+-' or '+-*' (default: arith '{''.join(t.operators)}', countdown '{''.join(c.operators)}')")
     p.add_argument("--allow-negative", action="store_true", default=t.allow_negative)
     p.add_argument("--max-abs-result", type=int, default=t.max_abs_result)
+    cd = p.add_argument_group("countdown (--task countdown)")
+    cd.add_argument("--min-numbers", type=int, default=c.min_numbers, help=f"numbers per problem, at least (default {c.min_numbers})")
+    cd.add_argument("--max-numbers", type=int, default=c.max_numbers, help=f"numbers per problem, at most (default {c.max_numbers})")
+    cd.add_argument("--min-number", type=int, default=c.min_number)
+    cd.add_argument("--max-number", type=int, default=c.max_number)
+    cd.add_argument("--min-target", type=int, default=c.min_target)
+    cd.add_argument("--max-target", type=int, default=c.max_target)
+    cd.add_argument("--max-intermediate", type=int, default=c.max_intermediate,
+                    help=f"largest result of a reference move (default {c.max_intermediate})")
     p.add_argument("--eval-problems", type=int, default=200, help="held-out problems (0: skip evaluation)")
     p.add_argument("--eval-k", type=int, default=8)
     p.add_argument("--log-every", type=int, default=100)
@@ -208,7 +221,8 @@ def compare_parser() -> argparse.ArgumentParser:
 
 def analyze_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="skpo analyze", description="The paper's analyses on the embedded arithmetic task."
+        prog="skpo analyze", description="The paper's analyses on the embedded tasks (arithmetic; countdown for "
+        "mc-accuracy and segment-variance)."
     )
     sub = p.add_subparsers(dest="analysis", required=True, metavar="{" + ",".join(ANALYSES) + "}")
     mc = sub.add_parser(
@@ -231,6 +245,14 @@ def analyze_parser() -> argparse.ArgumentParser:
     ia.add_argument("--length", choices=("measured", "prior"), default=None,
                     help="L_q: the model's mean answer length on the problem (default) or --length-prior")
     ia.add_argument("--length-prior", type=float, default=None, help="fixed L_q for --length prior (default 32)")
+    sv = sub.add_parser("segment-variance",
+                        help="share of outcome variance explained by SKPO's upstream segment (per task, side by side)")
+    _common(sv, "held-out problems of each model's own task (default 128)")
+    sv.add_argument("--models", default=None,
+                    help="comma-separated models, each on its own task, side by side (overrides --model)")
+    sv.add_argument("--group-size", type=int, default=None, help="plain answers per problem, for L_q (default 8)")
+    sv.add_argument("--segments", type=int, default=None, help="segments per problem M (default 8)")
+    sv.add_argument("--answers", type=int, default=None, help="answers after each segment K, per conditioning (default 8)")
     return p
 
 

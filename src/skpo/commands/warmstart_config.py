@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from skpo.tasks.arith import ArithConfig
+from skpo.tasks.countdown import CountdownConfig
 
 if TYPE_CHECKING:
     from skpo.models.tiny import TinyConfig  # heavy (transformers): --help reads this module
@@ -40,7 +41,7 @@ class WarmstartConfig:
     val_problems: int = 64
     val_k: int = 8
     threads: int = 2
-    task: ArithConfig = field(default_factory=ArithConfig)
+    task: ArithConfig | CountdownConfig = field(default_factory=ArithConfig)  # which task: the type
     model: TinyConfig = field(default_factory=_tiny_config)
     init: str | None = None  # a saved model to continue from (curriculum); None = fresh tiny model
 

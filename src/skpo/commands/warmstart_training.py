@@ -1,4 +1,5 @@
-"""``skpo warmstart``: supervised warm start of the tiny Qwen2 model on chained arithmetic.
+"""``skpo warmstart``: supervised warm start of the tiny Qwen2 model on an embedded task
+(chained arithmetic, or countdown with ``--task countdown``).
 
 The whole story (sources, readings, how each step runs): ``docs/embedded-default.md``, section "Notes from skpo.commands.warmstart_training"."""
 
@@ -24,6 +25,7 @@ from skpo.models.loading import load_policy, shipped_model_dir
 from skpo.models.tiny import build_tiny_model, count_parameters
 from skpo.models.tokenizer import build_tokenizer
 from skpo.rows import Rows, pad_responses
+from skpo.tasks import countdown
 from skpo.tasks.arith import (
     ArithConfig,
     ArithProblem,
@@ -33,8 +35,9 @@ from skpo.tasks.arith import (
     solution_text,
     split_of,
 )
-from skpo.tasks.dataset import arith_records
-from skpo.tasks.templates import plain_input_ids, response_ids, skip_input_ids
+from skpo.tasks.countdown import CountdownConfig, CountdownProblem
+from skpo.tasks.dataset import arith_records, countdown_records
+from skpo.tasks.templates import Synthetic, plain_input_ids, response_ids, skip_input_ids
 from skpo.training.schedule import lr_factor
 
 EXAMPLE_KINDS: tuple[str, ...] = ("plain", "skip_correct", "skip_flawed")
@@ -96,11 +99,51 @@ def make_example(
     return Example(list(context), list(target), kind)
 
 
+def make_countdown_example(
+    problem: CountdownProblem, kind: str, tokenizer: PreTrainedTokenizerBase, rng: random.Random, task: CountdownConfig
+) -> Example:
+    """A countdown training sequence of ``kind`` (target = the reference solution):
+
+    - ``plain``: ``q``;
+    - ``skip_correct``: ``[s, q]``, ``s`` a prefix (random length, at least one token) of the
+      reference solution;
+    - ``skip_flawed``: ``[s, q]``, ``s`` a prefix of a solution whose first move is a dead end
+      (:func:`skpo.tasks.countdown.flawed_solution`), cut at or after the newline that ends that
+      move, so the draft always shows it; a problem without a dead-end first move gets a
+      ``skip_correct`` context instead.
+    """
+    prompt = plain_input_ids(tokenizer, problem)
+    target = response_ids(tokenizer, problem)
+    if kind == "plain":
+        context = prompt
+    elif kind == "skip_correct":
+        draft = target[:-1]
+        context = skip_input_ids(draft[: rng.randint(1, len(draft))], prompt)
+    elif kind == "skip_flawed":
+        flawed = countdown.flawed_solution(problem, task, rng)
+        if flawed is None:
+            draft = target[:-1]
+            context = skip_input_ids(draft[: rng.randint(1, len(draft))], prompt)
+        else:
+            draft = tokenizer.encode(flawed.text, add_special_tokens=False)
+            shown = flawed.text.split("\n")[0] + "\n"
+            error_end = len(tokenizer.encode(shown, add_special_tokens=False))
+            context = skip_input_ids(draft[: rng.randint(error_end, len(draft))], prompt)
+    else:
+        raise ValueError(f"unknown example kind {kind!r}; expected one of {EXAMPLE_KINDS}")
+    return Example(list(context), list(target), kind)
+
+
 def example_stream(
-    task: ArithConfig, tokenizer: PreTrainedTokenizerBase, seed: int, mix: Sequence[float]
+    task: ArithConfig | CountdownConfig, tokenizer: PreTrainedTokenizerBase, seed: int, mix: Sequence[float]
 ) -> Iterator[Example]:
     """Endless seeded stream of training examples on the train side of the task."""
     rng = random.Random(f"warmstart-examples:{seed}")
+    if isinstance(task, CountdownConfig):
+        for cd_problem in countdown.iter_problems(task, seed=seed, split="train"):
+            kind = rng.choices(EXAMPLE_KINDS, weights=mix)[0]
+            yield make_countdown_example(cd_problem, kind, tokenizer, rng, task)
+        return
     for problem in iter_problems(task, seed=seed, split="train"):
         kind = rng.choices(EXAMPLE_KINDS, weights=mix)[0]
         yield make_example(problem, kind, tokenizer, rng)
@@ -154,15 +197,19 @@ class AvgAtK:
     pass_at_k: float  # fraction of problems with at least one success
     frac_mixed: float  # fraction of problems with success rate strictly in (0, 1)
     histogram: list[int]  # histogram[j] = number of problems with exactly j successes, j = 0..k
+    move_metrics: dict[str, object] | None = None  # countdown: how the samples' first moves stand
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        out = asdict(self)
+        if self.move_metrics is None:
+            del out["move_metrics"]
+        return out
 
 
 def evaluate_avg_at_k(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    problems: Sequence[ArithProblem],
+    problems: Sequence[Synthetic],
     k: int = 8,
     seed: int = 0,
     inputs: Sequence[Sequence[int]] | None = None,
@@ -171,7 +218,9 @@ def evaluate_avg_at_k(
     """avg@k, pass@k, the mixed fraction and the success histogram of ``model`` on ``problems``,
     through the evaluation runner (:func:`skpo.evaluation.runner.evaluate`: the rollout
     engine's sampler at temperature 1, no top-p, each problem's samples seeded from ``seed`` and
-    its position; the ``arith`` reward; budget: the longest reference response + 16 tokens).
+    its position; the task's reward, ``arith`` or ``countdown``; budget: the longest reference
+    response + 16 tokens). Countdown results carry the runner's ``move_metrics`` (how the
+    samples' first moves stand).
 
     Args:
         inputs: per-problem prompt ids; default the plain prompt (pass skip inputs to measure
@@ -181,27 +230,41 @@ def evaluate_avg_at_k(
     was_training = model.training
     model.eval()
     try:
-        result = evaluate(model, tokenizer, get_spec("arith"), k=k, seed=seed, batch_size=batch_size,
-                          problems=arith_records(problems), prompt_ids=inputs)
+        if problems and isinstance(problems[0], CountdownProblem):
+            spec, records = get_spec("countdown"), countdown_records(problems)  # type: ignore[arg-type]
+        else:
+            spec, records = get_spec("arith"), arith_records(problems)  # type: ignore[arg-type]
+        result = evaluate(model, tokenizer, spec, k=k, seed=seed, batch_size=batch_size, problems=records,
+                          prompt_ids=inputs)
     finally:
         model.train(was_training)
     n, hist = result["n_problems"], result["success_histogram"]
     return AvgAtK(k=k, n_problems=n, avg_at_k=result["metrics"][f"avg@{k}"], pass_at_k=result["metrics"][f"pass@{k}"],
-                  frac_mixed=sum(hist[1:k]) / n, histogram=hist)
+                  frac_mixed=sum(hist[1:k]) / n, histogram=hist, move_metrics=result.get("move_metrics"))
 
 
 def draft_inputs(
-    tokenizer: PreTrainedTokenizerBase, problems: Sequence[ArithProblem], flawed: bool, seed: int = 0
+    tokenizer: PreTrainedTokenizerBase, problems: Sequence[Synthetic], flawed: bool, seed: int = 0,
+    task: CountdownConfig | None = None,
 ) -> list[list[int]]:
     """Skip inputs ``[s, q]`` whose draft is the first half of the lines of a solution.
 
     The draft holds ``max(1, n_ops // 2)`` full equation lines (each ending in a newline) of the
     reference solution, or — with ``flawed`` — of a flawed solution whose first line is wrong.
+    Countdown: ``max(1, moves // 2)`` move lines of the reference solution, or of a solution
+    whose first move is a dead end (``task``'s operators; the reference when there is none).
     Returns ``[N][L_s + L_q]`` token ids, built with the same template helpers as training.
     """
     rng = random.Random(f"draft-inputs:{seed}")
     rows = []
     for p in problems:
+        if isinstance(p, CountdownProblem):
+            n_lines = max(1, len(p.moves) // 2)
+            bad = countdown.flawed_solution(p, task or CountdownConfig(), rng) if flawed else None
+            text = bad.text if bad is not None else countdown.solution_text(p)
+            draft = "\n".join(text.split("\n")[:n_lines]) + "\n"
+            rows.append(skip_input_ids(tokenizer.encode(draft, add_special_tokens=False), plain_input_ids(tokenizer, p)))
+            continue
         n_lines = max(1, p.n_ops // 2)
         text = flawed_solution(p, rng, error_step=0).text if flawed else solution_text(p)
         draft = "\n".join(text.split("\n")[:n_lines]) + "\n"
@@ -210,16 +273,17 @@ def draft_inputs(
 
 
 def evaluate_all(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: Sequence[ArithProblem], k: int = 8, seed: int = 0
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: Sequence[Synthetic], k: int = 8, seed: int = 0,
+    task: CountdownConfig | None = None,
 ) -> dict[str, dict[str, object]]:
     """avg@k on plain inputs and on skip inputs with a correct and a flawed draft."""
     return {
         "plain": evaluate_avg_at_k(model, tokenizer, problems, k=k, seed=seed).to_dict(),
         "skip_correct_draft": evaluate_avg_at_k(
-            model, tokenizer, problems, k=k, seed=seed, inputs=draft_inputs(tokenizer, problems, flawed=False)
+            model, tokenizer, problems, k=k, seed=seed, inputs=draft_inputs(tokenizer, problems, flawed=False, task=task)
         ).to_dict(),
         "skip_flawed_draft": evaluate_avg_at_k(
-            model, tokenizer, problems, k=k, seed=seed, inputs=draft_inputs(tokenizer, problems, flawed=True)
+            model, tokenizer, problems, k=k, seed=seed, inputs=draft_inputs(tokenizer, problems, flawed=True, task=task)
         ).to_dict(),
     }
 
@@ -251,13 +315,20 @@ def set_determinism(seed: int, threads: int) -> None:
     torch.utils.deterministic.fill_uninitialized_memory = False
 
 
-def validation_problems(task: ArithConfig, n: int, seed: int) -> list[ArithProblem]:
+def validation_problems(task: ArithConfig | CountdownConfig, n: int, seed: int) -> list[Synthetic]:
     """``n`` train-side problems from a stream of their own, for the stopping rule.
 
     Train side on purpose: the held-out (eval-side) set stays untouched by model selection.
     """
     rng = random.Random(f"warmstart-validation:{seed}")
-    out: list[ArithProblem] = []
+    if isinstance(task, CountdownConfig):
+        cd: list[Synthetic] = []
+        while len(cd) < n:
+            problem = countdown.sample_problem(task, rng)
+            if countdown.split_of(problem.question, task.eval_buckets) == "train":
+                cd.append(problem)
+        return cd
+    out: list[Synthetic] = []
     while len(out) < n:
         problem = sample_problem(task, rng)
         if split_of(problem.question, task.eval_buckets) == "train":
@@ -363,6 +434,7 @@ def save(result: WarmstartResult, config: WarmstartConfig, out: Path, metrics: d
     result.model.save_pretrained(out, safe_serialization=True)
     result.tokenizer.save_pretrained(out)
     record = {
+        **({"task_name": "countdown"} if isinstance(config.task, CountdownConfig) else {}),
         "config": asdict(config),
         "seed": config.seed,
         "steps": result.steps,

@@ -19,6 +19,9 @@ code      HumanEval-style: the prompt column is a function head, the completion 
           ``check(entry_point)`` in the sandbox.
 arith     the synthetic chained-arithmetic task: problems from
           :func:`skpo.tasks.arith.heldout_problems` (no file), exact checks.
+countdown the synthetic countdown task: problems from
+          :func:`skpo.tasks.countdown.heldout_problems` (no file); with a path, a data file in
+          TinyZero's layout. Scored by the ``countdown`` reward.
 any       ``module:function``: your own reward function (see the registry's docstring).
 ========  ====================================================================================
 """
@@ -107,6 +110,7 @@ BUILTIN_BENCHMARKS: dict[str, BenchmarkSpec] = {
             template="{question}", chat_template=CODE_CHAT_TEMPLATE, stop=CODE_STOP, max_new_tokens=512,
         ),
         BenchmarkSpec(name="arith", verifier="arith", answer_column=None, max_new_tokens=None, n_problems=200),
+        BenchmarkSpec(name="countdown", verifier="countdown", answer_column=None, max_new_tokens=None, n_problems=200),
     ]
 }
 

@@ -47,13 +47,16 @@ from skpo.evaluation.metrics import (
 )
 from skpo.rewards.arith import check_steps
 from skpo.rewards.registry import RewardEntry
+from skpo.rewards.countdown import numbers_and_target
+from skpo.tasks.countdown import FIRST_MOVE_KINDS, first_move_kind
 from skpo.tasks.dataset import encode_problems
 from skpo.tasks.dataset import prompt_format as format_of
 from skpo.tasks.prompts import has_chat_template
 from skpo.tasks.prompts import stop_token_ids as _stop_token_ids
 from skpo.tasks.templates import response_ids
 
-__all__ = ["evaluate", "build_prompts", "arith_step_metrics", "stop_token_ids", "has_chat_template"]
+__all__ = ["evaluate", "build_prompts", "arith_step_metrics", "countdown_move_metrics", "stop_token_ids",
+           "has_chat_template"]
 
 ARITH_EXTRA_TOKENS = 16
 """``arith`` budget: the longest reference response of the problems plus this many tokens."""
@@ -83,6 +86,8 @@ def _budget(
         return max_new_tokens
     if spec.reward == "arith":
         return max(len(response_ids(tokenizer, p.arith)) for p in problems if p.arith) + ARITH_EXTRA_TOKENS
+    if spec.synthetic == "countdown":
+        return max(len(response_ids(tokenizer, p.countdown)) for p in problems if p.countdown) + ARITH_EXTRA_TOKENS
     return spec.max_new_tokens or 1024
 
 
@@ -133,6 +138,33 @@ def arith_step_metrics(problems: Sequence[Problem], completions: Sequence[Sequen
         "step_accuracy_by_position": [r / t if t else 0.0 for r, t in zip(pos_right, pos_total)],
         "first_error_counts": ordered,
         "mean_first_error_fraction": sum(fractions) / len(fractions) if fractions else None,
+    }
+
+
+def countdown_move_metrics(problems: Sequence[Problem], completions: Sequence[Sequence[str]],
+                           verdicts: Sequence[Sequence[Any]]) -> dict[str, Any]:
+    """How the first moves of countdown samples stand (:func:`skpo.tasks.countdown.first_move_kind`).
+
+    Returns:
+        ``first_move_shares``: the share of samples per kind (``reachable``, ``dead_end``,
+        ``invalid``, ``no_move``);
+        ``accuracy_by_first_move``: the share of correct samples among those of each kind
+        (``None`` for a kind with no sample) — a dead end can never be correct, so how far
+        ``reachable`` is above the overall accuracy says how much the first move decides.
+    """
+    counts = dict.fromkeys(FIRST_MOVE_KINDS, 0)
+    right = dict.fromkeys(FIRST_MOVE_KINDS, 0)
+    for problem, texts, row in zip(problems, completions, verdicts):
+        numbers, target = numbers_and_target(problem)
+        for text, verdict in zip(texts, row):
+            kind = first_move_kind(text, numbers, target)
+            counts[kind] += 1
+            right[kind] += int(verdict.correct)
+    total = sum(counts.values())
+    return {
+        "first_move_shares": {k: counts[k] / total if total else 0.0 for k in FIRST_MOVE_KINDS},
+        "accuracy_by_first_move": {k: right[k] / counts[k] if counts[k] else None for k in FIRST_MOVE_KINDS},
+        "samples": total,
     }
 
 
@@ -331,5 +363,7 @@ def evaluate(
     }
     if spec.reward == "arith":
         out["step_metrics"] = arith_step_metrics(problems, texts)
+    if spec.reward == "countdown":
+        out["move_metrics"] = countdown_move_metrics(problems, texts, verdicts)
     out["problems"] = records
     return out

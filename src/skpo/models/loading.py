@@ -33,6 +33,7 @@ def tiny_arith_dir() -> Path:
 SHIPPED_MODELS = {
     "tiny-arith": "the embedded default: chains of 2-4 operations (docs/embedded-default.md)",
     "tiny-arith-long": "the longer-chain setting: chains of 5-8 operations, continued from tiny-arith (docs/results.md)",
+    "tiny-countdown": "the countdown task: 3-4 numbers of 1-10, target 10-100 (data.task=countdown; docs/countdown.md)",
 }
 
 

@@ -12,6 +12,10 @@ choice    the option letter (:func:`skpo.rewards.choice.extract_choice`) against
 code      HumanEval-style: the completion (or its fenced code block) runs against the row's
           ``test`` with ``check(entry_point)`` in the sandbox.
 arith     the synthetic chained-arithmetic task: exact final answer.
+countdown the countdown task: the final equation uses each given number exactly once and
+          equals the target in exact rationals (:mod:`skpo.rewards.countdown`); reads the
+          synthetic problem, or a row's ``nums``/``target`` or ``reward_model.ground_truth``
+          (TinyZero's and verl's layout), and ``<answer>…</answer>`` or an ``Answer:`` line.
 ========  =====================================================================================
 
 **Your own function.** ``reward.function: my_module:score`` (or ``path/to/file.py:score``;
@@ -51,6 +55,7 @@ from skpo.rewards.arith import check_answer, parse_answer
 from skpo.rewards.base import Verdict
 from skpo.rewards.choice import extract_choice
 from skpo.rewards.code import verify_humaneval_batch
+from skpo.rewards.countdown import check_countdown, numbers_and_target
 from skpo.rewards.math import verify_math_batch
 
 __all__ = [
@@ -103,6 +108,9 @@ class RewardEntry:
         description: one line for tables and errors.
         needs_columns: row columns the reward reads (``code``: ``prompt``, ``test``, ``entry_point``);
             data without them is refused at load and by ``--check``, naming them.
+        check_problem: ``check_problem(problem)`` raises ``ValueError`` (the reason) for a
+            problem the reward cannot score (``countdown``: no numbers or target); data files
+            are checked row by row at load and by ``--check``.
     """
 
     name: str
@@ -112,6 +120,7 @@ class RewardEntry:
     partial_credit: bool = False
     description: str = ""
     needs_columns: tuple[str, ...] = ()
+    check_problem: Callable[[Any], Any] | None = None
 
     def score(self, completions: Sequence[str], problems: Sequence[Any], context: RewardContext | None = None) -> list[Verdict]:
         """Verdicts for aligned ``completions`` and ``problems``."""
@@ -130,14 +139,15 @@ REWARDS: dict[str, RewardEntry] = {}
 
 def register_reward(
     name: str, *, needs_answer: bool = True, needs_choices: bool = False, partial_credit: bool = False, description: str = "",
-    needs_columns: tuple[str, ...] = (),
+    needs_columns: tuple[str, ...] = (), check_problem: Callable[[Any], Any] | None = None,
 ) -> Callable[[BatchRewardFn], BatchRewardFn]:
     """Decorator: register a batched reward function under ``name``."""
 
     def wrap(fn: BatchRewardFn) -> BatchRewardFn:
         if name in REWARDS:
             raise ValueError(f"reward {name!r} is already registered")
-        REWARDS[name] = RewardEntry(name, fn, needs_answer, needs_choices, partial_credit, description, tuple(needs_columns))
+        REWARDS[name] = RewardEntry(name, fn, needs_answer, needs_choices, partial_credit, description, tuple(needs_columns),
+                                    check_problem)
         return fn
 
     return wrap
@@ -228,6 +238,16 @@ def _arith(completions: Sequence[str], problems: Sequence[Any], ctx: RewardConte
             out.append(Verdict.right("correct", str(answer)))
         else:
             out.append(Verdict.wrong("wrong answer", str(answer)))
+    return out
+
+
+@register_reward("countdown", needs_answer=False, check_problem=numbers_and_target,
+                 description="countdown: each given number once, exact value = target")
+def _countdown(completions: Sequence[str], problems: Sequence[Any], ctx: RewardContext) -> list[Verdict]:
+    out = []
+    for text, problem in zip(completions, problems):
+        numbers, target = numbers_and_target(problem)
+        out.append(check_countdown(text, numbers, target))
     return out
 
 

@@ -17,6 +17,7 @@ from skpo.tasks.prompts import has_chat_template, stop_token_ids
 from skpo.tasks.sources import PromptItem
 from skpo.rollout.base import ROLLOUTS, RolloutContext, RolloutResult
 from skpo.rows import Rows, concat_rows, pad_responses
+from skpo.tasks import countdown
 from skpo.tasks.arith import solution_text
 from skpo.tasks.dataset import prompt_messages
 
@@ -97,11 +98,14 @@ def _critic(ctx: RolloutContext, name: str, tokenizer: Any) -> tuple[Any, Any, l
 
 def _reference(item: PromptItem) -> tuple[str, str]:
     """``(question, reference)`` the critic compares against: the reference solution of an
-    arithmetic problem, else the gold answer."""
+    arithmetic or countdown problem, else the gold answer."""
     problem = item.answer
     arith = getattr(problem, "arith", None)
     if arith is not None:
         return arith.question, solution_text(arith)
+    game = getattr(problem, "countdown", None)
+    if game is not None:
+        return game.question, countdown.solution_text(game)
     return str(problem.question), str(problem.gold)
 
 

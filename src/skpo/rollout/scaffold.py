@@ -55,7 +55,7 @@ def _check_hints(source: Any, item: PromptItem, params: ScaffoldParams) -> None:
             raise ValueError(f"rollout_params.hint_columns: prompt {item.key!r} has no column(s) {missing}")
         if getattr(item.answer, "messages", None) is not None:
             raise ValueError(f"rollout 'scaffold': prompt {item.key!r} is a chat list; hints need a question column")
-    elif getattr(item.answer, "arith", None) is None:
+    elif getattr(item.answer, "arith", None) is None and getattr(item.answer, "countdown", None) is None:
         raise ValueError(f"rollout 'scaffold': prompt {item.key!r} has no hints: set rollout_params.hint_columns "
                          "(row keys holding lists of hint parts → tier labels)")
     if getattr(source, "tokenizer", None) is None:
@@ -65,15 +65,16 @@ def _check_hints(source: Any, item: PromptItem, params: ScaffoldParams) -> None:
 def hint_prompt_ids(source: Any, item: PromptItem, params: ScaffoldParams) -> list[list[int]]:
     """The prompt ids of every hint level of ``item``, level 1 first (module docstring).
 
-    Arithmetic (no ``hint_columns``): ``[s_k, q]`` with ``s_k`` the first ``k`` equation lines of
-    the reference solution, ``k = 1..levels_per_tier`` (past the last line a level repeats the
+    Arithmetic and countdown (no ``hint_columns``): ``[s_k, q]`` with ``s_k`` the first ``k``
+    equation (move) lines of the reference solution, ``k = 1..levels_per_tier`` (past the last line a level repeats the
     full list, as the source repeats a short tier).
     Data sets: per tier, ``"Question: {q}\\n{label}: {parts[:k]}"`` through the run's template.
     """
     tokenizer = source.tokenizer
     levels = range(1, params.levels_per_tier + 1)
     if not params.hint_columns:
-        lines = [step.text for step in item.answer.arith.steps]
+        synthetic = item.answer.arith if item.answer.arith is not None else item.answer.countdown
+        lines = [step.text for step in (synthetic.steps if item.answer.arith is not None else synthetic.moves)]
         return [skip_input_ids(tokenizer.encode("\n".join(lines[:k]) + "\n", add_special_tokens=False),
                                item.prompt_ids, item.head) for k in levels]
     problem, chat = item.answer, bool(getattr(source, "chat", False))

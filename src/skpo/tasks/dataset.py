@@ -23,6 +23,8 @@ from skpo.rewards.choice import LETTERS
 from skpo.rewards.math import gold_from_gsm8k
 from skpo.rewards.registry import REWARDS
 from skpo.tasks.arith import ArithConfig, ArithProblem, heldout_problems
+from skpo.tasks.countdown import CountdownConfig, CountdownProblem
+from skpo.tasks.countdown import heldout_problems as countdown_heldout
 from skpo.tasks.prompts import has_chat_template, prompt_ids
 from skpo.tasks.templates import plain_input_ids
 
@@ -34,6 +36,8 @@ __all__ = [
     "PROMPT_CANDIDATES",
     "Problem",
     "arith_records",
+    "countdown_records",
+    "sniff_reward",
     "encode_problems",
     "last_boxed",
     "load_problems",
@@ -84,8 +88,11 @@ class DatasetSpec(BaseModel):
         max_new_tokens: default generation budget (``arith``: derived from the problems).
         max_prompt_tokens: longest prompt in tokens; longer ones are dropped (``overlong:
             drop``) or refused (``overlong: error``) when encoded. ``None``: no limit.
-        n_problems: ``arith`` only: size of the held-out set.
+        n_problems: the synthetic tasks only (``arith``; ``countdown`` without a path): size
+            of the held-out set.
         arith: ``arith`` only: the task's difficulty (default :class:`ArithConfig`).
+        countdown: ``countdown`` without a path only: the synthetic task's knobs (default
+            :class:`~skpo.tasks.CountdownConfig`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
@@ -114,6 +121,7 @@ class DatasetSpec(BaseModel):
     overlong: Literal["drop", "error"] = "drop"
     n_problems: int = Field(200, ge=1)
     arith: ArithConfig | None = None
+    countdown: CountdownConfig | None = None
 
     @property
     def verifier(self) -> str:
@@ -144,7 +152,7 @@ class DatasetSpec(BaseModel):
             for suffix in (".gz", ".jsonl", ".parquet", ".json"):
                 stem = stem.removesuffix(suffix)
             object.__setattr__(self, "name", stem)
-        if self.reward == "arith":
+        if self.synthetic:
             return self
         if self.path is None:
             raise ValueError(f"dataset {self.name or '?'!r}: reward {self.reward!r} needs a path")
@@ -153,6 +161,16 @@ class DatasetSpec(BaseModel):
         return self
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def synthetic(self) -> str | None:
+        """``"arith"`` or ``"countdown"`` when the spec is an embedded task's held-out set (no
+        file; countdown with a path is a data file scored by the countdown reward), else ``None``."""
+        if self.reward == "arith":
+            return "arith"
+        if self.reward == "countdown" and self.path is None:
+            return "countdown"
+        return None
+
     def resolved_path(self) -> Path:
         """The data file as an absolute path (relative paths live under ``benchmark_dir()``)."""
         if self.path is None:
@@ -203,6 +221,7 @@ class Problem:
         line: line number in a JSONL file (``None`` otherwise).
         choices: the options, for ``choice``.
         arith: the synthetic problem, for ``arith``.
+        countdown: the synthetic problem, for the ``countdown`` task.
         messages: the conversation of a chat-list prompt, as given.
         context: the context column's text.
         system: the system message (column or spec).
@@ -217,6 +236,7 @@ class Problem:
     line: int | None = None
     choices: tuple[str, ...] | None = None
     arith: ArithProblem | None = None
+    countdown: CountdownProblem | None = None
     messages: tuple[Mapping[str, Any], ...] | None = None
     context: str | None = None
     system: str | None = None
@@ -496,6 +516,13 @@ def arith_records(problems: Sequence[ArithProblem]) -> list[Problem]:
     return [Problem(index=i, id=p.question, question=p.question, gold=str(p.answer), arith=p) for i, p in enumerate(problems)]
 
 
+def countdown_records(problems: Sequence[CountdownProblem]) -> list[Problem]:
+    """``Problem`` records of synthetic countdown problems (id and question: the problem's
+    question, ``44 19 3 8 -> 75``; gold: the target), indexed in order."""
+    return [Problem(index=i, id=p.question, question=p.question, gold=str(p.target), countdown=p)
+            for i, p in enumerate(problems)]
+
+
 def load_problems(spec: DatasetSpec, limit: int | None = None) -> list[Problem]:
     """The problems of ``spec``: every row of its file, validated, in file order.
 
@@ -508,13 +535,16 @@ def load_problems(spec: DatasetSpec, limit: int | None = None) -> list[Problem]:
     if spec.reward == "arith" and spec.path is None:
         n = limit if limit is not None else spec.n_problems
         return arith_records(heldout_problems(spec.arith or ArithConfig(), n))
+    if spec.synthetic == "countdown":
+        n = limit if limit is not None else spec.n_problems
+        return countdown_records(countdown_heldout(spec.countdown or CountdownConfig(), n))
     return load_problems_and_columns(spec, limit)[0]
 
 
 def load_problems_and_columns(spec: DatasetSpec, limit: int | None = None) -> tuple[list[Problem], dict[str, str | None]]:
     """:func:`load_problems` and the columns it read (``prompt``, ``answer``: given or found;
     the synthetic task: ``{}``)."""
-    if spec.reward == "arith" and spec.path is None:
+    if spec.synthetic:
         return load_problems(spec, limit), {}
     path = spec.resolved_path()
     rows = read_rows(path, spec.format)
@@ -525,6 +555,14 @@ def load_problems_and_columns(spec: DatasetSpec, limit: int | None = None) -> tu
     problems = [_problem_from_row(spec, columns, i, line, row, path) for i, (line, row) in enumerate(rows)]
     if spec.reward in REWARDS:
         check_reward_columns(problems, REWARDS[spec.reward], path)
+    entry = REWARDS.get(spec.reward)
+    if entry is not None and entry.check_problem is not None:  # e.g. countdown: numbers and target on every row
+        for p in problems:
+            try:
+                entry.check_problem(p)
+            except ValueError as err:
+                where = f"{path}: row {p.index + 1}" + (f" (line {p.line})" if p.line is not None else "")
+                raise DatasetError(f"{where}: reward {spec.reward!r}: {err}") from None
     return (problems if limit is None else problems[:limit]), columns
 
 
@@ -574,6 +612,41 @@ def split_heldout(problems: Sequence[Problem], n: int) -> tuple[list[Problem], l
     return training, [p for i, p in enumerate(problems) if first.get(digests[i]) == i]
 
 
+def _looks_like_countdown(row: Mapping[str, Any]) -> bool:
+    """A row in TinyZero's / verl's countdown layout: ``nums`` and ``target`` columns, or
+    ``reward_model.ground_truth`` holding ``numbers`` and ``target``."""
+    if "nums" in row and "target" in row:
+        return True
+    truth = _get(row, "reward_model.ground_truth")
+    return isinstance(truth, Mapping) and "numbers" in truth and "target" in truth
+
+
+def sniff_reward(path: str | Path, format: str = "auto") -> str | None:
+    """The reward a data file's layout names, read off its first row: ``countdown`` for
+    TinyZero's / verl's countdown layout (:func:`_looks_like_countdown`), else ``None``. Reads
+    one row of a Parquet file or one line of a JSONL file; ``None`` when the file cannot be read
+    (the load that follows reports why)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        return None
+    fmt = format if format != "auto" else {".parquet": "parquet", ".arrow": "arrow"}.get(path.suffix, "jsonl")
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq  # heavy: loaded only for Parquet files
+
+            batch = next(pq.ParquetFile(path).iter_batches(batch_size=1), None)
+            row = batch.to_pylist()[0] if batch is not None and batch.num_rows else None
+        elif fmt == "jsonl" and not path.name.endswith(".gz"):
+            with path.open("r", encoding="utf-8") as f:
+                first = next((line for line in f if line.strip()), None)
+            row = json.loads(first) if first is not None else None
+        else:
+            return None
+    except Exception:  # noqa: BLE001 - an unreadable file: the load names the problem
+        return None
+    return "countdown" if isinstance(row, Mapping) and _looks_like_countdown(row) else None
+
+
 # ----------------------------------------------------------------------------- prompts
 
 
@@ -610,11 +683,12 @@ class EncodedProblems:
 
 
 def prompt_format(spec: DatasetSpec, tokenizer: Any, use_chat_template: bool | None = None) -> str:
-    """How ``spec``'s prompts are written: ``arith`` (the synthetic task's own template),
+    """How ``spec``'s prompts are written: ``arith`` or ``countdown`` (the synthetic task's own
+    template, ``Q: <question>\\nA:\\n``),
     ``chat`` (the tokenizer's chat template; ``use_chat_template=None``: when it has one) or
     ``plain`` (the spec's text template)."""
-    if spec.reward == "arith" and spec.path is None:
-        return "arith"
+    if spec.synthetic:
+        return spec.synthetic
     chat = has_chat_template(tokenizer) if use_chat_template is None else use_chat_template
     if chat and not has_chat_template(tokenizer):
         raise DatasetError("use_chat_template=True but the tokenizer has no chat template")
@@ -634,6 +708,9 @@ def encode_problems(
     if fmt == "arith":
         ids = [plain_input_ids(tokenizer, p.arith if p.arith is not None else p.question) for p in problems]
         return EncodedProblems(list(problems), ids, "arith")
+    if fmt == "countdown":
+        ids = [plain_input_ids(tokenizer, p.countdown if p.countdown is not None else p.question) for p in problems]
+        return EncodedProblems(list(problems), ids, "countdown")
     chat = fmt == "chat"
     limit = max_prompt_tokens if max_prompt_tokens is not None else spec.max_prompt_tokens
     out = EncodedProblems([], [], "chat" if chat else "plain")

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from skpo.rewards.base import Verdict
 from skpo.rewards.registry import RewardContext, RewardEntry, get_reward
+from skpo.tasks import countdown
 from skpo.tasks.arith import ArithConfig, iter_problems
 from skpo.tasks.dataset import (DatasetError, DatasetSpec, Problem, check_reward_columns, encode_problems,
                                 heldout_size, load_problems_and_columns, split_heldout)
@@ -100,6 +101,44 @@ class ArithSource(_Scored):
 
     def step_boundary_ids(self) -> tuple[int, ...]:
         """Newline tokens end a reasoning step (one equation per line)."""
+        return tuple(self.tokenizer.encode("\n", add_special_tokens=False))
+
+
+class CountdownSource(_Scored):
+    """The countdown task: ``pool_size`` distinct train-side problems (:mod:`skpo.tasks.countdown`),
+    each prompt ``Q: 44 19 3 8 -> 75\\nA:\\n``; the ``countdown`` reward by default."""
+
+    chat = False
+
+    def __init__(self, tokenizer, config: countdown.CountdownConfig, pool_size: int, seed: int,
+                 reward: RewardEntry | None = None, context: RewardContext | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.reward = reward or get_reward("countdown")
+        self.context = context or RewardContext()
+        seen: set[str] = set()
+        items: list[PromptItem] = []
+        for draws, problem in enumerate(countdown.iter_problems(config, seed, split="train"), start=1):
+            if draws > 200 * pool_size:  # a narrow config may have fewer distinct problems
+                break
+            if problem.question in seen:
+                continue
+            seen.add(problem.question)
+            record = Problem(index=len(items), id=problem.question, question=problem.question, gold=str(problem.target),
+                             countdown=problem)
+            items.append(PromptItem(problem.question, tuple(plain_input_ids(tokenizer, problem)), record))
+            if len(items) == pool_size:
+                break
+        if not items:
+            raise DatasetError(f"data.countdown: no training problems can be drawn from {config}")
+        self.items = items
+        self.dropped: list[str] = []
+
+    def answer_marker_ids(self) -> tuple[int, ...]:
+        """Token ids that open the final answer (``Answer:``): OAR scores tokens before it."""
+        return tuple(self.tokenizer.encode("Answer:", add_special_tokens=False))
+
+    def step_boundary_ids(self) -> tuple[int, ...]:
+        """Newline tokens end a move (one per line)."""
         return tuple(self.tokenizer.encode("\n", add_special_tokens=False))
 
 

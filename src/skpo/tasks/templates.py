@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
+from skpo.tasks import countdown
 from skpo.tasks.arith import ArithProblem, solution_text
 
 PROMPT_PREFIX = "Q: "
@@ -51,21 +52,28 @@ class TokenizerLike(Protocol):
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = ...) -> str: ...
 
 
-def _question(problem: ArithProblem | str) -> str:
+Synthetic = ArithProblem | countdown.CountdownProblem
+"""A problem of either embedded task; both are written ``Q: <question>\\nA:\\n`` (countdown:
+``Q: 44 19 3 8 -> 75\\nA:\\n``)."""
+
+
+def _question(problem: Synthetic | str) -> str:
     return problem if isinstance(problem, str) else problem.question
 
 
-def plain_prompt_text(problem: ArithProblem | str) -> str:
+def plain_prompt_text(problem: Synthetic | str) -> str:
     """The plain prompt ``q``: ``"Q: 37+48-12\\nA:\\n"``."""
     return f"{PROMPT_PREFIX}{_question(problem)}{PROMPT_SUFFIX}"
 
 
-def response_text(problem: ArithProblem) -> str:
-    """The reference response (without EOS): the solution text."""
+def response_text(problem: Synthetic) -> str:
+    """The reference response (without EOS): the solution text of the problem's task."""
+    if isinstance(problem, countdown.CountdownProblem):
+        return countdown.solution_text(problem)
     return solution_text(problem)
 
 
-def plain_input_ids(tokenizer: TokenizerLike, problem: ArithProblem | str) -> list[int]:
+def plain_input_ids(tokenizer: TokenizerLike, problem: Synthetic | str) -> list[int]:
     """Token ids of the plain prompt. Shape: ``[L_q]``."""
     return list(tokenizer.encode(plain_prompt_text(problem), add_special_tokens=False))
 
@@ -94,7 +102,7 @@ def skip_input_ids(
     return list(prompt_ids[:head]) + list(segment_ids) + list(separator_ids) + list(prompt_ids[head:])
 
 
-def response_ids(tokenizer: TokenizerLike, problem: ArithProblem) -> list[int]:
+def response_ids(tokenizer: TokenizerLike, problem: Synthetic) -> list[int]:
     """Token ids of the reference response followed by EOS. Shape: ``[L_o]``."""
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no eos_token_id; the response must end with one")

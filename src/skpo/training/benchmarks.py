@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from skpo.config import HELDOUT, RunConfig, arith_config
+from skpo.config import HELDOUT, RunConfig, arith_config, countdown_config
 from skpo.evaluation.benchmarks import get_spec, resolve_benchmarks
 from skpo.evaluation.runner import evaluate
 
@@ -19,10 +19,10 @@ def evaluate_benchmarks(model, tokenizer, cfg: RunConfig, autocast_dtype: torch.
                         k: int | None = None, limit: int | None = None,
                         should_stop: Any = None, source: Any = None) -> dict[str, dict[str, Any]]:
     """Results of the runner (:func:`skpo.evaluation.runner.evaluate`) on each of
-    ``eval.benchmarks``, by benchmark name. ``arith`` is the fixed held-out set of the run's
-    own task difficulty; ``heldout`` the rows ``source`` (the run's prompt source) held out of
-    training, scored by its reward (skipped when it holds none); files get
-    ``data.max_prompt_tokens`` unless their spec sets one."""
+    ``eval.benchmarks``, by benchmark name. ``arith`` and ``countdown`` are the fixed held-out
+    sets of the run's own task settings (``data.arith``, ``data.countdown``); ``heldout`` the
+    rows ``source`` (the run's prompt source) held out of training, scored by its reward
+    (skipped when it holds none); files get ``data.max_prompt_tokens`` unless their spec sets one."""
     e = cfg.eval
     limit = limit or e.limit
     specs = []  # (spec, problems or None: the spec's own, reward or None: the spec's)
@@ -38,6 +38,9 @@ def evaluate_benchmarks(model, tokenizer, cfg: RunConfig, autocast_dtype: torch.
                 # the training prompts' template, reward and answer budget
                 spec = cfg.data.model_copy(update={"name": HELDOUT, "max_new_tokens": cfg.rollout.max_new_tokens})
                 specs.append((spec, source.heldout, source.reward))
+        elif name == "countdown":
+            specs.append((get_spec("countdown").model_copy(update={"countdown": countdown_config(cfg),
+                                                                   "n_problems": limit or 200}), None, None))
         else:
             for spec in resolve_benchmarks([name]):
                 if spec.max_prompt_tokens is None and cfg.data.max_prompt_tokens is not None:
@@ -50,7 +53,7 @@ def evaluate_benchmarks(model, tokenizer, cfg: RunConfig, autocast_dtype: torch.
         for spec, problems, reward in specs:
             results[spec.name] = evaluate(
                 model, tokenizer, spec, k=k or e.k, temperature=e.temperature, top_p=e.top_p,
-                max_new_tokens=e.max_new_tokens, limit=None if spec.reward == "arith" else limit, seed=cfg.train.seed,
+                max_new_tokens=e.max_new_tokens, limit=None if spec.synthetic else limit, seed=cfg.train.seed,
                 batch_size=cfg.rollout.engine_batch_size, autocast_dtype=autocast_dtype,
                 math_timeout_s=cfg.reward.math_timeout_s, should_stop=should_stop, problems=problems, reward=reward,
             )

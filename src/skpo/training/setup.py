@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig
 
-from skpo.config import HELDOUT, RunConfig, arith_config
+from skpo.config import HELDOUT, SYNTHETIC_TASKS, RunConfig, arith_config, countdown_config
 from skpo.engines.context import model_positions
 from skpo.evaluation.benchmarks import get_spec, load_problems, resolve_benchmarks
 from skpo.methods import method_to_document, resolve_for_run
@@ -23,7 +23,7 @@ from skpo.models.loading import (_WEIGHT_FILES, check_weight_files, hub_hint, lo
 from skpo.models.lora import apply_lora
 from skpo.rewards.math import default_pool
 from skpo.rewards.registry import RewardContext, RewardEntry, get_reward
-from skpo.tasks.sources import ArithSource, DatasetSource, PromptSource
+from skpo.tasks.sources import ArithSource, CountdownSource, DatasetSource, PromptSource
 from skpo.training.checkpoint import find_checkpoint, read_state
 from skpo.training.context import context_plan
 from skpo.training.run_dir import (check_resolved_method, check_resume_config, check_resume_data, preflight,
@@ -51,7 +51,7 @@ def check_paths(cfg: RunConfig) -> None:
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"model.path: {cfg.model.path!r} is not a local model directory (no config.json at {path})"
                                 + hub_hint(cfg.model.path))
-    if cfg.data.task != "arith" and not Path(cfg.data.path).expanduser().exists():
+    if cfg.data.task not in SYNTHETIC_TASKS and not Path(cfg.data.path).expanduser().exists():
         raise FileNotFoundError(f"data.path: {cfg.data.path!r} does not exist")
     try:
         training_reward(cfg)
@@ -64,7 +64,7 @@ def check_paths(cfg: RunConfig) -> None:
             raise ValueError("log.wandb is true but wandb is not installed: pip install wandb (or log.wandb=false)")
     if cfg.eval.every:
         try:
-            resolve_benchmarks([b for b in cfg.eval.benchmarks if b not in ("arith", HELDOUT)])
+            resolve_benchmarks([b for b in cfg.eval.benchmarks if b not in (*SYNTHETIC_TASKS, HELDOUT)])
         except (KeyError, FileNotFoundError, ValueError) as err:
             raise ValueError(f"eval.benchmarks: {err.args[0] if isinstance(err, KeyError) else err}") from None
 
@@ -125,8 +125,8 @@ def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
         for name in cfg.eval.benchmarks:
             if name == HELDOUT:
                 continue  # the source built above holds them
-            if name == "arith":
-                get_spec("arith")
+            if name in SYNTHETIC_TASKS:
+                get_spec(name)
                 continue
             for spec in resolve_benchmarks([name]):
                 load_problems(spec)
@@ -148,12 +148,14 @@ def build_source(cfg: RunConfig, tokenizer, model_positions: int | None = None) 
     """The training prompts and their reward. Without ``data.max_prompt_tokens``, prompts that
     fill the model's ``model_positions`` (no room for an answer) are dropped with a count."""
     d = cfg.data
-    if d.task != "arith" and d.max_prompt_tokens is None and model_positions:
+    if d.task not in SYNTHETIC_TASKS and d.max_prompt_tokens is None and model_positions:
         d = d.model_copy(update={"max_prompt_tokens": model_positions - 1})
     reward = training_reward(cfg)
     if d.task == "arith":
         return ArithSource(tokenizer, arith_config(cfg), d.arith.pool_size, seed=cfg.train.seed, reward=reward,
                            context=RewardContext(math_timeout_s=cfg.reward.math_timeout_s))
+    if d.task == "countdown":
+        return CountdownSource(tokenizer, countdown_config(cfg), d.countdown.pool_size, seed=cfg.train.seed, reward=reward)
     source = DatasetSource(tokenizer, d, reward=reward, heldout=d.heldout)
     source.context = RewardContext(plain_prompt=not source.chat, stop=tuple(d.stop),
                                    math_timeout_s=cfg.reward.math_timeout_s)
@@ -220,7 +222,8 @@ def build_trainer(cfg: RunConfig, resume: bool = False, overwrite: bool = False,
     log.info(f"loading the model from {path}")
     tokenizer = load_tokenizer(path)
     model = load_run_model(cfg, path)
-    log.info("reading the data: " + ("synthetic arithmetic" if cfg.data.task == "arith" else str(cfg.data.path)))
+    log.info("reading the data: " + {"arith": "synthetic arithmetic", "countdown": "synthetic countdown"}.get(
+        cfg.data.task, str(cfg.data.path)))
     source = build_source(cfg, tokenizer, model_positions(getattr(model, "config", None)))
     for note in data_notes(cfg, source):
         log.info(note)

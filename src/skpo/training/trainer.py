@@ -312,7 +312,8 @@ class Trainer:
     # ------------------------------------------------------------------ stopping
     def _start_line(self) -> str:
         """What this run is, in one line: method, model, data and prompts, processes, device, run directory."""
-        data = "synthetic arithmetic" if self.cfg.data.task == "arith" else str(self.cfg.data.path)
+        data = {"arith": "synthetic arithmetic", "countdown": "synthetic countdown"}.get(self.cfg.data.task,
+                                                                                          str(self.cfg.data.path))
         where = "resuming at step " + str(self.state.step) if self.state.step else "from step 0"
         return (f"skpo train: {self.cfg.train.method} on {self.cfg.model.path} | data {data} ({len(self.source.items)} "
                 f"prompts) | {self.dist.world} process{'es' if self.dist.world > 1 else ''} on "
