@@ -27,7 +27,7 @@ def test_a_data_file_is_the_training_data_spec(tmp_path):
     path = tmp_path / "train.jsonl"
     path.write_text(json.dumps({"problem": "1+1", "solution": "\\boxed{2}"}) + "\n")
     section, spec = load_config(None, [f"data.path={path}"]).data, data_file_spec(path)
-    fields = [f for f in DatasetSpec.model_fields if f != "arith"]  # (the synthetic task's settings: no file)
+    fields = [f for f in DatasetSpec.model_fields if f not in ("arith", "countdown")]  # (synthetic tasks: no file)
     assert {f: getattr(section, f) for f in fields} == {f: getattr(spec, f) for f in fields}
     assert isinstance(section, DataSection) and resolve_benchmarks([str(path)]) == [spec]
     assert load_problems(spec)[0].gold == "2"
