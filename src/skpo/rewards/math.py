@@ -586,6 +586,16 @@ def shutdown_default_pool() -> None:
 atexit.register(shutdown_default_pool)
 
 
+def _forget_parent_pool() -> None:
+    """In a forked child (a user reward's worker): the parent's workers and sockets are the
+    parent's; the child starts a pool of its own if it verifies math."""
+    global _default_pool, _default_lock
+    _default_pool, _default_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_parent_pool)
+
+
 def verify_math_batch(
     completions: Sequence[str],
     golds: Sequence[str | int | float],

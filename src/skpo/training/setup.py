@@ -39,7 +39,8 @@ def device_of(cfg: RunConfig) -> str:
 
 def training_reward(cfg: RunConfig) -> RewardEntry:
     """The reward training uses: ``reward.function`` when set, else the data's reward."""
-    return get_reward(cfg.reward.function or cfg.data.reward, tuple(cfg.reward.range), cfg.reward.timeout_s)
+    return get_reward(cfg.reward.function or cfg.data.reward, tuple(cfg.reward.range), cfg.reward.timeout_s,
+                      cfg.reward.style, cfg.reward.worker)
 
 
 def check_paths(cfg: RunConfig) -> None:
@@ -140,10 +141,10 @@ def build_source(cfg: RunConfig, tokenizer, model_positions: int | None = None) 
     reward = training_reward(cfg)
     if d.task == "arith":
         return ArithSource(tokenizer, arith_config(cfg), d.arith.pool_size, seed=cfg.train.seed, reward=reward,
-                           context=RewardContext(math_timeout_s=cfg.reward.math_timeout_s))
+                           context=RewardContext(math_timeout_s=cfg.reward.math_timeout_s, tokenizer=tokenizer))
     source = DatasetSource(tokenizer, d, reward=reward)
     source.context = RewardContext(plain_prompt=not source.chat, stop=tuple(d.stop),
-                                   math_timeout_s=cfg.reward.math_timeout_s)
+                                   math_timeout_s=cfg.reward.math_timeout_s, tokenizer=tokenizer)
     return source
 
 
