@@ -308,6 +308,8 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> tuple[dict
         if key == "method" or key.startswith("method.") or key in through_method:
             continue  # what they set is compared as the resolved method (check_resolved_method): a no-op passes
         refuse = not _allowed(key)
+        if key == "reward.function" and isinstance(a, str) and a.startswith("python.") and b is not None:
+            refuse = False  # a function given from Python, now named where the command line can import it
         if key == "train.steps" and new.get("train.lr_schedule") in ("cosine", "linear"):
             refuse = True  # the schedule is a function of train.steps
         (refused if refuse else allowed)[key] = [a, b]

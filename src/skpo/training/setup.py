@@ -25,6 +25,7 @@ from skpo.rewards.registry import RewardContext, RewardEntry, get_reward
 from skpo.tasks.sources import ArithSource, DatasetSource, PromptSource
 from skpo.training.checkpoint import find_checkpoint, read_state
 from skpo.training.context import context_plan
+from skpo.training.reward_check import check_reward
 from skpo.training.run_dir import check_resolved_method, check_resume_config, preflight, read_run_json
 from skpo.training.trainer import Trainer
 
@@ -71,7 +72,8 @@ def check_paths(cfg: RunConfig) -> None:
 def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) -> list[str]:
     """Every check a run makes before its first step, without loading the weights: the method
     and its overrides, the run directory (used, locked, resumable, and on ``resume`` the saved
-    config against this one), the model directory (config, weights, tokenizer), the reward, the
+    config against this one), the model directory (config, weights, tokenizer), the reward (run on
+    a few rows: the gold answer paid, a wrong one not — skpo.training.reward_check), the
     device, every training prompt (read, templated, tokenized, length-filtered: the same
     source a run builds) and every evaluation benchmark (read and parsed). Raises the error a
     run would raise; returns notes (settings that do not apply, dropped prompts) for the
@@ -96,6 +98,8 @@ def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False) 
     model_config = AutoConfig.from_pretrained(str(path), local_files_only=True)
     tokenizer = load_tokenizer(path)
     source = build_source(cfg, tokenizer, model_positions(model_config))
+
+    notes += check_reward(source, tuple(cfg.reward.range))  # the reward runs: gold paid, a wrong answer not
 
     plan = context_plan(cfg, method, source, model_config)  # the run's context fits the model
     if plan.may_cut:
