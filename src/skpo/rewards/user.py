@@ -154,8 +154,9 @@ class Calling:
 def calling_of(fn: Callable[..., Any], declared: str = "auto", where: str = "reward function",
                batched: bool | None = None) -> Calling:
     """The :class:`Calling` of ``fn``: ``declared`` (``reward.style``) unless it is ``auto``, else
-    from its parameters — ``solution_str`` and ``ground_truth``: verl; ``completions`` and
-    ``**kwargs``: TRL; two positional arguments: skpo. ``batched`` (or ``fn.batched``) marks a
+    from its parameters — ``solution_str`` and ``ground_truth``: verl; ``**kwargs`` with
+    ``prompts``, ``completions`` or ``completion_ids`` (or nothing else required): TRL; two
+    positional arguments: skpo. ``batched`` (or ``fn.batched``) marks a
     batched skpo function.
 
     Raises:
@@ -178,8 +179,9 @@ def calling_of(fn: Callable[..., Any], declared: str = "auto", where: str = "rew
             style = "skpo"
         elif {"solution_str", "ground_truth"} <= names:
             style = "verl"
-        elif "completions" in names and keywords is None:
-            style = "trl"
+        elif keywords is None and (names & {"prompts", "completions", "completion_ids"} or not [
+                p for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]):
+            style = "trl"  # TRL passes everything by keyword; its functions take **kwargs
         else:
             try:
                 sig.bind("completion", "example")
@@ -195,13 +197,14 @@ def calling_of(fn: Callable[..., Any], declared: str = "auto", where: str = "rew
 
 def raised_at(err: BaseException) -> str:
     """``file:line`` where ``err`` was raised in the user's code: the innermost frame that is
-    neither skpo's nor the standard library's or an installed package's (else the innermost)."""
+    neither skpo's nor the standard library's or an installed package's (else the innermost
+    one outside skpo; ``""`` when every frame is skpo's)."""
     frames = traceback.extract_tb(err.__traceback__)
-    if not frames:
-        return "?"
     ours = str(Path(__file__).resolve().parents[1])
     libraries = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    outside = [f for f in frames if not str(Path(f.filename).resolve()).startswith(ours)] or frames
+    outside = [f for f in frames if not str(Path(f.filename).resolve()).startswith(ours)]
+    if not outside:  # raised by the call itself (arguments that do not bind): no line of the user's
+        return ""
     users = [f for f in outside if not f.filename.startswith("<")
              and not any(f.filename.startswith(d) for d in libraries)] or outside
     frame = users[-1]
@@ -221,7 +224,8 @@ def _call(fn: Callable[..., Any], where: str, about: str, *args: Any, **kwargs: 
     except RewardError:
         raise
     except BaseException as err:  # SystemExit / KeyboardInterrupt inside the function end the run with one line too
-        raise RewardError(f"{where} raised {type(err).__name__}{about} at {raised_at(err)}: {err}") from err
+        line = raised_at(err)
+        raise RewardError(f"{where} raised {type(err).__name__}{about}{f' at {line}' if line else ''}: {err}") from err
 
 
 async def _awaited(awaitable: Any) -> Any:
@@ -263,9 +267,11 @@ def score_batch(fn: Callable[..., Any], calling: Calling, texts: Sequence[str], 
     n = len(texts)
     if calling.style == "trl":
         kwargs = trl_arguments(texts, problems, ids)
-        missing = [] if calling.keywords is None else [
-            p.name for p in inspect.signature(fn).parameters.values()
-            if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in kwargs]
+        try:
+            missing = [p.name for p in inspect.signature(fn).parameters.values()
+                       if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in kwargs]
+        except (TypeError, ValueError):
+            missing = []
         if missing:
             raise RewardError(f"{where} needs {', '.join(map(repr, missing))}, which the rows do not have "
                               f"(columns: {', '.join(sorted(getattr(problems[0], 'row', None) or {})) or 'none'})")
