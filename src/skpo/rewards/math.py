@@ -22,6 +22,11 @@ tuples are compared element-wise, and so on). This module adds three things arou
    rather than an OOM on the host.
 3. **Gold answers in dataset formats**: MATH-500 LaTeX strings, GSM8K ``#### N`` answer
    fields (:func:`gold_from_gsm8k`), AIME/AMC integers.
+4. **Numbers compared as numbers.** Where the gold and the answer are each one real number,
+   skpo compares them itself (:func:`numbers_agree`): integers and fractions exactly, anything
+   with a decimal to a relative 1e-5, at every magnitude and with signs kept; math-verify's own
+   comparison rounds to 6 decimals, under which every value below 5e-7 equals 0. A bound
+   (``\\le 7``) never matches a value (``7``).
 
 Everything that calls sympy runs in a worker, including :func:`extract_answer`, so no entry
 point of this module can hang its caller for longer than ``timeout_s`` (plus start-up of a
