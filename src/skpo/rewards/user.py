@@ -525,9 +525,17 @@ def _close_workers() -> None:
             pass
 
 
+def _disown_workers() -> None:
+    """In any forked child (a worker, or a process a library forks): the workers are the
+    parent's; neither closing nor collecting them here may end them."""
+    for worker in list(_WORKERS):
+        worker.pid, worker._conn, worker._lock = None, None, threading.Lock()
+
+
 import atexit  # noqa: E402 - registered next to what it closes
 
 atexit.register(_close_workers)
+os.register_at_fork(after_in_child=_disown_workers)
 
 
 # -- the worker's side -------------------------------------------------------------------------
@@ -553,9 +561,6 @@ def _worker_main(sock: socket.socket, spec: RewardWorker, parent: int, from_main
     for signum in (signal.SIGTERM, signal.SIGALRM, signal.SIGCHLD, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)
     signal.setitimer(signal.ITIMER_REAL, 0)
-    for worker in list(_WORKERS):  # the parent's other workers are not this process's to close
-        if worker is not spec:
-            worker.pid, worker._conn = None, None
     conn = multiprocessing.connection.Connection(sock.detach())
     try:
         fn = spec.load()
