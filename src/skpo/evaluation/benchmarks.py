@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from skpo.rewards.base import Verdict
 from skpo.rewards.choice import LETTERS, extract_choice
@@ -144,6 +145,7 @@ def score_completions(
     plain_prompt: bool = True,
     math_timeout_s: float = 5.0,
     code_workers: int = 4,
+    tokenizer: Any = None,
 ) -> list[list[Verdict]]:
     """Verdicts ``[N][k]`` for completions ``[N][k]`` of ``problems`` under ``spec``'s reward,
     scored as one batch.
@@ -153,12 +155,13 @@ def score_completions(
             spec's stop strings are cut off before running the code).
         math_timeout_s: per-answer bound of the math verifier.
         code_workers: sandboxes run at once for ``code``.
+        tokenizer: the model's (a TRL-style reward function's ``completion_ids``).
     """
     if len(problems) != len(completions):
         raise ValueError(f"{len(problems)} problems but {len(completions)} completion lists")
     flat = [(i, text) for i, row in enumerate(completions) for text in row]
     context = RewardContext(plain_prompt=plain_prompt, stop=tuple(spec.stop), math_timeout_s=math_timeout_s,
-                            code_workers=code_workers)
+                            code_workers=code_workers, tokenizer=tokenizer)
     verdicts = get_reward(spec.reward).score([t for _, t in flat], [problems[i] for i, _ in flat], context)
     out: list[list[Verdict]] = []
     pos = 0
