@@ -409,7 +409,7 @@ class RewardWorker:
             except (OSError, ValueError, AttributeError):
                 pass
         ours, theirs = socket.socketpair()
-        from_main = threading.current_thread() is threading.main_thread()
+        from_main, parent = threading.current_thread() is threading.main_thread(), os.getpid()
         with warnings.catch_warnings():  # Python 3.12+ warns on any fork of a process with threads
             warnings.simplefilter("ignore", DeprecationWarning)
             pid = os.fork()
@@ -417,7 +417,7 @@ class RewardWorker:
             code = 70
             try:
                 ours.close()
-                _worker_main(theirs, self, os.getppid(), from_main)
+                _worker_main(theirs, self, parent, from_main)
                 code = 0
             finally:
                 os._exit(code)
@@ -472,10 +472,16 @@ class RewardWorker:
             raise
 
     def _alive(self) -> bool:
+        """Whether the worker still runs; one that ended between batches is collected and forgotten."""
         try:
-            return os.waitpid(self.pid, os.WNOHANG) == (0, 0)  # type: ignore[arg-type]
+            if os.waitpid(self.pid, os.WNOHANG) == (0, 0):  # type: ignore[arg-type]
+                return True
         except ChildProcessError:
-            return False
+            pass
+        if self._conn is not None:
+            self._conn.close()
+        self.pid, self._conn, self.calling = None, None, None  # (collected: its pid must not be signalled)
+        return False
 
     def _reap(self) -> int | None:
         """End the worker (its whole process group, with ``SIGKILL``: a worker that already exited
