@@ -255,6 +255,19 @@ def test_os_exit_in_a_reward_is_an_error_with_exit_2_and_a_clean_run_directory(m
     assert capsys.readouterr().err.strip().splitlines()[-1] == err[-1].replace("4 answers", "8 answers")
 
 
+def test_a_worker_that_died_between_batches_is_replaced(module):
+    import signal
+    import time
+
+    path = module("plain", "def score(completion, example):\n    return 1.0\n")
+    entry = get_reward(f"{path}:score")
+    pid = entry.worker.pid
+    os.kill(pid, signal.SIGKILL)
+    while not os.waitpid(pid, os.WNOHANG)[0]:  # (collected here, as a dead worker may already be)
+        time.sleep(0.01)
+    assert entry.score(["x"], problems({}))[0].correct and entry.worker.pid not in (None, pid)
+
+
 def test_in_process_rewards_when_asked(module, tmp_path):
     """``reward.worker: false``: the function runs here (what it changes is seen here)."""
     import sys
