@@ -385,4 +385,3 @@ def test_percent_answers_to_the_shipped_gsm8k_percent_questions(pool: MathVerifi
     assert len(rows) >= 5
     verdicts = pool.verify_batch([f"So the answer is \\boxed{{{g}\\%}}." for g in golds], golds)
     assert all(v.correct for v in verdicts), [(g, v) for g, v in zip(golds, verdicts) if not v.correct]
-
