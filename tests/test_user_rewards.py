@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import textwrap
 
 import pytest
@@ -326,3 +327,66 @@ def test_an_api_run_with_a_closure_says_how_to_resume(tmp_path, capsys, monkeypa
     assert train_main(["--config", str(config), "--resume", "train.steps=2", "reward.function=moved:score"]) == 0
     resume = json.loads((tmp_path / "run" / "run.json").read_text())["resumes"][-1]
     assert resume["changed"]["reward.function"] == [name, "moved:score"]
+
+
+# ----------------------------------------------------------------------------- --check runs the reward
+
+
+def test_check_runs_the_reward_on_gold_and_wrong_answers(module, tmp_path, capsys):
+    from skpo.commands.train import main as train_main
+
+    path = module("check_rewards", """\
+        def attribute_error(completion, example):
+            return example.golden in completion
+
+        def out_of_range(completion, example):
+            return 2.0
+
+        def constant(completion, example):
+            return 1.0
+        """)
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+5?", "answer": "7"}\n')
+    base = ["model.path=tiny-arith", "data.task=jsonl", f"data.path={data}", "train.prompts_per_step=2", "eval.every=0",
+            "log.progress=false", "train.steps=1", "rollout.group_size=2", "rollout.max_new_tokens=8"]
+    # the math reward: the gold, boxed, is paid on every row and "I do not know." is not
+    assert train_main(["--check", *base, "data.reward=math", f"log.out_dir={tmp_path / 'a'}"]) == 0
+    # a bug that --check used to pass: the same one line as training
+    assert train_main(["--check", *base, f"reward.function={path}:attribute_error", f"log.out_dir={tmp_path / 'b'}"]) == 2
+    checked = capsys.readouterr().err.strip().splitlines()
+    assert train_main([*base, f"reward.function={path}:attribute_error", f"log.out_dir={tmp_path / 'c'}"]) == 2
+    trained = capsys.readouterr().err.strip().splitlines()
+    same = [re.sub(r"on problem '\d+'", "on problem N", line) for line in checked + trained]  # (which row comes first)
+    assert len(checked) == 1 and same[0] == same[1]
+    assert f"raised AttributeError on problem '0' at {path}:2: 'Problem' object has no attribute 'golden'" in checked[0]
+    assert train_main(["--check", *base, f"reward.function={path}:out_of_range", f"log.out_dir={tmp_path / 'd'}"]) == 2
+    assert "reward must be a number in [0, 1], got 2.0" in capsys.readouterr().err
+    # your own function may expect another format: what looks wrong is a note
+    assert train_main(["--check", *base, f"reward.function={path}:constant", f"log.out_dir={tmp_path / 'e'}"]) == 0
+    assert "gives the top of reward.range to the wrong answer 'I do not know.'" in capsys.readouterr().out
+
+
+def test_check_fails_a_builtin_reward_that_refuses_every_gold_or_pays_a_wrong_answer(tmp_path, capsys, monkeypatch):
+    """The reward and the data do not fit (here: a math reward that can read no gold, then one that
+    pays anything): a built-in reward fails the check, naming a row and what it was given."""
+    import skpo.rewards.registry as registry
+    from skpo.commands.train import main as train_main
+    from skpo.rewards.base import Verdict
+
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+5?", "answer": "7"}\n')
+    args = ["--check", "model.path=tiny-arith", "data.task=jsonl", f"data.path={data}", "data.reward=math",
+            "eval.every=0", f"log.out_dir={tmp_path / 'r'}"]
+    math = registry.REWARDS["math"]
+    monkeypatch.setitem(registry.REWARDS, "math", registry.RewardEntry(
+        "math", lambda c, p, ctx: [Verdict.wrong("gold answer unparseable")] * len(c)))
+    assert train_main(args) == 2
+    err = capsys.readouterr().err
+    assert ("reward 'math' gives 0 (gold answer unparseable) to the gold answer written as 'The answer is $\\\\boxed{2}$.' "
+            "(prompt train.jsonl:1), not the top of reward.range, on every checked row (2)") in err
+    monkeypatch.setitem(registry.REWARDS, "math", registry.RewardEntry(
+        "math", lambda c, p, ctx: [Verdict.right()] * len(c)))
+    assert train_main(args) == 2
+    assert "reward 'math' gives the top of reward.range to the wrong answer 'I do not know.'" in capsys.readouterr().err
+    monkeypatch.setitem(registry.REWARDS, "math", math)
+    assert train_main(args) == 0
