@@ -45,16 +45,18 @@ def test_the_example_runs(tmp_path):
 
 
 def test_rows_function_and_method_reach_the_run(tmp_path):
-    seen = []
+    seen = tmp_path / "seen.txt"  # the function runs in a worker process: what it writes to a file is seen here
 
     def reward(completion: str, example) -> bool:
-        seen.append(example.gold)
+        with seen.open("a") as f:
+            f.write(example.gold + "\n")
         return len(completion) % 2 == 0
 
     rows = [{"problem": "1+1", "solution": "2"}, {"problem": "2+5", "solution": "7"}]
     trainer = skpo.train(model="tiny-arith", data=rows, reward=reward, method="grpo", out_dir=tmp_path / "run",
                          overrides=SMALL)
-    assert trainer.step == 1 and set(seen) <= {"2", "7"} and seen
+    golds = seen.read_text().split()
+    assert trainer.step == 1 and set(golds) <= {"2", "7"} and len(golds) == 4  # 2 prompts x 2 answers
     assert (tmp_path / "run" / "inputs" / "rows.jsonl").is_file()
     cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert cfg["data"]["task"] == "jsonl" and cfg["reward"]["function"].startswith("python.")

@@ -24,6 +24,7 @@ runs and ``torchrun`` ranks import your plug-ins from a module named in ``plugin
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,7 +35,7 @@ import yaml
 
 from skpo.algorithms import ADVANTAGE_ESTIMATORS, POLICY_LOSSES, PROMPT_SAMPLERS
 from skpo.config import RunConfig, default_out_dir, load_config
-from skpo.rewards.registry import REWARDS, RewardEntry, call_user_reward, to_verdict
+from skpo.rewards.registry import REWARDS, calling_of, user_reward_entry
 from skpo.rollout.base import ROLLOUTS
 from skpo.training.setup import build_trainer
 
@@ -44,12 +45,16 @@ INPUTS_DIR = "inputs"  # where a run keeps the data rows and method document giv
 
 
 def register_reward(name: str, fn: Callable[..., Any], *, batched: bool = False,
-                    value_range: tuple[float, float] = (0.0, 1.0), timeout_s: float | None = 120.0) -> str:
+                    value_range: tuple[float, float] = (0.0, 1.0), timeout_s: float | None = 120.0,
+                    style: str = "auto", worker: bool = True) -> str:
     """Register ``fn`` as the reward ``name`` (then ``data.reward=name`` or ``reward.function=name``).
 
-    ``fn(completion: str, example) -> bool | float | (reward, correct) | dict | Verdict`` per
-    answer, or with ``batched=True`` ``fn(completions, examples) -> list`` per batch; rewards in
-    ``value_range`` (docs/rewards.md), each batch within ``timeout_s`` seconds. Returns ``name``.
+    ``fn`` has one of the three accepted signatures (docs/rewards.md): skpo's
+    ``fn(completion: str, example) -> bool | float | (reward, correct) | dict | Verdict`` per answer
+    (``batched=True``: ``fn(completions, examples) -> list`` per batch), verl's ``compute_score`` or
+    a TRL reward function — detected, or declared with ``style``. Rewards in ``value_range``; each
+    batch within ``timeout_s`` seconds, in a worker process forked from this one at the first batch
+    (``worker=False``: in this process). Returns ``name``.
     """
     if ":" in name:
         raise ValueError(f"reward name {name!r}: ':' marks a 'module:function' reference; choose a plain name")
@@ -57,16 +62,32 @@ def register_reward(name: str, fn: Callable[..., Any], *, batched: bool = False,
     if existing is not None and getattr(existing, "_skpo_fn", None) is not fn:
         if not getattr(existing, "_skpo_user", False):
             raise ValueError(f"reward {name!r} is a built-in reward; choose another name")
-
-    def score(completions: Sequence[str], problems: Sequence[Any], ctx: Any) -> list:
-        results = call_user_reward(fn, list(completions), list(problems), batched, f"reward {name!r}", timeout_s)
-        return [to_verdict(r, f"reward {name!r} (sample {i})", tuple(value_range)) for i, r in enumerate(results)]
-
-    entry = RewardEntry(name, score, needs_answer=False, partial_credit=True, description=f"Python function {name}")
+    calling_of(fn, style, f"reward {name!r}", batched or None)  # a signature none of the three: refused now
+    entry = user_reward_entry(name, lambda: fn, where=f"reward {name!r}", loading="starting", value_range=value_range,
+                              timeout_s=timeout_s, style=style, worker=worker, batched=batched or None,
+                              description=f"Python function {name}")
     object.__setattr__(entry, "_skpo_fn", fn)
     object.__setattr__(entry, "_skpo_user", True)
+    if existing is not None and getattr(existing, "worker", None) is not None:
+        existing.worker.close()
     REWARDS[name] = entry
     return name
+
+
+def importable_reference(fn: Callable[..., Any]) -> str | None:
+    """``module:qualified.name`` when importing it gives back ``fn`` itself (a function defined at
+    the top level of a module, or in a class), else ``None`` (``__main__``, a lambda, a closure, a
+    bound method, a callable object)."""
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+    if not module or not qualname or module == "__main__" or "<" in qualname:
+        return None
+    try:
+        found: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except Exception:  # noqa: BLE001 - not importable as it is named
+        return None
+    return f"{module}:{qualname}" if found is fn else None
 
 
 def build(config: str | Path | Any | None = None, *, overrides: Iterable[str] = (), model: str | Path | None = None,
@@ -83,8 +104,10 @@ def build(config: str | Path | Any | None = None, *, overrides: Iterable[str] = 
         data: a data file (JSONL, JSONL.gz, Parquet, a ``datasets`` folder), or rows — dicts, a
             Hugging Face ``Dataset`` — written to ``OUT/inputs/rows.jsonl`` (columns are found by
             name as for files: ``question``/``problem``/``prompt``, ``answer``/``solution``, …).
-        reward: a reward name (``math``, ``module:function``) or a function (registered as
-            ``python.<its qualified name>``, see :func:`register_reward`).
+        reward: a reward name (``math``, ``module:function``) or a function: recorded as
+            ``module:function`` when it can be imported so (the run then resumes from the command
+            line too), else registered in this process as ``python.<its qualified name>``
+            (:func:`register_reward`; resume from Python with the same function).
         reward_range: the values your reward returns (``reward.range``), default ``[0, 1]``.
         method: a shipped method's name, a method file, or a method document as a dict (written to
             ``OUT/inputs/method.yaml``).
@@ -124,9 +147,11 @@ def build(config: str | Path | Any | None = None, *, overrides: Iterable[str] = 
             path.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
             items.append(f"data.path={path}")
     if callable(reward):
-        name = "python." + re.sub(r"[^A-Za-z0-9_.]", "_", f"{getattr(reward, '__module__', 'fn')}.{getattr(reward, '__qualname__', 'reward')}")
-        register_reward(name, reward, batched=bool(getattr(reward, "batched", False)),
-                        value_range=tuple(reward_range) if reward_range is not None else (0.0, 1.0))
+        name = importable_reference(reward)  # recorded in the saved config: resumable from the command line
+        if name is None:  # registered in this process only: resumed from Python (the error on the command line says so)
+            name = "python." + re.sub(r"[^A-Za-z0-9_.]", "_", f"{getattr(reward, '__module__', 'fn')}.{getattr(reward, '__qualname__', 'reward')}")
+            register_reward(name, reward, batched=bool(getattr(reward, "batched", False)),
+                            value_range=tuple(reward_range) if reward_range is not None else (0.0, 1.0))
         items.append(f"reward.function={name}")
     elif reward is not None:
         items.append(f"reward.function={reward}")

@@ -319,8 +319,15 @@ class RewardSection(_Strict):
     range: tuple[float, float] = Field(
         (0.0, 1.0), description="the values your reward function returns, [low, high] (e.g. [-1, 1]); mapped linearly "
         "onto the method's reward range; a value outside it stops the run naming the function")
-    timeout_s: float = Field(120.0, gt=0, description="bound on one batch of your reward function (seconds): a hang "
-                             "ends the run with one line naming the function")
+    style: Literal["auto", "skpo", "verl", "trl"] = Field(
+        "auto", description="how your reward function is called: skpo (completion, example), verl compute_score("
+        "data_source, solution_str, ground_truth, extra_info), trl (prompts, completions, **kwargs); auto: from its "
+        "parameters")
+    timeout_s: float = Field(120.0, gt=0, description="bound on one batch of your reward function, and on importing "
+                             "its module (seconds): past it the worker process is killed and the run ends with one line "
+                             "naming the function")
+    worker: bool = Field(True, description="run your reward function in a worker process that reward.timeout_s can "
+                         "kill (false: in this process, bounded by a timer signal the function can catch)")
     math_timeout_s: float = Field(5.0, gt=0, description="per-answer bound of the math verifier")
     workers: int | None = Field(None, ge=1, description="verifier processes (default: min(4, CPUs))")
 

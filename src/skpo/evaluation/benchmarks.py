@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from skpo.rewards.base import Verdict
 from skpo.rewards.choice import LETTERS, extract_choice
@@ -168,6 +169,7 @@ def score_completions(
     math_timeout_s: float = 5.0,
     code_workers: int = 4,
     reward: RewardEntry | None = None,
+    tokenizer: Any = None,
 ) -> list[list[Verdict]]:
     """Verdicts ``[N][k]`` for completions ``[N][k]`` of ``problems`` under ``spec``'s reward,
     scored as one batch.
@@ -179,12 +181,13 @@ def score_completions(
         code_workers: sandboxes run at once for ``code``.
         reward: the reward to score with instead of ``spec.reward``'s registry entry (a run's
             own reward, with its ``reward.range``, on its held-out rows).
+        tokenizer: the model's (a TRL-style reward function's ``completion_ids``).
     """
     if len(problems) != len(completions):
         raise ValueError(f"{len(problems)} problems but {len(completions)} completion lists")
     flat = [(i, text) for i, row in enumerate(completions) for text in row]
     context = RewardContext(plain_prompt=plain_prompt, stop=tuple(spec.stop), math_timeout_s=math_timeout_s,
-                            code_workers=code_workers)
+                            code_workers=code_workers, tokenizer=tokenizer)
     verdicts = (reward or get_reward(spec.reward)).score([t for _, t in flat], [problems[i] for i, _ in flat], context)
     out: list[list[Verdict]] = []
     pos = 0

@@ -317,7 +317,7 @@ def evaluate(
 
     texts = [[tokenizer.decode(c.token_ids, skip_special_tokens=True) for c in row] for row in results]
     verdicts = score_completions(spec, problems, texts, plain_prompt=plain, math_timeout_s=math_timeout_s,
-                                 reward=reward)
+                                 reward=reward, tokenizer=tokenizer)
     verified = time.perf_counter()
 
     correct = [[v.correct for v in row] for row in verdicts]

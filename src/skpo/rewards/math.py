@@ -22,6 +22,11 @@ tuples are compared element-wise, and so on). This module adds three things arou
    rather than an OOM on the host.
 3. **Gold answers in dataset formats**: MATH-500 LaTeX strings, GSM8K ``#### N`` answer
    fields (:func:`gold_from_gsm8k`), AIME/AMC integers.
+4. **Numbers compared as numbers.** Where the gold and the answer are each one real number,
+   skpo compares them itself (:func:`numbers_agree`): integers and fractions exactly, anything
+   with a decimal to a relative 1e-5, at every magnitude and with signs kept; math-verify's own
+   comparison rounds to 6 decimals, under which every value below 5e-7 equals 0. A bound
+   (``\\le 7``) never matches a value (``7``).
 
 Everything that calls sympy runs in a worker, including :func:`extract_answer`, so no entry
 point of this module can hang its caller for longer than ``timeout_s`` (plus start-up of a
@@ -144,6 +149,59 @@ def _parse_gold(gold: str) -> tuple[Any, ...]:
     return ()
 
 
+# Numbers are compared as numbers (math-verify rounds both sides to 6 decimals, so every value
+# below 5e-7 equals 0 and large values must agree to the last digit): where the gold and the
+# answer are each one finite real number, integers and fractions on both sides must be equal,
+# and otherwise the two values must agree to NUMERIC_REL_TOL relative to the larger one. An
+# answer that carries a decimal is an approximation, so it matches an exact gold (1/3, √2,
+# 10^{-25}) written to six significant digits; values a factor of 1.001 apart, or of opposite
+# sign, never match; zero matches only zero. Irrational exact values (√8 against 2√2) are
+# compared at 50 digits. Everything else — symbols, sets, tuples, intervals, equations, text —
+# is math-verify's ``verify``. Why 1e-5 and not Qwen2.5-Math's 1e-4: MATH-500's gold ``.35625``
+# and the wrong ``.35626`` differ by 2.8e-5; no shipped gold is a value rounded further than
+# its question asks (docs/rewards.md, "Numbers").
+NUMERIC_REL_TOL = 1e-5
+_EXACT_REL_TOL = 1e-30  # two exact expressions evaluated at 50 digits: equal, or they differ
+_DIGITS = 50
+
+# A bound written where a value belongs (``\le 7``, ``> 7``): math-verify drops the relation
+# and reads the number, so the relation is compared here. ``\approx`` is not a bound.
+_RELATION = re.compile(r"^\s*(?:\\(?:leqslant|geqslant|leq?|geq?|lt|gt|neq?)(?![A-Za-z])|[<>≤≥≠])")
+
+
+def _relation(raw: str | None) -> str:
+    match = _RELATION.match(raw or "")
+    if match is None:
+        return ""
+    word = match.group().strip().lstrip("\\")
+    return {"leq": "le", "leqslant": "le", "≤": "le", "<": "lt", "geq": "ge", "geqslant": "ge", "≥": "ge", ">": "gt",
+            "neq": "ne", "≠": "ne"}.get(word, word)
+
+
+def _number(parsed: Sequence[Any]) -> tuple[Any, Any, bool] | None:
+    """``(expression, value at 50 digits, exact)`` when math-verify's parse is one finite real
+    number (``2.88 \\times 10^{-19}``, ``\\frac{1}{3}``, ``\\sqrt{2}``, ``602000…``), else
+    ``None``. ``exact``: no decimal in it."""
+    import sympy  # heavy: loaded in the verifier's worker process
+
+    expr = next((x for x in parsed if isinstance(x, sympy.Basic)), None)
+    if not isinstance(expr, sympy.Expr) or not expr.is_number:
+        return None
+    value = sympy.N(expr, _DIGITS)
+    if value.is_real is not True or value.is_finite is not True:
+        return None  # complex, infinite or undefined: math-verify's
+    return expr, value, not expr.has(sympy.Float)
+
+
+def numbers_agree(gold: tuple[Any, Any, bool], answer: tuple[Any, Any, bool]) -> bool:
+    """The numeric rule (see :data:`NUMERIC_REL_TOL`) on two :func:`_number` results."""
+    (x, a, a_exact), (y, b, b_exact) = gold, answer
+    if a_exact and b_exact and x.is_rational is True and y.is_rational is True:
+        return bool((x - y).doit() == 0)  # integers and fractions: exactly
+    tol = _EXACT_REL_TOL if a_exact and b_exact else NUMERIC_REL_TOL
+    return bool(abs(a - b) <= tol * max(abs(a), abs(b)))
+
+
 def _check(completion: str, gold: str, require_anchor: bool) -> Verdict:
     from math_verify import verify  # heavy (sympy): loaded in the verifier's worker process
 
@@ -154,7 +212,15 @@ def _check(completion: str, gold: str, require_anchor: bool) -> Verdict:
     if not pred:
         return Verdict.wrong("no answer found")
     extracted = _as_string(pred)
-    if verify(list(gold_parsed), pred, timeout_seconds=None):
+    if _relation(extracted) != _relation(_as_string(list(gold_parsed))):
+        return Verdict.wrong("wrong answer: a bound where the gold is a value" if _relation(extracted)
+                             else "wrong answer: a value where the gold is a bound", extracted)
+    gold_number, answer_number = _number(gold_parsed), _number(pred)
+    if gold_number is not None and answer_number is not None:
+        correct = numbers_agree(gold_number, answer_number)
+    else:
+        correct = verify(list(gold_parsed), pred, timeout_seconds=None)
+    if correct:
         return Verdict.right("correct", extracted)
     return Verdict.wrong("wrong answer", extracted)
 
@@ -523,6 +589,16 @@ def shutdown_default_pool() -> None:
 
 
 atexit.register(shutdown_default_pool)
+
+
+def _forget_parent_pool() -> None:
+    """In a forked child (a user reward's worker): the parent's workers and sockets are the
+    parent's; the child starts a pool of its own if it verifies math."""
+    global _default_pool, _default_lock
+    _default_pool, _default_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_parent_pool)
 
 
 def verify_math_batch(

@@ -19,7 +19,8 @@ countdown the countdown task: the final equation uses each given number exactly 
 ========  =====================================================================================
 
 **Your own function.** ``reward.function: my_module:score`` (or ``path/to/file.py:score``;
-a module is imported with the working directory on ``sys.path``) registers a Python function::
+a module is imported with the working directory on ``sys.path``) registers a Python function
+with one of three signatures (:mod:`skpo.rewards.user`): skpo's own::
 
     def score(completion: str, example) -> bool | float | tuple[float, bool] | dict | Verdict:
         ...
@@ -30,9 +31,12 @@ a module is imported with the working directory on ``sys.path``) registers a Pyt
 ``True``/``False``, a reward in ``[0, 1]`` (correct when it is 1), a ``(reward, correct)`` pair,
 a dict with ``reward`` and optionally ``correct`` / ``reason`` / ``extracted``, or a ``Verdict``.
 A function with the attribute ``batched = True`` is called once per batch instead, as
-``score(completions: list[str], examples: list) -> list[...]``. A result outside ``[0, 1]``, or a
-function that raises, stops the run with an error naming the function and the sample: a broken
-reward must not train silently.
+``score(completions: list[str], examples: list) -> list[...]``. verl's
+``compute_score(data_source, solution_str, ground_truth, extra_info=None)`` and TRL's
+``reward_func(prompts, completions, **kwargs)`` work as they are. The function runs in a worker
+process killed at ``reward.timeout_s``. A result outside ``[0, 1]``, or a function that raises,
+hangs or exits, stops the run with an error naming the function, the sample and the line: a
+broken reward must not train silently.
 
 The objects passed as problems are duck-typed (attributes ``golds``, ``choices``, ``row``,
 ``arith``), so this layer imports nothing above it.
@@ -40,16 +44,13 @@ The objects passed as problems are duck-typed (attributes ``golds``, ``choices``
 
 from __future__ import annotations
 
-import math
 import os
 import re
-import signal
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from skpo.errors import UserError
 from skpo.plugins import PluginError, import_plugin
 from skpo.rewards.arith import check_answer, parse_answer
 from skpo.rewards.base import Verdict
@@ -57,6 +58,7 @@ from skpo.rewards.choice import extract_choice
 from skpo.rewards.code import verify_humaneval_batch
 from skpo.rewards.countdown import check_countdown, numbers_and_target
 from skpo.rewards.math import verify_math_batch
+from skpo.rewards.user import Calling, RewardError, RewardWorker, call_user_reward, calling_of, to_verdict
 
 __all__ = [
     "REWARDS",
@@ -67,11 +69,8 @@ __all__ = [
     "get_reward",
     "register_reward",
     "to_verdict",
+    "user_reward_entry",
 ]
-
-
-class RewardError(UserError, ValueError):
-    """A reward name that does not resolve, or a user function that misbehaves."""
 
 
 @dataclass(frozen=True)
@@ -84,12 +83,14 @@ class RewardContext:
         stop: stop strings of the benchmark.
         math_timeout_s: per-answer bound of the math verifier.
         code_workers: sandboxes run at once.
+        tokenizer: the run's tokenizer (TRL-style functions get ``completion_ids`` from it).
     """
 
     plain_prompt: bool = True
     stop: tuple[str, ...] = ()
     math_timeout_s: float = 5.0
     code_workers: int = 4
+    tokenizer: Any = field(default=None, compare=False, repr=False)
 
 
 BatchRewardFn = Callable[[Sequence[str], Sequence[Any], RewardContext], list[Verdict]]
@@ -253,87 +254,42 @@ def _countdown(completions: Sequence[str], problems: Sequence[Any], ctx: RewardC
 
 # ----------------------------------------------------------------------------- user functions
 
-
-def to_verdict(result: Any, where: str, value_range: tuple[float, float] = (0.0, 1.0)) -> Verdict:
-    """A user function's result as a :class:`Verdict` (see the module docstring). A reward in
-    the declared ``value_range`` ``[a, b]`` (``reward.range``) is mapped linearly onto ``[0, 1]``
-    (every method then maps that onto its own range); it is correct by default when it is ``b``."""
-    if isinstance(result, Verdict):
-        return result
-    reason = "function"
-    extracted = None
-    if isinstance(result, bool):
-        reward, correct = result, result
-    elif isinstance(result, (int, float)):
-        reward, correct = float(result), None
-    elif isinstance(result, tuple) and len(result) == 2:
-        reward, correct = result
-    elif isinstance(result, Mapping):
-        if "reward" not in result:
-            raise RewardError(f"{where}: returned a dict without 'reward' (keys: {sorted(result)})")
-        reward, correct = result["reward"], result.get("correct")
-        reason = str(result.get("reason", reason))
-        extracted = None if result.get("extracted") is None else str(result["extracted"])
-    else:
-        raise RewardError(f"{where}: returned {type(result).__name__} {result!r:.60}; expected bool, float, (reward, correct), dict or Verdict")
-    low, high = value_range
-    if isinstance(reward, bool) and result is reward:  # True/False: the ends of the range
-        reward = high if reward else low
-    if isinstance(reward, bool) or not isinstance(reward, (int, float)) or not math.isfinite(reward) or not low <= reward <= high:
-        hint = "" if value_range != (0.0, 1.0) else "; declare another range with reward.range (e.g. [-1, 1])"
-        raise RewardError(f"{where}: reward must be a number in [{low:g}, {high:g}], got {reward!r}{hint}")
-    reward = float(reward)
-    if correct is None:
-        correct = reward == high
-    reward = (reward - low) / (high - low)
-    if not isinstance(correct, bool):
-        raise RewardError(f"{where}: 'correct' must be a bool, got {correct!r}")
-    return Verdict(reward, correct, reason, extracted)
-
-
 DEFAULT_USER_TIMEOUT_S = 120.0
 
 
-class _RewardTimeout(BaseException):
-    """Raised in the main thread by the alarm that bounds a user reward's batch."""
+def _token_ids(calling: Calling, ctx: RewardContext, completions: Sequence[str]) -> list[list[int]] | None:
+    """TRL's ``completion_ids`` (the completions encoded again), for a function that reads them."""
+    if not calling.wants_ids or ctx.tokenizer is None:
+        return None
+    return [list(ctx.tokenizer.encode(t, add_special_tokens=False)) for t in completions]
 
 
-def call_user_reward(fn: Callable[..., Any], completions: list[str], problems: list[Any], batched: bool, where: str,
-                     timeout_s: float | None) -> list[Any]:
-    """``fn`` over one batch — ``fn(completions, problems)`` when ``batched``, else once per answer
-    — bounded by ``timeout_s`` seconds for the whole batch (``reward.timeout_s``; a timer signal
-    in the main thread, which interrupts Python code, sleeps included). Whatever goes wrong
-    — an exception, ``SystemExit`` or ``KeyboardInterrupt`` raised inside, a hang, a result count
-    that does not match — is a :class:`RewardError` naming ``where`` (one line)."""
-    bounded = (timeout_s is not None and timeout_s > 0 and hasattr(signal, "setitimer")
-               and threading.current_thread() is threading.main_thread())
-    if bounded:
-        def alarm(signum: int, frame: Any) -> None:
-            raise _RewardTimeout
+def user_reward_entry(name: str, load: Callable[[], Callable[..., Any]], *, where: str, loading: str,
+                      value_range: tuple[float, float] = (0.0, 1.0), timeout_s: float | None = DEFAULT_USER_TIMEOUT_S,
+                      style: str = "auto", worker: bool = True, batched: bool | None = None,
+                      description: str = "") -> RewardEntry:
+    """A :class:`RewardEntry` for a user function that ``load()`` returns: in a worker process
+    (:class:`~skpo.rewards.user.RewardWorker`, started on the first batch or by ``entry.worker.start()``)
+    unless ``worker`` is false or this platform cannot fork, then in this process."""
+    value_range = tuple(float(v) for v in value_range)  # type: ignore[assignment]
+    if worker and hasattr(os, "fork"):
+        process = RewardWorker(load, where, loading, style, batched, value_range, timeout_s)
 
-        previous = signal.signal(signal.SIGALRM, alarm)
-        signal.setitimer(signal.ITIMER_REAL, float(timeout_s))
-    i = 0
-    try:
-        if batched:
-            results = list(fn(completions, problems))
-        else:
-            results = []
-            for i, (text, problem) in enumerate(zip(completions, problems)):
-                results.append(fn(text, problem))
-    except _RewardTimeout:
-        raise RewardError(f"{where} did not return within reward.timeout_s={timeout_s:g} s for a batch of "
-                          f"{len(completions)} answers (a hang, or raise reward.timeout_s)") from None
-    except BaseException as err:  # SystemExit / KeyboardInterrupt inside the function end the run with one line too
-        pid = "" if batched else f" on problem {getattr(problems[i], 'id', i)!r}"
-        raise RewardError(f"{where} raised {type(err).__name__}{pid}: {err}") from err
-    finally:
-        if bounded:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
-    if len(results) != len(completions):
-        raise RewardError(f"{where} returned {len(results)} results for {len(completions)} completions")
-    return results
+        def score(completions: Sequence[str], problems: Sequence[Any], ctx: RewardContext) -> list[Verdict]:
+            calling = process.start()
+            return process.score(completions, problems, _token_ids(calling, ctx, completions))
+    else:
+        process = None
+        fn = load()
+        calling = calling_of(fn, style, where, batched)
+
+        def score(completions: Sequence[str], problems: Sequence[Any], ctx: RewardContext) -> list[Verdict]:
+            return call_user_reward(fn, list(completions), list(problems), calling.batched, where, timeout_s, value_range,
+                                    calling, _token_ids(calling, ctx, completions))
+
+    entry = RewardEntry(name, score, needs_answer=False, partial_credit=True, description=description or f"user function {name}")
+    object.__setattr__(entry, "worker", process)  # (None in this process)
+    return entry
 
 
 _USER: dict[str, RewardEntry] = {}
@@ -349,28 +305,22 @@ def _load_callable(ref: str) -> Callable[..., Any]:
     except PluginError as err:
         kind = "cannot import module" if not (target.endswith(".py") or "/" in target or os.sep in target) else "cannot import"
         raise RewardError(f"reward function {ref!r}: {kind} {target!r} ({err})") from None
-    fn = getattr(module, attr, None)
+    fn: Any = module
+    for part in attr.split("."):  # a qualified name: Class.method, namespace.function
+        fn = getattr(fn, part, None)
     if not callable(fn):
         raise RewardError(f"reward function {ref!r}: {target!r} has no callable {attr!r}")
     return fn
 
 
-def _user_entry(ref: str, value_range: tuple[float, float] = (0.0, 1.0), timeout_s: float | None = DEFAULT_USER_TIMEOUT_S) -> RewardEntry:
-    fn = _load_callable(ref)
-    batched = bool(getattr(fn, "batched", False))
-
-    def score(completions: Sequence[str], problems: Sequence[Any], ctx: RewardContext) -> list[Verdict]:
-        results = call_user_reward(fn, list(completions), list(problems), batched, f"reward function {ref!r}", timeout_s)
-        return [to_verdict(r, f"reward function {ref!r} (sample {i})", value_range) for i, r in enumerate(results)]
-
-    return RewardEntry(ref, score, needs_answer=False, partial_credit=True, description=f"user function {ref}")
-
-
 def get_reward(name: str, value_range: tuple[float, float] = (0.0, 1.0),
-               timeout_s: float | None = DEFAULT_USER_TIMEOUT_S) -> RewardEntry:
+               timeout_s: float | None = DEFAULT_USER_TIMEOUT_S, style: str = "auto", worker: bool = True) -> RewardEntry:
     """A registered reward by name, or a user function given as ``module:function`` /
-    ``path/to/file.py:function`` (imported once per process) whose rewards lie in ``value_range``
-    (``reward.range``; mapped onto ``[0, 1]``).
+    ``path/to/file.py:function`` whose rewards lie in ``value_range`` (``reward.range``; mapped
+    onto ``[0, 1]``), called as ``style`` says (``reward.style``; :mod:`skpo.rewards.user`), in a
+    worker process bounded by ``timeout_s`` (``worker=False``: in this process). The worker is
+    started here, so a module that fails to import, hangs at import or has none of the accepted
+    signatures is an error now; it is started once per process and set of arguments.
 
     Raises:
         RewardError: naming the unknown reward and listing the known ones.
@@ -378,9 +328,21 @@ def get_reward(name: str, value_range: tuple[float, float] = (0.0, 1.0),
     if name in REWARDS:
         return REWARDS[name]
     if ":" in name:
-        key = f"{name}@{value_range[0]:g},{value_range[1]:g}@{timeout_s}"
+        key = f"{name}@{value_range[0]:g},{value_range[1]:g}@{timeout_s}@{style}@{worker}"
         with _USER_LOCK:
             if key not in _USER:
-                _USER[key] = _user_entry(name, tuple(float(v) for v in value_range), timeout_s)
+                where = f"reward function {name!r}"
+                target = name.rpartition(":")[0]
+                entry = user_reward_entry(name, lambda: _load_callable(name), where=where, loading=f"importing {target!r}",
+                                          value_range=value_range, timeout_s=timeout_s, style=style, worker=worker)
+                if entry.worker is not None:
+                    entry.worker.start()
+                _USER[key] = entry
             return _USER[key]
+    if name.startswith("python."):
+        raise RewardError(
+            f"reward {name!r} was a Python function given to skpo.train / skpo.build in the process that started this "
+            "run, and nothing registers it in this one: resume from Python with the same function (skpo.train(config="
+            "'OUT/config.yaml', reward=fn, resume=True)), or move it into a module and resume with "
+            "reward.function=module:function")
     raise RewardError(f"unknown reward {name!r}; registered: {', '.join(sorted(REWARDS))}, or 'module:function' for your own")

@@ -30,6 +30,7 @@ import secrets
 import shutil
 import socket
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ RUN_FILES = ("run.json", "config.yaml", "method.yaml", "metrics.jsonl", "metrics
 # whose learning rate is a function of it.
 ALLOWED_ON_RESUME = (
     "train.steps", "train.token_budget", "train.micro_batch_tokens", "train.pack_max_tokens",
-    "train.gradient_checkpointing", "train.threads", "train.fsdp.*", "rollout.engine_batch_size", "rollout.vllm.*", "model.device", "reward.workers", "reward.timeout_s", "eval.*", "log.*",
+    "train.gradient_checkpointing", "train.threads", "train.fsdp.*", "rollout.engine_batch_size", "rollout.vllm.*", "model.device", "reward.workers", "reward.timeout_s", "reward.worker", "eval.*", "log.*",
     "plugins",  # code to import: what it changes in the method is compared as the resolved method
 )
 NOT_COMPARED = ("log.out_dir",)
@@ -111,6 +112,7 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
         self._fd = fd
+        _HELD.add(self)
         return self
 
     def release(self) -> None:
@@ -118,10 +120,28 @@ class RunLock:
         # second one still waits on the old one
         if self._fd is not None:
             fd, self._fd = self._fd, None
+            _HELD.discard(self)
             os.close(fd)  # closing drops the flock
 
     def __del__(self) -> None:
         self.release()
+
+
+# A process forked while holding a lock (a reward function's worker) must not keep the directory
+# locked after this process has released it: the child closes its copies (the lock stays with
+# this process's descriptor).
+_HELD: weakref.WeakSet[RunLock] = weakref.WeakSet()
+
+
+def _drop_inherited_locks() -> None:
+    for lock in list(_HELD):
+        fd, lock._fd = lock._fd, None
+        if fd is not None:
+            os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
 def _holder(path: Path) -> str:
@@ -379,6 +399,8 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> tuple[dict
         if key == "method" or key.startswith("method.") or key in through_method:
             continue  # what they set is compared as the resolved method (check_resolved_method): a no-op passes
         refuse = not _allowed(key)
+        if key == "reward.function" and isinstance(a, str) and a.startswith("python.") and b is not None:
+            refuse = False  # a function given from Python, now named where the command line can import it
         if key == "train.steps" and new.get("train.lr_schedule") in ("cosine", "linear"):
             refuse = True  # the schedule is a function of train.steps
         (refused if refuse else allowed)[key] = [a, b]

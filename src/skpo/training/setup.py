@@ -26,6 +26,7 @@ from skpo.rewards.registry import RewardContext, RewardEntry, get_reward
 from skpo.tasks.sources import ArithSource, CountdownSource, DatasetSource, PromptSource
 from skpo.training.checkpoint import find_checkpoint, read_state
 from skpo.training.context import context_plan
+from skpo.training.reward_check import check_reward
 from skpo.training.run_dir import (check_resolved_method, check_resume_config, check_resume_data, preflight,
                                    read_run_json, source_fingerprint)
 from skpo.training.trainer import Trainer
@@ -41,7 +42,8 @@ def device_of(cfg: RunConfig) -> str:
 
 def training_reward(cfg: RunConfig) -> RewardEntry:
     """The reward training uses: ``reward.function`` when set, else the data's reward."""
-    return get_reward(cfg.reward.function or cfg.data.reward, tuple(cfg.reward.range), cfg.reward.timeout_s)
+    return get_reward(cfg.reward.function or cfg.data.reward, tuple(cfg.reward.range), cfg.reward.timeout_s,
+                      cfg.reward.style, cfg.reward.worker)
 
 
 def check_paths(cfg: RunConfig) -> None:
@@ -73,7 +75,8 @@ def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
               allow_data_change: bool = False) -> list[str]:
     """Every check a run makes before its first step, without loading the weights: the method
     and its overrides, the run directory (used, locked, resumable, and on ``resume`` the saved
-    config and the training data against this one's), the model directory (config, weights, tokenizer), the reward, the
+    config and the training data against this one's), the model directory (config, weights, tokenizer), the
+    reward (run on a few rows: the gold answer paid, a wrong one not — skpo.training.reward_check), the
     device, every training prompt (read, templated, tokenized, length-filtered: the same
     source a run builds) and every evaluation benchmark (read and parsed). Raises the error a
     run would raise; returns notes (settings that do not apply, dropped prompts) for the
@@ -105,6 +108,8 @@ def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
         if changed:
             notes.append(f"--allow-data-change: the training data changed since the run started ({', '.join(changed)} "
                          "differ); the resume goes on with it and records it in run.json")
+
+    notes += check_reward(source, tuple(cfg.reward.range))  # the reward runs: gold paid, a wrong answer not
 
     plan = context_plan(cfg, method, source, model_config)  # the run's context fits the model
     if plan.may_cut:
@@ -153,12 +158,13 @@ def build_source(cfg: RunConfig, tokenizer, model_positions: int | None = None) 
     reward = training_reward(cfg)
     if d.task == "arith":
         return ArithSource(tokenizer, arith_config(cfg), d.arith.pool_size, seed=cfg.train.seed, reward=reward,
-                           context=RewardContext(math_timeout_s=cfg.reward.math_timeout_s))
+                           context=RewardContext(math_timeout_s=cfg.reward.math_timeout_s, tokenizer=tokenizer))
     if d.task == "countdown":
-        return CountdownSource(tokenizer, countdown_config(cfg), d.countdown.pool_size, seed=cfg.train.seed, reward=reward)
+        return CountdownSource(tokenizer, countdown_config(cfg), d.countdown.pool_size, seed=cfg.train.seed, reward=reward,
+                               context=RewardContext(math_timeout_s=cfg.reward.math_timeout_s, tokenizer=tokenizer))
     source = DatasetSource(tokenizer, d, reward=reward, heldout=d.heldout)
     source.context = RewardContext(plain_prompt=not source.chat, stop=tuple(d.stop),
-                                   math_timeout_s=cfg.reward.math_timeout_s)
+                                   math_timeout_s=cfg.reward.math_timeout_s, tokenizer=tokenizer)
     return source
 
 
