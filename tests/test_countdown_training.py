@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+from skpo.commands.train import main as train_main
 from skpo.config import ConfigError, load_config
 from skpo.evaluation.benchmarks import get_spec
 from skpo.evaluation.runner import evaluate
@@ -16,8 +17,9 @@ from skpo.models.loading import load_policy, load_tokenizer, shipped_model_dir
 from skpo.models.tokenizer import build_tokenizer
 from skpo.rewards.countdown import check_countdown
 from skpo.tasks.countdown import CountdownConfig, heldout_problems, solution_text
-from skpo.tasks.dataset import DatasetError, countdown_records
+from skpo.tasks.dataset import DatasetError, Problem, countdown_records
 from skpo.tasks.sources import CountdownSource, DatasetSource
+from skpo.training.reward_check import gold_completion
 from skpo.training.setup import build_source, build_trainer
 
 TINYZERO_PROMPT = ("A conversation between User and Assistant. ... User: Using the numbers {nums}, create an "
@@ -218,3 +220,24 @@ def test_the_shipped_countdown_warm_start_names_its_task(countdown_dir, tmp_path
     assert main(["eval", "--model", "tiny-countdown", "--limit", "3", "--k", "2", "--out", str(out), "--no-progress"]) == 0
     result = json.loads(out.read_text())
     assert list(result["benchmarks"]) == ["countdown"] and result["benchmarks"]["countdown"]["n_problems"] == 3
+
+
+def test_check_runs_the_countdown_reward_on_the_task_and_on_tinyzero_data(tmp_path, capsys):
+    """``--check`` pays countdown's gold: the reference moves on the synthetic task, an equation the
+    solver finds (in TinyZero's ``<answer>`` form) on a TinyZero parquet; and says where the run goes."""
+    assert train_main(["--check", "data.task=countdown", f"log.out_dir={tmp_path / 'a'}"]) == 0
+    assert "reward (run on a few rows)" in capsys.readouterr().out
+    path = write_parquet(tmp_path / "train.parquet", tinyzero_rows(8))
+    assert train_main(["--check", f"data.path={path}", "model.path=tiny-countdown"]) == 0
+    out = capsys.readouterr().out
+    assert "is valid" in out and "tiny-countdown" in out and "refuse" not in out
+
+
+def test_reward_check_writes_countdown_golds_the_reward_pays():
+    for p in heldout_problems(CountdownConfig(), 20):
+        synthetic, = countdown_records([p])
+        assert check_countdown(gold_completion("countdown", synthetic), p.numbers, p.target).correct
+        problem = Problem(index=0, id="x", question="q", gold=str(p.target),
+                          row={"nums": list(p.numbers), "target": p.target})  # a data file's row
+        text = gold_completion("countdown", problem)
+        assert text.startswith("<answer>") and check_countdown(text, p.numbers, p.target).correct

@@ -51,8 +51,9 @@ def _main(argv: list[str]) -> int:
             raise ConfigError(str(err)) from err
         for note in notes:
             print(f"skpo train: note: {note}")
-        print(f"skpo train: {args.config or 'defaults'} is valid (method, run directory, model, data, reward and "
-              "benchmarks checked)")
+        what = args.config or "the default configuration" + (" with the overrides" if args.overrides else "")
+        print(f"skpo train: {what} is valid: method, run directory ({cfg.log.out_dir}), model, data, reward (run on "
+              "a few rows) and benchmarks checked")
         return 0
     try:
         check_paths(cfg)

@@ -3,7 +3,9 @@ written as the reward reads it must get the top of ``reward.range``, and a clear
 must not.
 
 - The gold answer as a completion: ``The answer is $\\boxed{gold}$.`` (math, gsm8k and your own
-  function), ``The answer is B.`` (choice), the reference solution (arith), the row's
+  function), ``The answer is B.`` (choice), the reference solution (arith; countdown's own
+  problems), an equation the brute-force solver finds in ``<answer>…</answer>`` (countdown data
+  files: TinyZero's answer format), the row's
   ``canonical_solution`` in a code block (code; rows without one are not checked this way).
 - The wrong answer: ``I do not know.`` — no number, no letter, no program.
 - A reward that raises, hangs, exits or returns a value outside its range fails the check with
@@ -18,7 +20,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from skpo.rewards.countdown import numbers_and_target
 from skpo.rewards.registry import REWARDS
+from skpo.tasks import countdown
 from skpo.tasks.arith import solution_text
 
 __all__ = ["ROWS", "WRONG", "check_reward", "gold_completion"]
@@ -32,6 +36,15 @@ def gold_completion(reward: str, problem: Any) -> str | None:
     arith = getattr(problem, "arith", None)
     if reward == "arith" and arith is not None:
         return solution_text(arith)
+    if reward == "countdown":
+        if getattr(problem, "countdown", None) is not None:  # the synthetic task: its reference moves
+            return countdown.solution_text(problem.countdown)
+        try:
+            numbers, target = numbers_and_target(problem)
+        except ValueError:
+            return None
+        equations = countdown.solve(numbers, target, limit=1)
+        return f"<answer>{equations[0]}</answer>" if equations else None
     if reward == "code":
         row = getattr(problem, "row", None) or {}
         solution = row.get("canonical_solution")
