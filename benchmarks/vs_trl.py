@@ -73,6 +73,38 @@ def _timed(fn, phases: dict[str, float], phase: str):
     return wrapper
 
 
+def prompt_texts(ours) -> list[str]:
+    """skpo's prompts as the text TRL tokenises again (checked to give back the same ids)."""
+    tok, items = ours.tokenizer, ours.source.items
+    texts = [tok.decode(list(it.prompt_ids)) for it in items]
+    for it, text in zip(items[:50], texts):
+        if tok(text, add_special_tokens=False)["input_ids"] != list(it.prompt_ids):
+            raise SystemExit(f"prompt {it.key!r} does not tokenise back to its ids: TRL would see other prompts")
+    return texts
+
+
+def trl_reward(ours, phases: dict[str, float]):
+    """TRL's reward function: skpo's own reward of the completions' token ids (the source's
+    verifier, mapped onto the method's reward range); its time goes to ``phases["scoring"]``.
+    The dataset's ``item`` column indexes ``ours.source.items``."""
+    items = ours.source.items
+
+    def arith_reward(completions, completion_ids, item, **_):
+        t0 = time.perf_counter()
+        rewards, _correct = ours.score([items[i] for i in item], [list(ids) for ids in completion_ids])
+        phases["scoring"] += time.perf_counter() - t0
+        return rewards
+
+    return arith_reward
+
+
+def skpo_phases(metrics: dict[str, float], wall: float) -> dict[str, float]:
+    """One skpo step's phases (seconds) from its metrics and its wall time."""
+    p = {"generation": metrics["time/rollout"], "scoring": metrics.get("time/scoring", 0.0),
+         "update": metrics["time/update"]}
+    return {**p, "other": wall - sum(p.values())}
+
+
 def trl_side(args, ours, out_dir, phases: dict[str, float]):
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
@@ -80,21 +112,9 @@ def trl_side(args, ours, out_dir, phases: dict[str, float]):
     from skpo.models.loading import load_policy, resolve_model_path
 
     tok, cfg = ours.tokenizer, ours.cfg
-    items = ours.source.items
-    texts = [tok.decode(list(it.prompt_ids)) for it in items]
-    # TRL re-tokenises the prompt text: it must give back the very same ids.
-    for it, text in zip(items[:50], texts):
-        if tok(text, add_special_tokens=False)["input_ids"] != list(it.prompt_ids):
-            raise SystemExit(f"prompt {it.key!r} does not tokenise back to its ids: TRL would see other prompts")
-    dataset = Dataset.from_dict({"prompt": texts, "item": list(range(len(items)))})
-
-    def arith_reward(completions, completion_ids, item, **_):
-        # skpo's reward of these token ids (the source's verifier, in the method's range)
-        t0 = time.perf_counter()
-        rewards, _correct = ours.score([items[i] for i in item], [list(ids) for ids in completion_ids])
-        phases["scoring"] += time.perf_counter() - t0
-        return rewards
-
+    texts = prompt_texts(ours)
+    dataset = Dataset.from_dict({"prompt": texts, "item": list(range(len(texts)))})
+    arith_reward = trl_reward(ours, phases)
     gen_kwargs = {"min_new_tokens": args.length} if args.mode == "fixed" else None
     # A micro-batch smaller than the batch: gradient accumulation over one generation of
     # the whole batch (steps_per_generation = accumulation steps), still one optimizer step.
@@ -188,8 +208,7 @@ def main(argv: list[str] | None = None) -> None:
             rec["skpo"].append(wall)
             ours.step += 1
             rec["skpo_tokens"].append(m["tokens/decoded"] + m["tokens/trained"])
-            p = {"generation": m["time/rollout"], "scoring": m.get("time/scoring", 0.0), "update": m["time/update"]}
-            rec["skpo_phases"].append({**p, "other": wall - sum(p.values())})
+            rec["skpo_phases"].append(skpo_phases(m, wall))
 
         def on_log(self, _args, _state, _control, logs=None, **_k):
             if logs and "completions/mean_length" in logs:
