@@ -17,10 +17,14 @@ plain ``model.generate``, no reference model (``beta=0``), on-policy (no old-log
 
 Steps alternate: TRL runs its own loop and a callback times each TRL step, then runs (and
 times) one skpo step, so both see the same machine load. The first ``--warmup`` steps of each
-are dropped; the tables give medians, the median of per-pair ratios, and each side's phases:
-generation, scoring, update (forward + backward + optimizer step) and the rest. TRL's phases are
-timed by wrapping its model's ``generate``, the reward function, its ``compute_loss``, its
-accelerator's ``backward`` and its optimizer's ``step``; skpo's come from its step metrics.
+are dropped; the tables give medians and the median of per-pair ratios, in wall time and in
+this process's CPU time (steadier on a shared machine), and each side's phases: generation,
+scoring, update (forward + backward + optimizer step) and the rest. The phases are timed by
+wrapping public methods: TRL's model's ``generate``, its ``compute_loss``, its accelerator's
+``backward`` and its optimizer's ``step``; skpo's engine's ``generate`` and its actor's
+``train_forward``, ``backward`` and ``optimizer_step``; scoring is skpo's ``Trainer.score``
+on both sides. (skpo's "other" holds its policy-drift measure, a no-grad forward of one
+micro-batch that the KL-paced trackers read.)
 
 Two modes:
 - ``--mode fixed`` (default): every completion is exactly ``--length`` tokens (skpo:
@@ -62,15 +66,50 @@ def skpo_side(args, out_dir):
     ])
 
 
-def _timed(fn, phases: dict[str, float], phase: str):
-    """``fn`` with its wall time added to ``phases[phase]`` on every call."""
-    def wrapper(*a, **k):
-        t0 = time.perf_counter()
-        try:
-            return fn(*a, **k)
-        finally:
-            phases[phase] += time.perf_counter() - t0
-    return wrapper
+class PhaseClock:
+    """Wall and CPU seconds per phase of the step being timed (one side's step at a time).
+
+    CPU time is this process's (``time.process_time``): on a shared machine it moves much less
+    than wall time with the load; with one torch thread it is the work done."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = defaultdict(float)
+        self.cpu: dict[str, float] = defaultdict(float)
+        self._t0 = (0.0, 0.0)
+
+    def start(self) -> None:
+        self.wall.clear()
+        self.cpu.clear()
+        self._t0 = (time.perf_counter(), time.process_time())
+
+    def stop(self) -> dict[str, tuple[float, float]]:
+        """``{phase: (wall s, CPU s)}`` of the step since :meth:`start`, ``"step"`` the whole
+        step and ``"other"`` what no phase timed."""
+        wall, cpu = time.perf_counter() - self._t0[0], time.process_time() - self._t0[1]
+        out = {k: (self.wall[k], self.cpu[k]) for k in PHASES[:3]}
+        out["other"] = (wall - sum(w for w, _ in out.values()), cpu - sum(c for _, c in out.values()))
+        out["step"] = (wall, cpu)
+        return out
+
+    def timed(self, fn, phase: str):
+        """``fn``, its time added to ``phase`` on every call."""
+        def wrapper(*a, **k):
+            w0, c0 = time.perf_counter(), time.process_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                self.wall[phase] += time.perf_counter() - w0
+                self.cpu[phase] += time.process_time() - c0
+        return wrapper
+
+
+def time_skpo(ours, clock: PhaseClock) -> None:
+    """Time skpo's phases through its public parts: the engine's ``generate``, the trainer's
+    ``score`` (TRL's reward calls it too) and the actor's forward, backward and optimizer step."""
+    ours.engine.generate = clock.timed(ours.engine.generate, "generation")
+    ours.score = clock.timed(ours.score, "scoring")
+    for name in ("train_forward", "backward", "optimizer_step"):
+        setattr(ours.actor, name, clock.timed(getattr(ours.actor, name), "update"))
 
 
 def prompt_texts(ours) -> list[str]:
@@ -83,29 +122,20 @@ def prompt_texts(ours) -> list[str]:
     return texts
 
 
-def trl_reward(ours, phases: dict[str, float]):
+def trl_reward(ours):
     """TRL's reward function: skpo's own reward of the completions' token ids (the source's
-    verifier, mapped onto the method's reward range); its time goes to ``phases["scoring"]``.
-    The dataset's ``item`` column indexes ``ours.source.items``."""
+    verifier, mapped onto the method's reward range). The dataset's ``item`` column indexes
+    ``ours.source.items``."""
     items = ours.source.items
 
     def arith_reward(completions, completion_ids, item, **_):
-        t0 = time.perf_counter()
         rewards, _correct = ours.score([items[i] for i in item], [list(ids) for ids in completion_ids])
-        phases["scoring"] += time.perf_counter() - t0
         return rewards
 
     return arith_reward
 
 
-def skpo_phases(metrics: dict[str, float], wall: float) -> dict[str, float]:
-    """One skpo step's phases (seconds) from its metrics and its wall time."""
-    p = {"generation": metrics["time/rollout"], "scoring": metrics.get("time/scoring", 0.0),
-         "update": metrics["time/update"]}
-    return {**p, "other": wall - sum(p.values())}
-
-
-def trl_side(args, ours, out_dir, phases: dict[str, float]):
+def trl_side(args, ours, out_dir, clock: PhaseClock):
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
@@ -114,7 +144,7 @@ def trl_side(args, ours, out_dir, phases: dict[str, float]):
     tok, cfg = ours.tokenizer, ours.cfg
     texts = prompt_texts(ours)
     dataset = Dataset.from_dict({"prompt": texts, "item": list(range(len(texts)))})
-    arith_reward = trl_reward(ours, phases)
+    arith_reward = trl_reward(ours)
     gen_kwargs = {"min_new_tokens": args.length} if args.mode == "fixed" else None
     # A micro-batch smaller than the batch: gradient accumulation over one generation of
     # the whole batch (steps_per_generation = accumulation steps), still one optimizer step.
@@ -142,11 +172,11 @@ def trl_side(args, ours, out_dir, phases: dict[str, float]):
     theirs_state, ours_state = model.state_dict(), ours.policy.state_dict()
     if theirs_state.keys() != ours_state.keys() or any(not torch.equal(v, ours_state[k]) for k, v in theirs_state.items()):
         raise SystemExit("TRL's model and skpo's policy differ before the first step")
-    model.generate = _timed(model.generate, phases, "generation")
+    model.generate = clock.timed(model.generate, "generation")
     trainer = GRPOTrainer(model=model, reward_funcs=arith_reward, args=config, train_dataset=dataset, processing_class=tok)
-    trainer.compute_loss = _timed(trainer.compute_loss, phases, "update")
-    trainer.accelerator.backward = _timed(trainer.accelerator.backward, phases, "update")
-    return trainer
+    trainer.compute_loss = clock.timed(trainer.compute_loss, "update")
+    trainer.accelerator.backward = clock.timed(trainer.accelerator.backward, "update")
+    return trainer  # (its optimizer, made in train(), is timed from the callback's on_train_begin)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -173,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     try:
-        import trl
+        from trl import __version__ as trl_version
     except ImportError:
         raise SystemExit('benchmarks/vs_trl.py needs TRL: pip install -c requirements/cpu-lock.txt -e ".[bench]" '
                          '(pins trl==1.16.0)') from None
@@ -184,31 +214,26 @@ def main(argv: list[str] | None = None) -> None:
 
     tmp = tempfile.mkdtemp(prefix="skpo-vs-trl-")
     ours = skpo_side(args, f"{tmp}/skpo")
-    trl_phases: dict[str, float] = defaultdict(float)
-    theirs = trl_side(args, ours, f"{tmp}/trl", trl_phases)
-    rec = {"trl": [], "skpo": [], "trl_tokens": [], "skpo_tokens": [], "trl_phases": [], "skpo_phases": []}
+    clock = PhaseClock()
+    time_skpo(ours, clock)
+    theirs = trl_side(args, ours, f"{tmp}/trl", clock)
+    rec = {"trl": [], "skpo": [], "trl_tokens": [], "skpo_tokens": []}
     batch = args.prompts * args.group
 
     class Interleave(TrainerCallback):
         def on_train_begin(self, _args, _state, _control, optimizer=None, **_k):
-            optimizer.step = _timed(optimizer.step, trl_phases, "update")
+            optimizer.step = clock.timed(optimizer.step, "update")
 
         def on_step_begin(self, *_a, **_k):
-            trl_phases.clear()
-            self.t0 = time.perf_counter()
+            clock.start()
 
         def on_step_end(self, *_a, **_k):
-            wall = time.perf_counter() - self.t0
-            rec["trl"].append(wall)
-            rec["trl_phases"].append({**{k: trl_phases[k] for k in PHASES[:3]},
-                                      "other": wall - sum(trl_phases[k] for k in PHASES[:3])})
-            t0 = time.perf_counter()
+            rec["trl"].append(clock.stop())
+            clock.start()
             m = ours.train_step(ours.step)
-            wall = time.perf_counter() - t0
-            rec["skpo"].append(wall)
+            rec["skpo"].append(clock.stop())
             ours.step += 1
             rec["skpo_tokens"].append(m["tokens/decoded"] + m["tokens/trained"])
-            rec["skpo_phases"].append(skpo_phases(m, wall))
 
         def on_log(self, _args, _state, _control, logs=None, **_k):
             if logs and "completions/mean_length" in logs:
@@ -220,32 +245,39 @@ def main(argv: list[str] | None = None) -> None:
     ours.close()
 
     w = args.warmup
-    trl_s, skpo_s = rec["trl"][w:], rec["skpo"][w:]
-    trl_tps = [n / s for n, s in zip(rec["trl_tokens"][w:], trl_s)]
-    skpo_tps = [n / s for n, s in zip(rec["skpo_tokens"][w:], skpo_s)]
-    if not (len(trl_s) == len(skpo_s) == len(trl_tps) == args.reps):
-        raise SystemExit(f"expected {args.reps} timed steps of each, got TRL {len(trl_s)} (tokens {len(trl_tps)}), "
-                         f"skpo {len(skpo_s)}")
-    print(f"# {_bench.machine_line()}; TRL {trl.__version__} "
+    trl, skpo = rec["trl"][w:], rec["skpo"][w:]
+    trl_tokens, skpo_tokens = rec["trl_tokens"][w:], rec["skpo_tokens"][w:]
+    if not (len(trl) == len(skpo) == len(trl_tokens) == args.reps):
+        raise SystemExit(f"expected {args.reps} timed steps of each, got TRL {len(trl)} (tokens {len(trl_tokens)}), "
+                         f"skpo {len(skpo)}")
+    wall = {"trl": [p["step"][0] for p in trl], "skpo": [p["step"][0] for p in skpo]}
+    cpu = {"trl": [p["step"][1] for p in trl], "skpo": [p["step"][1] for p in skpo]}
+    trl_tps = [n / s for n, s in zip(trl_tokens, wall["trl"])]
+    skpo_tps = [n / s for n, s in zip(skpo_tokens, wall["skpo"])]
+    print(f"# {_bench.machine_line()}; TRL {trl_version} "
           f"(micro-batch {args.trl_micro_batch or batch} completions{', its defaults: bf16 + gradient checkpointing' if args.trl_defaults else ', float32'}), skpo micro-batch ≤ {ours.cfg.train.micro_batch_tokens} tokens")
     print(f"# {ours.cfg.model.path} (float32), {args.prompts} prompts × G={args.group}, completions "
           f"{'exactly' if args.mode == 'fixed' else 'at most'} {args.length} tokens, one optimizer step per step; "
-          f"median of {len(trl_s)} alternated steps after {w} warm-up")
+          f"median of {len(trl)} alternated steps after {w} warm-up")
+    med = _bench.median
     print(_bench.table(
-        ["trainer", "s/step", "generated+trained tokens/s", "tokens/step"],
-        [["TRL GRPOTrainer", f"{_bench.median(trl_s):.2f}", f"{_bench.median(trl_tps):.0f}", f"{_bench.median(rec['trl_tokens'][w:]):.0f}"],
-         ["skpo GRPO", f"{_bench.median(skpo_s):.2f}", f"{_bench.median(skpo_tps):.0f}", f"{_bench.median(rec['skpo_tokens'][w:]):.0f}"]],
+        ["trainer", "s/step", "CPU s/step", "generated+trained tokens/s", "tokens/step"],
+        [["TRL GRPOTrainer", f"{med(wall['trl']):.2f}", f"{med(cpu['trl']):.2f}", f"{med(trl_tps):.0f}", f"{med(trl_tokens):.0f}"],
+         ["skpo GRPO", f"{med(wall['skpo']):.2f}", f"{med(cpu['skpo']):.2f}", f"{med(skpo_tps):.0f}", f"{med(skpo_tokens):.0f}"]],
     ))
-    print(f"\nspeed-up (TRL s/step ÷ skpo s/step, paired): {_bench.paired_ratio(trl_s, skpo_s):.2f}×; "
+    print(f"\nspeed-up (TRL s/step ÷ skpo s/step, paired): {_bench.paired_ratio(wall['trl'], wall['skpo']):.2f}×; "
+          f"in CPU time: {_bench.paired_ratio(cpu['trl'], cpu['skpo']):.2f}×; "
           f"tokens/s ratio: {_bench.paired_ratio(skpo_tps, trl_tps):.2f}×\n")
     rows = []
     for k in PHASES:
-        a = [p[k] for p in rec["trl_phases"][w:]]
-        b = [p[k] for p in rec["skpo_phases"][w:]]
-        ratio = f"{_bench.paired_ratio(a, b):.2f}×" if min(b) > 1e-3 else "–"
-        rows.append([k, f"{_bench.median(a):.3f}", f"{_bench.median(b):.3f}", ratio])
-    print(_bench.table(["phase (median s)", "TRL", "skpo", "TRL/skpo (paired)"], rows))
-
+        row = [k]
+        for i in (0, 1):  # wall, CPU
+            a, b = [p[k][i] for p in trl], [p[k][i] for p in skpo]
+            ratio = f"{_bench.paired_ratio(a, b):.2f}×" if min(b) > 1e-3 else "–"
+            row += [f"{med(a):.3f}", f"{med(b):.3f}", ratio]
+        rows.append(row)
+    print(_bench.table(["phase (median s)", "TRL", "skpo", "TRL/skpo (paired)", "TRL CPU", "skpo CPU",
+                        "TRL/skpo CPU (paired)"], rows))
 
 if __name__ == "__main__":
     main()

@@ -21,7 +21,6 @@ import re
 import runpy
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -151,18 +150,23 @@ def test_training_benchmarks_on_a_tiny_step(tmp_path):
     # TRL's prompts tokenise back to skpo's, and its reward is skpo's own (GRPO's range: -1 wrong, +1 right)
     texts = vs_trl.prompt_texts(ours)
     assert len(texts) == 20
-    phases = {"scoring": 0.0}
-    reward = vs_trl.trl_reward(ours, phases)
+    clock = vs_trl.PhaseClock()
+    vs_trl.time_skpo(ours, clock)
+    reward = vs_trl.trl_reward(ours)
     gold = int(ours.source.items[1].answer.gold)
     answers = [f"Answer: {gold}\n", f"Answer: {gold + 1}\n"]
     ids = [ours.tokenizer.encode(a, add_special_tokens=False) for a in answers]
+    clock.start()
     assert reward(completions=answers, completion_ids=ids, item=[1, 1], prompts=texts[:2]) == [1.0, -1.0]
-    assert phases["scoring"] > 0.0
-    # one skpo step: the metrics vs_trl and before_after read
-    t0 = time.perf_counter()
+    assert clock.stop()["scoring"][0] > 0
+    # one skpo step, its phases timed through the public methods vs_trl wraps; the metrics
+    # vs_trl and before_after read
+    clock.start()
     m = ours.train_step(ours.step)
-    split = vs_trl.skpo_phases(m, time.perf_counter() - t0)
-    assert set(split) == set(vs_trl.PHASES) and split["generation"] > 0 and split["update"] > 0 and split["other"] >= 0
+    split = clock.stop()
+    assert set(split) == {*vs_trl.PHASES, "step"}
+    for phase in ("generation", "scoring", "update"):
+        assert 0 < split[phase][0] < split["step"][0], phase
     assert m["tokens/decoded"] > 0 and m["tokens/trained"] > 0
     assert {"time/step", "time/rollout", "time/update"} <= m.keys()
     ours.step += 1
