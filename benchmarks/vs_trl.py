@@ -35,6 +35,7 @@ Two modes:
     pip install -c requirements/cpu-lock.txt -e ".[bench]"    # TRL is pinned there (make bench)
     python benchmarks/vs_trl.py --reps 8
     python benchmarks/vs_trl.py --mode natural --reps 8
+    python benchmarks/vs_trl.py --mode natural --reps 8 --threads 1   # docs/performance.md §1 (shared machine)
     python benchmarks/vs_trl.py --trl-micro-batch 16     # TRL with gradient accumulation
     python benchmarks/vs_trl.py --reps 1 --warmup 0 --prompts 2 --group 2 --length 8   # smallest
 """
