@@ -8,6 +8,8 @@ steps, and prints its phase times. Medians over all rounds; ratios of medians.
 
     python benchmarks/before_after.py --ref e285b8a                 # GRPO and SKPO
     python benchmarks/before_after.py --ref HEAD~3 --methods skpo --rounds 4
+    python benchmarks/before_after.py --ref HEAD --methods grpo --rounds 1 --steps 1 \
+        train.prompts_per_step=2 rollout.max_new_tokens=8                          # smallest run
 """
 
 from __future__ import annotations
@@ -29,11 +31,11 @@ import json, sys, tempfile, torch, warnings
 warnings.filterwarnings("ignore")
 from skpo.config import load_config
 from skpo.training.setup import build_trainer
-method, steps, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+method, steps, threads, overrides = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
 if threads:
     torch.set_num_threads(threads)
 cfg = load_config(None, [f"train.method={method}", "model.device=cpu", "eval.every=0", "log.progress=false",
-                         "log.tensorboard=false", f"log.out_dir={tempfile.mkdtemp()}"])
+                         "log.tensorboard=false", f"log.out_dir={tempfile.mkdtemp()}", *overrides])
 trainer = build_trainer(cfg)
 out = []
 for step in range(steps + 1):
@@ -45,9 +47,9 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def run_side(src: Path, method: str, steps: int, threads: int) -> list[dict[str, float]]:
+def run_side(src: Path, method: str, steps: int, threads: int, overrides: list[str]) -> list[dict[str, float]]:
     env = dict(os.environ, PYTHONPATH=str(src))
-    proc = subprocess.run([sys.executable, "-c", CHILD, method, str(steps), str(threads)], env=env,
+    proc = subprocess.run([sys.executable, "-c", CHILD, method, str(steps), str(threads), json.dumps(overrides)], env=env,
                           capture_output=True, text=True, cwd=src.parent)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if proc.returncode or line is None:
@@ -62,6 +64,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=3, help="timed steps per process")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("overrides", nargs="*", help="config overrides (key=value) for both sides")
     args = ap.parse_args()
     rev = subprocess.run(["git", "rev-parse", "--short", args.ref], cwd=REPO, capture_output=True, text=True,
                          check=True).stdout.strip()
@@ -71,14 +74,14 @@ def main() -> None:
     try:
         sides = {f"before ({rev})": tree / "src", f"after ({head}, working tree)": REPO / "src"}
         print(f"# {_bench.machine_line()}")
-        print(f"# embedded recipe (16 prompts × 8, answers ≤ 64), {args.rounds} rounds × {args.steps} steps per side, "
-              f"processes alternated")
+        print(f"# embedded recipe (16 prompts × 8, answers ≤ 64){' with ' + ' '.join(args.overrides) if args.overrides else ''}, "
+              f"{args.rounds} rounds × {args.steps} steps per side, processes alternated")
         for method in args.methods.split(","):
             rec: dict[str, list[dict[str, float]]] = {k: [] for k in sides}
             for r in range(args.rounds):
                 names = list(sides) if r % 2 == 0 else list(sides)[::-1]
                 for name in names:
-                    rec[name] += run_side(sides[name], method, args.steps, args.threads)
+                    rec[name] += run_side(sides[name], method, args.steps, args.threads, args.overrides)
             keys = ["time/step", "time/rollout", "time/old_log_probs", "time/update"]
             med = {n: {k: _bench.median(x.get(k, 0.0) for x in rec[n]) for k in keys} for n in sides}
             (before, after) = list(sides)

@@ -2,9 +2,11 @@
 # Proves that requirements/gpu.txt resolves for a Linux x86-64 GPU machine without downloading
 # the GPU wheels: pip's resolver runs with --platform/--python-version/--only-binary and
 # --dry-run, reading each candidate's metadata from the index (PEP 658), and writes its
-# report. Then every dependency range in pyproject.toml is checked against what it chose.
+# report. Then every dependency range in pyproject.toml is checked against what it chose, and the
+# choice is written as pins (requirements/gpu-lock.txt unless LOCK.txt is given).
 #
-#   [GLIBC=35] scripts/check_gpu_env.sh [PYTHON_VERSION (default 3.12)] [REPORT.json]
+#   [GLIBC=35] scripts/check_gpu_env.sh [PYTHON_VERSION (default 3.12)] [REPORT.json] [LOCK.txt]
+#   (REPORT and LOCK paths are taken from the repository root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYV=${1:-3.12}
@@ -12,6 +14,7 @@ GLIBC=${GLIBC:-35}  # the machine's glibc minor version: 35 = Ubuntu 22.04 (24.0
 PLATFORMS=()
 for ((v = GLIBC; v >= 17; v--)); do PLATFORMS+=(--platform "manylinux_2_${v}_x86_64"); done
 REPORT=${2:-$(mktemp -d)/gpu-env-report.json}
+LOCK=${3:-requirements/gpu-lock.txt}
 PY=${PYTHON:-python3}
 # the index only: no local wheel caches or machine-wide constraint files in the way
 PIP_CONSTRAINT= PIP_FIND_LINKS= "$PY" -m pip install --isolated --dry-run --ignore-installed --quiet \
@@ -19,7 +22,7 @@ PIP_CONSTRAINT= PIP_FIND_LINKS= "$PY" -m pip install --isolated --dry-run --igno
   --python-version "$PYV" --implementation cp --abi "cp${PYV/./}" --only-binary=:all: \
   "${PLATFORMS[@]}" --platform manylinux2014_x86_64 --platform linux_x86_64 --platform any \
   -r requirements/gpu.txt
-"$PY" - "$REPORT" "$PYV" <<'PYEOF'
+"$PY" - "$REPORT" "$PYV" "$LOCK" <<'PYEOF'
 import json, sys, tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -36,7 +39,7 @@ print(f"resolved {len(chosen)} packages for Linux x86-64, CPython {sys.argv[2]}:
 if bad:
     sys.exit("pyproject.toml ranges not met by the GPU set: " + "; ".join(bad))
 print(f"every pyproject.toml range holds; report: {sys.argv[1]}")
-lock = "requirements/gpu-lock.txt"
+lock = sys.argv[3]
 with open(lock, "w") as f:
     f.write(f"# Every package of requirements/gpu.txt as pip resolved it for Linux x86-64, CPython {sys.argv[2]}\n"
             "# (scripts/check_gpu_env.sh writes this file): pip install -r requirements/gpu-lock.txt\n")

@@ -25,6 +25,8 @@ it needs the synthetic task's step checker); ``skpo-noseg`` patches the skip inp
 
     python scripts/skpo_vs_grpo.py --run skpo-noup --seed 1 --out runs/why/skpo-noup-s1
     python scripts/skpo_vs_grpo.py --gradients      # norms of the two SKPO gradients, 3 steps
+    python scripts/skpo_vs_grpo.py --run skpo-oracle --steps 1 --eval-problems 2 \
+        train.prompts_per_step=2 rollout.max_new_tokens=16                          # smallest run
 
 Runtime: ~7–8 min per 120-step run on one thread of this project's 2-core machine.
 """
@@ -113,7 +115,7 @@ def pipeline_accuracy(trainer, cfg, n: int = 200) -> float:
     return float((batch.downstream.rewards > 0).float().mean())
 
 
-def gradients(steps: int = 3) -> None:
+def gradients(steps: int = 3, out: str = "runs/why/gradients", overrides: tuple[str, ...] = ()) -> None:
     """Norms and cosine of SKPO's two gradient terms (each at its 0.5 weight) on fresh batches."""
     from skpo.config import load_config
     from skpo.engines import SamplingParams, mix_seed
@@ -123,8 +125,8 @@ def gradients(steps: int = 3) -> None:
     from skpo.training.setup import build_trainer
     from skpo.training.update import update
 
-    cfg = load_config(None, ["train.method=skpo", "log.out_dir=runs/why/gradients", "log.progress=false",
-                             "log.tensorboard=false", "eval.every=0"])
+    cfg = load_config(None, ["train.method=skpo", f"log.out_dir={out}", "log.progress=false",
+                             "log.tensorboard=false", "eval.every=0", *overrides])
     tr = build_trainer(cfg, overwrite=True)
     base = tr.method
     for step in range(steps):
@@ -156,18 +158,21 @@ def gradients(steps: int = 3) -> None:
     tr.close()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", choices=RUNS, default="skpo")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--steps", type=int, default=120)
     p.add_argument("--pool", type=int, default=2000, help="training prompt pool (default 2000)")
     p.add_argument("--out", default=None)
+    p.add_argument("--eval-problems", type=int, default=200, help="held-out problems of each evaluation")
     p.add_argument("--gradients", action="store_true", help="only measure the two SKPO gradient terms")
-    args = p.parse_args()
+    p.add_argument("--gradient-steps", type=int, default=3, help="batches --gradients measures")
+    p.add_argument("overrides", nargs="*", help="config overrides (key=value) applied after the run's own")
+    args = p.parse_args(argv)
     torch.set_num_threads(1)
     if args.gradients:
-        gradients()
+        gradients(args.gradient_steps, args.out or "runs/why/gradients", tuple(args.overrides))
         return
     from skpo.config import load_config
     from skpo.training.benchmarks import evaluate_heldout
@@ -177,14 +182,14 @@ def main() -> None:
     out = Path(args.out or f"runs/why/{args.run}-s{args.seed}")
     cfg = load_config(None, [f"train.method={method}", f"train.seed={args.seed}", f"train.steps={args.steps}",
                              f"data.arith.pool_size={args.pool}", f"log.out_dir={out}", "log.progress=false",
-                             "log.tensorboard=false", "eval.every=0", *overrides])
+                             "log.tensorboard=false", "eval.every=0", *overrides, *args.overrides])
     started = time.time()
     trainer = build_trainer(cfg, overwrite=True)
     trainer.train()
-    result = evaluate_heldout(trainer.policy, trainer.tokenizer, cfg, k=8, num_problems=200)
+    result = evaluate_heldout(trainer.policy, trainer.tokenizer, cfg, k=8, num_problems=args.eval_problems)
     summary = {"run": args.run, "seed": args.seed, "steps": args.steps, "pool": args.pool,
                "avg@8": result["metrics"]["avg@8"], "pass@8": result["metrics"]["pass@8"],
-               "step_accuracy": result["step_metrics"]["step_accuracy"], "skip_input_avg@8": pipeline_accuracy(trainer, cfg),
+               "step_accuracy": result["step_metrics"]["step_accuracy"], "skip_input_avg@8": pipeline_accuracy(trainer, cfg, args.eval_problems),
                "decoded_tokens": trainer.tokens_seen, "seconds": round(time.time() - started, 1)}
     (out / "why.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary))
