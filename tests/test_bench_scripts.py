@@ -38,6 +38,7 @@ RUN_BY = {
     "benchmarks/cost_model.py": "test_cost_model_counts_tokens_and_flops_as_its_formulas_say",
     "benchmarks/shared_prefix.py": "test_shared_prefix_gives_the_same_samples_shared_or_not",
     "scripts/memory_table.py": "test_memory_table_says_fits_where_every_phase_fits",
+    "benchmarks/user_reward_worker.py": "test_user_reward_worker_scores_alike_in_the_worker_and_in_process",
     "benchmarks/roofline.py": "test_script_runs_with_its_smallest_arguments",
     "benchmarks/skpo_vs_grpo.py": "test_script_runs_with_its_smallest_arguments",
     "benchmarks/before_after.py": "test_script_runs_with_its_smallest_arguments",
@@ -51,7 +52,8 @@ ELSEWHERE = {
     "benchmarks/_bench.py": "a module every benchmark imports, not a script; each benchmark run here runs it",
     "scripts/gpu_check.sh": "its CPU dry run (--allow-cpu) is tests/test_gpu_check_script.py",
     "scripts/gpu_check.py": "started by scripts/gpu_check.sh; its CPU dry run is tests/test_gpu_check_script.py",
-    "scripts/vllm_smoke.py": "needs vLLM, which runs only on a GPU (none in the test suite)",
+    "scripts/vllm_smoke.py": "needs vLLM on a GPU; its one-line skip and its whole flow on the fake vLLM are "
+                             "tests/test_vllm_engine.py (the GPU check runs it where vLLM imports)",
 }
 
 
@@ -131,6 +133,13 @@ def test_memory_table_says_fits_where_every_phase_fits(monkeypatch, capsys):
         phases = [float(c.removesuffix(" GB")) for c in cells[:4]]
         assert all(p > 0 for p in phases)
         assert cells[4] == ("yes" if max(phases) < 0.95 * gpu_gb else "no"), name
+
+
+def test_user_reward_worker_scores_alike_in_the_worker_and_in_process(monkeypatch, capsys):
+    # the script asserts itself that the worker and the in-process call give the same rewards
+    _run_script(BENCH / "user_reward_worker.py", ["--batch", "2", "--chars", "40", "--reps", "1"], monkeypatch)
+    rows = _table(capsys.readouterr().out)
+    assert rows["batch"][:2] == ["worker ms", "in-process ms"] and len(rows["2"]) == 4
 
 
 def test_shared_prefix_gives_the_same_samples_shared_or_not(monkeypatch, capsys):
