@@ -61,7 +61,13 @@ CONFIGS = [
     ("Answer: 12-4-3", [12, 4, 3], 5, True, "correct"),  # left to right: (12-4)-3
     ("Answer: 12/4/3", [12, 4, 3], 1, True, "correct"),  # (12/4)/3
     ("Answer: 8/3*3", [8, 3, 3], 8, True, "correct"),  # (8/3)*3 = 8 exactly, no float drift
-    ("Answer: 44-19=25", [44, 19], 25, False, "'=' in the answer"),
+    ("Answer: 44-19=25", [44, 19], 25, True, "correct"),  # the equation written out: right side = the target
+    ("Answer: 44-19=24", [44, 19], 25, False, "right side is 24, not the target 25"),
+    ("<answer>25=44-19</answer>", [44, 19], 25, False, "'=' in the answer"),
+    ("<answer>1+2=3=3</answer>", [1, 2], 3, False, "'=' in the answer"),
+    ("<answer>\n (44 - 19)\t* 3\n</answer>", [44, 19, 3], 75, True, "correct"),  # tags on lines of their own
+    ("<answer>(44-19)×3</answer>", [44, 19, 3], 75, True, "correct"),
+    ("<answer>12÷4</answer>", [12, 4], 3, True, "correct"),
     ("Answer: 44+19+3", [44, 19, 3, 8], 66, False, "unused: 8"),
     ("Answer: 44+19+3+8+8", [44, 19, 3, 8], 82, False, "not given or used too often: 8"),
     ("Answer: 44+19+3+7", [44, 19, 3, 8], 73, False, "not given or used too often: 7; unused: 8"),

@@ -21,12 +21,16 @@ The expression language is parsed by a small recursive-descent parser of its own
 - number literals: runs of decimal digits (at most :data:`MAX_DIGITS`); no decimal point, no
   exponent, no sign;
 - binary ``+ - * /`` with the usual precedence (``*`` and ``/`` bind tighter, left to right),
-  parentheses, spaces;
+  parentheses and any whitespace (an answer tag on lines of its own); ``×`` and ``÷`` read as
+  ``*`` and ``/``;
 - **no unary operators**: ``-3+5`` and ``+3`` are refused (a reading picked here: the given
   numbers are positive and ``a-b`` reaches every value a negation could, so a leading sign only
   hides a number's use);
-- refused with a reason: ``**`` (power), ``=`` (the answer is an expression, not an
-  equation), letters (names), any other character, division by zero.
+- the final equation may be written out: ``(44-19)*3 = 75`` is read as ``(44-19)*3`` when the
+  right side is exactly the target (a reading picked here; TinyZero's character filter refuses
+  any ``=``); the right side is not a use of a number. Any other ``=`` is refused;
+- refused with a reason: ``**`` (power), letters (names), any other character, division by
+  zero.
 
 Bounds, checked in this order so that no input costs more than a few thousand steps:
 
@@ -81,6 +85,7 @@ MAX_DIGITS = 9
 """Most digits in one number literal."""
 
 _OPERATORS = "+-*/"
+_OPERATOR_SIGNS = {"×": "*", "÷": "/"}  # as written by people and chat models
 _ANSWER_LINE = re.compile(r"^[ \t]*Answer:(.*)$", re.MULTILINE)
 
 
@@ -125,7 +130,7 @@ def _tokenize(text: str) -> list[str]:
     i, n = 0, len(text)
     while i < n:
         c = text[i]
-        if c in " \t":
+        if c.isspace():
             i += 1
             continue
         if c.isdigit() and c.isascii():
@@ -140,8 +145,8 @@ def _tokenize(text: str) -> list[str]:
             i = j
         elif c == "*" and text.startswith("**", i):
             raise CountdownParseError("'**' (power) is not allowed")
-        elif c in _OPERATORS:
-            tokens.append(c)
+        elif c in _OPERATORS or c in _OPERATOR_SIGNS:
+            tokens.append(_OPERATOR_SIGNS.get(c, c))
             i += 1
         elif c == "(":
             depth += 1
@@ -262,6 +267,20 @@ def evaluate_expression(text: str) -> Fraction:
 # ----------------------------------------------------------------------------- the check
 
 
+def _left_of_target(expression: str, target: int | Fraction) -> str:
+    """``expression`` without a trailing ``= <target>`` (the equation written out); any other
+    ``=`` is refused."""
+    if "=" not in expression:
+        return expression
+    left, _, right = expression.rpartition("=")
+    right = right.strip()
+    if "=" in left or not (right.isdigit() and right.isascii()) or len(right) > MAX_DIGITS:
+        raise CountdownParseError("'=' in the answer: write the expression, or the expression = the target")
+    if Fraction(int(right)) != Fraction(target):
+        raise CountdownParseError(f"the equation's right side is {right}, not the target {target}")
+    return left
+
+
 def check_countdown(completion: str, numbers: Sequence[int], target: int | Fraction) -> Verdict:
     """The verdict of ``completion`` on the problem (``numbers``, ``target``): reward 1 iff its
     final equation uses each number exactly once and equals the target (module doc)."""
@@ -270,7 +289,7 @@ def check_countdown(completion: str, numbers: Sequence[int], target: int | Fract
         return Verdict.wrong(how)
     shown = expression.strip()[:80]
     try:
-        tree = parse_expression(expression)
+        tree = parse_expression(_left_of_target(expression, target))
     except CountdownParseError as err:
         return Verdict.wrong(f"unparseable answer: {err}", shown)
     used, given = Counter(_numbers(tree)), Counter(int(n) for n in numbers)
