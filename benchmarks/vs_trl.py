@@ -60,7 +60,7 @@ def skpo_side(args, out_dir):
     import skpo
 
     return skpo.build(out_dir=out_dir, method="grpo", overrides=[
-        f"rollout.group_size={args.group}", f"train.prompts_per_step={args.prompts}",
+        f"method.group_size={args.group}", f"train.prompts_per_step={args.prompts}",
         f"rollout.max_new_tokens={args.length}", f"rollout.ignore_eos={args.mode == 'fixed'}",
         "train.mini_batches=1", "train.ppo_epochs=1", f"train.lr={args.lr}", "model.device=cpu", "model.dtype=float32",
         "eval.every=0", "log.progress=false", "log.tensorboard=false", *args.skpo_overrides,

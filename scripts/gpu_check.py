@@ -358,7 +358,7 @@ def fsdp_run(work: Path, timeout_s: float) -> dict:
     data = work / "data.jsonl"
     common = [f"--config={ROOT / 'configs/paper/qwen2.5-math-7b-skpo.yaml'}", f"model.path={standin}",
               f"data.path={data}", f"reward.function={ROOT / 'tests/data/rewards_for_tests.py'}:parity",
-              "train.fsdp.enabled=true", "train.prompts_per_step=4", "rollout.group_size=4", "rollout.max_new_tokens=256",
+              "train.fsdp.enabled=true", "train.prompts_per_step=4", "method.group_size=4", "rollout.max_new_tokens=256",
               "eval.every=0", "log.save_every=2", "log.progress=false", f"log.out_dir={work / 'fsdp'}"]
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "skpo.cli", "train"]
     out = {}

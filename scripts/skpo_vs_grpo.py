@@ -96,7 +96,7 @@ def pipeline_accuracy(trainer, cfg, n: int = 200) -> float:
     from skpo.algorithms import LengthTracker
     from skpo.rewards.arith import check_answer
     from skpo.engines import SamplingParams
-    from skpo.rollout.skpo_rollout import SkpoPrompt, SkpoRolloutConfig, skpo_rollout
+    from skpo.rollout.skpo_rollout import SkpoPrompt, SkpoRolloutParams, skpo_rollout
     from skpo.tasks.arith import heldout_problems
     from skpo.tasks.templates import plain_input_ids
     from skpo.config import arith_config
@@ -108,9 +108,9 @@ def pipeline_accuracy(trainer, cfg, n: int = 200) -> float:
     def reward(i, ids):
         return 1.0 if check_answer(tok.decode(ids, skip_special_tokens=True), problems[i]) else -1.0
 
-    batch = skpo_rollout(trainer.engine, prompts, LengthTracker(initial=cfg.rollout.skpo.initial_length),
+    batch = skpo_rollout(trainer.engine, prompts, LengthTracker(initial=cfg.rollout.initial_length),
                          SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, stop_token_ids=list(trainer.stop_ids), seed=5),
-                         reward, torch.Generator().manual_seed(5), SkpoRolloutConfig(group_size=8), step=0,
+                         reward, torch.Generator().manual_seed(5), SkpoRolloutParams(), group_size=8, step=0,
                          pad_token_id=trainer.pad_id)
     return float((batch.downstream.rewards > 0).float().mean())
 

@@ -26,7 +26,7 @@ def _own_rewards_removed_afterwards():
         del REWARDS[name]
 
 
-SMALL = ["train.steps=1", "train.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=8",
+SMALL = ["train.steps=1", "train.prompts_per_step=2", "method.group_size=2", "rollout.max_new_tokens=8",
          "eval.every=0", "log.progress=false", "log.tensorboard=false"]
 
 

@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 # a run of the embedded default small enough for seconds: 2 prompts × 2 answers of ≤ 16 tokens
-TINY = ["train.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=16", "data.arith.pool_size=20",
+TINY = ["train.prompts_per_step=2", "method.group_size=2", "rollout.max_new_tokens=16", "data.arith.pool_size=20",
         "log.tensorboard=false", "log.progress=false", "eval.every=0"]
 
 # script -> the test of this module that runs it

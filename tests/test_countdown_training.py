@@ -13,6 +13,7 @@ from skpo.commands.train import main as train_main
 from skpo.config import ConfigError, load_config
 from skpo.evaluation.benchmarks import get_spec
 from skpo.evaluation.runner import evaluate
+from skpo.methods import sizes_that_apply
 from skpo.models.loading import load_policy, load_tokenizer, shipped_model_dir
 from skpo.models.tokenizer import build_tokenizer
 from skpo.rewards.countdown import check_countdown
@@ -117,8 +118,8 @@ def countdown_dir():
 def small_config(model, out, method, *extra):
     return load_config(None, [
         "data.task=countdown", f"model.path={model}", f"train.method={method}", "train.steps=1",
-        "train.prompts_per_step=3", "rollout.group_size=3", "rollout.max_new_tokens=48", "rollout.mc_k=2",
-        "rollout.mc_max_steps=2", "train.lr=1e-3", f"log.out_dir={out}", "log.progress=false",
+        "train.prompts_per_step=3", *sizes_that_apply(method, 3, k=2, max_steps=2), "rollout.max_new_tokens=48",
+        "train.lr=1e-3", f"log.out_dir={out}", "log.progress=false",
         "log.tensorboard=false", "log.samples_every=1", "data.countdown.pool_size=30", "eval.every=0", *extra,
     ])
 
@@ -162,7 +163,7 @@ def test_countdown_grpo_learns_from_the_warm_start(countdown_dir, tmp_path):
     machine: 0.199 → 0.512)."""
     torch.set_num_threads(1)
     cfg = small_config(countdown_dir, tmp_path / "learn", "grpo", "train.steps=20", "train.prompts_per_step=16",
-                       "rollout.group_size=8", "train.lr=3e-4", "train.seed=1", "log.samples_every=0",
+                       "method.group_size=8", "train.lr=3e-4", "train.seed=1", "log.samples_every=0",
                        "data.countdown.pool_size=32")
     trainer = build_trainer(cfg)
     spec = get_spec("countdown")

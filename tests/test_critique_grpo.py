@@ -116,7 +116,7 @@ def test_policy_shaping_loss_hand_values_and_gradient():
     ({"rollout_params": {"critique": "model"}}, r"rollout_params: critique 'model' needs critic_model"),
     ({"rollout_params": {"critic_model": "policy"}}, r"rollout_params: critic_model is only read with critique 'model'"),
     ({"rollout_params": {"num_refinements": 8}}, r"rollout_params: num_refinements=8 must be <= group_size=7"),
-    ({"rollout_params": {"critique": "gpt4"}}, r"rollout_params: critique must be one of"),
+    ({"rollout_params": {"critique": "gpt4"}}, r"rollout_params: critique_refine: critique must be one of"),
     ({"terms": {"refinement": {"agg": "token-mean"}}},
      r"terms\.refinement\.agg: roles \['response', 'refinement'\] form one group"),
     ({"terms": {"refinement": {"loss_params": {"gamma": -1}}}}, r"method\.terms\.refinement\.loss_params: gamma must be > 0"),
@@ -129,7 +129,7 @@ def test_bad_parameters_name_the_key(overrides, match):
 def _config(out: Path, *extra: str):
     return load_config(None, [
         "model.path=tiny-arith", "train.method=critique_grpo", "train.steps=1", "train.prompts_per_step=2",
-        "rollout.group_size=3", "rollout.max_new_tokens=24", "train.lr=1e-3", f"log.out_dir={out}",
+        "method.group_size=3", "rollout.max_new_tokens=24", "train.lr=1e-3", f"log.out_dir={out}",
         "log.progress=false", "log.tensorboard=false", "data.arith.pool_size=20", *extra,
     ])
 
@@ -287,7 +287,7 @@ def test_math_data_layout_with_a_chat_standin(standin, tmp_path, monkeypatch):
         f"model.path={standin('qwen2.5-math-7b')}", "data.task=jsonl", f"data.path={data}", "data.reward=math",
         "train.method=critique_grpo",
         f"reward.function={ROOT / 'tests' / 'data' / 'rewards_for_tests.py'}:parity", "train.steps=1",
-        "train.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=8", "eval.every=0",
+        "train.prompts_per_step=2", "method.group_size=2", "rollout.max_new_tokens=8", "eval.every=0",
         f"log.out_dir={tmp_path / 'run'}", "log.progress=false", "log.tensorboard=false",
     ])
     trainer = build_trainer(cfg)

@@ -70,8 +70,8 @@ _SLOW_DP = pytest.mark.slow(reason="the same launch, shards and replay as the qu
 
 @pytest.mark.parametrize("method, extra", [
     ("grpo", ["train.mini_batches=2"]),
-    pytest.param("skpo", ["rollout.group_size=3"], marks=_SLOW_DP),
-    pytest.param("dapo", ["rollout.group_size=3"], marks=_SLOW_DP),
+    pytest.param("skpo", ["method.group_size=3"], marks=_SLOW_DP),
+    pytest.param("dapo", ["method.group_size=3"], marks=_SLOW_DP),
 ])
 def test_two_ranks_equal_one_process_on_the_same_global_batch(tmp_path, method, extra):
     record = tmp_path / "record"
@@ -156,7 +156,7 @@ def test_uneven_lengths_never_hang_and_resume_at_another_world_size(tmp_path):
                                                "test_fsdp_mixed_precision_matches_one_autocast_process_to_bf16_rounding")),
     # SKPO launched as `accelerate launch --config_file configs/accelerate/fsdp2_offload_2gpu.yaml`
     # would be: sharding, CPU offload and activation checkpointing from the variables it exports
-    pytest.param("skpo", ["rollout.group_size=3", "accelerate:fsdp2_offload_2gpu.yaml"],
+    pytest.param("skpo", ["method.group_size=3", "accelerate:fsdp2_offload_2gpu.yaml"],
                  marks=pytest.mark.slow(reason="the same sharded launch (offload, activation checkpointing, the "
                                                "accelerate config) runs in bf16 in the quick "
                                                "test_fsdp_mixed_precision_matches_one_autocast_process_to_bf16_rounding")),
@@ -203,7 +203,7 @@ def test_fsdp_mixed_precision_matches_one_autocast_process_to_bf16_rounding(tmp_
     # SKPO sharded as `accelerate launch --config_file configs/accelerate/fsdp2_offload_2gpu.yaml` would
     # shard it: CPU offload and activation checkpointing from the variables it exports
     env, _ = launch_env(next(p for p in CONFIGS if p.name == "fsdp2_offload_2gpu.yaml"))
-    method = [*COMMON, "train.method=skpo", "rollout.group_size=3"]
+    method = [*COMMON, "train.method=skpo", "method.group_size=3"]
     outs = _launch("record", record, [*method, "model.dtype=bfloat16", f"log.out_dir={tmp_path / 'two'}"], world=2,
                    extra_env=env)
     assert all("done step 2" in o for o in outs)

@@ -202,7 +202,7 @@ def test_training_with_the_vllm_engine(fake_vllm, tmp_path):
     from skpo.training.setup import build_trainer
 
     cfg = load_config(None, ["rollout.engine=vllm", "train.method=grpo", "train.steps=2", "train.prompts_per_step=3",
-                             "rollout.group_size=3", "rollout.max_new_tokens=16", "train.lr=1e-3", "eval.every=0",
+                             "method.group_size=3", "rollout.max_new_tokens=16", "train.lr=1e-3", "eval.every=0",
                              "log.progress=false", "log.tensorboard=false", "data.arith.pool_size=20",
                              f"log.out_dir={tmp_path}"])
     trainer = build_trainer(cfg)

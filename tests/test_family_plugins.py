@@ -469,7 +469,7 @@ def test_estimator_state_is_checkpointed_and_resumed(tmp_path, method, monkeypat
     def cfg(out, steps):
         return load_config(None, [
             f"model.path={tiny_arith_dir()}", f"train.method={method}", f"train.steps={steps}", "train.prompts_per_step=4",
-            "rollout.group_size=3", "rollout.max_new_tokens=24", "rollout.temperature=1.5", "train.lr=1e-3",
+            "method.group_size=3", "rollout.max_new_tokens=24", "rollout.temperature=1.5", "train.lr=1e-3",
             f"log.out_dir={out}", "log.progress=false", "log.tensorboard=false", "data.arith.pool_size=30",
             "eval.every=0", *(["method.terms.response.advantage_params.bundle_size=2"] if method == "riskpo" else []),
         ])

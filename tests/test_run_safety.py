@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from skpo.config import load_config
 from skpo.training import checkpoint as ckpt
@@ -35,7 +36,7 @@ def tiny_dir():
 def overrides(tiny_dir, out, *extra) -> list[str]:
     """The smallest real run: GRPO, 2 prompts × 2 answers of 16 tokens, one step."""
     return [f"model.path={tiny_dir}", "train.method=grpo", "train.steps=1", "train.prompts_per_step=2",
-            "rollout.group_size=2", "rollout.max_new_tokens=16", "train.lr=1e-3", f"log.out_dir={out}",
+            "method.group_size=2", "rollout.max_new_tokens=16", "train.lr=1e-3", f"log.out_dir={out}",
             "log.progress=false", "log.tensorboard=false", "data.arith.pool_size=20", "eval.every=0", *extra]
 
 
@@ -561,7 +562,7 @@ def test_resume_compares_the_resolved_method_not_the_overrides(tiny_dir, tmp_pat
     from skpo.training.run_dir import ResumeConfigError
 
     out = tmp_path / "run"
-    base = ["train.method=skpo", "rollout.group_size=2", "train.prompts_per_step=2", "rollout.max_new_tokens=16",
+    base = ["train.method=skpo", "method.group_size=2", "train.prompts_per_step=2", "rollout.max_new_tokens=16",
             "train.lr=1e-3", "log.progress=false", "log.tensorboard=false", "data.arith.pool_size=20", "eval.every=0",
             f"log.out_dir={out}", f"model.path={tiny_dir}"]
     build_trainer(load_config(None, [*base, "train.steps=1"])).train()
@@ -574,6 +575,62 @@ def test_resume_compares_the_resolved_method_not_the_overrides(tiny_dir, tmp_pat
     with pytest.raises(ResumeConfigError, match=r"method\.terms\.upstream\.weight: 0\.5 → 0\.3"):
         build_trainer(load_config(None, changed), resume=True)
     assert train_main(["--check", "--resume", *changed]) == 2
+
+
+OLD_RUNS = yaml.safe_load((Path(__file__).parent / "data" / "runs_before_method_home.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(OLD_RUNS))
+def test_records_saved_with_the_earlier_method_keys_pass_the_resume_checks(name, tmp_path):
+    """A run saved when the run config still held method keys (``rollout.group_size``,
+    ``rollout.skpo.*``, ``rollout.mc_k``, ``train.kl_coef``, …; tests/data/runs_before_method_home.yaml,
+    from runs of that release) passes the resume checks against its command line, given again as
+    it was or in the new spelling, and nothing in them is a refused change."""
+    from skpo.methods import method_to_document
+    from skpo.training.run_dir import check_resolved_method, check_resume_config
+
+    old = OLD_RUNS[name]
+    saved = {**old["config"], "log": {**old["config"]["log"], "out_dir": str(tmp_path)}}
+    from skpo.config import OLD_SPELLINGS
+
+    # the same settings in the new spelling (dapo's rollout.skpo.skip applied to nothing: left out)
+    new_spelling = [f"{OLD_SPELLINGS.get(k, k)}={v}" for k, _, v in (o.partition("=") for o in old["overrides"])
+                    if not (name == "dapo" and k == "rollout.skpo.skip")]
+    for given in (old["overrides"], new_spelling):
+        cfg = load_config(None, [*given, f"log.out_dir={tmp_path}", "train.steps=2"])
+        assert check_resume_config(saved, cfg.model_dump(mode="json"), tmp_path) == {"train.steps": [1, 2]}
+        check_resolved_method(old["method_resolved"], json.loads(json.dumps(method_to_document(cfg.resolved().method))),
+                              tmp_path)
+
+
+def test_a_run_saved_with_the_earlier_method_keys_resumes(tiny_dir, tmp_path):
+    """End to end: a checkpoint whose saved config and run record are those of a run of the
+    earlier layout (its state.json config and run.json's resolved method replaced by the
+    recorded ones) resumes, in --check and at start, with the run's own command line."""
+    from skpo.commands.train import main as train_main
+    from skpo.models.manifest import sha256_file
+
+    old, out = OLD_RUNS["skpo"], tmp_path / "run"
+    given = [*old["overrides"], f"model.path={tiny_dir}", f"log.out_dir={out}"]
+    build_trainer(load_config(None, given)).train()
+    state_path = out / "checkpoints" / "step_000001" / "state.json"
+    state = json.loads(state_path.read_text())
+    state["config"] = {**old["config"], "model": {**old["config"]["model"], "path": tiny_dir},
+                       "log": {**old["config"]["log"], "out_dir": str(out)}}
+    state_path.write_text(json.dumps(state))
+    manifest_path = state_path.parent / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["state.json"] = {"size": state_path.stat().st_size, "sha256": sha256_file(state_path)}
+    manifest_path.write_text(json.dumps(manifest, indent=1))
+    run = json.loads((out / "run.json").read_text())
+    assert run["method_resolved"] == old["method_resolved"]  # what this release resolves, too
+    (out / "run.json").write_text(json.dumps({**run, "method_resolved": old["method_resolved"]}))
+    again = [*given, "train.steps=2"]
+    assert train_main(["--check", "--resume", *again]) == 0
+    resumed = build_trainer(load_config(None, again), resume=True)
+    assert resumed.state.step == 1
+    resumed.train()
+    assert resumed.state.step == 2
 
 
 @pytest.mark.slow(reason="every quick test that saves goes through the save's lock; this races two processes on it")

@@ -368,7 +368,7 @@ def _config(out, method, *extra):
 def test_knapsack_group_sizes_reach_the_engine_and_every_token_counts(tmp_path):
     from skpo.training.setup import build_trainer
 
-    cfg = _config(tmp_path / "run", "knapsack", "rollout.group_size=4")
+    cfg = _config(tmp_path / "run", "knapsack", "method.group_size=4")
     trainer = build_trainer(cfg)
     for i, item in enumerate(trainer.source.items):  # trusted histories: p = 0, 1/4, 1/2, 3/4, 1, …
         trainer.prompt_sampler.observe([item.key] * 8, [1.0] * (2 * (i % 5)) + [0.0] * (8 - 2 * (i % 5)), step=0)
@@ -384,7 +384,7 @@ def test_knapsack_group_sizes_reach_the_engine_and_every_token_counts(tmp_path):
     state = trainer.prompt_sampler.state_dict()
     trainer.close()
     assert sum(state["history"]["counts"]) == 12 * 8 + 16  # the step's 16 rewards joined the history
-    resumed = build_trainer(_config(tmp_path / "run", "knapsack", "rollout.group_size=4", "train.steps=2"), resume=True)
+    resumed = build_trainer(_config(tmp_path / "run", "knapsack", "method.group_size=4", "train.steps=2"), resume=True)
     assert resumed.prompt_sampler.state_dict() == state
     resumed.close()
 
@@ -392,7 +392,7 @@ def test_knapsack_group_sizes_reach_the_engine_and_every_token_counts(tmp_path):
 def test_vas_scoring_rollouts_are_counted_and_their_weights_resume(tmp_path):
     from skpo.training.setup import build_trainer
 
-    extra = ("rollout.group_size=2", "method.prompt_sampling_params.scoring_rollouts=2", "method.kl_coef=0")
+    extra = ("method.group_size=2", "method.prompt_sampling_params.scoring_rollouts=2", "method.kl_coef=0")
     trainer = build_trainer(_config(tmp_path / "run", "vas", *extra))
     engine = trainer.engine = CountingEngine(trainer.engine)
     metrics = trainer.train_step(0)
@@ -422,7 +422,7 @@ def test_scaffold_hinted_rows_train_and_count(tmp_path, monkeypatch):
         return [1.0 if ok else -1.0] * len(items), [ok] * len(items)
 
     monkeypatch.setattr(Trainer, "score", score)
-    trainer = build_trainer(_config(tmp_path / "run", "scaf_grpo", "rollout.group_size=3",
+    trainer = build_trainer(_config(tmp_path / "run", "scaf_grpo", "method.group_size=3",
                                     "method.rollout_params.warmup_steps=0", "method.rollout_params.levels_per_tier=2"))
     engine = trainer.engine = CountingEngine(trainer.engine)
     before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}

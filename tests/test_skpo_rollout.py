@@ -15,7 +15,7 @@ from skpo.engines import HFEngine, SamplingParams
 from skpo.rollout.skpo_rollout import (
     SkpoPrompt,
     SkpoRolloutBatch,
-    SkpoRolloutConfig,
+    SkpoRolloutParams,
     cut_segment,
     segment_nll,
     select_segment,
@@ -102,7 +102,7 @@ def make_engine(model) -> Recorder:
 
 def run(
     model,
-    config: SkpoRolloutConfig = SkpoRolloutConfig(group_size=G),
+    config: SkpoRolloutParams = SkpoRolloutParams(),
     *,
     prompts=PROMPTS,
     step: int = 0,
@@ -114,7 +114,7 @@ def run(
     tracker = tracker if tracker is not None else LengthTracker(initial=24.0)
     params = SamplingParams(temperature=1.0, max_new_tokens=BUDGET, seed=seed)
     batch = skpo_rollout(
-        engine, prompts, tracker, params, reward, torch.Generator().manual_seed(gen_seed), config, step=step
+        engine, prompts, tracker, params, reward, torch.Generator().manual_seed(gen_seed), config, group_size=G, step=step
     )
     return batch, engine, tracker
 
@@ -246,7 +246,7 @@ def test_duplicate_prompt_keys_form_separate_groups(model):
 
 
 def test_counters_equal_sums_of_lengths(model):
-    batch, engine, _ = run(model, SkpoRolloutConfig(group_size=G, upstream_reward="own"))
+    batch, engine, _ = run(model, SkpoRolloutParams(upstream_reward="own"))
     up, down, c = batch.upstream, batch.downstream, batch.counters
     seg_call, down_call, own_call = engine.calls
     assert c.upstream_decoded_tokens == int(up.candidate_sampled_lengths.sum())
@@ -273,7 +273,7 @@ def test_length_tracker_update(model):
 
 
 def test_phases_use_different_seeds(model):
-    _, engine, _ = run(model, SkpoRolloutConfig(group_size=G, upstream_reward="own"))
+    _, engine, _ = run(model, SkpoRolloutParams(upstream_reward="own"))
     seeds = [set(c["params"].seed) for c in engine.calls]
     assert len(seeds) == 3 and all(len(s) == len(PROMPTS) for s in seeds)
     assert not (seeds[0] & seeds[1]) and not (seeds[0] & seeds[2]) and not (seeds[1] & seeds[2])
@@ -313,7 +313,7 @@ def test_early_stopped_segments_are_cut_to_half(eos_model):
 
 def test_empty_segments_do_not_break_anything():
     model = tiny_qwen(eos_bias=40.0)  # every sample is EOS at once: ℓ = 1 -> empty segment
-    batch, engine, _ = run(model, SkpoRolloutConfig(group_size=G, upstream_reward="own"))
+    batch, engine, _ = run(model, SkpoRolloutParams(upstream_reward="own"))
     up, down = batch.upstream, batch.downstream
     assert all(len(c.token_ids) == 1 for row in engine.calls[0]["out"] for c in row)
     assert torch.isnan(up.candidate_nll).all()
@@ -371,7 +371,7 @@ def test_select_segment_extreme_and_first():
 def test_fixed_split_alternates_sixth_and_half(model):
     tracker = LengthTracker(initial=24.0)
     tracker.update(["b"], [60.0], kls=[0.0])  # L_b = 60 -> 10 / 30 (capped at the budget 16)
-    cfg = SkpoRolloutConfig(group_size=G, split="fixed")
+    cfg = SkpoRolloutParams(split="fixed")
     got = [run(model, cfg, step=s, tracker=tracker)[0].upstream.split_points.tolist() for s in range(3)]
     assert got == [[4, 10, 4, 4], [12, 16, 12, 12], [4, 10, 4, 4]]
     assert split_points(tracker, ["a", "b"], "fixed", 1) == [12, 30]
@@ -381,21 +381,21 @@ def test_fixed_split_alternates_sixth_and_half(model):
 
 
 def test_extreme_selection_alternates_min_and_max(model):
-    cfg = SkpoRolloutConfig(group_size=G, selection="extreme")
+    cfg = SkpoRolloutParams(selection="extreme")
     for step, pick in [(0, torch.argmin), (1, torch.argmax), (2, torch.argmin)]:
         batch = run(model, cfg, step=step, seed=100 + step)[0]
         up = batch.upstream
         assert up.selected.tolist() == pick(up.candidate_nll, dim=1).tolist()  # no NLL ties here
         assert {key[1] for key in batch.downstream.segment_index} == {step}
     # Median selection picks differently on the very same candidates.
-    med = run(model, SkpoRolloutConfig(group_size=G), seed=100)[0].upstream
+    med = run(model, SkpoRolloutParams(), seed=100)[0].upstream
     ext = run(model, cfg, seed=100)[0].upstream
     assert torch.equal(med.candidate_nll, ext.candidate_nll)
     assert not torch.equal(med.selected, ext.selected)
 
 
 def test_own_upstream_reward_uses_one_extra_completion(model):
-    cfg = SkpoRolloutConfig(group_size=G, upstream_reward="own")
+    cfg = SkpoRolloutParams(upstream_reward="own")
     batch, engine, _ = run(model, cfg, seed=21)
     up, down = batch.upstream, batch.downstream
     assert [c["n"] for c in engine.calls] == [G, G, 1]
@@ -409,14 +409,14 @@ def test_own_upstream_reward_uses_one_extra_completion(model):
     assert torch.equal(up.rewards, expected) and torch.equal(up.own_rewards, expected)
     # The MC value is still computed, and the downstream phase is unchanged by the switch.
     torch.testing.assert_close(up.mc_rewards, down.rewards.reshape(-1, G).mean(1), rtol=0, atol=0)
-    base = run(model, SkpoRolloutConfig(group_size=G), seed=21)[0]
+    base = run(model, SkpoRolloutParams(), seed=21)[0]
     assert torch.equal(base.downstream.response_ids, down.response_ids)
     assert not torch.equal(base.upstream.rewards, up.rewards)
 
 
 def test_one_segment_variant_decodes_one_segment_per_prompt(model):
-    cfg = SkpoRolloutConfig(group_size=G, selection="first")
-    assert cfg.segments == 1
+    cfg = SkpoRolloutParams(selection="first")
+    assert cfg.segments(G) == 1
     batch, engine, _ = run(model, cfg)
     up = batch.upstream
     assert [c["n"] for c in engine.calls] == [1, G]
@@ -424,12 +424,12 @@ def test_one_segment_variant_decodes_one_segment_per_prompt(model):
     assert batch.counters.upstream_decoded_tokens == int(up.candidate_sampled_lengths.sum())
     assert batch.counters.upstream_decoded_tokens <= int(up.split_points.sum())
     # "first" with explicit num_segments > 1 keeps candidate 0 of several.
-    many = run(model, SkpoRolloutConfig(group_size=G, selection="first", num_segments=3))[0].upstream
+    many = run(model, SkpoRolloutParams(selection="first", num_segments=3))[0].upstream
     assert many.candidate_nll.shape == (len(PROMPTS), 3) and many.selected.tolist() == [0] * len(PROMPTS)
 
 
 def test_continual_ablation(model):
-    cfg = SkpoRolloutConfig(group_size=G, skip=False)
+    cfg = SkpoRolloutParams(skip=False)
     batch, engine, _ = run(model, cfg, seed=9)
     up, down = batch.upstream, batch.downstream
     segs = rows(up.response_ids, up.response_mask)
@@ -449,24 +449,24 @@ def test_continual_ablation(model):
 
 
 def test_separator_is_inserted_between_segment_and_prompt(model):
-    batch, _, _ = run(model, SkpoRolloutConfig(group_size=G, separator_ids=(7, 8)))
+    batch, _, _ = run(model, SkpoRolloutParams(separator_ids=(7, 8)))
     segs = rows(batch.upstream.response_ids, batch.upstream.response_mask)
     for r in range(len(PROMPTS) * G):
         assert batch.downstream.prompt_ids[r] == segs[r // G] + [7, 8] + list(PROMPTS[r // G].prompt_ids)
     with pytest.raises(ValueError, match="separator_ids"):
-        SkpoRolloutConfig(skip=False, separator_ids=(7,))
+        SkpoRolloutParams(skip=False, separator_ids=(7,))
 
 
 def test_config_validation():
     with pytest.raises(ValueError, match="upstream_reward"):
-        SkpoRolloutConfig(upstream_reward="mean")  # type: ignore[arg-type]
+        SkpoRolloutParams(upstream_reward="mean")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="selection"):
-        SkpoRolloutConfig(selection="random")  # type: ignore[arg-type]
+        SkpoRolloutParams(selection="random")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="split"):
-        SkpoRolloutConfig(split="random")  # type: ignore[arg-type]
+        SkpoRolloutParams(split="random")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="num_segments"):
-        SkpoRolloutConfig(num_segments=0)
-    assert SkpoRolloutConfig().segments == 8 and SkpoRolloutConfig(num_segments=3).segments == 3
+        SkpoRolloutParams(num_segments=0)
+    assert SkpoRolloutParams().segments(8) == 8 and SkpoRolloutParams(num_segments=3).segments(8) == 3
 
 
 # ---------------------------------------------------------------------- determinism

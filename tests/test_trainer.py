@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from skpo.methods import METHODS
+from skpo.methods import METHODS, sizes_that_apply
 from skpo.config import ConfigError, load_config
 from skpo.training import checkpoint as ckpt
 from skpo.training.setup import build_trainer
@@ -36,8 +36,7 @@ def per_answer(reward):
 def small_config(tiny_dir, out, method="skpo", *extra):
     return load_config(None, [
         f"model.path={tiny_dir}", f"train.method={method}", "train.steps=2", "train.prompts_per_step=3",
-        "rollout.group_size=3", "rollout.max_new_tokens=48", "rollout.mc_k=2", "rollout.mc_max_steps=3",
-        "train.lr=1e-3", f"log.out_dir={out}", "log.progress=false", "log.tensorboard=false",
+        *sizes_that_apply(method, 3, k=2, max_steps=3), "rollout.max_new_tokens=48", "train.lr=1e-3", f"log.out_dir={out}", "log.progress=false", "log.tensorboard=false",
         "data.arith.pool_size=50", *extra,
     ])
 
@@ -159,7 +158,7 @@ def test_resume_without_checkpoint_names_the_directory(tiny_dir, tmp_path):
         ("train.lr=fast", "train.lr"),
         ("train.method=grpp", "grpp"),
         ("rollout.top_p=1.5", "rollout.top_p"),
-        ("rollout.skpo.selection=best", "rollout.skpo.selection"),
+        ("method.rollout_params.selection=best", "selection must be one of 'median', 'extreme', 'first'"),
         ("data.task=jsonl", "data.path"),
         ("train", "key.sub=value"),
     ],
@@ -207,7 +206,7 @@ def test_shipped_recipes_validate(tmp_path):
     for path in paper:
         cfg = load_config(path)
         assert cfg.train.lr == 1e-6 and cfg.rollout.max_new_tokens == 3072 and cfg.train.steps == 500
-        assert cfg.train.mini_batches == 4 and cfg.rollout.group_size == 8
+        assert cfg.train.mini_batches == 4 and cfg.resolved().method.group_size == (1 if cfg.train.method == "spo" else 8)
         # the model is not on this machine: the command fails clearly, naming the key and path
         assert train_main(["--config", str(path), "--check"]) == 2
 
@@ -221,7 +220,7 @@ def test_sigkill_during_save_leaves_previous_checkpoint(tiny_dir, tmp_path):
     import textwrap
 
     overrides = [f"model.path={tiny_dir}", "train.method=grpo", "train.steps=2", "train.prompts_per_step=2",
-                 "rollout.group_size=2", "rollout.max_new_tokens=16", f"log.out_dir={tmp_path}",
+                 "method.group_size=2", "rollout.max_new_tokens=16", f"log.out_dir={tmp_path}",
                  "log.progress=false", "log.tensorboard=false", "log.save_every=1", "data.arith.pool_size=20"]
     script = textwrap.dedent(f"""
         import sys, time, torch
@@ -371,7 +370,7 @@ def test_dapo_dynamic_sampling_refills_the_batch(tiny_dir, tmp_path, monkeypatch
 
     monkeypatch.setattr(trainer_mod, "update", spy)
     trainer = build_trainer(small_config(tiny_dir, tmp_path / "dapo", "dapo", "train.prompts_per_step=4",
-                                         "rollout.group_size=4", "train.dapo_max_gen_batches=8"))
+                                         "method.group_size=4", "method.max_gen_batches=8"))
     m = trainer.train_step(0)
     rows = seen["rows"]
     keys = list(dict.fromkeys(rows.index))
@@ -389,7 +388,7 @@ def test_dapo_gives_up_after_its_rounds_and_trains_nothing(tiny_dir, tmp_path, m
     from skpo.training.trainer import Trainer
 
     monkeypatch.setattr(Trainer, "score", per_answer(lambda self, item, ids: (self.method.reward_range[0], False)))
-    trainer = build_trainer(small_config(tiny_dir, tmp_path / "dapo", "dapo", "train.dapo_max_gen_batches=2"))
+    trainer = build_trainer(small_config(tiny_dir, tmp_path / "dapo", "dapo", "method.max_gen_batches=2"))
     m = trainer.train_step(0)
     assert m["filter/gen_batches"] == 2 and m["filter/underfilled"] == 1 and m["filter/informative_fraction"] == 0
     assert m["actor/grad_norm"] == 0

@@ -403,7 +403,7 @@ def test_skpo_on_the_vllm_engine_counts_answers_cut_by_the_context(fake_vllm, tm
     from skpo.training.setup import build_trainer
 
     args = ["rollout.engine=vllm", "train.method=skpo", "train.steps=2", "train.prompts_per_step=2",
-            "rollout.group_size=2", "rollout.max_new_tokens=24", "rollout.temperature=1.5", "rollout.ignore_eos=true",
+            "method.group_size=2", "rollout.max_new_tokens=24", "rollout.temperature=1.5", "rollout.ignore_eos=true",
             "eval.every=0", "log.progress=false", "log.tensorboard=false", "data.arith.pool_size=20"]
     with caplog.at_level(logging.WARNING, logger="skpo"):
         trainer = build_trainer(load_config(None, [*args, f"log.out_dir={tmp_path / 'fits'}"]))

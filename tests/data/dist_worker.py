@@ -30,9 +30,7 @@ def main() -> None:
     from skpo.training.setup import build_trainer
 
     cfg = load_config(None, overrides)
-    from skpo.methods import resolve_for_run
-
-    kind = resolve_for_run(cfg)[0].rollout
+    kind = cfg.resolved().method.rollout
     entry = rollout.ROLLOUTS.get(kind)
     real = entry.fn
 

@@ -18,7 +18,7 @@ from skpo.algorithms.trackers import LengthTracker
 from skpo.analysis.mc_accuracy import ArithSampler, Log, bootstrap_ci, sign3, stopwatch
 from skpo.analysis.shortcut import segment_check
 from skpo.engines.engine import SamplingParams, mix_seed
-from skpo.rollout.skpo_rollout import SkpoPrompt, SkpoRolloutConfig, skpo_rollout
+from skpo.rollout.skpo_rollout import SkpoPrompt, SkpoRolloutParams, skpo_rollout
 from skpo.tasks.arith import ArithProblem
 from skpo.tasks.templates import continual_input_ids, skip_input_ids
 
@@ -162,7 +162,7 @@ def collect_model(
         sampler.engine, [SkpoPrompt(n, prompts[n]) for n in range(N)], tracker,
         SamplingParams(temperature=s.temperature, max_new_tokens=budget, seed=mix_seed(s.seed, 2)),
         lambda i, ids: float(sampler.correct(problems[i], ids)),
-        torch.Generator().manual_seed(s.seed), SkpoRolloutConfig(group_size=G),
+        torch.Generator().manual_seed(s.seed), SkpoRolloutParams(), group_size=G,
     )
     up = batch.upstream
     segs = [row[m.bool()].tolist() for row, m in zip(up.response_ids, up.response_mask)]

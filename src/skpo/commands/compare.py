@@ -45,16 +45,16 @@ from skpo.analysis.compare import plot_comparison, summarize
 from skpo.commands.parsers import compare_parser
 from skpo.config import ConfigError, load_config
 from skpo.jsonl import read_jsonl
-from skpo.methods import METHODS
+from skpo.methods import METHODS, sizes_that_apply
 from skpo.training.benchmarks import evaluate_benchmarks
 from skpo.training.checkpoint import latest_checkpoint
 from skpo.training.setup import build_trainer
 
 ABLATIONS: dict[str, tuple[str, list[str]]] = {
-    "skpo-noskip": ("skpo", ["rollout.skpo.skip=false"]),
-    "skpo-nomc": ("skpo", ["rollout.skpo.upstream_reward=own"]),
-    "skpo-fixedsplit": ("skpo", ["rollout.skpo.split=fixed"]),
-    "skpo-extreme": ("skpo", ["rollout.skpo.selection=extreme"]),
+    "skpo-noskip": ("skpo", ["method.rollout_params.skip=false"]),
+    "skpo-nomc": ("skpo", ["method.rollout_params.upstream_reward=own"]),
+    "skpo-fixedsplit": ("skpo", ["method.rollout_params.split=fixed"]),
+    "skpo-extreme": ("skpo", ["method.rollout_params.selection=extreme"]),
 }
 FINAL_METRICS = ("avg@k", "pass@k", "maj@k", "step_accuracy", "tokens", "steps", "train_seconds", "dead_end_first_moves")
 
@@ -90,7 +90,9 @@ def run_specs(args: argparse.Namespace, methods: dict[str, tuple[str, list[str]]
             run_dir = out / label / f"seed{seed}"
             every_tokens = max(1, args.budget // max(1, args.points))
             overrides = [
-                f"train.method={method}", *extra, *args.overrides, f"train.seed={seed}", f"train.token_budget={args.budget}",
+                f"train.method={method}", *extra,
+                *(sizes_that_apply(method, 4, k=2, max_steps=2) if getattr(args, "quick", False) else []),
+                *args.overrides, f"train.seed={seed}", f"train.token_budget={args.budget}",
                 f"train.steps={args.max_steps}", "eval.every=0", f"eval.every_tokens={every_tokens}",
                 f"eval.benchmarks=[{','.join(args.benchmarks)}]",
                 f"eval.limit={args.curve_problems}", f"eval.k={args.curve_k}", f"log.out_dir={run_dir}",
@@ -232,8 +234,7 @@ def main(argv: list[str]) -> int:
     if args.quick:
         args.seeds, args.budget, args.eval_problems, args.k = min(args.seeds, 2), 1500, 10, 2
         args.points, args.curve_problems, args.curve_k, args.save_every = 2, 5, 2, 2
-        args.overrides = ["train.prompts_per_step=4", "rollout.group_size=4", "rollout.mc_k=2", "rollout.mc_max_steps=2",
-                          *args.overrides]
+        args.overrides = ["train.prompts_per_step=4", *args.overrides]  # (and each method's small sizes: run_specs)
     try:
         methods = resolve_methods(args.methods, args.variant)
         if args.seeds < 1 or args.budget < 1:

@@ -98,7 +98,7 @@ def plan_context(longest_prompt: int, growth: int | None, answer_budget: int, mo
         raise ContextError(
             f"the rollout needs a context of {need} tokens ({parts}) but the model has {model_max} positions "
             f"(max_position_embeddings): lower rollout.max_new_tokens or data.max_prompt_tokens"
-            + (" or rollout.skpo.split_high / rollout.skpo.initial_length" if "segment" in growth_note else "")
+            + (" or method.rollout_params.split_high / rollout.initial_length" if "segment" in growth_note else "")
             + f", or set rollout.max_context_tokens={model_max} to cut the answers that reach the model's context "
             "(counted as rollout/cut_by_context and scored as unfinished)")
     return ContextPlan(need, need, model_max, longest_prompt, growth, answer_budget)

@@ -27,7 +27,7 @@ __all__ = [
     "RolloutCounters",
     "SkpoPrompt",
     "SkpoRolloutBatch",
-    "SkpoRolloutConfig",
+    "SkpoRolloutParams",
     "UpstreamRows",
     "cut_segment",
     "segment_nll",
@@ -66,35 +66,38 @@ class SkpoPrompt:
 
 
 @dataclass(frozen=True)
-class SkpoRolloutConfig:
-    """Settings of the SKPO rollout; the defaults are the paper's.
+class SkpoRolloutParams:
+    """SKPO's rollout switches (``rollout_params`` of the ``skpo`` kind); the defaults are the
+    paper's, and Table 2's ablations are switches.
 
     Attributes:
-        group_size: ``G``, downstream answers per prompt (8).
-        num_segments: upstream candidates per prompt; ``None`` = ``G`` (1 when
-            ``selection="first"``: the one-segment variant, a deviation).
         skip: ``True``: downstream input ``[s, q]``; ``False``: ablation ❶, continual ``q + s``.
-        separator_ids: tokens between ``s`` and ``q`` in the skip input; non-empty is a
-            deviation (U1). Only valid with ``skip=True``.
         upstream_reward: ``"mc"``: mean of the ``G`` downstream rewards; ``"own"``: ablation ❷,
             the reward of one complete answer continued from ``q + s``.
         split: ``"uniform"``: ``t_q`` uniform over the tracker's range; ``"fixed"``: ablation
             ❸, the low end (``L/6``) on even steps and the high end (``L/2``) on odd steps.
         selection: ``"median"``; ``"extreme"``: ablation ❹, min-NLL on even steps and max-NLL
-            on odd steps; ``"first"``: candidate 0 (no selection).
+            on odd steps; ``"first"``: candidate 0 (no selection; the one-segment variant).
+        num_segments: upstream candidates per prompt; ``None`` = the group size ``G`` (1 when
+            ``selection="first"``: the one-segment variant, a deviation).
+        split_low / split_high: ``t_q ~ U[L·split_low, L·split_high]`` (1/6 and 1/2; the
+            length tracker's bounds).
+        separator_ids: tokens between ``s`` and ``q`` in the skip input; non-empty is a
+            deviation (U1). Only valid with ``skip=True``.
     """
 
-    group_size: int = 8
-    num_segments: int | None = None
     skip: bool = True
-    separator_ids: tuple[int, ...] = ()
     upstream_reward: Literal["mc", "own"] = "mc"
     split: Literal["uniform", "fixed"] = "uniform"
     selection: Selection = "median"
+    num_segments: int | None = None
+    split_low: float = 1 / 6
+    split_high: float = 1 / 2
+    separator_ids: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.group_size < 1:
-            raise ValueError(f"group_size must be >= 1, got {self.group_size}")
+        if not 0 < self.split_low <= self.split_high <= 1:
+            raise ValueError(f"need 0 < split_low <= split_high <= 1 (got {self.split_low}, {self.split_high})")
         if self.num_segments is not None and self.num_segments < 1:
             raise ValueError(f"num_segments must be >= 1, got {self.num_segments}")
         if self.upstream_reward not in ("mc", "own"):
@@ -107,12 +110,11 @@ class SkpoRolloutConfig:
             raise ValueError("separator_ids only applies to the skip input (skip=True)")
         object.__setattr__(self, "separator_ids", tuple(int(t) for t in self.separator_ids))
 
-    @property
-    def segments(self) -> int:
+    def segments(self, group_size: int) -> int:
         """Upstream candidates per prompt."""
         if self.num_segments is not None:
             return self.num_segments
-        return 1 if self.selection == "first" else self.group_size
+        return 1 if self.selection == "first" else group_size
 
 
 # ---------------------------------------------------------------------- output records
@@ -418,8 +420,9 @@ def skpo_rollout(
     params: SamplingParams,
     reward_fn: AnswerRewardFn,
     generator: torch.Generator | None = None,
-    config: SkpoRolloutConfig = SkpoRolloutConfig(),
+    rollout_params: SkpoRolloutParams = SkpoRolloutParams(),
     *,
+    group_size: int = 8,
     step: int = 0,
     pad_token_id: int | None = None,
 ) -> SkpoRolloutBatch:
@@ -437,7 +440,8 @@ def skpo_rollout(
         reward_fn: ``reward_fn(i, answer_ids)`` for prompt ``prompts[i]``.
         generator: source of the split points (and of the engine seed when ``params.seed``
             is ``None``).
-        config: paper settings and ablation switches.
+        rollout_params: the paper's settings and ablation switches.
+        group_size: ``G``, downstream answers per prompt (8).
         step: the training step (fixed-split and extreme-selection alternation; part of the
             segment key).
         pad_token_id: padding of the returned tensors; default ``engine.pad_token_id`` or 0.
@@ -449,8 +453,11 @@ def skpo_rollout(
         raise ValueError("skpo_rollout needs at least one prompt")
     if params.max_new_tokens < 1:
         raise ValueError("params.max_new_tokens (the answer budget) must be >= 1")
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
     pad = int(pad_token_id if pad_token_id is not None else getattr(engine, "pad_token_id", 0))
-    B, G, K = len(prompts), config.group_size, config.segments
+    config = rollout_params
+    B, G, K = len(prompts), group_size, config.segments(group_size)
     budget = params.max_new_tokens
     qs = [list(p.prompt_ids) for p in prompts]
     heads = [int(p.head) for p in prompts]
@@ -578,30 +585,6 @@ def skpo_rollout(
 # ----------------------------------------------------------------------------- the ``skpo`` rollout kind
 
 
-@dataclass(frozen=True)
-class SkpoRolloutParams:
-    """SKPO's rollout switches (the paper's defaults; Table 2's ablations are switches).
-
-    ``skip`` (❶ False: continual ``q + s``), ``upstream_reward`` (❷ ``own``), ``split`` (❸
-    ``fixed``), ``selection`` (❹ ``extreme``; ``first`` = the one-segment variant),
-    ``num_segments`` (segments in parallel, ``None`` = group size), ``split_low`` /
-    ``split_high`` (``t_q ~ U[L·low, L·high]``, 1/6 and 1/2)."""
-
-    skip: bool = True
-    upstream_reward: Literal["mc", "own"] = "mc"
-    split: Literal["uniform", "fixed"] = "uniform"
-    selection: Literal["median", "extreme", "first"] = "median"
-    num_segments: int | None = None
-    split_low: float = 1 / 6
-    split_high: float = 1 / 2
-
-    def __post_init__(self) -> None:
-        if not 0 < self.split_low <= self.split_high <= 1:
-            raise ValueError(f"need 0 < split_low <= split_high <= 1 (got {self.split_low}, {self.split_high})")
-        SkpoRolloutConfig(skip=self.skip, upstream_reward=self.upstream_reward, split=self.split,
-                          selection=self.selection, num_segments=self.num_segments)  # its own checks
-
-
 def skpo_prompt_growth(params: SkpoRolloutParams, max_new_tokens: int, initial_length: float) -> int:
     """The longest segment ``s`` in front of ``q``: the split point ``t_q <= ⌊split_high · L⌋``,
     capped at the answer budget, where ``L`` (the tracked mean length) starts at
@@ -618,13 +601,10 @@ def skpo_length_bounds(params: SkpoRolloutParams) -> dict[str, float]:
 
 @ROLLOUTS.register("skpo", SkpoRolloutParams, roles=("upstream", "downstream"),
                    length_tracker=skpo_length_bounds, prompt_growth=skpo_prompt_growth,
-                   growth_note="the skip segment s (rollout.skpo.split_high × L, L from rollout.skpo.initial_length)")
+                   growth_note="the skip segment s (method.rollout_params.split_high × L, L from rollout.initial_length)")
 def skpo_rollout_kind(ctx: RolloutContext, items: list[PromptItem]) -> RolloutResult:
     """SKPO's two phases: G segments from ``q`` (median-NLL one kept), G answers from ``[s, q]``;
     the upstream row's reward is the mean of its G answers' rewards."""
-    p = ctx.rollout_params
-    rcfg = SkpoRolloutConfig(group_size=ctx.group_size, num_segments=p.num_segments, skip=p.skip,
-                             upstream_reward=p.upstream_reward, split=p.split, selection=p.selection)
     correct_log: list[bool] = []
 
     def score_answers(calls: list[tuple[int, list[int]]]) -> list[float]:
@@ -635,7 +615,8 @@ def skpo_rollout_kind(ctx: RolloutContext, items: list[PromptItem]) -> RolloutRe
 
     batch = skpo_rollout(
         ctx.engine, [SkpoPrompt(it.key, it.prompt_ids, it.head) for it in items], ctx.length_tracker, ctx.params,
-        BatchedReward(score_answers), ctx.generator, rcfg, step=ctx.step, pad_token_id=ctx.pad_id,
+        BatchedReward(score_answers), ctx.generator, ctx.rollout_params, group_size=ctx.group_size, step=ctx.step,
+        pad_token_id=ctx.pad_id,
     )
     up, down = batch.upstream, batch.downstream
     upstream = Rows(up.prompt_ids, up.response_ids, up.response_mask.float(), up.old_log_probs.float(),
@@ -647,7 +628,7 @@ def skpo_rollout_kind(ctx: RolloutContext, items: list[PromptItem]) -> RolloutRe
     metrics = {
         "upstream/reward": up.rewards.float().mean().item(),
         "upstream/segment_length": up.response_mask.float().sum(-1).mean().item(),
-        "upstream/cut_early": c.num_cut_early / max(1, len(items) * rcfg.segments),
+        "upstream/cut_early": c.num_cut_early / max(1, len(items) * ctx.rollout_params.segments(ctx.group_size)),
         "upstream/split_point": up.split_points.float().mean().item(),
         "downstream/reward": down.rewards.float().mean().item(),
         "downstream/accuracy": sum(correct_log[:n_down]) / max(1, n_down),

@@ -36,9 +36,8 @@ from typing import Any
 
 import yaml
 
-from skpo.config import RunConfig, dump_config
+from skpo.config import RunConfig, dump_config, move_old_spellings
 from skpo.errors import UserError
-from skpo.methods import SHORTCUTS
 from skpo.training.logging import MetricsLogger
 from skpo.training.checkpoint import CHECKPOINT_DIR, LATEST, NoCheckpointError, remove_partial
 
@@ -384,19 +383,19 @@ def _allowed(key: str) -> bool:
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> tuple[dict[str, list], dict[str, list]]:
     """``(allowed, refused)``: each changed key (dotted) → ``[old, new]``, between the config a
     checkpoint was trained with and the one given now (both as ``model_dump(mode="json")``)."""
-    try:  # fill keys added to the schema since the run started with their defaults
+    try:  # keys in their earlier spelling moved, and keys added to the schema since the run started at their defaults
+        saved, _ = move_old_spellings(saved)
         saved = RunConfig.model_validate(saved).model_dump(mode="json")
     except ValueError:
         pass  # compare what is there; keys the schema no longer has show as changes
     old, new = _flatten(saved), _flatten(current)
     allowed: dict[str, list] = {}
     refused: dict[str, list] = {}
-    through_method = _method_keys()
     for key in sorted(old.keys() | new.keys()):
         a, b = old.get(key, "(absent)"), new.get(key, "(absent)")
         if a == b or key in NOT_COMPARED:
             continue
-        if key == "method" or key.startswith("method.") or key in through_method:
+        if key == "method" or key.startswith("method."):
             continue  # what they set is compared as the resolved method (check_resolved_method): a no-op passes
         refuse = not _allowed(key)
         if key == "reward.function" and isinstance(a, str) and a.startswith("python.") and b is not None:
@@ -405,11 +404,6 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> tuple[dict
             refuse = True  # the schedule is a function of train.steps
         (refused if refuse else allowed)[key] = [a, b]
     return allowed, refused
-
-
-def _method_keys() -> set[str]:
-    """Run-config keys that only set part of the method (``rollout.group_size``, …)."""
-    return {f"{path}.{name}" for path, name, _ in SHORTCUTS}
 
 
 def check_resume_config(saved: dict[str, Any], current: dict[str, Any], where: Path) -> dict[str, list]:

@@ -17,7 +17,7 @@ from transformers import AutoConfig
 from skpo.config import HELDOUT, SYNTHETIC_TASKS, RunConfig, arith_config, countdown_config
 from skpo.engines.context import model_positions
 from skpo.evaluation.benchmarks import get_spec, load_problems, resolve_benchmarks
-from skpo.methods import method_to_document, resolve_for_run
+from skpo.methods import method_to_document
 from skpo.models.loading import (_WEIGHT_FILES, check_weight_files, hub_hint, load_policy, load_tokenizer,
                                  resolve_model_path)
 from skpo.models.lora import apply_lora
@@ -81,7 +81,8 @@ def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
     source a run builds) and every evaluation benchmark (read and parsed). Raises the error a
     run would raise; returns notes (settings that do not apply, dropped prompts) for the
     user to read. A config that passes cannot fail at start-up on configuration."""
-    method, notes = resolve_for_run(cfg)
+    resolved = cfg.resolved()
+    method, notes = resolved.method, list(resolved.notes)
     if os.environ.get("RANK", "0") == "0":
         preflight(cfg.log.out_dir, resume=resume, overwrite=overwrite)
     if resume:

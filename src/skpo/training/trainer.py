@@ -29,7 +29,7 @@ from accelerate.utils import set_seed
 from skpo.config import RunConfig
 from skpo.engines import SamplingParams, holds_weights, mix_seed
 from skpo.errors import EvaluationInterrupted, TrainingInterrupted
-from skpo.methods import method_to_document, resolve_for_run, rollout_params
+from skpo.methods import method_to_document, rollout_params
 from skpo.models.reward_models import RewardModelContext, build_reward_model
 from skpo.rollout import ROLLOUTS, RolloutContext, Timer
 from skpo.rows import Rows
@@ -63,7 +63,8 @@ class Trainer:
     def __init__(self, cfg: RunConfig, *, model, tokenizer, source: PromptSource, resume: bool = False,
                  overwrite: bool = False, accelerator: Accelerator | None = None, allow_data_change: bool = False) -> None:
         self.cfg, self.tokenizer, self.source = cfg, tokenizer, source
-        self.method, notes = resolve_for_run(cfg)
+        resolved = cfg.resolved()
+        self.method, notes = resolved.method, resolved.notes
         for note in notes:
             log.warning(note)
         self.rollout_params = rollout_params(self.method)
