@@ -231,9 +231,9 @@ def main(argv: list[str] | None = None) -> None:
         def on_step_end(self, *_a, **_k):
             rec["trl"].append(clock.stop())
             clock.start()
-            m = ours.train_step(ours.step)
+            m = ours.train_step(ours.state.step)
             rec["skpo"].append(clock.stop())
-            ours.step += 1
+            ours.state.step += 1
             rec["skpo_tokens"].append(m["tokens/decoded"] + m["tokens/trained"])
 
         def on_log(self, _args, _state, _control, logs=None, **_k):

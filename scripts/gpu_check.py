@@ -332,7 +332,7 @@ def train_steps(args, work: Path, deadline: float, engine: str) -> dict:
         memory.peak.clear()
         step_peak = 0.0
         m = trainer.train_step(step)
-        trainer.step += 1
+        trainer.state.step += 1
         row = {"step": step + 1,
                "seconds": {k.removeprefix("time/"): round(v, 2) for k, v in m.items() if k.startswith("time/")},
                "decoded_tokens": m["tokens/decoded"], "trained_tokens": m["tokens/trained"],

@@ -137,7 +137,7 @@ def gradients(steps: int = 3, out: str = "runs/why/gradients", overrides: tuple[
                              step=step,
                              score=tr.score, sample_prompts=lambda draw: tr.sample_prompts(step, draw), source=tr.source,
                              pad_id=tr.pad_id, max_new_tokens=cfg.rollout.max_new_tokens, timer=Timer(),
-                             generator=torch.Generator().manual_seed(mix_seed(0, step, 23)), length_tracker=tr.length_tracker)
+                             generator=torch.Generator().manual_seed(mix_seed(0, step, 23)), length_tracker=tr.state.length_tracker)
         metrics: dict = {}
         rows = ROLLOUTS.get(base.rollout).fn(ctx, items).rows
         rows = with_advantages(tr.advantage_context(step, metrics), with_old_and_ref_log_probs(tr.actor, base, rows))
@@ -145,11 +145,11 @@ def gradients(steps: int = 3, out: str = "runs/why/gradients", overrides: tuple[
         for role in ("upstream", "downstream"):
             one_role = dataclasses.replace(base, terms=tuple(t for t in base.terms if t.role == role))  # the other trains nothing
             captured = {}
-            real_step = tr.optimizer.step
-            tr.optimizer.step = lambda *a, **k: captured.setdefault(  # record the clipped gradient, step nothing
+            real_step = tr.actor.optimizer.step
+            tr.actor.optimizer.step = lambda *a, **k: captured.setdefault(  # record the clipped gradient, step nothing
                 "g", torch.cat([p.grad.flatten() for p in tr.policy.parameters() if p.grad is not None]))
-            update(tr.actor, one_role, rows, tr.dist, step, {})
-            tr.optimizer.step = real_step
+            update(tr.actor, one_role, rows, tr.dist, tr.update_settings, step, {})
+            tr.actor.optimizer.step = real_step
             grads[role] = captured["g"]
         up, down = grads["upstream"], grads["downstream"]
         cos = torch.nn.functional.cosine_similarity(up, down, dim=0).item()
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     summary = {"run": args.run, "seed": args.seed, "steps": args.steps, "pool": args.pool,
                "avg@8": result["metrics"]["avg@8"], "pass@8": result["metrics"]["pass@8"],
                "step_accuracy": result["step_metrics"]["step_accuracy"], "skip_input_avg@8": pipeline_accuracy(trainer, cfg, args.eval_problems),
-               "decoded_tokens": trainer.tokens_seen, "seconds": round(time.time() - started, 1)}
+               "decoded_tokens": trainer.state.tokens_seen, "seconds": round(time.time() - started, 1)}
     (out / "why.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary))
 

@@ -33,7 +33,7 @@ def test_a_config_that_passes_check_trains(tmp_path, capsys):
     assert "name: grpo\n" in out and "group_size: 2\n" in out
     trainer = build_trainer(load_config(None, args))
     trainer.train()
-    assert trainer.step == 1
+    assert trainer.state.step == 1
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -178,7 +178,7 @@ def test_the_two_terms_share_the_joint_groups_denominators(tmp_path):
     refine_sum = float((-adv * torch.sigmoid(log_prob - math.log(0.1)) * mask)[is_ref].sum())
     scale = len(rows) * trainer.cfg.rollout.max_new_tokens  # 8 rows of the joint group × the constant length
     metrics: dict[str, float] = {}
-    update(trainer.actor, trainer.method, rows, trainer.dist, 0, metrics)
+    update(trainer.actor, trainer.method, rows, trainer.dist, trainer.update_settings, 0, metrics)
     assert metrics["response/pg_loss"] == pytest.approx(answer_sum / scale, rel=1e-4)
     assert metrics["refinement/pg_loss"] == pytest.approx(refine_sum / scale, rel=1e-4)
     assert metrics["actor/pg_loss"] == pytest.approx((answer_sum + refine_sum) / scale, rel=1e-4)

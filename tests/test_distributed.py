@@ -138,9 +138,9 @@ def test_uneven_lengths_never_hang_and_resume_at_another_world_size(tmp_path):
     from skpo.training.setup import build_trainer
 
     trainer = build_trainer(load_config(None, [*args[:-1], "train.steps=3", f"log.out_dir={tmp_path / 'run'}"]), resume=True)
-    assert trainer.step == 2
+    assert trainer.state.step == 2
     trainer.train()
-    assert trainer.step == 3
+    assert trainer.state.step == 3
 
 
 # ----------------------------------------------------------------------------- FSDP2 sharding
@@ -250,8 +250,8 @@ def test_fsdp_resume_is_exact_and_crosses_world_sizes(tmp_path):
     shutil.rmtree(tmp_path / "to_one" / "checkpoints" / "step_000003")
     (tmp_path / "to_one" / "checkpoints" / "latest").write_text("step_000002")
     trainer = build_trainer(load_config(None, [*one, "train.steps=3", f"log.out_dir={tmp_path / 'to_one'}"]), resume=True)
-    assert trainer.step == 2 and len(trainer.optimizer.state_dict()["state"]) > 0
-    assert int(next(iter(trainer.optimizer.state_dict()["state"].values()))["step"]) == 2
+    assert trainer.state.step == 2 and len(trainer.actor.optimizer.state_dict()["state"]) > 0
+    assert int(next(iter(trainer.actor.optimizer.state_dict()["state"].values()))["step"]) == 2
     # an unsharded checkpoint resumed by two sharded ranks
     trainer.train()
     _launch("resume", empty, [*base, "train.steps=4", f"log.out_dir={tmp_path / 'to_one'}"], world=2)

@@ -211,7 +211,7 @@ def test_training_with_the_vllm_engine(fake_vllm, tmp_path):
     start = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
     for step in range(2):
         metrics = trainer.train_step(step)
-        trainer.step += 1
+        trainer.state.step += 1
         engine_state = llm.model.state_dict()
         assert all(torch.equal(engine_state[k], v.cpu()) for k, v in trainer.policy.state_dict().items())  # (the fake decodes on the CPU)
         assert metrics["tokens/decoded"] > 0 and metrics["time/weight_sync"] >= 0

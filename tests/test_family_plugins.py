@@ -479,10 +479,10 @@ def test_estimator_state_is_checkpointed_and_resumed(tmp_path, method, monkeypat
     first = build_trainer(cfg(tmp_path / "split", 1))
     first.train()
     saved = json.loads((tmp_path / "split" / "checkpoints" / "step_000001" / "state.json").read_text())
-    assert saved["term_states"]["response"] == first.term_states["response"].state_dict()
+    assert saved["term_states"]["response"] == first.state.term_states["response"].state_dict()
     resumed = build_trainer(cfg(tmp_path / "split", 2), resume=True)
-    assert resumed.term_states["response"].state_dict() == saved["term_states"]["response"]
+    assert resumed.state.term_states["response"].state_dict() == saved["term_states"]["response"]
     resumed.train()
-    assert resumed.term_states["response"].state_dict() == full.term_states["response"].state_dict()
+    assert resumed.state.term_states["response"].state_dict() == full.state.term_states["response"].state_dict()
     a, b = full.policy.state_dict(), resumed.policy.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -24,7 +24,7 @@ BASE = [PARITY, "model.lora.enabled=true", "model.lora.r=4", "train.steps=2", "t
 def test_lora_trains_adapters_only_with_the_base_as_reference(tmp_path):
     cfg = load_config(None, [*BASE, "train.method=grpo", "method.kl_coef=0.1", f"log.out_dir={tmp_path}"])
     trainer = build_trainer(cfg)
-    assert trainer.ref_model is None  # no copy of the weights
+    assert trainer.actor.ref_model is None  # no copy of the weights
     trainable = {n for n, p in trainer.policy.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
     base_before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters() if not p.requires_grad}
@@ -58,12 +58,12 @@ def test_lora_resume_is_exact(tmp_path):
     first = build_trainer(load_config(None, [*BASE, "train.method=grpo", f"log.out_dir={tmp_path / 'b'}",
                                              "train.steps=3"]))
     first.train_step(0)
-    first.step = 1
+    first.state.step = 1
     first.save()
     first.close()
     resumed = build_trainer(load_config(None, [*BASE, "train.method=grpo", f"log.out_dir={tmp_path / 'b'}",
                                                "train.steps=3"]), resume=True)
-    assert resumed.step == 1
+    assert resumed.state.step == 1
     resumed.train()
     for (n, p), (_, q) in zip(straight.policy.named_parameters(), resumed.policy.named_parameters()):
         assert torch.equal(p, q), n

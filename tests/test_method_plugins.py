@@ -106,7 +106,7 @@ def test_new_estimator_and_rollout_kind_train(tmp_path, plugins):
     trainer = build_trainer(cfg)
     before = {k: v.detach().clone() for k, v in trainer.policy.state_dict().items()}
     metrics = trainer.train_step(0)
-    trainer.step += 1
+    trainer.state.step += 1
     trainer.close()
 
     # the rollout kind ran and split each group of 4 into 2 early + 2 late answers

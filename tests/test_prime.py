@@ -134,7 +134,7 @@ def test_prime_preset_follows_the_recipe():
     [
         ({"reward_model_params": {"lrr": 1.0}}, r"reward_model_params: implicit_prm: unknown parameter\(s\) \['lrr'\]"),
         ({"reward_model_params": {"update": "later"}}, r"reward_model_params: update must be one of"),
-        ({"reward_model_params": {"lr": "fast"}}, r"reward_model_params: lr must be a number"),
+        ({"reward_model_params": {"lr": "fast"}}, r"reward_model_params: implicit_prm: lr must be a number"),
         ({"reward_model": "pmr"}, r"reward_model: unknown reward model 'pmr'"),
         ({"reward_model": None}, r"estimator 'prime' needs per-token rewards: set reward_model"),
     ],
@@ -243,7 +243,7 @@ def test_resume_gives_the_same_policy_and_prm(tmp_path):
     first.train()
     assert (tmp_path / "split" / "checkpoints" / "step_000001" / "reward_model.pt").is_file()
     resumed = build_trainer(config(tmp_path / "split", 2), resume=True)
-    assert resumed.step == 1
+    assert resumed.state.step == 1
     resumed.train()
     a, b = full.policy.state_dict(), resumed.policy.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

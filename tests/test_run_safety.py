@@ -135,7 +135,7 @@ def test_resume_and_eval_pass_over_a_checkpoint_of_another_run(tiny_dir, tmp_pat
     with caplog.at_level(logging.WARNING, logger="skpo"):
         assert resolve_model_dir(str(mine)) == mine / "checkpoints" / "step_000001" / "model"
         resumed = build_trainer(config(tiny_dir, mine), resume=True)
-    assert resumed.step == 1
+    assert resumed.state.step == 1
     assert "belongs to run" in caplog.text and "step_000002" in caplog.text
     resumed.close()
 
@@ -237,7 +237,7 @@ def test_truncated_weights_fall_back_to_the_newest_intact_checkpoint(tiny_dir, t
     with caplog.at_level(logging.WARNING, logger="skpo"):
         assert resolve_model_dir(str(out)) == out / "checkpoints" / "step_000001" / "model"
         resumed = build_trainer(config(tiny_dir, out, "train.steps=2", "log.save_every=1"), resume=True)
-    assert resumed.step == 1
+    assert resumed.state.step == 1
     warning = [r.getMessage() for r in caplog.records if "step_000002" in r.getMessage()][0]
     assert "model/model.safetensors" in warning and "step_000001" in warning
     resumed.train()  # redoes step 2 and replaces the damaged checkpoint
@@ -270,7 +270,7 @@ def test_disk_full_during_save_says_so_and_cleans_up(tiny_dir, tmp_path, monkeyp
     out = tmp_path / "run"
     trainer = trained(tiny_dir, out)
     good = ckpt.latest_checkpoint(out)
-    trainer.step = 2
+    trainer.state.step = 2
     if how == "oserror":  # a Python write: OSError with errno ENOSPC
         real = torch.save
 
@@ -377,7 +377,7 @@ def test_resume_on_changed_training_data_is_refused_or_recorded(tiny_dir, tmp_pa
     [record] = run["resumes"]
     assert record["data_changed"]["before"] == before
     assert record["data_changed"]["now"] == run["data"] and run["data"]["rows"] == 50
-    assert resumed.step == 2
+    assert resumed.state.step == 2
 
 
 def test_data_fingerprint_of_large_files_and_folders(tmp_path, monkeypatch):
@@ -513,7 +513,7 @@ def test_sigterm_saves_and_resume_continues_bit_for_bit(tiny_dir, tmp_path):
     assert "Traceback" not in err.read_text()
     ckpt.verify_checkpoint(out / "checkpoints" / "step_000002")
     resumed = build_trainer(config(tiny_dir, out, "train.steps=3"), resume=True)
-    assert resumed.step == 2
+    assert resumed.state.step == 2
     resumed.train()
     a, b = weights(full.policy), weights(resumed.policy)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -569,7 +569,7 @@ def test_resume_compares_the_resolved_method_not_the_overrides(tiny_dir, tmp_pat
     noop = [*base, "train.steps=2", "method.terms.upstream.weight=0.5"]
     assert train_main(["--check", "--resume", *noop]) == 0
     resumed = build_trainer(load_config(None, noop), resume=True)
-    assert resumed.step == 1
+    assert resumed.state.step == 1
     resumed.close()
     changed = [*base, "train.steps=2", "method.terms.upstream.weight=0.3"]
     with pytest.raises(ResumeConfigError, match=r"method\.terms\.upstream\.weight: 0\.5 → 0\.3"):
@@ -712,7 +712,7 @@ def test_sigterm_during_evaluation_stops_within_one_batch_and_saves(tiny_dir, tm
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["step"] == 1 and last["eval/interrupted"] == 1.0 and "eval/arith/avg@4" not in last
     resumed = build_trainer(config(tiny_dir, out, "train.steps=3", "eval.every=0"), resume=True)
-    assert resumed.step == 1
+    assert resumed.state.step == 1
     resumed.close()
 
 
@@ -738,7 +738,7 @@ def test_a_stop_signal_saves_resumes_exactly_and_cuts_an_evaluation_short(tiny_d
         split.train()
     monkeypatch.setattr(Trainer, "train_step", real_step)
     resumed = build_trainer(config(tiny_dir, tmp_path / "split", "train.steps=3"), resume=True)
-    assert resumed.step == 2
+    assert resumed.state.step == 2
     resumed.train()
     a, b = weights(full.policy), weights(resumed.policy)
     assert all(torch.equal(a[k], b[k]) for k in a)

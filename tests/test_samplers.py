@@ -347,6 +347,9 @@ class CountingEngine:
     def __init__(self, engine) -> None:
         self.engine, self.calls, self.decoded = engine, [], 0
 
+    def __getattr__(self, name):  # everything else (cuts, sleep, sync) is the wrapped engine's
+        return getattr(self.engine, name)
+
     def generate(self, prompts, n, params, max_new_tokens=None):
         out = self.engine.generate(prompts, n, params, max_new_tokens=max_new_tokens)
         self.calls.append(([tuple(p) for p in prompts], n))
@@ -371,7 +374,7 @@ def test_knapsack_group_sizes_reach_the_engine_and_every_token_counts(tmp_path):
     cfg = _config(tmp_path / "run", "knapsack", "method.group_size=4")
     trainer = build_trainer(cfg)
     for i, item in enumerate(trainer.source.items):  # trusted histories: p = 0, 1/4, 1/2, 3/4, 1, …
-        trainer.prompt_sampler.observe([item.key] * 8, [1.0] * (2 * (i % 5)) + [0.0] * (8 - 2 * (i % 5)), step=0)
+        trainer.state.prompt_sampler.observe([item.key] * 8, [1.0] * (2 * (i % 5)) + [0.0] * (8 - 2 * (i % 5)), step=0)
     plan = trainer.plan_prompts(0)
     assert sum(plan.group_sizes) == 4 * 4 and len(set(plan.group_sizes)) > 1
     engine = trainer.engine = CountingEngine(trainer.engine)
@@ -379,13 +382,13 @@ def test_knapsack_group_sizes_reach_the_engine_and_every_token_counts(tmp_path):
     sampled = {p: n for prompts, n in engine.calls for p in prompts}
     assert [sampled[tuple(it.prompt_ids)] for it in plan.items] == plan.group_sizes
     assert metrics["tokens/decoded"] == engine.decoded and metrics["sampler/frontier_prompts"] > 0
-    trainer.step += 1
+    trainer.state.step += 1
     trainer.save()
-    state = trainer.prompt_sampler.state_dict()
+    state = trainer.state.prompt_sampler.state_dict()
     trainer.close()
     assert sum(state["history"]["counts"]) == 12 * 8 + 16  # the step's 16 rewards joined the history
     resumed = build_trainer(_config(tmp_path / "run", "knapsack", "method.group_size=4", "train.steps=2"), resume=True)
-    assert resumed.prompt_sampler.state_dict() == state
+    assert resumed.state.prompt_sampler.state_dict() == state
     resumed.close()
 
 
@@ -400,13 +403,13 @@ def test_vas_scoring_rollouts_are_counted_and_their_weights_resume(tmp_path):
     assert engine.calls[0][1] == 2 and len(engine.calls[0][0]) == pool  # 2 answers for every pool prompt first
     assert metrics["sampler/scoring_answers"] == 2 * pool and metrics["tokens/decoded"] == engine.decoded
     assert metrics["sampler/scoring_decoded_tokens"] < engine.decoded  # plus the step's own rollout
-    assert len(trainer.prompt_sampler.weights) == pool
-    trainer.step += 1
+    assert len(trainer.state.prompt_sampler.weights) == pool
+    trainer.state.step += 1
     trainer.save()
-    weights = dict(trainer.prompt_sampler.weights)
+    weights = dict(trainer.state.prompt_sampler.weights)
     trainer.close()
     resumed = build_trainer(_config(tmp_path / "run", "vas", *extra, "train.steps=2"), resume=True)
-    assert resumed.prompt_sampler.weights == weights and resumed.prompt_sampler.scoring_due(1) == 0
+    assert resumed.state.prompt_sampler.weights == weights and resumed.state.prompt_sampler.scoring_due(1) == 0
     resumed.close()
 
 

@@ -92,15 +92,15 @@ def test_resume_gives_the_same_weights(tiny_dir, tmp_path, method):
     first = build_trainer(small_config(tiny_dir, tmp_path / "split", method, "train.steps=2"))
     first.train()
     resumed = build_trainer(small_config(tiny_dir, tmp_path / "split", method, "train.steps=4"), resume=True)
-    assert resumed.step == 2
+    assert resumed.state.step == 2
     resumed.train()
     a, b = weights(full.policy), weights(resumed.policy)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    oa, ob = full.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    oa, ob = full.actor.optimizer.state_dict()["state"], resumed.actor.optimizer.state_dict()["state"]
     assert all(torch.equal(oa[p][m], ob[p][m]) for p in oa for m in ("exp_avg", "exp_avg_sq", "step"))  # AdamW too
     if method == "skpo":
-        assert full.value_tracker.state_dict() == resumed.value_tracker.state_dict()
-        assert full.length_tracker.state_dict() == resumed.length_tracker.state_dict()
+        assert full.state.value_tracker.state_dict() == resumed.state.value_tracker.state_dict()
+        assert full.state.length_tracker.state_dict() == resumed.state.length_tracker.state_dict()
     steps = [json.loads(x)["step"] for x in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
 
@@ -110,7 +110,7 @@ def test_crash_during_save_leaves_previous_checkpoint_loadable(tiny_dir, tmp_pat
     trainer = build_trainer(small_config(tiny_dir, tmp_path, "grpo", "train.steps=1"))
     trainer.train()  # complete checkpoint at step 1
     good = ckpt.latest_checkpoint(tmp_path)
-    trainer.step = 2
+    trainer.state.step = 2
 
     class Crash(RuntimeError):
         pass
@@ -129,9 +129,9 @@ def test_crash_during_save_leaves_previous_checkpoint_loadable(tiny_dir, tmp_pat
     assert ckpt.latest_checkpoint(tmp_path) == good
     ckpt.verify_checkpoint(good)
     resumed = build_trainer(small_config(tiny_dir, tmp_path, "grpo", "train.steps=1"), resume=True)
-    assert resumed.step == 1
+    assert resumed.state.step == 1
     # the next save cleans the leftovers of the crashed one
-    resumed.step = 3
+    resumed.state.step = 3
     resumed.save()
     assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
 
@@ -251,7 +251,7 @@ def test_sigkill_during_save_leaves_previous_checkpoint(tiny_dir, tmp_path):
     assert good.name == "step_000001"
     ckpt.verify_checkpoint(good)
     resumed = build_trainer(load_config(None, overrides), resume=True)  # the run's own config
-    assert resumed.step == 1
+    assert resumed.state.step == 1
 
 
 @pytest.mark.parametrize("method", ["grpo", "skpo"])
@@ -268,11 +268,11 @@ def test_on_policy_shortcut_equals_recomputed_old_log_probs(tiny_dir, tmp_path, 
     monkeypatch.setattr(Actor, "log_probs", lambda self, *a: extra_passes.append(1) or real_log_probs(self, *a))
     fast = build_trainer(small_config(tiny_dir, tmp_path / "fast", method, "train.steps=1"))
     start = weights(fast.policy)
-    assert fast.on_policy
+    assert fast.update_settings.on_policy
     fast.train_step(0)
     assert extra_passes == []  # no old-log-prob forward
     for module in (log_probs_mod, update_mod):  # as if off-policy: a separate pass, π_old from it in the loss
-        monkeypatch.setattr(module, "is_on_policy", lambda train_cfg: False)
+        monkeypatch.setattr(module, "is_on_policy", lambda *counts: False)
     slow = build_trainer(small_config(tiny_dir, tmp_path / "slow", method, "train.steps=1"))
     slow.train_step(0)
     assert extra_passes  # the separate pass ran
@@ -296,7 +296,7 @@ def test_micro_batching_and_packing_do_not_change_the_update(tiny_dir, tmp_path,
     for name, trainer in (("alone", alone), ("together", together)):
         # compare the clipped gradients the optimizer receives: after AdamW, float rounding
         # in near-zero gradients would be magnified to lr-sized weight differences
-        trainer.optimizer.step = lambda *a, _t=trainer, _n=name, **k: grads.__setitem__(
+        trainer.actor.optimizer.step = lambda *a, _t=trainer, _n=name, **k: grads.__setitem__(
             _n, {n: p.grad.clone() for n, p in _t.policy.named_parameters() if p.grad is not None})
     m_alone, m_together = alone.train_step(0), together.train_step(0)
     assert m_alone["tokens/update_real"] > m_together["tokens/update_real"]  # packing shared the prompts
@@ -330,9 +330,9 @@ def test_off_policy_mini_batches_start_from_ratio_one(tiny_dir, tmp_path, method
     monkeypatch.setattr(update_mod, "term_loss", spy)
     trainer = build_trainer(small_config(tiny_dir, tmp_path / method, method, "train.mini_batches=2", "train.ppo_epochs=2",
                                          "train.prompts_per_step=4"))
-    real_step = trainer.optimizer.step
-    trainer.optimizer.step = lambda *a, **k: (steps.__setitem__(0, steps[0] + 1), real_step(*a, **k))[1]
-    assert not trainer.on_policy
+    real_step = trainer.actor.optimizer.step
+    trainer.actor.optimizer.step = lambda *a, **k: (steps.__setitem__(0, steps[0] + 1), real_step(*a, **k))[1]
+    assert not trainer.update_settings.on_policy
     m = trainer.train_step(0)
     assert steps[0] == 4
     assert all(v == v and abs(v) != float("inf") for v in m.values())
@@ -404,7 +404,7 @@ def test_two_identical_runs_are_bit_identical_optimizer_state_included(tiny_dir,
     for name in ("a", "b"):
         trainer = build_trainer(small_config(tiny_dir, tmp_path / name, "skpo", "train.steps=4", f"train.threads={threads}"))
         trainer.train()
-        runs.append((weights(trainer.policy), trainer.optimizer.state_dict()["state"]))
+        runs.append((weights(trainer.policy), trainer.actor.optimizer.state_dict()["state"]))
     (wa, oa), (wb, ob) = runs
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert oa.keys() == ob.keys() and all(

@@ -56,7 +56,7 @@ def main() -> None:
     from skpo.training.sharding import full_named_tensors, full_weights
 
     weights = {k: v.detach().cpu() for k, v in full_named_tensors(trainer.policy)}  # (sharded: a collective)
-    with full_weights(trainer.model if trainer.sharding is not None else None):  # what a gathered layer computes in
+    with full_weights(trainer.actor.model if trainer.actor.sharding is not None else None):  # what a gathered layer computes in
         gathered_dtype = str(next(trainer.policy.model.layers[0].parameters()).dtype)
     engine_matches = None
     llm = getattr(trainer.engine, "llm", None)
@@ -69,10 +69,10 @@ def main() -> None:
     if trainer.accelerator.is_main_process:
         torch.save(weights, Path(cfg.log.out_dir) / "final.pt")
         (Path(cfg.log.out_dir) / "final.json").write_text(json.dumps(
-            {"tokens_seen": trainer.tokens_seen, "step": trainer.step, "gathered_dtype": gathered_dtype,
+            {"tokens_seen": trainer.state.tokens_seen, "step": trainer.state.step, "gathered_dtype": gathered_dtype,
              "engine_matches": engine_matches,
-             "value_tracker": trainer.value_tracker.state_dict() if trainer.value_tracker else None}, default=str))
-    print(f"rank {trainer.accelerator.process_index} done step {trainer.step}", flush=True)
+             "value_tracker": trainer.state.value_tracker.state_dict() if trainer.state.value_tracker else None}, default=str))
+    print(f"rank {trainer.accelerator.process_index} done step {trainer.state.step}", flush=True)
     from skpo.training.distributed import shutdown
 
     shutdown()

@@ -119,7 +119,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     k_c, benchmarks = spec["curve_k"], list(cfg.eval.benchmarks)
 
     def evaluate(k: int, limit: int) -> dict[str, dict[str, Any]]:
-        return evaluate_benchmarks(trainer.policy, trainer.tokenizer, cfg, trainer.autocast_dtype, k=k, limit=limit,
+        return evaluate_benchmarks(trainer.policy, trainer.tokenizer, cfg, trainer.actor.autocast_dtype, k=k, limit=limit,
                                    source=trainer.source)
 
     start_path = run_dir / "start_eval.json"
@@ -140,7 +140,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         "benchmarks": benchmarks, "k": k, "eval_problems": spec["eval_problems"],
         **{m: _mean(r["metrics"][f"{m[:-2]}@{k}"] for r in final.values()) for m in ("avg@k", "pass@k", "maj@k")},
         "per_benchmark": {name: r["metrics"] for name, r in final.items()},
-        "tokens": trainer.tokens_seen, "steps": trainer.step, "train_seconds": trainer.state.train_seconds,
+        "tokens": trainer.state.tokens_seen, "steps": trainer.state.step, "train_seconds": trainer.state.train_seconds,
         "curve_metric": f"avg@{k_c}", "curve": curve,
     }
     step_metrics = [r["step_metrics"]["step_accuracy"] for r in final.values() if "step_accuracy" in r.get("step_metrics", {})]

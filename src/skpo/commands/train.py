@@ -29,8 +29,7 @@ def _main(argv: list[str]) -> int:
     # reported before seconds of imports
     from skpo.methods import method_to_document, method_yaml
     from skpo.training.distributed import shutdown
-    from skpo.training.run_dir import preflight
-    from skpo.training.setup import build_trainer, check_paths, check_run
+    from skpo.training.setup import build_trainer, check_run, check_vllm_available
 
     resolved = cfg.resolved()  # the method, resolved once when the config loaded
     if args.print_config:
@@ -42,8 +41,6 @@ def _main(argv: list[str]) -> int:
         for note in resolved.notes:
             print(f"# note: {note}")
         return 0
-    if not args.check:  # a used or locked directory fails before the heavy imports and the model load
-        preflight(cfg.log.out_dir, resume=args.resume, overwrite=args.overwrite)
     log_to_console(logging.INFO)
     if args.check:
         try:
@@ -58,13 +55,14 @@ def _main(argv: list[str]) -> int:
         print(f"skpo train: {what} is valid: method, run directory ({cfg.log.out_dir}), model, data, reward (run on "
               "a few rows) and benchmarks checked")
         return 0
-    try:
-        check_paths(cfg)
-    except ValueError as err:  # its messages name the key (reward, benchmarks)
-        raise ConfigError(str(err)) from err
+    if cfg.rollout.engine == "vllm":
+        try:
+            check_vllm_available()
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
     trainer = build_trainer(cfg, resume=args.resume, overwrite=args.overwrite, allow_data_change=args.allow_data_change)
     trainer.train()
     if trainer.accelerator.is_main_process:  # one line per run, not per process
-        print(f"done: {cfg.log.out_dir} (step {trainer.step})")
+        print(f"done: {cfg.log.out_dir} (step {trainer.state.step})")
     shutdown()
     return 0

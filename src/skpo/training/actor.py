@@ -5,10 +5,12 @@ the optimizer step (``docs/training.md``, ``docs/scaling.md``)."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass, field
 
 import torch
+from accelerate import Accelerator
 
+from skpo.config import RunConfig, TrainSection
 from skpo.engines import autocast
 from skpo.models.forward import can_pack, length_buckets, pack_buckets, policy_forward
 from skpo.models.loading import frozen_copy
@@ -22,6 +24,29 @@ from skpo.training.sharding import full_weights, shard_model, sharding_settings,
 log = logging.getLogger("skpo")
 
 
+@dataclass(frozen=True)
+class ActorSettings:
+    """What the actor reads of a run's config.
+
+    Attributes:
+        dtype: ``model.dtype``, the compute precision.
+        lm_head_precision: ``model.lm_head_precision``.
+        train: the ``train`` section: optimizer, schedule, micro-batches and packing, sharding,
+            gradient checkpointing and clipping.
+        temperature: ``rollout.temperature``: log-probs are those of ``logits / temperature``,
+            like the sampler's.
+    """
+
+    dtype: str = "float32"
+    lm_head_precision: str = "auto"
+    train: TrainSection = field(default_factory=TrainSection)
+    temperature: float = 1.0
+
+    @classmethod
+    def of(cls, cfg: RunConfig) -> ActorSettings:
+        return cls(cfg.model.dtype, cfg.model.lm_head_precision, cfg.train, cfg.rollout.temperature)
+
+
 class Actor:
     """Built in two phases so that auxiliary models (a reward model copied from the initial
     policy) see the policy before it is sharded: ``Actor(...)`` sets precision and the reference
@@ -32,20 +57,21 @@ class Actor:
     sharded, through FSDP's mixed-precision policy.
     """
 
-    def __init__(self, model: torch.nn.Module, cfg: Any, accelerator, dist: Dist, kl_coef: float, pad_id: int) -> None:
-        self.cfg, self.accelerator, self.dist, self.pad_id = cfg, accelerator, dist, pad_id
+    def __init__(self, model: torch.nn.Module, settings: ActorSettings, accelerator: Accelerator, dist: Dist,
+                 kl_coef: float, pad_id: int) -> None:
+        self.settings, self.accelerator, self.dist, self.pad_id = settings, accelerator, dist, pad_id
         self.device = accelerator.device
-        self.compute_dtype = getattr(torch, cfg.model.dtype)
+        self.compute_dtype = getattr(torch, settings.dtype)
         self.weights_dtype = next(model.parameters()).dtype
         self.autocast_dtype = None if self.compute_dtype == self.weights_dtype else self.compute_dtype
         self.scaler = (torch.amp.GradScaler(self.device.type)
                        if self.autocast_dtype == torch.float16 else None)  # fp16 gradients underflow
-        if self.autocast_dtype is not None and lm_head_float32(cfg.model.lm_head_precision, self.device):
+        if self.autocast_dtype is not None and lm_head_float32(settings.lm_head_precision, self.device):
             head_in_float32(model)
         self.lora = is_lora(model)
         # LoRA: the base with its adapters off is the reference, so no copy
         self.ref_model = frozen_copy(model) if kl_coef > 0 and not self.lora else None
-        t = cfg.train
+        t = settings.train
         self.sharding = sharding_settings(t.fsdp, t.gradient_checkpointing, accelerator)
         if self.sharding is not None and self.lora:
             raise ValueError("train.fsdp with model.lora is not supported: LoRA trains a small adapter on a replicated "
@@ -54,7 +80,7 @@ class Actor:
 
     def prepare(self) -> None:
         """Activation checkpointing, FSDP2 shards, AdamW and the LR schedule, devices."""
-        t, model = self.cfg.train, self.policy
+        t, model = self.settings.train, self.policy
         if t.gradient_checkpointing or (self.sharding and self.sharding.gradient_checkpointing):
             # non-reentrant: works with frozen inputs (LoRA), packed masks and FSDP units
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -80,7 +106,7 @@ class Actor:
 
     def _lr_factor(self, step: int) -> float:
         """The LR multiplier at ``step``: :func:`skpo.training.schedule.lr_factor` (decay to 0)."""
-        t = self.cfg.train
+        t = self.settings.train
         return lr_factor(step, t.steps, t.warmup_steps, t.lr_schedule)
 
     # ------------------------------------------------------------------ forwards
@@ -97,7 +123,7 @@ class Actor:
         """``(row indices, packs)`` per forward: answers to one prompt packed into tree-masked
         sequences of at most ``train.pack_max_tokens`` when the attention supports it, else
         length-bucketed padded rows (``packs=None``); either way within ``train.micro_batch_tokens``."""
-        t = self.cfg.train
+        t = self.settings.train
         if t.pack_max_tokens and can_pack(self.policy):
             return pack_buckets(rows.prompt_ids, rows.lengths().tolist(), t.micro_batch_tokens, t.pack_max_tokens)
         return [(bucket, None) for bucket in length_buckets(row_lengths(rows), t.micro_batch_tokens)]
@@ -112,7 +138,7 @@ class Actor:
             sub = rows.select(bucket)
             with self.autocast():
                 lp, _ = policy_forward(model, sub.prompt_ids, sub.response_ids, sub.response_mask, self.pad_id,
-                                       self.cfg.rollout.temperature, packs=packs)
+                                       self.settings.temperature, packs=packs)
             out[torch.tensor(bucket)] = lp.float().cpu()
         model.train(was_training)
         return out
@@ -127,7 +153,7 @@ class Actor:
             sub = rows.select(bucket)
             with self.autocast():
                 _, _, stats = policy_forward(self.policy, sub.prompt_ids, sub.response_ids, sub.response_mask,
-                                             self.pad_id, self.cfg.rollout.temperature, packs=packs, reductions=reduce)
+                                             self.pad_id, self.settings.temperature, packs=packs, reductions=reduce)
             for name, values in stats.items():
                 out.setdefault(name, torch.zeros_like(rows.old_log_probs))[torch.tensor(bucket)] = values.float().cpu()
         self.policy.train(was_training)
@@ -137,7 +163,7 @@ class Actor:
         """``(log_prob, entropy)`` ``[b, T]`` of the training model on one micro-batch, with grad."""
         with self.autocast():
             return policy_forward(self.model, rows.prompt_ids, rows.response_ids, rows.response_mask, self.pad_id,
-                                  self.cfg.rollout.temperature, with_entropy=True, packs=packs)
+                                  self.settings.temperature, with_entropy=True, packs=packs)
 
     # ------------------------------------------------------------------ backward and step
     def backward(self, loss: torch.Tensor) -> None:
@@ -157,7 +183,7 @@ class Actor:
             self.dist.all_reduce_grads(list(self.model.parameters()))
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.settings.train.grad_clip)
         if self.scaler is not None:  # skips the step when fp16 gradients overflowed
             self.scaler.step(self.optimizer)
             self.scaler.update()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from skpo.config import RolloutSection, RunConfig
 from skpo.engines import HFEngine
 from skpo.engines.context import ContextLimit, ContextPlan, model_positions, plan_context
 from skpo.engines.vllm_engine import VLLMEngine  # optional: the [vllm] extra imports vllm
@@ -13,11 +14,13 @@ from skpo.methods import Method, rollout_params
 from skpo.models.loading import resolve_model_path
 from skpo.rollout import ROLLOUTS
 from skpo.tasks.sources import PromptSource
+from skpo.training.actor import Actor
+from skpo.training.distributed import Dist
 
 log = logging.getLogger("skpo")
 
 
-def context_plan(cfg: Any, method: Method, source: PromptSource, model_config: Any) -> ContextPlan:
+def context_plan(rollout: RolloutSection, method: Method, source: PromptSource, model_config: Any) -> ContextPlan:
     """The engine's context for a run (:func:`skpo.engines.context.plan_context`): the longest
     training prompt, the rollout kind's ``prompt_growth`` and ``rollout.max_new_tokens``,
     against the model's positions, or ``rollout.max_context_tokens`` when set.
@@ -27,14 +30,15 @@ def context_plan(cfg: Any, method: Method, source: PromptSource, model_config: A
     """
     entry = ROLLOUTS.get(method.rollout)
     growth_fn = entry.meta.get("prompt_growth")
-    budget = cfg.rollout.max_new_tokens
-    growth = None if growth_fn is None else int(growth_fn(rollout_params(method), budget, cfg.rollout.initial_length))
+    budget = rollout.max_new_tokens
+    growth = None if growth_fn is None else int(growth_fn(rollout_params(method), budget, rollout.initial_length))
     longest = max((len(item.prompt_ids) for item in source.items), default=1)
-    return plan_context(longest, growth, budget, model_positions(model_config), cfg.rollout.context_setting,
+    return plan_context(longest, growth, budget, model_positions(model_config), rollout.context_setting,
                         growth_note=entry.meta.get("growth_note", f"rollout {method.rollout!r} growth"))
 
 
-def build_engine(cfg: Any, plan: ContextPlan, actor: Any, tokenizer, stop_ids: list[int], dist: Any) -> ContextLimit:
+def build_engine(cfg: RunConfig, plan: ContextPlan, actor: Actor, tokenizer: Any, stop_ids: list[int],
+                 dist: Dist) -> ContextLimit:
     """The rollout engine: the Hugging Face decoder on the policy itself (no weight copy), or
     vLLM colocated on the same GPUs (its weights synced after every update); either way held to
     the run's context ``plan``: a completion that reaches it is cut, counted and logged."""

@@ -4,8 +4,6 @@ log-probs (when a KL term is on). Each role's rows go through the forward on the
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from skpo.algorithms.token_stats import EXTRA_PREFIX, reducer
@@ -14,12 +12,12 @@ from skpo.rows import Rows
 from skpo.training.actor import Actor
 
 
-def is_on_policy(train_cfg: Any) -> bool:
+def is_on_policy(mini_batches: int, ppo_epochs: int) -> bool:
     """One mini-batch and one epoch: the update runs on the very policy that sampled, so π_old
     is the current policy and the ratio is 1 (gradient −A·∇log π). The old log-probs are then
     the detached log-probs of the update's own forward — no extra pass; verl's actor and TRL's
     GRPOTrainer take the same shortcut."""
-    return train_cfg.mini_batches == 1 and train_cfg.ppo_epochs == 1
+    return mini_batches == 1 and ppo_epochs == 1
 
 
 @torch.no_grad()
@@ -27,7 +25,8 @@ def with_old_and_ref_log_probs(actor: Actor, method: Method, rows: Rows) -> Rows
     """New rows with the token statistics (:func:`with_token_stats`), π_old recomputed when
     ``train.recompute_old_log_probs`` and off-policy, and reference log-probs with a KL term."""
     rows = with_token_stats(actor, method, rows)
-    recompute = actor.cfg.train.recompute_old_log_probs and not is_on_policy(actor.cfg.train)
+    train = actor.settings.train
+    recompute = train.recompute_old_log_probs and not is_on_policy(train.mini_batches, train.ppo_epochs)
     wants_ref = actor.ref_model is not None or (actor.lora and method.kl_coef > 0)
     if not recompute and not wants_ref:
         return rows

@@ -31,6 +31,7 @@ import shutil
 import socket
 import time
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,8 @@ import yaml
 from skpo.config import RunConfig, dump_config, move_old_spellings
 from skpo.errors import UserError
 from skpo.training.logging import MetricsLogger
-from skpo.training.checkpoint import CHECKPOINT_DIR, LATEST, NoCheckpointError, remove_partial
+from skpo.training.checkpoint import (CHECKPOINT_DIR, LATEST, NoCheckpointError, find_checkpoint, read_state,
+                                      remove_partial)
 
 log = logging.getLogger("skpo")
 
@@ -430,6 +432,47 @@ def check_resolved_method(saved: dict[str, Any], current: dict[str, Any], where:
         listed = ", ".join(f"method.{k}: {_show(a)} → {_show(b)}" for k, (a, b) in changed.items())
         raise ResumeConfigError(f"--resume: the method {where} ran with resolves differently now: {listed}; "
                                 "restore it or start a new run (--overwrite or another log.out_dir)")
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a resume continues, once every check passed (:func:`check_resume`).
+
+    Attributes:
+        checkpoint: the newest intact checkpoint of the run; ``skipped``: newer ones that were
+            not, each with the reason.
+        run_id: the run id ``run.json`` records (``None``: a run from before run ids).
+        config_changes: the allowed config changes, ``{key: [old, new]}``.
+        data: the training data's fingerprint recorded at the start; ``data_changes`` its
+            changes (allowed by ``--allow-data-change``).
+    """
+
+    checkpoint: Path
+    skipped: list[tuple[Path, str]]
+    run_id: str | None
+    config_changes: dict[str, list]
+    data: dict[str, Any] | None
+    data_changes: dict[str, list]
+
+
+def check_resume(out_dir: Path, config: dict[str, Any], method_doc: dict[str, Any], data: dict[str, Any] | None,
+                 allow_data_change: bool) -> ResumePoint:
+    """Every check ``--resume`` makes, in one place (a run's start and ``--check`` call it): the
+    newest intact checkpoint of the run in ``out_dir`` (verified before anything is read from
+    it), the config it was trained with against ``config`` (``model_dump(mode="json")``), the
+    method as it resolves now (``method_doc``) against the one the run started with, and the
+    training data's fingerprint (``data``). Raises the error naming what differs."""
+    out_dir = Path(out_dir)
+    recorded = read_run_json(out_dir)
+    path, skipped = find_checkpoint(out_dir, run_id=recorded.get("run_id"))
+    saved = read_state(path).get("config")
+    if saved is None and (out_dir / "config.yaml").is_file():  # checkpoints older than run ids
+        saved = yaml.safe_load((out_dir / "config.yaml").read_text())
+    changed = check_resume_config(saved, config, out_dir) if saved else {}
+    if recorded.get("method_resolved") is not None:  # the same config can resolve differently: an edited method file
+        check_resolved_method(recorded["method_resolved"], json.loads(json.dumps(method_doc)), out_dir)
+    data_changed = check_resume_data(recorded.get("data"), data, out_dir, allow_data_change)
+    return ResumePoint(path, skipped, recorded.get("run_id"), changed, recorded.get("data"), data_changed)
 
 
 def _show(value: Any) -> str:

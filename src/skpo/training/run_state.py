@@ -12,7 +12,7 @@ import torch
 from skpo.algorithms import LengthTracker, ValueTracker, build_prompt_sampler, kl_penalty, masked_mean
 from skpo.algorithms.advantages import estimator_inputs
 from skpo.errors import CheckpointError
-from skpo.methods import Method
+from skpo.methods import Method, rollout_params
 from skpo.models.forward import length_buckets, policy_forward
 from skpo.rollout import ROLLOUTS, RolloutResult
 from skpo.rows import Rows
@@ -20,16 +20,17 @@ from skpo.training.actor import Actor, row_lengths
 
 
 class RunState:
-    def __init__(self, method: Method, cfg: Any, rollout_params: Any) -> None:
-        """``rollout_params``: the rollout kind's parameter record (its ``length_tracker``
-        metadata, when a function, gives the tracker's split bounds from it)."""
+    def __init__(self, method: Method, rho_mode: str = "kl", initial_length: float = 32.0) -> None:
+        """``rho_mode``: the trackers' forgetting (``train.rho_mode``); ``initial_length``: the
+        length tracker's prior (``rollout.initial_length``), its split bounds from the rollout
+        kind's ``length_tracker`` metadata (a function of its parameter record)."""
         self.method = method
-        self.rho_mode = cfg.train.rho_mode
+        self.rho_mode = rho_mode
         tracker_kw = {"rho_mode": self.rho_mode}
         self.value_tracker = ValueTracker(reward_range=method.reward_range, **tracker_kw) if method.value_tracker else None
         declared = ROLLOUTS.get(method.rollout).meta.get("length_tracker")
-        bounds = declared(rollout_params) if callable(declared) else {}
-        self.length_tracker = (LengthTracker(initial=cfg.rollout.initial_length, **bounds, **tracker_kw)
+        bounds = declared(rollout_params(method)) if callable(declared) else {}
+        self.length_tracker = (LengthTracker(initial=initial_length, **bounds, **tracker_kw)
                                if method.length_tracker else None)
         # state of stateful estimators (``state`` metadata: RiskPO's quantiles, PAPO's controller), per term
         self.term_states = {t.role: s for t in method.terms if (s := t.make_state()) is not None}
@@ -102,12 +103,12 @@ def measure_drift(actor: Actor, rows: Rows, role: str) -> float:
     """One step's policy drift: k3 KL of the updated policy against the rollout policy on the
     first micro-batch of ``role``'s rows."""
     rows = rows.select(rows.rows_of(role))
-    bucket = length_buckets(row_lengths(rows), actor.cfg.train.micro_batch_tokens)[0]
+    bucket = length_buckets(row_lengths(rows), actor.settings.train.micro_batch_tokens)[0]
     sub = rows.select(bucket)
     actor.policy.eval()
     with actor.autocast():
         new_lp, _ = policy_forward(actor.policy, sub.prompt_ids, sub.response_ids, sub.response_mask, actor.pad_id,
-                                   actor.cfg.rollout.temperature)
+                                   actor.settings.temperature)
     actor.policy.train()
     kl = kl_penalty(sub.old_log_probs, new_lp.float().cpu(), "k3")  # KL(π_old ‖ π_new) from π_old samples
     return max(masked_mean(kl, sub.response_mask).item(), 0.0)

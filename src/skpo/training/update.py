@@ -6,12 +6,11 @@ those of the whole mini-batch (and of every rank), so micro-batch and rank losse
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
 import torch
 
 from skpo.algorithms import AggDenominators, PolicyLossInputs, agg_loss, kl_penalty, masked_mean
 from skpo.algorithms.token_stats import EXTRA_PREFIX
+from skpo.config import RunConfig
 from skpo.engines import mix_seed
 from skpo.methods import Method, joint_roles, term_loss
 from skpo.rows import Rows
@@ -19,6 +18,32 @@ from skpo.training.actor import Actor
 from skpo.training.distributed import Dist
 from skpo.training.log_probs import is_on_policy
 from skpo.training.sharding import equalize
+
+
+@dataclass(frozen=True)
+class UpdateSettings:
+    """What the update reads of a run's config.
+
+    Attributes:
+        ppo_epochs / mini_batches: passes over the batch and optimizer steps per pass.
+        seed: the run's seed (the mini-batches' shuffle is ``mix_seed(seed, step, 41)``).
+        max_response_length: ``rollout.max_new_tokens``, the constant of Dr. GRPO's aggregation
+            (a method with ``agg_scale: max_response_length``).
+    """
+
+    ppo_epochs: int = 1
+    mini_batches: int = 1
+    seed: int = 0
+    max_response_length: int = 64
+
+    @property
+    def on_policy(self) -> bool:
+        """One epoch of one mini-batch: π_old is the policy itself (:func:`~skpo.training.log_probs.is_on_policy`)."""
+        return is_on_policy(self.mini_batches, self.ppo_epochs)
+
+    @classmethod
+    def of(cls, cfg: RunConfig) -> UpdateSettings:
+        return cls(cfg.train.ppo_epochs, cfg.train.mini_batches, cfg.train.seed, cfg.rollout.max_new_tokens)
 
 
 @dataclass
@@ -52,9 +77,10 @@ class TermPlan:
         return cls(method, [term_of.get(r, -1) for r in rows.roles()], shared, term_of)
 
 
-def update(actor: Actor, method: Method, rows: Rows, dist: Dist, step: int, metrics: dict[str, float]) -> None:
+def update(actor: Actor, method: Method, rows: Rows, dist: Dist, settings: UpdateSettings, step: int,
+           metrics: dict[str, float]) -> None:
     """Train on ``rows`` (with advantages) and add the update's metrics to ``metrics``."""
-    t = actor.cfg.train
+    t = settings
     plan = TermPlan.of(method, rows)
     keys = sorted(set(rows.index), key=str)
     gen = torch.Generator().manual_seed(mix_seed(t.seed, step, 41))
@@ -63,12 +89,13 @@ def update(actor: Actor, method: Method, rows: Rows, dist: Dist, step: int, metr
     for _epoch in range(t.ppo_epochs):
         order = [keys[i] for i in torch.randperm(len(keys), generator=gen).tolist()]
         for chunk in (order[i :: t.mini_batches] for i in range(t.mini_batches)):
-            _mini_batch(actor, plan, rows, set(chunk), dist, sums)
+            _mini_batch(actor, plan, rows, set(chunk), dist, settings, sums)
     actor.scheduler.step()
     metrics.update(_term_metrics(method, plan, dist, sums))
 
 
-def _mini_batch(actor: Actor, plan: TermPlan, rows: Rows, chunk_keys: set, dist: Dist, sums: MetricSums) -> None:
+def _mini_batch(actor: Actor, plan: TermPlan, rows: Rows, chunk_keys: set, dist: Dist, settings: UpdateSettings,
+                sums: MetricSums) -> None:
     """One optimizer step on the rows of the prompts ``chunk_keys`` (this rank's share of them)."""
     sel = [b for b, k in enumerate(rows.index) if k in chunk_keys and plan.row_term[b] >= 0]
     if not sel:
@@ -77,7 +104,7 @@ def _mini_batch(actor: Actor, plan: TermPlan, rows: Rows, chunk_keys: set, dist:
     # the terms of one joint group count the group's rows (their losses add up to one)
     global_term = [plan.row_term[b] for b in sel]
     dens = {i: denominators(rows.response_mask[[b for b, tt in zip(sel, global_term) if tt in plan.shared[i]]],
-                            plan.method, actor.cfg)
+                            plan.method, settings.max_response_length)
             for i in set(global_term)}
     if dist.active:  # this rank's prompts of the mini-batch
         mine = set(dist.shard(sorted(chunk_keys, key=str)))
@@ -89,7 +116,7 @@ def _mini_batch(actor: Actor, plan: TermPlan, rows: Rows, chunk_keys: set, dist:
     # number of micro-batches (agreed before the first; the short ranks pad with zero-loss passes)
     padding = equalize(dist.all_gather_object(len(micro))) - len(micro) if actor.sharding else 0
     for bucket, packs in micro:
-        _micro_batch(actor, plan, mb_rows.select(bucket), [mb_term[b] for b in bucket], packs, dens, sums)
+        _micro_batch(actor, plan, mb_rows.select(bucket), [mb_term[b] for b in bucket], packs, dens, settings, sums)
     actor.pad_passes(padding)
     terms = plan.method.terms
     for i in set(global_term):  # pg_loss: the mean over mini-batches of their loss
@@ -97,7 +124,8 @@ def _mini_batch(actor: Actor, plan: TermPlan, rows: Rows, chunk_keys: set, dist:
     sums.add("actor/grad_norm", actor.optimizer_step(), int(dist.rank == 0))
 
 
-def _micro_batch(actor: Actor, plan: TermPlan, mb: Rows, mb_term: list[int], packs, dens: dict, sums: MetricSums) -> None:
+def _micro_batch(actor: Actor, plan: TermPlan, mb: Rows, mb_term: list[int], packs, dens: dict,
+                 settings: UpdateSettings, sums: MetricSums) -> None:
     """One forward of the micro-batch ``mb`` and one backward of the sum of its terms' losses."""
     real, padded = forward_tokens(mb, packs)
     sums.add("tokens/update_real", real, None)
@@ -108,29 +136,29 @@ def _micro_batch(actor: Actor, plan: TermPlan, mb: Rows, mb_term: list[int], pac
     for i in sorted(set(mb_term)):
         local = [j for j, tt in enumerate(mb_term) if tt == i]
         pick = torch.tensor(local, device=log_prob.device)
-        value, term_metrics = term_loss_value(actor, plan.method, terms[i], log_prob[pick], entropy[pick],
-                                              mb.select(local), dens[i])
+        value, term_metrics = term_loss_value(plan.method, terms[i], log_prob[pick], entropy[pick],
+                                              mb.select(local), dens[i], settings.on_policy)
         loss = loss + value
         for k, v in term_metrics.items():  # pg_loss: micro-batch parts of the mini-batch loss add up
             sums.add(f"{terms[i].role}/{k}", float(v), None if k == "pg_loss" else len(local))
     actor.backward(loss)
 
 
-def denominators(mask: torch.Tensor, method: Method, cfg: Any) -> AggDenominators:
+def denominators(mask: torch.Tensor, method: Method, max_response_length: int) -> AggDenominators:
     """Counts of a term's rows in the whole mini-batch (every rank holds the global rows)."""
     counts = torch.tensor([mask.sum().item(), (mask.sum(-1) > 0).sum().item()], dtype=torch.float64)
-    scale = float(cfg.rollout.max_new_tokens) if method.agg_scale == "max_response_length" else None
+    scale = float(max_response_length) if method.agg_scale == "max_response_length" else None
     return AggDenominators(float(counts[0]), float(counts[1]), scale)
 
 
-def term_loss_value(actor: Actor, method: Method, term, log_prob: torch.Tensor, entropy: torch.Tensor | None,
-                    mb: Rows, den: AggDenominators) -> tuple[torch.Tensor, dict[str, float]]:
+def term_loss_value(method: Method, term, log_prob: torch.Tensor, entropy: torch.Tensor | None,
+                    mb: Rows, den: AggDenominators, on_policy: bool) -> tuple[torch.Tensor, dict[str, float]]:
     """One loss term on its rows ``mb`` of a micro-batch, from that micro-batch's forward
     (``log_prob`` / ``entropy`` ``[b, T]``): the policy loss, the KL-in-loss and entropy terms,
     times the term's weight. Ranks' gradients are summed and denominators are global."""
     device = log_prob.device
     mask = mb.response_mask.to(device)
-    old_log_prob = log_prob.detach() if is_on_policy(actor.cfg.train) else mb.old_log_probs.to(device)
+    old_log_prob = log_prob.detach() if on_policy else mb.old_log_probs.to(device)
     extras = {k[len(EXTRA_PREFIX):]: v.to(device) for k, v in mb.extra.items() if k.startswith(EXTRA_PREFIX)}
     inputs = PolicyLossInputs(log_prob, old_log_prob, mb.advantages.to(device), mask, extras=extras)
     pg, metrics = term_loss(term, inputs, den)
