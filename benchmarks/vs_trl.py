@@ -130,8 +130,7 @@ def trl_reward(ours):
     items = ours.source.items
 
     def arith_reward(completions, completion_ids, item, **_):
-        rewards, _correct = ours.score([items[i] for i in item], [list(ids) for ids in completion_ids])
-        return rewards
+        return ours.score([items[i] for i in item], [list(ids) for ids in completion_ids]).rewards
 
     return arith_reward
 

@@ -242,7 +242,7 @@ def test_rollout_joins_refinements_of_q_to_the_group_and_counts_every_token(tmp_
         g = q_prompts.index(rows.prompt_ids[b])
         candidates = [list(refined[g * 3 + j][0].token_ids) for j in range(3)]
         assert rows.response_ids[b, : int(rows.response_mask[b].sum())].tolist() in candidates
-        rewards, _ = trainer.score([item_of[tuple(q_prompts[g])]] * 3, candidates)
+        rewards = trainer.score([item_of[tuple(q_prompts[g])]] * 3, candidates).rewards
         assert float(rows.rewards[b]) == max(rewards)
     adv = seen["out"].advantages[:, 0]
     for key in set(rows.index):  # A = R − mean over the G + k rows of the prompt

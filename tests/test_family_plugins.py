@@ -23,6 +23,7 @@ from skpo.algorithms.papo import EntropyController, PAPOParams, controller_shift
 from skpo.algorithms.riskpo import QuantileTracker, RiskPOParams, riskpo_advantage
 from skpo.algorithms.token_stats import entropy_gain, minp_proxy_log_prob, reducer, token_entropy
 from skpo.methods import MethodError, resolve_method
+from skpo.rollout import Scores
 
 E = math.e
 
@@ -31,7 +32,7 @@ def per_answer(reward):
     """``Trainer.score`` from a one-answer ``reward(trainer, item, response_ids) -> (reward, correct)``."""
     def score(self, items, responses):
         pairs = [reward(self, item, list(r)) for item, r in zip(items, responses)]
-        return [float(r) for r, _ in pairs], [bool(c) for _, c in pairs]
+        return Scores([float(r) for r, _ in pairs], [bool(c) for _, c in pairs])
     return score
 
 

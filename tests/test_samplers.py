@@ -30,6 +30,7 @@ from skpo.algorithms.prompt_samplers import (
 from skpo.methods import MethodError, resolve_method
 from skpo.engines import Completion, SamplingParams
 from skpo.engines.engine import mix_seed
+from skpo.rollout import Scores
 from skpo.rollout.group import generate_groups
 
 # ----------------------------------------------------------------------------- Knapsack RL
@@ -311,7 +312,7 @@ def test_an_all_wrong_group_gets_its_lowest_solving_hint_in_place_of_its_first_a
 
     def score(items, responses):  # hinted answers: level 1 wrong, level ≥ 2 right for a; c never
         ok = [it is a and k % 4 != 0 for k, it in enumerate(items)]
-        return [1.0 if o else -1.0 for o in ok], ok
+        return Scores([1.0 if o else -1.0 for o in ok], ok)
 
     def group(item, correct):
         n = len(correct)
@@ -324,7 +325,7 @@ def test_an_all_wrong_group_gets_its_lowest_solving_hint_in_place_of_its_first_a
                          generator=torch.Generator())
     assert _hint_failed_groups(ctx, groups)[:2] == (0, 0)  # step 1 < warm-up 2: no hints
     ctx.step = 2
-    decoded, prefill, metrics = _hint_failed_groups(ctx, groups)
+    decoded, prefill, metrics, _verdicts = _hint_failed_groups(ctx, groups)
     levels = hint_prompt_ids(source, a, ScaffoldParams())
     assert groups[0]["prompts"][0] == levels[1] and groups[0]["prompts"][1:] == [list(a.prompt_ids)] * 2  # level 2
     assert groups[0]["rewards"] == [1.0, -1.0, -1.0] and groups[0]["correct"][0] is True
@@ -336,6 +337,41 @@ def test_an_all_wrong_group_gets_its_lowest_solving_hint_in_place_of_its_first_a
     assert decoded == 8 * 2 and metrics["scaffold/hint_answers"] == 8 and metrics["scaffold/solved_with_hint"] == 1
     assert metrics["scaffold/solved_level_mean"] == 2 and prefill == sum(len(x) for x in levels) + sum(
         len(x) for x in hint_prompt_ids(source, c, ScaffoldParams()))
+
+
+def test_the_rollout_returns_the_verdicts_of_every_answer_it_scored(tokenizer):
+    """The reward's verdicts come back in the rollout's result (what the step's sample records
+    say of each row), from each of its scorings: a Scaf-GRPO step scores its group answers, then
+    the hinted answers of the all-wrong group; an answer scored twice keeps its later verdict."""
+    from skpo.rewards.base import Verdict
+    from skpo.rollout.base import RolloutContext, Timer
+    from skpo.rollout.scaffold import ScaffoldParams, scaffold_rollout
+
+    class Source:
+        pass
+
+    source = Source()
+    source.tokenizer = tokenizer
+    items = [_arith_item(tokenizer, q) for q in ("37+48-12", "5+6-1")]
+    calls: list[dict] = []
+
+    def score(items, responses):  # the group answers all wrong; every hinted answer right
+        ok = bool(calls)
+        verdicts = {(it.key, tuple(r)): Verdict(float(ok), ok, f"scoring {len(calls) + 1}")
+                    for it, r in zip(items, responses)}
+        calls.append(verdicts)
+        return Scores([1.0 if ok else -1.0] * len(items), [ok] * len(items), verdicts)
+
+    ctx = RolloutContext(engine=FakeEngine(), params=SamplingParams(seed=7), rollout_params=ScaffoldParams(warmup_steps=0),
+                         group_size=3, step=0, score=score, sample_prompts=None, source=source, pad_id=0,
+                         max_new_tokens=8, timer=Timer(), generator=torch.Generator())
+    result = scaffold_rollout(ctx, items)
+    assert len(calls) == 2 and result.verdicts == {**calls[0], **calls[1]}
+    rows = result.rows
+    said = [result.verdicts[(key, tuple(rows.response_ids[b, : int(rows.response_mask[b].sum())].tolist()))]
+            for b, key in enumerate(rows.index)]
+    assert [v.correct for v in said] == [r > 0 for r in rows.rewards.tolist()]
+    assert [v.reason for v in said] == ["scoring 2", "scoring 1", "scoring 1"] * 2  # the first answer: hinted
 
 
 # ----------------------------------------------------------------------------- in the trainer
@@ -422,7 +458,7 @@ def test_scaffold_hinted_rows_train_and_count(tmp_path, monkeypatch):
     def score(self, items, responses):  # the group answers all wrong, every hinted answer right
         calls.append(len(items))
         ok = len(calls) > 1
-        return [1.0 if ok else -1.0] * len(items), [ok] * len(items)
+        return Scores([1.0 if ok else -1.0] * len(items), [ok] * len(items))
 
     monkeypatch.setattr(Trainer, "score", score)
     trainer = build_trainer(_config(tmp_path / "run", "scaf_grpo", "method.group_size=3",

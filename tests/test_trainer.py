@@ -11,6 +11,7 @@ import torch
 from skpo.methods import METHODS, sizes_that_apply
 from skpo.config import ConfigError, load_config
 from skpo.training import checkpoint as ckpt
+from skpo.rollout import Scores
 from skpo.training.setup import build_trainer
 
 
@@ -29,7 +30,7 @@ def per_answer(reward):
     """``Trainer.score`` from a one-answer ``reward(trainer, item, response_ids) -> (reward, correct)``."""
     def score(self, items, responses):
         pairs = [reward(self, item, list(r)) for item, r in zip(items, responses)]
-        return [float(r) for r, _ in pairs], [bool(c) for _, c in pairs]
+        return Scores([float(r) for r, _ in pairs], [bool(c) for _, c in pairs])
     return score
 
 

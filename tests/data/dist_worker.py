@@ -47,7 +47,8 @@ def main() -> None:
         metrics = merge_rank_metrics([(p.metrics, len(p.rows)) for p in parts])  # as the ranks' are merged
         return dataclasses.replace(parts[0], rows=concat_rows([p.rows for p in parts], ctx.pad_id), metrics=metrics,
                                    decoded_tokens=sum(p.decoded_tokens for p in parts),
-                                   prefill_tokens=sum(p.prefill_tokens for p in parts), length_observations=obs)
+                                   prefill_tokens=sum(p.prefill_tokens for p in parts), length_observations=obs,
+                                   verdicts={k: v for p in parts for k, v in p.verdicts.items()})
 
     if mode != "resume":
         rollout.ROLLOUTS._entries[kind] = dataclasses.replace(entry, fn=recording if mode == "record" else replay)

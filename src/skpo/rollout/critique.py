@@ -173,7 +173,8 @@ def critique_refine_rollout(ctx: RolloutContext, items: list[PromptItem]) -> Rol
     answers = [list(c.token_ids) for comps in outs for c in comps]
     answer_lps = [list(c.logprobs) for comps in outs for c in comps]
     with ctx.timer("scoring"):
-        rewards, correct = ctx.score(owners, answers)
+        scores = ctx.score(owners, answers)
+    rewards, correct = scores.rewards, scores.correct
     texts = [decode(a) for a in answers]
 
     # 2. a critique of every answer (a critic model's decoding is part of the rollout's time)
@@ -189,7 +190,8 @@ def critique_refine_rollout(ctx: RolloutContext, items: list[PromptItem]) -> Rol
     refined_out = [comps[0] for comps in ctx.engine.generate(refine_prompts, 1, refine_params)]
     refined = [list(c.token_ids) for c in refined_out]
     with ctx.timer("scoring"):
-        refine_rewards, refine_correct = ctx.score(owners, refined)
+        refine_scores = ctx.score(owners, refined)
+    refine_rewards, refine_correct = refine_scores.rewards, refine_scores.correct
 
     # 4. k refinements per group, correct ones first
     kept = [q * g + j for q in range(len(items)) for j in select_refinements(refine_rewards[q * g : (q + 1) * g],
@@ -225,4 +227,4 @@ def critique_refine_rollout(ctx: RolloutContext, items: list[PromptItem]) -> Rol
     if right:
         metrics["critique/broken_rate"] = sum(not refine_correct[b] for b in right) / len(right)
     decoded = decoded_answers + decoded_refinements + critic_decoded
-    return RolloutResult(rows, metrics, decoded, prefill)
+    return RolloutResult(rows, metrics, decoded, prefill, verdicts={**scores.verdicts, **refine_scores.verdicts})

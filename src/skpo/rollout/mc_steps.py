@@ -33,8 +33,12 @@ def mc_steps_rollout(ctx: RolloutContext, items: list[PromptItem]) -> RolloutRes
     by_prompt = {tuple(it.prompt_ids): it for it in kept_items}
     responses = [rows.response_ids[b, : int(n)].tolist() for b, n in enumerate(rows.lengths())]
 
+    verdicts = dict(result.verdicts)  # the continuations' verdicts join the answers'
+
     def mc_rewards(calls: list[tuple[list[int], list[int]]]) -> list[float]:
-        return ctx.score([by_prompt[tuple(p)] for p, _ in calls], [list(r) for _, r in calls])[0]
+        scores = ctx.score([by_prompt[tuple(p)] for p, _ in calls], [list(r) for _, r in calls])
+        verdicts.update(scores.verdicts)
+        return scores.rewards
 
     p = ctx.rollout_params
     engine = _CountingEngine(ctx.engine)  # continuations count toward the step's decoded tokens
@@ -55,7 +59,8 @@ def mc_steps_rollout(ctx: RolloutContext, items: list[PromptItem]) -> RolloutRes
     extra = {**rows.extra, "step_values": step_values, "step_mask": step_mask, "token_step_index": token_step}
     result.metrics["mc/steps_per_response"] = float(step_mask.sum(-1).mean())
     result.metrics["mc/decoded_tokens"] = engine.decoded
-    return dataclasses.replace(result, rows=rows.replace(extra=extra), decoded_tokens=result.decoded_tokens + engine.decoded)
+    return dataclasses.replace(result, rows=rows.replace(extra=extra), verdicts=verdicts,
+                               decoded_tokens=result.decoded_tokens + engine.decoded)
 
 
 class _CountingEngine:

@@ -12,7 +12,7 @@ from typing import Any
 from skpo.engines import mix_seed
 from skpo.tasks.sources import PromptItem
 from skpo.tasks.templates import skip_input_ids
-from skpo.rollout.base import ROLLOUTS, RolloutContext, RolloutResult
+from skpo.rollout.base import ROLLOUTS, RolloutContext, RolloutResult, Verdicts
 from skpo.rollout.group import group_rows
 from skpo.tasks.dataset import prompt_messages
 from skpo.tasks.prompts import prompt_ids
@@ -87,13 +87,14 @@ def hint_prompt_ids(source: Any, item: PromptItem, params: ScaffoldParams) -> li
     return out
 
 
-def _hint_failed_groups(ctx: RolloutContext, groups: list[dict]) -> tuple[int, int, dict[str, float]]:
-    """Steps 2–5 of the module docstring on this rank's kept groups, in place."""
+def _hint_failed_groups(ctx: RolloutContext, groups: list[dict]) -> tuple[int, int, dict[str, float], Verdicts]:
+    """Steps 2–5 of the module docstring on this rank's kept groups, in place; returns the
+    tokens decoded and prefilled, the metrics and the hinted answers' verdicts."""
     params: ScaffoldParams = ctx.rollout_params
     failed = [grp for grp in groups if grp["responses"] and not any(grp["correct"])]
     metrics = {"scaffold/active": float(ctx.step >= params.warmup_steps), "scaffold/all_wrong_groups": float(len(failed))}
     if ctx.step < params.warmup_steps or not failed:
-        return 0, 0, metrics
+        return 0, 0, metrics, {}
     prompts, owner, level = [], [], []
     for g, grp in enumerate(failed):
         for lv, ids in enumerate(hint_prompt_ids(ctx.source, grp["item"], params), start=1):
@@ -103,7 +104,8 @@ def _hint_failed_groups(ctx: RolloutContext, groups: list[dict]) -> tuple[int, i
     hint_params = dataclasses.replace(ctx.params, seed=mix_seed(int(ctx.params.seed), 83))
     answers = [comps[0] for comps in ctx.engine.generate(prompts, 1, hint_params)]
     with ctx.timer("scoring"):
-        rewards, correct = ctx.score([failed[g]["item"] for g in owner], [list(a.token_ids) for a in answers])
+        scores = ctx.score([failed[g]["item"] for g in owner], [list(a.token_ids) for a in answers])
+    rewards, correct = scores.rewards, scores.correct
     solved_levels = []
     for g, grp in enumerate(failed):
         right = [j for j in range(len(prompts)) if owner[j] == g and correct[j]]
@@ -122,7 +124,7 @@ def _hint_failed_groups(ctx: RolloutContext, groups: list[dict]) -> tuple[int, i
     })
     if solved_levels:
         metrics["scaffold/solved_level_mean"] = sum(solved_levels) / len(solved_levels)
-    return decoded, sum(len(p) for p in prompts), metrics
+    return decoded, sum(len(p) for p in prompts), metrics, scores.verdicts
 
 
 @ROLLOUTS.register("scaffold", ScaffoldParams, roles=("response",), variable_group_size=True)

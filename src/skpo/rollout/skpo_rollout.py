@@ -16,7 +16,7 @@ from skpo.algorithms.advantages import skpo_downstream_index
 from skpo.algorithms.trackers import LengthTracker
 from skpo.engines.engine import BatchedReward, Completion, Engine, SamplingParams, mix_seed, prompt_seeds, score_batch
 from skpo.engines.hf_engine import left_pad
-from skpo.rollout.base import ROLLOUTS, RolloutContext, RolloutResult
+from skpo.rollout.base import ROLLOUTS, RolloutContext, RolloutResult, Verdicts
 from skpo.rows import Rows, concat_rows
 from skpo.tasks.sources import PromptItem
 from skpo.tasks.templates import skip_input_ids
@@ -606,12 +606,14 @@ def skpo_rollout_kind(ctx: RolloutContext, items: list[PromptItem]) -> RolloutRe
     """SKPO's two phases: G segments from ``q`` (median-NLL one kept), G answers from ``[s, q]``;
     the upstream row's reward is the mean of its G answers' rewards."""
     correct_log: list[bool] = []
+    verdicts: Verdicts = {}
 
     def score_answers(calls: list[tuple[int, list[int]]]) -> list[float]:
         with ctx.timer("scoring"):
-            rewards, correct = ctx.score([items[i] for i, _ in calls], [list(a) for _, a in calls])
-        correct_log.extend(correct)
-        return rewards
+            scores = ctx.score([items[i] for i, _ in calls], [list(a) for _, a in calls])
+        correct_log.extend(scores.correct)
+        verdicts.update(scores.verdicts)
+        return scores.rewards
 
     batch = skpo_rollout(
         ctx.engine, [SkpoPrompt(it.key, it.prompt_ids, it.head) for it in items], ctx.length_tracker, ctx.params,
@@ -639,4 +641,4 @@ def skpo_rollout_kind(ctx: RolloutContext, items: list[PromptItem]) -> RolloutRe
     metrics["reward/mean"] = metrics["downstream/reward"]
     rows = concat_rows([upstream, downstream], ctx.pad_id, roles=["upstream", "downstream"])
     return RolloutResult(rows, metrics, c.decoded_tokens, c.prefill_tokens,
-                         (list(up.index), up.length_observations.tolist()))
+                         (list(up.index), up.length_observations.tolist()), verdicts)

@@ -29,7 +29,7 @@ from skpo.engines.context import ContextLimit, ContextPlan
 from skpo.errors import EvaluationInterrupted, TrainingInterrupted
 from skpo.methods import Method, rollout_params
 from skpo.models.reward_models import RewardModelSlot
-from skpo.rollout import ROLLOUTS, RolloutContext, Timer
+from skpo.rollout import ROLLOUTS, RolloutContext, RolloutResult, Scores, Timer
 from skpo.rows import Rows
 from skpo.tasks.sources import PromptItem, PromptSource
 from skpo.training.actor import Actor
@@ -68,7 +68,6 @@ class Trainer:
         self.run_dir = Path(cfg.log.out_dir)
         self.update_settings = UpdateSettings.of(cfg)
         self.rollout_params = rollout_params(method)
-        self._verdicts: dict | None = None  # (prompt key, response ids) -> verdict, on steps that log samples
         self._samples: list[dict[str, Any]] = []  # the step's sample records, for the console
         self._saved_step: int | None = None
 
@@ -164,9 +163,11 @@ class Trainer:
         return AdvantageContext(self.method, self.state, self.actor, self.source, self.tokenizer, self.cfg.train.seed,
                                 step, metrics)
 
-    def _rollout(self, step: int, params: SamplingParams, prompts: StepPrompts, timer: Timer):
+    def _rollout(self, step: int, params: SamplingParams, prompts: StepPrompts,
+                 timer: Timer) -> tuple[RolloutResult, int]:
         """This rank's rows of the step's prompts from the method's rollout kind, and how many
-        of its completions reached the engine's context."""
+        of its completions reached the engine's context; on a step that logs samples, their
+        records (with the verdicts the rollout returns) go to the run's samples."""
         cfg, items = self.cfg, prompts.items  # the global batch; this rank rolls out its shard
         ctx = RolloutContext(
             engine=self.engine, params=params, rollout_params=self.rollout_params, group_size=self.method.group_size,
@@ -178,17 +179,15 @@ class Trainer:
             length_tracker=self.state.length_tracker,
             group_sizes=None if prompts.group_sizes is None else self.dist.shard(prompts.group_sizes),
         )
-        self._verdicts = {} if cfg.log.samples_due(step) and self.accelerator.is_main_process else None
         cuts_before = self.engine.cuts
         with timer("rollout"), self._decoding_weights():  # sharded: each rank decodes its own number of tokens
             result = ROLLOUTS.get(self.method.rollout).fn(ctx, self.dist.shard(items))
-        if self._verdicts is not None and self.files.logger is not None:
+        if cfg.log.samples_due(step) and self.accelerator.is_main_process and self.files.logger is not None:
             lo, hi = self.method.reward_range
             a, b = cfg.reward.range
-            self._samples = sample_records(result.rows, step + 1, cfg.log.samples, self.tokenizer, self._verdicts,
+            self._samples = sample_records(result.rows, step + 1, cfg.log.samples, self.tokenizer, result.verdicts,
                                            lambda r: a + (b - a) * (r - lo) / (hi - lo))
             self.files.logger.log_samples(step + 1, self._samples)
-        self._verdicts = None
         # scoring and MC values run inside the rollout (SKPO scores answers between its
         # phases): report them apart so the phase times add up to the step
         timer.times["rollout"] -= timer.times.get("scoring", 0.0) + timer.times.get("mc_values", 0.0)
@@ -255,16 +254,15 @@ class Trainer:
                               params=scoring_params(params, self.cfg.train.seed, step, self.dist.rank),
                               score=self.score, dist=self.dist, timer=timer)
 
-    def score(self, items: list[PromptItem], responses: list[list[int]]) -> tuple[list[float], list[bool]]:
-        """Training rewards and correctness of ``responses`` (token ids) to ``items``, scored as
-        one batch by the source's reward; the verdict's ``[0, 1]`` reward maps linearly onto the
-        method's reward range, and correctness comes from the verdict itself."""
+    def score(self, items: list[PromptItem], responses: list[list[int]]) -> Scores:
+        """Training rewards, correctness and verdicts of ``responses`` (token ids) to ``items``,
+        scored as one batch by the source's reward; the verdict's ``[0, 1]`` reward maps linearly
+        onto the method's reward range, and correctness comes from the verdict itself."""
         texts = [self.tokenizer.decode(list(r), skip_special_tokens=True) for r in responses]
         verdicts = self.source.score(items, texts)
-        if self._verdicts is not None:  # a step that logs samples: what the reward said of each answer
-            self._verdicts.update({(it.key, tuple(r)): v for it, r, v in zip(items, responses, verdicts)})
         lo, hi = self.method.reward_range
-        return [lo + (hi - lo) * v.reward for v in verdicts], [v.correct for v in verdicts]
+        return Scores([lo + (hi - lo) * v.reward for v in verdicts], [v.correct for v in verdicts],
+                      {(it.key, tuple(r)): v for it, r, v in zip(items, responses, verdicts)})
 
     # ------------------------------------------------------------------ stopping
     def _start_line(self) -> str:
