@@ -8,7 +8,7 @@ import torch
 
 from skpo.models.loading import load_policy, tiny_arith_dir
 from skpo.models.forward import group_by_prompt, length_buckets, pack_buckets, policy_forward
-from skpo.rows import pad_responses
+from skpo.rows import pad_lists, pad_responses
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +114,21 @@ def test_length_buckets_sorted_and_within_budget():
     for b in buckets:
         assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 100
     assert [5] in buckets  # the over-long row goes alone
+
+
+def test_pad_lists_layout():
+    """Right padding (responses), left padding (prompts), a fixed width, float lists, empty lists."""
+    ids, mask = pad_lists([[5, 6], [7], []], 0)
+    assert ids.tolist() == [[5, 6], [7, 0], [0, 0]] and mask.tolist() == [[1, 1], [1, 0], [0, 0]]
+    ids, mask = pad_lists([[5, 6], [7]], 9, left=True)
+    assert ids.tolist() == [[5, 6], [9, 7]] and mask.tolist() == [[1, 1], [0, 1]]
+    ids, mask = pad_lists([[]], 0, width=2)
+    assert ids.tolist() == [[0, 0]] and mask.tolist() == [[0, 0]]
+    assert pad_lists([[], []], 0)[0].shape == (2, 1)  # at least one column
+    lps, _ = pad_lists([[-0.5], [-0.25, -1.0]], 0.0, torch.float32, width=3)
+    assert lps.dtype == torch.float32 and lps.tolist() == [[-0.5, 0.0, 0.0], [-0.25, -1.0, 0.0]]
+    with pytest.raises(ValueError, match="does not fit width 1"):
+        pad_lists([[1, 2]], 0, width=1)
+    ids, mask, lps = pad_responses([[3, 4], []], [[-0.5, -1.5], []], pad_id=1)
+    assert ids.tolist() == [[3, 4], [1, 1]] and mask.dtype == torch.float32 and mask.tolist() == [[1, 1], [0, 0]]
+    assert lps.tolist() == [[-0.5, -1.5], [0.0, 0.0]]

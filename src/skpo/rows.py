@@ -122,18 +122,32 @@ def concat_rows(parts: Sequence[Rows], pad_id: int, roles: Sequence[str] | None 
     )
 
 
+def pad_lists(lists: Sequence[Sequence[float]], fill: float, dtype: torch.dtype = torch.long, width: int | None = None,
+              left: bool = False) -> tuple[Tensor, Tensor]:
+    """The one padding helper: lists of token ids (or floats) → ``(values [B, W], mask [B, W])``.
+
+    Each list starts at column 0 and is right-padded with ``fill`` (``left=True``: ends at the
+    last column, left-padded — prompts for generation or a teacher-forced forward). ``W`` is
+    ``width`` or the longest list (at least 1); ``mask`` is long, 1 on the lists' entries."""
+    longest = max((len(x) for x in lists), default=0)
+    width = max(1, longest) if width is None else width
+    if longest > width:
+        raise ValueError(f"a list of {longest} entries does not fit width {width}")
+    values = torch.full((len(lists), width), fill, dtype=dtype)
+    mask = torch.zeros((len(lists), width), dtype=torch.long)
+    for b, x in enumerate(lists):
+        if len(x):
+            cols = slice(width - len(x), width) if left else slice(0, len(x))
+            values[b, cols] = torch.as_tensor(list(x), dtype=dtype)
+            mask[b, cols] = 1
+    return values, mask
+
+
 def pad_responses(responses: Sequence[Sequence[int]], log_probs: Sequence[Sequence[float]], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
     """Token lists → ``(ids [B, T], mask [B, T], log_probs [B, T])``, right-padded (T ≥ 1)."""
-    width = max([len(r) for r in responses] + [1])
-    ids = torch.full((len(responses), width), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(responses), width)
-    lps = torch.zeros(len(responses), width)
-    for b, (r, lp) in enumerate(zip(responses, log_probs)):
-        if r:
-            ids[b, : len(r)] = torch.as_tensor(list(r))
-            mask[b, : len(r)] = 1
-            lps[b, : len(r)] = torch.as_tensor(list(lp), dtype=torch.float32)
-    return ids, mask, lps
+    ids, mask = pad_lists(responses, pad_id)
+    lps, _ = pad_lists(log_probs, 0.0, torch.float32, width=ids.shape[1])
+    return ids, mask.float(), lps
 
 
 def last_token_rewards(rewards: Tensor, response_mask: Tensor) -> Tensor:

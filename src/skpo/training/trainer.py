@@ -29,6 +29,7 @@ from skpo.engines.context import ContextLimit, ContextPlan
 from skpo.errors import EvaluationInterrupted, TrainingInterrupted
 from skpo.methods import Method, rollout_params
 from skpo.models.reward_models import RewardModelSlot
+from skpo.reward_range import from_unit
 from skpo.rollout import ROLLOUTS, RolloutContext, Timer
 from skpo.rows import Rows
 from skpo.tasks.sources import PromptItem, PromptSource
@@ -263,8 +264,7 @@ class Trainer:
         verdicts = self.source.score(items, texts)
         if self._verdicts is not None:  # a step that logs samples: what the reward said of each answer
             self._verdicts.update({(it.key, tuple(r)): v for it, r, v in zip(items, responses, verdicts)})
-        lo, hi = self.method.reward_range
-        return [lo + (hi - lo) * v.reward for v in verdicts], [v.correct for v in verdicts]
+        return [from_unit(v.reward, self.method.reward_range) for v in verdicts], [v.correct for v in verdicts]
 
     # ------------------------------------------------------------------ stopping
     def _start_line(self) -> str:
