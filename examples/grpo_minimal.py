@@ -34,6 +34,7 @@ from skpo.algorithms.stats import logprobs_from_logits
 from skpo.models.loading import load_policy, load_tokenizer, tiny_arith_dir
 from skpo.rewards.arith import check_answer
 from skpo.engines import HFEngine, SamplingParams, mix_seed
+from skpo.rows import pad_lists
 from skpo.tasks.arith import ArithConfig, iter_problems
 from skpo.tasks.templates import plain_input_ids
 
@@ -53,19 +54,9 @@ def to_batch(prompts: list[list[int]], groups: list[list[list[int]]], pad_id: in
             rows.append(prompt + list(answer))
             lengths.append(len(prompt))
             answers.append(list(answer))
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # [N, W], right-padded
-    attention = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        attention[i, : len(r)] = 1
-    t = max(len(a) for a in answers)
-    response_mask = torch.zeros(len(rows), t)  # [N, T]: 1 on answer tokens
-    response_ids = torch.full((len(rows), t), pad_id, dtype=torch.long)
-    for i, a in enumerate(answers):
-        response_mask[i, : len(a)] = 1
-        response_ids[i, : len(a)] = torch.tensor(a, dtype=torch.long)
-    return ids, attention, lengths, response_ids, response_mask
+    ids, attention = pad_lists(rows, pad_id)  # [N, W], right-padded
+    response_ids, response_mask = pad_lists(answers, pad_id)  # [N, T]: mask 1 on answer tokens
+    return ids, attention, lengths, response_ids, response_mask.float()
 
 
 def answer_log_probs(model, ids, attention, lengths, response_ids) -> torch.Tensor:

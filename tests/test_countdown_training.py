@@ -12,7 +12,7 @@ import torch
 from skpo.commands.train import main as train_main
 from skpo.config import ConfigError, load_config
 from skpo.evaluation.benchmarks import get_spec
-from skpo.evaluation.runner import evaluate
+from skpo.evaluation.runner import EvalSettings, evaluate
 from skpo.methods import sizes_that_apply
 from skpo.models.loading import load_policy, load_tokenizer, shipped_model_dir
 from skpo.models.tokenizer import build_tokenizer
@@ -147,7 +147,7 @@ def test_countdown_evaluation_reports_first_moves(countdown_dir):
     model, tok = load_policy(countdown_dir, dtype="float32"), load_tokenizer(countdown_dir)
     spec = get_spec("countdown")
     problems = countdown_records(heldout_problems(CountdownConfig(), 8))
-    out = evaluate(model, tok, spec, k=4, problems=problems, progress=False)
+    out = evaluate(model, tok, spec, EvalSettings(k=4), problems=problems)
     moves = out["move_metrics"]
     assert moves["samples"] == 32 and abs(sum(moves["first_move_shares"].values()) - 1) < 1e-9
     # a dead end is never correct: the reward and the solver agree
@@ -170,8 +170,8 @@ def test_countdown_grpo_learns_from_the_warm_start(countdown_dir, tmp_path):
     problems = [item.answer for item in trainer.source.items]
 
     def accuracy() -> float:
-        return evaluate(trainer.policy, trainer.tokenizer, spec, k=8, problems=problems, progress=False,
-                        seed=7)["metrics"]["avg@8"]
+        return evaluate(trainer.policy, trainer.tokenizer, spec, EvalSettings(k=8, seed=7),
+                        problems=problems)["metrics"]["avg@8"]
 
     before = accuracy()
     trainer.train()

@@ -300,6 +300,7 @@ def test_data_hints_come_from_the_hint_columns(tmp_path, tokenizer):
 
 def test_an_all_wrong_group_gets_its_lowest_solving_hint_in_place_of_its_first_answer(tokenizer):
     from skpo.rollout.base import RolloutContext, Timer
+    from skpo.rollout.group import SampledGroup
     from skpo.rollout.scaffold import ScaffoldParams, _hint_failed_groups, hint_prompt_ids
 
     class Source:
@@ -316,8 +317,8 @@ def test_an_all_wrong_group_gets_its_lowest_solving_hint_in_place_of_its_first_a
 
     def group(item, correct):
         n = len(correct)
-        return {"item": item, "responses": [[9, 9]] * n, "logprobs": [[-1.0, -1.0]] * n,
-                "rewards": [1.0 if x else -1.0 for x in correct], "correct": list(correct), "kept": True}
+        return SampledGroup(item, [[9, 9]] * n, [[-1.0, -1.0]] * n, [1.0 if x else -1.0 for x in correct],
+                            list(correct), informative=len(set(correct)) > 1, kept=True)
 
     groups = [group(a, [False] * 3), group(b, [True, False, False]), group(c, [False] * 2)]
     ctx = RolloutContext(engine=engine, params=SamplingParams(seed=7), rollout_params=ScaffoldParams(warmup_steps=2), group_size=4,
@@ -327,12 +328,12 @@ def test_an_all_wrong_group_gets_its_lowest_solving_hint_in_place_of_its_first_a
     ctx.step = 2
     decoded, prefill, metrics, _verdicts = _hint_failed_groups(ctx, groups)
     levels = hint_prompt_ids(source, a, ScaffoldParams())
-    assert groups[0]["prompts"][0] == levels[1] and groups[0]["prompts"][1:] == [list(a.prompt_ids)] * 2  # level 2
-    assert groups[0]["rewards"] == [1.0, -1.0, -1.0] and groups[0]["correct"][0] is True
+    assert groups[0].prompts[0] == levels[1] and groups[0].prompts[1:] == [list(a.prompt_ids)] * 2  # level 2
+    assert groups[0].rewards == [1.0, -1.0, -1.0] and groups[0].correct[0] is True
     hinted = engine.generate([levels[1]], 1, SamplingParams(seed=[mix_seed(mix_seed(7, 83), 1)]))[0][0]
-    assert groups[0]["responses"][0] == hinted.token_ids and groups[0]["logprobs"][0] == hinted.logprobs
-    assert "prompts" not in groups[1] and "prompts" not in groups[2]  # mixed group untouched; c unsolved
-    assert groups[2]["rewards"] == [-1.0, -1.0]
+    assert groups[0].responses[0] == hinted.token_ids and groups[0].logprobs[0] == hinted.logprobs
+    assert groups[1].prompts is None and groups[2].prompts is None  # mixed group untouched; c unsolved
+    assert groups[2].rewards == [-1.0, -1.0]
     # 2 all-wrong groups × 4 levels, one answer each, 2 tokens: all decoded tokens counted
     assert decoded == 8 * 2 and metrics["scaffold/hint_answers"] == 8 and metrics["scaffold/solved_with_hint"] == 1
     assert metrics["scaffold/solved_level_mean"] == 2 and prefill == sum(len(x) for x in levels) + sum(

@@ -21,8 +21,8 @@ from skpo.rollout.skpo_rollout import (
     select_segment,
     skpo_rollout,
     split_points,
-    to_model_inputs,
 )
+from skpo.models.forward import policy_forward
 from skpo.engines.engine import Completion
 
 VOCAB, PAD, EOS, TARGET = 40, 0, 1, 5
@@ -210,16 +210,11 @@ def test_log_probs_equal_teacher_forcing(model):
     for r, o in enumerate(answers):
         torch.testing.assert_close(down.old_log_probs[r, : len(o)], torch.tensor(scored[r]), rtol=0, atol=1e-5)
 
-    # The trainer's batched forward on to_model_inputs gives the same numbers.
+    # The trainer's batched teacher-forced forward gives the same numbers.
     for part in (up, down):
-        ids, attn, pos, rmask = part.model_inputs(PAD)
-        assert torch.equal(rmask, part.response_mask)
-        P = ids.shape[1] - rmask.shape[1]
-        assert torch.equal(ids[:, P:][rmask.bool()], part.response_ids[rmask.bool()])
         with torch.no_grad():
-            logits = model(input_ids=ids, attention_mask=attn, position_ids=pos).logits[:, P - 1 : -1]
-        logp = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, P:, None]).squeeze(-1)
-        torch.testing.assert_close(logp * rmask, part.old_log_probs, rtol=0, atol=1e-5)
+            logp, _ = policy_forward(model, part.prompt_ids, part.response_ids, part.response_mask.float(), PAD)
+        torch.testing.assert_close(logp, part.old_log_probs, rtol=0, atol=1e-5)
 
 
 def test_rewards_and_groups(model):
@@ -267,7 +262,7 @@ def test_length_tracker_update(model):
     mean_len = down.response_mask.sum(1).float().reshape(-1, G).mean(1)
     torch.testing.assert_close(up.length_observations, mean_len, rtol=0, atol=0)
     assert all(p.key not in tracker for p in PROMPTS)  # the rollout only reads the tracker
-    batch.update_length_tracker(tracker, kls=[0.0] * len(PROMPTS))
+    tracker.update(up.index, up.length_observations.tolist(), kls=[0.0] * len(PROMPTS), step=batch.step)  # the run state's fold
     for i, p in enumerate(PROMPTS):  # first observation overwrites the prior (eta = 1)
         assert tracker.get(p.key) == pytest.approx(float(mean_len[i]))
 
@@ -324,8 +319,9 @@ def test_empty_segments_do_not_break_anything():
         assert down.prompt_ids[r] == list(PROMPTS[r // G].prompt_ids)  # [s, q] with s = []
     assert down.response_ids[:, 0].tolist() == [EOS] * (len(PROMPTS) * G)
     assert torch.equal(up.rewards, torch.full((len(PROMPTS),), -1.0))
-    ids, attn, pos, rmask = up.model_inputs(PAD)
-    assert ids.shape == (len(PROMPTS), max(len(p.prompt_ids) for p in PROMPTS) + 1) and int(rmask.sum()) == 0
+    with torch.no_grad():  # the trainer's forward takes the empty segments: log-probs 0
+        logp, _ = policy_forward(model, up.prompt_ids, up.response_ids, up.response_mask.float(), PAD)
+    assert logp.shape == (len(PROMPTS), 1) and not logp.any()
 
 
 def test_cut_segment_and_nll_units():
@@ -494,13 +490,3 @@ def test_same_seeds_give_identical_batches(model):
     b = _flatten(run(model, seed=None, gen_seed=4)[0])
     assert _same(b, _flatten(run(model, seed=None, gen_seed=4)[0]))
     assert not _same(b, _flatten(run(model, seed=None, gen_seed=5)[0]))
-
-
-def test_to_model_inputs_layout():
-    ids, attn, pos, rmask = to_model_inputs([[5, 6], [7]], [[8], [9, 10, 11]], pad_token_id=0)
-    assert ids.tolist() == [[5, 6, 8, 0, 0], [0, 7, 9, 10, 11]]
-    assert attn.tolist() == [[1, 1, 1, 0, 0], [0, 1, 1, 1, 1]]
-    assert pos.tolist() == [[0, 1, 2, 2, 2], [0, 0, 1, 2, 3]]
-    assert rmask.tolist() == [[1, 0, 0], [1, 1, 1]]
-    ids, _, _, rmask = to_model_inputs([[5]], [[]], pad_token_id=0, width=2)
-    assert ids.tolist() == [[5, 0, 0]] and rmask.tolist() == [[0, 0]]

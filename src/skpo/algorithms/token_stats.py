@@ -6,8 +6,8 @@ polarity), the log-probability under a min-p filtered copy of the distribution (
 proxy). Each such reduction is registered here by name; an estimator or loss names the ones
 it reads in its registry metadata (``token_stats=("entropy", …)``). The trainer then runs one
 no-grad forward of the rollout policy (π_old) over that term's rows, evaluates every named
-reduction on the logits, and hands the results ``[B, T]`` to the estimator
-(``AdvantageInputs.token_stats``) and to the loss (``PolicyLossInputs.extras``).
+reduction on the logits, keeps the results ``[B, T]`` in ``Rows.token_stats`` and hands them
+to the estimator (``AdvantageInputs.token_stats``) and to the loss (``PolicyLossInputs.extras``).
 
 A reduction is ``fn(logits [N, V], labels [N], params) -> [N]`` (float32, no gradient);
 ``params`` is the parameter record of the plug-in that declared it (a reduction with a knob
@@ -28,7 +28,6 @@ from .stats import _chunked
 
 ReductionFn = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
 TOKEN_STATS: Registry[ReductionFn] = Registry("token statistic")
-EXTRA_PREFIX = "token/"  # key prefix of token statistics (and estimator outputs) in ``Rows.extra``
 
 
 @TOKEN_STATS.register("entropy")
@@ -84,4 +83,4 @@ def reducer(requests: Sequence[tuple[str, Any]], chunk_size: int | str | None = 
     return reduce
 
 
-__all__ = ["EXTRA_PREFIX", "TOKEN_STATS", "entropy_gain", "minp_proxy_log_prob", "reducer", "token_entropy"]
+__all__ = ["TOKEN_STATS", "entropy_gain", "minp_proxy_log_prob", "reducer", "token_entropy"]

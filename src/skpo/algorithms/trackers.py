@@ -26,6 +26,8 @@ from typing import Hashable, Iterable, Sequence
 
 import torch
 
+from skpo.reward_range import from_unit, to_unit
+
 RHO_MODES = ("kl", "steps")
 
 
@@ -162,12 +164,10 @@ class ValueTracker(KLAdaptiveEMA):
         super().__init__(prior=self._to_unit(default_value), **ema_kwargs)
 
     def _to_unit(self, reward: float) -> float:
-        lo, hi = self.reward_range
-        return (float(reward) - lo) / (hi - lo)
+        return to_unit(float(reward), self.reward_range)
 
     def _from_unit(self, unit: float) -> float:
-        lo, hi = self.reward_range
-        return lo + unit * (hi - lo)
+        return from_unit(unit, self.reward_range)
 
     def baseline(self, keys: Sequence[Hashable]) -> torch.Tensor:
         """``[B]`` baselines in reward space; read them *before* ``update`` (unbiased A)."""

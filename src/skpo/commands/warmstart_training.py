@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from skpo.algorithms import PolicyLossInputs
 from skpo.commands.warmstart_config import WarmstartConfig
 from skpo.evaluation.benchmarks import get_spec
-from skpo.evaluation.runner import evaluate
+from skpo.evaluation.runner import EvalSettings, evaluate
 from skpo.methods.record import LossTerm, term_loss
 from skpo.models.forward import policy_forward
 from skpo.models.loading import load_policy, shipped_model_dir
@@ -234,7 +234,7 @@ def evaluate_avg_at_k(
             spec, records = get_spec("countdown"), countdown_records(problems)  # type: ignore[arg-type]
         else:
             spec, records = get_spec("arith"), arith_records(problems)  # type: ignore[arg-type]
-        result = evaluate(model, tokenizer, spec, k=k, seed=seed, batch_size=batch_size, problems=records,
+        result = evaluate(model, tokenizer, spec, EvalSettings(k=k, seed=seed, batch_size=batch_size), problems=records,
                           prompt_ids=inputs)
     finally:
         model.train(was_training)

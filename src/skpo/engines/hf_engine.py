@@ -22,6 +22,7 @@ from skpo.engines.engine import (
     prompt_seeds,
     resolve_max_new_tokens,
 )
+from skpo.rows import pad_lists
 
 __all__ = ["HFEngine", "autocast", "sample_from_logits", "left_pad"]
 
@@ -51,13 +52,7 @@ def left_pad(
         input_ids ``[B, P]`` (``P`` = longest sequence), attention_mask ``[B, P]`` (1 on real
         tokens), position_ids ``[B, P]`` (0 at each row's first real token; 0 on pads too).
     """
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for b, s in enumerate(seqs):
-        if len(s):
-            ids[b, width - len(s) :] = torch.as_tensor(list(s), dtype=torch.long)
-            mask[b, width - len(s) :] = 1
+    ids, mask = pad_lists(seqs, pad_token_id, left=True)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     return ids.to(device), mask.to(device), positions.to(device)
 

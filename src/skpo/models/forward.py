@@ -5,12 +5,16 @@ micro-batch within a token budget."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import contextlib
+from typing import Callable, ContextManager, Sequence
 
 import torch
 from torch import Tensor
 
 from skpo.algorithms import entropy_from_logits, logprobs_from_logits
+from skpo.rows import Rows, pad_lists
+
+MicroBatches = Sequence[tuple[Sequence[int], Sequence[Sequence[int]] | None]]  # (row indices, packs) per forward
 
 
 def policy_forward(
@@ -52,13 +56,9 @@ def policy_forward(
     device = next(model.parameters()).device
     lengths = response_mask.sum(-1).long().tolist()
     rows = [list(p) + response_ids[b, : lengths[b]].tolist() for b, p in enumerate(prompt_ids)]
-    width = max(len(r) for r in rows)
     bsz, t = response_ids.shape
-    input_ids = torch.full((bsz, width), pad_id, dtype=torch.long)
-    attn = torch.zeros(bsz, width, dtype=torch.long)
-    for b, r in enumerate(rows):
-        input_ids[b, width - len(r) :] = torch.as_tensor(r)
-        attn[b, width - len(r) :] = 1
+    input_ids, attn = pad_lists(rows, pad_id, left=True)
+    width = input_ids.shape[1]
     positions = (attn.cumsum(-1) - 1).clamp(min=0)
     keep = min(t + 1, width)
     out = model(
@@ -80,6 +80,43 @@ def policy_forward(
         stats = {k: v * valid.to(device) for k, v in reductions(gathered, response_ids.to(device)).items()}
         return log_probs, entropy, stats
     return log_probs, entropy
+
+
+@torch.no_grad()
+def no_grad_forward(
+    model: torch.nn.Module,
+    rows: Rows,
+    micro_batches: MicroBatches,
+    pad_id: int,
+    temperature: float = 1.0,
+    autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+    reductions: Callable[[Tensor, Tensor], dict[str, Tensor]] | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The one forward without gradient over rows: ``model`` in eval mode (its mode restored
+    after), one :func:`policy_forward` per micro-batch ``(row indices, packs)`` under
+    ``autocast()``. Every log-prob pass outside the update runs through it (π_old and reference
+    log-probs, token statistics, the drift measure, reward models).
+
+    Returns:
+        log-probs ``[B, T]`` float32 on the CPU (0 past each response and on rows in no
+        micro-batch), and ``reductions``' statistics ``{name: [B, T]}`` (empty without them).
+    """
+    log_probs = torch.zeros(rows.response_mask.shape, dtype=torch.float32)
+    stats: dict[str, Tensor] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        for bucket, packs in micro_batches:
+            sub, idx = rows.select(bucket), torch.tensor(list(bucket), dtype=torch.long)
+            with autocast():
+                out = policy_forward(model, sub.prompt_ids, sub.response_ids, sub.response_mask, pad_id, temperature,
+                                     packs=packs, reductions=reductions)
+            log_probs[idx] = out[0].float().cpu()
+            for name, values in (out[2].items() if reductions is not None else ()):
+                stats.setdefault(name, torch.zeros(rows.response_mask.shape, dtype=torch.float32))[idx] = values.float().cpu()
+    finally:
+        model.train(was_training)
+    return log_probs, stats
 
 
 def _attn_implementation(model: torch.nn.Module) -> str | None:

@@ -41,8 +41,9 @@ from skpo.algorithms.prime import (
 from skpo.errors import MethodError
 from skpo.models.loading import frozen_copy, load_policy
 from skpo.registry import Registry
+from skpo.reward_range import to_unit
 from skpo.rows import Rows
-from skpo.models.forward import policy_forward
+from skpo.models.forward import no_grad_forward, policy_forward
 
 __all__ = ["REWARD_MODELS", "ImplicitPRM", "ImplicitPRMParams", "RewardModelContext", "RewardModelSlot",
            "build_reward_model", "check_reward_model"]
@@ -266,8 +267,7 @@ class ImplicitPRM:
 
     def labels(self, rows: Rows) -> torch.Tensor:
         """Outcome labels ``[B]`` in [0, 1]: the rewards mapped from the method's reward range."""
-        lo, hi = self.ctx.reward_range
-        return ((rows.rewards.float() - lo) / (hi - lo)).clamp(0.0, 1.0)
+        return to_unit(rows.rewards.float(), self.ctx.reward_range).clamp(0.0, 1.0)
 
     def update(self, rows: Rows, ref_log_probs: torch.Tensor | None = None) -> dict[str, float]:
         """One pass of cross-entropy updates on ``rows``; returns the mean loss and grad norm."""
@@ -322,7 +322,6 @@ class ImplicitPRM:
         keep = set(dist.shard(sorted(set(rows.index), key=str)))
         return [b for b, k in enumerate(rows.index) if k in keep]
 
-    @torch.no_grad()
     def _log_probs(self, model: torch.nn.Module, rows: Rows) -> torch.Tensor:
         """``[B, T]`` log-probs (float32, CPU) of this process's rows under ``model``; 0 on the others."""
         out = torch.zeros(rows.response_mask.shape, dtype=torch.float32)
@@ -330,12 +329,8 @@ class ImplicitPRM:
         if not mine:
             return out
         sub = rows.select(mine)
-        for bucket, packs in self.ctx.micro_batches(sub):
-            mb = sub.select(bucket)
-            with self.ctx.autocast():
-                log_probs, _ = policy_forward(model, mb.prompt_ids, mb.response_ids, mb.response_mask,
-                                              self.ctx.pad_id, 1.0, packs=packs)
-            out[torch.tensor([mine[j] for j in bucket], dtype=torch.long)] = log_probs.float().cpu()
+        out[torch.tensor(mine, dtype=torch.long)], _ = no_grad_forward(model, sub, self.ctx.micro_batches(sub),
+                                                                       self.ctx.pad_id, 1.0, self.ctx.autocast)
         return out
 
     def _from_every_process(self, values: torch.Tensor, rows: Rows) -> torch.Tensor:

@@ -63,6 +63,7 @@ from typing import Any
 
 from skpo.errors import UserError
 from skpo.rewards.base import Verdict
+from skpo.reward_range import to_unit
 
 __all__ = ["STYLES", "Calling", "RewardError", "RewardWorker", "calling_of", "call_user_reward", "raised_at",
            "score_batch", "to_verdict"]
@@ -114,7 +115,7 @@ def to_verdict(result: Any, where: str, value_range: tuple[float, float] = (0.0,
     reward = float(reward)
     if correct is None:
         correct = reward == high
-    reward = (reward - low) / (high - low)
+    reward = to_unit(reward, value_range)
     if not isinstance(correct, bool):
         raise RewardError(f"{where}: 'correct' must be a bool, got {correct!r}")
     return Verdict(reward, correct, reason, extracted)

@@ -13,7 +13,7 @@ from skpo.engines import mix_seed
 from skpo.tasks.sources import PromptItem
 from skpo.tasks.templates import skip_input_ids
 from skpo.rollout.base import ROLLOUTS, RolloutContext, RolloutResult, Verdicts
-from skpo.rollout.group import group_rows
+from skpo.rollout.group import SampledGroup, group_rows
 from skpo.tasks.dataset import prompt_messages
 from skpo.tasks.prompts import prompt_ids
 
@@ -87,24 +87,24 @@ def hint_prompt_ids(source: Any, item: PromptItem, params: ScaffoldParams) -> li
     return out
 
 
-def _hint_failed_groups(ctx: RolloutContext, groups: list[dict]) -> tuple[int, int, dict[str, float], Verdicts]:
+def _hint_failed_groups(ctx: RolloutContext, groups: list[SampledGroup]) -> tuple[int, int, dict[str, float], Verdicts]:
     """Steps 2–5 of the module docstring on this rank's kept groups, in place; returns the
     tokens decoded and prefilled, the metrics and the hinted answers' verdicts."""
     params: ScaffoldParams = ctx.rollout_params
-    failed = [grp for grp in groups if grp["responses"] and not any(grp["correct"])]
+    failed = [grp for grp in groups if grp.responses and not any(grp.correct)]
     metrics = {"scaffold/active": float(ctx.step >= params.warmup_steps), "scaffold/all_wrong_groups": float(len(failed))}
     if ctx.step < params.warmup_steps or not failed:
         return 0, 0, metrics, {}
     prompts, owner, level = [], [], []
     for g, grp in enumerate(failed):
-        for lv, ids in enumerate(hint_prompt_ids(ctx.source, grp["item"], params), start=1):
+        for lv, ids in enumerate(hint_prompt_ids(ctx.source, grp.item, params), start=1):
             prompts.append(ids)
             owner.append(g)
             level.append(lv)
     hint_params = dataclasses.replace(ctx.params, seed=mix_seed(int(ctx.params.seed), 83))
     answers = [comps[0] for comps in ctx.engine.generate(prompts, 1, hint_params)]
     with ctx.timer("scoring"):
-        scores = ctx.score([failed[g]["item"] for g in owner], [list(a.token_ids) for a in answers])
+        scores = ctx.score([failed[g].item for g in owner], [list(a.token_ids) for a in answers])
     rewards, correct = scores.rewards, scores.correct
     solved_levels = []
     for g, grp in enumerate(failed):
@@ -112,10 +112,10 @@ def _hint_failed_groups(ctx: RolloutContext, groups: list[dict]) -> tuple[int, i
         if not right:
             continue
         j = min(right, key=lambda j: level[j])  # the lowest level; the first of it
-        grp["prompts"] = list(grp.get("prompts") or [list(grp["item"].prompt_ids)] * len(grp["responses"]))
-        grp["prompts"][0] = prompts[j]
-        grp["responses"][0], grp["logprobs"][0] = list(answers[j].token_ids), list(answers[j].logprobs)
-        grp["rewards"][0], grp["correct"][0] = rewards[j], True
+        grp.prompts = list(grp.answer_prompts())
+        grp.prompts[0] = prompts[j]
+        grp.responses[0], grp.logprobs[0] = list(answers[j].token_ids), list(answers[j].logprobs)
+        grp.rewards[0], grp.correct[0] = rewards[j], True
         solved_levels.append(level[j])
     decoded = sum(len(a.token_ids) for a in answers)
     metrics.update({

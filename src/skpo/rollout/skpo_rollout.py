@@ -15,9 +15,8 @@ from torch import Tensor
 from skpo.algorithms.advantages import skpo_downstream_index
 from skpo.algorithms.trackers import LengthTracker
 from skpo.engines.engine import BatchedReward, Completion, Engine, SamplingParams, mix_seed, prompt_seeds, score_batch
-from skpo.engines.hf_engine import left_pad
 from skpo.rollout.base import ROLLOUTS, RolloutContext, RolloutResult, Verdicts
-from skpo.rows import Rows, concat_rows
+from skpo.rows import Rows, concat_rows, pad_lists
 from skpo.tasks.sources import PromptItem
 from skpo.tasks.templates import skip_input_ids
 
@@ -34,7 +33,6 @@ __all__ = [
     "select_segment",
     "skpo_rollout",
     "split_points",
-    "to_model_inputs",
 ]
 
 AnswerRewardFn = Callable[[int, list[int]], float]
@@ -144,7 +142,8 @@ class UpstreamRows:
         candidate_sampled_lengths: ``[B, K]`` long ``ℓ``, tokens decoded before cutting.
         candidate_cut_early: ``[B, K]`` bool.
         length_observations: ``[B]`` float32 the length-tracker input (mean downstream
-            answer length, U6); see :meth:`SkpoRolloutBatch.update_length_tracker`.
+            answer length, U6); the ``skpo`` kind returns them as the result's
+            ``length_observations``, which the run state folds into the tracker.
     """
 
     prompt_ids: list[list[int]]
@@ -165,11 +164,6 @@ class UpstreamRows:
     candidate_sampled_lengths: Tensor
     candidate_cut_early: Tensor
     length_observations: Tensor
-
-    def model_inputs(self, pad_token_id: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Teacher-forcing inputs of ``q + s``; see :func:`to_model_inputs`."""
-        responses = _unpad(self.response_ids, self.response_mask)
-        return to_model_inputs(self.prompt_ids, responses, pad_token_id, width=self.response_ids.shape[1])
 
 
 @dataclass
@@ -204,11 +198,6 @@ class DownstreamRows:
     segment_index: list[tuple]
     upstream_row: Tensor
     finish_reasons: list[str]
-
-    def model_inputs(self, pad_token_id: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Teacher-forcing inputs of conditioning + answer; see :func:`to_model_inputs`."""
-        responses = _unpad(self.response_ids, self.response_mask)
-        return to_model_inputs(self.prompt_ids, responses, pad_token_id, width=self.response_ids.shape[1])
 
 
 @dataclass
@@ -257,24 +246,6 @@ class SkpoRolloutBatch:
     downstream: DownstreamRows
     counters: RolloutCounters
     step: int
-
-    def update_length_tracker(
-        self,
-        tracker: LengthTracker,
-        kls: Sequence[float] | None = None,
-        step: int | None = None,
-    ) -> None:
-        """Fold each prompt's mean downstream answer length into ``L_q`` (U6).
-
-        ``kls``: ``[B]`` KL per prompt for ``rho_mode="kl"``; ``step`` for ``rho_mode="steps"``
-        (defaults to the rollout's step).
-        """
-        tracker.update(
-            self.upstream.index,
-            self.upstream.length_observations.tolist(),
-            kls=kls,
-            step=self.step if step is None else step,
-        )
 
 
 # ---------------------------------------------------------------------- the pieces
@@ -340,62 +311,6 @@ def select_segment(nll: Sequence[float], selection: Selection = "median", step: 
     raise ValueError(f"selection must be 'median', 'extreme' or 'first', got {selection!r}")
 
 
-def to_model_inputs(
-    prompts: Sequence[Sequence[int]],
-    responses: Sequence[Sequence[int]],
-    pad_token_id: int,
-    width: int | None = None,
-    device: torch.device | str | None = None,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Batch ``prompt + response`` rows for a teacher-forced forward, verl-style.
-
-    Prompts are left-padded to ``P`` (with :func:`skpo.engines.hf_engine.left_pad`), responses
-    right-padded to ``T`` (``width``, default the longest). The logits of response token
-    ``t`` are at column ``P − 1 + t``: ``logits[:, P - 1 : -1]``.
-
-    Returns:
-        input_ids ``[B, P+T]``, attention_mask ``[B, P+T]``, position_ids ``[B, P+T]``
-        (0 at each row's first real token; pads are masked), response_mask ``[B, T]``.
-    """
-    if len(prompts) != len(responses):
-        raise ValueError(f"got {len(prompts)} prompts for {len(responses)} responses")
-    if not prompts:
-        raise ValueError("to_model_inputs needs at least one row")
-    p_ids, p_mask, _ = left_pad(prompts, pad_token_id)
-    r_ids, r_mask = _right_pad(responses, pad_token_id, width)
-    input_ids = torch.cat([p_ids, r_ids], dim=1)
-    attention_mask = torch.cat([p_mask, r_mask], dim=1)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    return input_ids.to(device), attention_mask.to(device), position_ids.to(device), r_mask.to(device)
-
-
-def _right_pad(rows: Sequence[Sequence[int]], pad: int, width: int | None = None) -> tuple[Tensor, Tensor]:
-    """``[N, T]`` long ids and mask; ``T = width`` or the longest row (at least 1)."""
-    longest = max((len(r) for r in rows), default=0)
-    width = max(1, longest) if width is None else width
-    if longest > width:
-        raise ValueError(f"a row of {longest} tokens does not fit width {width}")
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for n, r in enumerate(rows):
-        if len(r):
-            ids[n, : len(r)] = torch.as_tensor(list(r), dtype=torch.long)
-            mask[n, : len(r)] = 1
-    return ids, mask
-
-
-def _right_pad_float(rows: Sequence[Sequence[float]], width: int) -> Tensor:
-    out = torch.zeros((len(rows), width), dtype=torch.float32)
-    for n, r in enumerate(rows):
-        if len(r):
-            out[n, : len(r)] = torch.as_tensor(list(r), dtype=torch.float32)
-    return out
-
-
-def _unpad(ids: Tensor, mask: Tensor) -> list[list[int]]:
-    return [row[m.bool()].tolist() for row, m in zip(ids, mask)]
-
-
 def _base_seeds(seed: int | Sequence[int] | None, n: int, generator: torch.Generator | None) -> list[int]:
     """Per-prompt seeds of the rollout; ``None`` draws one from ``generator``."""
     if seed is None:
@@ -432,8 +347,7 @@ def skpo_rollout(
         engine: any :class:`~skpo.engines.engine.Engine`; three calls at most (segments,
             downstream, own completions for ablation ❷).
         prompts: ``B`` prompts with keys; keys may repeat (each row is rolled out separately).
-        tracker: the length tracker ``L_q``; read only (see
-            :meth:`SkpoRolloutBatch.update_length_tracker`).
+        tracker: the length tracker ``L_q``; read only (its update: ``length_observations``).
         params: sampling settings of all phases. ``params.max_new_tokens`` is the answer
             budget; ``params.seed`` seeds the call (vary it per step, or pass ``None`` and
             a generator that lives across steps).
@@ -543,12 +457,12 @@ def skpo_rollout(
     rewards_up = own_rewards if own_rewards is not None else mc_rewards
 
     # Upstream rows.
-    up_ids, up_mask = _right_pad(segs, pad)
+    up_ids, up_mask = pad_lists(segs, pad)
     upstream = UpstreamRows(
         prompt_ids=qs,
         response_ids=up_ids,
         response_mask=up_mask,
-        old_log_probs=_right_pad_float(seg_lps, up_ids.shape[1]),
+        old_log_probs=pad_lists(seg_lps, 0.0, torch.float32, width=up_ids.shape[1])[0],
         rewards=rewards_up.clone(),
         mc_rewards=mc_rewards,
         own_rewards=own_rewards,
@@ -567,12 +481,12 @@ def skpo_rollout(
 
     # Downstream rows, prompt-major: row i*G + j.
     flat = [c for i in range(B) for c in down[i]]
-    d_ids, d_mask = _right_pad([c.token_ids for c in flat], pad)
+    d_ids, d_mask = pad_lists([c.token_ids for c in flat], pad)
     downstream = DownstreamRows(
         prompt_ids=[list(down_in[i]) for i in range(B) for _ in range(G)],
         response_ids=d_ids,
         response_mask=d_mask,
-        old_log_probs=_right_pad_float([c.logprobs for c in flat], d_ids.shape[1]),
+        old_log_probs=pad_lists([c.logprobs for c in flat], 0.0, torch.float32, width=d_ids.shape[1])[0],
         rewards=r_down.reshape(B * G),
         index=[keys[i] for i in range(B) for _ in range(G)],
         segment_index=[(keys[i], step, i, selected[i]) for i in range(B) for _ in range(G)],

@@ -12,7 +12,7 @@ from accelerate import Accelerator
 
 from skpo.config import RunConfig, TrainSection
 from skpo.engines import autocast
-from skpo.models.forward import can_pack, length_buckets, pack_buckets, policy_forward
+from skpo.models.forward import can_pack, length_buckets, no_grad_forward, pack_buckets, policy_forward
 from skpo.models.loading import frozen_copy
 from skpo.models.lora import is_lora
 from skpo.models.precision import head_in_float32, lm_head_float32
@@ -128,36 +128,16 @@ class Actor:
             return pack_buckets(rows.prompt_ids, rows.lengths().tolist(), t.micro_batch_tokens, t.pack_max_tokens)
         return [(bucket, None) for bucket in length_buckets(row_lengths(rows), t.micro_batch_tokens)]
 
-    @torch.no_grad()
     def log_probs(self, model: torch.nn.Module, rows: Rows) -> torch.Tensor:
-        """``[B, T]`` float32 log-probs of ``rows`` under ``model`` (eval mode, micro-batched)."""
-        out = torch.zeros_like(rows.old_log_probs)
-        was_training = model.training
-        model.eval()
-        for bucket, packs in self.micro_batches(rows):
-            sub = rows.select(bucket)
-            with self.autocast():
-                lp, _ = policy_forward(model, sub.prompt_ids, sub.response_ids, sub.response_mask, self.pad_id,
-                                       self.settings.temperature, packs=packs)
-            out[torch.tensor(bucket)] = lp.float().cpu()
-        model.train(was_training)
-        return out
+        """``[B, T]`` float32 log-probs of ``rows`` under ``model`` (:func:`~skpo.models.forward.no_grad_forward`
+        in the actor's micro-batches and precision)."""
+        return no_grad_forward(model, rows, self.micro_batches(rows), self.pad_id, self.settings.temperature,
+                               self.autocast)[0]
 
-    @torch.no_grad()
     def token_stats(self, rows: Rows, reduce) -> dict[str, torch.Tensor]:
-        """``reduce``'s token statistics ``{name: [B, T]}`` of the policy on ``rows``."""
-        out: dict[str, torch.Tensor] = {}
-        was_training = self.policy.training
-        self.policy.eval()
-        for bucket, packs in self.micro_batches(rows):
-            sub = rows.select(bucket)
-            with self.autocast():
-                _, _, stats = policy_forward(self.policy, sub.prompt_ids, sub.response_ids, sub.response_mask,
-                                             self.pad_id, self.settings.temperature, packs=packs, reductions=reduce)
-            for name, values in stats.items():
-                out.setdefault(name, torch.zeros_like(rows.old_log_probs))[torch.tensor(bucket)] = values.float().cpu()
-        self.policy.train(was_training)
-        return out
+        """``reduce``'s token statistics ``{name: [B, T]}`` of the policy on ``rows`` (the same forward)."""
+        return no_grad_forward(self.policy, rows, self.micro_batches(rows), self.pad_id, self.settings.temperature,
+                               self.autocast, reduce)[1]
 
     def train_forward(self, rows: Rows, packs) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log_prob, entropy)`` ``[b, T]`` of the training model on one micro-batch, with grad."""

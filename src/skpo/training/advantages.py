@@ -13,7 +13,6 @@ import torch
 from skpo.algorithms import ADVANTAGE_ESTIMATORS, AdvantageInputs, dapo_group_filter, kl_penalty, masked_mean
 from skpo.algorithms import oar_bilevel_weights
 from skpo.algorithms.advantages import estimator_inputs, is_group_relative
-from skpo.algorithms.token_stats import EXTRA_PREFIX
 from skpo.engines import mix_seed
 from skpo.methods import Method, joint_roles
 from skpo.models.answer_probe import oar_importance
@@ -99,14 +98,14 @@ def _estimator_batch(ctx: AdvantageContext, term, sub: Rows) -> AdvantageInputs:
     for name in estimator_inputs(term.estimator_meta):
         if name in INPUTS:
             setattr(batch, name, INPUTS[name](ctx, sub, term.role))
-    batch.token_stats = {k[len(EXTRA_PREFIX):]: v for k, v in sub.extra.items() if k.startswith(EXTRA_PREFIX)}
+    batch.token_stats = dict(sub.token_stats)
     batch.state = ctx.state.term_states.get(term.role)  # updated by the estimator
     return batch
 
 
 def with_advantages(ctx: AdvantageContext, rows: Rows) -> Rows:
     """New rows with every term's ``advantages`` (and, under DAPO's filter, a mask without the
-    all-equal groups) and its estimator's outputs in ``extra``. Roles that form one group (the
+    all-equal groups) and its estimator's outputs in ``estimator_outputs``. Roles that form one group (the
     rollout kind's ``joint_roles``) are estimated together: a term's estimator sees the rows of
     all of them and writes its own role's rows."""
     method, metrics = ctx.method, ctx.metrics
@@ -136,6 +135,6 @@ def with_advantages(ctx: AdvantageContext, rows: Rows) -> Rows:
         advantages[idx] = adv.to(advantages.dtype)
         mask[idx] = term_mask
         for name, value in batch.outputs.items():
-            outputs.setdefault(EXTRA_PREFIX + name, torch.zeros_like(rows.response_mask))[idx] = value[own].float()
-    extra = {**rows.extra, **outputs} if outputs else rows.extra
-    return rows.replace(advantages=advantages, response_mask=mask, extra=extra)
+            outputs.setdefault(name, torch.zeros_like(rows.response_mask))[idx] = value[own].float()
+    return rows.replace(advantages=advantages, response_mask=mask,
+                        estimator_outputs={**rows.estimator_outputs, **outputs})

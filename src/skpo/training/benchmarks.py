@@ -12,7 +12,7 @@ import torch
 
 from skpo.config import HELDOUT, RunConfig, arith_config, countdown_config
 from skpo.evaluation.benchmarks import get_spec, resolve_benchmarks
-from skpo.evaluation.runner import evaluate
+from skpo.evaluation.runner import EvalSettings, evaluate
 
 
 def evaluate_benchmarks(model, tokenizer, cfg: RunConfig, autocast_dtype: torch.dtype | None = None,
@@ -51,12 +51,13 @@ def evaluate_benchmarks(model, tokenizer, cfg: RunConfig, autocast_dtype: torch.
     results: dict[str, dict[str, Any]] = {}
     try:
         for spec, problems, reward in specs:
-            results[spec.name] = evaluate(
-                model, tokenizer, spec, k=k or e.k, temperature=e.temperature, top_p=e.top_p,
-                max_new_tokens=e.max_new_tokens, limit=None if spec.synthetic else limit, seed=cfg.train.seed,
-                batch_size=cfg.rollout.engine_batch_size, autocast_dtype=autocast_dtype,
-                math_timeout_s=cfg.reward.math_timeout_s, should_stop=should_stop, problems=problems, reward=reward,
+            settings = EvalSettings(
+                k=k or e.k, temperature=e.temperature, top_p=e.top_p, max_new_tokens=e.max_new_tokens,
+                limit=None if spec.synthetic else limit, seed=cfg.train.seed, batch_size=cfg.rollout.engine_batch_size,
+                autocast_dtype=autocast_dtype, math_timeout_s=cfg.reward.math_timeout_s,
             )
+            results[spec.name] = evaluate(model, tokenizer, spec, settings, should_stop=should_stop, problems=problems,
+                                          reward=reward)
     finally:
         model.train(was_training)
     return results

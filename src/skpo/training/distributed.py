@@ -155,7 +155,9 @@ def _to_cpu(rows: Rows) -> Rows:
     extra = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in rows.extra.items()}
     return rows.replace(response_ids=move(rows.response_ids), response_mask=move(rows.response_mask),
                         old_log_probs=move(rows.old_log_probs), rewards=move(rows.rewards), extra=extra,
-                        advantages=move(rows.advantages), ref_log_probs=move(rows.ref_log_probs))
+                        advantages=move(rows.advantages), ref_log_probs=move(rows.ref_log_probs),
+                        token_stats={k: move(v) for k, v in rows.token_stats.items()},
+                        estimator_outputs={k: move(v) for k, v in rows.estimator_outputs.items()})
 
 
 def shutdown() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from skpo.algorithms.token_stats import EXTRA_PREFIX, reducer
+from skpo.algorithms.token_stats import reducer
 from skpo.methods import Method
 from skpo.rows import Rows
 from skpo.training.actor import Actor
@@ -49,19 +49,19 @@ def with_old_and_ref_log_probs(actor: Actor, method: Method, rows: Rows) -> Rows
 
 def with_token_stats(actor: Actor, method: Method, rows: Rows) -> Rows:
     """New rows with each term's declared token statistics (``token_stats`` metadata,
-    :mod:`skpo.algorithms.token_stats`) in ``rows.extra["token/<name>"]`` ``[B, T]``: one
+    :mod:`skpo.algorithms.token_stats`) in ``rows.token_stats[name]`` ``[B, T]``: one
     no-grad forward of the rollout policy (π_old) over each term's rows."""
     requests = {t.role: t.token_stat_requests() for t in method.terms}
     if not any(requests.values()):
         return rows
     stats: dict[str, torch.Tensor] = {}
     for role, wanted in requests.items():
-        for name, _ in wanted:  # every key on every rank, rows or not (gathered records need the same extras)
-            stats.setdefault(EXTRA_PREFIX + name, torch.zeros_like(rows.old_log_probs))
+        for name, _ in wanted:  # every key on every rank, rows or not (gathered records need the same statistics)
+            stats.setdefault(name, torch.zeros_like(rows.old_log_probs))
         sel = rows.rows_of(role)
         if not wanted or not sel:
             continue
         idx = torch.tensor(sel, dtype=torch.long)
         for name, values in actor.token_stats(rows.select(sel), reducer(wanted)).items():
-            stats[EXTRA_PREFIX + name][idx] = values
-    return rows.replace(extra={**rows.extra, **stats})
+            stats[name][idx] = values
+    return rows.replace(token_stats={**rows.token_stats, **stats})

@@ -13,7 +13,8 @@ from skpo.algorithms import LengthTracker, ValueTracker, build_prompt_sampler, k
 from skpo.algorithms.advantages import estimator_inputs
 from skpo.errors import CheckpointError
 from skpo.methods import Method, rollout_params
-from skpo.models.forward import length_buckets, policy_forward
+from skpo.models.forward import length_buckets, no_grad_forward
+from skpo.reward_range import to_unit
 from skpo.rollout import ROLLOUTS, RolloutResult
 from skpo.rows import Rows
 from skpo.training.actor import Actor, row_lengths
@@ -56,8 +57,7 @@ class RunState:
             keys, lengths = result.length_observations
             self.length_tracker.update(keys, lengths, kls=self._prompt_kls(keys), step=step)
         first = rows.select(rows.rows_of(terms[0].role))
-        lo, hi = self.method.reward_range
-        self.prompt_sampler.observe(first.index, ((first.rewards.double() - lo) / (hi - lo)).tolist(), step)
+        self.prompt_sampler.observe(first.index, to_unit(first.rewards.double(), self.method.reward_range).tolist(), step)
         for k in rows.index:
             self.drift_seen[k] = self.drift
 
@@ -98,17 +98,13 @@ class RunState:
             term_state.load_state_dict(saved_states[role])
 
 
-@torch.no_grad()
 def measure_drift(actor: Actor, rows: Rows, role: str) -> float:
     """One step's policy drift: k3 KL of the updated policy against the rollout policy on the
     first micro-batch of ``role``'s rows."""
     rows = rows.select(rows.rows_of(role))
     bucket = length_buckets(row_lengths(rows), actor.settings.train.micro_batch_tokens)[0]
     sub = rows.select(bucket)
-    actor.policy.eval()
-    with actor.autocast():
-        new_lp, _ = policy_forward(actor.policy, sub.prompt_ids, sub.response_ids, sub.response_mask, actor.pad_id,
-                                   actor.settings.temperature)
-    actor.policy.train()
-    kl = kl_penalty(sub.old_log_probs, new_lp.float().cpu(), "k3")  # KL(π_old ‖ π_new) from π_old samples
+    new_lp, _ = no_grad_forward(actor.policy, sub, [(range(len(sub)), None)], actor.pad_id, actor.settings.temperature,
+                                actor.autocast)
+    kl = kl_penalty(sub.old_log_probs, new_lp, "k3")  # KL(π_old ‖ π_new) from π_old samples
     return max(masked_mean(kl, sub.response_mask).item(), 0.0)

@@ -29,6 +29,7 @@ from skpo.engines.context import ContextLimit, ContextPlan
 from skpo.errors import EvaluationInterrupted, TrainingInterrupted
 from skpo.methods import Method, rollout_params
 from skpo.models.reward_models import RewardModelSlot
+from skpo.reward_range import from_unit
 from skpo.rollout import ROLLOUTS, RolloutContext, RolloutResult, Scores, Timer
 from skpo.rows import Rows
 from skpo.tasks.sources import PromptItem, PromptSource
@@ -260,8 +261,7 @@ class Trainer:
         onto the method's reward range, and correctness comes from the verdict itself."""
         texts = [self.tokenizer.decode(list(r), skip_special_tokens=True) for r in responses]
         verdicts = self.source.score(items, texts)
-        lo, hi = self.method.reward_range
-        return Scores([lo + (hi - lo) * v.reward for v in verdicts], [v.correct for v in verdicts],
+        return Scores([from_unit(v.reward, self.method.reward_range) for v in verdicts], [v.correct for v in verdicts],
                       {(it.key, tuple(r)): v for it, r, v in zip(items, responses, verdicts)})
 
     # ------------------------------------------------------------------ stopping

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 import torch
 
 from skpo.algorithms import POLICY_LOSSES, AggDenominators, PolicyLossInputs, agg_loss, kl_penalty, masked_mean
-from skpo.algorithms.token_stats import EXTRA_PREFIX
 from skpo.config import RunConfig
 from skpo.engines import mix_seed
 from skpo.methods import Method, joint_roles
@@ -118,7 +117,7 @@ def term_loss_value(method: Method, term: LossTerm, log_prob: torch.Tensor, entr
     device = log_prob.device
     mask = mb.response_mask.to(device)
     old_log_prob = log_prob.detach() if on_policy else mb.old_log_probs.to(device)
-    extras = {k[len(EXTRA_PREFIX):]: v.to(device) for k, v in mb.extra.items() if k.startswith(EXTRA_PREFIX)}
+    extras = {k: v.to(device) for k, v in {**mb.token_stats, **mb.estimator_outputs}.items()}
     inputs = PolicyLossInputs(log_prob, old_log_prob, mb.advantages.to(device), mask, extras=extras)
     policy_loss = POLICY_LOSSES.get(term.loss)
     out_loss = policy_loss.fn(inputs, policy_loss.make_params(term.loss_params))
