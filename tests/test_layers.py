@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "skpo"
 
 # Lowest first. Within a layer, imports are allowed (the cycle check still applies).
 LAYERS: list[set[str]] = [
-    {"errors", "registry", "plugins", "jsonl", "paths", "version"},
+    {"errors", "registry", "plugins", "jsonl", "paths", "version", "reward_range"},
     {"rows"},
     {"algorithms"},
     {"rewards", "tasks"},
