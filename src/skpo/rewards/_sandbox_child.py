@@ -49,7 +49,7 @@ import types
 
 # The program shares the ``builtins`` module with the code below and may patch it
 # (``builtins.len = ...``); module-level names are looked up first, so bind what we use.
-from builtins import (  # noqa: E402
+from builtins import (  # noqa: UP029 - bound here on purpose, see above
     BaseException,
     Exception,
     IndexError,
