@@ -94,12 +94,12 @@ def pipeline_accuracy(trainer, cfg, n: int = 200) -> float:
     """Accuracy of answers from ``[s, q]``, the segment sampled by the policy (SKPO's rollout on
     held-out problems, 8 answers each)."""
     from skpo.algorithms import LengthTracker
-    from skpo.rewards.arith import check_answer
+    from skpo.config import arith_config
     from skpo.engines import SamplingParams
+    from skpo.rewards.arith import check_answer
     from skpo.rollout.skpo_rollout import SkpoPrompt, SkpoRolloutParams, skpo_rollout
     from skpo.tasks.arith import heldout_problems
     from skpo.tasks.templates import plain_input_ids
-    from skpo.config import arith_config
 
     problems = heldout_problems(arith_config(cfg), n)
     tok = trainer.tokenizer

@@ -19,15 +19,15 @@ import torch
 from skpo.algorithms import POLICY_LOSSES, PolicyLossInputs
 from skpo.algorithms.policy_shaping import PolicyShapingParams
 from skpo.config import load_config
-from skpo.methods import MethodError, resolve_method
-from skpo.models.loading import load_tokenizer, tiny_arith_dir
 from skpo.engines import HFEngine
+from skpo.methods import MethodError, resolve_method
+from skpo.models.forward import policy_forward
+from skpo.models.loading import load_tokenizer, tiny_arith_dir
+from skpo.rollout.critique import select_refinements
+from skpo.rows import Rows, pad_responses
 from skpo.tasks.arith import ArithProblem
 from skpo.tasks.critiques import refinement_draft, refinement_prompt_ids, step_critique, verdict_critique
 from skpo.tasks.templates import plain_input_ids
-from skpo.rollout.critique import select_refinements
-from skpo.rows import Rows, pad_responses
-from skpo.models.forward import policy_forward
 from skpo.training.advantages import with_advantages
 from skpo.training.setup import build_trainer
 from skpo.training.update import update

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from skpo.models.loading import load_policy, load_tokenizer, tiny_arith_dir
 from skpo.engines import Engine, HFEngine, SamplingParams
+from skpo.models.loading import load_policy, load_tokenizer, tiny_arith_dir
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 

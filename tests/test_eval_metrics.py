@@ -19,7 +19,6 @@ from skpo.evaluation.metrics import (
     success_rates,
 )
 
-
 # ----------------------------------------------------------------------------- pass@k
 
 

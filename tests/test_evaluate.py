@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import torch
 
+from skpo.engines.engine import Completion
 from skpo.evaluation import runner as runner_module
 from skpo.evaluation.benchmarks import (
     BUILTIN_BENCHMARKS,
@@ -34,7 +35,6 @@ from skpo.evaluation.runner import arith_step_metrics, build_prompts, evaluate
 from skpo.models.loading import tiny_arith_dir
 from skpo.models.tiny import build_tiny_model
 from skpo.models.tokenizer import build_tokenizer
-from skpo.engines.engine import Completion
 from skpo.tasks.arith import ArithProblem, solution_text
 
 torch.set_num_threads(1)  # this machine is shared; one thread is fastest for the tiny model

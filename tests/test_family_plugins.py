@@ -17,8 +17,8 @@ from skpo.algorithms import ADVANTAGE_ESTIMATORS, POLICY_LOSSES, AdvantageInputs
 from skpo.algorithms.advantages import group_normalized_scores
 from skpo.algorithms.copo import COPOParams, answer_entropy, copo_advantage
 from skpo.algorithms.gtpo import GTPOParams, conflict_weights, gtpo_advantage
-from skpo.algorithms.lp_reg import LpRegParams, lowest_log_prob_tokens
 from skpo.algorithms.losses import PPOClipParams, ppo_clip_loss
+from skpo.algorithms.lp_reg import lowest_log_prob_tokens
 from skpo.algorithms.papo import EntropyController, PAPOParams, controller_shift, papo_advantage, polarity_weights
 from skpo.algorithms.riskpo import QuantileTracker, RiskPOParams, riskpo_advantage
 from skpo.algorithms.token_stats import entropy_gain, minp_proxy_log_prob, reducer, token_entropy
@@ -106,8 +106,8 @@ def test_reducer_chunks_like_one_pass():
 def test_policy_forward_reductions_match_its_entropy():
     """The trainer's old-policy pass: token statistics from the same logits as the log-probs,
     padded rows and packed prompt groups alike, 0 past each response."""
-    from skpo.models.loading import load_policy, tiny_arith_dir
     from skpo.models.forward import group_by_prompt, policy_forward
+    from skpo.models.loading import load_policy, tiny_arith_dir
     from skpo.rows import pad_responses
 
     model = load_policy(tiny_arith_dir(), device="cpu")

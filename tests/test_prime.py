@@ -162,9 +162,9 @@ def _rows():
 
 
 def _prm(token_budget=10_000, **params):
+    from skpo.models.forward import length_buckets
     from skpo.models.loading import load_policy, tiny_arith_dir
     from skpo.models.reward_models import REWARD_MODELS, RewardModelContext
-    from skpo.models.forward import length_buckets
 
     torch.manual_seed(0)
     policy = load_policy(tiny_arith_dir())

@@ -720,8 +720,8 @@ def test_a_stop_signal_saves_resumes_exactly_and_cuts_an_evaluation_short(tiny_d
     """In-process, the path a SIGTERM takes (the subprocess tests send real ones): a signal during
     step 2 saves after it and resumes to the weights of an uninterrupted run; a signal during the
     evaluation of step 1 ends it after the batch in flight and records it as interrupted."""
-    from skpo.errors import TrainingInterrupted
     from skpo.engines import hf_engine
+    from skpo.errors import TrainingInterrupted
     from skpo.training.trainer import Trainer
 
     full = trained(tiny_dir, tmp_path / "full", "train.steps=3")

@@ -4,6 +4,7 @@ rewards, groups, ablation switches, determinism, counters."""
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +13,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from skpo.algorithms.advantages import skpo_downstream_index
 from skpo.algorithms.trackers import LengthTracker
 from skpo.engines import HFEngine, SamplingParams
+from skpo.engines.engine import Completion
 from skpo.rollout.skpo_rollout import (
     SkpoPrompt,
     SkpoRolloutBatch,
@@ -23,7 +25,6 @@ from skpo.rollout.skpo_rollout import (
     split_points,
     to_model_inputs,
 )
-from skpo.engines.engine import Completion
 
 VOCAB, PAD, EOS, TARGET = 40, 0, 1, 5
 G = 4

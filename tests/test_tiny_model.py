@@ -8,11 +8,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer, Qwen2ForCausalLM
 
+from skpo.commands.warmstart_training import draft_inputs, evaluate_avg_at_k
 from skpo.models.loading import load_policy, load_tokenizer, tiny_arith_dir
 from skpo.models.tiny import build_tiny_model, count_parameters
 from skpo.models.tokenizer import EOS_TOKEN, PAD_TOKEN, build_tokenizer
 from skpo.tasks.arith import ArithConfig, heldout_problems
-from skpo.commands.warmstart_training import draft_inputs, evaluate_avg_at_k
 
 TEXT = "Q: 37+48-12\nA:\n37+48=85\n85-12=73\nAnswer: 73"
 

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from skpo.methods import METHODS, sizes_that_apply
 from skpo.config import ConfigError, load_config
+from skpo.methods import METHODS, sizes_that_apply
 from skpo.training import checkpoint as ckpt
 from skpo.training.setup import build_trainer
 

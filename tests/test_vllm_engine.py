@@ -34,8 +34,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from skpo.models.loading import load_policy, tiny_arith_dir
 from skpo.engines import SamplingParams
+from skpo.models.loading import load_policy, tiny_arith_dir
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 

@@ -41,13 +41,15 @@ a singleton group has mean 0 and std 1 (so its advantage is the raw reward). TRL
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Mapping, Sequence
+from typing import Any
 
 import torch
 
-from .groups import group_ids, group_stats
 from skpo.registry import Registry
+
+from .groups import group_ids, group_stats
 
 Index = Sequence[Hashable] | torch.Tensor
 

@@ -40,7 +40,6 @@ Readings and deviations are listed at each class and in ``docs/methods.md``.
 from __future__ import annotations
 
 import abc
-
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ from typing import Any, Literal
 import torch
 
 from skpo.registry import Registry
+
 from .trackers import ValueTracker, prioritized_sample, prioritized_weights
 
 __all__ = [
@@ -261,7 +261,7 @@ def _spread(sizes: torch.Tensor, where: torch.Tensor, amount: int) -> None:
 
 
 def knapsack_allocation(
-    p: torch.Tensor, trusted: torch.Tensor, default_n: int, total_budget: int, params: "KnapsackParams"
+    p: torch.Tensor, trusted: torch.Tensor, default_n: int, total_budget: int, params: KnapsackParams
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Rollouts per prompt under a fixed total (Knapsack RL's ``sampling_budget_by_knapsack``).
 

@@ -21,8 +21,8 @@ Readings of points the paper leaves open (reference §1.10), each a switch where
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Hashable, Iterable, Sequence
 
 import torch
 

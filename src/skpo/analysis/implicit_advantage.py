@@ -125,7 +125,7 @@ class ImplicitAdvantageSettings:
             raise ValueError(f"length must be 'measured' or 'prior', got {self.length!r}")
 
     @classmethod
-    def quick(cls, seed: int = 0) -> "ImplicitAdvantageSettings":
+    def quick(cls, seed: int = 0) -> ImplicitAdvantageSettings:
         return cls(segments=3, group_size=4, k_true=8, seed=seed)
 
 

@@ -134,7 +134,7 @@ class SegmentVarianceSettings:
             raise ValueError("need problems, segments and answers >= 2 and group_size >= 1")
 
     @classmethod
-    def quick(cls, seed: int = 0) -> "SegmentVarianceSettings":
+    def quick(cls, seed: int = 0) -> SegmentVarianceSettings:
         """A few-second setting for the test suite (same code path)."""
         return cls(problems=3, group_size=2, segments=2, answers=2, seed=seed, bootstrap=50)
 

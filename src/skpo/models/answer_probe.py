@@ -19,7 +19,7 @@ multi-token answer), or of the logits at the position that predicts the last ans
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

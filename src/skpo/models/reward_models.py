@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager
+from typing import Any, ContextManager
 
 import torch
 
@@ -39,10 +40,10 @@ from skpo.algorithms.prime import (
     prm_cross_entropy,
 )
 from skpo.errors import MethodError
+from skpo.models.forward import policy_forward
 from skpo.models.loading import frozen_copy, load_policy
 from skpo.registry import Registry
 from skpo.rows import Rows
-from skpo.models.forward import policy_forward
 
 __all__ = ["REWARD_MODELS", "ImplicitPRM", "ImplicitPRMParams", "RewardModelContext", "RewardModelSlot",
            "build_reward_model", "check_reward_model"]

@@ -712,7 +712,7 @@ def _judge(config: dict, program: str, report: int) -> None:
     _report(report, ["report", outcome, failure, status, leftovers, pid_namespace])
 
 
-def _decide(channel: "_Channel", job: list) -> tuple[str, list[str] | None, str]:
+def _decide(channel: _Channel, job: list) -> tuple[str, list[str] | None, str]:
     """Run the tests against the program: ``("passed", None, "")`` only when they all ran to
     their end here; otherwise ``("failed", [exception name, message] or None, traceback)``."""
     tests, entry_point, prelude = job
@@ -811,9 +811,9 @@ class Remote:
     answer with an object whose ``__eq__`` or ``__bool__`` says yes to everything.
     """
 
-    __slots__ = ("_ref", "_label", "_channel")
+    __slots__ = ("_channel", "_label", "_ref")
 
-    def __init__(self, channel: "_Channel", ref: int, label: str) -> None:
+    def __init__(self, channel: _Channel, ref: int, label: str) -> None:
         self._channel, self._ref, self._label = channel, ref, label
 
     def __call__(self, *args: object, **kwargs: object) -> object:
@@ -861,7 +861,7 @@ def _to_program(value: object) -> object:
 _CONTAINERS = {"L": list, "T": tuple, "E": set, "Z": frozenset}
 
 
-def _from_program(node: object, channel: "_Channel") -> object:
+def _from_program(node: object, channel: _Channel) -> object:
     """Rebuild a value the program sent, trusting nothing: every tag and type is checked."""
     if type(node) is not list or not node or type(node[0]) is not str:
         raise ProtocolError("malformed value")

@@ -30,8 +30,9 @@ The checker only reads ``problem.steps`` (each with ``left, op, right, result``)
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 _EQUATION = re.compile(r"^\s*(-?\d+)\s*([+\-*])\s*(-?\d+)\s*=\s*(-?\d+)\s*$")
 _ANSWER = re.compile(r"^\s*Answer:\s*(-?\d+)\s*$")

@@ -31,7 +31,8 @@ merges, ``encode(a) + encode(b)`` and ``encode(a + b)`` can differ (e.g. a draft
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from skpo.tasks import countdown
 from skpo.tasks.arith import ArithProblem, solution_text

@@ -10,8 +10,14 @@ from typing import Any
 
 import torch
 
-from skpo.algorithms import ADVANTAGE_ESTIMATORS, AdvantageInputs, dapo_group_filter, kl_penalty, masked_mean
-from skpo.algorithms import oar_bilevel_weights
+from skpo.algorithms import (
+    ADVANTAGE_ESTIMATORS,
+    AdvantageInputs,
+    dapo_group_filter,
+    kl_penalty,
+    masked_mean,
+    oar_bilevel_weights,
+)
 from skpo.algorithms.advantages import estimator_inputs, is_group_relative
 from skpo.algorithms.token_stats import EXTRA_PREFIX
 from skpo.engines import mix_seed

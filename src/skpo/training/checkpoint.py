@@ -33,8 +33,14 @@ from safetensors.torch import load_file
 from skpo.errors import DISK_FULL_ERRNOS, CheckpointError, DiskFullError, NoCheckpointError
 from skpo.models.lora import is_lora, load_adapter, save_lora
 from skpo.models.manifest import sha256_file, verify_checkpoint
-from skpo.training.sharding import (full_state_dict, is_sharded, load_full_state_dict, load_sharded_optimizer,
-                                   load_unsharded_optimizer, save_sharded_optimizer)
+from skpo.training.sharding import (
+    full_state_dict,
+    is_sharded,
+    load_full_state_dict,
+    load_sharded_optimizer,
+    load_unsharded_optimizer,
+    save_sharded_optimizer,
+)
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest"

@@ -30,7 +30,8 @@ How a step runs on ``W`` processes (``accelerate launch`` / ``torchrun``; gloo o
 
 from __future__ import annotations
 
-from typing import Any, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import torch
 

@@ -193,7 +193,7 @@ class Progress:
             parts.append(f"tokens {_count(seen)}" + (f"/{_count(self.token_budget)}" if self.token_budget else ""))
         parts.append(f"elapsed {_duration(elapsed)}")
         done = step - self.start
-        if 0 < done and step < self.total:
+        if done > 0 and step < self.total:
             parts.append(f"eta {_duration(elapsed / done * (self.total - step))}")
         parts += [f"{k} {v:.3f}" for k, v in evals.items()]
         if metrics.get("time/step", 0.0) >= self.slow_s:  # where a slow step's time went

@@ -21,10 +21,10 @@ resume that continues the run that was started.
 from __future__ import annotations
 
 import errno
-import hashlib
-import logging
 import fcntl
+import hashlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -39,9 +39,15 @@ import yaml
 
 from skpo.config import RunConfig, dump_config, move_old_spellings
 from skpo.errors import UserError
+from skpo.training.checkpoint import (
+    CHECKPOINT_DIR,
+    LATEST,
+    NoCheckpointError,
+    find_checkpoint,
+    read_state,
+    remove_partial,
+)
 from skpo.training.logging import MetricsLogger
-from skpo.training.checkpoint import (CHECKPOINT_DIR, LATEST, NoCheckpointError, find_checkpoint, read_state,
-                                      remove_partial)
 
 log = logging.getLogger("skpo")
 

@@ -23,12 +23,18 @@ from transformers import AutoConfig
 
 from skpo.config import HELDOUT, SYNTHETIC_TASKS, RunConfig, arith_config, countdown_config
 from skpo.engines import holds_weights
-from skpo.errors import ConfigError
 from skpo.engines.context import model_positions
+from skpo.errors import ConfigError
 from skpo.evaluation.benchmarks import get_spec, load_problems, resolve_benchmarks
 from skpo.methods import method_to_document
-from skpo.models.loading import (_WEIGHT_FILES, check_weight_files, hub_hint, load_policy, load_tokenizer,
-                                 resolve_model_path)
+from skpo.models.loading import (
+    _WEIGHT_FILES,
+    check_weight_files,
+    hub_hint,
+    load_policy,
+    load_tokenizer,
+    resolve_model_path,
+)
 from skpo.models.lora import apply_lora
 from skpo.models.reward_models import RewardModelContext, RewardModelSlot, build_reward_model
 from skpo.rewards.math import default_pool
