@@ -259,7 +259,7 @@ def test_a_critic_model_writes_the_critiques_of_wrong_answers(tmp_path, monkeypa
                                     f"method.rollout_params.critic_model={critic}",
                                     "method.rollout_params.critic_max_new_tokens=16"))
     metrics = trainer.train_step(0)
-    answers_call, critic_call, refine_call = recorder.calls
+    _answers_call, critic_call, refine_call = recorder.calls
     assert (critic_call[0] is trainer.engine.engine) == (critic == "policy")  # (the engine inside the context limit)
     tok = trainer.tokenizer
     n_wrong = round((1 - metrics["accuracy/mean"]) * 6)

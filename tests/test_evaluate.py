@@ -11,7 +11,7 @@ import copy
 import gzip
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -199,7 +199,7 @@ def test_loader_reads_gzip_and_reports_missing_file(tmp_path: Path) -> None:
     with gzip.open(path, "wt", encoding="utf-8") as f:
         f.write('{"question": "a", "answer": 1.5}\n{"question": "b", "answer": 2}\n')
     assert [p.gold for p in load_problems(_spec(path))] == ["1.5", "2"]
-    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.jsonl"):
         load_problems(_spec(tmp_path / "nope.jsonl"))
     notgz = tmp_path / "c.jsonl.gz"
     notgz.write_text("plain text")
@@ -299,7 +299,7 @@ class ScriptedEngine:
     """Stands in for HFEngine: sample j of a problem is the reference solution iff j < right[question],
     else the same wrong answer."""
 
-    right: dict[str, int] = {}
+    right: ClassVar[dict[str, int]] = {}
 
     def __init__(self, model, *, pad_token_id, eos_token_id=None, decode=None, batch_size=64, **_: Any) -> None:
         self.tokenizer = build_tokenizer()

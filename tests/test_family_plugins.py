@@ -116,7 +116,7 @@ def test_policy_forward_reductions_match_its_entropy():
     reduce = reducer([("entropy", None)])
     with torch.no_grad():
         for packs in (None, group_by_prompt(prompts)):
-            lp, h, stats = policy_forward(model, prompts, ids, mask, 262, 0.7, with_entropy=True, packs=packs,
+            _lp, h, stats = policy_forward(model, prompts, ids, mask, 262, 0.7, with_entropy=True, packs=packs,
                                           reductions=reduce)
             torch.testing.assert_close(stats["entropy"], h)
             assert (stats["entropy"][mask == 0] == 0).all() and (stats["entropy"][mask == 1] > 0).all()
@@ -268,7 +268,6 @@ def test_gtpo_advantage_by_hand():
 def test_gtpo_without_conflicts_or_entropy_terms_is_grpo():
     g = torch.Generator().manual_seed(4)
     ids = torch.arange(6 * 5).reshape(6, 5)  # every token distinct: no conflicts
-    mask = torch.ones(6, 5)
     scores = [1.0, 0.0, 0.0, 1.0, 1.0, 0.0]
     batch = rows_batch(scores, list("aaabbb"), width=5, response_ids=ids,
                        token_stats={"entropy": torch.rand(6, 5, generator=g)})

@@ -28,7 +28,7 @@ def _data(tmp_path: Path) -> Path:
 def test_a_data_path_is_trained_on(tmp_path):
     cfg = load_config(None, [f"data.path={_data(tmp_path)}", "data.answer_column=final"])
     assert cfg.data.task == "jsonl" and cfg.data.reward == "math"
-    with pytest.raises(ConfigError, match="data.task is 'arith'.*set data.task=jsonl"):
+    with pytest.raises(ConfigError, match=r"data\.task is 'arith'.*set data\.task=jsonl"):
         load_config(None, [f"data.path={_data(tmp_path)}", "data.task=arith"])
     assert load_config(None, []).data.task == "arith"  # no file: the synthetic default
 

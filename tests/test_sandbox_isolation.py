@@ -519,7 +519,7 @@ def test_no_namespaces_means_an_error_not_an_unisolated_run(monkeypatch: pytest.
     monkeypatch.setattr(sandbox, "_setup", None)
     monkeypatch.setattr(sandbox, "_run", refused)
     monkeypatch.setattr(sandbox.os, "geteuid", lambda: 1000)
-    with pytest.raises(RuntimeError, match="user namespaces.*will not run untrusted code unisolated"):
+    with pytest.raises(RuntimeError, match=r"user namespaces.*will not run untrusted code unisolated"):
         sandbox.sandbox_identity_mode()
     with pytest.raises(RuntimeError, match="Operation not permitted"):
         run_python_sandboxed("def add(a, b):\n    return a + b\n", ADD_TESTS, "add")

@@ -103,7 +103,7 @@ def make_engine(model) -> Recorder:
 
 def run(
     model,
-    config: SkpoRolloutParams = SkpoRolloutParams(),
+    config: SkpoRolloutParams = SkpoRolloutParams(),  # noqa: B008 - frozen
     *,
     prompts=PROMPTS,
     step: int = 0,
@@ -249,7 +249,7 @@ def test_duplicate_prompt_keys_form_separate_groups(model):
 def test_counters_equal_sums_of_lengths(model):
     batch, engine, _ = run(model, SkpoRolloutParams(upstream_reward="own"))
     up, down, c = batch.upstream, batch.downstream, batch.counters
-    seg_call, down_call, own_call = engine.calls
+    seg_call, _down_call, _own_call = engine.calls
     assert c.upstream_decoded_tokens == int(up.candidate_sampled_lengths.sum())
     assert c.upstream_decoded_tokens == sum(len(x) for row in seg_call["out"] for x in row)
     assert c.downstream_decoded_tokens == int(down.response_mask.sum())
@@ -325,7 +325,7 @@ def test_empty_segments_do_not_break_anything():
         assert down.prompt_ids[r] == list(PROMPTS[r // G].prompt_ids)  # [s, q] with s = []
     assert down.response_ids[:, 0].tolist() == [EOS] * (len(PROMPTS) * G)
     assert torch.equal(up.rewards, torch.full((len(PROMPTS),), -1.0))
-    ids, attn, pos, rmask = up.model_inputs(PAD)
+    ids, _attn, _pos, rmask = up.model_inputs(PAD)
     assert ids.shape == (len(PROMPTS), max(len(p.prompt_ids) for p in PROMPTS) + 1) and int(rmask.sum()) == 0
 
 

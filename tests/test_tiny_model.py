@@ -77,14 +77,14 @@ def test_missing_or_wrong_path_names_it(tmp_path):
         load_tokenizer(missing)
     empty = tmp_path / "empty-dir"
     empty.mkdir()
-    with pytest.raises(FileNotFoundError, match="empty-dir.*not a model directory"):
+    with pytest.raises(FileNotFoundError, match=r"empty-dir.*not a model directory"):
         load_policy(empty)
     (empty / "config.json").write_text("{}")
-    with pytest.raises(FileNotFoundError, match="empty-dir.*no weights"):
+    with pytest.raises(FileNotFoundError, match=r"empty-dir.*no weights"):
         load_policy(empty)
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
-    with pytest.raises(NotADirectoryError, match="file.txt"):
+    with pytest.raises(NotADirectoryError, match=r"file\.txt"):
         load_policy(a_file)
 
 

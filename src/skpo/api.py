@@ -59,9 +59,8 @@ def register_reward(name: str, fn: Callable[..., Any], *, batched: bool = False,
     if ":" in name:
         raise ValueError(f"reward name {name!r}: ':' marks a 'module:function' reference; choose a plain name")
     existing = REWARDS.get(name)
-    if existing is not None and getattr(existing, "_skpo_fn", None) is not fn:
-        if not getattr(existing, "_skpo_user", False):
-            raise ValueError(f"reward {name!r} is a built-in reward; choose another name")
+    if existing is not None and getattr(existing, "_skpo_fn", None) is not fn and not getattr(existing, "_skpo_user", False):
+        raise ValueError(f"reward {name!r} is a built-in reward; choose another name")
     calling_of(fn, style, f"reward {name!r}", batched or None)  # a signature none of the three: refused now
     entry = user_reward_entry(name, lambda: fn, where=f"reward {name!r}", loading="starting", value_range=value_range,
                               timeout_s=timeout_s, style=style, worker=worker, batched=batched or None,

@@ -104,14 +104,14 @@ class PromptSampler(abc.ABC):
     def plan(self, request: PlanRequest) -> PromptPlan:
         """The step's batch: which pool prompts, and how many answers each."""
 
-    def observe(self, keys: Sequence[Hashable], unit_rewards: Sequence[float], step: int) -> None:
+    def observe(self, keys: Sequence[Hashable], unit_rewards: Sequence[float], step: int) -> None:  # noqa: B027 - optional
         """Rewards in [0, 1] of this step's rows, one per row (a key's rows are one visit)."""
 
     def scoring_due(self, step: int) -> int:
         """Answers to sample per pool prompt before planning ``step`` (0: none)."""
         return 0
 
-    def observe_scoring(self, keys: Sequence[Hashable], correct: Sequence[Sequence[bool]], step: int) -> None:
+    def observe_scoring(self, keys: Sequence[Hashable], correct: Sequence[Sequence[bool]], step: int) -> None:  # noqa: B027
         """Correctness of the scoring answers of every pool prompt (``keys`` in pool order)."""
 
     def state_dict(self) -> dict[str, Any]:

@@ -239,7 +239,7 @@ def plot(results: dict[str, Any], path: str | Path, dpi: int = 120) -> Path:
     width = 0.38
     for j, kind in enumerate(CONDITIONINGS):
         xs, ys, lo, hi = [], [], [], []
-        for i, (label, r) in enumerate(models.items()):
+        for i, (_label, r) in enumerate(models.items()):
             row = r[kind]
             share = math.nan if row["share"] is None else row["share"]
             ci = row["share_ci95"] or [share, share]

@@ -99,7 +99,7 @@ def distinct_answers(answers: Sequence[Hashable | None]) -> int:
 
 def zero_advantage(correct: Sequence[bool]) -> bool:
     """All answers right or all wrong: a group whose GRPO advantages are all 0."""
-    return len(set(bool(c) for c in correct)) <= 1
+    return len({bool(c) for c in correct}) <= 1
 
 
 def group_summary(

@@ -172,7 +172,7 @@ def _run_pending(specs: list[dict[str, Any]], jobs: int) -> list[str]:
                 spec = pending.pop(0)
                 log_path = Path(spec["run_dir"]).parent / f"{Path(spec['run_dir']).name}.log"
                 log_path.parent.mkdir(parents=True, exist_ok=True)
-                log = open(log_path, "a")
+                log = open(log_path, "a")  # noqa: SIM115 - closed when its process ends
                 cmd = [sys.executable, "-m", "skpo.commands.compare", "--one", json.dumps(spec)]
                 running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), spec, log))
                 print(f"start {spec['label']} seed {spec['seed']}", flush=True)

@@ -62,7 +62,7 @@ def _main(argv: list[str]) -> int:
     plot = plot_runs([run_dir], run_dir / "curves.png")
 
     k = args.k
-    rows = [("avg@%d" % k, f"avg@{k}"), ("pass@1", "pass@1"), ("pass@%d" % k, f"pass@{k}"), ("maj@%d" % k, f"maj@{k}")]
+    rows = [(f"avg@{k}", f"avg@{k}"), ("pass@1", "pass@1"), (f"pass@{k}", f"pass@{k}"), (f"maj@{k}", f"maj@{k}")]
     table = Table(title=f"held-out arithmetic ({args.eval_problems} problems × {k} samples, T={cfg.eval.temperature})")
     table.add_column("metric")
     table.add_column("warm start", justify="right")

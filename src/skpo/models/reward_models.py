@@ -29,7 +29,7 @@ import contextlib
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ContextManager
+from typing import Any
 
 import torch
 
@@ -73,7 +73,7 @@ class RewardModelContext:
     policy: torch.nn.Module
     ref_model: torch.nn.Module | None
     device: torch.device
-    autocast: Callable[[], ContextManager] = contextlib.nullcontext
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
     autocast_dtype: torch.dtype | None = None
     micro_batches: Callable[[Rows], list] | None = None
     pad_id: int = 0

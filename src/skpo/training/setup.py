@@ -80,9 +80,8 @@ def check_paths(cfg: RunConfig) -> None:
         training_reward(cfg)
     except ValueError as err:
         raise ValueError(f"{'reward.function' if cfg.reward.function else 'data.reward'}: {err}") from None
-    if cfg.log.wandb:
-        if importlib.util.find_spec("wandb") is None:
-            raise ValueError("log.wandb is true but wandb is not installed: pip install wandb (or log.wandb=false)")
+    if cfg.log.wandb and importlib.util.find_spec("wandb") is None:
+        raise ValueError("log.wandb is true but wandb is not installed: pip install wandb (or log.wandb=false)")
     if cfg.eval.every:
         try:
             resolve_benchmarks([b for b in cfg.eval.benchmarks if b not in (*SYNTHETIC_TASKS, HELDOUT)])
