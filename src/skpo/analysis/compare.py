@@ -86,7 +86,7 @@ def curve_on_grid(xs: Sequence[float], ys: Sequence[float], grid: Sequence[float
 def _mean_band(curves: Sequence[Sequence[float | None]]) -> tuple[list[float], list[float], list[int]]:
     means, halfs, keep = [], [], []
     for i in range(len(curves[0])):
-        col = [c[i] for c in curves if c[i] is not None]
+        col = [v for c in curves if (v := c[i]) is not None]
         if col:
             m, h = mean_ci(col)
             means.append(m)

@@ -523,7 +523,7 @@ def analyse(data: McData, settings: McAccuracySettings) -> dict[str, Any]:
     # (a) VinePPO step advantages ------------------------------------------------------------
     a_true, a_h1, a_h2, a_grpo, a_rel, a_nc, a_se, a_pb = [], [], [], [], [], [], [], []
     a_est: dict[int, list[Tensor]] = {k: [] for k in s.ks}
-    answers_out = []
+    answers_out: list[dict[str, Any]] = []
     for p in range(P):
         mean_outcome = data.outcomes[p].mean()
         for i in range(G):

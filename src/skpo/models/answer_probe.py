@@ -20,10 +20,14 @@ multi-token answer), or of the logits at the position that predicts the last ans
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 def find_marker(tokens: Sequence[int], marker: Sequence[int]) -> int | None:
@@ -62,7 +66,7 @@ def _probe(prompt: Sequence[int], response: Sequence[int], marker: Sequence[int]
 
 
 def oar_importance(
-    model: torch.nn.Module,
+    model: PreTrainedModel,
     prompts: Sequence[Sequence[int]],
     responses: Sequence[Sequence[int]],
     marker: Sequence[int],

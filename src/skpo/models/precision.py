@@ -23,8 +23,12 @@ The LM head. ``model.lm_head_precision``:
 from __future__ import annotations
 
 import types
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = ["head_in_float32", "lm_head_float32"]
 
@@ -36,7 +40,7 @@ def lm_head_float32(precision: str, device: torch.device | str) -> bool:
     return precision == "float32"
 
 
-def head_in_float32(model: torch.nn.Module) -> None:
+def head_in_float32(model: PreTrainedModel) -> None:
     """Make ``model``'s output head compute in float32 under any autocast (in place, idempotent).
 
     The head's ``forward`` is wrapped: autocast off, input cast to float32, so the float32 master

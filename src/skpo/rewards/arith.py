@@ -60,17 +60,21 @@ def parse_equation(line: str) -> tuple[int, str, int, int] | None:
 
 
 class _StepLike(Protocol):
-    left: int
-    op: str
-    right: int
-    result: int
+    @property
+    def left(self) -> int: ...
+    @property
+    def op(self) -> str: ...
+    @property
+    def right(self) -> int: ...
+    @property
+    def result(self) -> int: ...
 
 
 class ProblemLike(Protocol):
     """What the checker needs from a problem (:class:`skpo.tasks.arith.ArithProblem` fits)."""
 
-    answer: int
-
+    @property
+    def answer(self) -> int: ...
     @property
     def steps(self) -> Sequence[_StepLike]: ...
 
