@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -27,6 +27,9 @@ from skpo.tasks.countdown import CountdownConfig, CountdownProblem
 from skpo.tasks.countdown import heldout_problems as countdown_heldout
 from skpo.tasks.prompts import has_chat_template, prompt_ids
 from skpo.tasks.templates import plain_input_ids
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # (typing.Self from Python 3.11)
 
 __all__ = [
     "ANSWER_CANDIDATES",
@@ -146,7 +149,7 @@ class DatasetSpec(BaseModel):
     def _consistent(self) -> DatasetSpec:
         return self._check_spec()
 
-    def _check_spec(self) -> DatasetSpec:
+    def _check_spec(self) -> Self:
         if not self.name and self.path:
             stem = Path(self.path).name
             for suffix in (".gz", ".jsonl", ".parquet", ".json"):
