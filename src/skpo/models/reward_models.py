@@ -29,7 +29,7 @@ import contextlib
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -44,6 +44,9 @@ from skpo.models.forward import policy_forward
 from skpo.models.loading import frozen_copy, load_policy
 from skpo.registry import Registry
 from skpo.rows import Rows
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = ["REWARD_MODELS", "ImplicitPRM", "ImplicitPRMParams", "RewardModelContext", "RewardModelSlot",
            "build_reward_model", "check_reward_model"]
@@ -215,7 +218,7 @@ class ImplicitPRM:
                               "(model.dtype=float16) would underflow its gradients: use bfloat16")
         if params.prm_path:
             try:
-                self.prm = load_policy(params.prm_path, device=ctx.device, dtype=next(ctx.policy.parameters()).dtype)
+                self.prm: PreTrainedModel = load_policy(params.prm_path, device=ctx.device, dtype=next(ctx.policy.parameters()).dtype)
             except (FileNotFoundError, NotADirectoryError) as err:
                 raise MethodError(f"method.reward_model_params.prm_path: {err}") from None
             self.ref = frozen_copy(self.prm)
@@ -223,9 +226,9 @@ class ImplicitPRM:
             raise MethodError("method.reward_model_params.prm_path: the policy is a LoRA model; give the PRM's "
                               "starting weights as a model directory")
         else:
-            self.prm = copy.deepcopy(ctx.policy)
+            self.prm = cast("PreTrainedModel", copy.deepcopy(ctx.policy))  # (the policy: a transformers model, not LoRA)
             self.ref = ctx.ref_model if ctx.ref_model is not None else frozen_copy(ctx.policy)
-        self.prm.to(ctx.device).train()
+        self.prm.to(ctx.device).train()  # type: ignore[arg-type]  # transformers' decorated .to() is typed as taking the model
         if ctx.gradient_checkpointing:
             self.prm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         for p in self.prm.parameters():
@@ -286,6 +289,7 @@ class ImplicitPRM:
             local = [b for b in sel if b in mine]
             loss_sum = 0.0
             sub = rows.select(local)
+            assert self.ctx.micro_batches is not None  # (the trainer passes its split)
             for bucket, packs in self.ctx.micro_batches(sub) if local else ():
                 mb, idx = sub.select(bucket), torch.tensor([local[j] for j in bucket], dtype=torch.long)
                 mask = mb.response_mask.to(device)
@@ -331,6 +335,7 @@ class ImplicitPRM:
         if not mine:
             return out
         sub = rows.select(mine)
+        assert self.ctx.micro_batches is not None  # (the trainer passes its split)
         for bucket, packs in self.ctx.micro_batches(sub):
             mb = sub.select(bucket)
             with self.ctx.autocast():

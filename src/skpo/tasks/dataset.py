@@ -723,16 +723,17 @@ def encode_problems(
     for p in problems:
         messages = prompt_messages(spec, p, chat)
         chars = sum(len(str(m.get("content", ""))) for m in messages)
-        ids = None if char_limit is not None and chars > char_limit else prompt_ids(tokenizer, messages, chat=chat)
-        if limit is not None and (ids is None or len(ids) > limit):
+        row_ids = None if char_limit is not None and chars > char_limit else prompt_ids(tokenizer, messages, chat=chat)
+        if limit is not None and (row_ids is None or len(row_ids) > limit):
             if spec.overlong == "error":
                 where = f"{spec.path}: row {p.index + 1}" + (f" (line {p.line})" if p.line is not None else "")
-                size = f"{chars:,} characters" if ids is None else f"{len(ids)} tokens"
+                size = f"{chars:,} characters" if row_ids is None else f"{len(row_ids)} tokens"
                 raise DatasetError(f"{where}: prompt is {size}, over max_prompt_tokens={limit}")
             out.dropped.append(p.id)
             continue
+        assert row_ids is not None  # (None only over the limit: dropped above)
         out.problems.append(p)
-        out.prompt_ids.append(ids)
+        out.prompt_ids.append(row_ids)
     return out
 
 

@@ -44,13 +44,12 @@ SKIP_SEPARATOR_IDS: tuple[int, ...] = ()
 
 
 class TokenizerLike(Protocol):
-    """The two tokenizer methods used here (a Hugging Face tokenizer fits)."""
+    """What is used here of a tokenizer (a Hugging Face tokenizer fits)."""
 
-    eos_token_id: int | None
+    @property
+    def eos_token_id(self) -> int | None: ...
 
-    def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
-
-    def decode(self, ids: Sequence[int], skip_special_tokens: bool = ...) -> str: ...
+    def encode(self, text: str, *, add_special_tokens: bool = ...) -> list[int]: ...
 
 
 Synthetic = ArithProblem | countdown.CountdownProblem

@@ -224,10 +224,10 @@ def load_run_model(cfg: RunConfig, path: Path | None = None):
             f"the weights' rounding step (lr {cfg.train.lr:g}) are lost. Mixed precision (the default) keeps float32 "
             "master weights.", stacklevel=2,
         )
-        dtype = cfg.model.dtype
+        dtype: str = cfg.model.dtype
     else:
         dtype = "float32"
-    model = load_policy(path, device=device_of(cfg), dtype=dtype)
+    model: torch.nn.Module = load_policy(path, device=device_of(cfg), dtype=dtype)
     if cfg.model.lora.enabled:
         model = apply_lora(model, cfg.model.lora, seed=cfg.train.seed)
     return model
