@@ -67,7 +67,7 @@ def register_reward(name: str, fn: Callable[..., Any], *, batched: bool = False,
                               description=f"Python function {name}")
     object.__setattr__(entry, "_skpo_fn", fn)
     object.__setattr__(entry, "_skpo_user", True)
-    if existing is not None and getattr(existing, "worker", None) is not None:
+    if existing is not None and existing.worker is not None:
         existing.worker.close()
     REWARDS[name] = entry
     return name

@@ -501,7 +501,8 @@ def _get_setup() -> _Setup:
                 failed = errors[-1]
                 python = _first_working(candidates, identity, errors, None)
                 if python is not None:
-                    memory, memory_note = None, f"sandboxes could not use {memory.parent} ({failed})"
+                    memory_note = f"sandboxes could not use {memory.parent} ({failed})"
+                    memory = None
             return python
 
         if os.geteuid() == 0:
@@ -613,7 +614,7 @@ def _read_report(fd: int) -> list:
             break
         data += chunk
     try:
-        report = _child.loads(data)
+        report: Any = _child.loads(data)  # (its shape is checked below)
     except _child.ProtocolError:
         return list(_NO_REPORT)
     if report and report[0] == "setup_error" and len(report) == 2:
