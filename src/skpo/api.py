@@ -29,7 +29,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -133,6 +133,7 @@ def build(config: str | Path | Any | None = None, *, overrides: Iterable[str] = 
         data_name = str(data) if isinstance(data, (str, Path)) else "rows.jsonl" if data is not None else data0
         items.insert(0, f"log.out_dir={default_out_dir(method_name, cfg0.model.path, data_name)}")
         cfg0 = load_config(None if base_tree is not None else config, [*_tree_overrides(base_tree), *items, *overrides])
+    assert cfg0.log.out_dir is not None  # (filled in when the config is validated)
     inputs = Path(cfg0.log.out_dir) / INPUTS_DIR
     if data is not None:
         if isinstance(data, (str, Path)):
@@ -150,7 +151,7 @@ def build(config: str | Path | Any | None = None, *, overrides: Iterable[str] = 
         if name is None:  # registered in this process only: resumed from Python (the error on the command line says so)
             name = "python." + re.sub(r"[^A-Za-z0-9_.]", "_", f"{getattr(reward, '__module__', 'fn')}.{getattr(reward, '__qualname__', 'reward')}")
             register_reward(name, reward, batched=bool(getattr(reward, "batched", False)),
-                            value_range=tuple(reward_range) if reward_range is not None else (0.0, 1.0))
+                            value_range=cast("tuple[float, float]", tuple(reward_range)) if reward_range is not None else (0.0, 1.0))
         items.append(f"reward.function={name}")
     elif reward is not None:
         items.append(f"reward.function={reward}")

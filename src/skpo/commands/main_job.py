@@ -35,6 +35,7 @@ def _main(argv: list[str]) -> int:
     console = Console()
     cfg = load_config(args.config, args.overrides)
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    assert cfg.log.out_dir is not None  # (filled in when the config is validated)
     run_dir = Path(cfg.log.out_dir)
     console.print(f"[bold]skpo main[/]: {cfg.train.method} on the embedded default → {run_dir}")
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -276,7 +276,7 @@ def draft_inputs(
 def evaluate_all(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: Sequence[Synthetic], k: int = 8, seed: int = 0,
     task: CountdownConfig | None = None,
-) -> dict[str, dict[str, object]]:
+) -> dict[str, Any]:
     """avg@k on plain inputs and on skip inputs with a correct and a flawed draft."""
     return {
         "plain": evaluate_avg_at_k(model, tokenizer, problems, k=k, seed=seed).to_dict(),

@@ -343,14 +343,14 @@ def method_table() -> list[dict[str, str]]:
         if m.filter_groups:
             defaults.append(f"dynamic sampling (≤{m.max_gen_batches} rounds)")
         sampler = PROMPT_SAMPLERS.get(m.prompt_sampling)
-        label = sampler.meta.get("label")
-        if label and m.prompt_sampling_params:
-            label += f" ({_params(m.prompt_sampling_params)})"
+        sampler_label = sampler.meta.get("label")
+        if sampler_label and m.prompt_sampling_params:
+            sampler_label += f" ({_params(m.prompt_sampling_params)})"
         reads_tracker = "value_tracker" in sampler.meta.get("needs", ())
         if m.value_tracker:
-            defaults.append("value tracker" + (f", {label}" if label and reads_tracker else ""))
-        if label and not (m.value_tracker and reads_tracker):
-            defaults.append(label)
+            defaults.append("value tracker" + (f", {sampler_label}" if sampler_label and reads_tracker else ""))
+        if sampler_label and not (m.value_tracker and reads_tracker):
+            defaults.append(sampler_label)
         if m.token_weights:
             defaults.append(f"token weights {m.token_weights}")
         if m.reward_model:

@@ -20,7 +20,7 @@ multi-token answer), or of the logits at the position that predicts the last ans
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -66,7 +66,7 @@ def _probe(prompt: Sequence[int], response: Sequence[int], marker: Sequence[int]
 
 
 def oar_importance(
-    model: PreTrainedModel,
+    model: torch.nn.Module,
     prompts: Sequence[Sequence[int]],
     responses: Sequence[Sequence[int]],
     marker: Sequence[int],
@@ -82,7 +82,7 @@ def oar_importance(
     importance = torch.zeros(len(responses), t)
     scored = torch.zeros(len(responses), t)
     device = next(model.parameters()).device
-    embed = model.get_input_embeddings()
+    embed = cast("PreTrainedModel", model).get_input_embeddings()  # (a transformers model, or peft's wrapper of one)
     for b, (prompt, response) in enumerate(zip(prompts, responses)):
         probe = _probe(prompt, response, marker)
         if probe is None:

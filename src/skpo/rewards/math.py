@@ -107,7 +107,7 @@ def normalize_answer_text(text: str) -> str:
 def _parse(text: str, allow_unanchored: bool) -> list[Any]:
     from math_verify import parse  # heavy (sympy): loaded in the verifier's worker process
 
-    return parse(normalize_answer_text(text), _configs(allow_unanchored), parsing_timeout=None)  # type: ignore[arg-type]
+    return parse(normalize_answer_text(text), _configs(allow_unanchored), parsing_timeout=None)
 
 
 def _gsm8k_tail(text: str) -> str | None:

@@ -38,7 +38,7 @@ def evaluate_benchmarks(model, tokenizer, cfg: RunConfig, autocast_dtype: torch.
                                  "source= (the trainer's)")
             if getattr(source, "heldout", None):
                 # the training prompts' template, reward and answer budget
-                spec = cfg.data.model_copy(update={"name": HELDOUT, "max_new_tokens": cfg.rollout.max_new_tokens})
+                spec: DatasetSpec = cfg.data.model_copy(update={"name": HELDOUT, "max_new_tokens": cfg.rollout.max_new_tokens})
                 specs.append((spec, source.heldout, source.reward))
         elif name == "countdown":
             specs.append((get_spec("countdown").model_copy(update={"countdown": countdown_config(cfg),

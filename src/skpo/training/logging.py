@@ -152,7 +152,7 @@ class Progress:
         self.seconds, self.header, self.slow_s = seconds, header, slow_s
         self.token_budget = token_budget
         self.tty = self.stream.isatty() if hasattr(self.stream, "isatty") else False
-        self._bar = None
+        self._bar: Any = None  # a rich Progress on a terminal (rich is imported only then)
 
     def _info(self, metrics: dict[str, float]) -> list[str]:
         parts = [f"{short} {metrics[k]:.3g}" for k, short in self.KEYS if k in metrics]
