@@ -135,7 +135,7 @@ def load_policy(
     model = AutoModelForCausalLM.from_pretrained(
         str(path), local_files_only=True, dtype=dtype if dtype is not None else "auto"
     )
-    return model.to(device)  # type: ignore[arg-type]  # transformers' decorated .to() is typed as taking the model
+    return model.to(device)
 
 
 def load_tokenizer(path: str | Path, padding_side: str | None = None) -> PreTrainedTokenizerBase:

@@ -70,7 +70,7 @@ def merged_named_tensors(model: PeftModel) -> Iterator[tuple[str, torch.Tensor]]
             with torch.no_grad():
                 for adapter in module.active_adapters:
                     if adapter in module.lora_A:
-                        merged = merged + module.get_delta_weight(adapter).to(merged.dtype)  # type: ignore[attr-defined]  # each concrete LoraLayer defines it
+                        merged = merged + module.get_delta_weight(adapter).to(merged.dtype)
         yield name.replace(".base_layer.", "."), merged
 
 

@@ -23,7 +23,7 @@ The LM head. ``model.lm_head_precision``:
 from __future__ import annotations
 
 import types
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 
@@ -40,7 +40,7 @@ def lm_head_float32(precision: str, device: torch.device | str) -> bool:
     return precision == "float32"
 
 
-def head_in_float32(model: PreTrainedModel) -> None:
+def head_in_float32(model: torch.nn.Module) -> None:
     """Make ``model``'s output head compute in float32 under any autocast (in place, idempotent).
 
     The head's ``forward`` is wrapped: autocast off, input cast to float32, so the float32 master
@@ -48,7 +48,7 @@ def head_in_float32(model: PreTrainedModel) -> None:
     is a method bound to the head, so a ``copy.deepcopy`` of the model (the KL reference, a
     reward model) computes with its own head, not the original's.
     """
-    head = model.get_output_embeddings()
+    head = cast("PreTrainedModel", model).get_output_embeddings()  # (a transformers model, or peft's wrapper of one)
     if head is None or getattr(head, "_skpo_float32", False):
         return
     head.forward = types.MethodType(_float32_head_forward, head)

@@ -228,7 +228,7 @@ class ImplicitPRM:
         else:
             self.prm = cast("PreTrainedModel", copy.deepcopy(ctx.policy))  # (the policy: a transformers model, not LoRA)
             self.ref = ctx.ref_model if ctx.ref_model is not None else frozen_copy(ctx.policy)
-        self.prm.to(ctx.device).train()  # type: ignore[arg-type]  # transformers' decorated .to() is typed as taking the model
+        self.prm.to(ctx.device).train()
         if ctx.gradient_checkpointing:
             self.prm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         for p in self.prm.parameters():

@@ -46,7 +46,7 @@ def tiny_qwen2_config(tokenizer: PreTrainedTokenizerBase, size: TinyConfig | Non
         num_key_value_heads=size.num_key_value_heads,
         intermediate_size=size.intermediate_size,
         max_position_embeddings=size.max_position_embeddings,
-        rope_theta=size.rope_theta,  # type: ignore[call-arg]  # taken through the config's **kwargs in transformers 5
+        rope_theta=size.rope_theta,
         tie_word_embeddings=True,
         use_sliding_window=False,
         attention_dropout=0.0,
