@@ -49,7 +49,7 @@ def profile_categories(trainer) -> list[tuple[str, float]]:
                                           "aten::where", "aten::softmax", "aten::_softmax", "aten::_log_softmax",
                                           "aten::logsumexp", "Backward", "aten::threshold", "aten::sigmoid"),
     }
-    totals = {k: 0.0 for k in kinds}
+    totals = dict.fromkeys(kinds, 0.0)
     other = 0.0
     for evt in prof.key_averages():
         t = evt.self_cpu_time_total / 1e6

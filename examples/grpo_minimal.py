@@ -31,9 +31,9 @@ import torch
 
 from skpo.algorithms import ADVANTAGE_ESTIMATORS, POLICY_LOSSES, AdvantageInputs, PolicyLossInputs, agg_loss
 from skpo.algorithms.stats import logprobs_from_logits
+from skpo.engines import HFEngine, SamplingParams, mix_seed
 from skpo.models.loading import load_policy, load_tokenizer, tiny_arith_dir
 from skpo.rewards.arith import check_answer
-from skpo.engines import HFEngine, SamplingParams, mix_seed
 from skpo.rows import pad_lists
 from skpo.tasks.arith import ArithConfig, iter_problems
 from skpo.tasks.templates import plain_input_ids

@@ -186,10 +186,10 @@ def decode_profile(work: Path, rows: int = 64, steps: int = 48) -> dict:
     rows, the sampler alone on a ``[rows, vocab]`` logits tensor, and the top operators."""
     import torch
 
-    from skpo.models.loading import load_policy
-    from skpo.models.standin import make_standin
     from skpo.engines import HFEngine, SamplingParams
     from skpo.engines.hf_engine import sample_from_logits
+    from skpo.models.loading import load_policy
+    from skpo.models.standin import make_standin
 
     model = load_policy(make_standin("qwen2.5-math-7b", work / "standin-profile")).to("cuda")
     engine = HFEngine(model, pad_token_id=0, autocast_dtype=torch.bfloat16, batch_size=rows)

@@ -94,12 +94,12 @@ def pipeline_accuracy(trainer, cfg, n: int = 200) -> float:
     """Accuracy of answers from ``[s, q]``, the segment sampled by the policy (SKPO's rollout on
     held-out problems, 8 answers each)."""
     from skpo.algorithms import LengthTracker
-    from skpo.rewards.arith import check_answer
+    from skpo.config import arith_config
     from skpo.engines import SamplingParams
+    from skpo.rewards.arith import check_answer
     from skpo.rollout.skpo_rollout import SkpoPrompt, SkpoRolloutParams, skpo_rollout
     from skpo.tasks.arith import heldout_problems
     from skpo.tasks.templates import plain_input_ids
-    from skpo.config import arith_config
 
     problems = heldout_problems(arith_config(cfg), n)
     tok = trainer.tokenizer
@@ -135,7 +135,7 @@ def gradients(steps: int = 3, out: str = "runs/why/gradients", overrides: tuple[
                                 seed=mix_seed(0, step, 1))
         ctx = RolloutContext(engine=tr.engine, params=params, rollout_params=tr.rollout_params, group_size=base.group_size,
                              step=step,
-                             score=tr.score, sample_prompts=lambda draw: tr.sample_prompts(step, draw), source=tr.source,
+                             score=tr.score, sample_prompts=lambda draw: tr.sample_prompts(step, draw), source=tr.source,  # noqa: B023  # noqa: B023  # noqa: B023
                              pad_id=tr.pad_id, max_new_tokens=cfg.rollout.max_new_tokens, timer=Timer(),
                              generator=torch.Generator().manual_seed(mix_seed(0, step, 23)), length_tracker=tr.state.length_tracker)
         metrics: dict = {}
@@ -146,7 +146,7 @@ def gradients(steps: int = 3, out: str = "runs/why/gradients", overrides: tuple[
             one_role = dataclasses.replace(base, terms=tuple(t for t in base.terms if t.role == role))  # the other trains nothing
             captured = {}
             real_step = tr.actor.optimizer.step
-            tr.actor.optimizer.step = lambda *a, **k: captured.setdefault(  # record the clipped gradient, step nothing
+            tr.actor.optimizer.step = lambda *a, **k: captured.setdefault(  # noqa: B023 - record the clipped gradient, step nothing
                 "g", torch.cat([p.grad.flatten() for p in tr.policy.parameters() if p.grad is not None]))
             update(tr.actor, one_role, rows, tr.dist, tr.update_settings, step, {})
             tr.actor.optimizer.step = real_step

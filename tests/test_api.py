@@ -4,7 +4,6 @@ a user would run it, and each way of handing over data, reward and method reache
 from __future__ import annotations
 
 import json
-import runpy
 import subprocess
 import sys
 from pathlib import Path

@@ -8,8 +8,6 @@ tests.
 from __future__ import annotations
 
 import json
-
-
 import subprocess
 import sys
 

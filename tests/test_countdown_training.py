@@ -57,7 +57,7 @@ def test_countdown_task_config_defaults_and_checks():
     # what the user sets stays set
     cfg = load_config(None, ["data.task=countdown", "model.path=/some/model", "eval.benchmarks=[arith]"])
     assert cfg.model.path == "/some/model" and cfg.eval.benchmarks == ["arith"]
-    with pytest.raises(ConfigError, match="data.countdown"):
+    with pytest.raises(ConfigError, match=r"data\.countdown"):
         load_config(None, ["data.task=countdown", "data.countdown.min_numbers=5", "data.countdown.max_numbers=4"])
     with pytest.raises(ConfigError, match="synthetic task"):
         load_config(None, ["data.task=countdown", "data.path=x.parquet"])

@@ -19,15 +19,15 @@ import torch
 from skpo.algorithms import POLICY_LOSSES, PolicyLossInputs
 from skpo.algorithms.policy_shaping import PolicyShapingParams
 from skpo.config import load_config
-from skpo.methods import MethodError, resolve_method
-from skpo.models.loading import load_tokenizer, tiny_arith_dir
 from skpo.engines import HFEngine
+from skpo.methods import MethodError, resolve_method
+from skpo.models.forward import policy_forward
+from skpo.models.loading import load_tokenizer, tiny_arith_dir
+from skpo.rollout.critique import select_refinements
+from skpo.rows import Rows, pad_responses
 from skpo.tasks.arith import ArithProblem
 from skpo.tasks.critiques import refinement_draft, refinement_prompt_ids, step_critique, verdict_critique
 from skpo.tasks.templates import plain_input_ids
-from skpo.rollout.critique import select_refinements
-from skpo.rows import Rows, pad_responses
-from skpo.models.forward import policy_forward
 from skpo.training.advantages import with_advantages
 from skpo.training.setup import build_trainer
 from skpo.training.update import update
@@ -259,7 +259,7 @@ def test_a_critic_model_writes_the_critiques_of_wrong_answers(tmp_path, monkeypa
                                     f"method.rollout_params.critic_model={critic}",
                                     "method.rollout_params.critic_max_new_tokens=16"))
     metrics = trainer.train_step(0)
-    answers_call, critic_call, refine_call = recorder.calls
+    _answers_call, critic_call, refine_call = recorder.calls
     assert (critic_call[0] is trainer.engine.engine) == (critic == "policy")  # (the engine inside the context limit)
     tok = trainer.tokenizer
     n_wrong = round((1 - metrics["accuracy/mean"]) * 6)

@@ -12,11 +12,12 @@ import dataclasses
 import gzip
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
 
+from skpo.engines.engine import Completion
 from skpo.evaluation import runner as runner_module
 from skpo.evaluation.benchmarks import (
     BUILTIN_BENCHMARKS,
@@ -35,7 +36,6 @@ from skpo.evaluation.runner import EvalSettings, arith_step_metrics, build_promp
 from skpo.models.loading import tiny_arith_dir
 from skpo.models.tiny import build_tiny_model
 from skpo.models.tokenizer import build_tokenizer
-from skpo.engines.engine import Completion
 from skpo.tasks.arith import ArithProblem, solution_text
 
 torch.set_num_threads(1)  # this machine is shared; one thread is fastest for the tiny model
@@ -200,7 +200,7 @@ def test_loader_reads_gzip_and_reports_missing_file(tmp_path: Path) -> None:
     with gzip.open(path, "wt", encoding="utf-8") as f:
         f.write('{"question": "a", "answer": 1.5}\n{"question": "b", "answer": 2}\n')
     assert [p.gold for p in load_problems(_spec(path))] == ["1.5", "2"]
-    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.jsonl"):
         load_problems(_spec(tmp_path / "nope.jsonl"))
     notgz = tmp_path / "c.jsonl.gz"
     notgz.write_text("plain text")
@@ -300,7 +300,7 @@ class ScriptedEngine:
     """Stands in for HFEngine: sample j of a problem is the reference solution iff j < right[question],
     else the same wrong answer."""
 
-    right: dict[str, int] = {}
+    right: ClassVar[dict[str, int]] = {}
 
     def __init__(self, model, *, pad_token_id, eos_token_id=None, decode=None, batch_size=64, **_: Any) -> None:
         self.tokenizer = build_tokenizer()

@@ -17,8 +17,8 @@ from skpo.algorithms import ADVANTAGE_ESTIMATORS, POLICY_LOSSES, AdvantageInputs
 from skpo.algorithms.advantages import group_normalized_scores
 from skpo.algorithms.copo import COPOParams, answer_entropy, copo_advantage
 from skpo.algorithms.gtpo import GTPOParams, conflict_weights, gtpo_advantage
-from skpo.algorithms.lp_reg import LpRegParams, lowest_log_prob_tokens
 from skpo.algorithms.losses import PPOClipParams, ppo_clip_loss
+from skpo.algorithms.lp_reg import lowest_log_prob_tokens
 from skpo.algorithms.papo import EntropyController, PAPOParams, controller_shift, papo_advantage, polarity_weights
 from skpo.algorithms.riskpo import QuantileTracker, RiskPOParams, riskpo_advantage
 from skpo.algorithms.token_stats import entropy_gain, minp_proxy_log_prob, reducer, token_entropy
@@ -107,8 +107,8 @@ def test_reducer_chunks_like_one_pass():
 def test_policy_forward_reductions_match_its_entropy():
     """The trainer's old-policy pass: token statistics from the same logits as the log-probs,
     padded rows and packed prompt groups alike, 0 past each response."""
-    from skpo.models.loading import load_policy, tiny_arith_dir
     from skpo.models.forward import group_by_prompt, policy_forward
+    from skpo.models.loading import load_policy, tiny_arith_dir
     from skpo.rows import pad_responses
 
     model = load_policy(tiny_arith_dir(), device="cpu")
@@ -117,7 +117,7 @@ def test_policy_forward_reductions_match_its_entropy():
     reduce = reducer([("entropy", None)])
     with torch.no_grad():
         for packs in (None, group_by_prompt(prompts)):
-            lp, h, stats = policy_forward(model, prompts, ids, mask, 262, 0.7, with_entropy=True, packs=packs,
+            _lp, h, stats = policy_forward(model, prompts, ids, mask, 262, 0.7, with_entropy=True, packs=packs,
                                           reductions=reduce)
             torch.testing.assert_close(stats["entropy"], h)
             assert (stats["entropy"][mask == 0] == 0).all() and (stats["entropy"][mask == 1] > 0).all()
@@ -269,7 +269,6 @@ def test_gtpo_advantage_by_hand():
 def test_gtpo_without_conflicts_or_entropy_terms_is_grpo():
     g = torch.Generator().manual_seed(4)
     ids = torch.arange(6 * 5).reshape(6, 5)  # every token distinct: no conflicts
-    mask = torch.ones(6, 5)
     scores = [1.0, 0.0, 0.0, 1.0, 1.0, 0.0]
     batch = rows_batch(scores, list("aaabbb"), width=5, response_ids=ids,
                        token_stats={"entropy": torch.rand(6, 5, generator=g)})

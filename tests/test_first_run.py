@@ -28,7 +28,7 @@ def _data(tmp_path: Path) -> Path:
 def test_a_data_path_is_trained_on(tmp_path):
     cfg = load_config(None, [f"data.path={_data(tmp_path)}", "data.answer_column=final"])
     assert cfg.data.task == "jsonl" and cfg.data.reward == "math"
-    with pytest.raises(ConfigError, match="data.task is 'arith'.*set data.task=jsonl"):
+    with pytest.raises(ConfigError, match=r"data\.task is 'arith'.*set data\.task=jsonl"):
         load_config(None, [f"data.path={_data(tmp_path)}", "data.task=arith"])
     assert load_config(None, []).data.task == "arith"  # no file: the synthetic default
 
@@ -140,8 +140,8 @@ def test_datasets_saved_by_hugging_face_load_as_given(tmp_path, layout):
         train.save_to_disk(str(tmp_path / "one"))
         path = tmp_path / "one" / "data-00000-of-00001.arrow"
     cfg = load_config(None, [*SMALL, f"data.path={path}", f"log.out_dir={tmp_path / 'run'}"])
-    from skpo.training.setup import build_source, load_tokenizer
     from skpo.models.loading import tiny_arith_dir
+    from skpo.training.setup import build_source, load_tokenizer
 
     source = build_source(cfg, load_tokenizer(tiny_arith_dir()))
     assert [it.answer.gold for it in source.items] == [str(2 * i) for i in range(7)]

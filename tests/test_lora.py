@@ -5,11 +5,10 @@ engine receives the merged weights. On the tiny model and on a stand-in, on CPU.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
-
-from pathlib import Path
 
 from skpo.config import load_config
 from skpo.training.setup import build_trainer

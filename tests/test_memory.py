@@ -273,8 +273,6 @@ def test_the_weight_syncs_peak_is_what_the_formula_says(monkeypatch, kind, bucke
     import sys
     from types import SimpleNamespace
 
-    import torch
-
     from skpo.engines.vllm_engine import VLLMEngine, tied_aliases
     from skpo.models.loading import load_policy, tiny_arith_dir
     from skpo.models.lora import apply_lora

@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from skpo.config import load_config
-from skpo.training.setup import build_trainer
 from skpo.rollout.base import ROLLOUTS
+from skpo.training.setup import build_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 PARITY = f"{ROOT / 'tests' / 'data' / 'rewards_for_tests.py'}:parity"

@@ -162,9 +162,9 @@ def _rows():
 
 
 def _prm(token_budget=10_000, **params):
+    from skpo.models.forward import length_buckets
     from skpo.models.loading import load_policy, tiny_arith_dir
     from skpo.models.reward_models import REWARD_MODELS, RewardModelContext
-    from skpo.models.forward import length_buckets
 
     torch.manual_seed(0)
     policy = load_policy(tiny_arith_dir())
@@ -266,7 +266,7 @@ def test_prm_from_a_path_and_a_missing_path_named(tmp_path):
     assert all(not p.requires_grad for p in prm.ref.parameters()) and all(p.requires_grad for p in prm.prm.parameters())
     prm.update(rows)
     # the reference is the PRM's starting point (verl: ref_path = the PRM's path), not moved by its update
-    ref = {k: v for k, v in prm.ref.state_dict().items()}
+    ref = dict(prm.ref.state_dict().items())
     assert all(torch.equal(ref[k], v) for k, v in policy.state_dict().items())
     with pytest.raises(MethodError, match=r"method\.reward_model_params\.prm_path: .*does not exist"):
         _prm(prm_path=str(tmp_path / "nowhere"))

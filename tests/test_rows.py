@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from skpo.models.loading import load_policy, tiny_arith_dir
 from skpo.models.forward import group_by_prompt, length_buckets, pack_buckets, policy_forward
+from skpo.models.loading import load_policy, tiny_arith_dir
 from skpo.rows import Rows, concat_rows, pad_lists, pad_responses
 
 

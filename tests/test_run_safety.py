@@ -238,7 +238,7 @@ def test_truncated_weights_fall_back_to_the_newest_intact_checkpoint(tiny_dir, t
         assert resolve_model_dir(str(out)) == out / "checkpoints" / "step_000001" / "model"
         resumed = build_trainer(config(tiny_dir, out, "train.steps=2", "log.save_every=1"), resume=True)
     assert resumed.state.step == 1
-    warning = [r.getMessage() for r in caplog.records if "step_000002" in r.getMessage()][0]
+    warning = next(r.getMessage() for r in caplog.records if "step_000002" in r.getMessage())
     assert "model/model.safetensors" in warning and "step_000001" in warning
     resumed.train()  # redoes step 2 and replaces the damaged checkpoint
     ckpt.verify_checkpoint(out / "checkpoints" / "step_000002")
@@ -551,7 +551,7 @@ def test_a_torn_last_metrics_line_is_dropped(tmp_path, caplog):
     assert "line 4 is incomplete" in caplog.text
     assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 2]
     path.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
-    with pytest.raises(JsonlError, match="metrics.jsonl: line 2"):
+    with pytest.raises(JsonlError, match=r"metrics\.jsonl: line 2"):
         truncate_metrics(path, 3)
 
 
@@ -720,8 +720,8 @@ def test_a_stop_signal_saves_resumes_exactly_and_cuts_an_evaluation_short(tiny_d
     """In-process, the path a SIGTERM takes (the subprocess tests send real ones): a signal during
     step 2 saves after it and resumes to the weights of an uninterrupted run; a signal during the
     evaluation of step 1 ends it after the batch in flight and records it as interrupted."""
-    from skpo.errors import TrainingInterrupted
     from skpo.engines import hf_engine
+    from skpo.errors import TrainingInterrupted
     from skpo.training.trainer import Trainer
 
     full = trained(tiny_dir, tmp_path / "full", "train.steps=3")

@@ -24,12 +24,12 @@ from skpo.algorithms.prompt_samplers import (
     knapsack_value,
     rollouts_for_signal,
     uniform_indices,
-    vas_batch_indices,
     variance_promotion_weights,
+    vas_batch_indices,
 )
-from skpo.methods import MethodError, resolve_method
 from skpo.engines import Completion, SamplingParams
 from skpo.engines.engine import mix_seed
+from skpo.methods import MethodError, resolve_method
 from skpo.rollout import Scores
 from skpo.rollout.group import generate_groups
 
@@ -275,9 +275,9 @@ def test_arith_hints_are_the_first_solution_lines_as_a_skip_input(tokenizer):
 
 
 def test_data_hints_come_from_the_hint_columns(tmp_path, tokenizer):
+    from skpo.rollout.scaffold import ScaffoldParams, _check_hints, hint_prompt_ids
     from skpo.tasks.dataset import DatasetSpec
     from skpo.tasks.sources import DatasetSource
-    from skpo.rollout.scaffold import ScaffoldParams, _check_hints, hint_prompt_ids
 
     row = {"question": "What is 2+3?", "answer": "5", "know": ["Add the numbers.", "Count up."], "sol": "2+3=5"}
     path = tmp_path / "h.jsonl"

@@ -67,7 +67,7 @@ def test_skpo_shows_the_segment_and_its_answers_on_the_console(tmp_path, capsys)
     roles = [line.split("]")[0].strip(" [") for line in lines if line.startswith("  [")]
     assert roles == ["upstream", "downstream", "downstream", "downstream"]  # log.console_samples: 4
     shown = [line.removeprefix("    prompt     ") for line in lines if line.startswith("    prompt     ")]
-    segment = [line.removeprefix("    completion ") for line in lines if line.startswith("    completion ")][0]
+    segment = next(line.removeprefix("    completion ") for line in lines if line.startswith("    completion "))
     assert all(p.startswith(segment) for p in shown[1:])  # the answers to [s, q] of the segment shown
     records = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
     assert [r["role"] for r in records][:2] == ["upstream", "upstream"] and len(records) == 8

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from skpo.training.schedule import lr_factor
 from skpo.training.actor import Actor
+from skpo.training.schedule import lr_factor
 
 
 def _trainer_formula_before_the_move(step: int, steps: int, warmup: int, schedule: str) -> float:

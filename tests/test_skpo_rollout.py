@@ -4,6 +4,7 @@ rewards, groups, ablation switches, determinism, counters."""
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +13,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from skpo.algorithms.advantages import skpo_downstream_index
 from skpo.algorithms.trackers import LengthTracker
 from skpo.engines import HFEngine, SamplingParams
+from skpo.engines.engine import Completion
 from skpo.rollout.skpo_rollout import (
     SkpoPrompt,
     SkpoRolloutBatch,
@@ -102,7 +104,7 @@ def make_engine(model) -> Recorder:
 
 def run(
     model,
-    config: SkpoRolloutParams = SkpoRolloutParams(),
+    config: SkpoRolloutParams = SkpoRolloutParams(),  # noqa: B008 - frozen
     *,
     prompts=PROMPTS,
     step: int = 0,
@@ -243,7 +245,7 @@ def test_duplicate_prompt_keys_form_separate_groups(model):
 def test_counters_equal_sums_of_lengths(model):
     batch, engine, _ = run(model, SkpoRolloutParams(upstream_reward="own"))
     up, down, c = batch.upstream, batch.downstream, batch.counters
-    seg_call, down_call, own_call = engine.calls
+    seg_call, _down_call, _own_call = engine.calls
     assert c.upstream_decoded_tokens == int(up.candidate_sampled_lengths.sum())
     assert c.upstream_decoded_tokens == sum(len(x) for row in seg_call["out"] for x in row)
     assert c.downstream_decoded_tokens == int(down.response_mask.sum())

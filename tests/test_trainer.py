@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from skpo.methods import METHODS, sizes_that_apply
 from skpo.config import ConfigError, load_config
+from skpo.methods import METHODS, sizes_that_apply
 from skpo.training import checkpoint as ckpt
 from skpo.rollout import Scores
 from skpo.training.setup import build_trainer
@@ -143,7 +143,7 @@ def test_damaged_checkpoint_is_refused(tiny_dir, tmp_path):
     path = ckpt.latest_checkpoint(tmp_path)
     with (path / "optimizer.pt").open("ab") as f:
         f.write(b"x")
-    with pytest.raises(ckpt.CheckpointError, match="optimizer.pt"):
+    with pytest.raises(ckpt.CheckpointError, match=r"optimizer\.pt"):
         build_trainer(small_config(tiny_dir, tmp_path, "grpo", "train.steps=1"), resume=True)
 
 
@@ -172,7 +172,7 @@ def test_bad_config_names_the_key(override, needle):
 def test_bad_yaml_file_names_the_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  steps: [1,\n")
-    with pytest.raises(ConfigError, match="bad.yaml"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml"):
         load_config(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")

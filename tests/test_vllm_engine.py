@@ -34,8 +34,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from skpo.models.loading import load_policy, tiny_arith_dir
 from skpo.engines import SamplingParams
+from skpo.models.loading import load_policy, tiny_arith_dir
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 
@@ -169,7 +169,7 @@ def test_vllms_loader_refuses_a_tied_alias_without_its_first_name(fake_vllm):
         llm.apply_model(lambda m: m.load_weights([("model.norm.weight", state["model.norm.weight"]), ("lm_head.weight", head)]))
     loaded = llm.apply_model(lambda m: m.load_weights([("model.embed_tokens.weight", head), ("lm_head.weight", head)]))[0]
     assert loaded == {"model.embed_tokens.weight"}  # the alias skipped, its first name loaded
-    with pytest.raises(ValueError, match="no module or parameter named 'lm_head.bias'"):
+    with pytest.raises(ValueError, match=r"no module or parameter named 'lm_head\.bias'"):
         llm.apply_model(lambda m: m.load_weights([("lm_head.bias", head[0])]))
     buckets = list(weight_buckets(state.items(), 1 << 20))  # the engine as it was: every state-dict name
     assert "model.embed_tokens.weight" in dict(buckets[0]) and "lm_head.weight" in dict(buckets[-1])
@@ -215,7 +215,7 @@ def test_a_lora_policy_on_a_tied_model_is_synced_once(fake_vllm):
     assert not torch.equal(held["model.layers.0.self_attn.q_proj.weight"],
                            policy.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight)  # W + ΔW arrived
     head = apply_lora(moved_policy(), SimpleNamespace(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "lm_head"]))
-    with pytest.raises(ValueError, match="lm_head.weight is tied to model.embed_tokens.weight.*target_modules"):
+    with pytest.raises(ValueError, match=r"lm_head\.weight is tied to model\.embed_tokens\.weight.*target_modules"):
         eng.sync_weights(head)
 
 

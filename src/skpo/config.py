@@ -17,8 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 import yaml
-from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from skpo.errors import ConfigError, MethodError, closest_name, did_you_mean
 from skpo.paths import is_method_file, shipped_method_names
@@ -78,7 +86,7 @@ class ArithSection(_Strict):
     pool_size: int = Field(2000, ge=1, description="distinct training problems (the prompt pool)")
 
     @model_validator(mode="after")
-    def _ranges(self) -> "ArithSection":
+    def _ranges(self) -> ArithSection:
         ArithConfig(min_ops=self.min_ops, max_ops=self.max_ops, min_operand=self.min_operand,
                     max_operand=self.max_operand, operators=tuple(self.operators), allow_negative=self.allow_negative)
         return self
@@ -98,7 +106,7 @@ class CountdownSection(_Strict):
     pool_size: int = Field(2000, ge=1, description="distinct training problems (the prompt pool)")
 
     @model_validator(mode="after")
-    def _ranges(self) -> "CountdownSection":
+    def _ranges(self) -> CountdownSection:
         countdown_task(self)
         return self
 
@@ -130,8 +138,9 @@ class DataSection(DatasetSpec):
 
     task: Literal["arith", "countdown", "jsonl", "dataset"] = Field(
         "arith", description="'arith', 'countdown' or a data file ('jsonl' and 'dataset' are the same)")
-    arith: ArithSection = ArithSection()
-    countdown: CountdownSection = CountdownSection()
+    # the run's own sections (DatasetSpec, for a benchmark, takes the tasks' plain configs)
+    arith: ArithSection = ArithSection()  # type: ignore[assignment]
+    countdown: CountdownSection = CountdownSection()  # type: ignore[assignment]
     template: str = Field(MATH_TEMPLATE, validation_alias=AliasChoices("template", "prompt_template"))
     reward: str = Field("math", validation_alias=AliasChoices("reward", "verifier"))
     heldout: int | None = Field(
@@ -158,7 +167,7 @@ class DataSection(DatasetSpec):
         return data
 
     @model_validator(mode="after")
-    def _consistent(self) -> "DataSection":  # replaces the spec's check: a synthetic task has no file
+    def _consistent(self) -> DataSection:  # replaces the spec's check: a synthetic task has no file
         if self.task in SYNTHETIC_TASKS:
             if self.heldout:
                 raise ValueError(f"data.heldout={self.heldout} holds rows of a data file out of training, but data.task "
@@ -211,7 +220,7 @@ class RolloutSection(_Strict):
         "(the tiny warm start: 33 tokens; the paper: 1024 for real models)")
 
     @model_validator(mode="after")
-    def _one_context(self) -> "RolloutSection":
+    def _one_context(self) -> RolloutSection:
         old, new = self.vllm.max_model_len, self.max_context_tokens
         if old is not None and new is not None and old != new:
             raise ValueError(f"rollout.vllm.max_model_len={old} and rollout.max_context_tokens={new} name the same "
@@ -426,7 +435,7 @@ class RunConfig(_Strict):
         return data
 
     @model_validator(mode="after")
-    def _defaults_follow_the_data(self) -> "RunConfig":
+    def _defaults_follow_the_data(self) -> RunConfig:
         """The defaults that depend on the data: the run directory, what in-training evaluation
         scores, and whether rows are held out for it (a data file never falls back to the
         synthetic task's directory or benchmark)."""

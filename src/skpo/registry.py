@@ -14,10 +14,10 @@ import collections.abc
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from skpo.errors import did_you_mean
 
@@ -36,7 +36,7 @@ class Entry(Generic[F]):
     params_cls: type
     meta: Mapping[str, Any] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
 
-    def make_params(self, values: dict[str, Any] | None = None) -> Any:
+    def make_params(self, values: Mapping[str, Any] | None = None) -> Any:
         """Build the parameter record; unknown keys are an error that names them."""
         values = dict(values or {})
         known = {f.name for f in dataclasses.fields(self.params_cls)}

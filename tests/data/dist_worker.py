@@ -23,10 +23,10 @@ torch.set_num_threads(1)
 
 def main() -> None:
     mode, record_dir, overrides = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
-    from skpo.config import load_config
     from skpo import rollout
-    from skpo.training.distributed import merge_rank_metrics
+    from skpo.config import load_config
     from skpo.rows import concat_rows
+    from skpo.training.distributed import merge_rank_metrics
     from skpo.training.setup import build_trainer
 
     cfg = load_config(None, overrides)

@@ -125,7 +125,7 @@ class ImplicitAdvantageSettings:
             raise ValueError(f"length must be 'measured' or 'prior', got {self.length!r}")
 
     @classmethod
-    def quick(cls, seed: int = 0) -> "ImplicitAdvantageSettings":
+    def quick(cls, seed: int = 0) -> ImplicitAdvantageSettings:
         return cls(segments=3, group_size=4, k_true=8, seed=seed)
 
 
@@ -231,7 +231,7 @@ def analyse(
         "pearson_advantage_vs_true_value_change": bootstrap_ci(lambda i: pearson(adv[i], dv[i]), n),
         "spearman_advantage_vs_true_value_change": bootstrap_ci(lambda i: spearman(adv[i], dv[i]), n),
         "pearson_advantage_vs_skip_value_change": bootstrap_ci(lambda i: pearson(adv[i], dv_skip[i]), n),
-        **{f"auc_{name}": bootstrap_ci(lambda i, v=values: auc(v[i][good[i]], v[i][bad[i]]), n)
+        **{f"auc_{name}": bootstrap_ci(lambda i, v=values: auc(v[i][good[i]], v[i][bad[i]]), n)  # type: ignore[misc]  # (a bound default)
            for name, values in pairs},
     }
     with_lines = [c for c in data["checks"] if c.complete_lines > 0]

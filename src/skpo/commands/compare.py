@@ -116,6 +116,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     resume = run_dir.is_dir() and latest_checkpoint(run_dir) is not None
     # an interrupted run with no checkpoint starts over (its files cleared, nothing else)
     trainer = build_trainer(cfg, resume=resume, overwrite=not resume and (run_dir / "run.json").is_file())
+    assert cfg.eval.benchmarks is not None  # (filled in when the config is validated)
     k_c, benchmarks = spec["curve_k"], list(cfg.eval.benchmarks)
 
     def evaluate(k: int, limit: int) -> dict[str, dict[str, Any]]:
@@ -172,7 +173,7 @@ def _run_pending(specs: list[dict[str, Any]], jobs: int) -> list[str]:
                 spec = pending.pop(0)
                 log_path = Path(spec["run_dir"]).parent / f"{Path(spec['run_dir']).name}.log"
                 log_path.parent.mkdir(parents=True, exist_ok=True)
-                log = open(log_path, "a")
+                log = open(log_path, "a")  # noqa: SIM115 - closed when its process ends
                 cmd = [sys.executable, "-m", "skpo.commands.compare", "--one", json.dumps(spec)]
                 running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), spec, log))
                 print(f"start {spec['label']} seed {spec['seed']}", flush=True)
@@ -240,6 +241,7 @@ def main(argv: list[str]) -> int:
         if args.seeds < 1 or args.budget < 1:
             raise ValueError("--seeds and --budget must be >= 1")
         base = load_config(args.config, args.overrides)  # bad overrides fail before any run starts
+        assert base.eval.benchmarks is not None  # (filled in when the config is validated)
         args.benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()] if args.benchmarks \
             else list(base.eval.benchmarks)
         if not args.benchmarks:

@@ -18,8 +18,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from skpo.errors import UserError
 from skpo.engines.engine import Completion, Engine, SamplingParams, resolve_max_new_tokens
+from skpo.errors import UserError
 
 __all__ = ["ContextError", "ContextLimit", "ContextPlan", "model_positions", "plan_context"]
 

@@ -8,6 +8,7 @@ import contextlib
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -320,7 +321,7 @@ class HFEngine:
 
     def _forward(
         self, ids: Tensor, mask: Tensor, pos: Tensor, cache, logits_to_keep: int | None
-    ) -> tuple[Tensor, object]:
+    ) -> tuple[Tensor, Any]:  # (logits, the model's cache)
         kwargs = {}
         if logits_to_keep is not None and self._keeps_logits:
             kwargs["logits_to_keep"] = logits_to_keep
@@ -396,6 +397,7 @@ class HFEngine:
             tok_list: list[int] | None = None
             hit_str: dict[int, str] = {}  # batch position -> stop string it completed
             if params.stop:  # stop strings are matched on the host, on a tail window
+                assert self.decode is not None  # (generate refuses stop strings without it)
                 tok_list = tok.tolist()
                 for a, k in enumerate(batch_list):
                     if finished[a]:
@@ -452,6 +454,9 @@ class _PreallocatedLayer(DynamicLayer):
     third of a decode step's time. ``keys`` / ``values`` are views of the filled part, so
     everything that reads them (attention, masks, ``get_seq_length``) sees a normal layer."""
 
+    keys: Tensor  # (always set: views of the buffers)
+    values: Tensor
+
     def __init__(self, keys: Tensor, values: Tensor, capacity: int) -> None:
         super().__init__()
         self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
@@ -506,6 +511,7 @@ def _preallocate(cache, extra: int) -> None:
         return
     for i, layer in enumerate(layers):
         if type(layer) is DynamicLayer and layer.is_initialized and layer.keys is not None and layer.keys.numel():
+            assert layer.values is not None  # (set with the keys)
             layers[i] = _PreallocatedLayer(layer.keys, layer.values, layer.keys.shape[-2] + extra)
 
 

@@ -33,19 +33,19 @@ import copy
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import yaml
 
-from skpo.methods.checks import check_method_against_rollout, check_term, joint_roles, rollout_params
-from skpo.methods.record import LossTerm, Method, term_loss
 from skpo.algorithms import PROMPT_SAMPLERS
 from skpo.errors import MethodError, did_you_mean
-from skpo.registry import check_types
+from skpo.methods.checks import check_method_against_rollout, check_term, joint_roles, rollout_params
+from skpo.methods.record import LossTerm, Method, term_loss
 from skpo.paths import METHOD_DIR, is_method_file, shipped_method_names
+from skpo.registry import check_types
 from skpo.rollout import ROLLOUTS
 
 __all__ = ["METHODS", "Method", "MethodError", "ResolvedMethod", "check_method_against_rollout", "get_method", "joint_roles",
@@ -67,7 +67,7 @@ def method_names() -> list[str]:
     return shipped_method_names()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _read_shipped(name: str) -> dict[str, Any]:
     path = METHOD_DIR / f"{name}.yaml"
     if not path.is_file():
@@ -304,7 +304,7 @@ class _ShippedMethods(Mapping):
         return len(method_names())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _resolved(name: str) -> Method:
     return resolve_method(name, where=f"skpo/methods/{name}.yaml")
 
@@ -343,14 +343,14 @@ def method_table() -> list[dict[str, str]]:
         if m.filter_groups:
             defaults.append(f"dynamic sampling (≤{m.max_gen_batches} rounds)")
         sampler = PROMPT_SAMPLERS.get(m.prompt_sampling)
-        label = sampler.meta.get("label")
-        if label and m.prompt_sampling_params:
-            label += f" ({_params(m.prompt_sampling_params)})"
+        sampler_label = sampler.meta.get("label")
+        if sampler_label and m.prompt_sampling_params:
+            sampler_label += f" ({_params(m.prompt_sampling_params)})"
         reads_tracker = "value_tracker" in sampler.meta.get("needs", ())
         if m.value_tracker:
-            defaults.append("value tracker" + (f", {label}" if label and reads_tracker else ""))
-        if label and not (m.value_tracker and reads_tracker):
-            defaults.append(label)
+            defaults.append("value tracker" + (f", {sampler_label}" if sampler_label and reads_tracker else ""))
+        if sampler_label and not (m.value_tracker and reads_tracker):
+            defaults.append(sampler_label)
         if m.token_weights:
             defaults.append(f"token weights {m.token_weights}")
         if m.reward_model:

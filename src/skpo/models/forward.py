@@ -6,7 +6,8 @@ micro-batch within a token budget."""
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, ContextManager, Sequence
+from collections.abc import Callable, Sequence
+from typing import ContextManager, overload
 
 import torch
 from torch import Tensor
@@ -15,6 +16,35 @@ from skpo.algorithms import entropy_from_logits, logprobs_from_logits
 from skpo.rows import Rows, pad_lists
 
 MicroBatches = Sequence[tuple[Sequence[int], Sequence[Sequence[int]] | None]]  # (row indices, packs) per forward
+
+
+@overload
+def policy_forward(
+    model: torch.nn.Module,
+    prompt_ids: Sequence[Sequence[int]],
+    response_ids: Tensor,
+    response_mask: Tensor,
+    pad_id: int,
+    temperature: float = ...,
+    with_entropy: bool = ...,
+    packs: Sequence[Sequence[int]] | None = ...,
+    reductions: None = ...,
+) -> tuple[Tensor, Tensor | None]: ...
+
+
+@overload
+def policy_forward(
+    model: torch.nn.Module,
+    prompt_ids: Sequence[Sequence[int]],
+    response_ids: Tensor,
+    response_mask: Tensor,
+    pad_id: int,
+    temperature: float = ...,
+    with_entropy: bool = ...,
+    packs: Sequence[Sequence[int]] | None = ...,
+    *,
+    reductions: Callable[[Tensor, Tensor], dict[str, Tensor]],
+) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]: ...
 
 
 def policy_forward(
@@ -167,7 +197,9 @@ def _packed_forward(model, prompt_ids, response_ids: Tensor, response_mask: Tens
             cols = torch.arange(start - 1, start - 1 + t)
             cols[0] = n_prompt - 1
             src_col[b] = cols.clamp(max=max(start + n - 2, n_prompt - 1))
-        packs.append(ids), segs.append(seg), positions.append(pos)
+        packs.append(ids)
+        segs.append(seg)
+        positions.append(pos)
     width = max(len(x) for x in packs)
     input_ids = torch.zeros(len(packs), width, dtype=torch.long)
     seg_t = -1 - torch.arange(width).repeat(len(packs), 1)  # pads: unique negative ids
@@ -223,12 +255,14 @@ def pack_buckets(
                 loose.append(b)
                 continue
             if current and size + lengths[b] > pack_max_tokens:
-                packs.append(current), pack_len.append(size)
+                packs.append(current)
+                pack_len.append(size)
                 current, size = [], n_prompt
             current.append(b)
             size += lengths[b]
         if current:
-            packs.append(current), pack_len.append(size)
+            packs.append(current)
+            pack_len.append(size)
     out: list[tuple[list[int], list[list[int]] | None]] = []
     for bucket in length_buckets(pack_len, token_budget):
         rows = [b for i in bucket for b in packs[i]]

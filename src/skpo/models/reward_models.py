@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -44,6 +45,9 @@ from skpo.registry import Registry
 from skpo.reward_range import to_unit
 from skpo.rows import Rows
 from skpo.models.forward import no_grad_forward, policy_forward
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = ["REWARD_MODELS", "ImplicitPRM", "ImplicitPRMParams", "RewardModelContext", "RewardModelSlot",
            "build_reward_model", "check_reward_model"]
@@ -73,7 +77,7 @@ class RewardModelContext:
     policy: torch.nn.Module
     ref_model: torch.nn.Module | None
     device: torch.device
-    autocast: Callable[[], ContextManager] = contextlib.nullcontext
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
     autocast_dtype: torch.dtype | None = None
     micro_batches: Callable[[Rows], list] | None = None
     pad_id: int = 0
@@ -215,7 +219,7 @@ class ImplicitPRM:
                               "(model.dtype=float16) would underflow its gradients: use bfloat16")
         if params.prm_path:
             try:
-                self.prm = load_policy(params.prm_path, device=ctx.device, dtype=next(ctx.policy.parameters()).dtype)
+                self.prm: PreTrainedModel = load_policy(params.prm_path, device=ctx.device, dtype=next(ctx.policy.parameters()).dtype)
             except (FileNotFoundError, NotADirectoryError) as err:
                 raise MethodError(f"method.reward_model_params.prm_path: {err}") from None
             self.ref = frozen_copy(self.prm)
@@ -223,7 +227,7 @@ class ImplicitPRM:
             raise MethodError("method.reward_model_params.prm_path: the policy is a LoRA model; give the PRM's "
                               "starting weights as a model directory")
         else:
-            self.prm = copy.deepcopy(ctx.policy)
+            self.prm = cast("PreTrainedModel", copy.deepcopy(ctx.policy))  # (the policy: a transformers model, not LoRA)
             self.ref = ctx.ref_model if ctx.ref_model is not None else frozen_copy(ctx.policy)
         self.prm.to(ctx.device).train()
         if ctx.gradient_checkpointing:
@@ -285,6 +289,7 @@ class ImplicitPRM:
             local = [b for b in sel if b in mine]
             loss_sum = 0.0
             sub = rows.select(local)
+            assert self.ctx.micro_batches is not None  # (the trainer passes its split)
             for bucket, packs in self.ctx.micro_batches(sub) if local else ():
                 mb, idx = sub.select(bucket), torch.tensor([local[j] for j in bucket], dtype=torch.long)
                 mask = mb.response_mask.to(device)
@@ -329,6 +334,7 @@ class ImplicitPRM:
         if not mine:
             return out
         sub = rows.select(mine)
+        assert self.ctx.micro_batches is not None  # (the trainer passes its split)
         out[torch.tensor(mine, dtype=torch.long)], _ = no_grad_forward(model, sub, self.ctx.micro_batches(sub),
                                                                        self.ctx.pad_id, 1.0, self.ctx.autocast)
         return out

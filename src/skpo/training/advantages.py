@@ -10,8 +10,14 @@ from typing import Any
 
 import torch
 
-from skpo.algorithms import ADVANTAGE_ESTIMATORS, AdvantageInputs, dapo_group_filter, kl_penalty, masked_mean
-from skpo.algorithms import oar_bilevel_weights
+from skpo.algorithms import (
+    ADVANTAGE_ESTIMATORS,
+    AdvantageInputs,
+    dapo_group_filter,
+    kl_penalty,
+    masked_mean,
+    oar_bilevel_weights,
+)
 from skpo.algorithms.advantages import estimator_inputs, is_group_relative
 from skpo.engines import mix_seed
 from skpo.methods import Method, joint_roles
@@ -41,6 +47,7 @@ def _value_baseline(ctx: AdvantageContext, rows: Rows, role: str) -> torch.Tenso
     """The value tracker's pre-update baseline per row (unbiased A); rows whose prompt the
     tracker has never seen get the default (0): their advantage is the raw reward."""
     tracker = ctx.state.value_tracker
+    assert tracker is not None  # (the run state keeps one for an estimator that reads it)
     ctx.metrics[f"{role}/first_visit_share"] = sum(k not in tracker for k in rows.index) / max(1, len(rows))
     return tracker.baseline(rows.index)
 
@@ -50,6 +57,7 @@ def _token_weights(ctx: AdvantageContext, rows: Rows, role: str) -> torch.Tensor
     responses = [rows.response_ids[b, : int(n)].tolist() for b, n in enumerate(rows.lengths())]
     reshaping = dict(ctx.method.token_weight_params)
     answer_mode = reshaping.pop("answer_mode", "answer_mean")
+    assert ctx.method.token_weights is not None  # (called for a method with token weights)
     with ctx.actor.autocast():
         importance, scored = oar_importance(
             ctx.actor.policy, rows.prompt_ids, responses, ctx.source.answer_marker_ids(), mode=ctx.method.token_weights,
@@ -88,6 +96,7 @@ def _estimator_batch(ctx: AdvantageContext, term, sub: Rows) -> AdvantageInputs:
     token_rewards = last_token_rewards(sub.rewards, sub.response_mask)
     if method.kl_coef > 0 and method.kl_placement == "reward":
         # verl's use_kl_in_reward: r_t − β·KL(π_old ‖ π_ref) per token, before the estimator
+        assert sub.ref_log_probs is not None  # (a KL term: the log-prob phase filled them)
         kl = kl_penalty(sub.old_log_probs, sub.ref_log_probs, method.kl_estimator)
         token_rewards = token_rewards - method.kl_coef * kl * sub.response_mask
         ctx.metrics[f"{term.role}/kl_in_reward"] = masked_mean(kl, sub.response_mask).item()

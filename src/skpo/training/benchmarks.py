@@ -13,6 +13,7 @@ import torch
 from skpo.config import HELDOUT, RunConfig, arith_config, countdown_config
 from skpo.evaluation.benchmarks import get_spec, resolve_benchmarks
 from skpo.evaluation.runner import EvalSettings, evaluate
+from skpo.tasks.dataset import DatasetSpec
 
 
 def evaluate_benchmarks(model, tokenizer, cfg: RunConfig, autocast_dtype: torch.dtype | None = None,
@@ -25,7 +26,8 @@ def evaluate_benchmarks(model, tokenizer, cfg: RunConfig, autocast_dtype: torch.
     (skipped when it holds none); files get ``data.max_prompt_tokens`` unless their spec sets one."""
     e = cfg.eval
     limit = limit or e.limit
-    specs = []  # (spec, problems or None: the spec's own, reward or None: the spec's)
+    specs: list[tuple[DatasetSpec, Any, Any]] = []  # (spec, problems or None: the spec's own, reward or None: the spec's)
+    assert e.benchmarks is not None  # (filled in when the config is validated)
     for name in e.benchmarks:
         if name == "arith":
             specs.append((get_spec("arith").model_copy(update={"arith": arith_config(cfg), "n_problems": limit or 200}),
@@ -36,7 +38,7 @@ def evaluate_benchmarks(model, tokenizer, cfg: RunConfig, autocast_dtype: torch.
                                  "source= (the trainer's)")
             if getattr(source, "heldout", None):
                 # the training prompts' template, reward and answer budget
-                spec = cfg.data.model_copy(update={"name": HELDOUT, "max_new_tokens": cfg.rollout.max_new_tokens})
+                spec: DatasetSpec = cfg.data.model_copy(update={"name": HELDOUT, "max_new_tokens": cfg.rollout.max_new_tokens})
                 specs.append((spec, source.heldout, source.reward))
         elif name == "countdown":
             specs.append((get_spec("countdown").model_copy(update={"countdown": countdown_config(cfg),

@@ -9,6 +9,7 @@ from typing import Any
 from skpo.config import RolloutSection, RunConfig
 from skpo.engines import HFEngine
 from skpo.engines.context import ContextLimit, ContextPlan, model_positions, plan_context
+from skpo.engines.engine import Engine
 from skpo.engines.vllm_engine import VLLMEngine  # optional: the [vllm] extra imports vllm
 from skpo.methods import Method, rollout_params
 from skpo.models.loading import resolve_model_path
@@ -47,6 +48,7 @@ def build_engine(cfg: RunConfig, plan: ContextPlan, actor: Actor, tokenizer: Any
         log.warning(f"rollout: the engine's context is {plan.context} tokens"
                     + ("" if plan.need is None else f", the rollout may need {plan.need}")
                     + ": answers that reach it are cut there, counted as rollout/cut_by_context and scored as unfinished")
+    engine: Engine
     if r.engine == "vllm":
         engine = VLLMEngine(str(resolve_model_path(cfg.model.path)), dtype=cfg.model.dtype,
                             gpu_memory_utilization=r.vllm.gpu_memory_utilization, sleep=r.vllm.sleep,

@@ -4,12 +4,17 @@ log-probs (when a KL term is on). Each role's rows go through the forward on the
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import torch
 
 from skpo.algorithms.token_stats import reducer
 from skpo.methods import Method
 from skpo.rows import Rows
 from skpo.training.actor import Actor
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 
 def is_on_policy(mini_batches: int, ppo_epochs: int) -> bool:
@@ -40,9 +45,10 @@ def with_old_and_ref_log_probs(actor: Actor, method: Method, rows: Rows) -> Rows
         if recompute:
             old[idx] = actor.log_probs(actor.policy, sub)
         if ref is not None and actor.lora:  # the frozen base: the policy with its adapters off
-            with actor.policy.disable_adapter():
+            with cast("PeftModel", actor.policy).disable_adapter():
                 ref[idx] = actor.log_probs(actor.policy, sub)
         elif ref is not None:
+            assert actor.ref_model is not None  # (wants_ref without LoRA: the actor keeps a reference)
             ref[idx] = actor.log_probs(actor.ref_model, sub)
     return rows.replace(old_log_probs=old, ref_log_probs=ref)
 

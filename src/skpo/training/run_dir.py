@@ -21,10 +21,10 @@ resume that continues the run that was started.
 from __future__ import annotations
 
 import errno
-import hashlib
-import logging
 import fcntl
+import hashlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -39,9 +39,15 @@ import yaml
 
 from skpo.config import RunConfig, dump_config, move_old_spellings
 from skpo.errors import UserError
+from skpo.training.checkpoint import (
+    CHECKPOINT_DIR,
+    LATEST,
+    NoCheckpointError,
+    find_checkpoint,
+    read_state,
+    remove_partial,
+)
 from skpo.training.logging import MetricsLogger
-from skpo.training.checkpoint import (CHECKPOINT_DIR, LATEST, NoCheckpointError, find_checkpoint, read_state,
-                                      remove_partial)
 
 log = logging.getLogger("skpo")
 
@@ -88,7 +94,7 @@ class ResumeDataError(RunDirError):
 class RunLock:
     """An exclusive ``flock`` on ``OUT/.lock`` holding the owner's pid and host."""
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: str | Path) -> None:
         self.out_dir = Path(out_dir)
         self.path = self.out_dir / LOCK_FILE
         self._fd: int | None = None
@@ -165,7 +171,7 @@ def looks_like_run(out_dir: Path) -> bool:
     return (out / "run.json").is_file() or (ckpts.is_dir() and (any(ckpts.glob("step_*")) or (ckpts / LATEST).exists()))
 
 
-def check_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
+def check_out_dir(out_dir: str | Path, *, resume: bool, overwrite: bool) -> None:
     """Refuse what must be refused before anything is loaded or written.
 
     Raises:
@@ -249,7 +255,7 @@ def open_run_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> RunLock:
     return lock
 
 
-def preflight(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
+def preflight(out_dir: str | Path, *, resume: bool, overwrite: bool) -> None:
     """The checks of :func:`open_run_dir` without writing anything (the lock is probed and
     released), so a command fails before it spends minutes loading a model."""
     if (Path(out_dir) / LOCK_FILE).is_file():  # first: a live writer explains everything else there

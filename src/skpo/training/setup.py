@@ -23,12 +23,18 @@ from transformers import AutoConfig
 
 from skpo.config import HELDOUT, SYNTHETIC_TASKS, RunConfig, arith_config, countdown_config
 from skpo.engines import holds_weights
-from skpo.errors import ConfigError
 from skpo.engines.context import model_positions
+from skpo.errors import ConfigError
 from skpo.evaluation.benchmarks import get_spec, load_problems, resolve_benchmarks
 from skpo.methods import method_to_document
-from skpo.models.loading import (_WEIGHT_FILES, check_weight_files, hub_hint, load_policy, load_tokenizer,
-                                 resolve_model_path)
+from skpo.models.loading import (
+    _WEIGHT_FILES,
+    check_weight_files,
+    hub_hint,
+    load_policy,
+    load_tokenizer,
+    resolve_model_path,
+)
 from skpo.models.lora import apply_lora
 from skpo.models.reward_models import RewardModelContext, RewardModelSlot, build_reward_model
 from skpo.rewards.math import default_pool
@@ -57,7 +63,7 @@ def device_of(cfg: RunConfig) -> str:
 
 def training_reward(cfg: RunConfig) -> RewardEntry:
     """The reward training uses: ``reward.function`` when set, else the data's reward."""
-    return get_reward(cfg.reward.function or cfg.data.reward, tuple(cfg.reward.range), cfg.reward.timeout_s,
+    return get_reward(cfg.reward.function or cfg.data.reward, cfg.reward.range, cfg.reward.timeout_s,
                       cfg.reward.style, cfg.reward.worker)
 
 
@@ -68,15 +74,17 @@ def check_paths(cfg: RunConfig) -> None:
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"model.path: {cfg.model.path!r} is not a local model directory (no config.json at {path})"
                                 + hub_hint(cfg.model.path))
-    if cfg.data.task not in SYNTHETIC_TASKS and not Path(cfg.data.path).expanduser().exists():
-        raise FileNotFoundError(f"data.path: {cfg.data.path!r} does not exist")
+    if cfg.data.task not in SYNTHETIC_TASKS:
+        assert cfg.data.path is not None  # (DataSection requires it for a data file)
+        if not Path(cfg.data.path).expanduser().exists():
+            raise FileNotFoundError(f"data.path: {cfg.data.path!r} does not exist")
     try:
         training_reward(cfg)
     except ValueError as err:
         raise ValueError(f"{'reward.function' if cfg.reward.function else 'data.reward'}: {err}") from None
-    if cfg.log.wandb:
-        if importlib.util.find_spec("wandb") is None:
-            raise ValueError("log.wandb is true but wandb is not installed: pip install wandb (or log.wandb=false)")
+    if cfg.log.wandb and importlib.util.find_spec("wandb") is None:
+        raise ValueError("log.wandb is true but wandb is not installed: pip install wandb (or log.wandb=false)")
+    assert cfg.eval.benchmarks is not None  # (filled in when the config is validated)
     if cfg.eval.every:
         try:
             resolve_benchmarks([b for b in cfg.eval.benchmarks if b not in (*SYNTHETIC_TASKS, HELDOUT)])
@@ -96,6 +104,7 @@ def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
     user to read. A config that passes cannot fail at start-up on configuration."""
     resolved = cfg.resolved()
     method, notes = resolved.method, list(resolved.notes)
+    assert cfg.log.out_dir is not None and cfg.eval.benchmarks is not None  # (filled in when the config is validated)
     if os.environ.get("RANK", "0") == "0":
         preflight(cfg.log.out_dir, resume=resume, overwrite=overwrite)
     check_paths(cfg)
@@ -117,7 +126,7 @@ def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
             notes.append(f"--allow-data-change: the training data changed since the run started "
                          f"({', '.join(point.data_changes)} differ); the resume goes on with it and records it in run.json")
 
-    notes += check_reward(source, tuple(cfg.reward.range))  # the reward runs: gold paid, a wrong answer not
+    notes += check_reward(source, cfg.reward.range)  # the reward runs: gold paid, a wrong answer not
 
     plan = context_plan(cfg.rollout, method, source, model_config)  # the run's context fits the model
     if plan.may_cut:
@@ -184,6 +193,7 @@ def data_notes(cfg: RunConfig, source: PromptSource) -> list[str]:
     if cfg.data.task == "arith":
         return []
     evaluates = bool(cfg.eval.every or cfg.eval.every_tokens)
+    assert cfg.eval.benchmarks is not None  # (filled in when the config is validated)
     held = len(getattr(source, "heldout", []))
     rows = getattr(source, "rows", held + len(source.items))
     notes = []
@@ -214,10 +224,10 @@ def load_run_model(cfg: RunConfig, path: Path | None = None):
             f"the weights' rounding step (lr {cfg.train.lr:g}) are lost. Mixed precision (the default) keeps float32 "
             "master weights.", stacklevel=2,
         )
-        dtype = cfg.model.dtype
+        dtype: str = cfg.model.dtype
     else:
         dtype = "float32"
-    model = load_policy(path, device=device_of(cfg), dtype=dtype)
+    model: torch.nn.Module = load_policy(path, device=device_of(cfg), dtype=dtype)
     if cfg.model.lora.enabled:
         model = apply_lora(model, cfg.model.lora, seed=cfg.train.seed)
     return model
@@ -232,8 +242,10 @@ def build_trainer(cfg: RunConfig, resume: bool = False, overwrite: bool = False,
     the run directory opened — ``resume`` continues the run in ``log.out_dir`` from its newest
     intact checkpoint (on changed training data only with ``allow_data_change``), ``overwrite``
     replaces it (a used directory is refused otherwise: skpo.training.run_dir)."""
+    run_dir = cfg.log.out_dir
+    assert run_dir is not None  # (filled in when the config is validated)
     if os.environ.get("RANK", "0") == "0":  # (accelerate launch: only the main process owns the directory)
-        preflight(cfg.log.out_dir, resume=resume, overwrite=overwrite)
+        preflight(run_dir, resume=resume, overwrite=overwrite)
     try:
         check_paths(cfg)
     except ValueError as err:  # its messages name the key (reward, benchmarks)
@@ -277,16 +289,16 @@ def build_trainer(cfg: RunConfig, resume: bool = False, overwrite: bool = False,
     engine = build_engine(cfg, context, actor, tokenizer, stop_ids, dist)
     state = RunState(method, cfg.train.rho_mode, cfg.rollout.initial_length)
 
-    files = RunFiles(Path(cfg.log.out_dir), accelerator.is_main_process)
+    files = RunFiles(Path(run_dir), accelerator.is_main_process)
     data = source_fingerprint(source)
     method_doc = method_to_document(method)
 
     def resume_run() -> tuple[str, dict[str, Any]]:
-        point = check_resume(Path(cfg.log.out_dir), cfg.model_dump(mode="json"), method_doc, data, allow_data_change)
+        point = check_resume(Path(run_dir), cfg.model_dump(mode="json"), method_doc, data, allow_data_change)
         if point.data_changes and accelerator.is_main_process:
             log.warning(f"--allow-data-change: resuming on changed training data ({', '.join(point.data_changes)} "
                         "differ); recorded in run.json")
-        return load_resume_point(point, actor, state, reward_model, Path(cfg.log.out_dir), data)
+        return load_resume_point(point, actor, state, reward_model, Path(run_dir), data)
 
     run_id = files.open(cfg, resume=resume, overwrite=overwrite, resume_run=resume_run, info={
         "method": cfg.train.method, "reward": source.reward.name, "compute_dtype": cfg.model.dtype,
