@@ -14,6 +14,7 @@ from skpo.algorithms.advantages import skpo_downstream_index
 from skpo.algorithms.trackers import LengthTracker
 from skpo.engines import HFEngine, SamplingParams
 from skpo.engines.engine import Completion
+from skpo.models.forward import policy_forward
 from skpo.rollout.skpo_rollout import (
     SkpoPrompt,
     SkpoRolloutBatch,
@@ -24,8 +25,6 @@ from skpo.rollout.skpo_rollout import (
     skpo_rollout,
     split_points,
 )
-from skpo.models.forward import policy_forward
-from skpo.engines.engine import Completion
 
 VOCAB, PAD, EOS, TARGET = 40, 0, 1, 5
 G = 4

@@ -10,8 +10,8 @@ import torch
 
 from skpo.config import ConfigError, load_config
 from skpo.methods import METHODS, sizes_that_apply
-from skpo.training import checkpoint as ckpt
 from skpo.rollout import Scores
+from skpo.training import checkpoint as ckpt
 from skpo.training.setup import build_trainer
 
 

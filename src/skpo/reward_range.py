@@ -22,4 +22,10 @@ def to_unit(value: Value, value_range: tuple[float, float]) -> Value:
     return (value - lo) / (hi - lo)  # type: ignore[operator,return-value]
 
 
-__all__ = ["from_unit", "to_unit"]
+def rescale(value: Value, source: tuple[float, float], target: tuple[float, float]) -> Value:
+    """``source`` → ``target`` through ``[0, 1]``: a reward in the method's range shown in the
+    user's ``reward.range`` (logs and samples)."""
+    return from_unit(to_unit(value, source), target)
+
+
+__all__ = ["from_unit", "rescale", "to_unit"]

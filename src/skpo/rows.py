@@ -15,8 +15,9 @@ policy's token statistics (``token_stats``) and the estimators' outputs for thei
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -29,8 +30,8 @@ class Rows:
     response_mask: Tensor  # [B, T] float
     old_log_probs: Tensor  # [B, T] sampling log-probs (float32)
     rewards: Tensor  # [B]
-    index: list[Hashable]
-    group: list[Hashable | None] | None = None  # [B] group id per row (None: the row's index)
+    index: Sequence[Hashable]
+    group: Sequence[Hashable | None] | None = None  # [B] group id per row (None: the row's index)
     extra: dict[str, Any] = field(default_factory=dict)  # per-row estimator inputs [B, ...] (step values)
     role: list[str] | None = None  # [B] role of each row (None: all "response")
     advantages: Tensor | None = None  # [B, T]
@@ -61,18 +62,18 @@ class Rows:
         """Indices of the rows of ``role``, in order."""
         return [b for b, r in enumerate(self.roles()) if r == role]
 
-    def replace(self, **changes: Any) -> "Rows":
+    def replace(self, **changes: Any) -> Rows:
         """A new record with ``changes`` (the others shared, not copied)."""
         return dataclasses.replace(self, **changes)
 
-    def select(self, rows: Sequence[int]) -> "Rows":
+    def select(self, rows: Sequence[int]) -> Rows:
         idx = torch.as_tensor(list(rows), dtype=torch.long)
         pick = lambda xs: None if xs is None else [xs[i] for i in rows]  # noqa: E731
         tensor = lambda x: None if x is None else x[idx]  # noqa: E731
         extra = {k: (v[idx] if isinstance(v, Tensor) and v.shape[:1] == self.rewards.shape else v) for k, v in self.extra.items()}
         return Rows(
-            pick(self.prompt_ids), self.response_ids[idx], self.response_mask[idx], self.old_log_probs[idx],
-            self.rewards[idx], pick(self.index), pick(self.group), extra, pick(self.role),
+            [self.prompt_ids[i] for i in rows], self.response_ids[idx], self.response_mask[idx], self.old_log_probs[idx],
+            self.rewards[idx], [self.index[i] for i in rows], pick(self.group), extra, pick(self.role),
             tensor(self.advantages), tensor(self.ref_log_probs),
             {k: v[idx] for k, v in self.token_stats.items()}, {k: v[idx] for k, v in self.estimator_outputs.items()},
         )

@@ -18,12 +18,14 @@ never materialises the whole batch's softmax at once.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
 from skpo.registry import Registry
+
 from .stats import _chunked
 
 ReductionFn = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
@@ -69,7 +71,7 @@ def minp_proxy_log_prob(logits: torch.Tensor, labels: torch.Tensor, params: Any)
     return F.log_softmax(filtered, dim=-1).gather(-1, labels.long().unsqueeze(-1)).squeeze(-1)
 
 
-def reducer(requests: Sequence[tuple[str, Any]], chunk_size: int | str | None = "auto"
+def reducer(requests: Sequence[tuple[str, Any]], chunk_size: int | Literal["auto"] | None = "auto"
             ) -> Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]:
     """One callable ``(logits [..., V], labels [...]) -> {name: [...]}`` evaluating every
     requested ``(name, params)`` reduction, chunked over rows."""

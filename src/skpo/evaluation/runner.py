@@ -51,8 +51,8 @@ from skpo.evaluation.metrics import (
     success_histogram,
 )
 from skpo.rewards.arith import check_steps
-from skpo.rewards.registry import RewardEntry
 from skpo.rewards.countdown import numbers_and_target
+from skpo.rewards.registry import RewardEntry
 from skpo.tasks.countdown import FIRST_MOVE_KINDS, first_move_kind
 from skpo.tasks.dataset import encode_problems
 from skpo.tasks.dataset import prompt_format as format_of

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import ContextManager, overload
+from typing import cast, overload
 
 import torch
 from torch import Tensor
@@ -119,7 +119,7 @@ def no_grad_forward(
     micro_batches: MicroBatches,
     pad_id: int,
     temperature: float = 1.0,
-    autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     reductions: Callable[[Tensor, Tensor], dict[str, Tensor]] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The one forward without gradient over rows: ``model`` in eval mode (its mode restored
@@ -142,7 +142,8 @@ def no_grad_forward(
                 out = policy_forward(model, sub.prompt_ids, sub.response_ids, sub.response_mask, pad_id, temperature,
                                      packs=packs, reductions=reductions)
             log_probs[idx] = out[0].float().cpu()
-            for name, values in (out[2].items() if reductions is not None else ()):
+            extra = cast("tuple[Tensor, Tensor | None, dict[str, Tensor]]", out)[2] if reductions is not None else {}
+            for name, values in extra.items():
                 stats.setdefault(name, torch.zeros(rows.response_mask.shape, dtype=torch.float32))[idx] = values.float().cpu()
     finally:
         model.train(was_training)

@@ -40,11 +40,11 @@ from skpo.algorithms.prime import (
     prm_cross_entropy,
 )
 from skpo.errors import MethodError
+from skpo.models.forward import no_grad_forward, policy_forward
 from skpo.models.loading import frozen_copy, load_policy
 from skpo.registry import Registry
 from skpo.reward_range import to_unit
 from skpo.rows import Rows
-from skpo.models.forward import no_grad_forward, policy_forward
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel

@@ -62,8 +62,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from skpo.errors import UserError
-from skpo.rewards.base import Verdict
 from skpo.reward_range import to_unit
+from skpo.rewards.base import Verdict
 
 __all__ = ["STYLES", "Calling", "RewardError", "RewardWorker", "calling_of", "call_user_reward", "raised_at",
            "score_batch", "to_verdict"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from skpo.engines.engine import Engine, SamplingParams, mix_seed, prompt_seeds
+from skpo.engines.engine import Engine, SamplingParams, call_seed, mix_seed, prompt_seeds
 from skpo.rollout.base import ROLLOUTS, RolloutContext, RolloutResult, Verdicts
 from skpo.rows import Rows, pad_responses
 from skpo.tasks.sources import PromptItem
@@ -78,7 +78,7 @@ def _sample_groups(ctx: RolloutContext, items: list[PromptItem]
     for attempt in range(rounds):
         if attempt:
             items = ctx.sample_prompts(attempt)
-            params = dataclasses.replace(params, seed=mix_seed(int(params.seed), 57, attempt))
+            params = dataclasses.replace(params, seed=mix_seed(call_seed(params), 57, attempt))
         prompts = [list(it.prompt_ids) for it in items]
         if attempt == 0 and ctx.group_sizes is not None:
             outs = generate_groups(ctx.engine, prompts, list(ctx.group_sizes), params)

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 
 import torch
 
-from skpo.engines.engine import BatchedReward, Engine, mix_seed
+from skpo.engines.engine import BatchedReward, Engine, call_seed, mix_seed
 from skpo.rollout.base import ROLLOUTS, RolloutContext, RolloutResult
 from skpo.rollout.group import group_rows, no_growth
 from skpo.rollout.montecarlo import vineppo_values_batch
 from skpo.tasks.sources import PromptItem
+
 
 @dataclass(frozen=True)
 class MCStepsParams:
@@ -45,7 +46,7 @@ def mc_steps_rollout(ctx: RolloutContext, items: list[PromptItem]) -> RolloutRes
     with ctx.timer("mc_values"):
         values = vineppo_values_batch(
             engine, rows.prompt_ids, responses, set(ctx.source.step_boundary_ids()), p.k,
-            dataclasses.replace(ctx.params, seed=mix_seed(int(ctx.params.seed), 99)), BatchedReward(mc_rewards),
+            dataclasses.replace(ctx.params, seed=mix_seed(call_seed(ctx.params), 99)), BatchedReward(mc_rewards),
             max_steps=p.max_steps, max_response_tokens=ctx.max_new_tokens, terminal_rewards=rows.rewards.tolist(),
         )
     s = max([v.num_steps for v in values] + [1])

@@ -9,13 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from skpo.engines import mix_seed
-from skpo.tasks.sources import PromptItem
-from skpo.tasks.templates import skip_input_ids
+from skpo.engines import call_seed, mix_seed
 from skpo.rollout.base import ROLLOUTS, RolloutContext, RolloutResult, Verdicts
 from skpo.rollout.group import SampledGroup, group_rows
 from skpo.tasks.dataset import prompt_messages
 from skpo.tasks.prompts import prompt_ids
+from skpo.tasks.sources import PromptItem
+from skpo.tasks.templates import skip_input_ids
 
 __all__ = ["ScaffoldParams", "hint_prompt_ids", "scaffold_rollout"]
 
@@ -101,7 +101,7 @@ def _hint_failed_groups(ctx: RolloutContext, groups: list[SampledGroup]) -> tupl
             prompts.append(ids)
             owner.append(g)
             level.append(lv)
-    hint_params = dataclasses.replace(ctx.params, seed=mix_seed(int(ctx.params.seed), 83))
+    hint_params = dataclasses.replace(ctx.params, seed=mix_seed(call_seed(ctx.params), 83))
     answers = [comps[0] for comps in ctx.engine.generate(prompts, 1, hint_params)]
     with ctx.timer("scoring"):
         scores = ctx.score([failed[g].item for g in owner], [list(a.token_ids) for a in answers])

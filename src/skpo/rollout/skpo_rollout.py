@@ -529,6 +529,7 @@ def skpo_rollout_kind(ctx: RolloutContext, items: list[PromptItem]) -> RolloutRe
         verdicts.update(scores.verdicts)
         return scores.rewards
 
+    assert ctx.length_tracker is not None  # (methods.checks: the skpo kind declares length_tracker)
     batch = skpo_rollout(
         ctx.engine, [SkpoPrompt(it.key, it.prompt_ids, it.head) for it in items], ctx.length_tracker, ctx.params,
         BatchedReward(score_answers), ctx.generator, ctx.rollout_params, group_size=ctx.group_size, step=ctx.step,

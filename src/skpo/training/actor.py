@@ -83,7 +83,8 @@ class Actor:
         t, model = self.settings.train, self.policy
         if t.gradient_checkpointing or (self.sharding and self.sharding.gradient_checkpointing):
             # non-reentrant: works with frozen inputs (LoRA), packed masks and FSDP units
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.gradient_checkpointing_enable(  # type: ignore[operator]  # (a Hugging Face model)
+                gradient_checkpointing_kwargs={"use_reentrant": False})
         if self.sharding is not None:  # FSDP2: parameters become shards; the optimizer is built on them
             # compute precision through FSDP's MixedPrecisionPolicy (verl), not autocast: layers are
             # gathered in the compute dtype and gradients reduced in float32 onto float32 master shards
@@ -92,7 +93,7 @@ class Actor:
                 shard_model(self.ref_model, self.sharding, self.device, compute_dtype=self.autocast_dtype)
             self.autocast_dtype = None
         trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        optimizer = torch.optim.AdamW(trainable, lr=t.lr, betas=(t.betas[0], t.betas[1]), weight_decay=t.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         if self.sharding is not None:
             self.model, self.optimizer = model, optimizer
@@ -142,8 +143,10 @@ class Actor:
     def train_forward(self, rows: Rows, packs) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log_prob, entropy)`` ``[b, T]`` of the training model on one micro-batch, with grad."""
         with self.autocast():
-            return policy_forward(self.model, rows.prompt_ids, rows.response_ids, rows.response_mask, self.pad_id,
-                                  self.settings.temperature, with_entropy=True, packs=packs)
+            log_prob, entropy = policy_forward(self.model, rows.prompt_ids, rows.response_ids, rows.response_mask,
+                                               self.pad_id, self.settings.temperature, with_entropy=True, packs=packs)
+        assert entropy is not None  # (with_entropy=True)
+        return log_prob, entropy
 
     # ------------------------------------------------------------------ backward and step
     def backward(self, loss: torch.Tensor) -> None:

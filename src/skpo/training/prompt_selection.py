@@ -11,7 +11,6 @@ counted in the step's ``tokens/decoded`` (the rollout budget pays for them).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from skpo.reward_range import from_unit
 from skpo.rewards.countdown import numbers_and_target
 from skpo.rewards.registry import REWARDS
-from skpo.reward_range import from_unit
 from skpo.tasks import countdown
 from skpo.tasks.arith import solution_text
 

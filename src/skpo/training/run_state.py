@@ -4,10 +4,9 @@ policy drift the trackers' ρ may read — replicated on every rank, saved in ev
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from skpo.algorithms import LengthTracker, ValueTracker, build_prompt_sampler, kl_penalty, masked_mean
 from skpo.algorithms.advantages import estimator_inputs
@@ -27,11 +26,11 @@ class RunState:
         kind's ``length_tracker`` metadata (a function of its parameter record)."""
         self.method = method
         self.rho_mode = rho_mode
-        tracker_kw = {"rho_mode": self.rho_mode}
-        self.value_tracker = ValueTracker(reward_range=method.reward_range, **tracker_kw) if method.value_tracker else None
+        self.value_tracker = (ValueTracker(reward_range=method.reward_range, rho_mode=self.rho_mode)
+                              if method.value_tracker else None)
         declared = ROLLOUTS.get(method.rollout).meta.get("length_tracker")
         bounds = declared(rollout_params(method)) if callable(declared) else {}
-        self.length_tracker = (LengthTracker(initial=initial_length, **bounds, **tracker_kw)
+        self.length_tracker = (LengthTracker(initial=initial_length, **bounds, rho_mode=self.rho_mode)
                                if method.length_tracker else None)
         # state of stateful estimators (``state`` metadata: RiskPO's quantiles, PAPO's controller), per term
         self.term_states = {t.role: s for t in method.terms if (s := t.make_state()) is not None}
@@ -41,7 +40,7 @@ class RunState:
         self.tokens_seen = 0
         self.train_seconds = 0.0
         self.drift = 0.0  # accumulated policy KL (rho_mode="kl")
-        self.drift_seen: dict[str, float] = {}
+        self.drift_seen: dict[Hashable, float] = {}
 
     # ------------------------------------------------------------------ after each step
     def observe(self, rows: Rows, result: RolloutResult, step: int) -> None:

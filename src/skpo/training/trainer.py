@@ -29,7 +29,7 @@ from skpo.engines.context import ContextLimit, ContextPlan
 from skpo.errors import EvaluationInterrupted, TrainingInterrupted
 from skpo.methods import Method, rollout_params
 from skpo.models.reward_models import RewardModelSlot
-from skpo.reward_range import from_unit
+from skpo.reward_range import from_unit, rescale
 from skpo.rollout import ROLLOUTS, RolloutContext, RolloutResult, Scores, Timer
 from skpo.rows import Rows
 from skpo.tasks.sources import PromptItem, PromptSource
@@ -66,6 +66,7 @@ class Trainer:
         self.accelerator, self.dist, self.actor, self.reward_model = accelerator, dist, actor, reward_model
         self.engine, self.context, self.state, self.files, self.run_id = engine, context, state, files, run_id
         self.stop_ids, self.pad_id = stop_ids, pad_id
+        assert cfg.log.out_dir is not None  # (filled in when the config is validated)
         self.run_dir = Path(cfg.log.out_dir)
         self.update_settings = UpdateSettings.of(cfg)
         self.rollout_params = rollout_params(method)
@@ -184,10 +185,9 @@ class Trainer:
         with timer("rollout"), self._decoding_weights():  # sharded: each rank decodes its own number of tokens
             result = ROLLOUTS.get(self.method.rollout).fn(ctx, self.dist.shard(items))
         if cfg.log.samples_due(step) and self.accelerator.is_main_process and self.files.logger is not None:
-            lo, hi = self.method.reward_range
-            a, b = cfg.reward.range
+            user_range = (cfg.reward.range[0], cfg.reward.range[1])
             self._samples = sample_records(result.rows, step + 1, cfg.log.samples, self.tokenizer, result.verdicts,
-                                           lambda r: a + (b - a) * (r - lo) / (hi - lo))
+                                           lambda r: rescale(r, self.method.reward_range, user_range))
             self.files.logger.log_samples(step + 1, self._samples)
         # scoring and MC values run inside the rollout (SKPO scores answers between its
         # phases): report them apart so the phase times add up to the step
@@ -210,8 +210,8 @@ class Trainer:
 
     def _rollout_metrics(self, step: int, metrics: dict[str, float], cut: int) -> None:
         if "reward/mean" in metrics:  # the same mean in the user's own range (reward.range), for people reading the log
-            (lo, hi), (a, b) = self.method.reward_range, self.cfg.reward.range
-            metrics["reward/user_mean"] = a + (b - a) * (metrics["reward/mean"] - lo) / (hi - lo)
+            user_range = (self.cfg.reward.range[0], self.cfg.reward.range[1])
+            metrics["reward/user_mean"] = rescale(metrics["reward/mean"], self.method.reward_range, user_range)
         metrics["rollout/cut_by_context"] = cut = self.dist.sum_int(cut)
         if cut and self.accelerator.is_main_process:
             log.warning(f"step {step + 1}: {cut} completions reached the engine's context of {self.context.context} "
@@ -226,7 +226,7 @@ class Trainer:
         metrics["throughput/trained_tokens_per_s"] = trained / max(timer.times.get("update", 1e-9), 1e-9)
         metrics["tokens/decoded"] = decoded
         metrics["tokens/trained"] = trained
-        metrics["lr"] = self.actor.scheduler.get_last_lr()[0]
+        metrics["lr"] = float(self.actor.scheduler.get_last_lr()[0])
 
     # ------------------------------------------------------------------ prompts and rewards
     @property

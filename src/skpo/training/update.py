@@ -6,6 +6,7 @@ those of the whole mini-batch (and of every rank), so micro-batch and rank losse
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 import torch
 
 from skpo.algorithms import POLICY_LOSSES, AggDenominators, PolicyLossInputs, agg_loss, kl_penalty, masked_mean
@@ -118,6 +119,7 @@ def term_loss_value(method: Method, term: LossTerm, log_prob: torch.Tensor, entr
     mask = mb.response_mask.to(device)
     old_log_prob = log_prob.detach() if on_policy else mb.old_log_probs.to(device)
     extras = {k: v.to(device) for k, v in {**mb.token_stats, **mb.estimator_outputs}.items()}
+    assert mb.advantages is not None  # (the advantages phase fills them before the update)
     inputs = PolicyLossInputs(log_prob, old_log_prob, mb.advantages.to(device), mask, extras=extras)
     policy_loss = POLICY_LOSSES.get(term.loss)
     out_loss = policy_loss.fn(inputs, policy_loss.make_params(term.loss_params))
@@ -166,7 +168,7 @@ class TermPlan:
     term_of: dict[str, int]  # role → term
 
     @classmethod
-    def of(cls, method: Method, rows: Rows) -> "TermPlan":
+    def of(cls, method: Method, rows: Rows) -> TermPlan:
         term_of = {term.role: i for i, term in enumerate(method.terms)}
         grouped_with = joint_roles(method)
         shared = {i: {term_of[r] for r in grouped_with[term.role] if r in term_of} for i, term in enumerate(method.terms)}
