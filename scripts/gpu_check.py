@@ -320,11 +320,11 @@ def train_steps(args, work: Path, deadline: float, engine: str) -> dict:
     result = {"recipe": str(Path(args.recipe).relative_to(ROOT)) if Path(args.recipe).is_relative_to(ROOT) else args.recipe,
               "engine": engine, "model": model, "prompts_per_step": args.prompts,
               "group_size": trainer.method.group_size, "max_prompt_tokens": cfg.data.max_prompt_tokens,
-              "max_new_tokens": cfg.rollout.max_new_tokens, "context": trainer.context.context,
+              "max_new_tokens": cfg.rollout.max_new_tokens, "context": trainer.context_window.tokens,
               "compute_dtype": cfg.model.dtype, "setup_seconds": round(time.perf_counter() - started, 1),
               "sampler": "blocked" if torch.cuda.is_available() else "float64_reference",  # the HF engine's default
               "stand_in_answer_mean": args.answer_mean if args.model is None and engine == "hf" else None, "steps": []}
-    print(f"set-up {result['setup_seconds']} s ({engine} engine, {family}, context {trainer.context.context})", flush=True)
+    print(f"set-up {result['setup_seconds']} s ({engine} engine, {family}, context {trainer.context_window.tokens})", flush=True)
     for step in range(args.steps):
         if step and time.perf_counter() + 1.5 * max(s["seconds"]["step"] for s in result["steps"]) > deadline:
             result["stopped_early"] = f"time budget: {step} of {args.steps} steps"

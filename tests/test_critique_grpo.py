@@ -245,8 +245,8 @@ def test_rollout_joins_refinements_of_q_to_the_group_and_counts_every_token(tmp_
         rewards = trainer.score([item_of[tuple(q_prompts[g])]] * 3, candidates).rewards
         assert float(rows.rewards[b]) == max(rewards)
     adv = seen["out"].advantages[:, 0]
-    for key in set(rows.index):  # A = R − mean over the G + k rows of the prompt
-        group = [b for b, k in enumerate(rows.index) if k == key]
+    for key in set(rows.prompt_keys):  # A = R − mean over the G + k rows of the prompt
+        group = [b for b, k in enumerate(rows.prompt_keys) if k == key]
         mean = rows.rewards[group].mean()
         assert torch.allclose(adv[group], rows.rewards[group] - mean, atol=1e-6)
     trainer.close()

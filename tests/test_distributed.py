@@ -81,7 +81,7 @@ def test_two_ranks_equal_one_process_on_the_same_global_batch(tmp_path, method, 
     assert all("done step 2" in o for o in outs)
     # disjoint shards of the global batch: 6 prompts, 3 per rank, no key on both ranks
     for step in (0, 1):
-        keys = [set(torch.load(record / f"step{step}_rank{r}.pt", weights_only=False).rows.index) for r in (0, 1)]
+        keys = [set(torch.load(record / f"step{step}_rank{r}.pt", weights_only=False).rows.prompt_keys) for r in (0, 1)]
         assert keys[0] and keys[1] and not keys[0] & keys[1]
         if method != "dapo":  # (DAPO's refill draws further rounds)
             assert len(keys[0]) + len(keys[1]) == 6

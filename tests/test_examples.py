@@ -95,7 +95,7 @@ def test_the_trainers_grpo_update_equals_the_examples_on_the_same_batch(tmp_path
 
     rows, items = batch["result"].rows, batch["items"]
     g = trainer.method.group_size
-    assert rows.index == [it.key for it in items for _ in range(g)]  # prompt-major, G answers each
+    assert rows.prompt_keys == [it.key for it in items for _ in range(g)]  # prompt-major, G answers each
     answers = [[rows.response_ids[b, : int(rows.response_mask[b].sum())].tolist() for b in range(q * g, (q + 1) * g)]
                for q in range(len(items))]
     correct = [example.check_answer(trainer.tokenizer.decode(a, skip_special_tokens=True), it.answer.arith)

@@ -370,7 +370,7 @@ def test_the_rollout_returns_the_verdicts_of_every_answer_it_scored(tokenizer):
     assert len(calls) == 2 and result.verdicts == {**calls[0], **calls[1]}
     rows = result.rows
     said = [result.verdicts[(key, tuple(rows.response_ids[b, : int(rows.response_mask[b].sum())].tolist()))]
-            for b, key in enumerate(rows.index)]
+            for b, key in enumerate(rows.prompt_keys)]
     assert [v.correct for v in said] == [r > 0 for r in rows.rewards.tolist()]
     assert [v.reason for v in said] == ["scoring 2", "scoring 1", "scoring 1"] * 2  # the first answer: hinted
 

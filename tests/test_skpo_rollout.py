@@ -147,7 +147,7 @@ def test_shapes_masks_and_inputs(model):
     assert T_up == max(1, int(up.response_mask.sum(1).max()))
     assert (up.old_log_probs[up.response_mask == 0] == 0).all()
     assert (up.response_ids[up.response_mask == 0] == PAD).all()
-    assert up.index == [p.key for p in PROMPTS]
+    assert up.prompt_keys == [p.key for p in PROMPTS]
     assert up.prompt_ids == [list(p.prompt_ids) for p in PROMPTS]
 
     for i, p in enumerate(PROMPTS):
@@ -170,7 +170,7 @@ def test_shapes_masks_and_inputs(model):
         i = r // G
         assert int(down.upstream_row[r]) == i
         assert down.prompt_ids[r] == segments[i] + list(PROMPTS[i].prompt_ids)  # [s, q] exactly
-        assert down.index[r] == PROMPTS[i].key
+        assert down.prompt_keys[r] == PROMPTS[i].key
         assert down.segment_index[r] == (PROMPTS[i].key, 0, i, int(up.selected[i]))
     # The engine saw exactly the phases of the paper: K segments from q, G answers from [s, q].
     assert [c["n"] for c in engine.calls] == [K, G]
@@ -227,7 +227,7 @@ def test_rewards_and_groups(model):
     assert set(down.rewards.tolist()) == {-1.0, 1.0}  # the test exercises both outcomes
     torch.testing.assert_close(up.rewards, down.rewards.reshape(-1, G).mean(1), rtol=0, atol=0)
     assert torch.equal(up.rewards, up.mc_rewards) and up.own_rewards is None
-    keys = skpo_downstream_index(down.index, down.segment_index)
+    keys = skpo_downstream_index(down.prompt_keys, down.segment_index)
     counts = {k: keys.count(k) for k in keys}
     assert len(counts) == len(PROMPTS) and set(counts.values()) == {G}
 
@@ -235,10 +235,10 @@ def test_rewards_and_groups(model):
 def test_duplicate_prompt_keys_form_separate_groups(model):
     prompts = [PROMPTS[0], PROMPTS[0], PROMPTS[1]]
     batch, _, _ = run(model, prompts=prompts)
-    keys = skpo_downstream_index(batch.downstream.index, batch.downstream.segment_index)
+    keys = skpo_downstream_index(batch.downstream.prompt_keys, batch.downstream.segment_index)
     counts = {k: keys.count(k) for k in keys}
     assert len(counts) == 3 and set(counts.values()) == {G}
-    assert batch.upstream.index == ["a", "a", "b"]
+    assert batch.upstream.prompt_keys == ["a", "a", "b"]
 
 
 def test_counters_equal_sums_of_lengths(model):
@@ -263,7 +263,7 @@ def test_length_tracker_update(model):
     mean_len = down.response_mask.sum(1).float().reshape(-1, G).mean(1)
     torch.testing.assert_close(up.length_observations, mean_len, rtol=0, atol=0)
     assert all(p.key not in tracker for p in PROMPTS)  # the rollout only reads the tracker
-    tracker.update(up.index, up.length_observations.tolist(), kls=[0.0] * len(PROMPTS), step=batch.step)  # the run state's fold
+    tracker.update(up.prompt_keys, up.length_observations.tolist(), kls=[0.0] * len(PROMPTS), step=batch.step)  # the run state's fold
     for i, p in enumerate(PROMPTS):  # first observation overwrites the prior (eta = 1)
         assert tracker.get(p.key) == pytest.approx(float(mean_len[i]))
 

@@ -374,11 +374,11 @@ def test_dapo_dynamic_sampling_refills_the_batch(tiny_dir, tmp_path, monkeypatch
                                          "method.group_size=4", "method.max_gen_batches=8"))
     m = trainer.train_step(0)
     rows = seen["rows"]
-    keys = list(dict.fromkeys(rows.index))
+    keys = list(dict.fromkeys(rows.prompt_keys))
     assert len(keys) == 4 and len(rows) == 16
     assert not any(flat(k) for k in keys)
     for k in keys:  # every trained group has mixed rewards
-        assert len({float(r) for r, i in zip(rows.rewards, rows.index) if i == k}) > 1
+        assert len({float(r) for r, i in zip(rows.rewards, rows.prompt_keys) if i == k}) > 1
     assert m["filter/gen_batches"] >= 2 and m["filter/underfilled"] == 0
     assert m["filter/informative_fraction"] < 1
     assert m["tokens/decoded"] > rows.response_mask.sum()  # the dropped groups were decoded too

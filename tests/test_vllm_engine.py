@@ -344,19 +344,19 @@ def test_the_context_limit_wrapper_counts_cuts():
 
 
 def test_plan_context_checks_the_model():
-    from skpo.engines.context import ContextError, plan_context
+    from skpo.engines.context import ContextError, fit_context_window
 
-    plan = plan_context(1024, 1536, 3072, 8192)
-    assert (plan.need, plan.context, plan.may_cut) == (5632, 5632, False)
+    plan = fit_context_window(1024, 1536, 3072, 8192)
+    assert (plan.need, plan.tokens, plan.may_cut) == (5632, 5632, False)
     with pytest.raises(ContextError, match=r"5632 tokens.*4096 positions.*rollout.max_context_tokens=4096"):
-        plan_context(1024, 1536, 3072, 4096, growth_note="the skip segment s")
-    plan = plan_context(1024, 1536, 3072, 4096, setting=4096)
-    assert (plan.context, plan.may_cut) == (4096, True)
+        fit_context_window(1024, 1536, 3072, 4096, growth_note="the skip segment s")
+    plan = fit_context_window(1024, 1536, 3072, 4096, setting=4096)
+    assert (plan.tokens, plan.may_cut) == (4096, True)
     with pytest.raises(ContextError, match="exceeds the model's 4096"):
-        plan_context(1024, 0, 3072, 4096, setting=5000)
+        fit_context_window(1024, 0, 3072, 4096, setting=5000)
     with pytest.raises(ContextError, match="no room"):
-        plan_context(1024, 0, 3072, 4096, setting=1000)
-    assert plan_context(100, None, 50, 4096).context == 4096  # growth not bounded: the model's whole context
+        fit_context_window(1024, 0, 3072, 4096, setting=1000)
+    assert fit_context_window(100, None, 50, 4096).context == 4096  # growth not bounded: the model's whole context
 
 
 def test_skpo_prompt_growth_bounds_the_segment():
@@ -407,10 +407,10 @@ def test_skpo_on_the_vllm_engine_counts_answers_cut_by_the_context(fake_vllm, tm
             "eval.every=0", "log.progress=false", "log.tensorboard=false", "data.arith.pool_size=20"]
     with caplog.at_level(logging.WARNING, logger="skpo"):
         trainer = build_trainer(load_config(None, [*args, f"log.out_dir={tmp_path / 'fits'}"]))
-    plan = trainer.context
+    plan = trainer.context_window
     # sized for [s, q] + answer: s is at most ⌊L/2⌋ = 16 tokens with the prior L = 32 (rollout.skpo.initial_length)
-    assert plan.growth == 16 and plan.need == plan.longest_prompt + 16 + 24 == plan.context
-    assert trainer.engine.llm.max_model_len == plan.context and "cut" not in caplog.text
+    assert plan.growth == 16 and plan.need == plan.longest_prompt + 16 + 24 == plan.tokens
+    assert trainer.engine.llm.max_model_len == plan.tokens and "cut" not in caplog.text
     trainer.close()
     tight = plan.longest_prompt + 28  # room for the answer and a short segment, not a long one
     with caplog.at_level(logging.WARNING, logger="skpo"):
@@ -421,7 +421,7 @@ def test_skpo_on_the_vllm_engine_counts_answers_cut_by_the_context(fake_vllm, tm
     lines = [json.loads(x) for x in (tmp_path / "tight" / "metrics.jsonl").read_text().splitlines()]
     assert sum(x["rollout/cut_by_context"] for x in lines) > 0
     assert "reached the engine's context" in caplog.text
-    assert json.loads((tmp_path / "tight" / "run.json").read_text())["context"]["context"] == tight
+    assert json.loads((tmp_path / "tight" / "run.json").read_text())["context_window"]["tokens"] == tight
 
 
 # ----------------------------------------------------------------------------- scripts/vllm_smoke.py

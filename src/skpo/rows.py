@@ -30,8 +30,8 @@ class Rows:
     response_mask: Tensor  # [B, T] float
     old_log_probs: Tensor  # [B, T] sampling log-probs (float32)
     rewards: Tensor  # [B]
-    index: Sequence[Hashable]
-    group: Sequence[Hashable | None] | None = None  # [B] group id per row (None: the row's index)
+    prompt_keys: Sequence[Hashable]  # [B] the key of the prompt each row answers (PromptItem.key)
+    group: Sequence[Hashable | None] | None = None  # [B] group id per row (None: the row's prompt key)
     extra: dict[str, Any] = field(default_factory=dict)  # per-row estimator inputs [B, ...] (step values)
     role: list[str] | None = None  # [B] role of each row (None: all "response")
     advantages: Tensor | None = None  # [B, T]
@@ -53,10 +53,10 @@ class Rows:
 
     def groups(self) -> list[Hashable]:
         """The group id of every row: the rollout kind's (SKPO's downstream answers: their
-        ``[s, q]``), else the prompt key ``index``."""
+        ``[s, q]``), else the row's prompt key."""
         if self.group is None:
-            return list(self.index)
-        return [k if g is None else g for g, k in zip(self.group, self.index)]
+            return list(self.prompt_keys)
+        return [k if g is None else g for g, k in zip(self.group, self.prompt_keys)]
 
     def rows_of(self, role: str) -> list[int]:
         """Indices of the rows of ``role``, in order."""
@@ -73,7 +73,7 @@ class Rows:
         extra = {k: (v[idx] if isinstance(v, Tensor) and v.shape[:1] == self.rewards.shape else v) for k, v in self.extra.items()}
         return Rows(
             [self.prompt_ids[i] for i in rows], self.response_ids[idx], self.response_mask[idx], self.old_log_probs[idx],
-            self.rewards[idx], [self.index[i] for i in rows], pick(self.group), extra, pick(self.role),
+            self.rewards[idx], [self.prompt_keys[i] for i in rows], pick(self.group), extra, pick(self.role),
             tensor(self.advantages), tensor(self.ref_log_probs),
             {k: v[idx] for k, v in self.token_stats.items()}, {k: v[idx] for k, v in self.estimator_outputs.items()},
         )
@@ -122,7 +122,7 @@ def concat_rows(parts: Sequence[Rows], pad_id: int, roles: Sequence[str] | None 
         torch.cat([widen(p.response_mask, 0.0) for p in parts]),
         torch.cat([widen(p.old_log_probs, 0.0) for p in parts]),
         torch.cat([p.rewards.float() for p in parts]),
-        [k for p in parts for k in p.index],
+        [k for p in parts for k in p.prompt_keys],
         [g for p in parts for g in (p.group or [None] * len(p))] if has_groups else None,
         {k: joined([p.extra[k] for p in parts]) for k in parts[0].extra},
         [r for roles_ in role_lists for r in roles_],

@@ -56,22 +56,15 @@ from skpo.rewards.registry import RewardEntry
 from skpo.tasks.countdown import FIRST_MOVE_KINDS, first_move_kind
 from skpo.tasks.dataset import encode_problems
 from skpo.tasks.dataset import prompt_format as format_of
-from skpo.tasks.prompts import has_chat_template
-from skpo.tasks.prompts import stop_token_ids as _stop_token_ids
+from skpo.tasks.prompts import has_chat_template, stop_token_ids
 from skpo.tasks.templates import response_ids
 
 __all__ = ["EvalPrompts", "EvalSettings", "evaluate", "prepare_prompts", "generate_samples", "score_samples", "report",
-           "build_prompts", "arith_step_metrics", "countdown_move_metrics", "stop_token_ids",
+           "build_prompts", "arith_step_metrics", "countdown_move_metrics",
            "has_chat_template"]
 
 ARITH_EXTRA_TOKENS = 16
 """``arith`` budget: the longest reference response of the problems plus this many tokens."""
-
-
-def stop_token_ids(model: Any, tokenizer: Any, chat: bool = False) -> list[int]:
-    """EOS ids from the tokenizer and the model's generation config (and, for chat prompts, the
-    template's end-of-turn token); see :func:`skpo.tasks.prompts.stop_token_ids`."""
-    return _stop_token_ids(tokenizer, model, chat=chat)
 
 
 def build_prompts(
@@ -345,7 +338,7 @@ def generate_samples(model: torch.nn.Module, tokenizer: Any, spec: BenchmarkSpec
     engine = HFEngine(
         model,
         pad_token_id=int(pad),
-        eos_token_id=stop_token_ids(model, tokenizer, chat=prompts.prompt_format == "chat"),
+        eos_token_id=stop_token_ids(tokenizer, model, chat=prompts.prompt_format == "chat"),
         decode=lambda token_ids: tokenizer.decode(token_ids, skip_special_tokens=False),
         batch_size=batch_size,
         autocast_dtype=settings.autocast_dtype,

@@ -278,14 +278,14 @@ class ImplicitPRM:
         ref = self._log_probs(self.ref, rows) if ref_log_probs is None else ref_log_probs
         labels, mine = self.labels(rows), set(self._mine(rows))
         beta, device = self.params.beta_train, self.ctx.device
-        keys = list(dict.fromkeys(rows.index))  # prompts in batch order: verl splits the batch in order
+        keys = list(dict.fromkeys(rows.prompt_keys))  # prompts in batch order: verl splits the batch in order
         n = min(self.params.mini_batches or self.ctx.mini_batches, len(keys)) or 1
         params = [p for p in self.prm.parameters() if p.requires_grad]
         losses, norms = [], []
         self.prm.train()
         for i in range(n):
             chunk = set(keys[i * len(keys) // n : (i + 1) * len(keys) // n])
-            sel = [b for b, k in enumerate(rows.index) if k in chunk]
+            sel = [b for b, k in enumerate(rows.prompt_keys) if k in chunk]
             local = [b for b in sel if b in mine]
             loss_sum = 0.0
             sub = rows.select(local)
@@ -324,8 +324,8 @@ class ImplicitPRM:
         dist = self.ctx.dist
         if dist is None or not dist.active:
             return list(range(len(rows)))
-        keep = set(dist.shard(sorted(set(rows.index), key=str)))
-        return [b for b, k in enumerate(rows.index) if k in keep]
+        keep = set(dist.shard(sorted(set(rows.prompt_keys), key=str)))
+        return [b for b, k in enumerate(rows.prompt_keys) if k in keep]
 
     def _log_probs(self, model: torch.nn.Module, rows: Rows) -> torch.Tensor:
         """``[B, T]`` log-probs (float32, CPU) of this process's rows under ``model``; 0 on the others."""

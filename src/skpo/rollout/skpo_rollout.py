@@ -52,7 +52,7 @@ class SkpoPrompt:
     """One prompt of a rollout batch.
 
     Attributes:
-        key: hashable prompt id (the trackers' key, the upstream group ``index``).
+        key: hashable prompt id (the trackers' key, the upstream rows' group).
         prompt_ids: the plain (chat-)templated prompt ``q``, ending where the answer starts.
         head: leading tokens of ``q`` that stay first in the skip input (a BOS token; see
             :func:`skpo.tasks.templates.skip_input_ids`).
@@ -132,7 +132,7 @@ class UpstreamRows:
         mc_rewards: ``[B]`` float32 mean downstream reward (= ``rewards`` when ``"mc"``).
         own_rewards: ``[B]`` float32 reward of the own completion, ablation ❷ only.
         own_completions: ``[B]`` the own completions (tokens after ``s``), ablation ❷ only.
-        index: ``[B]`` prompt keys.
+        prompt_keys: ``[B]`` prompt keys.
         split_points: ``[B]`` long ``t_q``.
         selected: ``[B]`` long ``k*``.
         cut_early: ``[B]`` bool, the selected candidate stopped and was cut to ``⌊ℓ/2⌋``.
@@ -154,7 +154,7 @@ class UpstreamRows:
     mc_rewards: Tensor
     own_rewards: Tensor | None
     own_completions: list[list[int]] | None
-    index: list[Hashable]
+    prompt_keys: list[Hashable]
     split_points: Tensor
     selected: Tensor
     cut_early: Tensor
@@ -180,7 +180,7 @@ class DownstreamRows:
         old_log_probs: ``[B·G, T_down]`` float32 sampling log-probs (0 on pads).
         rewards: ``[B·G]`` float32 ``R_II``. In the continual ablation the scored answer is
             ``s + o`` (``s`` is the start of the answer).
-        index: ``[B·G]`` prompt keys.
+        prompt_keys: ``[B·G]`` prompt keys.
         segment_index: ``[B·G]`` key of the conditioning segment, ``(prompt key, step, i, k*)``
             (``i`` = upstream row, so a prompt drawn twice in one batch gives two groups).
             ``skpo_downstream_index(index, segment_index)`` groups the ``G`` answers of one
@@ -194,7 +194,7 @@ class DownstreamRows:
     response_mask: Tensor
     old_log_probs: Tensor
     rewards: Tensor
-    index: list[Hashable]
+    prompt_keys: list[Hashable]
     segment_index: list[tuple]
     upstream_row: Tensor
     finish_reasons: list[str]
@@ -467,7 +467,7 @@ def skpo_rollout(
         mc_rewards=mc_rewards,
         own_rewards=own_rewards,
         own_completions=own_completions,
-        index=list(keys),
+        prompt_keys=list(keys),
         split_points=torch.tensor(t_q, dtype=torch.long),
         selected=torch.tensor(selected, dtype=torch.long),
         cut_early=torch.tensor([bool(cand_cut[i, selected[i]]) for i in range(B)], dtype=torch.bool),
@@ -488,7 +488,7 @@ def skpo_rollout(
         response_mask=d_mask,
         old_log_probs=pad_lists([c.logprobs for c in flat], 0.0, torch.float32, width=d_ids.shape[1])[0],
         rewards=r_down.reshape(B * G),
-        index=[keys[i] for i in range(B) for _ in range(G)],
+        prompt_keys=[keys[i] for i in range(B) for _ in range(G)],
         segment_index=[(keys[i], step, i, selected[i]) for i in range(B) for _ in range(G)],
         upstream_row=torch.arange(B).repeat_interleave(G),
         finish_reasons=[c.finish_reason for c in flat],
@@ -537,9 +537,9 @@ def skpo_rollout_kind(ctx: RolloutContext, items: list[PromptItem]) -> RolloutRe
     )
     up, down = batch.upstream, batch.downstream
     upstream = Rows(up.prompt_ids, up.response_ids, up.response_mask.float(), up.old_log_probs.float(),
-                    up.rewards.float(), list(up.index))
+                    up.rewards.float(), list(up.prompt_keys))
     downstream = Rows(down.prompt_ids, down.response_ids, down.response_mask.float(), down.old_log_probs.float(),
-                      down.rewards.float(), list(down.index), skpo_downstream_index(down.index, down.segment_index))
+                      down.rewards.float(), list(down.prompt_keys), skpo_downstream_index(down.prompt_keys, down.segment_index))
     c = batch.counters
     n_down = len(down.rewards)  # the downstream answers are scored first, then any own completions
     metrics = {
@@ -556,4 +556,4 @@ def skpo_rollout_kind(ctx: RolloutContext, items: list[PromptItem]) -> RolloutRe
     metrics["reward/mean"] = metrics["downstream/reward"]
     rows = concat_rows([upstream, downstream], ctx.pad_id, roles=["upstream", "downstream"])
     return RolloutResult(rows, metrics, c.decoded_tokens, c.prefill_tokens,
-                         (list(up.index), up.length_observations.tolist()), verdicts)
+                         (list(up.prompt_keys), up.length_observations.tolist()), verdicts)

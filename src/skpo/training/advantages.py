@@ -48,8 +48,8 @@ def _value_baseline(ctx: AdvantageContext, rows: Rows, role: str) -> torch.Tenso
     tracker has never seen get the default (0): their advantage is the raw reward."""
     tracker = ctx.state.value_tracker
     assert tracker is not None  # (the run state keeps one for an estimator that reads it)
-    ctx.metrics[f"{role}/first_visit_share"] = sum(k not in tracker for k in rows.index) / max(1, len(rows))
-    return tracker.baseline(rows.index)
+    ctx.metrics[f"{role}/first_visit_share"] = sum(k not in tracker for k in rows.prompt_keys) / max(1, len(rows))
+    return tracker.baseline(rows.prompt_keys)
 
 
 def _token_weights(ctx: AdvantageContext, rows: Rows, role: str) -> torch.Tensor:
@@ -76,7 +76,7 @@ def _answers(ctx: AdvantageContext, rows: Rows, role: str) -> list[str | None]:
     by_key = {it.key: it for it in ctx.source.items}
     texts = [ctx.tokenizer.decode(rows.response_ids[b, : int(n)].tolist(), skip_special_tokens=True)
              for b, n in enumerate(rows.lengths())]
-    return [v.extracted for v in ctx.source.score([by_key[k] for k in rows.index], texts)]
+    return [v.extracted for v in ctx.source.score([by_key[k] for k in rows.prompt_keys], texts)]
 
 
 # input name (an estimator's ``needs``, or ``baseline``) → how it is made from a term's rows;

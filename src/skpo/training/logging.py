@@ -250,9 +250,9 @@ def sample_records(rows: Any, step: int, keys: int, tokenizer: Any, verdicts: di
     wrote them (special tokens kept: the chat template, the end-of-turn token), the reward in
     the user's range (``to_user_range``), and what the reward said of the answer (``verdicts``,
     by ``(prompt key, response ids)``)."""
-    chosen = list(dict.fromkeys(rows.index))[:keys]
+    chosen = list(dict.fromkeys(rows.prompt_keys))[:keys]
     records = []
-    for i, (key, role) in enumerate(zip(rows.index, rows.roles())):
+    for i, (key, role) in enumerate(zip(rows.prompt_keys, rows.roles())):
         if key not in chosen:
             continue
         n = int(rows.response_mask[i].sum())

@@ -51,13 +51,13 @@ class RunState:
         if self.value_tracker is not None:
             roles = [t.role for t in terms if "baseline" in estimator_inputs(t.estimator_meta)]
             sub = rows.select(rows.rows_of((roles or [terms[0].role])[0]))
-            self.value_tracker.update(sub.index, sub.rewards.tolist(), kls=self._prompt_kls(sub.index), step=step)
+            self.value_tracker.update(sub.prompt_keys, sub.rewards.tolist(), kls=self._prompt_kls(sub.prompt_keys), step=step)
         if self.length_tracker is not None and result.length_observations is not None:
             keys, lengths = result.length_observations
             self.length_tracker.update(keys, lengths, kls=self._prompt_kls(keys), step=step)
         first = rows.select(rows.rows_of(terms[0].role))
-        self.prompt_sampler.observe(first.index, to_unit(first.rewards.double(), self.method.reward_range).tolist(), step)
-        for k in rows.index:
+        self.prompt_sampler.observe(first.prompt_keys, to_unit(first.rewards.double(), self.method.reward_range).tolist(), step)
+        for k in rows.prompt_keys:
             self.drift_seen[k] = self.drift
 
     def _prompt_kls(self, keys) -> list[float] | None:

@@ -43,7 +43,7 @@ from skpo.tasks.prompts import stop_token_ids
 from skpo.tasks.sources import ArithSource, CountdownSource, DatasetSource, PromptSource
 from skpo.training.actor import Actor, ActorSettings
 from skpo.training.checkpoint import load_checkpoint, load_extra_state, load_weights
-from skpo.training.context import build_engine, context_plan
+from skpo.training.context import build_engine, run_context_window
 from skpo.training.distributed import Dist
 from skpo.training.logging import truncate_metrics
 from skpo.training.reward_check import check_reward
@@ -128,10 +128,10 @@ def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
 
     notes += check_reward(source, cfg.reward.range)  # the reward runs: gold paid, a wrong answer not
 
-    plan = context_plan(cfg.rollout, method, source, model_config)  # the run's context fits the model
-    if plan.may_cut:
-        notes.append(f"rollout: the engine's context is {plan.context} tokens"
-                     + ("" if plan.need is None else f" and the rollout may need {plan.need}")
+    window = run_context_window(cfg.rollout, method, source, model_config)  # the run's context window fits the model
+    if window.may_cut:
+        notes.append(f"rollout: the engine's context is {window.tokens} tokens"
+                     + ("" if window.need is None else f" and the rollout may need {window.need}")
                      + ": answers that reach it are cut, counted as rollout/cut_by_context and scored as unfinished")
 
     dropped = len(getattr(source, "dropped", []))
@@ -285,8 +285,8 @@ def build_trainer(cfg: RunConfig, resume: bool = False, overwrite: bool = False,
         lora=actor.lora, gradient_checkpointing=cfg.train.gradient_checkpointing))
     actor.prepare()
     stop_ids = stop_token_ids(tokenizer, actor.policy, chat=getattr(source, "chat", False))
-    context = context_plan(cfg.rollout, method, source, actor.policy.config)
-    engine = build_engine(cfg, context, actor, tokenizer, stop_ids, dist)
+    window = run_context_window(cfg.rollout, method, source, actor.policy.config)
+    engine = build_engine(cfg, window, actor, tokenizer, stop_ids, dist)
     state = RunState(method, cfg.train.rho_mode, cfg.rollout.initial_length)
 
     files = RunFiles(Path(run_dir), accelerator.is_main_process)
@@ -304,14 +304,14 @@ def build_trainer(cfg: RunConfig, resume: bool = False, overwrite: bool = False,
         "method": cfg.train.method, "reward": source.reward.name, "compute_dtype": cfg.model.dtype,
         "weights_dtype": str(actor.weights_dtype).removeprefix("torch."), "stop_token_ids": stop_ids,
         "prompts": len(source.items), "prompts_dropped_overlong": len(getattr(source, "dropped", [])),
-        "context": dataclasses.asdict(context), "world_size": dist.world,
+        "context_window": dataclasses.asdict(window), "world_size": dist.world,
         "device": str(accelerator.device), "skpo_version": __version__,
         "data_columns": getattr(source, "columns", {}), "data": data,
     }, method_doc=method_doc)
     if resume and holds_weights(engine):  # a separate engine loaded the base weights
         engine.sync_weights(actor.policy)
     return Trainer(cfg, method, tokenizer=tokenizer, source=source, accelerator=accelerator, dist=dist, actor=actor,
-                   reward_model=reward_model, engine=engine, context=context, state=state, files=files, run_id=run_id,
+                   reward_model=reward_model, engine=engine, context_window=window, state=state, files=files, run_id=run_id,
                    stop_ids=stop_ids, pad_id=pad_id)
 
 

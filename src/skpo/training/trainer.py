@@ -25,7 +25,7 @@ from accelerate import Accelerator
 
 from skpo.config import RunConfig
 from skpo.engines import SamplingParams, holds_weights, mix_seed
-from skpo.engines.context import ContextLimit, ContextPlan
+from skpo.engines.context import ContextLimit, ContextWindow
 from skpo.errors import EvaluationInterrupted, TrainingInterrupted
 from skpo.methods import Method, rollout_params
 from skpo.models.reward_models import RewardModelSlot
@@ -60,11 +60,11 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, method: Method, *, tokenizer: Any, source: PromptSource,
                  accelerator: Accelerator, dist: Dist, actor: Actor, reward_model: RewardModelSlot | None,
-                 engine: ContextLimit, context: ContextPlan, state: RunState, files: RunFiles, run_id: str,
+                 engine: ContextLimit, context_window: ContextWindow, state: RunState, files: RunFiles, run_id: str,
                  stop_ids: list[int], pad_id: int) -> None:
         self.cfg, self.method, self.tokenizer, self.source = cfg, method, tokenizer, source
         self.accelerator, self.dist, self.actor, self.reward_model = accelerator, dist, actor, reward_model
-        self.engine, self.context, self.state, self.files, self.run_id = engine, context, state, files, run_id
+        self.engine, self.context_window, self.state, self.files, self.run_id = engine, context_window, state, files, run_id
         self.stop_ids, self.pad_id = stop_ids, pad_id
         assert cfg.log.out_dir is not None  # (filled in when the config is validated)
         self.run_dir = Path(cfg.log.out_dir)
@@ -214,7 +214,7 @@ class Trainer:
             metrics["reward/user_mean"] = rescale(metrics["reward/mean"], self.method.reward_range, user_range)
         metrics["rollout/cut_by_context"] = cut = self.dist.sum_int(cut)
         if cut and self.accelerator.is_main_process:
-            log.warning(f"step {step + 1}: {cut} completions reached the engine's context of {self.context.context} "
+            log.warning(f"step {step + 1}: {cut} completions reached the engine's context of {self.context_window.tokens} "
                         "tokens and were cut there (unfinished answers; rollout/cut_by_context)")
 
     def _step_metrics(self, metrics: dict[str, float], timer: Timer, decoded: int, trained: int) -> None:

@@ -71,8 +71,8 @@ def update(actor: Actor, method: Method, rows: Rows, dist: Dist, settings: Updat
     of ``ppo_epochs`` passes, the prompts shuffled into ``mini_batches`` sets, one optimizer step
     each; a mini-batch's rows run in micro-batches, each one forward and one backward of the sum
     of its terms' losses (denominators: the whole mini-batch's, so the parts add up)."""
-    plan = TermPlan.of(method, rows)
-    keys = sorted(set(rows.index), key=str)
+    plan = TermAssignment.of(method, rows)
+    keys = sorted(set(rows.prompt_keys), key=str)
     gen = torch.Generator().manual_seed(mix_seed(settings.seed, step, 41))
     sums = MetricSums()
     actor.model.train()
@@ -159,7 +159,7 @@ class MiniBatch:
 
 
 @dataclass
-class TermPlan:
+class TermAssignment:
     """Which term trains each row, and which terms share loss denominators (a joint group)."""
 
     method: Method
@@ -168,7 +168,7 @@ class TermPlan:
     term_of: dict[str, int]  # role → term
 
     @classmethod
-    def of(cls, method: Method, rows: Rows) -> TermPlan:
+    def of(cls, method: Method, rows: Rows) -> TermAssignment:
         term_of = {term.role: i for i, term in enumerate(method.terms)}
         grouped_with = joint_roles(method)
         shared = {i: {term_of[r] for r in grouped_with[term.role] if r in term_of} for i, term in enumerate(method.terms)}
@@ -176,7 +176,7 @@ class TermPlan:
 
     def mini_batch(self, rows: Rows, chunk_keys: set, dist: Dist, max_response_length: int) -> MiniBatch | None:
         """The mini-batch of the prompts ``chunk_keys`` (``None``: no row of them trains)."""
-        sel = [b for b, k in enumerate(rows.index) if k in chunk_keys and self.row_term[b] >= 0]
+        sel = [b for b, k in enumerate(rows.prompt_keys) if k in chunk_keys and self.row_term[b] >= 0]
         if not sel:
             return None
         global_term = [self.row_term[b] for b in sel]
@@ -185,7 +185,7 @@ class TermPlan:
                 for i in set(global_term)}
         if dist.active:  # this rank's prompts of the mini-batch
             mine = set(dist.shard(sorted(chunk_keys, key=str)))
-            sel = [b for b in sel if rows.index[b] in mine]
+            sel = [b for b in sel if rows.prompt_keys[b] in mine]
         return MiniBatch(rows.select(sel), [self.row_term[b] for b in sel], set(global_term), dens)
 
 
@@ -201,7 +201,7 @@ def denominators(mask: torch.Tensor, method: Method, max_response_length: int) -
     return AggDenominators(float(counts[0]), float(counts[1]), scale)
 
 
-def _term_metrics(method: Method, plan: TermPlan, dist: Dist, sums: MetricSums) -> dict[str, float]:
+def _term_metrics(method: Method, plan: TermAssignment, dist: Dist, sums: MetricSums) -> dict[str, float]:
     """Per-role metrics over ranks, and the same aggregate names for every method: ``actor/<k>``
     = the mean over terms (``pg_loss``: the weighted sum, the objective's policy-gradient part)."""
     total, counts = dist.merge_sums(sums.sums, sums.counts)
