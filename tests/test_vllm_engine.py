@@ -343,20 +343,20 @@ def test_the_context_limit_wrapper_counts_cuts():
     assert limited.cuts == 2
 
 
-def test_plan_context_checks_the_model():
+def test_the_context_window_is_checked_against_the_model():
     from skpo.engines.context import ContextError, fit_context_window
 
-    plan = fit_context_window(1024, 1536, 3072, 8192)
-    assert (plan.need, plan.tokens, plan.may_cut) == (5632, 5632, False)
+    window = fit_context_window(1024, 1536, 3072, 8192)
+    assert (window.need, window.tokens, window.may_cut) == (5632, 5632, False)
     with pytest.raises(ContextError, match=r"5632 tokens.*4096 positions.*rollout.max_context_tokens=4096"):
         fit_context_window(1024, 1536, 3072, 4096, growth_note="the skip segment s")
-    plan = fit_context_window(1024, 1536, 3072, 4096, setting=4096)
-    assert (plan.tokens, plan.may_cut) == (4096, True)
+    window = fit_context_window(1024, 1536, 3072, 4096, setting=4096)
+    assert (window.tokens, window.may_cut) == (4096, True)
     with pytest.raises(ContextError, match="exceeds the model's 4096"):
         fit_context_window(1024, 0, 3072, 4096, setting=5000)
     with pytest.raises(ContextError, match="no room"):
         fit_context_window(1024, 0, 3072, 4096, setting=1000)
-    assert fit_context_window(100, None, 50, 4096).context == 4096  # growth not bounded: the model's whole context
+    assert fit_context_window(100, None, 50, 4096).tokens == 4096  # growth not bounded: the model's whole context
 
 
 def test_skpo_prompt_growth_bounds_the_segment():
