@@ -8,7 +8,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 LOCK   := requirements/cpu-lock.txt
 VERL_VERSION := 0.9.1
 
-.PHONY: install main test test-all bench clean
+.PHONY: install main test test-all lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ test: $(STAMP)
 
 test-all: $(BENCH_STAMP)
 	$(PYTEST) -m "slow or not slow"
+
+# The static checks, configured in pyproject.toml: mypy over src/ and ruff over the code (the
+# quick tier runs both too: tests/test_static_checks.py).
+lint: $(STAMP)
+	$(PY) -m mypy
+	$(PY) -m ruff check
 
 # Speed tables of docs/performance.md (not tests; TRL comes with the [bench] extra).
 bench: $(BENCH_STAMP)

@@ -40,7 +40,7 @@ trainer = build_trainer(cfg)
 out = []
 for step in range(steps + 1):
     m = trainer.train_step(step)
-    trainer.step += 1
+    trainer.state.step += 1
     if step:
         out.append({k: v for k, v in m.items() if k.startswith("time/") or k.startswith("tokens/")})
 print("RESULT " + json.dumps(out))

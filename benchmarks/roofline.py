@@ -36,8 +36,8 @@ def profile_categories(trainer) -> list[tuple[str, float]]:
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        trainer.train_step(trainer.step)
-    trainer.step += 1
+        trainer.train_step(trainer.state.step)
+    trainer.state.step += 1
     kinds = {
         "matmul (mm, addmm, bmm)": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"),
         "attention kernels (sdpa)": ("scaled_dot_product", "_flash_attention"),
@@ -49,7 +49,7 @@ def profile_categories(trainer) -> list[tuple[str, float]]:
                                           "aten::where", "aten::softmax", "aten::_softmax", "aten::_log_softmax",
                                           "aten::logsumexp", "Backward", "aten::threshold", "aten::sigmoid"),
     }
-    totals = {k: 0.0 for k in kinds}
+    totals = dict.fromkeys(kinds, 0.0)
     other = 0.0
     for evt in prof.key_averages():
         t = evt.self_cpu_time_total / 1e6
@@ -85,12 +85,12 @@ def main() -> None:
     train_rate = _bench.median([_bench.matmul_flops(shape=(1024, d, ff)), _bench.matmul_flops(shape=(1024, ff, d))])
     decode_rate = _bench.median([_bench.matmul_flops(shape=(128, d, ff)), _bench.matmul_flops(shape=(128, ff, d))])
 
-    trainer.train_step(trainer.step)  # warm-up
-    trainer.step += 1
+    trainer.train_step(trainer.state.step)  # warm-up
+    trainer.state.step += 1
     steps = []
     for _ in range(args.steps):
-        steps.append(trainer.train_step(trainer.step))
-        trainer.step += 1
+        steps.append(trainer.train_step(trainer.state.step))
+        trainer.state.step += 1
     med = lambda key: _bench.median(m.get(key, 0.0) for m in steps)  # noqa: E731
     t_roll, t_upd = med("time/rollout"), med("time/update") + med("time/old_log_probs")
     t_step = med("time/step")

@@ -56,9 +56,9 @@ def build(method: str, out: str, overrides: list[str]):
 def one_step(trainer, calls) -> dict[str, float]:
     calls.clear()
     t0 = time.perf_counter()
-    m = trainer.train_step(trainer.step)
+    m = trainer.train_step(trainer.state.step)
     wall = time.perf_counter() - t0
-    trainer.step += 1
+    trainer.state.step += 1
     rows = {"step": wall, "upstream gen": calls[0][0] if len(calls) == 2 else 0.0, "answer gen": calls[-1][0],
             "scoring": m.get("time/scoring", 0.0), "update": m["time/update"] + m.get("time/old_log_probs", 0.0)}
     rows["other"] = wall - sum(v for k, v in rows.items() if k != "step")

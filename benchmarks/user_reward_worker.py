@@ -41,13 +41,13 @@ def main() -> None:
         inline = get_reward(f"{path}:score", worker=False)
         rows = []
         for n in args.batch:
-            texts = [("step %d ... " % i) * (args.chars // 12) + f"\\boxed{{{i}}}" for i in range(n)]
-            problems = [Problem(index=i, id=str(i), question="What is %d?" % i, gold=str(i),
-                                row={"question": "What is %d?" % i, "answer": str(i), "solution": "x" * 500})
+            texts = [f"step {i} ... " * (args.chars // 12) + f"\\boxed{{{i}}}" for i in range(n)]
+            problems = [Problem(index=i, id=str(i), question=f"What is {i}?", gold=str(i),
+                                row={"question": f"What is {i}?", "answer": str(i), "solution": "x" * 500})
                         for i in range(n)]
             assert [v.reward for v in worker.score(texts, problems)] == [v.reward for v in inline.score(texts, problems)]
-            times = _bench.interleave({"worker": lambda: worker.score(texts, problems),
-                                       "inline": lambda: inline.score(texts, problems)}, args.reps)
+            times = _bench.interleave({"worker": lambda: worker.score(texts, problems),  # noqa: B023 - timed here
+                                       "inline": lambda: inline.score(texts, problems)}, args.reps)  # noqa: B023
             w, i = _bench.median(times["worker"]), _bench.median(times["inline"])
             rows.append([str(n), f"{w * 1e3:.2f}", f"{i * 1e3:.2f}", f"{(w - i) * 1e3:.2f}", f"{(w - i) / n * 1e6:.1f}"])
     print(_bench.machine_line())

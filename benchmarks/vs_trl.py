@@ -60,7 +60,7 @@ def skpo_side(args, out_dir):
     import skpo
 
     return skpo.build(out_dir=out_dir, method="grpo", overrides=[
-        f"rollout.group_size={args.group}", f"train.prompts_per_step={args.prompts}",
+        f"method.group_size={args.group}", f"train.prompts_per_step={args.prompts}",
         f"rollout.max_new_tokens={args.length}", f"rollout.ignore_eos={args.mode == 'fixed'}",
         "train.mini_batches=1", "train.ppo_epochs=1", f"train.lr={args.lr}", "model.device=cpu", "model.dtype=float32",
         "eval.every=0", "log.progress=false", "log.tensorboard=false", *args.skpo_overrides,
@@ -130,8 +130,7 @@ def trl_reward(ours):
     items = ours.source.items
 
     def arith_reward(completions, completion_ids, item, **_):
-        rewards, _correct = ours.score([items[i] for i in item], [list(ids) for ids in completion_ids])
-        return rewards
+        return ours.score([items[i] for i in item], [list(ids) for ids in completion_ids]).rewards
 
     return arith_reward
 
@@ -231,9 +230,9 @@ def main(argv: list[str] | None = None) -> None:
         def on_step_end(self, *_a, **_k):
             rec["trl"].append(clock.stop())
             clock.start()
-            m = ours.train_step(ours.step)
+            m = ours.train_step(ours.state.step)
             rec["skpo"].append(clock.stop())
-            ours.step += 1
+            ours.state.step += 1
             rec["skpo_tokens"].append(m["tokens/decoded"] + m["tokens/trained"])
 
         def on_log(self, _args, _state, _control, logs=None, **_k):

@@ -17,7 +17,8 @@ every method, several processes, checkpoints and metrics around it.
    the detached ``log π`` of the same forward.
 6. **Update**: AdamW on the policy; the next rollout samples from the new weights.
 
-Runs on a CPU in about a minute; ``tests/test_examples.py`` runs three steps of it.
+Runs on a CPU in about a minute; ``tests/test_examples.py`` runs three steps of it, and checks
+that :func:`grpo_update` (steps 3-6) gives the trainer's GRPO update on the same batch.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ import torch
 
 from skpo.algorithms import ADVANTAGE_ESTIMATORS, POLICY_LOSSES, AdvantageInputs, PolicyLossInputs, agg_loss
 from skpo.algorithms.stats import logprobs_from_logits
+from skpo.engines import HFEngine, SamplingParams, mix_seed
 from skpo.models.loading import load_policy, load_tokenizer, tiny_arith_dir
 from skpo.rewards.arith import check_answer
-from skpo.engines import HFEngine, SamplingParams, mix_seed
+from skpo.rows import pad_lists
 from skpo.tasks.arith import ArithConfig, iter_problems
 from skpo.tasks.templates import plain_input_ids
 
@@ -44,27 +46,17 @@ def rollout(engine: HFEngine, prompts: list[list[int]], group: int, max_new_toke
     return engine.generate(prompts, group, params)  # [B][G] Completion(token_ids, logprobs, …)
 
 
-def to_batch(prompts: list[list[int]], completions, pad_id: int):
+def to_batch(prompts: list[list[int]], groups: list[list[list[int]]], pad_id: int):
     """Rows ``[B·G]``: padded prompt+answer ids, the answer's token mask, the prompt lengths."""
     rows, lengths, answers = [], [], []
-    for prompt, group in zip(prompts, completions):
-        for c in group:
-            rows.append(prompt + list(c.token_ids))
+    for prompt, group in zip(prompts, groups):
+        for answer in group:
+            rows.append(prompt + list(answer))
             lengths.append(len(prompt))
-            answers.append(list(c.token_ids))
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # [N, W], right-padded
-    attention = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        attention[i, : len(r)] = 1
-    t = max(len(a) for a in answers)
-    response_mask = torch.zeros(len(rows), t)  # [N, T]: 1 on answer tokens
-    response_ids = torch.full((len(rows), t), pad_id, dtype=torch.long)
-    for i, a in enumerate(answers):
-        response_mask[i, : len(a)] = 1
-        response_ids[i, : len(a)] = torch.tensor(a, dtype=torch.long)
-    return ids, attention, lengths, response_ids, response_mask
+            answers.append(list(answer))
+    ids, attention = pad_lists(rows, pad_id)  # [N, W], right-padded
+    response_ids, response_mask = pad_lists(answers, pad_id)  # [N, T]: mask 1 on answer tokens
+    return ids, attention, lengths, response_ids, response_mask.float()
 
 
 def answer_log_probs(model, ids, attention, lengths, response_ids) -> torch.Tensor:
@@ -76,6 +68,33 @@ def answer_log_probs(model, ids, attention, lengths, response_ids) -> torch.Tens
     positions = positions.clamp(max=ids.shape[1] - 1)
     picked = logits.gather(1, positions[..., None].expand(-1, -1, logits.shape[-1]))  # [N, T, V]
     return logprobs_from_logits(picked, response_ids)  # [N, T] float32
+
+
+def grpo_update(model, optimizer, prompts: list[list[int]], answers: list[list[list[int]]], correct: list[bool],
+                pad_id: int) -> float:
+    """Steps 3-6 on one batch: ``answers[b]`` are prompt ``b``'s ``G`` answers (token ids),
+    ``correct`` the checker's verdicts on them (flat, ``[B·G]``). Returns the loss."""
+    ids, attention, lengths, response_ids, mask = to_batch(prompts, answers, pad_id)
+    # 3. rewards: ±1, as the last token's reward
+    rewards = torch.tensor([1.0 if ok else -1.0 for ok in correct])  # [N]
+    last = (mask.sum(-1) - 1).clamp(min=0).long()
+    token_rewards = torch.zeros_like(mask).scatter(1, last[:, None], rewards[:, None]) * mask  # [N, T]
+    # 4. group-relative advantages: one group per prompt
+    estimator = ADVANTAGE_ESTIMATORS.get("grpo")  # (function, its parameter record, metadata)
+    index = [b for b, group in enumerate(answers) for _ in group]
+    advantages = estimator.fn(AdvantageInputs(token_rewards, mask, index), estimator.make_params())  # [N, T]
+    # 5-6. one on-policy update: log π_old is log π itself, detached (ratio 1)
+    model.train()
+    log_prob = answer_log_probs(model, ids, attention, lengths, response_ids)
+    loss_fn = POLICY_LOSSES.get("ppo_clip")
+    out = loss_fn.fn(PolicyLossInputs(log_prob, log_prob.detach(), advantages, mask), loss_fn.make_params())
+    loss = agg_loss(out.loss_mat, mask, "seq-mean-token-mean")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    model.eval()
+    return loss.item()
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -94,8 +113,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     pad_id = tokenizer.pad_token_id
     engine = HFEngine(model, pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    estimator = ADVANTAGE_ESTIMATORS.get("grpo")  # (function, its parameter record, metadata)
-    loss_fn = POLICY_LOSSES.get("ppo_clip")
     problems = list(itertools.islice(iter_problems(ArithConfig(), seed=args.seed, split="train"), 2000))
     rng = random.Random(args.seed)
     history: dict[str, float] = {}
@@ -106,28 +123,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         prompts = [plain_input_ids(tokenizer, q) for q in batch]
         with torch.no_grad():
             completions = rollout(engine, prompts, args.group, args.max_new_tokens, mix_seed(args.seed, step))
-        # 3. rewards: ±1 from the exact checker, as the last token's reward
+        # 3. the exact checker's verdict on each answer
         correct = [check_answer(tokenizer.decode(c.token_ids, skip_special_tokens=True), q)
                    for q, group in zip(batch, completions) for c in group]
-        ids, attention, lengths, response_ids, mask = to_batch(prompts, completions, pad_id)
-        rewards = torch.tensor([1.0 if ok else -1.0 for ok in correct])  # [N]
-        last = (mask.sum(-1) - 1).clamp(min=0).long()
-        token_rewards = torch.zeros_like(mask).scatter(1, last[:, None], rewards[:, None]) * mask  # [N, T]
-        # 4. group-relative advantages: one group per prompt
-        index = [i for i in range(len(batch)) for _ in range(args.group)]
-        advantages = estimator.fn(AdvantageInputs(token_rewards, mask, index), estimator.make_params())  # [N, T]
-        # 5-6. one on-policy update: log π_old is log π itself, detached (ratio 1)
-        model.train()
-        log_prob = answer_log_probs(model, ids, attention, lengths, response_ids)
-        out = loss_fn.fn(PolicyLossInputs(log_prob, log_prob.detach(), advantages, mask), loss_fn.make_params())
-        loss = agg_loss(out.loss_mat, mask, "seq-mean-token-mean")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        model.eval()
-        history = {"step": step + 1, "accuracy": sum(correct) / len(correct), "loss": loss.item(),
-                   "answer_tokens": float(mask.sum(-1).mean())}
+        # 3-6. ±1 rewards, group-relative advantages, the loss and one optimizer step
+        answers = [[list(c.token_ids) for c in group] for group in completions]
+        loss = grpo_update(model, optimizer, prompts, answers, correct, pad_id)
+        history = {"step": step + 1, "accuracy": sum(correct) / len(correct), "loss": loss,
+                   "answer_tokens": sum(len(a) for group in answers for a in group) / len(correct)}
         print("  ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in history.items()), flush=True)
     return history
 

@@ -56,4 +56,4 @@ if __name__ == "__main__":
                          out_dir=out, overwrite=True,
                          overrides=["train.steps=3", "train.prompts_per_step=2", "rollout.max_new_tokens=40",
                                     "eval.every=0", "log.tensorboard=false"])
-    print(f"trained {trainer.step} steps with {trainer.method.name}; run directory {trainer.run_dir}")
+    print(f"trained {trainer.state.step} steps with {trainer.method.name}; run directory {trainer.run_dir}")

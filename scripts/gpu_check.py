@@ -186,10 +186,10 @@ def decode_profile(work: Path, rows: int = 64, steps: int = 48) -> dict:
     rows, the sampler alone on a ``[rows, vocab]`` logits tensor, and the top operators."""
     import torch
 
-    from skpo.models.loading import load_policy
-    from skpo.models.standin import make_standin
     from skpo.engines import HFEngine, SamplingParams
     from skpo.engines.hf_engine import sample_from_logits
+    from skpo.models.loading import load_policy
+    from skpo.models.standin import make_standin
 
     model = load_policy(make_standin("qwen2.5-math-7b", work / "standin-profile")).to("cuda")
     engine = HFEngine(model, pad_token_id=0, autocast_dtype=torch.bfloat16, batch_size=rows)
@@ -320,11 +320,11 @@ def train_steps(args, work: Path, deadline: float, engine: str) -> dict:
     result = {"recipe": str(Path(args.recipe).relative_to(ROOT)) if Path(args.recipe).is_relative_to(ROOT) else args.recipe,
               "engine": engine, "model": model, "prompts_per_step": args.prompts,
               "group_size": trainer.method.group_size, "max_prompt_tokens": cfg.data.max_prompt_tokens,
-              "max_new_tokens": cfg.rollout.max_new_tokens, "context": trainer.context.context,
+              "max_new_tokens": cfg.rollout.max_new_tokens, "context": trainer.context_window.tokens,
               "compute_dtype": cfg.model.dtype, "setup_seconds": round(time.perf_counter() - started, 1),
               "sampler": "blocked" if torch.cuda.is_available() else "float64_reference",  # the HF engine's default
               "stand_in_answer_mean": args.answer_mean if args.model is None and engine == "hf" else None, "steps": []}
-    print(f"set-up {result['setup_seconds']} s ({engine} engine, {family}, context {trainer.context.context})", flush=True)
+    print(f"set-up {result['setup_seconds']} s ({engine} engine, {family}, context {trainer.context_window.tokens})", flush=True)
     for step in range(args.steps):
         if step and time.perf_counter() + 1.5 * max(s["seconds"]["step"] for s in result["steps"]) > deadline:
             result["stopped_early"] = f"time budget: {step} of {args.steps} steps"
@@ -332,7 +332,7 @@ def train_steps(args, work: Path, deadline: float, engine: str) -> dict:
         memory.peak.clear()
         step_peak = 0.0
         m = trainer.train_step(step)
-        trainer.step += 1
+        trainer.state.step += 1
         row = {"step": step + 1,
                "seconds": {k.removeprefix("time/"): round(v, 2) for k, v in m.items() if k.startswith("time/")},
                "decoded_tokens": m["tokens/decoded"], "trained_tokens": m["tokens/trained"],
@@ -358,7 +358,7 @@ def fsdp_run(work: Path, timeout_s: float) -> dict:
     data = work / "data.jsonl"
     common = [f"--config={ROOT / 'configs/paper/qwen2.5-math-7b-skpo.yaml'}", f"model.path={standin}",
               f"data.path={data}", f"reward.function={ROOT / 'tests/data/rewards_for_tests.py'}:parity",
-              "train.fsdp.enabled=true", "train.prompts_per_step=4", "rollout.group_size=4", "rollout.max_new_tokens=256",
+              "train.fsdp.enabled=true", "train.prompts_per_step=4", "method.group_size=4", "rollout.max_new_tokens=256",
               "eval.every=0", "log.save_every=2", "log.progress=false", f"log.out_dir={work / 'fsdp'}"]
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "skpo.cli", "train"]
     out = {}

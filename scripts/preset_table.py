@@ -24,8 +24,8 @@ def main() -> None:
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
 
-    from skpo.methods import METHODS
     from skpo.config import load_config
+    from skpo.methods import METHODS
     from skpo.training.benchmarks import evaluate_heldout
     from skpo.training.setup import build_trainer
 

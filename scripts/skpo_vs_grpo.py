@@ -94,12 +94,12 @@ def pipeline_accuracy(trainer, cfg, n: int = 200) -> float:
     """Accuracy of answers from ``[s, q]``, the segment sampled by the policy (SKPO's rollout on
     held-out problems, 8 answers each)."""
     from skpo.algorithms import LengthTracker
-    from skpo.rewards.arith import check_answer
+    from skpo.config import arith_config
     from skpo.engines import SamplingParams
-    from skpo.rollout.skpo_rollout import SkpoPrompt, SkpoRolloutConfig, skpo_rollout
+    from skpo.rewards.arith import check_answer
+    from skpo.rollout.skpo_rollout import SkpoPrompt, SkpoRolloutParams, skpo_rollout
     from skpo.tasks.arith import heldout_problems
     from skpo.tasks.templates import plain_input_ids
-    from skpo.config import arith_config
 
     problems = heldout_problems(arith_config(cfg), n)
     tok = trainer.tokenizer
@@ -108,9 +108,9 @@ def pipeline_accuracy(trainer, cfg, n: int = 200) -> float:
     def reward(i, ids):
         return 1.0 if check_answer(tok.decode(ids, skip_special_tokens=True), problems[i]) else -1.0
 
-    batch = skpo_rollout(trainer.engine, prompts, LengthTracker(initial=cfg.rollout.skpo.initial_length),
+    batch = skpo_rollout(trainer.engine, prompts, LengthTracker(initial=cfg.rollout.initial_length),
                          SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, stop_token_ids=list(trainer.stop_ids), seed=5),
-                         reward, torch.Generator().manual_seed(5), SkpoRolloutConfig(group_size=8), step=0,
+                         reward, torch.Generator().manual_seed(5), SkpoRolloutParams(), group_size=8, step=0,
                          pad_token_id=trainer.pad_id)
     return float((batch.downstream.rewards > 0).float().mean())
 
@@ -135,9 +135,9 @@ def gradients(steps: int = 3, out: str = "runs/why/gradients", overrides: tuple[
                                 seed=mix_seed(0, step, 1))
         ctx = RolloutContext(engine=tr.engine, params=params, rollout_params=tr.rollout_params, group_size=base.group_size,
                              step=step,
-                             score=tr.score, sample_prompts=lambda draw: tr.sample_prompts(step, draw), source=tr.source,
+                             score=tr.score, sample_prompts=lambda draw: tr.sample_prompts(step, draw), source=tr.source,  # noqa: B023  # noqa: B023  # noqa: B023
                              pad_id=tr.pad_id, max_new_tokens=cfg.rollout.max_new_tokens, timer=Timer(),
-                             generator=torch.Generator().manual_seed(mix_seed(0, step, 23)), length_tracker=tr.length_tracker)
+                             generator=torch.Generator().manual_seed(mix_seed(0, step, 23)), length_tracker=tr.state.length_tracker)
         metrics: dict = {}
         rows = ROLLOUTS.get(base.rollout).fn(ctx, items).rows
         rows = with_advantages(tr.advantage_context(step, metrics), with_old_and_ref_log_probs(tr.actor, base, rows))
@@ -145,11 +145,11 @@ def gradients(steps: int = 3, out: str = "runs/why/gradients", overrides: tuple[
         for role in ("upstream", "downstream"):
             one_role = dataclasses.replace(base, terms=tuple(t for t in base.terms if t.role == role))  # the other trains nothing
             captured = {}
-            real_step = tr.optimizer.step
-            tr.optimizer.step = lambda *a, **k: captured.setdefault(  # record the clipped gradient, step nothing
+            real_step = tr.actor.optimizer.step
+            tr.actor.optimizer.step = lambda *a, **k: captured.setdefault(  # noqa: B023 - record the clipped gradient, step nothing
                 "g", torch.cat([p.grad.flatten() for p in tr.policy.parameters() if p.grad is not None]))
-            update(tr.actor, one_role, rows, tr.dist, step, {})
-            tr.optimizer.step = real_step
+            update(tr.actor, one_role, rows, tr.dist, tr.update_settings, step, {})
+            tr.actor.optimizer.step = real_step
             grads[role] = captured["g"]
         up, down = grads["upstream"], grads["downstream"]
         cos = torch.nn.functional.cosine_similarity(up, down, dim=0).item()
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     summary = {"run": args.run, "seed": args.seed, "steps": args.steps, "pool": args.pool,
                "avg@8": result["metrics"]["avg@8"], "pass@8": result["metrics"]["pass@8"],
                "step_accuracy": result["step_metrics"]["step_accuracy"], "skip_input_avg@8": pipeline_accuracy(trainer, cfg, args.eval_problems),
-               "decoded_tokens": trainer.tokens_seen, "seconds": round(time.time() - started, 1)}
+               "decoded_tokens": trainer.state.tokens_seen, "seconds": round(time.time() - started, 1)}
     (out / "why.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary))
 

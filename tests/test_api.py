@@ -4,7 +4,6 @@ a user would run it, and each way of handing over data, reward and method reache
 from __future__ import annotations
 
 import json
-import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ def _own_rewards_removed_afterwards():
         del REWARDS[name]
 
 
-SMALL = ["train.steps=1", "train.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=8",
+SMALL = ["train.steps=1", "train.prompts_per_step=2", "method.group_size=2", "rollout.max_new_tokens=8",
          "eval.every=0", "log.progress=false", "log.tensorboard=false"]
 
 
@@ -56,13 +55,13 @@ def test_rows_function_and_method_reach_the_run(tmp_path):
     trainer = skpo.train(model="tiny-arith", data=rows, reward=reward, method="grpo", out_dir=tmp_path / "run",
                          overrides=SMALL)
     golds = seen.read_text().split()
-    assert trainer.step == 1 and set(golds) <= {"2", "7"} and len(golds) == 4  # 2 prompts x 2 answers
+    assert trainer.state.step == 1 and set(golds) <= {"2", "7"} and len(golds) == 4  # 2 prompts x 2 answers
     assert (tmp_path / "run" / "inputs" / "rows.jsonl").is_file()
     cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert cfg["data"]["task"] == "jsonl" and cfg["reward"]["function"].startswith("python.")
     # the same again from its saved config: a resumed run finds rows, reward (registered) and method
     resumed = skpo.build(tmp_path / "run" / "config.yaml", overrides=["train.steps=2"], resume=True)
-    assert resumed.step == 1
+    assert resumed.state.step == 1
     resumed.close()
 
 

@@ -39,7 +39,7 @@ def test_the_long_warm_start_is_what_the_setting_says():
 @pytest.mark.parametrize("method", ["skpo", "grpo"])
 def test_methods_train_on_the_long_setting(tmp_path, method):
     cfg = load_config(BASE, [f"train.method={method}", "train.steps=2", "train.prompts_per_step=2",
-                             "rollout.group_size=3", "eval.every=0", "log.progress=false", "log.tensorboard=false",
+                             "method.group_size=3", "eval.every=0", "log.progress=false", "log.tensorboard=false",
                              f"log.out_dir={tmp_path}", "data.arith.pool_size=20", "train.lr=1e-3"])
     trainer = build_trainer(cfg)
     before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}

@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 # a run of the embedded default small enough for seconds: 2 prompts × 2 answers of ≤ 16 tokens
-TINY = ["train.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=16", "data.arith.pool_size=20",
+TINY = ["train.prompts_per_step=2", "method.group_size=2", "rollout.max_new_tokens=16", "data.arith.pool_size=20",
         "log.tensorboard=false", "log.progress=false", "eval.every=0"]
 
 # script -> the test of this module that runs it
@@ -171,19 +171,19 @@ def test_training_benchmarks_on_a_tiny_step(tmp_path):
     # one skpo step, its phases timed through the public methods vs_trl wraps; the metrics
     # vs_trl and before_after read
     clock.start()
-    m = ours.train_step(ours.step)
+    m = ours.train_step(ours.state.step)
     split = clock.stop()
     assert set(split) == {*vs_trl.PHASES, "step"}
     for phase in ("generation", "scoring", "update"):
         assert 0 < split[phase][0] < split["step"][0], phase
     assert m["tokens/decoded"] > 0 and m["tokens/trained"] > 0
     assert {"time/step", "time/rollout", "time/update"} <= m.keys()
-    ours.step += 1
+    ours.state.step += 1
 
     roofline = _load(BENCH / "roofline.py", "bench_roofline")
     assert round(roofline.linear_weights(ours.policy) / 1e4) == 102  # docs/performance.md: 1.02 M linear weights
     kinds = dict(roofline.profile_categories(ours))
-    assert kinds["matmul (mm, addmm, bmm)"] > 0 and sum(kinds.values()) > 0 and ours.step == 2
+    assert kinds["matmul (mm, addmm, bmm)"] > 0 and sum(kinds.values()) > 0 and ours.state.step == 2
     ours.close()
 
     skpo_vs_grpo = _load(BENCH / "skpo_vs_grpo.py", "bench_skpo_vs_grpo")

@@ -13,7 +13,7 @@ from skpo.models.loading import tiny_arith_dir
 from skpo.training.setup import build_trainer
 
 BASE = ["log.progress=false", "log.tensorboard=false", "train.steps=1", "train.prompts_per_step=2",
-        "rollout.group_size=2", "rollout.max_new_tokens=8", "eval.every=0"]
+        "method.group_size=2", "rollout.max_new_tokens=8", "eval.every=0"]
 
 
 def _data(tmp_path, rows) -> str:
@@ -24,18 +24,21 @@ def _data(tmp_path, rows) -> str:
 
 def test_a_config_that_passes_check_trains(tmp_path, capsys):
     args = [*BASE, f"log.out_dir={tmp_path / 'run'}", "data.arith.pool_size=20", "train.method=grpo",
-            "rollout.skpo.skip=false"]
+            "rollout.skpo.skip=false"]  # an earlier spelling, of a setting grpo does not have
     assert train_main(["--check", *args]) == 0
     out = capsys.readouterr().out
     assert "rollout.skpo.skip does not apply to method 'grpo'" in out and "is valid" in out
+    assert "rollout.skpo.skip=false is read as method.rollout_params.skip=false" in out
+    # the one resolved record, as skpo methods --show prints it
+    assert "name: grpo\n" in out and "group_size: 2\n" in out
     trainer = build_trainer(load_config(None, args))
     trainer.train()
-    assert trainer.step == 1
+    assert trainer.state.step == 1
 
 
 @pytest.mark.parametrize("extra, message", [
     (["data.arith.min_operand=9", "data.arith.max_operand=3"], "data.arith: need 0 <= min_operand <= max_operand"),
-    (["rollout.skpo.split_low=0.7"], "rollout.skpo: need split_low <= split_high"),
+    (["method.rollout_params.split_low=0.7"], "need 0 < split_low <= split_high <= 1 (got 0.7, 0.5)"),
     (["method.terms.downstream.loss_params.clip_hgh=0.3"], "cispo: unknown parameter(s) ['clip_hgh']"),
     (["model.path=/nonexistent/model"], "/nonexistent/model"),
     (["eval.every=5", "eval.benchmarks=[math500,nope]"], "eval.benchmarks"),

@@ -8,8 +8,6 @@ tests.
 from __future__ import annotations
 
 import json
-
-
 import subprocess
 import sys
 
@@ -18,7 +16,7 @@ import pytest
 from skpo.cli import COMMANDS, main
 
 # A training run in a few seconds on the shipped tiny model.
-TINY = ["train.steps=2", "train.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=16",
+TINY = ["train.steps=2", "train.prompts_per_step=2", "method.group_size=2", "rollout.max_new_tokens=16",
         "data.arith.pool_size=20", "log.tensorboard=false", "log.progress=false", "eval.every=0"]
 
 # verb -> the test that runs it (``analyze``: its three analyses in tests/test_analyze.py)

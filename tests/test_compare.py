@@ -43,9 +43,9 @@ def test_summarize_groups_by_method():
 
 
 def test_methods_and_variants():
-    got = resolve_methods("grpo,skpo-noskip,mine", ["mine=skpo:rollout.skpo.selection=extreme,train.lr=1e-4"])
-    assert got == {"grpo": ("grpo", []), "skpo-noskip": ("skpo", ["rollout.skpo.skip=false"]),
-                   "mine": ("skpo", ["rollout.skpo.selection=extreme", "train.lr=1e-4"])}
+    got = resolve_methods("grpo,skpo-noskip,mine", ["mine=skpo:method.rollout_params.selection=extreme,train.lr=1e-4"])
+    assert got == {"grpo": ("grpo", []), "skpo-noskip": ("skpo", ["method.rollout_params.skip=false"]),
+                   "mine": ("skpo", ["method.rollout_params.selection=extreme", "train.lr=1e-4"])}
     with pytest.raises(ValueError, match="unknown method 'grpp'"):
         resolve_methods("grpp", [])
     with pytest.raises(ValueError, match="expected NAME=METHOD"):

@@ -12,7 +12,8 @@ import torch
 from skpo.commands.train import main as train_main
 from skpo.config import ConfigError, load_config
 from skpo.evaluation.benchmarks import get_spec
-from skpo.evaluation.runner import evaluate
+from skpo.evaluation.runner import EvalSettings, evaluate
+from skpo.methods import sizes_that_apply
 from skpo.models.loading import load_policy, load_tokenizer, shipped_model_dir
 from skpo.models.tokenizer import build_tokenizer
 from skpo.rewards.countdown import check_countdown
@@ -56,7 +57,7 @@ def test_countdown_task_config_defaults_and_checks():
     # what the user sets stays set
     cfg = load_config(None, ["data.task=countdown", "model.path=/some/model", "eval.benchmarks=[arith]"])
     assert cfg.model.path == "/some/model" and cfg.eval.benchmarks == ["arith"]
-    with pytest.raises(ConfigError, match="data.countdown"):
+    with pytest.raises(ConfigError, match=r"data\.countdown"):
         load_config(None, ["data.task=countdown", "data.countdown.min_numbers=5", "data.countdown.max_numbers=4"])
     with pytest.raises(ConfigError, match="synthetic task"):
         load_config(None, ["data.task=countdown", "data.path=x.parquet"])
@@ -117,8 +118,8 @@ def countdown_dir():
 def small_config(model, out, method, *extra):
     return load_config(None, [
         "data.task=countdown", f"model.path={model}", f"train.method={method}", "train.steps=1",
-        "train.prompts_per_step=3", "rollout.group_size=3", "rollout.max_new_tokens=48", "rollout.mc_k=2",
-        "rollout.mc_max_steps=2", "train.lr=1e-3", f"log.out_dir={out}", "log.progress=false",
+        "train.prompts_per_step=3", *sizes_that_apply(method, 3, k=2, max_steps=2), "rollout.max_new_tokens=48",
+        "train.lr=1e-3", f"log.out_dir={out}", "log.progress=false",
         "log.tensorboard=false", "log.samples_every=1", "data.countdown.pool_size=30", "eval.every=0", *extra,
     ])
 
@@ -146,7 +147,7 @@ def test_countdown_evaluation_reports_first_moves(countdown_dir):
     model, tok = load_policy(countdown_dir, dtype="float32"), load_tokenizer(countdown_dir)
     spec = get_spec("countdown")
     problems = countdown_records(heldout_problems(CountdownConfig(), 8))
-    out = evaluate(model, tok, spec, k=4, problems=problems, progress=False)
+    out = evaluate(model, tok, spec, EvalSettings(k=4), problems=problems)
     moves = out["move_metrics"]
     assert moves["samples"] == 32 and abs(sum(moves["first_move_shares"].values()) - 1) < 1e-9
     # a dead end is never correct: the reward and the solver agree
@@ -162,15 +163,15 @@ def test_countdown_grpo_learns_from_the_warm_start(countdown_dir, tmp_path):
     machine: 0.199 → 0.512)."""
     torch.set_num_threads(1)
     cfg = small_config(countdown_dir, tmp_path / "learn", "grpo", "train.steps=20", "train.prompts_per_step=16",
-                       "rollout.group_size=8", "train.lr=3e-4", "train.seed=1", "log.samples_every=0",
+                       "method.group_size=8", "train.lr=3e-4", "train.seed=1", "log.samples_every=0",
                        "data.countdown.pool_size=32")
     trainer = build_trainer(cfg)
     spec = get_spec("countdown")
     problems = [item.answer for item in trainer.source.items]
 
     def accuracy() -> float:
-        return evaluate(trainer.policy, trainer.tokenizer, spec, k=8, problems=problems, progress=False,
-                        seed=7)["metrics"]["avg@8"]
+        return evaluate(trainer.policy, trainer.tokenizer, spec, EvalSettings(k=8, seed=7),
+                        problems=problems)["metrics"]["avg@8"]
 
     before = accuracy()
     trainer.train()

@@ -19,15 +19,15 @@ import torch
 from skpo.algorithms import POLICY_LOSSES, PolicyLossInputs
 from skpo.algorithms.policy_shaping import PolicyShapingParams
 from skpo.config import load_config
-from skpo.methods import MethodError, resolve_method
-from skpo.models.loading import load_tokenizer, tiny_arith_dir
 from skpo.engines import HFEngine
+from skpo.methods import MethodError, resolve_method
+from skpo.models.forward import policy_forward
+from skpo.models.loading import load_tokenizer, tiny_arith_dir
+from skpo.rollout.critique import select_refinements
+from skpo.rows import Rows, pad_responses
 from skpo.tasks.arith import ArithProblem
 from skpo.tasks.critiques import refinement_draft, refinement_prompt_ids, step_critique, verdict_critique
 from skpo.tasks.templates import plain_input_ids
-from skpo.rollout.critique import select_refinements
-from skpo.rows import Rows, pad_responses
-from skpo.models.forward import policy_forward
 from skpo.training.advantages import with_advantages
 from skpo.training.setup import build_trainer
 from skpo.training.update import update
@@ -116,7 +116,7 @@ def test_policy_shaping_loss_hand_values_and_gradient():
     ({"rollout_params": {"critique": "model"}}, r"rollout_params: critique 'model' needs critic_model"),
     ({"rollout_params": {"critic_model": "policy"}}, r"rollout_params: critic_model is only read with critique 'model'"),
     ({"rollout_params": {"num_refinements": 8}}, r"rollout_params: num_refinements=8 must be <= group_size=7"),
-    ({"rollout_params": {"critique": "gpt4"}}, r"rollout_params: critique must be one of"),
+    ({"rollout_params": {"critique": "gpt4"}}, r"rollout_params: critique_refine: critique must be one of"),
     ({"terms": {"refinement": {"agg": "token-mean"}}},
      r"terms\.refinement\.agg: roles \['response', 'refinement'\] form one group"),
     ({"terms": {"refinement": {"loss_params": {"gamma": -1}}}}, r"method\.terms\.refinement\.loss_params: gamma must be > 0"),
@@ -129,7 +129,7 @@ def test_bad_parameters_name_the_key(overrides, match):
 def _config(out: Path, *extra: str):
     return load_config(None, [
         "model.path=tiny-arith", "train.method=critique_grpo", "train.steps=1", "train.prompts_per_step=2",
-        "rollout.group_size=3", "rollout.max_new_tokens=24", "train.lr=1e-3", f"log.out_dir={out}",
+        "method.group_size=3", "rollout.max_new_tokens=24", "train.lr=1e-3", f"log.out_dir={out}",
         "log.progress=false", "log.tensorboard=false", "data.arith.pool_size=20", *extra,
     ])
 
@@ -178,7 +178,7 @@ def test_the_two_terms_share_the_joint_groups_denominators(tmp_path):
     refine_sum = float((-adv * torch.sigmoid(log_prob - math.log(0.1)) * mask)[is_ref].sum())
     scale = len(rows) * trainer.cfg.rollout.max_new_tokens  # 8 rows of the joint group × the constant length
     metrics: dict[str, float] = {}
-    update(trainer.actor, trainer.method, rows, trainer.dist, 0, metrics)
+    update(trainer.actor, trainer.method, rows, trainer.dist, trainer.update_settings, 0, metrics)
     assert metrics["response/pg_loss"] == pytest.approx(answer_sum / scale, rel=1e-4)
     assert metrics["refinement/pg_loss"] == pytest.approx(refine_sum / scale, rel=1e-4)
     assert metrics["actor/pg_loss"] == pytest.approx((answer_sum + refine_sum) / scale, rel=1e-4)
@@ -242,11 +242,11 @@ def test_rollout_joins_refinements_of_q_to_the_group_and_counts_every_token(tmp_
         g = q_prompts.index(rows.prompt_ids[b])
         candidates = [list(refined[g * 3 + j][0].token_ids) for j in range(3)]
         assert rows.response_ids[b, : int(rows.response_mask[b].sum())].tolist() in candidates
-        rewards, _ = trainer.score([item_of[tuple(q_prompts[g])]] * 3, candidates)
+        rewards = trainer.score([item_of[tuple(q_prompts[g])]] * 3, candidates).rewards
         assert float(rows.rewards[b]) == max(rewards)
     adv = seen["out"].advantages[:, 0]
-    for key in set(rows.index):  # A = R − mean over the G + k rows of the prompt
-        group = [b for b, k in enumerate(rows.index) if k == key]
+    for key in set(rows.prompt_keys):  # A = R − mean over the G + k rows of the prompt
+        group = [b for b, k in enumerate(rows.prompt_keys) if k == key]
         mean = rows.rewards[group].mean()
         assert torch.allclose(adv[group], rows.rewards[group] - mean, atol=1e-6)
     trainer.close()
@@ -259,7 +259,7 @@ def test_a_critic_model_writes_the_critiques_of_wrong_answers(tmp_path, monkeypa
                                     f"method.rollout_params.critic_model={critic}",
                                     "method.rollout_params.critic_max_new_tokens=16"))
     metrics = trainer.train_step(0)
-    answers_call, critic_call, refine_call = recorder.calls
+    _answers_call, critic_call, refine_call = recorder.calls
     assert (critic_call[0] is trainer.engine.engine) == (critic == "policy")  # (the engine inside the context limit)
     tok = trainer.tokenizer
     n_wrong = round((1 - metrics["accuracy/mean"]) * 6)
@@ -287,7 +287,7 @@ def test_math_data_layout_with_a_chat_standin(standin, tmp_path, monkeypatch):
         f"model.path={standin('qwen2.5-math-7b')}", "data.task=jsonl", f"data.path={data}", "data.reward=math",
         "train.method=critique_grpo",
         f"reward.function={ROOT / 'tests' / 'data' / 'rewards_for_tests.py'}:parity", "train.steps=1",
-        "train.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=8", "eval.every=0",
+        "train.prompts_per_step=2", "method.group_size=2", "rollout.max_new_tokens=8", "eval.every=0",
         f"log.out_dir={tmp_path / 'run'}", "log.progress=false", "log.tensorboard=false",
     ])
     trainer = build_trainer(cfg)

@@ -14,7 +14,7 @@ import pytest
 from skpo.config import ARITH_RUN_DIR, ConfigError, RunConfig, default_out_dir, load_config
 from skpo.tasks.dataset import Problem, heldout_size, load_problems, split_heldout
 
-SMALL = ["train.steps=1", "train.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=6",
+SMALL = ["train.steps=1", "train.prompts_per_step=2", "method.group_size=2", "rollout.max_new_tokens=6",
          "log.progress=false", "log.tensorboard=false", "train.method=grpo", "eval.k=1", "eval.every=1"]
 
 

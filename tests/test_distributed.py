@@ -70,8 +70,8 @@ _SLOW_DP = pytest.mark.slow(reason="the same launch, shards and replay as the qu
 
 @pytest.mark.parametrize("method, extra", [
     ("grpo", ["train.mini_batches=2"]),
-    pytest.param("skpo", ["rollout.group_size=3"], marks=_SLOW_DP),
-    pytest.param("dapo", ["rollout.group_size=3"], marks=_SLOW_DP),
+    pytest.param("skpo", ["method.group_size=3"], marks=_SLOW_DP),
+    pytest.param("dapo", ["method.group_size=3"], marks=_SLOW_DP),
 ])
 def test_two_ranks_equal_one_process_on_the_same_global_batch(tmp_path, method, extra):
     record = tmp_path / "record"
@@ -81,7 +81,7 @@ def test_two_ranks_equal_one_process_on_the_same_global_batch(tmp_path, method, 
     assert all("done step 2" in o for o in outs)
     # disjoint shards of the global batch: 6 prompts, 3 per rank, no key on both ranks
     for step in (0, 1):
-        keys = [set(torch.load(record / f"step{step}_rank{r}.pt", weights_only=False).rows.index) for r in (0, 1)]
+        keys = [set(torch.load(record / f"step{step}_rank{r}.pt", weights_only=False).rows.prompt_keys) for r in (0, 1)]
         assert keys[0] and keys[1] and not keys[0] & keys[1]
         if method != "dapo":  # (DAPO's refill draws further rounds)
             assert len(keys[0]) + len(keys[1]) == 6
@@ -138,9 +138,9 @@ def test_uneven_lengths_never_hang_and_resume_at_another_world_size(tmp_path):
     from skpo.training.setup import build_trainer
 
     trainer = build_trainer(load_config(None, [*args[:-1], "train.steps=3", f"log.out_dir={tmp_path / 'run'}"]), resume=True)
-    assert trainer.step == 2
+    assert trainer.state.step == 2
     trainer.train()
-    assert trainer.step == 3
+    assert trainer.state.step == 3
 
 
 # ----------------------------------------------------------------------------- FSDP2 sharding
@@ -156,7 +156,7 @@ def test_uneven_lengths_never_hang_and_resume_at_another_world_size(tmp_path):
                                                "test_fsdp_mixed_precision_matches_one_autocast_process_to_bf16_rounding")),
     # SKPO launched as `accelerate launch --config_file configs/accelerate/fsdp2_offload_2gpu.yaml`
     # would be: sharding, CPU offload and activation checkpointing from the variables it exports
-    pytest.param("skpo", ["rollout.group_size=3", "accelerate:fsdp2_offload_2gpu.yaml"],
+    pytest.param("skpo", ["method.group_size=3", "accelerate:fsdp2_offload_2gpu.yaml"],
                  marks=pytest.mark.slow(reason="the same sharded launch (offload, activation checkpointing, the "
                                                "accelerate config) runs in bf16 in the quick "
                                                "test_fsdp_mixed_precision_matches_one_autocast_process_to_bf16_rounding")),
@@ -203,7 +203,7 @@ def test_fsdp_mixed_precision_matches_one_autocast_process_to_bf16_rounding(tmp_
     # SKPO sharded as `accelerate launch --config_file configs/accelerate/fsdp2_offload_2gpu.yaml` would
     # shard it: CPU offload and activation checkpointing from the variables it exports
     env, _ = launch_env(next(p for p in CONFIGS if p.name == "fsdp2_offload_2gpu.yaml"))
-    method = [*COMMON, "train.method=skpo", "rollout.group_size=3"]
+    method = [*COMMON, "train.method=skpo", "method.group_size=3"]
     outs = _launch("record", record, [*method, "model.dtype=bfloat16", f"log.out_dir={tmp_path / 'two'}"], world=2,
                    extra_env=env)
     assert all("done step 2" in o for o in outs)
@@ -250,8 +250,8 @@ def test_fsdp_resume_is_exact_and_crosses_world_sizes(tmp_path):
     shutil.rmtree(tmp_path / "to_one" / "checkpoints" / "step_000003")
     (tmp_path / "to_one" / "checkpoints" / "latest").write_text("step_000002")
     trainer = build_trainer(load_config(None, [*one, "train.steps=3", f"log.out_dir={tmp_path / 'to_one'}"]), resume=True)
-    assert trainer.step == 2 and len(trainer.optimizer.state_dict()["state"]) > 0
-    assert int(next(iter(trainer.optimizer.state_dict()["state"].values()))["step"]) == 2
+    assert trainer.state.step == 2 and len(trainer.actor.optimizer.state_dict()["state"]) > 0
+    assert int(next(iter(trainer.actor.optimizer.state_dict()["state"].values()))["step"]) == 2
     # an unsharded checkpoint resumed by two sharded ranks
     trainer.train()
     _launch("resume", empty, [*base, "train.steps=4", f"log.out_dir={tmp_path / 'to_one'}"], world=2)

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from skpo.models.loading import load_policy, load_tokenizer, tiny_arith_dir
 from skpo.engines import Engine, HFEngine, SamplingParams
+from skpo.models.loading import load_policy, load_tokenizer, tiny_arith_dir
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 
@@ -83,12 +83,12 @@ def test_is_an_engine(engine):
 
 def test_shapes_budgets_and_logprobs_equal_a_teacher_forced_forward(engine, reference):
     eng, tol = engine
-    model, tok, ref = reference
+    model, tok, _ref = reference
     prompts = _prompts(tok)
     params = SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=12, seed=3)
     out = eng.generate(prompts, 3, params, max_new_tokens=[12, 5, 0, 8])
     assert [len(row) for row in out] == [3, 3, 3, 3]
-    for i, (row, budget) in enumerate(zip(out, [12, 5, 0, 8])):
+    for row, budget in zip(out, [12, 5, 0, 8]):
         for c in row:
             assert len(c.token_ids) == len(c.logprobs) <= budget
             assert c.finish_reason in ("stop", "length")
@@ -176,7 +176,7 @@ def test_vllm_engine_asks_vllm_for_what_the_protocol_needs(fake_vllm):
     assert init["distributed_executor_backend"] == "external_launcher" and init["max_model_len"] == 256
     eng.generate([[5, 6, 7], [8, 9]], 3, SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=6, seed=2),
                  max_new_tokens=[4, 0])
-    (kind, requests), = [c for c in eng.llm.calls if c[0] == "generate"]
+    (_kind, requests), = [c for c in eng.llm.calls if c[0] == "generate"]
     assert len(requests) == 1  # a zero budget never reaches vLLM (it refuses max_tokens=0)
     prompt, sp = requests[0]
     assert prompt == {"prompt_token_ids": [5, 6, 7]}
@@ -202,7 +202,7 @@ def test_training_with_the_vllm_engine(fake_vllm, tmp_path):
     from skpo.training.setup import build_trainer
 
     cfg = load_config(None, ["rollout.engine=vllm", "train.method=grpo", "train.steps=2", "train.prompts_per_step=3",
-                             "rollout.group_size=3", "rollout.max_new_tokens=16", "train.lr=1e-3", "eval.every=0",
+                             "method.group_size=3", "rollout.max_new_tokens=16", "train.lr=1e-3", "eval.every=0",
                              "log.progress=false", "log.tensorboard=false", "data.arith.pool_size=20",
                              f"log.out_dir={tmp_path}"])
     trainer = build_trainer(cfg)
@@ -211,7 +211,7 @@ def test_training_with_the_vllm_engine(fake_vllm, tmp_path):
     start = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
     for step in range(2):
         metrics = trainer.train_step(step)
-        trainer.step += 1
+        trainer.state.step += 1
         engine_state = llm.model.state_dict()
         assert all(torch.equal(engine_state[k], v.cpu()) for k, v in trainer.policy.state_dict().items())  # (the fake decodes on the CPU)
         assert metrics["tokens/decoded"] > 0 and metrics["time/weight_sync"] >= 0

@@ -19,7 +19,6 @@ from skpo.evaluation.metrics import (
     success_rates,
 )
 
-
 # ----------------------------------------------------------------------------- pass@k
 
 
@@ -48,7 +47,7 @@ def test_pass_at_k_monotone_in_k() -> None:
     for n in range(1, 16):
         for c in range(n + 1):
             values = [pass_at_k(n, c, k) for k in range(1, n + 1)]
-            assert all(b >= a - 1e-12 for a, b in zip(values, values[1:])), (n, c, values)
+            assert all(b >= a - 1e-12 for a, b in itertools.pairwise(values)), (n, c, values)
 
 
 def test_pass_at_n_is_one_iff_any_correct() -> None:

@@ -8,14 +8,16 @@ metric bookkeeping), and the shipped warm-started tiny model when it is present.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gzip
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
 
+from skpo.engines.engine import Completion
 from skpo.evaluation import runner as runner_module
 from skpo.evaluation.benchmarks import (
     BUILTIN_BENCHMARKS,
@@ -30,11 +32,10 @@ from skpo.evaluation.benchmarks import (
     read_jsonl,
     score_completions,
 )
-from skpo.evaluation.runner import arith_step_metrics, build_prompts, evaluate
+from skpo.evaluation.runner import EvalSettings, arith_step_metrics, build_prompts, evaluate
 from skpo.models.loading import tiny_arith_dir
 from skpo.models.tiny import build_tiny_model
 from skpo.models.tokenizer import build_tokenizer
-from skpo.engines.engine import Completion
 from skpo.tasks.arith import ArithProblem, solution_text
 
 torch.set_num_threads(1)  # this machine is shared; one thread is fastest for the tiny model
@@ -199,7 +200,7 @@ def test_loader_reads_gzip_and_reports_missing_file(tmp_path: Path) -> None:
     with gzip.open(path, "wt", encoding="utf-8") as f:
         f.write('{"question": "a", "answer": 1.5}\n{"question": "b", "answer": 2}\n')
     assert [p.gold for p in load_problems(_spec(path))] == ["1.5", "2"]
-    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.jsonl"):
         load_problems(_spec(tmp_path / "nope.jsonl"))
     notgz = tmp_path / "c.jsonl.gz"
     notgz.write_text("plain text")
@@ -299,7 +300,7 @@ class ScriptedEngine:
     """Stands in for HFEngine: sample j of a problem is the reference solution iff j < right[question],
     else the same wrong answer."""
 
-    right: dict[str, int] = {}
+    right: ClassVar[dict[str, int]] = {}
 
     def __init__(self, model, *, pad_token_id, eos_token_id=None, decode=None, batch_size=64, **_: Any) -> None:
         self.tokenizer = build_tokenizer()
@@ -326,7 +327,7 @@ def test_runner_metric_bookkeeping_with_scripted_samples(monkeypatch, model, tok
     problems = load_problems(get_spec("arith"), limit=6)
     monkeypatch.setattr(ScriptedEngine, "right", {p.question: c for p, c in zip(problems, counts)})
     k = 4
-    res = evaluate(model, tokenizer, "arith", k=k, limit=6, seed=0)
+    res = evaluate(model, tokenizer, "arith", EvalSettings(k=k, limit=6, seed=0))
     m = res["metrics"]
     assert [p["n_correct"] for p in res["problems"]] == counts
     assert m["avg@4"] == pytest.approx(sum(counts) / (6 * k))
@@ -342,8 +343,8 @@ def test_runner_metric_bookkeeping_with_scripted_samples(monkeypatch, model, tok
 
 
 def test_evaluate_arith_random_model_keys_ranges_determinism(model, tokenizer) -> None:
-    kwargs = dict(k=3, limit=4, seed=7, max_new_tokens=12, save_samples=True)
-    a = evaluate(model, tokenizer, "arith", **kwargs)
+    settings = EvalSettings(k=3, limit=4, seed=7, max_new_tokens=12, save_samples=True)
+    a = evaluate(model, tokenizer, "arith", settings)
     json.dumps(a)  # serialisable
     assert a["benchmark"] == "arith" and a["n_problems"] == 4 and a["k"] == 3 and a["prompt_format"] == "arith"
     assert set(a["metrics"]) == {"avg@3", "pass@1", "pass@2", "pass@3", "maj@3", "mean_response_tokens",
@@ -357,10 +358,10 @@ def test_evaluate_arith_random_model_keys_ranges_determinism(model, tokenizer) -
     assert sum(a["step_metrics"]["first_error_counts"].values()) == 12
     assert all(len(p["samples"]) == 3 for p in a["problems"])
     # same seed -> same result; a problem's samples do not depend on the limit
-    assert _strip_times(evaluate(model, tokenizer, "arith", **kwargs)) == _strip_times(a)
-    b = evaluate(model, tokenizer, "arith", **{**kwargs, "limit": 2})
+    assert _strip_times(evaluate(model, tokenizer, "arith", settings)) == _strip_times(a)
+    b = evaluate(model, tokenizer, "arith", dataclasses.replace(settings, limit=2))
     assert b["problems"] == a["problems"][:2]
-    c = evaluate(model, tokenizer, "arith", **{**kwargs, "seed": 8})
+    c = evaluate(model, tokenizer, "arith", dataclasses.replace(settings, seed=8))
     assert [p["samples"] for p in c["problems"]] != [p["samples"] for p in a["problems"]]
 
 
@@ -373,24 +374,24 @@ def test_evaluate_takes_given_problems_and_prompt_ids(model, tokenizer) -> None:
 
     arith = [ArithProblem.from_question(q) for q in ("3+4", "12+30-7", "41-15+22+8")]
     problems = arith_records(arith)
-    kwargs = dict(k=2, seed=3, max_new_tokens=10, save_samples=True)
-    own = evaluate(model, tokenizer, "arith", problems=problems, **kwargs)
+    settings = EvalSettings(k=2, seed=3, max_new_tokens=10, save_samples=True)
+    own = evaluate(model, tokenizer, "arith", settings, problems=problems)
     assert [p["id"] for p in own["problems"]] == ["3+4", "12+30-7", "41-15+22+8"] and own["n_problems"] == 3
     plain = [plain_input_ids(tokenizer, p) for p in arith]
-    given = evaluate(model, tokenizer, "arith", problems=problems, prompt_ids=plain, **kwargs)
+    given = evaluate(model, tokenizer, "arith", settings, problems=problems, prompt_ids=plain)
     assert given["prompt_format"] == "arith" and given["problems"] == own["problems"]
     drafts = [skip_input_ids(tokenizer.encode("1+1=2\n"), q) for q in plain]
-    skip = evaluate(model, tokenizer, "arith", problems=problems, prompt_ids=drafts, **kwargs)
+    skip = evaluate(model, tokenizer, "arith", settings, problems=problems, prompt_ids=drafts)
     assert skip["n_problems"] == 3 and [p["id"] for p in skip["problems"]] == [p["id"] for p in own["problems"]]
     assert [p["samples"] for p in skip["problems"]] != [p["samples"] for p in own["problems"]]
-    assert evaluate(model, tokenizer, "arith", problems=problems, prompt_ids=plain, limit=2, **kwargs)["problems"] == \
-        own["problems"][:2]
+    assert evaluate(model, tokenizer, "arith", dataclasses.replace(settings, limit=2), problems=problems,
+                    prompt_ids=plain)["problems"] == own["problems"][:2]
     with pytest.raises(ValueError, match="2 prompts for 3 problems"):
-        evaluate(model, tokenizer, "arith", problems=problems, prompt_ids=plain[:2], **kwargs)
+        evaluate(model, tokenizer, "arith", settings, problems=problems, prompt_ids=plain[:2])
 
 
 def test_evaluate_text_benchmark_plain_and_chat(model, tokenizer) -> None:
-    res = evaluate(model, tokenizer, "mmlu_stem", k=2, limit=2, max_new_tokens=8, seed=0)
+    res = evaluate(model, tokenizer, "mmlu_stem", EvalSettings(k=2, limit=2, max_new_tokens=8, seed=0))
     assert res["prompt_format"] == "plain" and res["n_problems"] == 2 and "step_metrics" not in res
     assert set(res["metrics"]) >= {"avg@2", "pass@1", "pass@2", "maj@2"}
 
@@ -411,7 +412,7 @@ def test_evaluate_clamps_budget_to_context(tokenizer) -> None:
     from skpo.models.tiny import TinyConfig
 
     small = build_tiny_model(tokenizer, TinyConfig(max_position_embeddings=24, num_hidden_layers=1), seed=0)
-    res = evaluate(small, tokenizer, "arith", k=1, limit=3, max_new_tokens=40, seed=0, save_samples=True)
+    res = evaluate(small, tokenizer, "arith", EvalSettings(k=1, limit=3, max_new_tokens=40, seed=0, save_samples=True))
     assert res["prompts_over_context"] == 3
     assert all(s["tokens"] <= 24 for p in res["problems"] for s in p["samples"])
 
@@ -429,7 +430,7 @@ def test_shipped_tiny_model_on_arith() -> None:
     config = arith_config_for(path)
     if config is not None:
         spec = spec.model_copy(update={"arith": config})
-    a = evaluate(model, tok, spec, k=4, limit=20, seed=0)
+    a = evaluate(model, tok, spec, EvalSettings(k=4, limit=20, seed=0))
     m = a["metrics"]
     assert a["n_problems"] == 20 and sum(a["success_histogram"]) == 20
     assert 0.0 < m["avg@4"] < 1.0  # warm-started: solves some, not all
@@ -438,7 +439,7 @@ def test_shipped_tiny_model_on_arith() -> None:
     steps = a["step_metrics"]
     # every fully right sample has all its lines right, so step accuracy is at least their share
     assert steps["first_error_counts"].get("none", 0) / 80 <= steps["step_accuracy"] <= 1.0
-    assert _strip_times(evaluate(model, tok, spec, k=4, limit=20, seed=0)) == _strip_times(a)
+    assert _strip_times(evaluate(model, tok, spec, EvalSettings(k=4, limit=20, seed=0))) == _strip_times(a)
 
 
 # ----------------------------------------------------------------------------- CLI

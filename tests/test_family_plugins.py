@@ -17,12 +17,13 @@ from skpo.algorithms import ADVANTAGE_ESTIMATORS, POLICY_LOSSES, AdvantageInputs
 from skpo.algorithms.advantages import group_normalized_scores
 from skpo.algorithms.copo import COPOParams, answer_entropy, copo_advantage
 from skpo.algorithms.gtpo import GTPOParams, conflict_weights, gtpo_advantage
-from skpo.algorithms.lp_reg import LpRegParams, lowest_log_prob_tokens
 from skpo.algorithms.losses import PPOClipParams, ppo_clip_loss
+from skpo.algorithms.lp_reg import lowest_log_prob_tokens
 from skpo.algorithms.papo import EntropyController, PAPOParams, controller_shift, papo_advantage, polarity_weights
 from skpo.algorithms.riskpo import QuantileTracker, RiskPOParams, riskpo_advantage
 from skpo.algorithms.token_stats import entropy_gain, minp_proxy_log_prob, reducer, token_entropy
 from skpo.methods import MethodError, resolve_method
+from skpo.rollout import Scores
 
 E = math.e
 
@@ -31,7 +32,7 @@ def per_answer(reward):
     """``Trainer.score`` from a one-answer ``reward(trainer, item, response_ids) -> (reward, correct)``."""
     def score(self, items, responses):
         pairs = [reward(self, item, list(r)) for item, r in zip(items, responses)]
-        return [float(r) for r, _ in pairs], [bool(c) for _, c in pairs]
+        return Scores([float(r) for r, _ in pairs], [bool(c) for _, c in pairs])
     return score
 
 
@@ -106,8 +107,8 @@ def test_reducer_chunks_like_one_pass():
 def test_policy_forward_reductions_match_its_entropy():
     """The trainer's old-policy pass: token statistics from the same logits as the log-probs,
     padded rows and packed prompt groups alike, 0 past each response."""
-    from skpo.models.loading import load_policy, tiny_arith_dir
     from skpo.models.forward import group_by_prompt, policy_forward
+    from skpo.models.loading import load_policy, tiny_arith_dir
     from skpo.rows import pad_responses
 
     model = load_policy(tiny_arith_dir(), device="cpu")
@@ -116,7 +117,7 @@ def test_policy_forward_reductions_match_its_entropy():
     reduce = reducer([("entropy", None)])
     with torch.no_grad():
         for packs in (None, group_by_prompt(prompts)):
-            lp, h, stats = policy_forward(model, prompts, ids, mask, 262, 0.7, with_entropy=True, packs=packs,
+            _lp, h, stats = policy_forward(model, prompts, ids, mask, 262, 0.7, with_entropy=True, packs=packs,
                                           reductions=reduce)
             torch.testing.assert_close(stats["entropy"], h)
             assert (stats["entropy"][mask == 0] == 0).all() and (stats["entropy"][mask == 1] > 0).all()
@@ -268,7 +269,6 @@ def test_gtpo_advantage_by_hand():
 def test_gtpo_without_conflicts_or_entropy_terms_is_grpo():
     g = torch.Generator().manual_seed(4)
     ids = torch.arange(6 * 5).reshape(6, 5)  # every token distinct: no conflicts
-    mask = torch.ones(6, 5)
     scores = [1.0, 0.0, 0.0, 1.0, 1.0, 0.0]
     batch = rows_batch(scores, list("aaabbb"), width=5, response_ids=ids,
                        token_stats={"entropy": torch.rand(6, 5, generator=g)})
@@ -469,7 +469,7 @@ def test_estimator_state_is_checkpointed_and_resumed(tmp_path, method, monkeypat
     def cfg(out, steps):
         return load_config(None, [
             f"model.path={tiny_arith_dir()}", f"train.method={method}", f"train.steps={steps}", "train.prompts_per_step=4",
-            "rollout.group_size=3", "rollout.max_new_tokens=24", "rollout.temperature=1.5", "train.lr=1e-3",
+            "method.group_size=3", "rollout.max_new_tokens=24", "rollout.temperature=1.5", "train.lr=1e-3",
             f"log.out_dir={out}", "log.progress=false", "log.tensorboard=false", "data.arith.pool_size=30",
             "eval.every=0", *(["method.terms.response.advantage_params.bundle_size=2"] if method == "riskpo" else []),
         ])
@@ -479,10 +479,10 @@ def test_estimator_state_is_checkpointed_and_resumed(tmp_path, method, monkeypat
     first = build_trainer(cfg(tmp_path / "split", 1))
     first.train()
     saved = json.loads((tmp_path / "split" / "checkpoints" / "step_000001" / "state.json").read_text())
-    assert saved["term_states"]["response"] == first.term_states["response"].state_dict()
+    assert saved["term_states"]["response"] == first.state.term_states["response"].state_dict()
     resumed = build_trainer(cfg(tmp_path / "split", 2), resume=True)
-    assert resumed.term_states["response"].state_dict() == saved["term_states"]["response"]
+    assert resumed.state.term_states["response"].state_dict() == saved["term_states"]["response"]
     resumed.train()
-    assert resumed.term_states["response"].state_dict() == full.term_states["response"].state_dict()
+    assert resumed.state.term_states["response"].state_dict() == full.state.term_states["response"].state_dict()
     a, b = full.policy.state_dict(), resumed.policy.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

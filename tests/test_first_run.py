@@ -15,7 +15,7 @@ from skpo.training.setup import build_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 REWARDS = ROOT / "tests" / "data" / "rewards_for_tests.py"
-SMALL = ["train.steps=2", "train.prompts_per_step=2", "rollout.group_size=4", "rollout.max_new_tokens=8",
+SMALL = ["train.steps=2", "train.prompts_per_step=2", "method.group_size=4", "rollout.max_new_tokens=8",
          "eval.every=0", "log.progress=false", "log.tensorboard=false", "train.method=grpo"]
 
 
@@ -28,7 +28,7 @@ def _data(tmp_path: Path) -> Path:
 def test_a_data_path_is_trained_on(tmp_path):
     cfg = load_config(None, [f"data.path={_data(tmp_path)}", "data.answer_column=final"])
     assert cfg.data.task == "jsonl" and cfg.data.reward == "math"
-    with pytest.raises(ConfigError, match="data.task is 'arith'.*set data.task=jsonl"):
+    with pytest.raises(ConfigError, match=r"data\.task is 'arith'.*set data\.task=jsonl"):
         load_config(None, [f"data.path={_data(tmp_path)}", "data.task=arith"])
     assert load_config(None, []).data.task == "arith"  # no file: the synthetic default
 
@@ -72,7 +72,7 @@ def test_sample_completions_are_logged_with_their_verdicts(tmp_path):
     """At the first step and every ``log.samples_every`` steps a few prompts with all their rows — SKPO: the segment
     and the answers written from ``[s, q]`` — their rewards (user's range) and the reward's
     verdicts go to ``samples.jsonl`` and TensorBoard."""
-    cfg = load_config(None, ["train.method=skpo", "train.steps=2", "train.prompts_per_step=2", "rollout.group_size=3",
+    cfg = load_config(None, ["train.method=skpo", "train.steps=2", "train.prompts_per_step=2", "method.group_size=3",
                              "rollout.max_new_tokens=40", "data.arith.pool_size=20", "eval.every=0", "log.progress=false",
                              "log.samples_every=2", "log.samples=1", f"log.out_dir={tmp_path / 'run'}"])
     trainer = build_trainer(cfg)
@@ -98,7 +98,7 @@ def test_a_failed_start_leaves_nothing_that_blocks_the_rerun(tmp_path, capsys, m
     from skpo.commands.train import main as train_main
 
     out = tmp_path / "run"
-    args = ["train.steps=2", "train.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=8",
+    args = ["train.steps=2", "train.prompts_per_step=2", "method.group_size=2", "rollout.max_new_tokens=8",
             "data.arith.pool_size=20", "eval.every=0", "log.progress=false", f"log.out_dir={out}"]
     for _ in range(2):  # the same command twice: the same error, not "holds another run"
         assert train_main([*args, f"reward.function={REWARDS}:broken"]) == 2
@@ -140,8 +140,8 @@ def test_datasets_saved_by_hugging_face_load_as_given(tmp_path, layout):
         train.save_to_disk(str(tmp_path / "one"))
         path = tmp_path / "one" / "data-00000-of-00001.arrow"
     cfg = load_config(None, [*SMALL, f"data.path={path}", f"log.out_dir={tmp_path / 'run'}"])
-    from skpo.training.setup import build_source, load_tokenizer
     from skpo.models.loading import tiny_arith_dir
+    from skpo.training.setup import build_source, load_tokenizer
 
     source = build_source(cfg, load_tokenizer(tiny_arith_dir()))
     assert [it.answer.gold for it in source.items] == [str(2 * i) for i in range(7)]
@@ -193,7 +193,7 @@ def test_a_reward_function_that_hangs_or_exits_ends_the_run_with_one_line(tmp_pa
     """Training and evaluation: exit 2, one line naming the function — never exit 0, never a hang."""
     from skpo.cli import main
 
-    args = ["train.steps=1", "train.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=8",
+    args = ["train.steps=1", "train.prompts_per_step=2", "method.group_size=2", "rollout.max_new_tokens=8",
             "data.arith.pool_size=20", "eval.every=0", "log.progress=false", f"reward.timeout_s={timeout}",
             f"reward.function={REWARDS}:{name}", f"log.out_dir={tmp_path / 'run'}"]
     assert main(["train", *args]) == 2

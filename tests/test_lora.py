@@ -5,26 +5,25 @@ engine receives the merged weights. On the tiny model and on a stand-in, on CPU.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
-
-from pathlib import Path
 
 from skpo.config import load_config
 from skpo.training.setup import build_trainer
 
 # mixed rewards in every group whatever the model answers, so every step has a gradient
 PARITY = f"reward.function={Path(__file__).resolve().parent / 'data' / 'rewards_for_tests.py'}:parity"
-BASE = [PARITY, "model.lora.enabled=true", "model.lora.r=4", "train.steps=2", "train.prompts_per_step=3", "rollout.group_size=3",
+BASE = [PARITY, "model.lora.enabled=true", "model.lora.r=4", "train.steps=2", "train.prompts_per_step=3", "method.group_size=3",
         "rollout.max_new_tokens=16", "rollout.temperature=1.3", "train.lr=1e-2", "eval.every=0", "log.progress=false",
         "log.tensorboard=false", "data.arith.pool_size=20", "log.save_every=1"]
 
 
 def test_lora_trains_adapters_only_with_the_base_as_reference(tmp_path):
-    cfg = load_config(None, [*BASE, "train.method=grpo", "train.kl_coef=0.1", f"log.out_dir={tmp_path}"])
+    cfg = load_config(None, [*BASE, "train.method=grpo", "method.kl_coef=0.1", f"log.out_dir={tmp_path}"])
     trainer = build_trainer(cfg)
-    assert trainer.ref_model is None  # no copy of the weights
+    assert trainer.actor.ref_model is None  # no copy of the weights
     trainable = {n for n, p in trainer.policy.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
     base_before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters() if not p.requires_grad}
@@ -58,12 +57,12 @@ def test_lora_resume_is_exact(tmp_path):
     first = build_trainer(load_config(None, [*BASE, "train.method=grpo", f"log.out_dir={tmp_path / 'b'}",
                                              "train.steps=3"]))
     first.train_step(0)
-    first.step = 1
+    first.state.step = 1
     first.save()
     first.close()
     resumed = build_trainer(load_config(None, [*BASE, "train.method=grpo", f"log.out_dir={tmp_path / 'b'}",
                                                "train.steps=3"]), resume=True)
-    assert resumed.step == 1
+    assert resumed.state.step == 1
     resumed.train()
     for (n, p), (_, q) in zip(straight.policy.named_parameters(), resumed.policy.named_parameters()):
         assert torch.equal(p, q), n
@@ -71,7 +70,7 @@ def test_lora_resume_is_exact(tmp_path):
 
 def test_lora_on_a_standin_with_bf16_compute(standin, tmp_path):
     cfg = load_config(None, [*BASE, "train.method=skpo", f"model.path={standin('llama-3.2-3b-instruct')}",
-                             "model.dtype=bfloat16", "train.steps=1", "rollout.skpo.initial_length=8",
+                             "model.dtype=bfloat16", "train.steps=1", "rollout.initial_length=8",
                              f"log.out_dir={tmp_path}", "train.lr=1e-3"])
     trainer = build_trainer(cfg)
     lora_b = [p for n, p in trainer.policy.named_parameters() if "lora_B" in n]
@@ -89,7 +88,7 @@ def test_gradient_checkpointing_gives_the_same_update(tmp_path, lora):
     for gc in (False, True):
         extra = ["model.lora.enabled=true", "model.lora.r=4"] if lora else []
         cfg = load_config(None, [PARITY, "train.method=grpo", "train.steps=1", "train.prompts_per_step=3",
-                                 "rollout.group_size=3", "rollout.max_new_tokens=16", "rollout.temperature=1.3",
+                                 "method.group_size=3", "rollout.max_new_tokens=16", "rollout.temperature=1.3",
                                  "train.lr=1e-3", "eval.every=0", "log.progress=false", "log.tensorboard=false",
                                  "data.arith.pool_size=20", f"train.gradient_checkpointing={str(gc).lower()}",
                                  f"log.out_dir={tmp_path / str(gc)}", *extra])

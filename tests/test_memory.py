@@ -148,7 +148,7 @@ def test_the_shipped_one_gpu_config_trains_and_fits(standin, tmp_path):
                                         "reward_model": {"ground_truth": str(2 * i)}}) + "\n" for i in range(4)))
     cfg = load_config(path, [f"model.path={standin('qwen2.5-math-7b')}", f"data.path={data}", "rollout.engine=hf",
                              f"reward.function={root / 'tests' / 'data' / 'rewards_for_tests.py'}:parity",
-                             "train.steps=2", "train.prompts_per_step=2", "rollout.group_size=2",
+                             "train.steps=2", "train.prompts_per_step=2", "method.group_size=2",
                              "rollout.max_new_tokens=8", "eval.every=0", "log.progress=false", "log.tensorboard=false",
                              f"log.out_dir={tmp_path / 'run'}"])
     phases = phase_memory(QWEN25_MATH_7B, gpus=1, gpu_gb=141, sharded=False, lora=cfg.model.lora.enabled,
@@ -272,8 +272,6 @@ def test_the_weight_syncs_peak_is_what_the_formula_says(monkeypatch, kind, bucke
     import importlib.util
     import sys
     from types import SimpleNamespace
-
-    import torch
 
     from skpo.engines.vllm_engine import VLLMEngine, tied_aliases
     from skpo.models.loading import load_policy, tiny_arith_dir

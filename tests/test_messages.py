@@ -64,12 +64,16 @@ def test_nothing_close_suggests_nothing():
     ("train.steps=abc", "train.steps=abc: Input should be a valid integer"),
     ("bad.key=1", "bad.key=1: unknown key; the sections are plugins, model, data"),
     ("train.stpes=3", "train.stpes=3: unknown key (did you mean 'train.steps'?)"),
-    ("rollout.skpo.selection=best", "rollout.skpo.selection=best: Input should be 'median', 'extreme' or 'first'"),
+    ("method.rollout_params.selection=best", "method: skpo: rollout_params: skpo: selection must be one of 'median', "
+                                             "'extreme', 'first' (got 'best')"),
+    ("rollout.skpo.selection=best", "method: skpo: rollout_params: skpo: selection must be one of 'median', 'extreme', "
+                                    "'first' (got 'best') (given as rollout.skpo.selection=best)"),
+    ("method.group_size=abc", "method: group_size must be an integer (got 'abc')"),
     ("data.train_files=[a.parquet]", "data.train_files=[a.parquet]: unknown key (verl's data.train_files; here: "
                                      "data.path"),
     ("data.val_files=b.parquet", "data.val_files=b.parquet: unknown key (verl's data.val_files; here: eval.benchmarks"),
     ("actor_rollout_ref.rollout.n=8", "actor_rollout_ref.rollout.n=8: unknown key (verl's actor_rollout_ref.rollout.n; "
-                                      "here: rollout.group_size)"),
+                                      "here: method.group_size)"),
     ("reward.range=abc", "reward.range=abc: expected two numbers [low, high], e.g. reward.range=[-1,1]"),
     ("data.task=jsonl", "data.path is required when data.task is 'jsonl'"),
 ])

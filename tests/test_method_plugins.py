@@ -106,7 +106,7 @@ def test_new_estimator_and_rollout_kind_train(tmp_path, plugins):
     trainer = build_trainer(cfg)
     before = {k: v.detach().clone() for k, v in trainer.policy.state_dict().items()}
     metrics = trainer.train_step(0)
-    trainer.step += 1
+    trainer.state.step += 1
     trainer.close()
 
     # the rollout kind ran and split each group of 4 into 2 early + 2 late answers
@@ -218,19 +218,20 @@ def test_a_broken_plugin_is_one_line(tmp_path, capsys):
     assert "failed to import: RuntimeError: boom at import" in capsys.readouterr().err
 
 
-def test_a_recipe_shortcut_does_not_silently_replace_the_users_method_value(tmp_path, capsys):
-    """A run-config shortcut (a recipe's ``rollout.group_size``) that replaces a value the user's
-    own method document sets is said: a note at start (a warning) and in ``--check``."""
+def test_an_earlier_spelling_does_not_silently_replace_the_users_method_value(tmp_path, capsys):
+    """A run-config key of earlier releases (a recipe's ``rollout.group_size``) that replaces a
+    value the user's own method document sets is said: a note at start (a warning) and in ``--check``."""
     from skpo.commands.train import main as train_main
-    from skpo.methods import resolve_for_run
 
     method = tmp_path / "mine.yaml"
     method.write_text(yaml.safe_dump({"name": "mine", "rollout": "group", "group_size": 4, "terms": {
         "response": {"advantage": "grpo", "loss": "ppo_clip", "agg": "token-mean"}}}))
-    resolved, notes = resolve_for_run(load_config(None, [f"train.method={method}", "rollout.group_size=8"]))
-    assert resolved.group_size == 8
-    assert notes == [f"rollout.group_size=8 from the run config replaces group_size: 4 of your method document {method} "
-                     "(set it in one place to silence this note)"]
-    assert resolve_for_run(load_config(None, [f"train.method={method}", "rollout.group_size=4"]))[1] == []
+    resolved = load_config(None, [f"train.method={method}", "rollout.group_size=8"]).resolved()
+    assert resolved.method.group_size == 8
+    assert resolved.notes[1:] == (f"rollout.group_size=8 from the run config replaces group_size: 4 of your method "
+                                  f"document {method} (set it in one place to silence this note)",)
+    assert "earlier spelling" in resolved.notes[0]
+    assert load_config(None, [f"train.method={method}", "rollout.group_size=4"]).resolved().notes[1:] == ()
+    assert load_config(None, [f"train.method={method}", "method.group_size=8"]).resolved().notes == ()  # said once
     assert train_main(["--check", f"train.method={method}", "rollout.group_size=8", f"log.out_dir={tmp_path / 'r'}"]) == 0
     assert "replaces group_size: 4 of your method document" in capsys.readouterr().out

@@ -10,7 +10,14 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from skpo.engines import HFEngine, SamplingParams, mix_seed
-from skpo.rollout import mc_values, mc_values_batch, step_boundaries, token_step_index, vineppo_values, vineppo_values_batch
+from skpo.rollout import (
+    mc_values,
+    mc_values_batch,
+    step_boundaries,
+    token_step_index,
+    vineppo_values,
+    vineppo_values_batch,
+)
 
 VOCAB, PAD, EOS, TARGET = 50, 0, 1, 7
 

@@ -60,7 +60,7 @@ def size_overrides(recipe: Path) -> list[str]:
     spo = recipe.stem.endswith("-spo")  # one answer per prompt: more prompts so the batch has contrast
     return [
         "train.steps=2", f"train.prompts_per_step={4 if spo else 2}", "rollout.max_new_tokens=12",
-        "rollout.skpo.initial_length=16", "train.micro_batch_tokens=2048", "eval.every=2", "eval.limit=1", "eval.k=2",
+        "rollout.initial_length=16", "train.micro_batch_tokens=2048", "eval.every=2", "eval.limit=1", "eval.k=2",
         "eval.max_new_tokens=6",
     ]
 
@@ -103,10 +103,11 @@ def test_paper_recipe_trains_on_a_standin(recipe, standin, dapo_jsonl, tmp_path)
 def test_recipes_resolve_as_before_the_base_files():
     """Every shipped recipe (paper: one base per model + the method; embedded: the defaults + the
     method) resolves to the config and method it resolved to when each recipe was one flat file
-    (``tests/data/recipes_resolved.json``, written from the flat files before they were split)."""
-    from skpo.methods import method_to_document, resolve_for_run
-
-    from skpo.config import RunConfig
+    (``tests/data/recipes_resolved.json``, written from the flat files before they were split,
+    in the layout of that time: its method keys in the run config are read as a saved config's are
+    on resume), and says nothing: no setting that does not apply, no earlier spelling."""
+    from skpo.config import RunConfig, move_old_spellings
+    from skpo.methods import method_to_document
 
     def flat(tree, prefix=""):
         if isinstance(tree, dict):
@@ -119,11 +120,11 @@ def test_recipes_resolve_as_before_the_base_files():
     assert found == sorted(expected)
     for name, want in expected.items():
         cfg = load_config(ROOT / name)
-        method, notes = resolve_for_run(cfg)
-        now, then = flat(cfg.model_dump(mode="json")), flat(want["config"])
+        resolved = cfg.resolved()
+        now, then = flat(cfg.model_dump(mode="json")), flat(move_old_spellings(want["config"])[0])
         assert {k: v for k, v in now.items() if k in then} == then, name
         added = {k: v for k, v in now.items() if k not in then}  # keys added since: defaults, where data.heldout
         # follows the data (0, nothing held out, where a recipe on a data file names its own benchmarks)
         assert added == {k: 0 if k == "data.heldout" and cfg.data.task != "arith" else defaults[k] for k in added}, name
-        assert json.loads(json.dumps(method_to_document(method))) == want["method"], name
-        assert notes == want["notes"], name
+        assert json.loads(json.dumps(method_to_document(resolved.method))) == want["method"], name
+        assert resolved.notes == (), name

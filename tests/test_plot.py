@@ -71,10 +71,11 @@ def test_build_figure_panels_and_lines(runs: list[Path]) -> None:
     assert legend[0] != legend[1]
     # runs given one label share a colour and a legend entry (seeds of a method as one family)
     grouped = build_figure(loaded, labels=["skpo", "grpo", "skpo", "plain"]).get_axes()[2]
-    assert [ln.get_color() for ln in grouped.get_lines()][0] == [ln.get_color() for ln in grouped.get_lines()][1]
+    colors = [ln.get_color() for ln in grouped.get_lines()]
+    assert colors[0] == colors[1]
     assert [t.get_text() for t in grouped.get_legend().get_texts()] == ["skpo", "plain"]
     # eval points only every 5 steps
-    eval_line = [ln for ln in axes[0].get_lines() if ln.get_label().startswith("skpo · ") and "eval/arith/avg@8" in ln.get_label()][0]
+    eval_line = next(ln for ln in axes[0].get_lines() if ln.get_label().startswith("skpo · ") and "eval/arith/avg@8" in ln.get_label())
     assert list(eval_line.get_xdata()) == [0, 5, 10, 15]
 
 
@@ -107,7 +108,7 @@ def test_plot_runs_writes_a_png(runs: list[Path], tmp_path: Path) -> None:
 def test_missing_metrics_file_and_malformed_lines(tmp_path: Path) -> None:
     empty = tmp_path / "empty_run"
     empty.mkdir()
-    with pytest.raises(FileNotFoundError, match="empty_run.*has no metrics.jsonl"):
+    with pytest.raises(FileNotFoundError, match=r"empty_run.*has no metrics\.jsonl"):
         load_run(empty)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_run(tmp_path / "nowhere")

@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from skpo.config import load_config
-from skpo.training.setup import build_trainer
 from skpo.rollout.base import ROLLOUTS
+from skpo.training.setup import build_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 PARITY = f"{ROOT / 'tests' / 'data' / 'rewards_for_tests.py'}:parity"
@@ -62,7 +62,7 @@ def one_step_deltas(standin, tmp_path_factory):
             trainer.train_step(0)
             after = [p.detach().float() for p in trainer.policy.parameters()]
             out[name] = torch.cat([(a - b).flatten() for a, b in zip(after, before)])
-            state = trainer.optimizer.state[next(iter(trainer.policy.parameters()))]
+            state = trainer.actor.optimizer.state[next(iter(trainer.policy.parameters()))]
             out[name + "/state_dtype"] = state["exp_avg"].dtype
             out[name + "/weights_dtype"] = next(trainer.policy.parameters()).dtype
     finally:

@@ -7,9 +7,8 @@ import torch
 import yaml
 
 from skpo.algorithms import AggDenominators, PolicyLossInputs
-from skpo.methods import METHODS, get_method
+from skpo.methods import METHODS, MethodError, get_method, method_names, resolve_method
 from skpo.methods.record import term_loss
-from skpo.methods import MethodError, method_names, resolve_method
 
 EXPECTED = {"grpo", "dr_grpo", "dapo", "cispo", "gspo", "sapo", "spo", "rloo", "mc_dense", "oar", "oar_p", "skpo",
             "bnpo", "clip_cov", "kl_cov", "prime", "critique_grpo", "knapsack", "vas", "scaf_grpo",

@@ -134,7 +134,7 @@ def test_prime_preset_follows_the_recipe():
     [
         ({"reward_model_params": {"lrr": 1.0}}, r"reward_model_params: implicit_prm: unknown parameter\(s\) \['lrr'\]"),
         ({"reward_model_params": {"update": "later"}}, r"reward_model_params: update must be one of"),
-        ({"reward_model_params": {"lr": "fast"}}, r"reward_model_params: lr must be a number"),
+        ({"reward_model_params": {"lr": "fast"}}, r"reward_model_params: implicit_prm: lr must be a number"),
         ({"reward_model": "pmr"}, r"reward_model: unknown reward model 'pmr'"),
         ({"reward_model": None}, r"estimator 'prime' needs per-token rewards: set reward_model"),
     ],
@@ -162,9 +162,9 @@ def _rows():
 
 
 def _prm(token_budget=10_000, **params):
+    from skpo.models.forward import length_buckets
     from skpo.models.loading import load_policy, tiny_arith_dir
     from skpo.models.reward_models import REWARD_MODELS, RewardModelContext
-    from skpo.models.forward import length_buckets
 
     torch.manual_seed(0)
     policy = load_policy(tiny_arith_dir())
@@ -243,7 +243,7 @@ def test_resume_gives_the_same_policy_and_prm(tmp_path):
     first.train()
     assert (tmp_path / "split" / "checkpoints" / "step_000001" / "reward_model.pt").is_file()
     resumed = build_trainer(config(tmp_path / "split", 2), resume=True)
-    assert resumed.step == 1
+    assert resumed.state.step == 1
     resumed.train()
     a, b = full.policy.state_dict(), resumed.policy.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -266,7 +266,7 @@ def test_prm_from_a_path_and_a_missing_path_named(tmp_path):
     assert all(not p.requires_grad for p in prm.ref.parameters()) and all(p.requires_grad for p in prm.prm.parameters())
     prm.update(rows)
     # the reference is the PRM's starting point (verl: ref_path = the PRM's path), not moved by its update
-    ref = {k: v for k, v in prm.ref.state_dict().items()}
+    ref = dict(prm.ref.state_dict().items())
     assert all(torch.equal(ref[k], v) for k, v in policy.state_dict().items())
     with pytest.raises(MethodError, match=r"method\.reward_model_params\.prm_path: .*does not exist"):
         _prm(prm_path=str(tmp_path / "nowhere"))

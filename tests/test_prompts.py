@@ -99,7 +99,7 @@ def test_skpo_skip_input_keeps_bos_first_then_segment_then_the_templated_prompt(
     ending at the assistant turn — from where the model writes a fresh answer."""
     from skpo.algorithms import LengthTracker
     from skpo.engines.engine import SamplingParams
-    from skpo.rollout.skpo_rollout import SkpoPrompt, SkpoRolloutConfig, skpo_rollout
+    from skpo.rollout.skpo_rollout import SkpoPrompt, SkpoRolloutParams, skpo_rollout
     from skpo.tasks.dataset import DatasetSpec
     from skpo.tasks.sources import DatasetSource
 
@@ -112,7 +112,7 @@ def test_skpo_skip_input_keeps_bos_first_then_segment_then_the_templated_prompt(
     engine = _ScriptedEngine(segment + tok.encode(" = 42", add_special_tokens=False))
     skpo_rollout(engine, [SkpoPrompt(item.key, item.prompt_ids, item.head)], LengthTracker(initial=2 * len(segment) * 6 / 2),
                  SamplingParams(max_new_tokens=40, seed=0), lambda i, ids: 1.0, torch.Generator().manual_seed(0),
-                 SkpoRolloutConfig(group_size=2, split="fixed"), step=1, pad_token_id=0)
+                 SkpoRolloutParams(split="fixed"), group_size=2, step=1, pad_token_id=0)
     (segment_call, downstream_call) = engine.calls
     assert segment_call == [q]
     (down,) = downstream_call

@@ -108,7 +108,7 @@ def test_training_logs_accuracy_from_the_verdict_not_the_reward(tmp_path):
     from skpo.training.setup import build_trainer
 
     cfg = load_config(None, [
-        "train.method=grpo", "train.steps=1", "train.prompts_per_step=2", "rollout.group_size=2",
+        "train.method=grpo", "train.steps=1", "train.prompts_per_step=2", "method.group_size=2",
         "rollout.max_new_tokens=8", f"reward.function={HELPERS}:always_full_reward_never_correct",
         f"log.out_dir={tmp_path}", "log.progress=false", "log.tensorboard=false", "eval.every=0",
     ])
@@ -132,7 +132,7 @@ def test_training_scores_each_round_in_one_batch(tmp_path, monkeypatch):
     for method, want in (("grpo", [4 * 3]), ("skpo", [4 * 3])):
         calls.clear()
         cfg = load_config(None, [
-            f"train.method={method}", "train.steps=1", "train.prompts_per_step=4", "rollout.group_size=3",
+            f"train.method={method}", "train.steps=1", "train.prompts_per_step=4", "method.group_size=3",
             "rollout.max_new_tokens=16", f"log.out_dir={tmp_path / method}", "log.progress=false",
             "log.tensorboard=false", "eval.every=0",
         ])

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from skpo.models.loading import load_policy, tiny_arith_dir
 from skpo.models.forward import group_by_prompt, length_buckets, pack_buckets, policy_forward
-from skpo.rows import pad_responses
+from skpo.models.loading import load_policy, tiny_arith_dir
+from skpo.rows import Rows, concat_rows, pad_lists, pad_responses
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +114,47 @@ def test_length_buckets_sorted_and_within_budget():
     for b in buckets:
         assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 100
     assert [5] in buckets  # the over-long row goes alone
+
+
+def test_pad_lists_layout():
+    """Right padding (responses), left padding (prompts), a fixed width, float lists, empty lists."""
+    ids, mask = pad_lists([[5, 6], [7], []], 0)
+    assert ids.tolist() == [[5, 6], [7, 0], [0, 0]] and mask.tolist() == [[1, 1], [1, 0], [0, 0]]
+    ids, mask = pad_lists([[5, 6], [7]], 9, left=True)
+    assert ids.tolist() == [[5, 6], [9, 7]] and mask.tolist() == [[1, 1], [0, 1]]
+    ids, mask = pad_lists([[]], 0, width=2)
+    assert ids.tolist() == [[0, 0]] and mask.tolist() == [[0, 0]]
+    assert pad_lists([[], []], 0)[0].shape == (2, 1)  # at least one column
+    lps, _ = pad_lists([[-0.5], [-0.25, -1.0]], 0.0, torch.float32, width=3)
+    assert lps.dtype == torch.float32 and lps.tolist() == [[-0.5, 0.0, 0.0], [-0.25, -1.0, 0.0]]
+    with pytest.raises(ValueError, match="does not fit width 1"):
+        pad_lists([[1, 2]], 0, width=1)
+    ids, mask, lps = pad_responses([[3, 4], []], [[-0.5, -1.5], []], pad_id=1)
+    assert ids.tolist() == [[3, 4], [1, 1]] and mask.dtype == torch.float32 and mask.tolist() == [[1, 1], [0, 0]]
+    assert lps.tolist() == [[-0.5, -1.5], [0.0, 0.0]]
+
+
+def _rows(widths: list[int], stats: dict[str, float], outputs: dict[str, float]) -> Rows:
+    ids, mask, lps = pad_responses([[3] * n for n in widths], [[-0.5] * n for n in widths], pad_id=0)
+    shape = ids.shape
+    return Rows([[1]] * len(widths), ids, mask, lps, torch.zeros(len(widths)), list(range(len(widths))),
+                token_stats={k: torch.full(shape, v) for k, v in stats.items()},
+                estimator_outputs={k: torch.full(shape, v) for k, v in outputs.items()})
+
+
+def test_token_stats_and_estimator_outputs_follow_select_and_concat():
+    """Both channels are picked with their rows and joined across parts (narrower parts padded
+    with 0), each under its own names; parts that disagree on the names are refused."""
+    a = _rows([2, 1], {"entropy": 0.5}, {"entropy": 2.0})  # one name in both channels: no clash
+    b = _rows([3], {"entropy": 0.25}, {"entropy": 4.0})
+    both = concat_rows([a, b], pad_id=0)
+    assert both.token_stats["entropy"].tolist() == [[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.25, 0.25, 0.25]]
+    assert both.estimator_outputs["entropy"].tolist() == [[2.0, 2.0, 0.0], [2.0, 2.0, 0.0], [4.0, 4.0, 4.0]]
+    picked = both.select([2, 0])
+    assert picked.token_stats["entropy"][:, 0].tolist() == [0.25, 0.5]
+    assert picked.estimator_outputs["entropy"][:, 0].tolist() == [4.0, 2.0]
+    assert not picked.extra
+    with pytest.raises(ValueError, match="different token_stats"):
+        concat_rows([a, _rows([1], {}, {"entropy": 1.0})], pad_id=0)
+    with pytest.raises(ValueError, match="different estimator_outputs"):
+        concat_rows([a, _rows([1], {"entropy": 1.0}, {})], pad_id=0)

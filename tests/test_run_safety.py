@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from skpo.config import load_config
 from skpo.training import checkpoint as ckpt
@@ -35,7 +36,7 @@ def tiny_dir():
 def overrides(tiny_dir, out, *extra) -> list[str]:
     """The smallest real run: GRPO, 2 prompts × 2 answers of 16 tokens, one step."""
     return [f"model.path={tiny_dir}", "train.method=grpo", "train.steps=1", "train.prompts_per_step=2",
-            "rollout.group_size=2", "rollout.max_new_tokens=16", "train.lr=1e-3", f"log.out_dir={out}",
+            "method.group_size=2", "rollout.max_new_tokens=16", "train.lr=1e-3", f"log.out_dir={out}",
             "log.progress=false", "log.tensorboard=false", "data.arith.pool_size=20", "eval.every=0", *extra]
 
 
@@ -134,7 +135,7 @@ def test_resume_and_eval_pass_over_a_checkpoint_of_another_run(tiny_dir, tmp_pat
     with caplog.at_level(logging.WARNING, logger="skpo"):
         assert resolve_model_dir(str(mine)) == mine / "checkpoints" / "step_000001" / "model"
         resumed = build_trainer(config(tiny_dir, mine), resume=True)
-    assert resumed.step == 1
+    assert resumed.state.step == 1
     assert "belongs to run" in caplog.text and "step_000002" in caplog.text
     resumed.close()
 
@@ -236,8 +237,8 @@ def test_truncated_weights_fall_back_to_the_newest_intact_checkpoint(tiny_dir, t
     with caplog.at_level(logging.WARNING, logger="skpo"):
         assert resolve_model_dir(str(out)) == out / "checkpoints" / "step_000001" / "model"
         resumed = build_trainer(config(tiny_dir, out, "train.steps=2", "log.save_every=1"), resume=True)
-    assert resumed.step == 1
-    warning = [r.getMessage() for r in caplog.records if "step_000002" in r.getMessage()][0]
+    assert resumed.state.step == 1
+    warning = next(r.getMessage() for r in caplog.records if "step_000002" in r.getMessage())
     assert "model/model.safetensors" in warning and "step_000001" in warning
     resumed.train()  # redoes step 2 and replaces the damaged checkpoint
     ckpt.verify_checkpoint(out / "checkpoints" / "step_000002")
@@ -269,7 +270,7 @@ def test_disk_full_during_save_says_so_and_cleans_up(tiny_dir, tmp_path, monkeyp
     out = tmp_path / "run"
     trainer = trained(tiny_dir, out)
     good = ckpt.latest_checkpoint(out)
-    trainer.step = 2
+    trainer.state.step = 2
     if how == "oserror":  # a Python write: OSError with errno ENOSPC
         real = torch.save
 
@@ -376,7 +377,7 @@ def test_resume_on_changed_training_data_is_refused_or_recorded(tiny_dir, tmp_pa
     [record] = run["resumes"]
     assert record["data_changed"]["before"] == before
     assert record["data_changed"]["now"] == run["data"] and run["data"]["rows"] == 50
-    assert resumed.step == 2
+    assert resumed.state.step == 2
 
 
 def test_data_fingerprint_of_large_files_and_folders(tmp_path, monkeypatch):
@@ -512,7 +513,7 @@ def test_sigterm_saves_and_resume_continues_bit_for_bit(tiny_dir, tmp_path):
     assert "Traceback" not in err.read_text()
     ckpt.verify_checkpoint(out / "checkpoints" / "step_000002")
     resumed = build_trainer(config(tiny_dir, out, "train.steps=3"), resume=True)
-    assert resumed.step == 2
+    assert resumed.state.step == 2
     resumed.train()
     a, b = weights(full.policy), weights(resumed.policy)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -550,7 +551,7 @@ def test_a_torn_last_metrics_line_is_dropped(tmp_path, caplog):
     assert "line 4 is incomplete" in caplog.text
     assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 2]
     path.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
-    with pytest.raises(JsonlError, match="metrics.jsonl: line 2"):
+    with pytest.raises(JsonlError, match=r"metrics\.jsonl: line 2"):
         truncate_metrics(path, 3)
 
 
@@ -561,19 +562,75 @@ def test_resume_compares_the_resolved_method_not_the_overrides(tiny_dir, tmp_pat
     from skpo.training.run_dir import ResumeConfigError
 
     out = tmp_path / "run"
-    base = ["train.method=skpo", "rollout.group_size=2", "train.prompts_per_step=2", "rollout.max_new_tokens=16",
+    base = ["train.method=skpo", "method.group_size=2", "train.prompts_per_step=2", "rollout.max_new_tokens=16",
             "train.lr=1e-3", "log.progress=false", "log.tensorboard=false", "data.arith.pool_size=20", "eval.every=0",
             f"log.out_dir={out}", f"model.path={tiny_dir}"]
     build_trainer(load_config(None, [*base, "train.steps=1"])).train()
     noop = [*base, "train.steps=2", "method.terms.upstream.weight=0.5"]
     assert train_main(["--check", "--resume", *noop]) == 0
     resumed = build_trainer(load_config(None, noop), resume=True)
-    assert resumed.step == 1
+    assert resumed.state.step == 1
     resumed.close()
     changed = [*base, "train.steps=2", "method.terms.upstream.weight=0.3"]
     with pytest.raises(ResumeConfigError, match=r"method\.terms\.upstream\.weight: 0\.5 → 0\.3"):
         build_trainer(load_config(None, changed), resume=True)
     assert train_main(["--check", "--resume", *changed]) == 2
+
+
+OLD_RUNS = yaml.safe_load((Path(__file__).parent / "data" / "runs_before_method_home.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(OLD_RUNS))
+def test_records_saved_with_the_earlier_method_keys_pass_the_resume_checks(name, tmp_path):
+    """A run saved when the run config still held method keys (``rollout.group_size``,
+    ``rollout.skpo.*``, ``rollout.mc_k``, ``train.kl_coef``, …; tests/data/runs_before_method_home.yaml,
+    from runs of that release) passes the resume checks against its command line, given again as
+    it was or in the new spelling, and nothing in them is a refused change."""
+    from skpo.methods import method_to_document
+    from skpo.training.run_dir import check_resolved_method, check_resume_config
+
+    old = OLD_RUNS[name]
+    saved = {**old["config"], "log": {**old["config"]["log"], "out_dir": str(tmp_path)}}
+    from skpo.config import OLD_SPELLINGS
+
+    # the same settings in the new spelling (dapo's rollout.skpo.skip applied to nothing: left out)
+    new_spelling = [f"{OLD_SPELLINGS.get(k, k)}={v}" for k, _, v in (o.partition("=") for o in old["overrides"])
+                    if not (name == "dapo" and k == "rollout.skpo.skip")]
+    for given in (old["overrides"], new_spelling):
+        cfg = load_config(None, [*given, f"log.out_dir={tmp_path}", "train.steps=2"])
+        assert check_resume_config(saved, cfg.model_dump(mode="json"), tmp_path) == {"train.steps": [1, 2]}
+        check_resolved_method(old["method_resolved"], json.loads(json.dumps(method_to_document(cfg.resolved().method))),
+                              tmp_path)
+
+
+def test_a_run_saved_with_the_earlier_method_keys_resumes(tiny_dir, tmp_path):
+    """End to end: a checkpoint whose saved config and run record are those of a run of the
+    earlier layout (its state.json config and run.json's resolved method replaced by the
+    recorded ones) resumes, in --check and at start, with the run's own command line."""
+    from skpo.commands.train import main as train_main
+    from skpo.models.manifest import sha256_file
+
+    old, out = OLD_RUNS["skpo"], tmp_path / "run"
+    given = [*old["overrides"], f"model.path={tiny_dir}", f"log.out_dir={out}"]
+    build_trainer(load_config(None, given)).train()
+    state_path = out / "checkpoints" / "step_000001" / "state.json"
+    state = json.loads(state_path.read_text())
+    state["config"] = {**old["config"], "model": {**old["config"]["model"], "path": tiny_dir},
+                       "log": {**old["config"]["log"], "out_dir": str(out)}}
+    state_path.write_text(json.dumps(state))
+    manifest_path = state_path.parent / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["state.json"] = {"size": state_path.stat().st_size, "sha256": sha256_file(state_path)}
+    manifest_path.write_text(json.dumps(manifest, indent=1))
+    run = json.loads((out / "run.json").read_text())
+    assert run["method_resolved"] == old["method_resolved"]  # what this release resolves, too
+    (out / "run.json").write_text(json.dumps({**run, "method_resolved": old["method_resolved"]}))
+    again = [*given, "train.steps=2"]
+    assert train_main(["--check", "--resume", *again]) == 0
+    resumed = build_trainer(load_config(None, again), resume=True)
+    assert resumed.state.step == 1
+    resumed.train()
+    assert resumed.state.step == 2
 
 
 @pytest.mark.slow(reason="every quick test that saves goes through the save's lock; this races two processes on it")
@@ -655,7 +712,7 @@ def test_sigterm_during_evaluation_stops_within_one_batch_and_saves(tiny_dir, tm
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["step"] == 1 and last["eval/interrupted"] == 1.0 and "eval/arith/avg@4" not in last
     resumed = build_trainer(config(tiny_dir, out, "train.steps=3", "eval.every=0"), resume=True)
-    assert resumed.step == 1
+    assert resumed.state.step == 1
     resumed.close()
 
 
@@ -663,8 +720,8 @@ def test_a_stop_signal_saves_resumes_exactly_and_cuts_an_evaluation_short(tiny_d
     """In-process, the path a SIGTERM takes (the subprocess tests send real ones): a signal during
     step 2 saves after it and resumes to the weights of an uninterrupted run; a signal during the
     evaluation of step 1 ends it after the batch in flight and records it as interrupted."""
-    from skpo.errors import TrainingInterrupted
     from skpo.engines import hf_engine
+    from skpo.errors import TrainingInterrupted
     from skpo.training.trainer import Trainer
 
     full = trained(tiny_dir, tmp_path / "full", "train.steps=3")
@@ -681,7 +738,7 @@ def test_a_stop_signal_saves_resumes_exactly_and_cuts_an_evaluation_short(tiny_d
         split.train()
     monkeypatch.setattr(Trainer, "train_step", real_step)
     resumed = build_trainer(config(tiny_dir, tmp_path / "split", "train.steps=3"), resume=True)
-    assert resumed.step == 2
+    assert resumed.state.step == 2
     resumed.train()
     a, b = weights(full.policy), weights(resumed.policy)
     assert all(torch.equal(a[k], b[k]) for k in a)

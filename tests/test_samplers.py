@@ -24,12 +24,13 @@ from skpo.algorithms.prompt_samplers import (
     knapsack_value,
     rollouts_for_signal,
     uniform_indices,
-    vas_batch_indices,
     variance_promotion_weights,
+    vas_batch_indices,
 )
-from skpo.methods import MethodError, resolve_method
 from skpo.engines import Completion, SamplingParams
 from skpo.engines.engine import mix_seed
+from skpo.methods import MethodError, resolve_method
+from skpo.rollout import Scores
 from skpo.rollout.group import generate_groups
 
 # ----------------------------------------------------------------------------- Knapsack RL
@@ -274,9 +275,9 @@ def test_arith_hints_are_the_first_solution_lines_as_a_skip_input(tokenizer):
 
 
 def test_data_hints_come_from_the_hint_columns(tmp_path, tokenizer):
+    from skpo.rollout.scaffold import ScaffoldParams, _check_hints, hint_prompt_ids
     from skpo.tasks.dataset import DatasetSpec
     from skpo.tasks.sources import DatasetSource
-    from skpo.rollout.scaffold import ScaffoldParams, _check_hints, hint_prompt_ids
 
     row = {"question": "What is 2+3?", "answer": "5", "know": ["Add the numbers.", "Count up."], "sol": "2+3=5"}
     path = tmp_path / "h.jsonl"
@@ -299,6 +300,7 @@ def test_data_hints_come_from_the_hint_columns(tmp_path, tokenizer):
 
 def test_an_all_wrong_group_gets_its_lowest_solving_hint_in_place_of_its_first_answer(tokenizer):
     from skpo.rollout.base import RolloutContext, Timer
+    from skpo.rollout.group import SampledGroup
     from skpo.rollout.scaffold import ScaffoldParams, _hint_failed_groups, hint_prompt_ids
 
     class Source:
@@ -311,12 +313,12 @@ def test_an_all_wrong_group_gets_its_lowest_solving_hint_in_place_of_its_first_a
 
     def score(items, responses):  # hinted answers: level 1 wrong, level ≥ 2 right for a; c never
         ok = [it is a and k % 4 != 0 for k, it in enumerate(items)]
-        return [1.0 if o else -1.0 for o in ok], ok
+        return Scores([1.0 if o else -1.0 for o in ok], ok)
 
     def group(item, correct):
         n = len(correct)
-        return {"item": item, "responses": [[9, 9]] * n, "logprobs": [[-1.0, -1.0]] * n,
-                "rewards": [1.0 if x else -1.0 for x in correct], "correct": list(correct), "kept": True}
+        return SampledGroup(item, [[9, 9]] * n, [[-1.0, -1.0]] * n, [1.0 if x else -1.0 for x in correct],
+                            list(correct), informative=len(set(correct)) > 1, kept=True)
 
     groups = [group(a, [False] * 3), group(b, [True, False, False]), group(c, [False] * 2)]
     ctx = RolloutContext(engine=engine, params=SamplingParams(seed=7), rollout_params=ScaffoldParams(warmup_steps=2), group_size=4,
@@ -324,18 +326,53 @@ def test_an_all_wrong_group_gets_its_lowest_solving_hint_in_place_of_its_first_a
                          generator=torch.Generator())
     assert _hint_failed_groups(ctx, groups)[:2] == (0, 0)  # step 1 < warm-up 2: no hints
     ctx.step = 2
-    decoded, prefill, metrics = _hint_failed_groups(ctx, groups)
+    decoded, prefill, metrics, _verdicts = _hint_failed_groups(ctx, groups)
     levels = hint_prompt_ids(source, a, ScaffoldParams())
-    assert groups[0]["prompts"][0] == levels[1] and groups[0]["prompts"][1:] == [list(a.prompt_ids)] * 2  # level 2
-    assert groups[0]["rewards"] == [1.0, -1.0, -1.0] and groups[0]["correct"][0] is True
+    assert groups[0].prompts[0] == levels[1] and groups[0].prompts[1:] == [list(a.prompt_ids)] * 2  # level 2
+    assert groups[0].rewards == [1.0, -1.0, -1.0] and groups[0].correct[0] is True
     hinted = engine.generate([levels[1]], 1, SamplingParams(seed=[mix_seed(mix_seed(7, 83), 1)]))[0][0]
-    assert groups[0]["responses"][0] == hinted.token_ids and groups[0]["logprobs"][0] == hinted.logprobs
-    assert "prompts" not in groups[1] and "prompts" not in groups[2]  # mixed group untouched; c unsolved
-    assert groups[2]["rewards"] == [-1.0, -1.0]
+    assert groups[0].responses[0] == hinted.token_ids and groups[0].logprobs[0] == hinted.logprobs
+    assert groups[1].prompts is None and groups[2].prompts is None  # mixed group untouched; c unsolved
+    assert groups[2].rewards == [-1.0, -1.0]
     # 2 all-wrong groups × 4 levels, one answer each, 2 tokens: all decoded tokens counted
     assert decoded == 8 * 2 and metrics["scaffold/hint_answers"] == 8 and metrics["scaffold/solved_with_hint"] == 1
     assert metrics["scaffold/solved_level_mean"] == 2 and prefill == sum(len(x) for x in levels) + sum(
         len(x) for x in hint_prompt_ids(source, c, ScaffoldParams()))
+
+
+def test_the_rollout_returns_the_verdicts_of_every_answer_it_scored(tokenizer):
+    """The reward's verdicts come back in the rollout's result (what the step's sample records
+    say of each row), from each of its scorings: a Scaf-GRPO step scores its group answers, then
+    the hinted answers of the all-wrong group; an answer scored twice keeps its later verdict."""
+    from skpo.rewards.base import Verdict
+    from skpo.rollout.base import RolloutContext, Timer
+    from skpo.rollout.scaffold import ScaffoldParams, scaffold_rollout
+
+    class Source:
+        pass
+
+    source = Source()
+    source.tokenizer = tokenizer
+    items = [_arith_item(tokenizer, q) for q in ("37+48-12", "5+6-1")]
+    calls: list[dict] = []
+
+    def score(items, responses):  # the group answers all wrong; every hinted answer right
+        ok = bool(calls)
+        verdicts = {(it.key, tuple(r)): Verdict(float(ok), ok, f"scoring {len(calls) + 1}")
+                    for it, r in zip(items, responses)}
+        calls.append(verdicts)
+        return Scores([1.0 if ok else -1.0] * len(items), [ok] * len(items), verdicts)
+
+    ctx = RolloutContext(engine=FakeEngine(), params=SamplingParams(seed=7), rollout_params=ScaffoldParams(warmup_steps=0),
+                         group_size=3, step=0, score=score, sample_prompts=None, source=source, pad_id=0,
+                         max_new_tokens=8, timer=Timer(), generator=torch.Generator())
+    result = scaffold_rollout(ctx, items)
+    assert len(calls) == 2 and result.verdicts == {**calls[0], **calls[1]}
+    rows = result.rows
+    said = [result.verdicts[(key, tuple(rows.response_ids[b, : int(rows.response_mask[b].sum())].tolist()))]
+            for b, key in enumerate(rows.prompt_keys)]
+    assert [v.correct for v in said] == [r > 0 for r in rows.rewards.tolist()]
+    assert [v.reason for v in said] == ["scoring 2", "scoring 1", "scoring 1"] * 2  # the first answer: hinted
 
 
 # ----------------------------------------------------------------------------- in the trainer
@@ -346,6 +383,9 @@ class CountingEngine:
 
     def __init__(self, engine) -> None:
         self.engine, self.calls, self.decoded = engine, [], 0
+
+    def __getattr__(self, name):  # everything else (cuts, sleep, sync) is the wrapped engine's
+        return getattr(self.engine, name)
 
     def generate(self, prompts, n, params, max_new_tokens=None):
         out = self.engine.generate(prompts, n, params, max_new_tokens=max_new_tokens)
@@ -368,10 +408,10 @@ def _config(out, method, *extra):
 def test_knapsack_group_sizes_reach_the_engine_and_every_token_counts(tmp_path):
     from skpo.training.setup import build_trainer
 
-    cfg = _config(tmp_path / "run", "knapsack", "rollout.group_size=4")
+    cfg = _config(tmp_path / "run", "knapsack", "method.group_size=4")
     trainer = build_trainer(cfg)
     for i, item in enumerate(trainer.source.items):  # trusted histories: p = 0, 1/4, 1/2, 3/4, 1, …
-        trainer.prompt_sampler.observe([item.key] * 8, [1.0] * (2 * (i % 5)) + [0.0] * (8 - 2 * (i % 5)), step=0)
+        trainer.state.prompt_sampler.observe([item.key] * 8, [1.0] * (2 * (i % 5)) + [0.0] * (8 - 2 * (i % 5)), step=0)
     plan = trainer.plan_prompts(0)
     assert sum(plan.group_sizes) == 4 * 4 and len(set(plan.group_sizes)) > 1
     engine = trainer.engine = CountingEngine(trainer.engine)
@@ -379,20 +419,20 @@ def test_knapsack_group_sizes_reach_the_engine_and_every_token_counts(tmp_path):
     sampled = {p: n for prompts, n in engine.calls for p in prompts}
     assert [sampled[tuple(it.prompt_ids)] for it in plan.items] == plan.group_sizes
     assert metrics["tokens/decoded"] == engine.decoded and metrics["sampler/frontier_prompts"] > 0
-    trainer.step += 1
+    trainer.state.step += 1
     trainer.save()
-    state = trainer.prompt_sampler.state_dict()
+    state = trainer.state.prompt_sampler.state_dict()
     trainer.close()
     assert sum(state["history"]["counts"]) == 12 * 8 + 16  # the step's 16 rewards joined the history
-    resumed = build_trainer(_config(tmp_path / "run", "knapsack", "rollout.group_size=4", "train.steps=2"), resume=True)
-    assert resumed.prompt_sampler.state_dict() == state
+    resumed = build_trainer(_config(tmp_path / "run", "knapsack", "method.group_size=4", "train.steps=2"), resume=True)
+    assert resumed.state.prompt_sampler.state_dict() == state
     resumed.close()
 
 
 def test_vas_scoring_rollouts_are_counted_and_their_weights_resume(tmp_path):
     from skpo.training.setup import build_trainer
 
-    extra = ("rollout.group_size=2", "method.prompt_sampling_params.scoring_rollouts=2", "method.kl_coef=0")
+    extra = ("method.group_size=2", "method.prompt_sampling_params.scoring_rollouts=2", "method.kl_coef=0")
     trainer = build_trainer(_config(tmp_path / "run", "vas", *extra))
     engine = trainer.engine = CountingEngine(trainer.engine)
     metrics = trainer.train_step(0)
@@ -400,13 +440,13 @@ def test_vas_scoring_rollouts_are_counted_and_their_weights_resume(tmp_path):
     assert engine.calls[0][1] == 2 and len(engine.calls[0][0]) == pool  # 2 answers for every pool prompt first
     assert metrics["sampler/scoring_answers"] == 2 * pool and metrics["tokens/decoded"] == engine.decoded
     assert metrics["sampler/scoring_decoded_tokens"] < engine.decoded  # plus the step's own rollout
-    assert len(trainer.prompt_sampler.weights) == pool
-    trainer.step += 1
+    assert len(trainer.state.prompt_sampler.weights) == pool
+    trainer.state.step += 1
     trainer.save()
-    weights = dict(trainer.prompt_sampler.weights)
+    weights = dict(trainer.state.prompt_sampler.weights)
     trainer.close()
     resumed = build_trainer(_config(tmp_path / "run", "vas", *extra, "train.steps=2"), resume=True)
-    assert resumed.prompt_sampler.weights == weights and resumed.prompt_sampler.scoring_due(1) == 0
+    assert resumed.state.prompt_sampler.weights == weights and resumed.state.prompt_sampler.scoring_due(1) == 0
     resumed.close()
 
 
@@ -419,10 +459,10 @@ def test_scaffold_hinted_rows_train_and_count(tmp_path, monkeypatch):
     def score(self, items, responses):  # the group answers all wrong, every hinted answer right
         calls.append(len(items))
         ok = len(calls) > 1
-        return [1.0 if ok else -1.0] * len(items), [ok] * len(items)
+        return Scores([1.0 if ok else -1.0] * len(items), [ok] * len(items))
 
     monkeypatch.setattr(Trainer, "score", score)
-    trainer = build_trainer(_config(tmp_path / "run", "scaf_grpo", "rollout.group_size=3",
+    trainer = build_trainer(_config(tmp_path / "run", "scaf_grpo", "method.group_size=3",
                                     "method.rollout_params.warmup_steps=0", "method.rollout_params.levels_per_tier=2"))
     engine = trainer.engine = CountingEngine(trainer.engine)
     before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}

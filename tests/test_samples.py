@@ -13,7 +13,7 @@ from skpo.config import load_config
 from skpo.training.logging import Progress, _clip
 from skpo.training.setup import build_trainer
 
-TINY = ["train.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=12", "eval.every=0",
+TINY = ["train.prompts_per_step=2", "method.group_size=2", "rollout.max_new_tokens=12", "eval.every=0",
         "log.tensorboard=false", "train.method=grpo"]
 
 
@@ -58,7 +58,7 @@ def test_skpo_shows_the_segment_and_its_answers_on_the_console(tmp_path, capsys)
     """Two prompts' rows are written, segments first; the console shows one prompt's segment and
     the answers written from it (``[s, q]``)."""
     run = tmp_path / "run"
-    cfg = load_config(None, ["train.method=skpo", "train.steps=1", "train.prompts_per_step=2", "rollout.group_size=3",
+    cfg = load_config(None, ["train.method=skpo", "train.steps=1", "train.prompts_per_step=2", "method.group_size=3",
                              "rollout.max_new_tokens=40", "data.arith.pool_size=20", "eval.every=0",
                              "log.tensorboard=false", "log.samples=2", f"log.out_dir={run}"])
     build_trainer(cfg).train()
@@ -67,7 +67,7 @@ def test_skpo_shows_the_segment_and_its_answers_on_the_console(tmp_path, capsys)
     roles = [line.split("]")[0].strip(" [") for line in lines if line.startswith("  [")]
     assert roles == ["upstream", "downstream", "downstream", "downstream"]  # log.console_samples: 4
     shown = [line.removeprefix("    prompt     ") for line in lines if line.startswith("    prompt     ")]
-    segment = [line.removeprefix("    completion ") for line in lines if line.startswith("    completion ")][0]
+    segment = next(line.removeprefix("    completion ") for line in lines if line.startswith("    completion "))
     assert all(p.startswith(segment) for p in shown[1:])  # the answers to [s, q] of the segment shown
     records = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
     assert [r["role"] for r in records][:2] == ["upstream", "upstream"] and len(records) == 8

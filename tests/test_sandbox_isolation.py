@@ -519,7 +519,7 @@ def test_no_namespaces_means_an_error_not_an_unisolated_run(monkeypatch: pytest.
     monkeypatch.setattr(sandbox, "_setup", None)
     monkeypatch.setattr(sandbox, "_run", refused)
     monkeypatch.setattr(sandbox.os, "geteuid", lambda: 1000)
-    with pytest.raises(RuntimeError, match="user namespaces.*will not run untrusted code unisolated"):
+    with pytest.raises(RuntimeError, match=r"user namespaces.*will not run untrusted code unisolated"):
         sandbox.sandbox_identity_mode()
     with pytest.raises(RuntimeError, match="Operation not permitted"):
         run_python_sandboxed("def add(a, b):\n    return a + b\n", ADD_TESTS, "add")
@@ -587,7 +587,7 @@ def test_memory_outside_the_address_space_limit_is_refused() -> None:
         "import ctypes, errno, os\n"
         "libc = ctypes.CDLL(None, use_errno=True)\n"
         "try:\n    os.memfd_create('x')\n    memfd = 0\nexcept OSError as e:\n    memfd = e.errno\n"
-        f"shm = libc.shmget(0, 15 << 20, 0o1000 | 0o600)\nshm_errno = ctypes.get_errno()\n"
+        "shm = libc.shmget(0, 15 << 20, 0o1000 | 0o600)\nshm_errno = ctypes.get_errno()\n"
         "written, error = 0, 0\n"
         "try:\n"
         "    for i in range(55):\n"
@@ -791,7 +791,7 @@ def _arguments(prompt: str, entry_point: str) -> list[str]:
 # Judges are reaped by skpo itself, whatever runs above it.
 # ------------------------------------------------------------------------------------------
 
-_TIMEOUTS_THEN_A_PASS = """
+_TIMEOUTS_THEN_A_PASS = f"""
 import os, sys
 from skpo.rewards.code import run_python_sandboxed
 timeouts, processes = int(sys.argv[1]), int(sys.argv[2])
@@ -805,7 +805,7 @@ for entry in os.listdir("/proc"):
     except OSError:
         pass
 print(os.getpid(), sorted(reasons), passed, zombies)
-""".format(ADD_TESTS=ADD_TESTS)
+"""
 
 
 def _under_an_init_that_never_reaps(timeouts: int, processes: int, slots: int) -> str:

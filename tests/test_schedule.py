@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from skpo.training.schedule import lr_factor
 from skpo.training.actor import Actor
+from skpo.training.schedule import lr_factor
 
 
 def _trainer_formula_before_the_move(step: int, steps: int, warmup: int, schedule: str) -> float:
@@ -25,7 +25,7 @@ def _trainer_formula_before_the_move(step: int, steps: int, warmup: int, schedul
 @pytest.mark.parametrize("steps,warmup", [(1, 0), (7, 0), (100, 10), (10, 10), (5, 8), (333, 17)])
 def test_trainer_schedule_is_bit_identical(schedule, steps, warmup):
     train = SimpleNamespace(steps=steps, warmup_steps=warmup, lr_schedule=schedule)
-    trainer = SimpleNamespace(cfg=SimpleNamespace(train=train))  # (an actor: only its config is read)
+    trainer = SimpleNamespace(settings=SimpleNamespace(train=train))  # (an actor: only its settings are read)
     for step in range(steps + 1):  # LambdaLR also asks for the step after the last
         expected = _trainer_formula_before_the_move(step, steps, warmup, schedule)
         assert lr_factor(step, steps, warmup, schedule) == expected  # exact, not approximate

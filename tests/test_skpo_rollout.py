@@ -4,6 +4,7 @@ rewards, groups, ablation switches, determinism, counters."""
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import pytest
 import torch
@@ -12,18 +13,18 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from skpo.algorithms.advantages import skpo_downstream_index
 from skpo.algorithms.trackers import LengthTracker
 from skpo.engines import HFEngine, SamplingParams
+from skpo.engines.engine import Completion
+from skpo.models.forward import policy_forward
 from skpo.rollout.skpo_rollout import (
     SkpoPrompt,
     SkpoRolloutBatch,
-    SkpoRolloutConfig,
+    SkpoRolloutParams,
     cut_segment,
     segment_nll,
     select_segment,
     skpo_rollout,
     split_points,
-    to_model_inputs,
 )
-from skpo.engines.engine import Completion
 
 VOCAB, PAD, EOS, TARGET = 40, 0, 1, 5
 G = 4
@@ -102,7 +103,7 @@ def make_engine(model) -> Recorder:
 
 def run(
     model,
-    config: SkpoRolloutConfig = SkpoRolloutConfig(group_size=G),
+    config: SkpoRolloutParams = SkpoRolloutParams(),  # noqa: B008 - frozen
     *,
     prompts=PROMPTS,
     step: int = 0,
@@ -114,7 +115,7 @@ def run(
     tracker = tracker if tracker is not None else LengthTracker(initial=24.0)
     params = SamplingParams(temperature=1.0, max_new_tokens=BUDGET, seed=seed)
     batch = skpo_rollout(
-        engine, prompts, tracker, params, reward, torch.Generator().manual_seed(gen_seed), config, step=step
+        engine, prompts, tracker, params, reward, torch.Generator().manual_seed(gen_seed), config, group_size=G, step=step
     )
     return batch, engine, tracker
 
@@ -146,7 +147,7 @@ def test_shapes_masks_and_inputs(model):
     assert T_up == max(1, int(up.response_mask.sum(1).max()))
     assert (up.old_log_probs[up.response_mask == 0] == 0).all()
     assert (up.response_ids[up.response_mask == 0] == PAD).all()
-    assert up.index == [p.key for p in PROMPTS]
+    assert up.prompt_keys == [p.key for p in PROMPTS]
     assert up.prompt_ids == [list(p.prompt_ids) for p in PROMPTS]
 
     for i, p in enumerate(PROMPTS):
@@ -169,7 +170,7 @@ def test_shapes_masks_and_inputs(model):
         i = r // G
         assert int(down.upstream_row[r]) == i
         assert down.prompt_ids[r] == segments[i] + list(PROMPTS[i].prompt_ids)  # [s, q] exactly
-        assert down.index[r] == PROMPTS[i].key
+        assert down.prompt_keys[r] == PROMPTS[i].key
         assert down.segment_index[r] == (PROMPTS[i].key, 0, i, int(up.selected[i]))
     # The engine saw exactly the phases of the paper: K segments from q, G answers from [s, q].
     assert [c["n"] for c in engine.calls] == [K, G]
@@ -210,16 +211,11 @@ def test_log_probs_equal_teacher_forcing(model):
     for r, o in enumerate(answers):
         torch.testing.assert_close(down.old_log_probs[r, : len(o)], torch.tensor(scored[r]), rtol=0, atol=1e-5)
 
-    # The trainer's batched forward on to_model_inputs gives the same numbers.
+    # The trainer's batched teacher-forced forward gives the same numbers.
     for part in (up, down):
-        ids, attn, pos, rmask = part.model_inputs(PAD)
-        assert torch.equal(rmask, part.response_mask)
-        P = ids.shape[1] - rmask.shape[1]
-        assert torch.equal(ids[:, P:][rmask.bool()], part.response_ids[rmask.bool()])
         with torch.no_grad():
-            logits = model(input_ids=ids, attention_mask=attn, position_ids=pos).logits[:, P - 1 : -1]
-        logp = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, P:, None]).squeeze(-1)
-        torch.testing.assert_close(logp * rmask, part.old_log_probs, rtol=0, atol=1e-5)
+            logp, _ = policy_forward(model, part.prompt_ids, part.response_ids, part.response_mask.float(), PAD)
+        torch.testing.assert_close(logp, part.old_log_probs, rtol=0, atol=1e-5)
 
 
 def test_rewards_and_groups(model):
@@ -231,7 +227,7 @@ def test_rewards_and_groups(model):
     assert set(down.rewards.tolist()) == {-1.0, 1.0}  # the test exercises both outcomes
     torch.testing.assert_close(up.rewards, down.rewards.reshape(-1, G).mean(1), rtol=0, atol=0)
     assert torch.equal(up.rewards, up.mc_rewards) and up.own_rewards is None
-    keys = skpo_downstream_index(down.index, down.segment_index)
+    keys = skpo_downstream_index(down.prompt_keys, down.segment_index)
     counts = {k: keys.count(k) for k in keys}
     assert len(counts) == len(PROMPTS) and set(counts.values()) == {G}
 
@@ -239,16 +235,16 @@ def test_rewards_and_groups(model):
 def test_duplicate_prompt_keys_form_separate_groups(model):
     prompts = [PROMPTS[0], PROMPTS[0], PROMPTS[1]]
     batch, _, _ = run(model, prompts=prompts)
-    keys = skpo_downstream_index(batch.downstream.index, batch.downstream.segment_index)
+    keys = skpo_downstream_index(batch.downstream.prompt_keys, batch.downstream.segment_index)
     counts = {k: keys.count(k) for k in keys}
     assert len(counts) == 3 and set(counts.values()) == {G}
-    assert batch.upstream.index == ["a", "a", "b"]
+    assert batch.upstream.prompt_keys == ["a", "a", "b"]
 
 
 def test_counters_equal_sums_of_lengths(model):
-    batch, engine, _ = run(model, SkpoRolloutConfig(group_size=G, upstream_reward="own"))
+    batch, engine, _ = run(model, SkpoRolloutParams(upstream_reward="own"))
     up, down, c = batch.upstream, batch.downstream, batch.counters
-    seg_call, down_call, own_call = engine.calls
+    seg_call, _down_call, _own_call = engine.calls
     assert c.upstream_decoded_tokens == int(up.candidate_sampled_lengths.sum())
     assert c.upstream_decoded_tokens == sum(len(x) for row in seg_call["out"] for x in row)
     assert c.downstream_decoded_tokens == int(down.response_mask.sum())
@@ -267,13 +263,13 @@ def test_length_tracker_update(model):
     mean_len = down.response_mask.sum(1).float().reshape(-1, G).mean(1)
     torch.testing.assert_close(up.length_observations, mean_len, rtol=0, atol=0)
     assert all(p.key not in tracker for p in PROMPTS)  # the rollout only reads the tracker
-    batch.update_length_tracker(tracker, kls=[0.0] * len(PROMPTS))
+    tracker.update(up.prompt_keys, up.length_observations.tolist(), kls=[0.0] * len(PROMPTS), step=batch.step)  # the run state's fold
     for i, p in enumerate(PROMPTS):  # first observation overwrites the prior (eta = 1)
         assert tracker.get(p.key) == pytest.approx(float(mean_len[i]))
 
 
 def test_phases_use_different_seeds(model):
-    _, engine, _ = run(model, SkpoRolloutConfig(group_size=G, upstream_reward="own"))
+    _, engine, _ = run(model, SkpoRolloutParams(upstream_reward="own"))
     seeds = [set(c["params"].seed) for c in engine.calls]
     assert len(seeds) == 3 and all(len(s) == len(PROMPTS) for s in seeds)
     assert not (seeds[0] & seeds[1]) and not (seeds[0] & seeds[2]) and not (seeds[1] & seeds[2])
@@ -313,7 +309,7 @@ def test_early_stopped_segments_are_cut_to_half(eos_model):
 
 def test_empty_segments_do_not_break_anything():
     model = tiny_qwen(eos_bias=40.0)  # every sample is EOS at once: ℓ = 1 -> empty segment
-    batch, engine, _ = run(model, SkpoRolloutConfig(group_size=G, upstream_reward="own"))
+    batch, engine, _ = run(model, SkpoRolloutParams(upstream_reward="own"))
     up, down = batch.upstream, batch.downstream
     assert all(len(c.token_ids) == 1 for row in engine.calls[0]["out"] for c in row)
     assert torch.isnan(up.candidate_nll).all()
@@ -324,8 +320,9 @@ def test_empty_segments_do_not_break_anything():
         assert down.prompt_ids[r] == list(PROMPTS[r // G].prompt_ids)  # [s, q] with s = []
     assert down.response_ids[:, 0].tolist() == [EOS] * (len(PROMPTS) * G)
     assert torch.equal(up.rewards, torch.full((len(PROMPTS),), -1.0))
-    ids, attn, pos, rmask = up.model_inputs(PAD)
-    assert ids.shape == (len(PROMPTS), max(len(p.prompt_ids) for p in PROMPTS) + 1) and int(rmask.sum()) == 0
+    with torch.no_grad():  # the trainer's forward takes the empty segments: log-probs 0
+        logp, _ = policy_forward(model, up.prompt_ids, up.response_ids, up.response_mask.float(), PAD)
+    assert logp.shape == (len(PROMPTS), 1) and not logp.any()
 
 
 def test_cut_segment_and_nll_units():
@@ -371,7 +368,7 @@ def test_select_segment_extreme_and_first():
 def test_fixed_split_alternates_sixth_and_half(model):
     tracker = LengthTracker(initial=24.0)
     tracker.update(["b"], [60.0], kls=[0.0])  # L_b = 60 -> 10 / 30 (capped at the budget 16)
-    cfg = SkpoRolloutConfig(group_size=G, split="fixed")
+    cfg = SkpoRolloutParams(split="fixed")
     got = [run(model, cfg, step=s, tracker=tracker)[0].upstream.split_points.tolist() for s in range(3)]
     assert got == [[4, 10, 4, 4], [12, 16, 12, 12], [4, 10, 4, 4]]
     assert split_points(tracker, ["a", "b"], "fixed", 1) == [12, 30]
@@ -381,21 +378,21 @@ def test_fixed_split_alternates_sixth_and_half(model):
 
 
 def test_extreme_selection_alternates_min_and_max(model):
-    cfg = SkpoRolloutConfig(group_size=G, selection="extreme")
+    cfg = SkpoRolloutParams(selection="extreme")
     for step, pick in [(0, torch.argmin), (1, torch.argmax), (2, torch.argmin)]:
         batch = run(model, cfg, step=step, seed=100 + step)[0]
         up = batch.upstream
         assert up.selected.tolist() == pick(up.candidate_nll, dim=1).tolist()  # no NLL ties here
         assert {key[1] for key in batch.downstream.segment_index} == {step}
     # Median selection picks differently on the very same candidates.
-    med = run(model, SkpoRolloutConfig(group_size=G), seed=100)[0].upstream
+    med = run(model, SkpoRolloutParams(), seed=100)[0].upstream
     ext = run(model, cfg, seed=100)[0].upstream
     assert torch.equal(med.candidate_nll, ext.candidate_nll)
     assert not torch.equal(med.selected, ext.selected)
 
 
 def test_own_upstream_reward_uses_one_extra_completion(model):
-    cfg = SkpoRolloutConfig(group_size=G, upstream_reward="own")
+    cfg = SkpoRolloutParams(upstream_reward="own")
     batch, engine, _ = run(model, cfg, seed=21)
     up, down = batch.upstream, batch.downstream
     assert [c["n"] for c in engine.calls] == [G, G, 1]
@@ -409,14 +406,14 @@ def test_own_upstream_reward_uses_one_extra_completion(model):
     assert torch.equal(up.rewards, expected) and torch.equal(up.own_rewards, expected)
     # The MC value is still computed, and the downstream phase is unchanged by the switch.
     torch.testing.assert_close(up.mc_rewards, down.rewards.reshape(-1, G).mean(1), rtol=0, atol=0)
-    base = run(model, SkpoRolloutConfig(group_size=G), seed=21)[0]
+    base = run(model, SkpoRolloutParams(), seed=21)[0]
     assert torch.equal(base.downstream.response_ids, down.response_ids)
     assert not torch.equal(base.upstream.rewards, up.rewards)
 
 
 def test_one_segment_variant_decodes_one_segment_per_prompt(model):
-    cfg = SkpoRolloutConfig(group_size=G, selection="first")
-    assert cfg.segments == 1
+    cfg = SkpoRolloutParams(selection="first")
+    assert cfg.segments(G) == 1
     batch, engine, _ = run(model, cfg)
     up = batch.upstream
     assert [c["n"] for c in engine.calls] == [1, G]
@@ -424,12 +421,12 @@ def test_one_segment_variant_decodes_one_segment_per_prompt(model):
     assert batch.counters.upstream_decoded_tokens == int(up.candidate_sampled_lengths.sum())
     assert batch.counters.upstream_decoded_tokens <= int(up.split_points.sum())
     # "first" with explicit num_segments > 1 keeps candidate 0 of several.
-    many = run(model, SkpoRolloutConfig(group_size=G, selection="first", num_segments=3))[0].upstream
+    many = run(model, SkpoRolloutParams(selection="first", num_segments=3))[0].upstream
     assert many.candidate_nll.shape == (len(PROMPTS), 3) and many.selected.tolist() == [0] * len(PROMPTS)
 
 
 def test_continual_ablation(model):
-    cfg = SkpoRolloutConfig(group_size=G, skip=False)
+    cfg = SkpoRolloutParams(skip=False)
     batch, engine, _ = run(model, cfg, seed=9)
     up, down = batch.upstream, batch.downstream
     segs = rows(up.response_ids, up.response_mask)
@@ -449,24 +446,24 @@ def test_continual_ablation(model):
 
 
 def test_separator_is_inserted_between_segment_and_prompt(model):
-    batch, _, _ = run(model, SkpoRolloutConfig(group_size=G, separator_ids=(7, 8)))
+    batch, _, _ = run(model, SkpoRolloutParams(separator_ids=(7, 8)))
     segs = rows(batch.upstream.response_ids, batch.upstream.response_mask)
     for r in range(len(PROMPTS) * G):
         assert batch.downstream.prompt_ids[r] == segs[r // G] + [7, 8] + list(PROMPTS[r // G].prompt_ids)
     with pytest.raises(ValueError, match="separator_ids"):
-        SkpoRolloutConfig(skip=False, separator_ids=(7,))
+        SkpoRolloutParams(skip=False, separator_ids=(7,))
 
 
 def test_config_validation():
     with pytest.raises(ValueError, match="upstream_reward"):
-        SkpoRolloutConfig(upstream_reward="mean")  # type: ignore[arg-type]
+        SkpoRolloutParams(upstream_reward="mean")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="selection"):
-        SkpoRolloutConfig(selection="random")  # type: ignore[arg-type]
+        SkpoRolloutParams(selection="random")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="split"):
-        SkpoRolloutConfig(split="random")  # type: ignore[arg-type]
+        SkpoRolloutParams(split="random")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="num_segments"):
-        SkpoRolloutConfig(num_segments=0)
-    assert SkpoRolloutConfig().segments == 8 and SkpoRolloutConfig(num_segments=3).segments == 3
+        SkpoRolloutParams(num_segments=0)
+    assert SkpoRolloutParams().segments(8) == 8 and SkpoRolloutParams(num_segments=3).segments(8) == 3
 
 
 # ---------------------------------------------------------------------- determinism
@@ -494,13 +491,3 @@ def test_same_seeds_give_identical_batches(model):
     b = _flatten(run(model, seed=None, gen_seed=4)[0])
     assert _same(b, _flatten(run(model, seed=None, gen_seed=4)[0]))
     assert not _same(b, _flatten(run(model, seed=None, gen_seed=5)[0]))
-
-
-def test_to_model_inputs_layout():
-    ids, attn, pos, rmask = to_model_inputs([[5, 6], [7]], [[8], [9, 10, 11]], pad_token_id=0)
-    assert ids.tolist() == [[5, 6, 8, 0, 0], [0, 7, 9, 10, 11]]
-    assert attn.tolist() == [[1, 1, 1, 0, 0], [0, 1, 1, 1, 1]]
-    assert pos.tolist() == [[0, 1, 2, 2, 2], [0, 0, 1, 2, 3]]
-    assert rmask.tolist() == [[1, 0, 0], [1, 1, 1]]
-    ids, _, _, rmask = to_model_inputs([[5]], [[]], pad_token_id=0, width=2)
-    assert ids.tolist() == [[5, 0, 0]] and rmask.tolist() == [[0, 0]]

@@ -32,7 +32,7 @@ def _ids(value) -> list[int]:
     """apply_chat_template(tokenize=True) as a flat list, whatever the transformers version returns."""
     if isinstance(value, torch.Tensor):
         value = value.tolist()
-    if not isinstance(value, list) and hasattr(value, "keys") and "input_ids" in value.keys():
+    if not isinstance(value, list) and hasattr(value, "keys") and "input_ids" in value:
         value = value["input_ids"]
     if isinstance(value, torch.Tensor):
         value = value.tolist()
@@ -168,22 +168,22 @@ def test_llama_special_tokens(llama):
 
 def test_encode_adds_bos_exactly_for_llama(qwen, llama):
     text = "Compute 12 + 30."
-    q, l = _tok(qwen), _tok(llama)
+    q, lla = _tok(qwen), _tok(llama)
     assert q.encode(text) == q.encode(text, add_special_tokens=False)
     assert all(i < 151643 for i in q.encode(text))
-    l_ids, l_plain = l.encode(text), l.encode(text, add_special_tokens=False)
+    l_ids, l_plain = lla.encode(text), lla.encode(text, add_special_tokens=False)
     assert l_ids == [128000] + l_plain and 128000 not in l_plain
-    assert l(text)["input_ids"][0] == 128000
-    assert l.decode(l_ids, skip_special_tokens=True) == text
+    assert lla(text)["input_ids"][0] == 128000
+    assert lla.decode(l_ids, skip_special_tokens=True) == text
 
 
 def test_real_pre_tokenizer_and_round_trip(qwen, llama):
-    q, l = _tok(qwen), _tok(llama)
+    q, lla = _tok(qwen), _tok(llama)
     split = lambda tok, s: [p for p, _ in tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(s)]  # noqa: E731
     assert split(q, "x=12345") == ["x", "=", "1", "2", "3", "4", "5"]  # Qwen2: one digit per piece
-    assert split(l, "x=12345") == ["x", "=", "123", "45"]  # Llama 3: up to three digits
+    assert split(lla, "x=12345") == ["x", "=", "123", "45"]  # Llama 3: up to three digits
     text = "Janet’s ducks lay 16 eggs — café ∑ $\\frac{1}{2}$\n\n  done"
-    for tok in (q, l):
+    for tok in (q, lla):
         assert tok.decode(tok.encode(text, add_special_tokens=False)) == text
     # the small BPE still compresses math text (not one token per byte)
     problem = "Convert the point $(0,3)$ in rectangular coordinates to polar coordinates."

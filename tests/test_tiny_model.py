@@ -8,11 +8,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer, Qwen2ForCausalLM
 
+from skpo.commands.warmstart_training import draft_inputs, evaluate_avg_at_k
 from skpo.models.loading import load_policy, load_tokenizer, tiny_arith_dir
 from skpo.models.tiny import build_tiny_model, count_parameters
 from skpo.models.tokenizer import EOS_TOKEN, PAD_TOKEN, build_tokenizer
 from skpo.tasks.arith import ArithConfig, heldout_problems
-from skpo.commands.warmstart_training import draft_inputs, evaluate_avg_at_k
 
 TEXT = "Q: 37+48-12\nA:\n37+48=85\n85-12=73\nAnswer: 73"
 
@@ -77,14 +77,14 @@ def test_missing_or_wrong_path_names_it(tmp_path):
         load_tokenizer(missing)
     empty = tmp_path / "empty-dir"
     empty.mkdir()
-    with pytest.raises(FileNotFoundError, match="empty-dir.*not a model directory"):
+    with pytest.raises(FileNotFoundError, match=r"empty-dir.*not a model directory"):
         load_policy(empty)
     (empty / "config.json").write_text("{}")
-    with pytest.raises(FileNotFoundError, match="empty-dir.*no weights"):
+    with pytest.raises(FileNotFoundError, match=r"empty-dir.*no weights"):
         load_policy(empty)
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
-    with pytest.raises(NotADirectoryError, match="file.txt"):
+    with pytest.raises(NotADirectoryError, match=r"file\.txt"):
         load_policy(a_file)
 
 

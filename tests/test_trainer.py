@@ -8,8 +8,9 @@ import json
 import pytest
 import torch
 
-from skpo.methods import METHODS
 from skpo.config import ConfigError, load_config
+from skpo.methods import METHODS, sizes_that_apply
+from skpo.rollout import Scores
 from skpo.training import checkpoint as ckpt
 from skpo.training.setup import build_trainer
 
@@ -29,15 +30,14 @@ def per_answer(reward):
     """``Trainer.score`` from a one-answer ``reward(trainer, item, response_ids) -> (reward, correct)``."""
     def score(self, items, responses):
         pairs = [reward(self, item, list(r)) for item, r in zip(items, responses)]
-        return [float(r) for r, _ in pairs], [bool(c) for _, c in pairs]
+        return Scores([float(r) for r, _ in pairs], [bool(c) for _, c in pairs])
     return score
 
 
 def small_config(tiny_dir, out, method="skpo", *extra):
     return load_config(None, [
         f"model.path={tiny_dir}", f"train.method={method}", "train.steps=2", "train.prompts_per_step=3",
-        "rollout.group_size=3", "rollout.max_new_tokens=48", "rollout.mc_k=2", "rollout.mc_max_steps=3",
-        "train.lr=1e-3", f"log.out_dir={out}", "log.progress=false", "log.tensorboard=false",
+        *sizes_that_apply(method, 3, k=2, max_steps=3), "rollout.max_new_tokens=48", "train.lr=1e-3", f"log.out_dir={out}", "log.progress=false", "log.tensorboard=false",
         "data.arith.pool_size=50", *extra,
     ])
 
@@ -93,15 +93,15 @@ def test_resume_gives_the_same_weights(tiny_dir, tmp_path, method):
     first = build_trainer(small_config(tiny_dir, tmp_path / "split", method, "train.steps=2"))
     first.train()
     resumed = build_trainer(small_config(tiny_dir, tmp_path / "split", method, "train.steps=4"), resume=True)
-    assert resumed.step == 2
+    assert resumed.state.step == 2
     resumed.train()
     a, b = weights(full.policy), weights(resumed.policy)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    oa, ob = full.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    oa, ob = full.actor.optimizer.state_dict()["state"], resumed.actor.optimizer.state_dict()["state"]
     assert all(torch.equal(oa[p][m], ob[p][m]) for p in oa for m in ("exp_avg", "exp_avg_sq", "step"))  # AdamW too
     if method == "skpo":
-        assert full.value_tracker.state_dict() == resumed.value_tracker.state_dict()
-        assert full.length_tracker.state_dict() == resumed.length_tracker.state_dict()
+        assert full.state.value_tracker.state_dict() == resumed.state.value_tracker.state_dict()
+        assert full.state.length_tracker.state_dict() == resumed.state.length_tracker.state_dict()
     steps = [json.loads(x)["step"] for x in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
 
@@ -111,7 +111,7 @@ def test_crash_during_save_leaves_previous_checkpoint_loadable(tiny_dir, tmp_pat
     trainer = build_trainer(small_config(tiny_dir, tmp_path, "grpo", "train.steps=1"))
     trainer.train()  # complete checkpoint at step 1
     good = ckpt.latest_checkpoint(tmp_path)
-    trainer.step = 2
+    trainer.state.step = 2
 
     class Crash(RuntimeError):
         pass
@@ -130,9 +130,9 @@ def test_crash_during_save_leaves_previous_checkpoint_loadable(tiny_dir, tmp_pat
     assert ckpt.latest_checkpoint(tmp_path) == good
     ckpt.verify_checkpoint(good)
     resumed = build_trainer(small_config(tiny_dir, tmp_path, "grpo", "train.steps=1"), resume=True)
-    assert resumed.step == 1
+    assert resumed.state.step == 1
     # the next save cleans the leftovers of the crashed one
-    resumed.step = 3
+    resumed.state.step = 3
     resumed.save()
     assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
 
@@ -143,7 +143,7 @@ def test_damaged_checkpoint_is_refused(tiny_dir, tmp_path):
     path = ckpt.latest_checkpoint(tmp_path)
     with (path / "optimizer.pt").open("ab") as f:
         f.write(b"x")
-    with pytest.raises(ckpt.CheckpointError, match="optimizer.pt"):
+    with pytest.raises(ckpt.CheckpointError, match=r"optimizer\.pt"):
         build_trainer(small_config(tiny_dir, tmp_path, "grpo", "train.steps=1"), resume=True)
 
 
@@ -159,7 +159,7 @@ def test_resume_without_checkpoint_names_the_directory(tiny_dir, tmp_path):
         ("train.lr=fast", "train.lr"),
         ("train.method=grpp", "grpp"),
         ("rollout.top_p=1.5", "rollout.top_p"),
-        ("rollout.skpo.selection=best", "rollout.skpo.selection"),
+        ("method.rollout_params.selection=best", "selection must be one of 'median', 'extreme', 'first'"),
         ("data.task=jsonl", "data.path"),
         ("train", "key.sub=value"),
     ],
@@ -172,7 +172,7 @@ def test_bad_config_names_the_key(override, needle):
 def test_bad_yaml_file_names_the_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  steps: [1,\n")
-    with pytest.raises(ConfigError, match="bad.yaml"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml"):
         load_config(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
@@ -207,7 +207,7 @@ def test_shipped_recipes_validate(tmp_path):
     for path in paper:
         cfg = load_config(path)
         assert cfg.train.lr == 1e-6 and cfg.rollout.max_new_tokens == 3072 and cfg.train.steps == 500
-        assert cfg.train.mini_batches == 4 and cfg.rollout.group_size == 8
+        assert cfg.train.mini_batches == 4 and cfg.resolved().method.group_size == (1 if cfg.train.method == "spo" else 8)
         # the model is not on this machine: the command fails clearly, naming the key and path
         assert train_main(["--config", str(path), "--check"]) == 2
 
@@ -221,7 +221,7 @@ def test_sigkill_during_save_leaves_previous_checkpoint(tiny_dir, tmp_path):
     import textwrap
 
     overrides = [f"model.path={tiny_dir}", "train.method=grpo", "train.steps=2", "train.prompts_per_step=2",
-                 "rollout.group_size=2", "rollout.max_new_tokens=16", f"log.out_dir={tmp_path}",
+                 "method.group_size=2", "rollout.max_new_tokens=16", f"log.out_dir={tmp_path}",
                  "log.progress=false", "log.tensorboard=false", "log.save_every=1", "data.arith.pool_size=20"]
     script = textwrap.dedent(f"""
         import sys, time, torch
@@ -252,7 +252,7 @@ def test_sigkill_during_save_leaves_previous_checkpoint(tiny_dir, tmp_path):
     assert good.name == "step_000001"
     ckpt.verify_checkpoint(good)
     resumed = build_trainer(load_config(None, overrides), resume=True)  # the run's own config
-    assert resumed.step == 1
+    assert resumed.state.step == 1
 
 
 @pytest.mark.parametrize("method", ["grpo", "skpo"])
@@ -269,11 +269,11 @@ def test_on_policy_shortcut_equals_recomputed_old_log_probs(tiny_dir, tmp_path, 
     monkeypatch.setattr(Actor, "log_probs", lambda self, *a: extra_passes.append(1) or real_log_probs(self, *a))
     fast = build_trainer(small_config(tiny_dir, tmp_path / "fast", method, "train.steps=1"))
     start = weights(fast.policy)
-    assert fast.on_policy
+    assert fast.update_settings.on_policy
     fast.train_step(0)
     assert extra_passes == []  # no old-log-prob forward
     for module in (log_probs_mod, update_mod):  # as if off-policy: a separate pass, π_old from it in the loss
-        monkeypatch.setattr(module, "is_on_policy", lambda train_cfg: False)
+        monkeypatch.setattr(module, "is_on_policy", lambda *counts: False)
     slow = build_trainer(small_config(tiny_dir, tmp_path / "slow", method, "train.steps=1"))
     slow.train_step(0)
     assert extra_passes  # the separate pass ran
@@ -297,7 +297,7 @@ def test_micro_batching_and_packing_do_not_change_the_update(tiny_dir, tmp_path,
     for name, trainer in (("alone", alone), ("together", together)):
         # compare the clipped gradients the optimizer receives: after AdamW, float rounding
         # in near-zero gradients would be magnified to lr-sized weight differences
-        trainer.optimizer.step = lambda *a, _t=trainer, _n=name, **k: grads.__setitem__(
+        trainer.actor.optimizer.step = lambda *a, _t=trainer, _n=name, **k: grads.__setitem__(
             _n, {n: p.grad.clone() for n, p in _t.policy.named_parameters() if p.grad is not None})
     m_alone, m_together = alone.train_step(0), together.train_step(0)
     assert m_alone["tokens/update_real"] > m_together["tokens/update_real"]  # packing shared the prompts
@@ -320,20 +320,20 @@ def test_off_policy_mini_batches_start_from_ratio_one(tiny_dir, tmp_path, method
     mixed_rewards(monkeypatch)
     kls: list[tuple[int, float]] = []  # (optimizer steps taken so far, approx_kl of a micro-batch)
     steps = [0]
-    real_term_loss = update_mod.term_loss
+    real_term_loss = update_mod.term_loss_value
 
-    def spy(term, inputs, den):
-        loss, metrics = real_term_loss(term, inputs, den)
+    def spy(*args):
+        loss, metrics = real_term_loss(*args)
         if "approx_kl" in metrics:
             kls.append((steps[0], float(metrics["approx_kl"])))
         return loss, metrics
 
-    monkeypatch.setattr(update_mod, "term_loss", spy)
+    monkeypatch.setattr(update_mod, "term_loss_value", spy)
     trainer = build_trainer(small_config(tiny_dir, tmp_path / method, method, "train.mini_batches=2", "train.ppo_epochs=2",
                                          "train.prompts_per_step=4"))
-    real_step = trainer.optimizer.step
-    trainer.optimizer.step = lambda *a, **k: (steps.__setitem__(0, steps[0] + 1), real_step(*a, **k))[1]
-    assert not trainer.on_policy
+    real_step = trainer.actor.optimizer.step
+    trainer.actor.optimizer.step = lambda *a, **k: (steps.__setitem__(0, steps[0] + 1), real_step(*a, **k))[1]
+    assert not trainer.update_settings.on_policy
     m = trainer.train_step(0)
     assert steps[0] == 4
     assert all(v == v and abs(v) != float("inf") for v in m.values())
@@ -371,14 +371,14 @@ def test_dapo_dynamic_sampling_refills_the_batch(tiny_dir, tmp_path, monkeypatch
 
     monkeypatch.setattr(trainer_mod, "update", spy)
     trainer = build_trainer(small_config(tiny_dir, tmp_path / "dapo", "dapo", "train.prompts_per_step=4",
-                                         "rollout.group_size=4", "train.dapo_max_gen_batches=8"))
+                                         "method.group_size=4", "method.max_gen_batches=8"))
     m = trainer.train_step(0)
     rows = seen["rows"]
-    keys = list(dict.fromkeys(rows.index))
+    keys = list(dict.fromkeys(rows.prompt_keys))
     assert len(keys) == 4 and len(rows) == 16
     assert not any(flat(k) for k in keys)
     for k in keys:  # every trained group has mixed rewards
-        assert len({float(r) for r, i in zip(rows.rewards, rows.index) if i == k}) > 1
+        assert len({float(r) for r, i in zip(rows.rewards, rows.prompt_keys) if i == k}) > 1
     assert m["filter/gen_batches"] >= 2 and m["filter/underfilled"] == 0
     assert m["filter/informative_fraction"] < 1
     assert m["tokens/decoded"] > rows.response_mask.sum()  # the dropped groups were decoded too
@@ -389,7 +389,7 @@ def test_dapo_gives_up_after_its_rounds_and_trains_nothing(tiny_dir, tmp_path, m
     from skpo.training.trainer import Trainer
 
     monkeypatch.setattr(Trainer, "score", per_answer(lambda self, item, ids: (self.method.reward_range[0], False)))
-    trainer = build_trainer(small_config(tiny_dir, tmp_path / "dapo", "dapo", "train.dapo_max_gen_batches=2"))
+    trainer = build_trainer(small_config(tiny_dir, tmp_path / "dapo", "dapo", "method.max_gen_batches=2"))
     m = trainer.train_step(0)
     assert m["filter/gen_batches"] == 2 and m["filter/underfilled"] == 1 and m["filter/informative_fraction"] == 0
     assert m["actor/grad_norm"] == 0
@@ -405,7 +405,7 @@ def test_two_identical_runs_are_bit_identical_optimizer_state_included(tiny_dir,
     for name in ("a", "b"):
         trainer = build_trainer(small_config(tiny_dir, tmp_path / name, "skpo", "train.steps=4", f"train.threads={threads}"))
         trainer.train()
-        runs.append((weights(trainer.policy), trainer.optimizer.state_dict()["state"]))
+        runs.append((weights(trainer.policy), trainer.actor.optimizer.state_dict()["state"]))
     (wa, oa), (wb, ob) = runs
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert oa.keys() == ob.keys() and all(

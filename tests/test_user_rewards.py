@@ -245,7 +245,7 @@ def test_os_exit_in_a_reward_is_an_error_with_exit_2_and_a_clean_run_directory(m
 
     path = module("exits_hard", "import os\n\ndef score(completion, example):\n    os._exit(0)\n")
     out = tmp_path / "run"
-    args = ["train.steps=1", "train.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=8",
+    args = ["train.steps=1", "train.prompts_per_step=2", "method.group_size=2", "rollout.max_new_tokens=8",
             "data.arith.pool_size=20", "eval.every=0", "log.progress=false", f"reward.function={path}:score",
             f"log.out_dir={out}"]
     assert train_main(args) == 2
@@ -282,7 +282,7 @@ def test_in_process_rewards_when_asked(module, tmp_path):
 
 # ----------------------------------------------------------------------------- API runs, resumed from the command line
 
-SMALL = ["train.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=8", "eval.every=0",
+SMALL = ["train.prompts_per_step=2", "method.group_size=2", "rollout.max_new_tokens=8", "eval.every=0",
          "log.progress=false", "log.tensorboard=false"]
 
 
@@ -348,7 +348,7 @@ def test_check_runs_the_reward_on_gold_and_wrong_answers(module, tmp_path, capsy
     data = tmp_path / "train.jsonl"
     data.write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+5?", "answer": "7"}\n')
     base = ["model.path=tiny-arith", "data.task=jsonl", f"data.path={data}", "train.prompts_per_step=2", "eval.every=0",
-            "log.progress=false", "train.steps=1", "rollout.group_size=2", "rollout.max_new_tokens=8"]
+            "log.progress=false", "train.steps=1", "method.group_size=2", "rollout.max_new_tokens=8"]
     # the math reward: the gold, boxed, is paid on every row and "I do not know." is not
     assert train_main(["--check", *base, "data.reward=math", f"log.out_dir={tmp_path / 'a'}"]) == 0
     # a bug that --check used to pass: the same one line as training

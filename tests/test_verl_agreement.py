@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from skpo.algorithms import ADVANTAGE_ESTIMATORS, POLICY_LOSSES, AdvantageInputs, PolicyLossInputs, agg_loss, kl_penalty
-from skpo.algorithms.stats import entropy_from_logits
-
 # No importorskip: a missing oracle must fail the suite, not silently skip it.
 from verl.trainer.ppo import core_algos
 from verl.utils import torch_functional as verl_F
 from verl.workers.config.actor import ActorConfig, PolicyLossConfig
+
+from skpo.algorithms import ADVANTAGE_ESTIMATORS, POLICY_LOSSES, AdvantageInputs, PolicyLossInputs, agg_loss, kl_penalty
+from skpo.algorithms.stats import entropy_from_logits
 
 pytestmark = pytest.mark.verl
 

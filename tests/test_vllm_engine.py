@@ -34,8 +34,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from skpo.models.loading import load_policy, tiny_arith_dir
 from skpo.engines import SamplingParams
+from skpo.models.loading import load_policy, tiny_arith_dir
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 
@@ -169,7 +169,7 @@ def test_vllms_loader_refuses_a_tied_alias_without_its_first_name(fake_vllm):
         llm.apply_model(lambda m: m.load_weights([("model.norm.weight", state["model.norm.weight"]), ("lm_head.weight", head)]))
     loaded = llm.apply_model(lambda m: m.load_weights([("model.embed_tokens.weight", head), ("lm_head.weight", head)]))[0]
     assert loaded == {"model.embed_tokens.weight"}  # the alias skipped, its first name loaded
-    with pytest.raises(ValueError, match="no module or parameter named 'lm_head.bias'"):
+    with pytest.raises(ValueError, match=r"no module or parameter named 'lm_head\.bias'"):
         llm.apply_model(lambda m: m.load_weights([("lm_head.bias", head[0])]))
     buckets = list(weight_buckets(state.items(), 1 << 20))  # the engine as it was: every state-dict name
     assert "model.embed_tokens.weight" in dict(buckets[0]) and "lm_head.weight" in dict(buckets[-1])
@@ -215,7 +215,7 @@ def test_a_lora_policy_on_a_tied_model_is_synced_once(fake_vllm):
     assert not torch.equal(held["model.layers.0.self_attn.q_proj.weight"],
                            policy.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight)  # W + ΔW arrived
     head = apply_lora(moved_policy(), SimpleNamespace(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "lm_head"]))
-    with pytest.raises(ValueError, match="lm_head.weight is tied to model.embed_tokens.weight.*target_modules"):
+    with pytest.raises(ValueError, match=r"lm_head\.weight is tied to model\.embed_tokens\.weight.*target_modules"):
         eng.sync_weights(head)
 
 
@@ -343,20 +343,20 @@ def test_the_context_limit_wrapper_counts_cuts():
     assert limited.cuts == 2
 
 
-def test_plan_context_checks_the_model():
-    from skpo.engines.context import ContextError, plan_context
+def test_the_context_window_is_checked_against_the_model():
+    from skpo.engines.context import ContextError, fit_context_window
 
-    plan = plan_context(1024, 1536, 3072, 8192)
-    assert (plan.need, plan.context, plan.may_cut) == (5632, 5632, False)
+    window = fit_context_window(1024, 1536, 3072, 8192)
+    assert (window.need, window.tokens, window.may_cut) == (5632, 5632, False)
     with pytest.raises(ContextError, match=r"5632 tokens.*4096 positions.*rollout.max_context_tokens=4096"):
-        plan_context(1024, 1536, 3072, 4096, growth_note="the skip segment s")
-    plan = plan_context(1024, 1536, 3072, 4096, setting=4096)
-    assert (plan.context, plan.may_cut) == (4096, True)
+        fit_context_window(1024, 1536, 3072, 4096, growth_note="the skip segment s")
+    window = fit_context_window(1024, 1536, 3072, 4096, setting=4096)
+    assert (window.tokens, window.may_cut) == (4096, True)
     with pytest.raises(ContextError, match="exceeds the model's 4096"):
-        plan_context(1024, 0, 3072, 4096, setting=5000)
+        fit_context_window(1024, 0, 3072, 4096, setting=5000)
     with pytest.raises(ContextError, match="no room"):
-        plan_context(1024, 0, 3072, 4096, setting=1000)
-    assert plan_context(100, None, 50, 4096).context == 4096  # growth not bounded: the model's whole context
+        fit_context_window(1024, 0, 3072, 4096, setting=1000)
+    assert fit_context_window(100, None, 50, 4096).tokens == 4096  # growth not bounded: the model's whole context
 
 
 def test_skpo_prompt_growth_bounds_the_segment():
@@ -403,14 +403,14 @@ def test_skpo_on_the_vllm_engine_counts_answers_cut_by_the_context(fake_vllm, tm
     from skpo.training.setup import build_trainer
 
     args = ["rollout.engine=vllm", "train.method=skpo", "train.steps=2", "train.prompts_per_step=2",
-            "rollout.group_size=2", "rollout.max_new_tokens=24", "rollout.temperature=1.5", "rollout.ignore_eos=true",
+            "method.group_size=2", "rollout.max_new_tokens=24", "rollout.temperature=1.5", "rollout.ignore_eos=true",
             "eval.every=0", "log.progress=false", "log.tensorboard=false", "data.arith.pool_size=20"]
     with caplog.at_level(logging.WARNING, logger="skpo"):
         trainer = build_trainer(load_config(None, [*args, f"log.out_dir={tmp_path / 'fits'}"]))
-    plan = trainer.context
+    plan = trainer.context_window
     # sized for [s, q] + answer: s is at most ⌊L/2⌋ = 16 tokens with the prior L = 32 (rollout.skpo.initial_length)
-    assert plan.growth == 16 and plan.need == plan.longest_prompt + 16 + 24 == plan.context
-    assert trainer.engine.llm.max_model_len == plan.context and "cut" not in caplog.text
+    assert plan.growth == 16 and plan.need == plan.longest_prompt + 16 + 24 == plan.tokens
+    assert trainer.engine.llm.max_model_len == plan.tokens and "cut" not in caplog.text
     trainer.close()
     tight = plan.longest_prompt + 28  # room for the answer and a short segment, not a long one
     with caplog.at_level(logging.WARNING, logger="skpo"):
@@ -421,7 +421,7 @@ def test_skpo_on_the_vllm_engine_counts_answers_cut_by_the_context(fake_vllm, tm
     lines = [json.loads(x) for x in (tmp_path / "tight" / "metrics.jsonl").read_text().splitlines()]
     assert sum(x["rollout/cut_by_context"] for x in lines) > 0
     assert "reached the engine's context" in caplog.text
-    assert json.loads((tmp_path / "tight" / "run.json").read_text())["context"]["context"] == tight
+    assert json.loads((tmp_path / "tight" / "run.json").read_text())["context_window"]["tokens"] == tight
 
 
 # ----------------------------------------------------------------------------- scripts/vllm_smoke.py

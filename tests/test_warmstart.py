@@ -10,6 +10,8 @@ import pytest
 import torch
 
 import skpo.commands.warmstart_training as ws
+from skpo.commands.warmstart import main
+from skpo.commands.warmstart_training import WarmstartConfig, draft_inputs, make_example, train
 from skpo.models.loading import load_policy, load_tokenizer, tiny_arith_dir
 from skpo.models.tiny import build_tiny_model
 from skpo.models.tokenizer import build_tokenizer
@@ -17,8 +19,6 @@ from skpo.rewards.arith import check_answer
 from skpo.tasks.arith import ArithConfig, ArithProblem, solution_text
 from skpo.tasks.templates import plain_input_ids, response_ids
 from skpo.training.schedule import lr_factor
-from skpo.commands.warmstart import main
-from skpo.commands.warmstart_training import WarmstartConfig, draft_inputs, make_example, train
 
 SHORT = ["--steps", "40", "--batch-size", "16", "--log-every", "0", "--threads", "1"]
 

@@ -3,7 +3,7 @@
 Packages form layers, each importing only from below; ``docs/architecture.md`` has the map.
 """
 
-from skpo.version import __version__
+from skpo.version import __version__ as __version__
 
 
 def __getattr__(name: str):

@@ -27,9 +27,9 @@ from __future__ import annotations
 import importlib
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -59,16 +59,15 @@ def register_reward(name: str, fn: Callable[..., Any], *, batched: bool = False,
     if ":" in name:
         raise ValueError(f"reward name {name!r}: ':' marks a 'module:function' reference; choose a plain name")
     existing = REWARDS.get(name)
-    if existing is not None and getattr(existing, "_skpo_fn", None) is not fn:
-        if not getattr(existing, "_skpo_user", False):
-            raise ValueError(f"reward {name!r} is a built-in reward; choose another name")
+    if existing is not None and getattr(existing, "_skpo_fn", None) is not fn and not getattr(existing, "_skpo_user", False):
+        raise ValueError(f"reward {name!r} is a built-in reward; choose another name")
     calling_of(fn, style, f"reward {name!r}", batched or None)  # a signature none of the three: refused now
     entry = user_reward_entry(name, lambda: fn, where=f"reward {name!r}", loading="starting", value_range=value_range,
                               timeout_s=timeout_s, style=style, worker=worker, batched=batched or None,
                               description=f"Python function {name}")
     object.__setattr__(entry, "_skpo_fn", fn)
     object.__setattr__(entry, "_skpo_user", True)
-    if existing is not None and getattr(existing, "worker", None) is not None:
+    if existing is not None and existing.worker is not None:
         existing.worker.close()
     REWARDS[name] = entry
     return name
@@ -134,6 +133,7 @@ def build(config: str | Path | Any | None = None, *, overrides: Iterable[str] = 
         data_name = str(data) if isinstance(data, (str, Path)) else "rows.jsonl" if data is not None else data0
         items.insert(0, f"log.out_dir={default_out_dir(method_name, cfg0.model.path, data_name)}")
         cfg0 = load_config(None if base_tree is not None else config, [*_tree_overrides(base_tree), *items, *overrides])
+    assert cfg0.log.out_dir is not None  # (filled in when the config is validated)
     inputs = Path(cfg0.log.out_dir) / INPUTS_DIR
     if data is not None:
         if isinstance(data, (str, Path)):
@@ -151,7 +151,7 @@ def build(config: str | Path | Any | None = None, *, overrides: Iterable[str] = 
         if name is None:  # registered in this process only: resumed from Python (the error on the command line says so)
             name = "python." + re.sub(r"[^A-Za-z0-9_.]", "_", f"{getattr(reward, '__module__', 'fn')}.{getattr(reward, '__qualname__', 'reward')}")
             register_reward(name, reward, batched=bool(getattr(reward, "batched", False)),
-                            value_range=tuple(reward_range) if reward_range is not None else (0.0, 1.0))
+                            value_range=cast("tuple[float, float]", tuple(reward_range)) if reward_range is not None else (0.0, 1.0))
         items.append(f"reward.function={name}")
     elif reward is not None:
         items.append(f"reward.function={reward}")

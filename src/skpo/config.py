@@ -8,13 +8,25 @@ load torch), so a mistyped key fails in a fraction of a second.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import json
 import math
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from skpo.errors import ConfigError, MethodError, closest_name, did_you_mean
 from skpo.paths import is_method_file, shipped_method_names
@@ -23,6 +35,8 @@ from skpo.tasks.arith import ArithConfig
 from skpo.tasks.countdown import CountdownConfig
 from skpo.tasks.dataset import MATH_TEMPLATE, DatasetSpec, sniff_reward
 
+if TYPE_CHECKING:
+    from skpo.methods import ResolvedMethod
 
 
 class _Strict(BaseModel):
@@ -72,7 +86,7 @@ class ArithSection(_Strict):
     pool_size: int = Field(2000, ge=1, description="distinct training problems (the prompt pool)")
 
     @model_validator(mode="after")
-    def _ranges(self) -> "ArithSection":
+    def _ranges(self) -> ArithSection:
         ArithConfig(min_ops=self.min_ops, max_ops=self.max_ops, min_operand=self.min_operand,
                     max_operand=self.max_operand, operators=tuple(self.operators), allow_negative=self.allow_negative)
         return self
@@ -92,7 +106,7 @@ class CountdownSection(_Strict):
     pool_size: int = Field(2000, ge=1, description="distinct training problems (the prompt pool)")
 
     @model_validator(mode="after")
-    def _ranges(self) -> "CountdownSection":
+    def _ranges(self) -> CountdownSection:
         countdown_task(self)
         return self
 
@@ -124,8 +138,9 @@ class DataSection(DatasetSpec):
 
     task: Literal["arith", "countdown", "jsonl", "dataset"] = Field(
         "arith", description="'arith', 'countdown' or a data file ('jsonl' and 'dataset' are the same)")
-    arith: ArithSection = ArithSection()
-    countdown: CountdownSection = CountdownSection()
+    # the run's own sections (DatasetSpec, for a benchmark, takes the tasks' plain configs)
+    arith: ArithSection = ArithSection()  # type: ignore[assignment]
+    countdown: CountdownSection = CountdownSection()  # type: ignore[assignment]
     template: str = Field(MATH_TEMPLATE, validation_alias=AliasChoices("template", "prompt_template"))
     reward: str = Field("math", validation_alias=AliasChoices("reward", "verifier"))
     heldout: int | None = Field(
@@ -152,7 +167,7 @@ class DataSection(DatasetSpec):
         return data
 
     @model_validator(mode="after")
-    def _consistent(self) -> "DataSection":  # replaces the spec's check: a synthetic task has no file
+    def _consistent(self) -> DataSection:  # replaces the spec's check: a synthetic task has no file
         if self.task in SYNTHETIC_TASKS:
             if self.heldout:
                 raise ValueError(f"data.heldout={self.heldout} holds rows of a data file out of training, but data.task "
@@ -162,27 +177,6 @@ class DataSection(DatasetSpec):
         if not self.path:
             raise ValueError("data.path is required when data.task is 'jsonl'")
         return self._check_spec()
-
-
-class SkpoSection(_Strict):
-    """SKPO rollout switches (paper defaults; the ablations of Table 2 are switches)."""
-
-    initial_length: float = Field(
-        32.0, gt=0, description="L_q prior in tokens: about the mean answer length (warm start: 33 tokens; paper: 1024 for real models)"
-    )
-    split_low: float = Field(1 / 6, gt=0, le=1)
-    split_high: float = Field(1 / 2, gt=0, le=1)
-    skip: bool = True
-    upstream_reward: Literal["mc", "own"] = "mc"
-    split: Literal["uniform", "fixed"] = "uniform"
-    selection: Literal["median", "extreme", "first"] = "median"
-    num_segments: int | None = Field(None, ge=1, description="segments in parallel; None = group size")
-
-    @model_validator(mode="after")
-    def _split_order(self) -> "SkpoSection":
-        if self.split_low > self.split_high:
-            raise ValueError(f"need split_low <= split_high (got {self.split_low}, {self.split_high})")
-        return self
 
 
 class VLLMSection(_Strict):
@@ -211,7 +205,6 @@ class VLLMSection(_Strict):
 class RolloutSection(_Strict):
     engine: Literal["hf", "vllm"] = Field("hf", description="rollout engine: the built-in Hugging Face decoder, or vLLM (GPUs)")
     vllm: VLLMSection = VLLMSection()
-    group_size: int | None = Field(None, ge=1, description="answers per prompt; None = the method's default")
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(64, ge=1)
@@ -221,12 +214,13 @@ class RolloutSection(_Strict):
         None, ge=2, description="the engine's context (prompt + skip segment + answer); default: what the rollout needs, "
         "checked against the model's positions at start. A smaller value (at most the model's) cuts the answers that reach "
         "it: counted as rollout/cut_by_context and scored as unfinished")
-    mc_k: int = Field(4, ge=1, description="Monte Carlo continuations per step boundary (mc_dense)")
-    mc_max_steps: int = Field(8, ge=1, description="step boundaries valued per response (mc_dense)")
-    skpo: SkpoSection = SkpoSection()
+    initial_length: float = Field(
+        32.0, gt=0, description="the length tracker's prior L in tokens before a prompt is seen (methods with a "
+        "length tracker: SKPO's split points t_q ~ U[L·split_low, L·split_high]): about the mean answer length "
+        "(the tiny warm start: 33 tokens; the paper: 1024 for real models)")
 
     @model_validator(mode="after")
-    def _one_context(self) -> "RolloutSection":
+    def _one_context(self) -> RolloutSection:
         old, new = self.vllm.max_model_len, self.max_context_tokens
         if old is not None and new is not None and old != new:
             raise ValueError(f"rollout.vllm.max_model_len={old} and rollout.max_context_tokens={new} name the same "
@@ -237,11 +231,6 @@ class RolloutSection(_Strict):
     def context_setting(self) -> int | None:
         """The user's engine context (``max_context_tokens``, or its older name), if set."""
         return self.max_context_tokens or self.vllm.max_model_len
-
-    @property
-    def initial_length(self) -> float:
-        """The length tracker's prior ``L`` before a prompt is seen (``rollout.skpo.initial_length``)."""
-        return self.skpo.initial_length
 
 
 class FSDPSection(_Strict):
@@ -284,21 +273,10 @@ class TrainSection(_Strict):
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = Field(1.0, gt=0)
     seed: int = 0
-    kl_coef: float | None = Field(None, ge=0, description="None = the method's default (0)")
-    kl_estimator: Literal["k1", "k2", "k3", "abs", "k1+", "k3+"] = "k3"
-    kl_placement: Literal["loss", "reward"] = "loss"
-    entropy_coef: float | None = Field(None, ge=0)
-    prompt_sampling: str = Field(
-        "default", description="a registered prompt sampler (uniform, prioritized, knapsack, vas; skpo.algorithms.prompt_samplers); "
-        "default: the method's")
     rho_mode: Literal["kl", "steps"] = Field(
         "kl", description="tracker forgetting: 'kl' = 2^(-KL/half_life) with the policy drift since the prompt was last seen; 'steps' = 2^(-Δsteps/half_life)"
     )
     recompute_old_log_probs: bool = Field(True, description="old log-probs from a trainer forward (False: the engine's)")
-    filter_groups: bool | None = None
-    dapo_max_gen_batches: int = Field(
-        3, ge=1, description="DAPO dynamic sampling: most rounds of prompts_per_step prompts drawn per step to fill the batch with groups of mixed rewards"
-    )
 
     @field_validator("method")
     @classmethod
@@ -417,10 +395,30 @@ class RunConfig(_Strict):
     eval: EvalSection = EvalSection()
     method: dict[str, Any] = Field(
         default_factory=dict,
-        description="overrides of the method document of train.method (skpo/methods/<name>.yaml), merged onto it; "
+        description="overrides of the method document of train.method (skpo/methods/<name>.yaml), merged onto it: "
+        "every method setting lives there (method.group_size=4, method.kl_coef=0.01, method.rollout_params.skip=false); "
         "terms are addressed by role: method.terms.upstream.weight=0.1",
     )
     log: LogSection = LogSection()
+    # the method of train.method with the method section merged, resolved once per distinct input
+    # (load_config resolves it; :meth:`resolved` reads it)
+    _resolved: tuple[str, ResolvedMethod] | None = PrivateAttr(default=None)
+
+    def _method_inputs(self) -> str:
+        return json.dumps([self.train.method, self.method, self.plugins], sort_keys=True, default=str)
+
+    def resolved(self) -> ResolvedMethod:
+        """The method this run trains (:class:`skpo.methods.ResolvedMethod`: the record, the
+        ``method`` section as applied and notes for the user): ``train.method``'s document with
+        the ``method`` section merged in, validated. Resolved once (by :func:`load_config`, or
+        here on first use) and read by everything downstream."""
+        key = self._method_inputs()
+        if self._resolved is None or self._resolved[0] != key:
+            from skpo.methods import resolve_run_method  # heavy (the registries load torch)
+
+            import_plugins(self.plugins)
+            self._resolved = (key, resolve_run_method(self.train.method, self.method))
+        return self._resolved[1]
 
     @model_validator(mode="before")
     @classmethod
@@ -437,7 +435,7 @@ class RunConfig(_Strict):
         return data
 
     @model_validator(mode="after")
-    def _defaults_follow_the_data(self) -> "RunConfig":
+    def _defaults_follow_the_data(self) -> RunConfig:
         """The defaults that depend on the data: the run directory, what in-training evaluation
         scores, and whether rows are held out for it (a data file never falls back to the
         synthetic task's directory or benchmark)."""
@@ -524,7 +522,7 @@ VERL_KEYS = {
     "data.max_prompt_length": "data.max_prompt_tokens",
     "data.max_response_length": "rollout.max_new_tokens",
     "actor_rollout_ref.model.path": "model.path",
-    "actor_rollout_ref.rollout.n": "rollout.group_size",
+    "actor_rollout_ref.rollout.n": "method.group_size",
     "actor_rollout_ref.actor.optim.lr": "train.lr",
     "algorithm.adv_estimator": "train.method",
     "trainer.total_training_steps": "train.steps",
@@ -618,15 +616,80 @@ def _merge_trees(base: dict, over: dict) -> dict:
     return out
 
 
+# Keys of earlier releases and where the setting lives now. A method's settings have one home,
+# its document (``train.method``) with the config's ``method:`` section merged in; the run-config
+# keys that used to set parts of it are read as their new spelling (``method:`` wins over them)
+# with a note, and one that does not apply to the method's rollout kind is ignored, as before.
+OLD_SPELLINGS: dict[str, str] = {
+    "rollout.group_size": "method.group_size",
+    "rollout.mc_k": "method.rollout_params.k",
+    "rollout.mc_max_steps": "method.rollout_params.max_steps",
+    **{f"rollout.skpo.{key}": f"method.rollout_params.{key}"
+       for key in ("skip", "upstream_reward", "split", "selection", "num_segments", "split_low", "split_high")},
+    "rollout.skpo.initial_length": "rollout.initial_length",
+    "train.kl_coef": "method.kl_coef",
+    "train.kl_estimator": "method.kl_estimator",
+    "train.kl_placement": "method.kl_placement",
+    "train.entropy_coef": "method.entropy_coef",
+    "train.prompt_sampling": "method.prompt_sampling",
+    "train.filter_groups": "method.filter_groups",
+    "train.dapo_max_gen_batches": "method.max_gen_batches",
+}
+
+
+class OldSpelling(NamedTuple):
+    """A key given in its earlier spelling (:data:`OLD_SPELLINGS`) and its value."""
+
+    old: str
+    new: str
+    value: Any
+
+
+def move_old_spellings(tree: dict[str, Any]) -> tuple[dict[str, Any], list[OldSpelling]]:
+    """``tree`` without the keys of :data:`OLD_SPELLINGS`, and those keys. A run key (``rollout.
+    initial_length``) is moved in the tree; method keys are returned for the method's resolution
+    (:func:`skpo.methods.resolve_run_method`), except those left at "the method's value"
+    (``null``, or ``default`` for ``train.prompt_sampling``), which are dropped."""
+    out = copy.deepcopy(tree)
+    moved: list[OldSpelling] = []
+    for old, new in OLD_SPELLINGS.items():
+        *sections, key = old.split(".")
+        node: Any = out
+        for part in sections:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or key not in node:
+            continue
+        value = node.pop(key)
+        if sections[-1] == "skpo" and not node:
+            del out["rollout"]["skpo"]  # the whole old section was moved
+        if not new.startswith("method."):
+            section = out.setdefault(new.split(".")[0], {})
+            have = section.get(new.split(".")[1], value)
+            if have != value:
+                raise ConfigError(f"{old}={_shown(value)} and {new}={_shown(have)} name the same setting: set only {new}")
+            section[new.split(".")[1]] = value
+        elif value is None or (old == "train.prompt_sampling" and value == "default"):
+            continue  # "the method's own value"
+        moved.append(OldSpelling(old, new, value))
+    return out, moved
+
+
+def old_spelling_note(spelling: OldSpelling) -> str:
+    value = _shown(spelling.value)
+    return f"{spelling.old}={value} is read as {spelling.new}={value}: an earlier spelling, write {spelling.new}"
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 plugins: list[str] | None = None) -> RunConfig:
     """Load a YAML config (or the defaults when ``path`` is None) and apply overrides.
 
     A file may start from another: ``base: other.yaml`` (relative to the file) is read first and
     the file's own keys are merged over it (section by section). ``plugins`` (``--import``) join
-    the config's own ``plugins``, and all are imported before the method resolves. The method is
-    resolved here too, so a bad ``method.*`` override fails at load, naming its key; the schema
-    is checked first, before the method registries (and torch) are imported.
+    the config's own ``plugins``, and all are imported before the method resolves. Keys in an
+    earlier spelling (:data:`OLD_SPELLINGS`) are read as their new one, with a note. The method
+    is resolved here, once (:meth:`RunConfig.resolved` returns it), so a bad ``method.*``
+    override fails at load, naming its key; the schema is checked first, before the method
+    registries (and torch) are imported.
     """
     tree: dict = {}
     source = "defaults"
@@ -636,23 +699,29 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     overridden = set()
     for key, value in parse_overrides(overrides or []):
         _set_dotted(tree, key, value, "the command line" if path is None else source)
-        overridden.add(key)
+        overridden.add(OLD_SPELLINGS.get(key, key))
     if plugins:
         tree["plugins"] = [*(tree.get("plugins") or []), *[p for p in plugins if p not in (tree.get("plugins") or [])]]
     if tree.get("plugins"):
         if not isinstance(tree["plugins"], list):
             raise ConfigError(f"{source}: plugins: expected a list of modules or .py files, got {tree['plugins']!r}")
         import_plugins(tree["plugins"])
+    tree, old = move_old_spellings(tree)
     try:
         cfg = RunConfig.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(_format_errors(err, source, overridden)) from None
-    from skpo.methods import resolve_for_run  # heavy (the registries load torch): after the schema passed
+    from skpo.methods import resolve_run_method  # heavy (the registries load torch): after the schema passed
 
     try:
-        resolve_for_run(cfg)
+        resolved = resolve_run_method(cfg.train.method, cfg.method, [s for s in old if s.new.startswith("method.")])
     except MethodError as err:
-        raise ConfigError(f"{source}: {err}" if path is not None else str(err)) from None
+        given = [f"{s.old}={_shown(s.value)}" for s in old if s.new.rsplit(".", 1)[1] in str(err)]
+        message = str(err) + (f" (given as {', '.join(given)})" if given else "")
+        raise ConfigError(f"{source}: {message}" if path is not None else message) from None
+    cfg.method = dict(resolved.overrides)  # the old spellings, in their home
+    notes = (*(old_spelling_note(s) for s in old), *resolved.notes)
+    cfg._resolved = (cfg._method_inputs(), dataclasses.replace(resolved, notes=notes))
     return cfg
 
 

@@ -204,4 +204,4 @@ def log_to_console(level: int) -> None:
     err.setFormatter(fmt)
     root.handlers[:] = [out, err]
     root.setLevel(level)
-    root._skpo_console = True
+    root._skpo_console = True  # type: ignore[attr-defined]  # (a marker of our own, read above)

@@ -31,7 +31,7 @@ def read_jsonl(path: str | Path, error_cls: type[ValueError] = JsonlError, what:
     if path.is_dir():
         raise error_cls(f"{what} {str(path)!r} is a directory, not a JSONL file")
     rows: list[tuple[int, dict[str, Any]]] = []
-    opener = (lambda: gzip.open(path, "rb")) if path.name.endswith(".gz") else (lambda: path.open("rb"))
+    opener = (lambda: gzip.open(path, "rb")) if path.name.endswith(".gz") else (lambda: path.open("rb"))  # noqa: SIM115
     try:
         with opener() as handle:
             for line_no, raw in enumerate(handle, start=1):

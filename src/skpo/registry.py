@@ -10,11 +10,14 @@ trainer reads the metadata instead of comparing names.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
-from collections.abc import Mapping
+import types
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from skpo.errors import did_you_mean
 
@@ -33,7 +36,7 @@ class Entry(Generic[F]):
     params_cls: type
     meta: Mapping[str, Any] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
 
-    def make_params(self, values: dict[str, Any] | None = None) -> Any:
+    def make_params(self, values: Mapping[str, Any] | None = None) -> Any:
         """Build the parameter record; unknown keys are an error that names them."""
         values = dict(values or {})
         known = {f.name for f in dataclasses.fields(self.params_cls)}
@@ -42,7 +45,60 @@ class Entry(Generic[F]):
             raise ValueError(
                 f"{self.name}: unknown parameter(s) {unknown}; known: {sorted(known)}"
             )
+        check_types(self.params_cls, values, self.name)
         return self.params_cls(**values)
+
+
+def check_types(cls: type, values: Mapping[str, Any], where: str) -> None:
+    """Each of ``values`` against the annotation of the dataclass field it sets (``bool``,
+    ``int``, ``float`` — an int is a float —, ``str``, ``Literal``, ``X | None``, tuples and
+    lists of those, mappings); ``ValueError`` naming the key and the value. Annotations of other
+    kinds are not checked."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - an annotation that does not resolve is not checked
+        return
+    for key, value in values.items():
+        hint = hints.get(key)
+        if hint is not None and not _fits(value, hint):
+            raise ValueError(f"{where}: {key} must be {_described(hint)} (got {value!r})")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is typing.Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint in (bool, int, float, str):
+        if isinstance(value, bool):
+            return hint is bool
+        return isinstance(value, hint) or (hint is float and isinstance(value, int))
+    if origin in (tuple, list, collections.abc.Sequence):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
+        return not args or all(_fits(v, args[0]) for v in value)
+    if origin in (dict, collections.abc.Mapping) or hint in (dict, collections.abc.Mapping):
+        return isinstance(value, Mapping)
+    return True
+
+
+def _described(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_described(a) for a in args)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if hint is type(None):
+        return "null"
+    if isinstance(hint, type) and origin is None:
+        return {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}.get(
+            hint.__name__, hint.__name__)
+    return f"a {getattr(origin, '__name__', str(origin))}"
 
 
 class Registry(Generic[F]):

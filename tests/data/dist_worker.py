@@ -23,16 +23,14 @@ torch.set_num_threads(1)
 
 def main() -> None:
     mode, record_dir, overrides = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
-    from skpo.config import load_config
     from skpo import rollout
-    from skpo.training.distributed import merge_rank_metrics
+    from skpo.config import load_config
     from skpo.rows import concat_rows
+    from skpo.training.distributed import merge_rank_metrics
     from skpo.training.setup import build_trainer
 
     cfg = load_config(None, overrides)
-    from skpo.methods import resolve_for_run
-
-    kind = resolve_for_run(cfg)[0].rollout
+    kind = cfg.resolved().method.rollout
     entry = rollout.ROLLOUTS.get(kind)
     real = entry.fn
 
@@ -49,7 +47,8 @@ def main() -> None:
         metrics = merge_rank_metrics([(p.metrics, len(p.rows)) for p in parts])  # as the ranks' are merged
         return dataclasses.replace(parts[0], rows=concat_rows([p.rows for p in parts], ctx.pad_id), metrics=metrics,
                                    decoded_tokens=sum(p.decoded_tokens for p in parts),
-                                   prefill_tokens=sum(p.prefill_tokens for p in parts), length_observations=obs)
+                                   prefill_tokens=sum(p.prefill_tokens for p in parts), length_observations=obs,
+                                   verdicts={k: v for p in parts for k, v in p.verdicts.items()})
 
     if mode != "resume":
         rollout.ROLLOUTS._entries[kind] = dataclasses.replace(entry, fn=recording if mode == "record" else replay)
@@ -58,7 +57,7 @@ def main() -> None:
     from skpo.training.sharding import full_named_tensors, full_weights
 
     weights = {k: v.detach().cpu() for k, v in full_named_tensors(trainer.policy)}  # (sharded: a collective)
-    with full_weights(trainer.model if trainer.sharding is not None else None):  # what a gathered layer computes in
+    with full_weights(trainer.actor.model if trainer.actor.sharding is not None else None):  # what a gathered layer computes in
         gathered_dtype = str(next(trainer.policy.model.layers[0].parameters()).dtype)
     engine_matches = None
     llm = getattr(trainer.engine, "llm", None)
@@ -71,10 +70,10 @@ def main() -> None:
     if trainer.accelerator.is_main_process:
         torch.save(weights, Path(cfg.log.out_dir) / "final.pt")
         (Path(cfg.log.out_dir) / "final.json").write_text(json.dumps(
-            {"tokens_seen": trainer.tokens_seen, "step": trainer.step, "gathered_dtype": gathered_dtype,
+            {"tokens_seen": trainer.state.tokens_seen, "step": trainer.state.step, "gathered_dtype": gathered_dtype,
              "engine_matches": engine_matches,
-             "value_tracker": trainer.value_tracker.state_dict() if trainer.value_tracker else None}, default=str))
-    print(f"rank {trainer.accelerator.process_index} done step {trainer.step}", flush=True)
+             "value_tracker": trainer.state.value_tracker.state_dict() if trainer.state.value_tracker else None}, default=str))
+    print(f"rank {trainer.accelerator.process_index} done step {trainer.state.step}", flush=True)
     from skpo.training.distributed import shutdown
 
     shutdown()

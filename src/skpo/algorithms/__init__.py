@@ -21,7 +21,10 @@ from .masked import AGG_MODES, AggDenominators, agg_loss, masked_mean, masked_su
 from .prompt_samplers import PROMPT_SAMPLERS, PlanRequest, PromptPlan, PromptSampler, build_prompt_sampler
 from .stats import entropy_from_logits, kl_penalty, logprobs_from_logits
 from .trackers import LengthTracker, ValueTracker, prioritized_sample, prioritized_weights
-from . import policy_shaping, prime, copo, gtpo, lp_reg, papo, riskpo  # noqa: F401,I001  (register the plug-ins, in this order)
+
+# isort: off
+from . import policy_shaping, prime, copo, gtpo, lp_reg, papo, riskpo  # noqa: F401  (register the plug-ins, in this order)
+# isort: on
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",

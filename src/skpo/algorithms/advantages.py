@@ -41,13 +41,15 @@ a singleton group has mean 0 and std 1 (so its advantage is the raw reward). TRL
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Mapping, Sequence
+from typing import Any
 
 import torch
 
-from .groups import group_ids, group_stats
 from skpo.registry import Registry
+
+from .groups import group_ids, group_stats
 
 Index = Sequence[Hashable] | torch.Tensor
 
@@ -171,6 +173,7 @@ def grpo_advantage(batch: AdvantageInputs, params: GRPOParams) -> torch.Tensor:
     clamped to ``[−clip, clip]`` when ``clip`` is set (groups of unequal size — Knapsack RL's
     up to 128 answers — give a lone success ``A ≈ √N``)."""
     batch.require("index")
+    assert batch.index is not None  # require() raised otherwise
     adv = group_normalized_scores(batch.scores, batch.index, params.epsilon, params.norm_by_std)
     clip = getattr(params, "clip", None)
     if clip is not None:
@@ -258,6 +261,7 @@ def skpo_downstream_advantage(batch: AdvantageInputs, params: GRPOParams) -> tor
     gives those answers one group id (``index``); with prompt keys in ``index``, pass the
     segments in ``segment_index``."""
     batch.require("index")
+    assert batch.index is not None  # require() raised otherwise
     keys = batch.index if batch.segment_index is None else skpo_downstream_index(batch.index, batch.segment_index)
     adv = group_normalized_scores(batch.scores, keys, params.epsilon, params.norm_by_std)
     return broadcast(adv, batch.response_mask)
@@ -285,6 +289,7 @@ def single_stream_advantage(batch: AdvantageInputs, params: SingleStreamParams) 
     downstream rewards); for SPO it is the response's outcome reward.
     """
     batch.require("baseline")
+    assert batch.baseline is not None  # require() raised otherwise
     raw = batch.scores - batch.baseline.to(batch.scores.dtype)
     adv = batch_normalized(raw, params.epsilon) if params.normalize else raw
     return broadcast(adv, batch.response_mask)
@@ -328,6 +333,7 @@ class MCStepParams:
 def mc_step_advantage(batch: AdvantageInputs, params: MCStepParams) -> torch.Tensor:
     """Monte Carlo dense baseline (VinePPO): step advantage broadcast to the step's tokens."""
     batch.require("step_values", "step_mask", "token_step_index")
+    assert batch.step_values is not None and batch.step_mask is not None and batch.token_step_index is not None
     step_adv = mc_step_advantages(batch.step_values, batch.step_mask, batch.scores)  # [B, S]
     idx = batch.token_step_index.clamp(0, step_adv.shape[1] - 1)
     return torch.gather(step_adv, 1, idx) * batch.response_mask.to(step_adv.dtype)
@@ -393,6 +399,7 @@ def oar_bilevel_weights(
 def oar_advantage(batch: AdvantageInputs, params: GRPOParams) -> torch.Tensor:
     """OAR: the GRPO advantage times per-token reshaping weights (``token_weights``)."""
     batch.require("index", "token_weights")
+    assert batch.token_weights is not None  # require() raised otherwise
     return grpo_advantage(batch, params) * batch.token_weights.to(batch.token_level_rewards.dtype)
 
 

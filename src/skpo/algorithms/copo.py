@@ -72,6 +72,7 @@ def copo_advantage(batch: AdvantageInputs, params: COPOParams) -> torch.Tensor:
     """COPO: returns the local (GRPO) advantage ``[B, T]`` and leaves the global advantage and
     the local weight ``w_i`` (``[B, T]``) in ``batch.outputs`` for the ``copo`` loss."""
     batch.require("index", "answers")
+    assert batch.index is not None and batch.answers is not None  # require() raised otherwise
     scores = batch.scores.to(torch.float64)
     ids, k = group_ids(batch.index)
     count, p_hat, _ = group_stats(scores, ids, k)  # [K]

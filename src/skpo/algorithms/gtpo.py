@@ -38,8 +38,8 @@ Readings and deviations (stated):
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Hashable, Sequence
 
 import torch
 
@@ -118,6 +118,7 @@ def gtpo_advantage(batch: AdvantageInputs, params: GTPOParams) -> torch.Tensor:
     """GTPO's token advantage ``Â_i·δ(i, t)/n_i`` (module docstring); ``[B, T]``. Reads
     ``response_ids`` and the rollout policy's ``entropy`` token statistic."""
     batch.require("index", "response_ids", "token_stats")
+    assert batch.index is not None and batch.response_ids is not None and batch.token_stats is not None  # require() raised otherwise
     if "entropy" not in batch.token_stats:
         raise ValueError("gtpo needs the 'entropy' token statistic")
     mask = batch.response_mask

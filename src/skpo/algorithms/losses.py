@@ -16,13 +16,15 @@ clamps only from above at an absolute value: ``clamp="upper"``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from .masked import masked_mean
 from skpo.registry import Registry
+
+from .masked import masked_mean
 
 LOG_RATIO_CLAMP = 20.0
 

@@ -59,7 +59,7 @@ class AggDenominators:
     scale_factor: float | None = None
 
     @staticmethod
-    def from_mask(response_mask: torch.Tensor, scale_factor: float | None = None) -> "AggDenominators":
+    def from_mask(response_mask: torch.Tensor, scale_factor: float | None = None) -> AggDenominators:
         """Denominators of the full batch ``response_mask`` ``[B, T]``."""
         num_tokens = float(response_mask.sum().item())
         num_seqs = float((response_mask.sum(dim=-1) > 0).sum().item())

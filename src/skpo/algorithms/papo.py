@@ -116,6 +116,7 @@ def papo_advantage(batch: AdvantageInputs, params: PAPOParams) -> torch.Tensor:
     ``entropy`` and ``entropy_gain`` token statistics ``[B, T]``; returns ``[B, T]``."""
     batch.require("index", "token_stats", "state")
     stats = batch.token_stats
+    assert stats is not None  # require() raised otherwise
     missing = [k for k in ("entropy", "entropy_gain") if k not in stats]
     if missing:
         raise ValueError(f"papo needs token statistics {missing}")

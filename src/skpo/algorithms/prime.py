@@ -178,6 +178,7 @@ def prime_advantage(batch: AdvantageInputs, params: PrimeParams) -> torch.Tensor
         ``[B, T]`` advantages, 0 on masked tokens.
     """
     batch.require("index", "token_rewards")
+    assert batch.index is not None and batch.token_rewards is not None  # require() raised otherwise
     mask = batch.response_mask
     dtype = torch.float32
     combined = torch.zeros_like(mask, dtype=dtype)

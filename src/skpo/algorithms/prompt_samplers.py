@@ -40,7 +40,6 @@ Readings and deviations are listed at each class and in ``docs/methods.md``.
 from __future__ import annotations
 
 import abc
-
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ from typing import Any, Literal
 import torch
 
 from skpo.registry import Registry
+
 from .trackers import ValueTracker, prioritized_sample, prioritized_weights
 
 __all__ = [
@@ -104,14 +104,14 @@ class PromptSampler(abc.ABC):
     def plan(self, request: PlanRequest) -> PromptPlan:
         """The step's batch: which pool prompts, and how many answers each."""
 
-    def observe(self, keys: Sequence[Hashable], unit_rewards: Sequence[float], step: int) -> None:
+    def observe(self, keys: Sequence[Hashable], unit_rewards: Sequence[float], step: int) -> None:  # noqa: B027 - optional
         """Rewards in [0, 1] of this step's rows, one per row (a key's rows are one visit)."""
 
     def scoring_due(self, step: int) -> int:
         """Answers to sample per pool prompt before planning ``step`` (0: none)."""
         return 0
 
-    def observe_scoring(self, keys: Sequence[Hashable], correct: Sequence[Sequence[bool]], step: int) -> None:
+    def observe_scoring(self, keys: Sequence[Hashable], correct: Sequence[Sequence[bool]], step: int) -> None:  # noqa: B027
         """Correctness of the scoring answers of every pool prompt (``keys`` in pool order)."""
 
     def state_dict(self) -> dict[str, Any]:
@@ -261,7 +261,7 @@ def _spread(sizes: torch.Tensor, where: torch.Tensor, amount: int) -> None:
 
 
 def knapsack_allocation(
-    p: torch.Tensor, trusted: torch.Tensor, default_n: int, total_budget: int, params: "KnapsackParams"
+    p: torch.Tensor, trusted: torch.Tensor, default_n: int, total_budget: int, params: KnapsackParams
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Rollouts per prompt under a fixed total (Knapsack RL's ``sampling_budget_by_knapsack``).
 

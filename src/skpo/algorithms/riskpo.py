@@ -74,9 +74,10 @@ class QuantileTracker:
             self.values = self.values + self.params.tracker_lr * (self.levels - below)
 
     def metrics(self) -> dict[str, float]:
-        if self.values is None:
+        alpha, beta = self.at(self.params.alpha), self.at(self.params.beta)
+        if alpha is None or beta is None:  # (no update yet)
             return {}
-        return {"riskpo_q_alpha": self.at(self.params.alpha), "riskpo_q_beta": self.at(self.params.beta)}
+        return {"riskpo_q_alpha": alpha, "riskpo_q_beta": beta}
 
     def state_dict(self) -> dict:
         return {"params": asdict(self.params), "levels": list(QUANTILE_LEVELS),
@@ -123,7 +124,7 @@ def riskpo_advantage(batch: AdvantageInputs, params: RiskPOParams) -> torch.Tens
         rank[b], seen[q] = seen[q], seen[q] + 1
     counts = torch.tensor(seen)
     adv = torch.zeros_like(scores)
-    tracked = (tracker.at(params.alpha), tracker.at(params.beta))
+    tracked_low, tracked_high = tracker.at(params.alpha), tracker.at(params.beta)  # both None before any update
     all_papers = []
     for first in range(0, n_prompts, params.bundle_size):
         members = list(range(first, min(first + params.bundle_size, n_prompts)))
@@ -137,10 +138,10 @@ def riskpo_advantage(batch: AdvantageInputs, params: RiskPOParams) -> torch.Tens
         else:
             low = float(torch.quantile(paper_scores, params.alpha))
             high = float(torch.quantile(paper_scores, params.beta))
-        if tracked[0] is not None and params.quantiles == "track":
-            low, high = tracked
-        elif tracked[0] is not None and params.quantiles == "mix":
-            low, high = (tracked[0] + low) / 2, (tracked[1] + high) / 2
+        if tracked_low is not None and tracked_high is not None and params.quantiles == "track":
+            low, high = tracked_low, tracked_high
+        elif tracked_low is not None and tracked_high is not None and params.quantiles == "mix":
+            low, high = (tracked_low + low) / 2, (tracked_high + high) / 2
         paper_adv = mixed_var_advantage(paper_scores, low, high, params)
         if params.normalize:
             paper_adv = paper_adv / (_std_or_one(paper_scores) + params.epsilon)

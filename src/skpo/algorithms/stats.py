@@ -5,6 +5,8 @@ Shapes: logits ``[..., V]``; labels and outputs ``[...]``.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
@@ -56,7 +58,7 @@ def _logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 _AUTO_CHUNK_ELEMENTS = 1 << 25
 
 
-def _chunked(fn, chunk_size: int | str | None, *tensors: torch.Tensor) -> torch.Tensor:
+def _chunked(fn, chunk_size: int | Literal["auto"] | None, *tensors: torch.Tensor) -> torch.Tensor:
     """Apply ``fn`` over chunks of rows of the flattened leading dims.
 
     Each chunk upcasts only itself to float32, and under autograd each chunk is
@@ -78,7 +80,7 @@ def _chunked(fn, chunk_size: int | str | None, *tensors: torch.Tensor) -> torch.
     return torch.cat(outs).reshape(head)
 
 
-def entropy_from_logits(logits: torch.Tensor, chunk_size: int | str | None = "auto") -> torch.Tensor:
+def entropy_from_logits(logits: torch.Tensor, chunk_size: int | Literal["auto"] | None = "auto") -> torch.Tensor:
     """Token entropy ``H = logsumexp(z) − Σ softmax(z)·z`` in float32, ``[..., V] → [...]``.
 
     ``chunk_size`` rows at a time bounds peak memory whatever the batch: at a 150k
@@ -88,6 +90,6 @@ def entropy_from_logits(logits: torch.Tensor, chunk_size: int | str | None = "au
     return _chunked(_entropy, chunk_size, logits)
 
 
-def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor, chunk_size: int | str | None = "auto") -> torch.Tensor:
+def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor, chunk_size: int | Literal["auto"] | None = "auto") -> torch.Tensor:
     """``log softmax(z)[label]`` in float32, ``[..., V], [...] → [...]``, chunked like entropy."""
     return _chunked(_logprobs, chunk_size, logits, labels)

@@ -6,8 +6,8 @@ polarity), the log-probability under a min-p filtered copy of the distribution (
 proxy). Each such reduction is registered here by name; an estimator or loss names the ones
 it reads in its registry metadata (``token_stats=("entropy", …)``). The trainer then runs one
 no-grad forward of the rollout policy (π_old) over that term's rows, evaluates every named
-reduction on the logits, and hands the results ``[B, T]`` to the estimator
-(``AdvantageInputs.token_stats``) and to the loss (``PolicyLossInputs.extras``).
+reduction on the logits, keeps the results ``[B, T]`` in ``Rows.token_stats`` and hands them
+to the estimator (``AdvantageInputs.token_stats``) and to the loss (``PolicyLossInputs.extras``).
 
 A reduction is ``fn(logits [N, V], labels [N], params) -> [N]`` (float32, no gradient);
 ``params`` is the parameter record of the plug-in that declared it (a reduction with a knob
@@ -18,17 +18,18 @@ never materialises the whole batch's softmax at once.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
 from skpo.registry import Registry
+
 from .stats import _chunked
 
 ReductionFn = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
 TOKEN_STATS: Registry[ReductionFn] = Registry("token statistic")
-EXTRA_PREFIX = "token/"  # key prefix of token statistics (and estimator outputs) in ``Rows.extra``
 
 
 @TOKEN_STATS.register("entropy")
@@ -70,7 +71,7 @@ def minp_proxy_log_prob(logits: torch.Tensor, labels: torch.Tensor, params: Any)
     return F.log_softmax(filtered, dim=-1).gather(-1, labels.long().unsqueeze(-1)).squeeze(-1)
 
 
-def reducer(requests: Sequence[tuple[str, Any]], chunk_size: int | str | None = "auto"
+def reducer(requests: Sequence[tuple[str, Any]], chunk_size: int | Literal["auto"] | None = "auto"
             ) -> Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]:
     """One callable ``(logits [..., V], labels [...]) -> {name: [...]}`` evaluating every
     requested ``(name, params)`` reduction, chunked over rows."""
@@ -84,4 +85,4 @@ def reducer(requests: Sequence[tuple[str, Any]], chunk_size: int | str | None = 
     return reduce
 
 
-__all__ = ["EXTRA_PREFIX", "TOKEN_STATS", "entropy_gain", "minp_proxy_log_prob", "reducer", "token_entropy"]
+__all__ = ["TOKEN_STATS", "entropy_gain", "minp_proxy_log_prob", "reducer", "token_entropy"]

@@ -21,10 +21,12 @@ Readings of points the paper leaves open (reference §1.10), each a switch where
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Hashable, Iterable, Sequence
 
 import torch
+
+from skpo.reward_range import from_unit, to_unit
 
 RHO_MODES = ("kl", "steps")
 
@@ -162,12 +164,10 @@ class ValueTracker(KLAdaptiveEMA):
         super().__init__(prior=self._to_unit(default_value), **ema_kwargs)
 
     def _to_unit(self, reward: float) -> float:
-        lo, hi = self.reward_range
-        return (float(reward) - lo) / (hi - lo)
+        return to_unit(float(reward), self.reward_range)
 
     def _from_unit(self, unit: float) -> float:
-        lo, hi = self.reward_range
-        return lo + unit * (hi - lo)
+        return from_unit(unit, self.reward_range)
 
     def baseline(self, keys: Sequence[Hashable]) -> torch.Tensor:
         """``[B]`` baselines in reward space; read them *before* ``update`` (unbiased A)."""
@@ -186,8 +186,8 @@ class ValueTracker(KLAdaptiveEMA):
     ) -> None:
         """Fold in one reward per key (in order; a key repeated in one call updates twice)."""
         rewards = [float(r) for r in rewards]
-        kls = [None] * len(rewards) if kls is None else [float(x) for x in kls]
-        for key, reward, kl in zip(keys, rewards, kls, strict=True):
+        kl_list: list[float | None] = [None] * len(rewards) if kls is None else [float(x) for x in kls]
+        for key, reward, kl in zip(keys, rewards, kl_list, strict=True):
             self.update_one(key, self._to_unit(reward), kl=kl, step=step)
 
     def state_dict(self) -> dict:
@@ -237,8 +237,8 @@ class LengthTracker(KLAdaptiveEMA):
         step: int | None = None,
     ) -> None:
         lengths = [float(x) for x in lengths]
-        kls = [None] * len(lengths) if kls is None else [float(x) for x in kls]
-        for key, length, kl in zip(keys, lengths, kls, strict=True):
+        kl_list: list[float | None] = [None] * len(lengths) if kls is None else [float(x) for x in kls]
+        for key, length, kl in zip(keys, lengths, kl_list, strict=True):
             self.update_one(key, length, kl=kl, step=step)
 
     def state_dict(self) -> dict:

@@ -14,6 +14,7 @@ method × seed); no training here.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -72,7 +73,7 @@ def curve_on_grid(xs: Sequence[float], ys: Sequence[float], grid: Sequence[float
     out: list[float | None] = []
     for g in grid:
         value = None
-        for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        for (x0, y0), (x1, y1) in itertools.pairwise(pts):
             if x0 <= g <= x1:
                 value = y0 if x1 == x0 else y0 + (y1 - y0) * (g - x0) / (x1 - x0)
                 break
@@ -85,7 +86,7 @@ def curve_on_grid(xs: Sequence[float], ys: Sequence[float], grid: Sequence[float
 def _mean_band(curves: Sequence[Sequence[float | None]]) -> tuple[list[float], list[float], list[int]]:
     means, halfs, keep = [], [], []
     for i in range(len(curves[0])):
-        col = [c[i] for c in curves if c[i] is not None]
+        col = [v for c in curves if (v := c[i]) is not None]
         if col:
             m, h = mean_ci(col)
             means.append(m)

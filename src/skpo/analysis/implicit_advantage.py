@@ -18,7 +18,7 @@ from skpo.algorithms.trackers import LengthTracker
 from skpo.analysis.mc_accuracy import ArithSampler, Log, bootstrap_ci, sign3, stopwatch
 from skpo.analysis.shortcut import segment_check
 from skpo.engines.engine import SamplingParams, mix_seed
-from skpo.rollout.skpo_rollout import SkpoPrompt, SkpoRolloutConfig, skpo_rollout
+from skpo.rollout.skpo_rollout import SkpoPrompt, SkpoRolloutParams, skpo_rollout
 from skpo.tasks.arith import ArithProblem
 from skpo.tasks.templates import continual_input_ids, skip_input_ids
 
@@ -125,7 +125,7 @@ class ImplicitAdvantageSettings:
             raise ValueError(f"length must be 'measured' or 'prior', got {self.length!r}")
 
     @classmethod
-    def quick(cls, seed: int = 0) -> "ImplicitAdvantageSettings":
+    def quick(cls, seed: int = 0) -> ImplicitAdvantageSettings:
         return cls(segments=3, group_size=4, k_true=8, seed=seed)
 
 
@@ -162,7 +162,7 @@ def collect_model(
         sampler.engine, [SkpoPrompt(n, prompts[n]) for n in range(N)], tracker,
         SamplingParams(temperature=s.temperature, max_new_tokens=budget, seed=mix_seed(s.seed, 2)),
         lambda i, ids: float(sampler.correct(problems[i], ids)),
-        torch.Generator().manual_seed(s.seed), SkpoRolloutConfig(group_size=G),
+        torch.Generator().manual_seed(s.seed), SkpoRolloutParams(), group_size=G,
     )
     up = batch.upstream
     segs = [row[m.bool()].tolist() for row, m in zip(up.response_ids, up.response_mask)]
@@ -231,7 +231,7 @@ def analyse(
         "pearson_advantage_vs_true_value_change": bootstrap_ci(lambda i: pearson(adv[i], dv[i]), n),
         "spearman_advantage_vs_true_value_change": bootstrap_ci(lambda i: spearman(adv[i], dv[i]), n),
         "pearson_advantage_vs_skip_value_change": bootstrap_ci(lambda i: pearson(adv[i], dv_skip[i]), n),
-        **{f"auc_{name}": bootstrap_ci(lambda i, v=values: auc(v[i][good[i]], v[i][bad[i]]), n)
+        **{f"auc_{name}": bootstrap_ci(lambda i, v=values: auc(v[i][good[i]], v[i][bad[i]]), n)  # type: ignore[misc]  # (a bound default)
            for name, values in pairs},
     }
     with_lines = [c for c in data["checks"] if c.complete_lines > 0]

@@ -14,11 +14,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from skpo.engines.engine import Completion, SamplingParams, mix_seed
+from skpo.engines.hf_engine import HFEngine
 from skpo.evaluation.runner import ARITH_EXTRA_TOKENS
 from skpo.rewards.arith import check_answer
 from skpo.rewards.countdown import check_countdown
-from skpo.engines.engine import Completion, SamplingParams, mix_seed
-from skpo.engines.hf_engine import HFEngine
 from skpo.rollout.montecarlo import step_boundaries
 from skpo.tasks.arith import ArithProblem
 from skpo.tasks.countdown import CountdownProblem
@@ -282,7 +282,7 @@ class ArithSampler:
     engine: HFEngine
 
     @classmethod
-    def build(cls, model: Any, tokenizer: Any, batch_size: int = 512) -> "ArithSampler":
+    def build(cls, model: Any, tokenizer: Any, batch_size: int = 512) -> ArithSampler:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         engine = HFEngine(
             model, pad_token_id=int(pad), eos_token_id=stop_token_ids(tokenizer, model), batch_size=batch_size
@@ -377,7 +377,7 @@ class McAccuracySettings:
             raise ValueError("token positions must be in [0, 1)")
 
     @classmethod
-    def quick(cls, seed: int = 0) -> "McAccuracySettings":
+    def quick(cls, seed: int = 0) -> McAccuracySettings:
         """A few-second setting for the test suite (same code path)."""
         return cls(problems=2, group_size=4, k_true=16, k_est=8, ks=(1, 2, 4, 8), report_k=4, seed=seed)
 
@@ -523,7 +523,7 @@ def analyse(data: McData, settings: McAccuracySettings) -> dict[str, Any]:
     # (a) VinePPO step advantages ------------------------------------------------------------
     a_true, a_h1, a_h2, a_grpo, a_rel, a_nc, a_se, a_pb = [], [], [], [], [], [], [], []
     a_est: dict[int, list[Tensor]] = {k: [] for k in s.ks}
-    answers_out = []
+    answers_out: list[dict[str, Any]] = []
     for p in range(P):
         mean_outcome = data.outcomes[p].mean()
         for i in range(G):

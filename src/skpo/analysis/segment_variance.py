@@ -134,7 +134,7 @@ class SegmentVarianceSettings:
             raise ValueError("need problems, segments and answers >= 2 and group_size >= 1")
 
     @classmethod
-    def quick(cls, seed: int = 0) -> "SegmentVarianceSettings":
+    def quick(cls, seed: int = 0) -> SegmentVarianceSettings:
         """A few-second setting for the test suite (same code path)."""
         return cls(problems=3, group_size=2, segments=2, answers=2, seed=seed, bootstrap=50)
 
@@ -239,7 +239,7 @@ def plot(results: dict[str, Any], path: str | Path, dpi: int = 120) -> Path:
     width = 0.38
     for j, kind in enumerate(CONDITIONINGS):
         xs, ys, lo, hi = [], [], [], []
-        for i, (label, r) in enumerate(models.items()):
+        for i, (_label, r) in enumerate(models.items()):
             row = r[kind]
             share = math.nan if row["share"] is None else row["share"]
             ci = row["share_ci95"] or [share, share]

@@ -50,8 +50,8 @@ import torch
 from torch import Tensor
 
 from skpo.analysis.mc_accuracy import ArithSampler, Log, bootstrap_ratio_ci, stopwatch
-from skpo.rewards.arith import check_answer, check_steps, parse_answer
 from skpo.engines.engine import mix_seed
+from skpo.rewards.arith import check_answer, check_steps, parse_answer
 from skpo.tasks.arith import ArithProblem, solution_text
 from skpo.tasks.templates import continual_input_ids, skip_input_ids
 
@@ -99,7 +99,7 @@ def distinct_answers(answers: Sequence[Hashable | None]) -> int:
 
 def zero_advantage(correct: Sequence[bool]) -> bool:
     """All answers right or all wrong: a group whose GRPO advantages are all 0."""
-    return len(set(bool(c) for c in correct)) <= 1
+    return len({bool(c) for c in correct}) <= 1
 
 
 def group_summary(
@@ -120,7 +120,7 @@ def group_summary(
     n = int(correct.shape[0])
     keys = ("diversity", "zero_advantage_rate", "mean_length", "accuracy")
     if n == 0:
-        return {**{k: None for k in keys}, "n_groups": 0}
+        return {**dict.fromkeys(keys), "n_groups": 0}
     per_group = {
         "diversity": torch.tensor([float(distinct_answers(a)) for a in answers], dtype=torch.float64),
         "zero_advantage_rate": torch.tensor([float(zero_advantage(c.tolist())) for c in correct], dtype=torch.float64),
@@ -213,7 +213,7 @@ class ShortcutSettings:
             raise ValueError("need positions >= 1 and 0 < low <= high < 1")
 
     @classmethod
-    def quick(cls, seed: int = 0) -> "ShortcutSettings":
+    def quick(cls, seed: int = 0) -> ShortcutSettings:
         return cls(problems=3, group_size=4, seed=seed)
 
 

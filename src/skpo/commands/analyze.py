@@ -47,7 +47,7 @@ from skpo.tasks.countdown import CountdownConfig
 
 MODULES = {"mc-accuracy": mc_accuracy, "shortcut": shortcut, "implicit-advantage": implicit_advantage,
            "segment-variance": segment_variance}
-SETTINGS = {"mc-accuracy": mc_accuracy.McAccuracySettings, "shortcut": shortcut.ShortcutSettings,
+SETTINGS: dict[str, Any] = {"mc-accuracy": mc_accuracy.McAccuracySettings, "shortcut": shortcut.ShortcutSettings,
             "implicit-advantage": implicit_advantage.ImplicitAdvantageSettings,
             "segment-variance": segment_variance.SegmentVarianceSettings}
 ARITH_ONLY = ("shortcut", "implicit-advantage")  # they check arithmetic lines

@@ -45,16 +45,16 @@ from skpo.analysis.compare import plot_comparison, summarize
 from skpo.commands.parsers import compare_parser
 from skpo.config import ConfigError, load_config
 from skpo.jsonl import read_jsonl
-from skpo.methods import METHODS
+from skpo.methods import METHODS, sizes_that_apply
 from skpo.training.benchmarks import evaluate_benchmarks
 from skpo.training.checkpoint import latest_checkpoint
 from skpo.training.setup import build_trainer
 
 ABLATIONS: dict[str, tuple[str, list[str]]] = {
-    "skpo-noskip": ("skpo", ["rollout.skpo.skip=false"]),
-    "skpo-nomc": ("skpo", ["rollout.skpo.upstream_reward=own"]),
-    "skpo-fixedsplit": ("skpo", ["rollout.skpo.split=fixed"]),
-    "skpo-extreme": ("skpo", ["rollout.skpo.selection=extreme"]),
+    "skpo-noskip": ("skpo", ["method.rollout_params.skip=false"]),
+    "skpo-nomc": ("skpo", ["method.rollout_params.upstream_reward=own"]),
+    "skpo-fixedsplit": ("skpo", ["method.rollout_params.split=fixed"]),
+    "skpo-extreme": ("skpo", ["method.rollout_params.selection=extreme"]),
 }
 FINAL_METRICS = ("avg@k", "pass@k", "maj@k", "step_accuracy", "tokens", "steps", "train_seconds", "dead_end_first_moves")
 
@@ -90,7 +90,9 @@ def run_specs(args: argparse.Namespace, methods: dict[str, tuple[str, list[str]]
             run_dir = out / label / f"seed{seed}"
             every_tokens = max(1, args.budget // max(1, args.points))
             overrides = [
-                f"train.method={method}", *extra, *args.overrides, f"train.seed={seed}", f"train.token_budget={args.budget}",
+                f"train.method={method}", *extra,
+                *(sizes_that_apply(method, 4, k=2, max_steps=2) if getattr(args, "quick", False) else []),
+                *args.overrides, f"train.seed={seed}", f"train.token_budget={args.budget}",
                 f"train.steps={args.max_steps}", "eval.every=0", f"eval.every_tokens={every_tokens}",
                 f"eval.benchmarks=[{','.join(args.benchmarks)}]",
                 f"eval.limit={args.curve_problems}", f"eval.k={args.curve_k}", f"log.out_dir={run_dir}",
@@ -114,10 +116,11 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     resume = run_dir.is_dir() and latest_checkpoint(run_dir) is not None
     # an interrupted run with no checkpoint starts over (its files cleared, nothing else)
     trainer = build_trainer(cfg, resume=resume, overwrite=not resume and (run_dir / "run.json").is_file())
+    assert cfg.eval.benchmarks is not None  # (filled in when the config is validated)
     k_c, benchmarks = spec["curve_k"], list(cfg.eval.benchmarks)
 
     def evaluate(k: int, limit: int) -> dict[str, dict[str, Any]]:
-        return evaluate_benchmarks(trainer.policy, trainer.tokenizer, cfg, trainer.autocast_dtype, k=k, limit=limit,
+        return evaluate_benchmarks(trainer.policy, trainer.tokenizer, cfg, trainer.actor.autocast_dtype, k=k, limit=limit,
                                    source=trainer.source)
 
     start_path = run_dir / "start_eval.json"
@@ -138,7 +141,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         "benchmarks": benchmarks, "k": k, "eval_problems": spec["eval_problems"],
         **{m: _mean(r["metrics"][f"{m[:-2]}@{k}"] for r in final.values()) for m in ("avg@k", "pass@k", "maj@k")},
         "per_benchmark": {name: r["metrics"] for name, r in final.items()},
-        "tokens": trainer.tokens_seen, "steps": trainer.step, "train_seconds": trainer.state.train_seconds,
+        "tokens": trainer.state.tokens_seen, "steps": trainer.state.step, "train_seconds": trainer.state.train_seconds,
         "curve_metric": f"avg@{k_c}", "curve": curve,
     }
     step_metrics = [r["step_metrics"]["step_accuracy"] for r in final.values() if "step_accuracy" in r.get("step_metrics", {})]
@@ -170,7 +173,7 @@ def _run_pending(specs: list[dict[str, Any]], jobs: int) -> list[str]:
                 spec = pending.pop(0)
                 log_path = Path(spec["run_dir"]).parent / f"{Path(spec['run_dir']).name}.log"
                 log_path.parent.mkdir(parents=True, exist_ok=True)
-                log = open(log_path, "a")
+                log = open(log_path, "a")  # noqa: SIM115 - closed when its process ends
                 cmd = [sys.executable, "-m", "skpo.commands.compare", "--one", json.dumps(spec)]
                 running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), spec, log))
                 print(f"start {spec['label']} seed {spec['seed']}", flush=True)
@@ -232,13 +235,13 @@ def main(argv: list[str]) -> int:
     if args.quick:
         args.seeds, args.budget, args.eval_problems, args.k = min(args.seeds, 2), 1500, 10, 2
         args.points, args.curve_problems, args.curve_k, args.save_every = 2, 5, 2, 2
-        args.overrides = ["train.prompts_per_step=4", "rollout.group_size=4", "rollout.mc_k=2", "rollout.mc_max_steps=2",
-                          *args.overrides]
+        args.overrides = ["train.prompts_per_step=4", *args.overrides]  # (and each method's small sizes: run_specs)
     try:
         methods = resolve_methods(args.methods, args.variant)
         if args.seeds < 1 or args.budget < 1:
             raise ValueError("--seeds and --budget must be >= 1")
         base = load_config(args.config, args.overrides)  # bad overrides fail before any run starts
+        assert base.eval.benchmarks is not None  # (filled in when the config is validated)
         args.benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()] if args.benchmarks \
             else list(base.eval.benchmarks)
         if not args.benchmarks:

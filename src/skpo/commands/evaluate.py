@@ -40,7 +40,7 @@ from rich.table import Table
 from skpo.commands.parsers import evaluate_parser
 from skpo.errors import EvaluationInterrupted, UserError, log_to_console, run_command
 from skpo.evaluation.benchmarks import BenchmarkSpec, data_file_spec, load_problems, load_spec_file, resolve_benchmarks
-from skpo.evaluation.runner import evaluate
+from skpo.evaluation.runner import EvalSettings, evaluate
 from skpo.models.loading import load_policy, load_tokenizer, shipped_model_dir
 from skpo.tasks.arith import ArithConfig
 from skpo.tasks.countdown import CountdownConfig
@@ -215,6 +215,9 @@ def _main(argv: list[str]) -> int:
         specs = [s.model_copy(update={"countdown": task}) if s.synthetic == "countdown" and s.countdown is None else s
                  for s in specs]
     chat = {"auto": None, "on": True, "off": False}[args.chat_template]
+    settings = EvalSettings(k=args.k, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+                            limit=args.limit, seed=args.seed, batch_size=args.batch_size, use_chat_template=chat,
+                            save_samples=args.save_samples, progress=not args.no_progress)
 
     results: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
@@ -222,12 +225,8 @@ def _main(argv: list[str]) -> int:
     with StopOnSignals(doing="stopping after the batch in flight; nothing is written") as signals:
         for spec in specs:
             try:
-                results[spec.name] = evaluate(
-                    model, tokenizer, spec, k=args.k, temperature=args.temperature, top_p=args.top_p,
-                    max_new_tokens=args.max_new_tokens, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
-                    use_chat_template=chat, save_samples=args.save_samples, progress=not args.no_progress,
-                    should_stop=lambda: signals.signum is not None,
-                )
+                results[spec.name] = evaluate(model, tokenizer, spec, settings,
+                                              should_stop=lambda: signals.signum is not None)
             except EvaluationInterrupted as e:
                 assert signals.signum is not None
                 raise EvaluationInterrupted(f"stopped by {signal.Signals(signals.signum).name}: {e}; nothing written",

@@ -35,6 +35,7 @@ def _main(argv: list[str]) -> int:
     console = Console()
     cfg = load_config(args.config, args.overrides)
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    assert cfg.log.out_dir is not None  # (filled in when the config is validated)
     run_dir = Path(cfg.log.out_dir)
     console.print(f"[bold]skpo main[/]: {cfg.train.method} on the embedded default → {run_dir}")
 
@@ -62,7 +63,7 @@ def _main(argv: list[str]) -> int:
     plot = plot_runs([run_dir], run_dir / "curves.png")
 
     k = args.k
-    rows = [("avg@%d" % k, f"avg@{k}"), ("pass@1", "pass@1"), ("pass@%d" % k, f"pass@{k}"), ("maj@%d" % k, f"maj@{k}")]
+    rows = [(f"avg@{k}", f"avg@{k}"), ("pass@1", "pass@1"), (f"pass@{k}", f"pass@{k}"), (f"maj@{k}", f"maj@{k}")]
     table = Table(title=f"held-out arithmetic ({args.eval_problems} problems × {k} samples, T={cfg.eval.temperature})")
     table.add_column("metric")
     table.add_column("warm start", justify="right")

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import sys
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from skpo.commands.parsers import methods_parser
-from skpo.methods import method_table, method_table_markdown, method_to_document, resolve_method
+from skpo.methods import method_table, method_table_markdown, method_yaml, resolve_method
 
 
 def main(argv: list[str]) -> int:
     args = methods_parser().parse_args(argv)
     if args.show:
-        print(yaml.safe_dump(method_to_document(resolve_method(args.show)), sort_keys=False, allow_unicode=True), end="")
+        print(method_yaml(resolve_method(args.show)), end="")
         return 0
     if args.markdown:
         print(method_table_markdown())

@@ -5,6 +5,7 @@ the training stack)."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from skpo.commands.parsers import warmstart_parser
 from skpo.commands.warmstart_config import WarmstartConfig
@@ -51,7 +52,7 @@ def main(argv: list[str]) -> int:
     result = train(config, log_every=args.log_every)
     print(f"trained {result.steps} steps in {result.seconds:.0f}s"
           + (f" (validation target {config.target_avg} reached)" if result.reached_target else ""))
-    metrics: dict[str, object] = {}
+    metrics: dict[str, Any] = {}
     if args.eval_problems > 0:
         t0 = time.perf_counter()
         if isinstance(task, CountdownConfig):

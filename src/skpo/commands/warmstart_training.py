@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -18,7 +19,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from skpo.algorithms import PolicyLossInputs
 from skpo.commands.warmstart_config import WarmstartConfig
 from skpo.evaluation.benchmarks import get_spec
-from skpo.evaluation.runner import evaluate
+from skpo.evaluation.runner import EvalSettings, evaluate
 from skpo.methods.record import LossTerm, term_loss
 from skpo.models.forward import policy_forward
 from skpo.models.loading import load_policy, shipped_model_dir
@@ -234,7 +235,7 @@ def evaluate_avg_at_k(
             spec, records = get_spec("countdown"), countdown_records(problems)  # type: ignore[arg-type]
         else:
             spec, records = get_spec("arith"), arith_records(problems)  # type: ignore[arg-type]
-        result = evaluate(model, tokenizer, spec, k=k, seed=seed, batch_size=batch_size, problems=records,
+        result = evaluate(model, tokenizer, spec, EvalSettings(k=k, seed=seed, batch_size=batch_size), problems=records,
                           prompt_ids=inputs)
     finally:
         model.train(was_training)
@@ -275,7 +276,7 @@ def draft_inputs(
 def evaluate_all(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: Sequence[Synthetic], k: int = 8, seed: int = 0,
     task: CountdownConfig | None = None,
-) -> dict[str, dict[str, object]]:
+) -> dict[str, Any]:
     """avg@k on plain inputs and on skip inputs with a correct and a flawed draft."""
     return {
         "plain": evaluate_avg_at_k(model, tokenizer, problems, k=k, seed=seed).to_dict(),
@@ -312,7 +313,7 @@ def set_determinism(seed: int, threads: int) -> None:
     torch.use_deterministic_algorithms(True)
     # NaN-filling every fresh tensor (on by default in deterministic mode) made CPU steps several
     # times slower here and changes no result; the deterministic kernels themselves are kept.
-    torch.utils.deterministic.fill_uninitialized_memory = False
+    torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]  # (a module setting torch's stubs leave out)
 
 
 def validation_problems(task: ArithConfig | CountdownConfig, n: int, seed: int) -> list[Synthetic]:
@@ -324,7 +325,7 @@ def validation_problems(task: ArithConfig | CountdownConfig, n: int, seed: int) 
     if isinstance(task, CountdownConfig):
         cd: list[Synthetic] = []
         while len(cd) < n:
-            problem = countdown.sample_problem(task, rng)
+            problem: Synthetic = countdown.sample_problem(task, rng)
             if countdown.split_of(problem.question, task.eval_buckets) == "train":
                 cd.append(problem)
         return cd
@@ -341,7 +342,7 @@ def load_init(path: str, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     longer-chain curriculum), float32. Refused when its vocabulary or special ids differ from the
     task tokenizer's: the warm start builds every sequence with that tokenizer."""
     model = load_policy(shipped_model_dir(path) or path, dtype=torch.float32)
-    vocab = model.get_input_embeddings().weight.shape[0]
+    vocab = cast(torch.nn.Embedding, model.get_input_embeddings()).weight.shape[0]  # (a causal LM's token embedding)
     if vocab != len(tokenizer) or model.config.eos_token_id != tokenizer.eos_token_id:
         raise ValueError(
             f"--init {path}: vocabulary {vocab} / eos {model.config.eos_token_id} does not match the arithmetic "
@@ -423,6 +424,7 @@ def train(config: WarmstartConfig, log_every: int = 100, log: Callable[[str], No
             validation.append({"step": step, "avg_at_k": m.avg_at_k, "pass_at_k": m.pass_at_k, "frac_mixed": m.frac_mixed})
             log(f"step {step:5d}  validation avg@{config.val_k} {m.avg_at_k:.3f}  pass@{config.val_k} "
                 f"{m.pass_at_k:.3f}  mixed {m.frac_mixed:.3f}")
+            assert config.target_avg is not None  # (val is empty without it)
             reached = m.avg_at_k >= config.target_avg
     model.eval()
     return WarmstartResult(model, tokenizer, step, time.perf_counter() - start, losses, validation, reached)

@@ -1,4 +1,4 @@
-"""The engine's context: how many tokens a prompt and its completion may take together.
+"""The engine's context window: how many tokens a prompt and its completion may take together.
 
 A rollout's longest request is the longest prompt, plus what its kind puts in front of the
 answer (SKPO's skip input ``[s, q]`` carries a segment of up to ``split_high · L`` tokens),
@@ -18,10 +18,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from skpo.errors import UserError
 from skpo.engines.engine import Completion, Engine, SamplingParams, resolve_max_new_tokens
+from skpo.errors import UserError
 
-__all__ = ["ContextError", "ContextLimit", "ContextPlan", "model_positions", "plan_context"]
+__all__ = ["ContextError", "ContextLimit", "ContextWindow", "model_positions", "fit_context_window"]
 
 
 class ContextError(UserError):
@@ -40,20 +40,20 @@ def model_positions(config: Any) -> int | None:
 
 
 @dataclass(frozen=True)
-class ContextPlan:
-    """The run's context.
+class ContextWindow:
+    """The run's context window: how many tokens a prompt and its completion may take together.
 
     Attributes:
         need: longest prompt + the rollout kind's growth of it + the answer budget (``None``: the
             kind's growth is not bounded in advance, e.g. refinement prompts that quote critiques).
-        context: the engine's context (``max_model_len``): the user's setting, else ``need``,
+        tokens: the engine's context window (``max_model_len``): the user's setting, else ``need``,
             else the model's positions.
         model_positions: the model's positions (``None``: unknown, not checked).
         longest_prompt, growth, answer_budget: the parts of ``need``.
     """
 
     need: int | None
-    context: int
+    tokens: int
     model_positions: int | None
     longest_prompt: int
     growth: int | None
@@ -62,11 +62,11 @@ class ContextPlan:
     @property
     def may_cut(self) -> bool:
         """Whether some completion can reach the context before its answer budget."""
-        return self.need is None or self.need > self.context
+        return self.need is None or self.need > self.tokens
 
 
-def plan_context(longest_prompt: int, growth: int | None, answer_budget: int, model_max: int | None,
-                 setting: int | None = None, *, growth_note: str = "") -> ContextPlan:
+def fit_context_window(longest_prompt: int, growth: int | None, answer_budget: int, model_max: int | None,
+                       setting: int | None = None, *, growth_note: str = "") -> ContextWindow:
     """The engine's context for a run, checked against the model.
 
     Args:
@@ -90,18 +90,18 @@ def plan_context(longest_prompt: int, growth: int | None, answer_budget: int, mo
         if setting <= longest_prompt:
             raise ContextError(f"rollout.max_context_tokens={setting} leaves no room for an answer to the longest "
                                f"prompt ({longest_prompt} tokens): raise it or lower data.max_prompt_tokens")
-        return ContextPlan(need, setting, model_max, longest_prompt, growth, answer_budget)
+        return ContextWindow(need, setting, model_max, longest_prompt, growth, answer_budget)
     if need is None:
-        return ContextPlan(None, model_max or longest_prompt + answer_budget, model_max, longest_prompt, growth,
-                           answer_budget)
+        return ContextWindow(None, model_max or longest_prompt + answer_budget, model_max, longest_prompt, growth,
+                             answer_budget)
     if model_max is not None and need > model_max:
         raise ContextError(
             f"the rollout needs a context of {need} tokens ({parts}) but the model has {model_max} positions "
             f"(max_position_embeddings): lower rollout.max_new_tokens or data.max_prompt_tokens"
-            + (" or rollout.skpo.split_high / rollout.skpo.initial_length" if "segment" in growth_note else "")
+            + (" or method.rollout_params.split_high / rollout.initial_length" if "segment" in growth_note else "")
             + f", or set rollout.max_context_tokens={model_max} to cut the answers that reach the model's context "
             "(counted as rollout/cut_by_context and scored as unfinished)")
-    return ContextPlan(need, need, model_max, longest_prompt, growth, answer_budget)
+    return ContextWindow(need, need, model_max, longest_prompt, growth, answer_budget)
 
 
 class ContextLimit:

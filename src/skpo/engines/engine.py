@@ -162,6 +162,16 @@ DecodeFn = Callable[[list[int]], str]
 _MASK64 = (1 << 64) - 1
 
 
+def call_seed(params: SamplingParams) -> int:
+    """The one seed of a whole call (``params.seed`` as an ``int``), from which a rollout kind
+    derives the seeds of its follow-up calls (refill rounds, hints, critiques, continuations) with
+    :func:`mix_seed`. The trainer always calls a rollout kind with one integer seed; per-prompt
+    seeds or none leave nothing to derive from."""
+    if params.seed is None or isinstance(params.seed, Sequence):
+        raise ValueError(f"a rollout derives its follow-up calls' seeds from one integer seed (got {params.seed!r})")
+    return int(params.seed)
+
+
 def mix_seed(*values: int) -> int:
     """Deterministic 63-bit hash of integers (splitmix64 chain), for deriving sub-seeds.
 

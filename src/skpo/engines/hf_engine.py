@@ -8,6 +8,7 @@ import contextlib
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -22,6 +23,7 @@ from skpo.engines.engine import (
     prompt_seeds,
     resolve_max_new_tokens,
 )
+from skpo.rows import pad_lists
 
 __all__ = ["HFEngine", "autocast", "sample_from_logits", "left_pad"]
 
@@ -51,13 +53,7 @@ def left_pad(
         input_ids ``[B, P]`` (``P`` = longest sequence), attention_mask ``[B, P]`` (1 on real
         tokens), position_ids ``[B, P]`` (0 at each row's first real token; 0 on pads too).
     """
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for b, s in enumerate(seqs):
-        if len(s):
-            ids[b, width - len(s) :] = torch.as_tensor(list(s), dtype=torch.long)
-            mask[b, width - len(s) :] = 1
+    ids, mask = pad_lists(seqs, pad_token_id, left=True)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     return ids.to(device), mask.to(device), positions.to(device)
 
@@ -325,7 +321,7 @@ class HFEngine:
 
     def _forward(
         self, ids: Tensor, mask: Tensor, pos: Tensor, cache, logits_to_keep: int | None
-    ) -> tuple[Tensor, object]:
+    ) -> tuple[Tensor, Any]:  # (logits, the model's cache)
         kwargs = {}
         if logits_to_keep is not None and self._keeps_logits:
             kwargs["logits_to_keep"] = logits_to_keep
@@ -401,6 +397,7 @@ class HFEngine:
             tok_list: list[int] | None = None
             hit_str: dict[int, str] = {}  # batch position -> stop string it completed
             if params.stop:  # stop strings are matched on the host, on a tail window
+                assert self.decode is not None  # (generate refuses stop strings without it)
                 tok_list = tok.tolist()
                 for a, k in enumerate(batch_list):
                     if finished[a]:
@@ -457,6 +454,9 @@ class _PreallocatedLayer(DynamicLayer):
     third of a decode step's time. ``keys`` / ``values`` are views of the filled part, so
     everything that reads them (attention, masks, ``get_seq_length``) sees a normal layer."""
 
+    keys: Tensor  # (always set: views of the buffers)
+    values: Tensor
+
     def __init__(self, keys: Tensor, values: Tensor, capacity: int) -> None:
         super().__init__()
         self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
@@ -511,6 +511,7 @@ def _preallocate(cache, extra: int) -> None:
         return
     for i, layer in enumerate(layers):
         if type(layer) is DynamicLayer and layer.is_initialized and layer.keys is not None and layer.keys.numel():
+            assert layer.values is not None  # (set with the keys)
             layers[i] = _PreallocatedLayer(layer.keys, layer.values, layer.keys.shape[-2] + extra)
 
 

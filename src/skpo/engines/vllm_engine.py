@@ -227,7 +227,7 @@ def _named_weights(model: torch.nn.Module, device: torch.device, dtype: torch.dt
             continue
         tensor = tensor.detach()
         if hasattr(tensor, "full_tensor"):  # a DTensor shard
-            tensor = tensor.to(device).full_tensor()
+            tensor = tensor.to(device).full_tensor()  # type: ignore[union-attr]  # (a DTensor, as checked)
         out = tensor.to(device=device, dtype=dtype)
         del tensor  # the whole float32 tensor (gathered or merged) goes before the next one is built
         yield name, out
@@ -246,7 +246,7 @@ def tied_aliases(module: torch.nn.Module) -> dict[str, str]:
     aliases: dict[str, str] = {}
     named = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
     for name, tensor in named:
-        keys = [("object", id(tensor))]
+        keys: list[tuple] = [("object", id(tensor))]
         if not hasattr(tensor, "full_tensor") and tensor.numel() > 0:  # (an empty tensor has no storage to share)
             keys.append(("storage", tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape),
                          tuple(tensor.stride())))

@@ -86,32 +86,32 @@ BUILTIN_BENCHMARKS: dict[str, BenchmarkSpec] = {
     spec.name: spec
     for spec in [
         BenchmarkSpec(
-            name="math500", verifier="math", path="math500.jsonl", prompt_column="problem",
+            name="math500", reward="math", path="math500.jsonl", prompt_column="problem",
             answer_column="answer", id_column="unique_id", template=MATH_TEMPLATE, max_new_tokens=1024,
         ),
         BenchmarkSpec(
-            name="aime24", verifier="math", path="aime24.jsonl", prompt_column="problem",
+            name="aime24", reward="math", path="aime24.jsonl", prompt_column="problem",
             answer_column="answer", id_column="id", template=MATH_TEMPLATE, max_new_tokens=2048,
         ),
         BenchmarkSpec(
-            name="amc23", verifier="math", path="amc23.jsonl", prompt_column="problem",
+            name="amc23", reward="math", path="amc23.jsonl", prompt_column="problem",
             answer_column="answer", id_column="id", template=MATH_TEMPLATE, max_new_tokens=2048,
         ),
         BenchmarkSpec(
-            name="gsm8k", verifier="gsm8k", path="gsm8k.jsonl", prompt_column="question",
+            name="gsm8k", reward="gsm8k", path="gsm8k.jsonl", prompt_column="question",
             answer_column="answer", id_column="idx", template=MATH_TEMPLATE, max_new_tokens=512,
         ),
         BenchmarkSpec(
-            name="mmlu_stem", verifier="choice", path="mmlu_stem.jsonl", prompt_column="question",
+            name="mmlu_stem", reward="choice", path="mmlu_stem.jsonl", prompt_column="question",
             answer_column="answer", choices_column="choices", template=CHOICE_TEMPLATE, max_new_tokens=512,
         ),
         BenchmarkSpec(
-            name="humaneval", verifier="code", path="humaneval.jsonl.gz", prompt_column="prompt",
+            name="humaneval", reward="code", path="humaneval.jsonl.gz", prompt_column="prompt",
             answer_column=None, id_column="task_id", extra_columns=("test", "entry_point"),
             template="{question}", chat_template=CODE_CHAT_TEMPLATE, stop=CODE_STOP, max_new_tokens=512,
         ),
-        BenchmarkSpec(name="arith", verifier="arith", answer_column=None, max_new_tokens=None, n_problems=200),
-        BenchmarkSpec(name="countdown", verifier="countdown", answer_column=None, max_new_tokens=None, n_problems=200),
+        BenchmarkSpec(name="arith", reward="arith", answer_column=None, max_new_tokens=None, n_problems=200),
+        BenchmarkSpec(name="countdown", reward="countdown", answer_column=None, max_new_tokens=None, n_problems=200),
     ]
 }
 

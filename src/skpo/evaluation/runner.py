@@ -1,8 +1,11 @@
 """Evaluate a model on a benchmark: sample ``k`` completions per problem, verify, summarise.
 
-:func:`evaluate` is one plain pipeline::
+:func:`evaluate` is one plain pipeline of four steps, with its settings in one record
+(:class:`EvalSettings`)::
 
-    problems ─► prompt ids ─► HFEngine.generate(prompts, n=k) ─► decode ─► verifier ─► metrics
+    prepare_prompts ─► generate_samples ─► score_samples ─► report
+    (problems, prompt ids,   (HFEngine.generate,   (decode, verifier)   (metrics, records)
+     budgets)                 n=k per prompt)
 
 Prompts:
 
@@ -27,8 +30,10 @@ samples are verified after all generation is done.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -46,26 +51,20 @@ from skpo.evaluation.metrics import (
     success_histogram,
 )
 from skpo.rewards.arith import check_steps
-from skpo.rewards.registry import RewardEntry
 from skpo.rewards.countdown import numbers_and_target
+from skpo.rewards.registry import RewardEntry
 from skpo.tasks.countdown import FIRST_MOVE_KINDS, first_move_kind
 from skpo.tasks.dataset import encode_problems
 from skpo.tasks.dataset import prompt_format as format_of
-from skpo.tasks.prompts import has_chat_template
-from skpo.tasks.prompts import stop_token_ids as _stop_token_ids
+from skpo.tasks.prompts import has_chat_template, stop_token_ids
 from skpo.tasks.templates import response_ids
 
-__all__ = ["evaluate", "build_prompts", "arith_step_metrics", "countdown_move_metrics", "stop_token_ids",
+__all__ = ["EvalPrompts", "EvalSettings", "evaluate", "prepare_prompts", "generate_samples", "score_samples", "report",
+           "build_prompts", "arith_step_metrics", "countdown_move_metrics",
            "has_chat_template"]
 
 ARITH_EXTRA_TOKENS = 16
 """``arith`` budget: the longest reference response of the problems plus this many tokens."""
-
-
-def stop_token_ids(model: Any, tokenizer: Any, chat: bool = False) -> list[int]:
-    """EOS ids from the tokenizer and the model's generation config (and, for chat prompts, the
-    template's end-of-turn token); see :func:`skpo.tasks.prompts.stop_token_ids`."""
-    return _stop_token_ids(tokenizer, model, chat=chat)
 
 
 def build_prompts(
@@ -177,34 +176,11 @@ def _progress(label: str):
     )
 
 
-def evaluate(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    spec: BenchmarkSpec | str,
-    k: int = 8,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    max_new_tokens: int | None = None,
-    limit: int | None = None,
-    seed: int | None = 0,
-    *,
-    batch_size: int = 64,
-    use_chat_template: bool | None = None,
-    save_samples: bool = False,
-    progress: bool = False,
-    math_timeout_s: float = 5.0,
-    autocast_dtype: torch.dtype | None = None,
-    problems: Sequence[Problem] | None = None,
-    prompt_ids: Sequence[Sequence[int]] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    reward: RewardEntry | None = None,
-) -> dict[str, Any]:
-    """Sample ``k`` completions per problem of ``spec`` and score them.
+@dataclass(frozen=True)
+class EvalSettings:
+    """How a benchmark is evaluated.
 
-    Args:
-        model: a causal LM on its device (``transformers`` style).
-        tokenizer: its tokenizer.
-        spec: a :class:`BenchmarkSpec` or a built-in name (``arith``, ``math500``, ...).
+    Attributes:
         k: samples per problem.
         temperature, top_p: sampling (``temperature = 0`` is greedy; then all ``k`` samples agree).
         max_new_tokens: generation budget per sample (default: the spec's; ``arith``: the longest
@@ -218,6 +194,62 @@ def evaluate(
         math_timeout_s: per-answer bound of the math verifier.
         autocast_dtype: compute dtype for generation (bf16/fp16 autocast over the model's own
             weights); ``None`` runs in the weights' dtype.
+    """
+
+    k: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int | None = None
+    limit: int | None = None
+    seed: int | None = 0
+    batch_size: int = 64
+    use_chat_template: bool | None = None
+    save_samples: bool = False
+    progress: bool = False
+    math_timeout_s: float = 5.0
+    autocast_dtype: torch.dtype | None = None
+
+
+@dataclass
+class EvalPrompts:
+    """The problems of one evaluation and what generation needs of them (:func:`prepare_prompts`).
+
+    Attributes:
+        problems / prompts: the problems kept and their prompt ids (one each).
+        prompt_format: ``arith`` | ``chat`` | ``plain``.
+        budget: new tokens per sample; ``per_prompt``: the same, cut where the prompt plus the
+            budget would pass the model's context (``over_context`` of them).
+        dropped: ids of the problems whose prompt was longer than ``max_prompt_tokens``.
+    """
+
+    problems: list[Problem]
+    prompts: list[list[int]]
+    prompt_format: str
+    budget: int
+    per_prompt: list[int]
+    over_context: int
+    dropped: list[str]
+
+
+def evaluate(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    spec: BenchmarkSpec | str,
+    settings: EvalSettings = EvalSettings(),
+    *,
+    problems: Sequence[Problem] | None = None,
+    prompt_ids: Sequence[Sequence[int]] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    reward: RewardEntry | None = None,
+) -> dict[str, Any]:
+    """Sample ``settings.k`` completions per problem of ``spec`` and score them:
+    :func:`prepare_prompts` → :func:`generate_samples` → :func:`score_samples` → :func:`report`.
+
+    Args:
+        model: a causal LM on its device (``transformers`` style).
+        tokenizer: its tokenizer.
+        spec: a :class:`BenchmarkSpec` or a built-in name (``arith``, ``math500``, ...).
+        settings: sampling, budget, batching, prompts and output (:class:`EvalSettings`).
         problems: evaluate these instead of the spec's own (e.g. a validation set drawn by the
             caller; ``arith``: :func:`skpo.tasks.dataset.arith_records`); ``spec`` still gives
             the reward, template and budget.
@@ -238,29 +270,45 @@ def evaluate(
         ``success_histogram`` (``[k + 1]`` problem counts by number correct), ``step_metrics``
         (``arith`` only), ``problems`` (per-problem records).
     """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    if settings.k < 1:
+        raise ValueError(f"k must be >= 1, got {settings.k}")
     if isinstance(spec, str):
         spec = get_spec(spec)
-    if seed is None:
-        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+    if settings.seed is None:
+        settings = dataclasses.replace(settings, seed=int(torch.randint(0, 2**31 - 1, (1,)).item()))
     started = time.perf_counter()
+    prompts = prepare_prompts(model, tokenizer, spec, settings, problems, prompt_ids)
+    completions = generate_samples(model, tokenizer, spec, prompts, settings, should_stop)
+    generated = time.perf_counter()
+    texts, verdicts = score_samples(tokenizer, spec, prompts, completions, settings, reward)
+    verified = time.perf_counter()
+    seconds = {"generate": round(generated - started, 3), "verify": round(verified - generated, 3),
+               "total": round(time.perf_counter() - started, 3)}
+    return report(spec, prompts, completions, texts, verdicts, settings, seconds)
+
+
+def prepare_prompts(model: torch.nn.Module, tokenizer: Any, spec: BenchmarkSpec, settings: EvalSettings,
+                    problems: Sequence[Problem] | None = None,
+                    prompt_ids: Sequence[Sequence[int]] | None = None) -> EvalPrompts:
+    """The problems (the spec's, or ``problems``; the first ``settings.limit``), their prompts
+    (templated, overlong ones dropped; or ``prompt_ids`` as given) and token budgets."""
+    limit = settings.limit
     if problems is not None and (not problems or (limit is not None and limit < 1)):
         raise ValueError(f"{spec.name}: no problems to evaluate (given {len(problems)}, limit {limit})")
     problems = load_problems(spec, limit) if problems is None else list(problems)[:limit]
     dropped: list[str] = []
     if prompt_ids is None:
-        encoded = encode_problems(spec, tokenizer, problems, use_chat_template)
+        encoded = encode_problems(spec, tokenizer, problems, settings.use_chat_template)
         problems, prompts, prompt_format, dropped = (encoded.problems, encoded.prompt_ids, encoded.prompt_format,
                                                      encoded.dropped)
     else:
         prompts = [list(p) for p in prompt_ids][:limit]
         if len(prompts) != len(problems):
             raise ValueError(f"{len(prompts)} prompts for {len(problems)} problems")
-        prompt_format = format_of(spec, tokenizer, use_chat_template)
+        prompt_format = format_of(spec, tokenizer, settings.use_chat_template)
     if not problems:
         raise ValueError(f"{spec.name}: every prompt is longer than max_prompt_tokens={spec.max_prompt_tokens}")
-    budget = _budget(spec, tokenizer, problems, max_new_tokens)
+    budget = _budget(spec, tokenizer, problems, settings.max_new_tokens)
     context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     per_prompt = [budget] * len(prompts)
     over = 0
@@ -269,57 +317,72 @@ def evaluate(
             if len(p) + budget > context:
                 per_prompt[i] = max(0, int(context) - len(p))
                 over += 1
+    return EvalPrompts(list(problems), prompts, prompt_format, budget, per_prompt, over, dropped)
 
+
+def generate_samples(model: torch.nn.Module, tokenizer: Any, spec: BenchmarkSpec, prompts: EvalPrompts,
+                     settings: EvalSettings, should_stop: Callable[[], bool] | None = None) -> list[list[Completion]]:
+    """``settings.k`` completions per prompt ``[N][k]`` from the :class:`HFEngine`, prompt ``i``
+    seeded with ``mix_seed(settings.seed, i)`` (``settings.seed`` resolved, not ``None``)."""
+    k, batch_size, ids = settings.k, settings.batch_size, prompts.prompts
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad is None:
         raise ValueError("the tokenizer has neither a pad nor an EOS token; cannot pad prompts")
-    plain = prompt_format == "plain"
-    stop = list(spec.stop) if plain else []
+    stop = list(spec.stop) if prompts.prompt_format == "plain" else []
     done = 0  # problems generated in full
 
     def stop_if_asked() -> None:
         if should_stop is not None and should_stop():
-            raise EvaluationInterrupted(f"{spec.name}: stopped after {done} of {len(prompts)} problems")
+            raise EvaluationInterrupted(f"{spec.name}: stopped after {done} of {len(ids)} problems")
 
     engine = HFEngine(
         model,
         pad_token_id=int(pad),
-        eos_token_id=stop_token_ids(model, tokenizer, chat=prompt_format == "chat"),
-        decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=False),
+        eos_token_id=stop_token_ids(tokenizer, model, chat=prompts.prompt_format == "chat"),
+        decode=lambda token_ids: tokenizer.decode(token_ids, skip_special_tokens=False),
         batch_size=batch_size,
-        autocast_dtype=autocast_dtype,
+        autocast_dtype=settings.autocast_dtype,
         between_batches=stop_if_asked,  # a stop within one batch, whatever the prompts per call
     )
-    seeds = prompt_seeds(seed, len(prompts))
+    seeds = prompt_seeds(settings.seed, len(ids))
     # Prompts per engine call: enough to fill a batch, small enough for a live progress bar.
     per_call = max(1, batch_size // k) * 4
     results: list[list[Completion]] = []
-    bar = _progress(f"{spec.name} k={k}") if progress else None
-    task = bar.add_task("generate", total=len(prompts)) if bar else None
+    bar = _progress(f"{spec.name} k={k}") if settings.progress else None
+    task = bar.add_task("generate", total=len(ids)) if bar else None
     if bar:
         bar.start()
     try:
-        for start in range(0, len(prompts), per_call):
-            end = min(len(prompts), start + per_call)
-            params = SamplingParams(
-                temperature=temperature, top_p=top_p, max_new_tokens=budget, stop=stop, seed=seeds[start:end]
-            )
-            results += engine.generate(prompts[start:end], k, params, max_new_tokens=per_prompt[start:end])
+        for start in range(0, len(ids), per_call):
+            end = min(len(ids), start + per_call)
+            params = SamplingParams(temperature=settings.temperature, top_p=settings.top_p,
+                                    max_new_tokens=prompts.budget, stop=stop, seed=seeds[start:end])
+            results += engine.generate(ids[start:end], k, params, max_new_tokens=prompts.per_prompt[start:end])
             done = end
             if bar:
                 bar.update(task, completed=end)
-            if end < len(prompts):
+            if end < len(ids):
                 stop_if_asked()
     finally:
         if bar:
             bar.stop()
-    generated = time.perf_counter()
+    return results
 
-    texts = [[tokenizer.decode(c.token_ids, skip_special_tokens=True) for c in row] for row in results]
-    verdicts = score_completions(spec, problems, texts, plain_prompt=plain, math_timeout_s=math_timeout_s,
-                                 reward=reward, tokenizer=tokenizer)
-    verified = time.perf_counter()
 
+def score_samples(tokenizer: Any, spec: BenchmarkSpec, prompts: EvalPrompts, completions: list[list[Completion]],
+                  settings: EvalSettings, reward: RewardEntry | None = None) -> tuple[list[list[str]], list[list[Any]]]:
+    """The completions' texts (special tokens skipped) and their verdicts ``[N][k]``, by the
+    spec's reward or ``reward``."""
+    texts = [[tokenizer.decode(c.token_ids, skip_special_tokens=True) for c in row] for row in completions]
+    verdicts = score_completions(spec, prompts.problems, texts, plain_prompt=prompts.prompt_format == "plain",
+                                 math_timeout_s=settings.math_timeout_s, reward=reward, tokenizer=tokenizer)
+    return texts, verdicts
+
+
+def report(spec: BenchmarkSpec, prompts: EvalPrompts, completions: list[list[Completion]], texts: list[list[str]],
+           verdicts: list[list[Any]], settings: EvalSettings, seconds: dict[str, float]) -> dict[str, Any]:
+    """The result record of :func:`evaluate` (its docstring) from the scored samples."""
+    k, problems = settings.k, prompts.problems
     correct = [[v.correct for v in row] for row in verdicts]
     counts = [sum(row) for row in correct]
     answers = [[v.extracted for v in row] for row in verdicts]
@@ -328,15 +391,15 @@ def evaluate(
         metrics[f"pass@{kk}"] = mean_pass_at_k(counts, k, kk)
     metrics[f"maj@{k}"] = None if spec.reward == "code" else maj_at_k(answers, correct)
     n_samples = len(problems) * k
-    metrics["mean_response_tokens"] = sum(len(c) for row in results for c in row) / n_samples
-    metrics["frac_truncated"] = sum(c.finish_reason == "length" for row in results for c in row) / n_samples
+    metrics["mean_response_tokens"] = sum(len(c) for row in completions for c in row) / n_samples
+    metrics["frac_truncated"] = sum(c.finish_reason == "length" for row in completions for c in row) / n_samples
 
     records = []
-    for p, row_v, row_t, row_c, n_right in zip(problems, verdicts, texts, results, counts):
+    for p, row_v, row_t, row_c, n_right in zip(problems, verdicts, texts, completions, counts):
         majority, _ = majority_vote([v.extracted for v in row_v])
         record: dict[str, Any] = {"index": p.index, "id": p.id, "gold": p.gold, "n_correct": n_right,
                                   "majority_answer": majority}
-        if save_samples:
+        if settings.save_samples:
             record["samples"] = [
                 {"text": t, "correct": v.correct, "reason": v.reason, "extracted": v.extracted,
                  "tokens": len(c), "finish_reason": c.finish_reason}
@@ -349,17 +412,14 @@ def evaluate(
         "reward": spec.reward,
         "n_problems": len(problems),
         "k": k,
-        "prompt_format": prompt_format,
-        "sampling": {"temperature": temperature, "top_p": top_p, "max_new_tokens": budget, "seed": seed},
+        "prompt_format": prompts.prompt_format,
+        "sampling": {"temperature": settings.temperature, "top_p": settings.top_p, "max_new_tokens": prompts.budget,
+                     "seed": settings.seed},
         "metrics": metrics,
         "success_histogram": success_histogram(counts, k),
-        "prompts_over_context": over,
-        "dropped_overlong": len(dropped),
-        "seconds": {
-            "generate": round(generated - started, 3),
-            "verify": round(verified - generated, 3),
-            "total": round(time.perf_counter() - started, 3),
-        },
+        "prompts_over_context": prompts.over_context,
+        "dropped_overlong": len(prompts.dropped),
+        "seconds": seconds,
     }
     if spec.reward == "arith":
         out["step_metrics"] = arith_step_metrics(problems, texts)

@@ -15,35 +15,42 @@ on the command line — that is merged onto the document (terms are addressed by
     skpo train train.method=skpo method.terms.upstream.weight=0.1 method.kl_coef=0.01
 
 A ``null`` removes a key (``method.terms.upstream=null`` drops a term, which the rollout
-validation then refuses for SKPO). The older run-config shortcuts (``rollout.group_size``,
-``rollout.skpo.*``, ``rollout.mc_k``, ``train.kl_coef``, ``train.entropy_coef``,
-``train.prompt_sampling``, ``train.filter_groups``, ``train.dapo_max_gen_batches``, …) still work
-when set explicitly; ``method:`` wins over them. Every value is validated through the
-registries' parameter records (an unknown key names itself: ``method.terms.downstream.
-loss_params: cispo: unknown parameter(s) ['clip_hgh']``). The resolved method is written to the
-run directory (``method.yaml``) and shown by ``skpo train --print-config``.
+validation then refuses for SKPO). The document and the ``method`` section are the one home of
+every method setting: group size, rollout parameters, KL and entropy coefficients, prompt
+sampling, DAPO's filter. The run-config keys of earlier releases that set parts of it
+(``rollout.group_size``, ``rollout.skpo.*``, ``rollout.mc_k``, ``train.kl_coef``, …:
+:data:`skpo.config.OLD_SPELLINGS`) are read as their ``method.*`` spelling with a note, and
+``method:`` wins over them. Every value is validated through the registries' parameter records
+(an unknown key names itself: ``method.terms.downstream.loss_params: cispo: unknown
+parameter(s) ['clip_hgh']``). The method is resolved once per run (:func:`resolve_run_method`,
+from :func:`skpo.config.load_config`); the resolved record is written to the run directory
+(``method.yaml``) and shown by ``skpo train --check`` and ``skpo methods --show``.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
-from functools import lru_cache
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import yaml
 
-from skpo.methods.checks import check_method_against_rollout, check_term, joint_roles, rollout_params
-from skpo.methods.record import LossTerm, Method, term_loss
 from skpo.algorithms import PROMPT_SAMPLERS
 from skpo.errors import MethodError, did_you_mean
+from skpo.methods.checks import check_method_against_rollout, check_term, joint_roles, rollout_params
+from skpo.methods.record import LossTerm, Method, term_loss
 from skpo.paths import METHOD_DIR, is_method_file, shipped_method_names
+from skpo.registry import check_types
 from skpo.rollout import ROLLOUTS
 
-__all__ = ["METHODS", "Method", "MethodError", "check_method_against_rollout", "get_method", "joint_roles", "rollout_params", "method_document", "method_names", "method_table",
-           "method_table_markdown", "method_to_document", "resolve_method", "term_loss"]
+__all__ = ["METHODS", "Method", "MethodError", "ResolvedMethod", "check_method_against_rollout", "get_method", "joint_roles",
+           "method_document", "method_names", "sizes_that_apply", "method_table", "method_table_markdown", "method_to_document", "method_yaml",
+           "resolve_method", "resolve_run_method", "rollout_params", "term_loss"]
 
 
 _TOP_KEYS = {
@@ -60,7 +67,7 @@ def method_names() -> list[str]:
     return shipped_method_names()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _read_shipped(name: str) -> dict[str, Any]:
     path = METHOD_DIR / f"{name}.yaml"
     if not path.is_file():
@@ -160,6 +167,10 @@ def _build(doc: dict[str, Any], where: str) -> Method:
         if not doc.get(key):
             raise MethodError(f"{where}: {key!r} is required")
     try:
+        check_types(Method, kwargs, where)
+    except ValueError as err:
+        raise MethodError(str(err)) from None
+    try:
         method = Method(name=str(doc["name"]), description=str(doc.get("description", "")), rollout=str(doc["rollout"]),
                               terms=tuple(terms), **kwargs)
         method.validate()
@@ -180,61 +191,42 @@ def resolve_method(name: str, overrides: Mapping[str, Any] | None = None, where:
     return _build(doc, where)
 
 
-# Run-config shortcuts that set part of the method: (section path, field) → method key path.
-# Applied only when set explicitly in the config (or on the command line); ``method:`` wins.
-SHORTCUTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("rollout", "group_size", ("group_size",)),
-    ("rollout", "mc_k", ("rollout_params", "k")),
-    ("rollout", "mc_max_steps", ("rollout_params", "max_steps")),
-    ("rollout.skpo", "skip", ("rollout_params", "skip")),
-    ("rollout.skpo", "upstream_reward", ("rollout_params", "upstream_reward")),
-    ("rollout.skpo", "split", ("rollout_params", "split")),
-    ("rollout.skpo", "selection", ("rollout_params", "selection")),
-    ("rollout.skpo", "num_segments", ("rollout_params", "num_segments")),
-    ("rollout.skpo", "split_low", ("rollout_params", "split_low")),
-    ("rollout.skpo", "split_high", ("rollout_params", "split_high")),
-    ("train", "kl_coef", ("kl_coef",)),
-    ("train", "kl_estimator", ("kl_estimator",)),
-    ("train", "kl_placement", ("kl_placement",)),
-    ("train", "entropy_coef", ("entropy_coef",)),
-    ("train", "prompt_sampling", ("prompt_sampling",)),
-    ("train", "filter_groups", ("filter_groups",)),
-    ("train", "dapo_max_gen_batches", ("max_gen_batches",)),
-)
+@dataclass(frozen=True)
+class ResolvedMethod:
+    """The method a run trains, resolved once from its config (:meth:`skpo.config.RunConfig.resolved`).
 
+    Attributes:
+        method: the record (``train.method``'s document with ``overrides`` merged in).
+        overrides: the config's ``method`` section as applied (earlier spellings included).
+        notes: what the user should read: settings that do not apply, earlier spellings.
+    """
 
-def _section(cfg: Any, path: str) -> Any:
-    node = cfg
-    for part in path.split("."):
-        node = getattr(node, part)
-    return node
+    method: Method
+    overrides: Mapping[str, Any]
+    notes: tuple[str, ...] = ()
 
 
 _ABSENT = object()
 
 
-def resolve_for_run(cfg: Any) -> tuple[Method, list[str]]:
-    """The method a run config asks for: ``train.method``'s document, the shortcuts the config
-    sets explicitly, then its ``method:`` section. Returns the method and notes on settings
-    that do not apply to it (a shortcut for a rollout kind the method does not use)."""
-    name = cfg.train.method
+def resolve_run_method(name: str, overrides: Mapping[str, Any] | None = None,
+                       old: Sequence[tuple[str, str, Any]] = ()) -> ResolvedMethod:
+    """The method a run config asks for: ``train.method``'s document (``name``) with the config's
+    ``method`` section (``overrides``) merged in. ``old``: method keys the config gave in their
+    earlier run-config spelling, ``(old key, new key, value)`` (:data:`skpo.config.OLD_SPELLINGS`);
+    the ``method`` section wins over them, and one that does not apply to the method's rollout
+    kind (a rollout parameter it does not have, a group size it fixes) is ignored with a note."""
     doc = method_document(name)
     try:
         kind = ROLLOUTS.get(str(doc.get("rollout")))
     except KeyError as err:
         raise MethodError(f"method {name!r}: rollout: {err.args[0]}") from None
-    rollout_fields = {f for f in getattr(kind.params_cls, "__dataclass_fields__", {})}
+    rollout_fields = set(getattr(kind.params_cls, "__dataclass_fields__", {}))
     fixed_group = kind.meta.get("group_size")
-    shortcuts: dict[str, Any] = {}
+    from_old: dict[str, Any] = {}
     notes: list[str] = []
-    for path, field_name, target in SHORTCUTS:
-        section = _section(cfg, path)
-        if field_name not in section.model_fields_set:
-            continue
-        value = getattr(section, field_name)
-        key = f"{path}.{field_name}"
-        if value is None or (field_name == "prompt_sampling" and value == "default"):
-            continue
+    for key, new, value in old:
+        target = tuple(new.split(".")[1:])  # "method.rollout_params.k" → ("rollout_params", "k")
         if target[0] == "rollout_params" and target[1] not in rollout_fields:
             notes.append(f"{key} does not apply to method {name!r} (rollout {doc['rollout']!r}); ignored")
             continue
@@ -243,19 +235,35 @@ def resolve_for_run(cfg: Any) -> tuple[Method, list[str]]:
                 notes.append(f"{key}={value} does not apply to method {name!r} (rollout {doc['rollout']!r} takes "
                              f"{fixed_group} answer per prompt); ignored")
             continue
-        if is_method_file(name):  # the user's own document: a recipe's shortcut may not silently replace its value
+        if is_method_file(name):  # the user's own document: a run-config key may not silently replace its value
             have: Any = doc
             for part in target:
                 have = have.get(part, _ABSENT) if isinstance(have, Mapping) else _ABSENT
             if have is not _ABSENT and have != value:  # said at start and by --check, never silent
                 notes.append(f"{key}={value!r} from the run config replaces {'.'.join(target)}: {have!r} of your method "
                              f"document {name} (set it in one place to silence this note)")
-        node = shortcuts
+        node = from_old
         for part in target[:-1]:
             node = node.setdefault(part, {})
         node[target[-1]] = value
-    overrides = _merge(shortcuts, dict(cfg.method or {}))
-    return resolve_method(name, overrides, where="method"), notes
+    applied = _merge(from_old, dict(overrides or {}))
+    return ResolvedMethod(resolve_method(name, applied, where="method"), applied, tuple(notes))
+
+
+def sizes_that_apply(name: str, group_size: int | None = None, **rollout_params: Any) -> list[str]:
+    """``method.*`` overrides (``key=value``) of a group size and rollout parameters, those that
+    apply to the method ``name``: none for a group size its rollout kind fixes (SPO's 1) or a
+    parameter the kind does not have — one setting for a sweep over several methods
+    (``skpo compare --quick``: ``group_size=4, k=2, max_steps=2``)."""
+    kind = ROLLOUTS.get(str(_read(name).get("rollout")))
+    fields = set(getattr(kind.params_cls, "__dataclass_fields__", {}))
+    out = [] if group_size is None or kind.meta.get("group_size") is not None else [f"method.group_size={group_size}"]
+    return out + [f"method.rollout_params.{k}={json.dumps(v)}" for k, v in rollout_params.items() if k in fields]
+
+
+def method_yaml(method: Method) -> str:
+    """A resolved method as YAML: ``method.yaml`` of a run, ``skpo methods --show``, ``skpo train --check``."""
+    return yaml.safe_dump(method_to_document(method), sort_keys=False, allow_unicode=True)
 
 
 def method_to_document(method: Method) -> dict[str, Any]:
@@ -296,7 +304,7 @@ class _ShippedMethods(Mapping):
         return len(method_names())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _resolved(name: str) -> Method:
     return resolve_method(name, where=f"skpo/methods/{name}.yaml")
 
@@ -335,14 +343,14 @@ def method_table() -> list[dict[str, str]]:
         if m.filter_groups:
             defaults.append(f"dynamic sampling (≤{m.max_gen_batches} rounds)")
         sampler = PROMPT_SAMPLERS.get(m.prompt_sampling)
-        label = sampler.meta.get("label")
-        if label and m.prompt_sampling_params:
-            label += f" ({_params(m.prompt_sampling_params)})"
+        sampler_label = sampler.meta.get("label")
+        if sampler_label and m.prompt_sampling_params:
+            sampler_label += f" ({_params(m.prompt_sampling_params)})"
         reads_tracker = "value_tracker" in sampler.meta.get("needs", ())
         if m.value_tracker:
-            defaults.append("value tracker" + (f", {label}" if label and reads_tracker else ""))
-        if label and not (m.value_tracker and reads_tracker):
-            defaults.append(label)
+            defaults.append("value tracker" + (f", {sampler_label}" if sampler_label and reads_tracker else ""))
+        if sampler_label and not (m.value_tracker and reads_tracker):
+            defaults.append(sampler_label)
         if m.token_weights:
             defaults.append(f"token weights {m.token_weights}")
         if m.reward_model:

@@ -13,6 +13,7 @@ from skpo.methods.record import LossTerm, Method
 from skpo.models.reward_models import check_reward_model
 from skpo.rollout import ROLLOUTS
 
+
 def check_term(term: LossTerm, where: str) -> None:
     """The term's plug-ins and their parameters, each error naming its key."""
     for key, registry, name, params in (

@@ -19,9 +19,10 @@ Defaults and readings (see ``docs/algorithms.md``):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -151,7 +152,7 @@ class Method:
     def roles(self) -> tuple[str, ...]:
         return tuple(t.role for t in self.terms)
 
-    def validate(self) -> "Method":
+    def validate(self) -> Method:
         """Checks that need only the algorithm registries (the rollout kind's own checks are in
         :func:`skpo.methods.resolve_method`)."""
         sampler, params = PROMPT_SAMPLERS.entry_and_params(self.prompt_sampling, self.prompt_sampling_params,

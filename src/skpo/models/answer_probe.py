@@ -19,11 +19,15 @@ multi-token answer), or of the logits at the position that predicts the last ans
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 def find_marker(tokens: Sequence[int], marker: Sequence[int]) -> int | None:
@@ -78,7 +82,7 @@ def oar_importance(
     importance = torch.zeros(len(responses), t)
     scored = torch.zeros(len(responses), t)
     device = next(model.parameters()).device
-    embed = model.get_input_embeddings()
+    embed = cast("PreTrainedModel", model).get_input_embeddings()  # (a transformers model, or peft's wrapper of one)
     for b, (prompt, response) in enumerate(zip(prompts, responses)):
         probe = _probe(prompt, response, marker)
         if probe is None:

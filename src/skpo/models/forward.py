@@ -5,12 +5,46 @@ micro-batch within a token budget."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import cast, overload
 
 import torch
 from torch import Tensor
 
 from skpo.algorithms import entropy_from_logits, logprobs_from_logits
+from skpo.rows import Rows, pad_lists
+
+MicroBatches = Sequence[tuple[Sequence[int], Sequence[Sequence[int]] | None]]  # (row indices, packs) per forward
+
+
+@overload
+def policy_forward(
+    model: torch.nn.Module,
+    prompt_ids: Sequence[Sequence[int]],
+    response_ids: Tensor,
+    response_mask: Tensor,
+    pad_id: int,
+    temperature: float = ...,
+    with_entropy: bool = ...,
+    packs: Sequence[Sequence[int]] | None = ...,
+    reductions: None = ...,
+) -> tuple[Tensor, Tensor | None]: ...
+
+
+@overload
+def policy_forward(
+    model: torch.nn.Module,
+    prompt_ids: Sequence[Sequence[int]],
+    response_ids: Tensor,
+    response_mask: Tensor,
+    pad_id: int,
+    temperature: float = ...,
+    with_entropy: bool = ...,
+    packs: Sequence[Sequence[int]] | None = ...,
+    *,
+    reductions: Callable[[Tensor, Tensor], dict[str, Tensor]],
+) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]: ...
 
 
 def policy_forward(
@@ -52,13 +86,9 @@ def policy_forward(
     device = next(model.parameters()).device
     lengths = response_mask.sum(-1).long().tolist()
     rows = [list(p) + response_ids[b, : lengths[b]].tolist() for b, p in enumerate(prompt_ids)]
-    width = max(len(r) for r in rows)
     bsz, t = response_ids.shape
-    input_ids = torch.full((bsz, width), pad_id, dtype=torch.long)
-    attn = torch.zeros(bsz, width, dtype=torch.long)
-    for b, r in enumerate(rows):
-        input_ids[b, width - len(r) :] = torch.as_tensor(r)
-        attn[b, width - len(r) :] = 1
+    input_ids, attn = pad_lists(rows, pad_id, left=True)
+    width = input_ids.shape[1]
     positions = (attn.cumsum(-1) - 1).clamp(min=0)
     keep = min(t + 1, width)
     out = model(
@@ -80,6 +110,44 @@ def policy_forward(
         stats = {k: v * valid.to(device) for k, v in reductions(gathered, response_ids.to(device)).items()}
         return log_probs, entropy, stats
     return log_probs, entropy
+
+
+@torch.no_grad()
+def no_grad_forward(
+    model: torch.nn.Module,
+    rows: Rows,
+    micro_batches: MicroBatches,
+    pad_id: int,
+    temperature: float = 1.0,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    reductions: Callable[[Tensor, Tensor], dict[str, Tensor]] | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The one forward without gradient over rows: ``model`` in eval mode (its mode restored
+    after), one :func:`policy_forward` per micro-batch ``(row indices, packs)`` under
+    ``autocast()``. Every log-prob pass outside the update runs through it (π_old and reference
+    log-probs, token statistics, the drift measure, reward models).
+
+    Returns:
+        log-probs ``[B, T]`` float32 on the CPU (0 past each response and on rows in no
+        micro-batch), and ``reductions``' statistics ``{name: [B, T]}`` (empty without them).
+    """
+    log_probs = torch.zeros(rows.response_mask.shape, dtype=torch.float32)
+    stats: dict[str, Tensor] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        for bucket, packs in micro_batches:
+            sub, idx = rows.select(bucket), torch.tensor(list(bucket), dtype=torch.long)
+            with autocast():
+                out = policy_forward(model, sub.prompt_ids, sub.response_ids, sub.response_mask, pad_id, temperature,
+                                     packs=packs, reductions=reductions)
+            log_probs[idx] = out[0].float().cpu()
+            extra = cast("tuple[Tensor, Tensor | None, dict[str, Tensor]]", out)[2] if reductions is not None else {}
+            for name, values in extra.items():
+                stats.setdefault(name, torch.zeros(rows.response_mask.shape, dtype=torch.float32))[idx] = values.float().cpu()
+    finally:
+        model.train(was_training)
+    return log_probs, stats
 
 
 def _attn_implementation(model: torch.nn.Module) -> str | None:
@@ -130,7 +198,9 @@ def _packed_forward(model, prompt_ids, response_ids: Tensor, response_mask: Tens
             cols = torch.arange(start - 1, start - 1 + t)
             cols[0] = n_prompt - 1
             src_col[b] = cols.clamp(max=max(start + n - 2, n_prompt - 1))
-        packs.append(ids), segs.append(seg), positions.append(pos)
+        packs.append(ids)
+        segs.append(seg)
+        positions.append(pos)
     width = max(len(x) for x in packs)
     input_ids = torch.zeros(len(packs), width, dtype=torch.long)
     seg_t = -1 - torch.arange(width).repeat(len(packs), 1)  # pads: unique negative ids
@@ -186,12 +256,14 @@ def pack_buckets(
                 loose.append(b)
                 continue
             if current and size + lengths[b] > pack_max_tokens:
-                packs.append(current), pack_len.append(size)
+                packs.append(current)
+                pack_len.append(size)
                 current, size = [], n_prompt
             current.append(b)
             size += lengths[b]
         if current:
-            packs.append(current), pack_len.append(size)
+            packs.append(current)
+            pack_len.append(size)
     out: list[tuple[list[int], list[list[int]] | None]] = []
     for bucket in length_buckets(pack_len, token_budget):
         rows = [b for i in bucket for b in packs[i]]

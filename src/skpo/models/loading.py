@@ -9,9 +9,9 @@ that does not exist, or is not a model directory, raises an error that names it 
 
 from __future__ import annotations
 
-import re
 import copy
 import json
+import re
 from pathlib import Path
 
 import torch

@@ -16,12 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard, cast
 
 import torch
 from safetensors.torch import load_file
 
 from skpo.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
 ADAPTER_DIR = "adapter"
 
@@ -42,11 +46,11 @@ def apply_lora(model: torch.nn.Module, section: Any, seed: int = 0) -> torch.nn.
         return get_peft_model(model, config)
 
 
-def is_lora(model: torch.nn.Module) -> bool:
+def is_lora(model: torch.nn.Module) -> TypeGuard[PeftModel]:
     return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
 
 
-def merged_named_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+def merged_named_tensors(model: PeftModel) -> Iterator[tuple[str, torch.Tensor]]:
     """The base model's tensors with the adapters added, ``W + ΔW`` (peft's
     ``get_delta_weight``), one at a time under the base model's own names (``model.layers.0.
     self_attn.q_proj.weight`` …): only the merged tensor being yielded is new memory, and it is
@@ -70,16 +74,17 @@ def merged_named_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Te
         yield name.replace(".base_layer.", "."), merged
 
 
-def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def merged_state_dict(model: PeftModel) -> dict[str, torch.Tensor]:
     """:func:`merged_named_tensors` as a dict of copies (checkpoints)."""
     return {name: tensor.clone() for name, tensor in merged_named_tensors(model)}
 
 
-def save_lora(model: torch.nn.Module, directory: Path) -> None:
+def save_lora(model: PeftModel, directory: Path) -> None:
     """``directory/model`` (merged, a plain HF model) and ``directory/adapter`` (the adapters)."""
     merged = merged_state_dict(model)
-    model.get_base_model().save_pretrained(Path(directory) / "model", state_dict=merged, safe_serialization=True)
-    model.save_pretrained(Path(directory) / ADAPTER_DIR, safe_serialization=True)
+    base = cast("PreTrainedModel", model.get_base_model())  # peft wraps a transformers model here
+    base.save_pretrained(Path(directory) / "model", state_dict=merged, safe_serialization=True)
+    model.save_pretrained(str(Path(directory) / ADAPTER_DIR), safe_serialization=True)
 
 
 def load_adapter(model: torch.nn.Module, checkpoint: Path) -> None:

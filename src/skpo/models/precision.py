@@ -23,8 +23,12 @@ The LM head. ``model.lm_head_precision``:
 from __future__ import annotations
 
 import types
+from typing import TYPE_CHECKING, cast
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = ["head_in_float32", "lm_head_float32"]
 
@@ -44,7 +48,7 @@ def head_in_float32(model: torch.nn.Module) -> None:
     is a method bound to the head, so a ``copy.deepcopy`` of the model (the KL reference, a
     reward model) computes with its own head, not the original's.
     """
-    head = model.get_output_embeddings()
+    head = cast("PreTrainedModel", model).get_output_embeddings()  # (a transformers model, or peft's wrapper of one)
     if head is None or getattr(head, "_skpo_float32", False):
         return
     head.forward = types.MethodType(_float32_head_forward, head)

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -39,10 +40,14 @@ from skpo.algorithms.prime import (
     prm_cross_entropy,
 )
 from skpo.errors import MethodError
+from skpo.models.forward import no_grad_forward, policy_forward
 from skpo.models.loading import frozen_copy, load_policy
 from skpo.registry import Registry
+from skpo.reward_range import to_unit
 from skpo.rows import Rows
-from skpo.models.forward import policy_forward
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = ["REWARD_MODELS", "ImplicitPRM", "ImplicitPRMParams", "RewardModelContext", "RewardModelSlot",
            "build_reward_model", "check_reward_model"]
@@ -72,7 +77,7 @@ class RewardModelContext:
     policy: torch.nn.Module
     ref_model: torch.nn.Module | None
     device: torch.device
-    autocast: Callable[[], ContextManager] = contextlib.nullcontext
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
     autocast_dtype: torch.dtype | None = None
     micro_batches: Callable[[Rows], list] | None = None
     pad_id: int = 0
@@ -214,7 +219,7 @@ class ImplicitPRM:
                               "(model.dtype=float16) would underflow its gradients: use bfloat16")
         if params.prm_path:
             try:
-                self.prm = load_policy(params.prm_path, device=ctx.device, dtype=next(ctx.policy.parameters()).dtype)
+                self.prm: PreTrainedModel = load_policy(params.prm_path, device=ctx.device, dtype=next(ctx.policy.parameters()).dtype)
             except (FileNotFoundError, NotADirectoryError) as err:
                 raise MethodError(f"method.reward_model_params.prm_path: {err}") from None
             self.ref = frozen_copy(self.prm)
@@ -222,7 +227,7 @@ class ImplicitPRM:
             raise MethodError("method.reward_model_params.prm_path: the policy is a LoRA model; give the PRM's "
                               "starting weights as a model directory")
         else:
-            self.prm = copy.deepcopy(ctx.policy)
+            self.prm = cast("PreTrainedModel", copy.deepcopy(ctx.policy))  # (the policy: a transformers model, not LoRA)
             self.ref = ctx.ref_model if ctx.ref_model is not None else frozen_copy(ctx.policy)
         self.prm.to(ctx.device).train()
         if ctx.gradient_checkpointing:
@@ -266,25 +271,25 @@ class ImplicitPRM:
 
     def labels(self, rows: Rows) -> torch.Tensor:
         """Outcome labels ``[B]`` in [0, 1]: the rewards mapped from the method's reward range."""
-        lo, hi = self.ctx.reward_range
-        return ((rows.rewards.float() - lo) / (hi - lo)).clamp(0.0, 1.0)
+        return to_unit(rows.rewards.float(), self.ctx.reward_range).clamp(0.0, 1.0)
 
     def update(self, rows: Rows, ref_log_probs: torch.Tensor | None = None) -> dict[str, float]:
         """One pass of cross-entropy updates on ``rows``; returns the mean loss and grad norm."""
         ref = self._log_probs(self.ref, rows) if ref_log_probs is None else ref_log_probs
         labels, mine = self.labels(rows), set(self._mine(rows))
         beta, device = self.params.beta_train, self.ctx.device
-        keys = list(dict.fromkeys(rows.index))  # prompts in batch order: verl splits the batch in order
+        keys = list(dict.fromkeys(rows.prompt_keys))  # prompts in batch order: verl splits the batch in order
         n = min(self.params.mini_batches or self.ctx.mini_batches, len(keys)) or 1
         params = [p for p in self.prm.parameters() if p.requires_grad]
         losses, norms = [], []
         self.prm.train()
         for i in range(n):
             chunk = set(keys[i * len(keys) // n : (i + 1) * len(keys) // n])
-            sel = [b for b, k in enumerate(rows.index) if k in chunk]
+            sel = [b for b, k in enumerate(rows.prompt_keys) if k in chunk]
             local = [b for b in sel if b in mine]
             loss_sum = 0.0
             sub = rows.select(local)
+            assert self.ctx.micro_batches is not None  # (the trainer passes its split)
             for bucket, packs in self.ctx.micro_batches(sub) if local else ():
                 mb, idx = sub.select(bucket), torch.tensor([local[j] for j in bucket], dtype=torch.long)
                 mask = mb.response_mask.to(device)
@@ -319,10 +324,9 @@ class ImplicitPRM:
         dist = self.ctx.dist
         if dist is None or not dist.active:
             return list(range(len(rows)))
-        keep = set(dist.shard(sorted(set(rows.index), key=str)))
-        return [b for b, k in enumerate(rows.index) if k in keep]
+        keep = set(dist.shard(sorted(set(rows.prompt_keys), key=str)))
+        return [b for b, k in enumerate(rows.prompt_keys) if k in keep]
 
-    @torch.no_grad()
     def _log_probs(self, model: torch.nn.Module, rows: Rows) -> torch.Tensor:
         """``[B, T]`` log-probs (float32, CPU) of this process's rows under ``model``; 0 on the others."""
         out = torch.zeros(rows.response_mask.shape, dtype=torch.float32)
@@ -330,12 +334,9 @@ class ImplicitPRM:
         if not mine:
             return out
         sub = rows.select(mine)
-        for bucket, packs in self.ctx.micro_batches(sub):
-            mb = sub.select(bucket)
-            with self.ctx.autocast():
-                log_probs, _ = policy_forward(model, mb.prompt_ids, mb.response_ids, mb.response_mask,
-                                              self.ctx.pad_id, 1.0, packs=packs)
-            out[torch.tensor([mine[j] for j in bucket], dtype=torch.long)] = log_probs.float().cpu()
+        assert self.ctx.micro_batches is not None  # (the trainer passes its split)
+        out[torch.tensor(mine, dtype=torch.long)], _ = no_grad_forward(model, sub, self.ctx.micro_batches(sub),
+                                                                       self.ctx.pad_id, 1.0, self.ctx.autocast)
         return out
 
     def _from_every_process(self, values: torch.Tensor, rows: Rows) -> torch.Tensor:

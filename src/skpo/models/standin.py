@@ -413,6 +413,7 @@ def make_standin(
     if family is not None:
         real_config = family["config"]
     else:
+        assert source_dir is not None  # (no family: a local model directory)
         real_config = json.loads((source_dir / "config.json").read_text(encoding="utf-8"))
     config, shrunk = shrink_config(real_config, hidden_size=hidden_size, num_layers=num_layers, num_kv_heads=num_kv_heads)
 
@@ -442,7 +443,7 @@ def _write_standin(
 ) -> None:
     _write_json(out / "config.json", config)
     record: dict[str, Any] = {
-        "standin_of": family["name"] if family else str(source_dir.resolve()),
+        "standin_of": family["name"] if family else str(source_dir.resolve()),  # type: ignore[union-attr]  # (no family: a directory)
         "hf_repo": family["hf_repo"] if family else None,
         "seed": seed,
         "requested": requested,
@@ -474,6 +475,7 @@ def _write_standin(
         record["source"] = family["source"]
         record["unverified"] = family.get("unverified", [])
     else:
+        assert source_dir is not None  # (no family: a local model directory)
         if (source_dir / "generation_config.json").is_file():
             shutil.copyfile(source_dir / "generation_config.json", out / "generation_config.json")
         copied = []

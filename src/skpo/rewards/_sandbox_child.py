@@ -49,7 +49,7 @@ import types
 
 # The program shares the ``builtins`` module with the code below and may patch it
 # (``builtins.len = ...``); module-level names are looked up first, so bind what we use.
-from builtins import (  # noqa: E402
+from builtins import (  # noqa: UP029 - bound here on purpose, see above
     BaseException,
     Exception,
     IndexError,
@@ -73,6 +73,10 @@ from builtins import (  # noqa: E402
 
 # Kept out on purpose: json, re, traceback, linecache (imported only when needed). Every
 # sandbox pays for each import at start, and start-up is most of a sandbox's cost.
+
+TYPE_CHECKING = False  # True for the type checker only: typing is never imported here
+if TYPE_CHECKING:
+    from typing import Any
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -455,7 +459,7 @@ def _filter_program(machine: str) -> list[tuple[int, int, int, int]]:
     allow, errno_ret = 0x7FFF0000, 0x00050000  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | errno
     nr, arch_at, first_arg = 0, 4, 16  # offsets in struct seccomp_data (the argument's low 32 bits)
     # (code, jump if true, jump if false, k); jumps name a label (None: the next instruction)
-    code: list[tuple] = [
+    code: list[tuple | str] = [
         (ld_w_abs, None, None, arch_at), (jeq_k, None, "deny", arch),
         (ld_w_abs, None, None, nr), (jge_k, "deny", None, 0x40000000),  # the x32 ABI
         (jeq_k, "enosys", None, checked["clone3"]), (jeq_k, "clone", None, checked["clone"]),
@@ -467,13 +471,14 @@ def _filter_program(machine: str) -> list[tuple[int, int, int, int]]:
         "deny", (ret_k, None, None, errno_ret | 1),  # EPERM
         "enosys", (ret_k, None, None, errno_ret | 38),  # ENOSYS
     ]
-    labels, at = {}, 0
+    labels: dict[str, int] = {}
+    at = 0
     for entry in code:
         if isinstance(entry, str):
             labels[entry] = at
         else:
             at += 1
-    program = []
+    program: list[tuple[int, int, int, int]] = []
     for entry in code:
         if isinstance(entry, str):
             continue
@@ -692,7 +697,7 @@ def _judge(config: dict, program: str, report: int) -> None:
     pidfd = None
     try:
         # Only now, with the program forked and its stdin closed, do the tests enter memory.
-        job = loads(_read_stdin_frame())
+        job: Any = loads(_read_stdin_frame())  # the host's job: [tests, entry point, prelude]
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
@@ -712,7 +717,7 @@ def _judge(config: dict, program: str, report: int) -> None:
     _report(report, ["report", outcome, failure, status, leftovers, pid_namespace])
 
 
-def _decide(channel: "_Channel", job: list) -> tuple[str, list[str] | None, str]:
+def _decide(channel: _Channel, job: list) -> tuple[str, list[str] | None, str]:
     """Run the tests against the program: ``("passed", None, "")`` only when they all ran to
     their end here; otherwise ``("failed", [exception name, message] or None, traceback)``."""
     tests, entry_point, prelude = job
@@ -811,9 +816,9 @@ class Remote:
     answer with an object whose ``__eq__`` or ``__bool__`` says yes to everything.
     """
 
-    __slots__ = ("_ref", "_label", "_channel")
+    __slots__ = ("_channel", "_label", "_ref")
 
-    def __init__(self, channel: "_Channel", ref: int, label: str) -> None:
+    def __init__(self, channel: _Channel, ref: int, label: str) -> None:
         self._channel, self._ref, self._label = channel, ref, label
 
     def __call__(self, *args: object, **kwargs: object) -> object:
@@ -833,7 +838,7 @@ class Remote:
         return f"<program object: {self._label}>"
 
 
-def _to_program(value: object) -> object:
+def _to_program(value: Any) -> list:  # (checked here by its exact type)
     kind = type(value)
     if value is None:
         return ["N"]
@@ -850,7 +855,7 @@ def _to_program(value: object) -> object:
     if kind is bytes:
         return ["Y", value.hex()]
     if kind in (list, tuple, set, frozenset):
-        return [{list: "L", tuple: "T", set: "E", frozenset: "Z"}[kind], [_to_program(v) for v in value]]
+        return [{list: "L", tuple: "T", set: "E", frozenset: "Z"}[kind], [_to_program(v) for v in value]]  # type: ignore[index]  # (the keys join to ABCMeta)
     if kind is dict:
         return ["D", [[_to_program(k), _to_program(v)] for k, v in value.items()]]
     if kind is Remote:
@@ -861,7 +866,7 @@ def _to_program(value: object) -> object:
 _CONTAINERS = {"L": list, "T": tuple, "E": set, "Z": frozenset}
 
 
-def _from_program(node: object, channel: "_Channel") -> object:
+def _from_program(node: object, channel: _Channel) -> object:
     """Rebuild a value the program sent, trusting nothing: every tag and type is checked."""
     if type(node) is not list or not node or type(node[0]) is not str:
         raise ProtocolError("malformed value")
@@ -908,8 +913,8 @@ def _remote_exception(name: str, message: str, trace: str) -> BaseException:
             exc = ProgramError(f"{name}: {message}")
     else:
         exc = ProgramError(f"{name}: {message}")
-    exc.program_exception = [name, message]  # type: ignore[attr-defined]
-    exc.program_traceback = trace  # type: ignore[attr-defined]
+    exc.program_exception = [name, message]  # type: ignore[union-attr]  # an attribute of our own
+    exc.program_traceback = trace  # type: ignore[union-attr]
     return exc
 
 
@@ -1075,7 +1080,7 @@ class _Server:
             except Exception as exc:  # e.g. MemoryError while encoding a huge answer
                 _send(self.replies, ["raise", *_exception_text(exc), ""])
 
-    def answer(self, message: list) -> list:
+    def answer(self, message: Any) -> list:  # (a request as decoded: [kind, ...])
         kind = message[0]
         if kind == "lookup":
             if message[1] not in self.namespace:
@@ -1097,7 +1102,7 @@ class _Server:
         self.objects.append(value)
         return len(self.objects) - 1
 
-    def encode(self, value: object) -> list:
+    def encode(self, value: Any) -> list:  # (checked here by its exact type)
         kind = type(value)
         if kind not in _EXACT_DATA and kind.__module__ == "numpy" and hasattr(value, "tolist"):
             plain = value.tolist()  # numpy scalars and arrays: their Python values
@@ -1106,7 +1111,7 @@ class _Server:
         if kind in _EXACT_DATA and kind not in (list, tuple, set, frozenset, dict):
             return _to_program(value)
         if kind in (list, tuple, set, frozenset):
-            return [{list: "L", tuple: "T", set: "E", frozenset: "Z"}[kind], [self.encode(v) for v in value]]
+            return [{list: "L", tuple: "T", set: "E", frozenset: "Z"}[kind], [self.encode(v) for v in value]]  # type: ignore[index]  # (the keys join to ABCMeta)
         if kind is dict:
             return ["D", [[self.encode(k), self.encode(v)] for k, v in value.items()]]
         try:

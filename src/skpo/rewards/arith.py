@@ -30,8 +30,9 @@ The checker only reads ``problem.steps`` (each with ``left, op, right, result``)
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 _EQUATION = re.compile(r"^\s*(-?\d+)\s*([+\-*])\s*(-?\d+)\s*=\s*(-?\d+)\s*$")
 _ANSWER = re.compile(r"^\s*Answer:\s*(-?\d+)\s*$")
@@ -59,17 +60,21 @@ def parse_equation(line: str) -> tuple[int, str, int, int] | None:
 
 
 class _StepLike(Protocol):
-    left: int
-    op: str
-    right: int
-    result: int
+    @property
+    def left(self) -> int: ...
+    @property
+    def op(self) -> str: ...
+    @property
+    def right(self) -> int: ...
+    @property
+    def result(self) -> int: ...
 
 
 class ProblemLike(Protocol):
     """What the checker needs from a problem (:class:`skpo.tasks.arith.ArithProblem` fits)."""
 
-    answer: int
-
+    @property
+    def answer(self) -> int: ...
     @property
     def steps(self) -> Sequence[_StepLike]: ...
 

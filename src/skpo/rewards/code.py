@@ -62,11 +62,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from skpo.paths import REPO_ROOT
 from skpo.rewards import _sandbox_child as _child
@@ -500,7 +501,8 @@ def _get_setup() -> _Setup:
                 failed = errors[-1]
                 python = _first_working(candidates, identity, errors, None)
                 if python is not None:
-                    memory, memory_note = None, f"sandboxes could not use {memory.parent} ({failed})"
+                    memory_note = f"sandboxes could not use {memory.parent} ({failed})"
+                    memory = None
             return python
 
         if os.geteuid() == 0:
@@ -612,7 +614,7 @@ def _read_report(fd: int) -> list:
             break
         data += chunk
     try:
-        report = _child.loads(data)
+        report: Any = _child.loads(data)  # (its shape is checked below)
     except _child.ProtocolError:
         return list(_NO_REPORT)
     if report and report[0] == "setup_error" and len(report) == 2:

@@ -48,10 +48,11 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from skpo.rewards.base import Verdict
 
@@ -76,7 +77,10 @@ DEFAULT_WORKER_MEMORY_MB = 2048
 
 
 def _configs(allow_unanchored: bool) -> list[Any]:
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig  # heavy (sympy): loaded in the verifier's worker process
+    from math_verify import (  # heavy (sympy): loaded in the verifier's worker process
+        ExprExtractionConfig,
+        LatexExtractionConfig,
+    )
 
     return [
         # boxed_match_priority=0: a \boxed{} answer beats every other pattern.
@@ -103,7 +107,7 @@ def normalize_answer_text(text: str) -> str:
 def _parse(text: str, allow_unanchored: bool) -> list[Any]:
     from math_verify import parse  # heavy (sympy): loaded in the verifier's worker process
 
-    return parse(normalize_answer_text(text), _configs(allow_unanchored), parsing_timeout=None)  # type: ignore[arg-type]
+    return parse(normalize_answer_text(text), _configs(allow_unanchored), parsing_timeout=None)
 
 
 def _gsm8k_tail(text: str) -> str | None:

@@ -112,6 +112,8 @@ class RewardEntry:
         check_problem: ``check_problem(problem)`` raises ``ValueError`` (the reason) for a
             problem the reward cannot score (``countdown``: no numbers or target); data files
             are checked row by row at load and by ``--check``.
+        worker: a user function's worker process (None: the function runs in this process,
+            and for the built-in rewards).
     """
 
     name: str
@@ -122,6 +124,7 @@ class RewardEntry:
     description: str = ""
     needs_columns: tuple[str, ...] = ()
     check_problem: Callable[[Any], Any] | None = None
+    worker: RewardWorker | None = field(default=None, repr=False, compare=False)
 
     def score(self, completions: Sequence[str], problems: Sequence[Any], context: RewardContext | None = None) -> list[Verdict]:
         """Verdicts for aligned ``completions`` and ``problems``."""
@@ -169,7 +172,8 @@ def _math(completions: Sequence[str], problems: Sequence[Any], ctx: RewardContex
     flat = verify_math_batch([completions[i] for i, _ in pairs], [g for _, g in pairs], ctx.math_timeout_s)
     best: list[Verdict | None] = [None] * len(completions)
     for (i, _), verdict in zip(pairs, flat):
-        if best[i] is None or (verdict.correct and not best[i].correct):
+        current = best[i]
+        if current is None or (verdict.correct and not current.correct):
             best[i] = verdict
     return [v if v is not None else Verdict.wrong("no gold answer") for v in best]
 
@@ -287,9 +291,8 @@ def user_reward_entry(name: str, load: Callable[[], Callable[..., Any]], *, wher
             return call_user_reward(fn, list(completions), list(problems), calling.batched, where, timeout_s, value_range,
                                     calling, _token_ids(calling, ctx, completions))
 
-    entry = RewardEntry(name, score, needs_answer=False, partial_credit=True, description=description or f"user function {name}")
-    object.__setattr__(entry, "worker", process)  # (None in this process)
-    return entry
+    return RewardEntry(name, score, needs_answer=False, partial_credit=True,
+                       description=description or f"user function {name}", worker=process)
 
 
 _USER: dict[str, RewardEntry] = {}

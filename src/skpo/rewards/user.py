@@ -59,9 +59,10 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from skpo.errors import UserError
+from skpo.reward_range import to_unit
 from skpo.rewards.base import Verdict
 
 __all__ = ["STYLES", "Calling", "RewardError", "RewardWorker", "calling_of", "call_user_reward", "raised_at",
@@ -91,6 +92,8 @@ def to_verdict(result: Any, where: str, value_range: tuple[float, float] = (0.0,
     result = _scalar(result)
     reason = "function"
     extracted = None
+    reward: float  # (a bool too, until mapped below)
+    correct: bool | None
     if isinstance(result, bool):
         reward, correct = result, result
     elif isinstance(result, (int, float)):
@@ -114,7 +117,7 @@ def to_verdict(result: Any, where: str, value_range: tuple[float, float] = (0.0,
     reward = float(reward)
     if correct is None:
         correct = reward == high
-    reward = (reward - low) / (high - low)
+    reward = to_unit(reward, value_range)
     if not isinstance(correct, bool):
         raise RewardError(f"{where}: 'correct' must be a bool, got {correct!r}")
     return Verdict(reward, correct, reason, extracted)
@@ -342,6 +345,7 @@ def call_user_reward(fn: Callable[..., Any], completions: list[str], problems: l
             raise _RewardTimeout
 
         previous = signal.signal(signal.SIGALRM, alarm)
+        assert timeout_s is not None  # (bounded)
         signal.setitimer(signal.ITIMER_REAL, float(timeout_s))
     try:
         return score_batch(fn, calling, completions, problems, where, value_range, ids)
@@ -384,7 +388,7 @@ class RewardWorker:
                  batched: bool | None = None, value_range: tuple[float, float] = (0.0, 1.0),
                  timeout_s: float | None = 120.0) -> None:
         self.load, self.where, self.loading, self.style, self.batched = load, where, loading, style, batched
-        self.value_range, self.timeout_s = tuple(value_range), timeout_s
+        self.value_range, self.timeout_s = cast("tuple[float, float]", tuple(value_range)), timeout_s  # (two values)
         self.calling: Calling | None = None
         self.pid: int | None = None
         self._conn: multiprocessing.connection.Connection | None = None

@@ -18,10 +18,11 @@ import torch
 from skpo.algorithms import LengthTracker
 from skpo.engines.engine import Engine, SamplingParams
 from skpo.registry import Registry
+from skpo.rewards.base import Verdict
 from skpo.rows import Rows
 from skpo.tasks.sources import PromptItem, PromptSource
 
-__all__ = ["ROLLOUTS", "RolloutContext", "RolloutResult", "ScoreFn", "Timer"]
+__all__ = ["ROLLOUTS", "RolloutContext", "RolloutResult", "ScoreFn", "Scores", "Timer", "Verdicts"]
 
 
 class Timer:
@@ -43,7 +44,27 @@ class Timer:
         return _Ctx()
 
 
-ScoreFn = Callable[[list[PromptItem], list[list[int]]], tuple[list[float], list[bool]]]
+Verdicts = dict[tuple[Hashable, tuple[int, ...]], Verdict]
+"""What the reward said of each scored answer, by ``(prompt key, response token ids)``."""
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One batch of answers scored (:data:`ScoreFn`'s result), in the order they were given.
+
+    Attributes:
+        rewards: training rewards, in the method's reward range.
+        correct: whether each answer is correct (the verdict's own flag).
+        verdicts: the reward's verdict on each answer, by ``(prompt key, response ids)``; a
+            kind hands them back in :attr:`RolloutResult.verdicts`.
+    """
+
+    rewards: list[float]
+    correct: list[bool]
+    verdicts: Verdicts = field(default_factory=dict)
+
+
+ScoreFn = Callable[[list[PromptItem], list[list[int]]], Scores]
 
 
 @dataclass
@@ -58,7 +79,8 @@ class RolloutContext:
             have unequal rewards, at most ``max_gen_batches`` rounds.
         method: the resolved method (:class:`skpo.methods.Method`), for a plug-in kind that
             reads more of it; the shipped kinds read only the fields above.
-        score: ``score(items, responses) -> (training rewards, correct)``, one batch.
+        score: ``score(items, responses) -> Scores`` (training rewards, correctness and
+            verdicts), one batch; a kind returns the verdicts of everything it scored.
         sample_prompts: ``sample_prompts(draw) -> items`` — a further round of this step's
             prompts (``draw`` ≥ 1; DAPO's refill).
         length_tracker: the per-prompt length tracker (kinds with ``length_tracker``).
@@ -105,6 +127,9 @@ class RolloutResult:
         decoded_tokens: every token the engine decoded for this step (kept or not).
         prefill_tokens: prompt tokens encoded (one shared prefill per distinct prompt).
         length_observations: ``(keys, lengths)`` for the length tracker, if the kind keeps one.
+        verdicts: the verdicts of every answer the kind scored (the union of its
+            :attr:`Scores.verdicts`; an answer scored twice keeps its later verdict): what the
+            step's sample records say of each answer.
     """
 
     rows: Rows
@@ -112,6 +137,7 @@ class RolloutResult:
     decoded_tokens: int = 0
     prefill_tokens: int = 0
     length_observations: tuple[list[Hashable], list[float]] | None = None
+    verdicts: Verdicts = field(default_factory=dict)
 
 
 ROLLOUTS: Registry[Callable[[RolloutContext, list[PromptItem]], RolloutResult]] = Registry("rollout kind")

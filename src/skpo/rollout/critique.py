@@ -10,16 +10,16 @@ from typing import Any, Literal
 
 import torch
 
-from skpo.engines import HFEngine, SamplingParams, mix_seed
+from skpo.engines import HFEngine, SamplingParams, call_seed, mix_seed
 from skpo.models.loading import load_policy, load_tokenizer, resolve_model_path
-from skpo.tasks.critiques import critic_prompt_ids, refinement_prompt_ids, step_critique, verdict_critique
-from skpo.tasks.prompts import has_chat_template, stop_token_ids
-from skpo.tasks.sources import PromptItem
 from skpo.rollout.base import ROLLOUTS, RolloutContext, RolloutResult
 from skpo.rows import Rows, concat_rows, pad_responses
 from skpo.tasks import countdown
 from skpo.tasks.arith import solution_text
+from skpo.tasks.critiques import critic_prompt_ids, refinement_prompt_ids, step_critique, verdict_critique
 from skpo.tasks.dataset import prompt_messages
+from skpo.tasks.prompts import has_chat_template, stop_token_ids
+from skpo.tasks.sources import PromptItem
 
 __all__ = ["CRITIQUE_SOURCES", "CritiqueRolloutParams", "critique_refine_rollout", "select_refinements"]
 
@@ -141,7 +141,7 @@ def _critiques(ctx: RolloutContext, owners: list[PromptItem], texts: list[str], 
         prompts.append(critic_prompt_ids(critic_tokenizer, question, texts[b], reference))
     params = SamplingParams(temperature=p.critic_temperature, top_p=p.critic_top_p,
                             max_new_tokens=p.critic_max_new_tokens or ctx.max_new_tokens, stop_token_ids=stops,
-                            seed=mix_seed(int(ctx.params.seed), 67))
+                            seed=mix_seed(call_seed(ctx.params), 67))
     completions = engine.generate(prompts, 1, params)
     for b, comps in zip(wrong, completions):
         out[b] = critic_tokenizer.decode(list(comps[0].token_ids), skip_special_tokens=True).strip()
@@ -173,7 +173,8 @@ def critique_refine_rollout(ctx: RolloutContext, items: list[PromptItem]) -> Rol
     answers = [list(c.token_ids) for comps in outs for c in comps]
     answer_lps = [list(c.logprobs) for comps in outs for c in comps]
     with ctx.timer("scoring"):
-        rewards, correct = ctx.score(owners, answers)
+        scores = ctx.score(owners, answers)
+    rewards, correct = scores.rewards, scores.correct
     texts = [decode(a) for a in answers]
 
     # 2. a critique of every answer (a critic model's decoding is part of the rollout's time)
@@ -185,11 +186,12 @@ def critique_refine_rollout(ctx: RolloutContext, items: list[PromptItem]) -> Rol
                               messages=_task_messages(ctx.source, it), chat=bool(getattr(ctx.source, "chat", False)))
         for it, text, critique in zip(owners, texts, critiques)
     ]
-    refine_params = dataclasses.replace(ctx.params, seed=mix_seed(int(ctx.params.seed), 61))
+    refine_params = dataclasses.replace(ctx.params, seed=mix_seed(call_seed(ctx.params), 61))
     refined_out = [comps[0] for comps in ctx.engine.generate(refine_prompts, 1, refine_params)]
     refined = [list(c.token_ids) for c in refined_out]
     with ctx.timer("scoring"):
-        refine_rewards, refine_correct = ctx.score(owners, refined)
+        refine_scores = ctx.score(owners, refined)
+    refine_rewards, refine_correct = refine_scores.rewards, refine_scores.correct
 
     # 4. k refinements per group, correct ones first
     kept = [q * g + j for q in range(len(items)) for j in select_refinements(refine_rewards[q * g : (q + 1) * g],
@@ -225,4 +227,4 @@ def critique_refine_rollout(ctx: RolloutContext, items: list[PromptItem]) -> Rol
     if right:
         metrics["critique/broken_rate"] = sum(not refine_correct[b] for b in right) / len(right)
     decoded = decoded_answers + decoded_refinements + critic_decoded
-    return RolloutResult(rows, metrics, decoded, prefill)
+    return RolloutResult(rows, metrics, decoded, prefill, verdicts={**scores.verdicts, **refine_scores.verdicts})

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 
 import torch
 
-from skpo.engines.engine import BatchedReward, Engine, mix_seed
+from skpo.engines.engine import BatchedReward, Engine, call_seed, mix_seed
 from skpo.rollout.base import ROLLOUTS, RolloutContext, RolloutResult
 from skpo.rollout.group import group_rows, no_growth
 from skpo.rollout.montecarlo import vineppo_values_batch
 from skpo.tasks.sources import PromptItem
+
 
 @dataclass(frozen=True)
 class MCStepsParams:
@@ -33,15 +34,19 @@ def mc_steps_rollout(ctx: RolloutContext, items: list[PromptItem]) -> RolloutRes
     by_prompt = {tuple(it.prompt_ids): it for it in kept_items}
     responses = [rows.response_ids[b, : int(n)].tolist() for b, n in enumerate(rows.lengths())]
 
+    verdicts = dict(result.verdicts)  # the continuations' verdicts join the answers'
+
     def mc_rewards(calls: list[tuple[list[int], list[int]]]) -> list[float]:
-        return ctx.score([by_prompt[tuple(p)] for p, _ in calls], [list(r) for _, r in calls])[0]
+        scores = ctx.score([by_prompt[tuple(p)] for p, _ in calls], [list(r) for _, r in calls])
+        verdicts.update(scores.verdicts)
+        return scores.rewards
 
     p = ctx.rollout_params
     engine = _CountingEngine(ctx.engine)  # continuations count toward the step's decoded tokens
     with ctx.timer("mc_values"):
         values = vineppo_values_batch(
             engine, rows.prompt_ids, responses, set(ctx.source.step_boundary_ids()), p.k,
-            dataclasses.replace(ctx.params, seed=mix_seed(int(ctx.params.seed), 99)), BatchedReward(mc_rewards),
+            dataclasses.replace(ctx.params, seed=mix_seed(call_seed(ctx.params), 99)), BatchedReward(mc_rewards),
             max_steps=p.max_steps, max_response_tokens=ctx.max_new_tokens, terminal_rewards=rows.rewards.tolist(),
         )
     s = max([v.num_steps for v in values] + [1])
@@ -55,7 +60,8 @@ def mc_steps_rollout(ctx: RolloutContext, items: list[PromptItem]) -> RolloutRes
     extra = {**rows.extra, "step_values": step_values, "step_mask": step_mask, "token_step_index": token_step}
     result.metrics["mc/steps_per_response"] = float(step_mask.sum(-1).mean())
     result.metrics["mc/decoded_tokens"] = engine.decoded
-    return dataclasses.replace(result, rows=rows.replace(extra=extra), decoded_tokens=result.decoded_tokens + engine.decoded)
+    return dataclasses.replace(result, rows=rows.replace(extra=extra), verdicts=verdicts,
+                               decoded_tokens=result.decoded_tokens + engine.decoded)
 
 
 class _CountingEngine:

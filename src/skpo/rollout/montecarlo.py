@@ -125,7 +125,7 @@ def mc_values_batch(
         calls: list[tuple[list[int], list[int]]] = []
         owner: list[int] = []  # the sample slot of each call
         totals = [0.0] * len(sample_slot)
-        for s_i, ((r, v, pos), conts) in enumerate(zip(sample_slot, outs)):
+        for s_i, ((r, _v, pos), conts) in enumerate(zip(sample_slot, outs)):
             prefix = list(responses[r][:pos])
             for c in conts:
                 if truncated_reward is not None and c.finish_reason == "length":

@@ -9,13 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from skpo.engines import mix_seed
-from skpo.tasks.sources import PromptItem
-from skpo.tasks.templates import skip_input_ids
-from skpo.rollout.base import ROLLOUTS, RolloutContext, RolloutResult
-from skpo.rollout.group import group_rows
+from skpo.engines import call_seed, mix_seed
+from skpo.rollout.base import ROLLOUTS, RolloutContext, RolloutResult, Verdicts
+from skpo.rollout.group import SampledGroup, group_rows
 from skpo.tasks.dataset import prompt_messages
 from skpo.tasks.prompts import prompt_ids
+from skpo.tasks.sources import PromptItem
+from skpo.tasks.templates import skip_input_ids
 
 __all__ = ["ScaffoldParams", "hint_prompt_ids", "scaffold_rollout"]
 
@@ -87,33 +87,35 @@ def hint_prompt_ids(source: Any, item: PromptItem, params: ScaffoldParams) -> li
     return out
 
 
-def _hint_failed_groups(ctx: RolloutContext, groups: list[dict]) -> tuple[int, int, dict[str, float]]:
-    """Steps 2–5 of the module docstring on this rank's kept groups, in place."""
+def _hint_failed_groups(ctx: RolloutContext, groups: list[SampledGroup]) -> tuple[int, int, dict[str, float], Verdicts]:
+    """Steps 2–5 of the module docstring on this rank's kept groups, in place; returns the
+    tokens decoded and prefilled, the metrics and the hinted answers' verdicts."""
     params: ScaffoldParams = ctx.rollout_params
-    failed = [grp for grp in groups if grp["responses"] and not any(grp["correct"])]
+    failed = [grp for grp in groups if grp.responses and not any(grp.correct)]
     metrics = {"scaffold/active": float(ctx.step >= params.warmup_steps), "scaffold/all_wrong_groups": float(len(failed))}
     if ctx.step < params.warmup_steps or not failed:
-        return 0, 0, metrics
+        return 0, 0, metrics, {}
     prompts, owner, level = [], [], []
     for g, grp in enumerate(failed):
-        for lv, ids in enumerate(hint_prompt_ids(ctx.source, grp["item"], params), start=1):
+        for lv, ids in enumerate(hint_prompt_ids(ctx.source, grp.item, params), start=1):
             prompts.append(ids)
             owner.append(g)
             level.append(lv)
-    hint_params = dataclasses.replace(ctx.params, seed=mix_seed(int(ctx.params.seed), 83))
+    hint_params = dataclasses.replace(ctx.params, seed=mix_seed(call_seed(ctx.params), 83))
     answers = [comps[0] for comps in ctx.engine.generate(prompts, 1, hint_params)]
     with ctx.timer("scoring"):
-        rewards, correct = ctx.score([failed[g]["item"] for g in owner], [list(a.token_ids) for a in answers])
+        scores = ctx.score([failed[g].item for g in owner], [list(a.token_ids) for a in answers])
+    rewards, correct = scores.rewards, scores.correct
     solved_levels = []
     for g, grp in enumerate(failed):
         right = [j for j in range(len(prompts)) if owner[j] == g and correct[j]]
         if not right:
             continue
         j = min(right, key=lambda j: level[j])  # the lowest level; the first of it
-        grp["prompts"] = list(grp.get("prompts") or [list(grp["item"].prompt_ids)] * len(grp["responses"]))
-        grp["prompts"][0] = prompts[j]
-        grp["responses"][0], grp["logprobs"][0] = list(answers[j].token_ids), list(answers[j].logprobs)
-        grp["rewards"][0], grp["correct"][0] = rewards[j], True
+        grp.prompts = list(grp.answer_prompts())
+        grp.prompts[0] = prompts[j]
+        grp.responses[0], grp.logprobs[0] = list(answers[j].token_ids), list(answers[j].logprobs)
+        grp.rewards[0], grp.correct[0] = rewards[j], True
         solved_levels.append(level[j])
     decoded = sum(len(a.token_ids) for a in answers)
     metrics.update({
@@ -122,7 +124,7 @@ def _hint_failed_groups(ctx: RolloutContext, groups: list[dict]) -> tuple[int, i
     })
     if solved_levels:
         metrics["scaffold/solved_level_mean"] = sum(solved_levels) / len(solved_levels)
-    return decoded, sum(len(p) for p in prompts), metrics
+    return decoded, sum(len(p) for p in prompts), metrics, scores.verdicts
 
 
 @ROLLOUTS.register("scaffold", ScaffoldParams, roles=("response",), variable_group_size=True)

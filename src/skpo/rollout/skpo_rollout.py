@@ -15,9 +15,8 @@ from torch import Tensor
 from skpo.algorithms.advantages import skpo_downstream_index
 from skpo.algorithms.trackers import LengthTracker
 from skpo.engines.engine import BatchedReward, Completion, Engine, SamplingParams, mix_seed, prompt_seeds, score_batch
-from skpo.engines.hf_engine import left_pad
-from skpo.rollout.base import ROLLOUTS, RolloutContext, RolloutResult
-from skpo.rows import Rows, concat_rows
+from skpo.rollout.base import ROLLOUTS, RolloutContext, RolloutResult, Verdicts
+from skpo.rows import Rows, concat_rows, pad_lists
 from skpo.tasks.sources import PromptItem
 from skpo.tasks.templates import skip_input_ids
 
@@ -27,14 +26,13 @@ __all__ = [
     "RolloutCounters",
     "SkpoPrompt",
     "SkpoRolloutBatch",
-    "SkpoRolloutConfig",
+    "SkpoRolloutParams",
     "UpstreamRows",
     "cut_segment",
     "segment_nll",
     "select_segment",
     "skpo_rollout",
     "split_points",
-    "to_model_inputs",
 ]
 
 AnswerRewardFn = Callable[[int, list[int]], float]
@@ -54,7 +52,7 @@ class SkpoPrompt:
     """One prompt of a rollout batch.
 
     Attributes:
-        key: hashable prompt id (the trackers' key, the upstream group ``index``).
+        key: hashable prompt id (the trackers' key, the upstream rows' group).
         prompt_ids: the plain (chat-)templated prompt ``q``, ending where the answer starts.
         head: leading tokens of ``q`` that stay first in the skip input (a BOS token; see
             :func:`skpo.tasks.templates.skip_input_ids`).
@@ -66,35 +64,38 @@ class SkpoPrompt:
 
 
 @dataclass(frozen=True)
-class SkpoRolloutConfig:
-    """Settings of the SKPO rollout; the defaults are the paper's.
+class SkpoRolloutParams:
+    """SKPO's rollout switches (``rollout_params`` of the ``skpo`` kind); the defaults are the
+    paper's, and Table 2's ablations are switches.
 
     Attributes:
-        group_size: ``G``, downstream answers per prompt (8).
-        num_segments: upstream candidates per prompt; ``None`` = ``G`` (1 when
-            ``selection="first"``: the one-segment variant, a deviation).
         skip: ``True``: downstream input ``[s, q]``; ``False``: ablation ❶, continual ``q + s``.
-        separator_ids: tokens between ``s`` and ``q`` in the skip input; non-empty is a
-            deviation (U1). Only valid with ``skip=True``.
         upstream_reward: ``"mc"``: mean of the ``G`` downstream rewards; ``"own"``: ablation ❷,
             the reward of one complete answer continued from ``q + s``.
         split: ``"uniform"``: ``t_q`` uniform over the tracker's range; ``"fixed"``: ablation
             ❸, the low end (``L/6``) on even steps and the high end (``L/2``) on odd steps.
         selection: ``"median"``; ``"extreme"``: ablation ❹, min-NLL on even steps and max-NLL
-            on odd steps; ``"first"``: candidate 0 (no selection).
+            on odd steps; ``"first"``: candidate 0 (no selection; the one-segment variant).
+        num_segments: upstream candidates per prompt; ``None`` = the group size ``G`` (1 when
+            ``selection="first"``: the one-segment variant, a deviation).
+        split_low / split_high: ``t_q ~ U[L·split_low, L·split_high]`` (1/6 and 1/2; the
+            length tracker's bounds).
+        separator_ids: tokens between ``s`` and ``q`` in the skip input; non-empty is a
+            deviation (U1). Only valid with ``skip=True``.
     """
 
-    group_size: int = 8
-    num_segments: int | None = None
     skip: bool = True
-    separator_ids: tuple[int, ...] = ()
     upstream_reward: Literal["mc", "own"] = "mc"
     split: Literal["uniform", "fixed"] = "uniform"
     selection: Selection = "median"
+    num_segments: int | None = None
+    split_low: float = 1 / 6
+    split_high: float = 1 / 2
+    separator_ids: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.group_size < 1:
-            raise ValueError(f"group_size must be >= 1, got {self.group_size}")
+        if not 0 < self.split_low <= self.split_high <= 1:
+            raise ValueError(f"need 0 < split_low <= split_high <= 1 (got {self.split_low}, {self.split_high})")
         if self.num_segments is not None and self.num_segments < 1:
             raise ValueError(f"num_segments must be >= 1, got {self.num_segments}")
         if self.upstream_reward not in ("mc", "own"):
@@ -107,12 +108,11 @@ class SkpoRolloutConfig:
             raise ValueError("separator_ids only applies to the skip input (skip=True)")
         object.__setattr__(self, "separator_ids", tuple(int(t) for t in self.separator_ids))
 
-    @property
-    def segments(self) -> int:
+    def segments(self, group_size: int) -> int:
         """Upstream candidates per prompt."""
         if self.num_segments is not None:
             return self.num_segments
-        return 1 if self.selection == "first" else self.group_size
+        return 1 if self.selection == "first" else group_size
 
 
 # ---------------------------------------------------------------------- output records
@@ -132,7 +132,7 @@ class UpstreamRows:
         mc_rewards: ``[B]`` float32 mean downstream reward (= ``rewards`` when ``"mc"``).
         own_rewards: ``[B]`` float32 reward of the own completion, ablation ❷ only.
         own_completions: ``[B]`` the own completions (tokens after ``s``), ablation ❷ only.
-        index: ``[B]`` prompt keys.
+        prompt_keys: ``[B]`` prompt keys.
         split_points: ``[B]`` long ``t_q``.
         selected: ``[B]`` long ``k*``.
         cut_early: ``[B]`` bool, the selected candidate stopped and was cut to ``⌊ℓ/2⌋``.
@@ -142,7 +142,8 @@ class UpstreamRows:
         candidate_sampled_lengths: ``[B, K]`` long ``ℓ``, tokens decoded before cutting.
         candidate_cut_early: ``[B, K]`` bool.
         length_observations: ``[B]`` float32 the length-tracker input (mean downstream
-            answer length, U6); see :meth:`SkpoRolloutBatch.update_length_tracker`.
+            answer length, U6); the ``skpo`` kind returns them as the result's
+            ``length_observations``, which the run state folds into the tracker.
     """
 
     prompt_ids: list[list[int]]
@@ -153,7 +154,7 @@ class UpstreamRows:
     mc_rewards: Tensor
     own_rewards: Tensor | None
     own_completions: list[list[int]] | None
-    index: list[Hashable]
+    prompt_keys: list[Hashable]
     split_points: Tensor
     selected: Tensor
     cut_early: Tensor
@@ -163,11 +164,6 @@ class UpstreamRows:
     candidate_sampled_lengths: Tensor
     candidate_cut_early: Tensor
     length_observations: Tensor
-
-    def model_inputs(self, pad_token_id: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Teacher-forcing inputs of ``q + s``; see :func:`to_model_inputs`."""
-        responses = _unpad(self.response_ids, self.response_mask)
-        return to_model_inputs(self.prompt_ids, responses, pad_token_id, width=self.response_ids.shape[1])
 
 
 @dataclass
@@ -184,7 +180,7 @@ class DownstreamRows:
         old_log_probs: ``[B·G, T_down]`` float32 sampling log-probs (0 on pads).
         rewards: ``[B·G]`` float32 ``R_II``. In the continual ablation the scored answer is
             ``s + o`` (``s`` is the start of the answer).
-        index: ``[B·G]`` prompt keys.
+        prompt_keys: ``[B·G]`` prompt keys.
         segment_index: ``[B·G]`` key of the conditioning segment, ``(prompt key, step, i, k*)``
             (``i`` = upstream row, so a prompt drawn twice in one batch gives two groups).
             ``skpo_downstream_index(index, segment_index)`` groups the ``G`` answers of one
@@ -198,15 +194,10 @@ class DownstreamRows:
     response_mask: Tensor
     old_log_probs: Tensor
     rewards: Tensor
-    index: list[Hashable]
+    prompt_keys: list[Hashable]
     segment_index: list[tuple]
     upstream_row: Tensor
     finish_reasons: list[str]
-
-    def model_inputs(self, pad_token_id: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Teacher-forcing inputs of conditioning + answer; see :func:`to_model_inputs`."""
-        responses = _unpad(self.response_ids, self.response_mask)
-        return to_model_inputs(self.prompt_ids, responses, pad_token_id, width=self.response_ids.shape[1])
 
 
 @dataclass
@@ -255,24 +246,6 @@ class SkpoRolloutBatch:
     downstream: DownstreamRows
     counters: RolloutCounters
     step: int
-
-    def update_length_tracker(
-        self,
-        tracker: LengthTracker,
-        kls: Sequence[float] | None = None,
-        step: int | None = None,
-    ) -> None:
-        """Fold each prompt's mean downstream answer length into ``L_q`` (U6).
-
-        ``kls``: ``[B]`` KL per prompt for ``rho_mode="kl"``; ``step`` for ``rho_mode="steps"``
-        (defaults to the rollout's step).
-        """
-        tracker.update(
-            self.upstream.index,
-            self.upstream.length_observations.tolist(),
-            kls=kls,
-            step=self.step if step is None else step,
-        )
 
 
 # ---------------------------------------------------------------------- the pieces
@@ -338,62 +311,6 @@ def select_segment(nll: Sequence[float], selection: Selection = "median", step: 
     raise ValueError(f"selection must be 'median', 'extreme' or 'first', got {selection!r}")
 
 
-def to_model_inputs(
-    prompts: Sequence[Sequence[int]],
-    responses: Sequence[Sequence[int]],
-    pad_token_id: int,
-    width: int | None = None,
-    device: torch.device | str | None = None,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Batch ``prompt + response`` rows for a teacher-forced forward, verl-style.
-
-    Prompts are left-padded to ``P`` (with :func:`skpo.engines.hf_engine.left_pad`), responses
-    right-padded to ``T`` (``width``, default the longest). The logits of response token
-    ``t`` are at column ``P − 1 + t``: ``logits[:, P - 1 : -1]``.
-
-    Returns:
-        input_ids ``[B, P+T]``, attention_mask ``[B, P+T]``, position_ids ``[B, P+T]``
-        (0 at each row's first real token; pads are masked), response_mask ``[B, T]``.
-    """
-    if len(prompts) != len(responses):
-        raise ValueError(f"got {len(prompts)} prompts for {len(responses)} responses")
-    if not prompts:
-        raise ValueError("to_model_inputs needs at least one row")
-    p_ids, p_mask, _ = left_pad(prompts, pad_token_id)
-    r_ids, r_mask = _right_pad(responses, pad_token_id, width)
-    input_ids = torch.cat([p_ids, r_ids], dim=1)
-    attention_mask = torch.cat([p_mask, r_mask], dim=1)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    return input_ids.to(device), attention_mask.to(device), position_ids.to(device), r_mask.to(device)
-
-
-def _right_pad(rows: Sequence[Sequence[int]], pad: int, width: int | None = None) -> tuple[Tensor, Tensor]:
-    """``[N, T]`` long ids and mask; ``T = width`` or the longest row (at least 1)."""
-    longest = max((len(r) for r in rows), default=0)
-    width = max(1, longest) if width is None else width
-    if longest > width:
-        raise ValueError(f"a row of {longest} tokens does not fit width {width}")
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for n, r in enumerate(rows):
-        if len(r):
-            ids[n, : len(r)] = torch.as_tensor(list(r), dtype=torch.long)
-            mask[n, : len(r)] = 1
-    return ids, mask
-
-
-def _right_pad_float(rows: Sequence[Sequence[float]], width: int) -> Tensor:
-    out = torch.zeros((len(rows), width), dtype=torch.float32)
-    for n, r in enumerate(rows):
-        if len(r):
-            out[n, : len(r)] = torch.as_tensor(list(r), dtype=torch.float32)
-    return out
-
-
-def _unpad(ids: Tensor, mask: Tensor) -> list[list[int]]:
-    return [row[m.bool()].tolist() for row, m in zip(ids, mask)]
-
-
 def _base_seeds(seed: int | Sequence[int] | None, n: int, generator: torch.Generator | None) -> list[int]:
     """Per-prompt seeds of the rollout; ``None`` draws one from ``generator``."""
     if seed is None:
@@ -418,8 +335,9 @@ def skpo_rollout(
     params: SamplingParams,
     reward_fn: AnswerRewardFn,
     generator: torch.Generator | None = None,
-    config: SkpoRolloutConfig = SkpoRolloutConfig(),
+    rollout_params: SkpoRolloutParams = SkpoRolloutParams(),
     *,
+    group_size: int = 8,
     step: int = 0,
     pad_token_id: int | None = None,
 ) -> SkpoRolloutBatch:
@@ -429,15 +347,15 @@ def skpo_rollout(
         engine: any :class:`~skpo.engines.engine.Engine`; three calls at most (segments,
             downstream, own completions for ablation ❷).
         prompts: ``B`` prompts with keys; keys may repeat (each row is rolled out separately).
-        tracker: the length tracker ``L_q``; read only (see
-            :meth:`SkpoRolloutBatch.update_length_tracker`).
+        tracker: the length tracker ``L_q``; read only (its update: ``length_observations``).
         params: sampling settings of all phases. ``params.max_new_tokens`` is the answer
             budget; ``params.seed`` seeds the call (vary it per step, or pass ``None`` and
             a generator that lives across steps).
         reward_fn: ``reward_fn(i, answer_ids)`` for prompt ``prompts[i]``.
         generator: source of the split points (and of the engine seed when ``params.seed``
             is ``None``).
-        config: paper settings and ablation switches.
+        rollout_params: the paper's settings and ablation switches.
+        group_size: ``G``, downstream answers per prompt (8).
         step: the training step (fixed-split and extreme-selection alternation; part of the
             segment key).
         pad_token_id: padding of the returned tensors; default ``engine.pad_token_id`` or 0.
@@ -449,8 +367,11 @@ def skpo_rollout(
         raise ValueError("skpo_rollout needs at least one prompt")
     if params.max_new_tokens < 1:
         raise ValueError("params.max_new_tokens (the answer budget) must be >= 1")
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
     pad = int(pad_token_id if pad_token_id is not None else getattr(engine, "pad_token_id", 0))
-    B, G, K = len(prompts), config.group_size, config.segments
+    config = rollout_params
+    B, G, K = len(prompts), group_size, config.segments(group_size)
     budget = params.max_new_tokens
     qs = [list(p.prompt_ids) for p in prompts]
     heads = [int(p.head) for p in prompts]
@@ -536,17 +457,17 @@ def skpo_rollout(
     rewards_up = own_rewards if own_rewards is not None else mc_rewards
 
     # Upstream rows.
-    up_ids, up_mask = _right_pad(segs, pad)
+    up_ids, up_mask = pad_lists(segs, pad)
     upstream = UpstreamRows(
         prompt_ids=qs,
         response_ids=up_ids,
         response_mask=up_mask,
-        old_log_probs=_right_pad_float(seg_lps, up_ids.shape[1]),
+        old_log_probs=pad_lists(seg_lps, 0.0, torch.float32, width=up_ids.shape[1])[0],
         rewards=rewards_up.clone(),
         mc_rewards=mc_rewards,
         own_rewards=own_rewards,
         own_completions=own_completions,
-        index=list(keys),
+        prompt_keys=list(keys),
         split_points=torch.tensor(t_q, dtype=torch.long),
         selected=torch.tensor(selected, dtype=torch.long),
         cut_early=torch.tensor([bool(cand_cut[i, selected[i]]) for i in range(B)], dtype=torch.bool),
@@ -560,14 +481,14 @@ def skpo_rollout(
 
     # Downstream rows, prompt-major: row i*G + j.
     flat = [c for i in range(B) for c in down[i]]
-    d_ids, d_mask = _right_pad([c.token_ids for c in flat], pad)
+    d_ids, d_mask = pad_lists([c.token_ids for c in flat], pad)
     downstream = DownstreamRows(
         prompt_ids=[list(down_in[i]) for i in range(B) for _ in range(G)],
         response_ids=d_ids,
         response_mask=d_mask,
-        old_log_probs=_right_pad_float([c.logprobs for c in flat], d_ids.shape[1]),
+        old_log_probs=pad_lists([c.logprobs for c in flat], 0.0, torch.float32, width=d_ids.shape[1])[0],
         rewards=r_down.reshape(B * G),
-        index=[keys[i] for i in range(B) for _ in range(G)],
+        prompt_keys=[keys[i] for i in range(B) for _ in range(G)],
         segment_index=[(keys[i], step, i, selected[i]) for i in range(B) for _ in range(G)],
         upstream_row=torch.arange(B).repeat_interleave(G),
         finish_reasons=[c.finish_reason for c in flat],
@@ -576,30 +497,6 @@ def skpo_rollout(
 
 
 # ----------------------------------------------------------------------------- the ``skpo`` rollout kind
-
-
-@dataclass(frozen=True)
-class SkpoRolloutParams:
-    """SKPO's rollout switches (the paper's defaults; Table 2's ablations are switches).
-
-    ``skip`` (❶ False: continual ``q + s``), ``upstream_reward`` (❷ ``own``), ``split`` (❸
-    ``fixed``), ``selection`` (❹ ``extreme``; ``first`` = the one-segment variant),
-    ``num_segments`` (segments in parallel, ``None`` = group size), ``split_low`` /
-    ``split_high`` (``t_q ~ U[L·low, L·high]``, 1/6 and 1/2)."""
-
-    skip: bool = True
-    upstream_reward: Literal["mc", "own"] = "mc"
-    split: Literal["uniform", "fixed"] = "uniform"
-    selection: Literal["median", "extreme", "first"] = "median"
-    num_segments: int | None = None
-    split_low: float = 1 / 6
-    split_high: float = 1 / 2
-
-    def __post_init__(self) -> None:
-        if not 0 < self.split_low <= self.split_high <= 1:
-            raise ValueError(f"need 0 < split_low <= split_high <= 1 (got {self.split_low}, {self.split_high})")
-        SkpoRolloutConfig(skip=self.skip, upstream_reward=self.upstream_reward, split=self.split,
-                          selection=self.selection, num_segments=self.num_segments)  # its own checks
 
 
 def skpo_prompt_growth(params: SkpoRolloutParams, max_new_tokens: int, initial_length: float) -> int:
@@ -618,36 +515,37 @@ def skpo_length_bounds(params: SkpoRolloutParams) -> dict[str, float]:
 
 @ROLLOUTS.register("skpo", SkpoRolloutParams, roles=("upstream", "downstream"),
                    length_tracker=skpo_length_bounds, prompt_growth=skpo_prompt_growth,
-                   growth_note="the skip segment s (rollout.skpo.split_high × L, L from rollout.skpo.initial_length)")
+                   growth_note="the skip segment s (method.rollout_params.split_high × L, L from rollout.initial_length)")
 def skpo_rollout_kind(ctx: RolloutContext, items: list[PromptItem]) -> RolloutResult:
     """SKPO's two phases: G segments from ``q`` (median-NLL one kept), G answers from ``[s, q]``;
     the upstream row's reward is the mean of its G answers' rewards."""
-    p = ctx.rollout_params
-    rcfg = SkpoRolloutConfig(group_size=ctx.group_size, num_segments=p.num_segments, skip=p.skip,
-                             upstream_reward=p.upstream_reward, split=p.split, selection=p.selection)
     correct_log: list[bool] = []
+    verdicts: Verdicts = {}
 
     def score_answers(calls: list[tuple[int, list[int]]]) -> list[float]:
         with ctx.timer("scoring"):
-            rewards, correct = ctx.score([items[i] for i, _ in calls], [list(a) for _, a in calls])
-        correct_log.extend(correct)
-        return rewards
+            scores = ctx.score([items[i] for i, _ in calls], [list(a) for _, a in calls])
+        correct_log.extend(scores.correct)
+        verdicts.update(scores.verdicts)
+        return scores.rewards
 
+    assert ctx.length_tracker is not None  # (methods.checks: the skpo kind declares length_tracker)
     batch = skpo_rollout(
         ctx.engine, [SkpoPrompt(it.key, it.prompt_ids, it.head) for it in items], ctx.length_tracker, ctx.params,
-        BatchedReward(score_answers), ctx.generator, rcfg, step=ctx.step, pad_token_id=ctx.pad_id,
+        BatchedReward(score_answers), ctx.generator, ctx.rollout_params, group_size=ctx.group_size, step=ctx.step,
+        pad_token_id=ctx.pad_id,
     )
     up, down = batch.upstream, batch.downstream
     upstream = Rows(up.prompt_ids, up.response_ids, up.response_mask.float(), up.old_log_probs.float(),
-                    up.rewards.float(), list(up.index))
+                    up.rewards.float(), list(up.prompt_keys))
     downstream = Rows(down.prompt_ids, down.response_ids, down.response_mask.float(), down.old_log_probs.float(),
-                      down.rewards.float(), list(down.index), skpo_downstream_index(down.index, down.segment_index))
+                      down.rewards.float(), list(down.prompt_keys), skpo_downstream_index(down.prompt_keys, down.segment_index))
     c = batch.counters
     n_down = len(down.rewards)  # the downstream answers are scored first, then any own completions
     metrics = {
         "upstream/reward": up.rewards.float().mean().item(),
         "upstream/segment_length": up.response_mask.float().sum(-1).mean().item(),
-        "upstream/cut_early": c.num_cut_early / max(1, len(items) * rcfg.segments),
+        "upstream/cut_early": c.num_cut_early / max(1, len(items) * ctx.rollout_params.segments(ctx.group_size)),
         "upstream/split_point": up.split_points.float().mean().item(),
         "downstream/reward": down.rewards.float().mean().item(),
         "downstream/accuracy": sum(correct_log[:n_down]) / max(1, n_down),
@@ -658,4 +556,4 @@ def skpo_rollout_kind(ctx: RolloutContext, items: list[PromptItem]) -> RolloutRe
     metrics["reward/mean"] = metrics["downstream/reward"]
     rows = concat_rows([upstream, downstream], ctx.pad_id, roles=["upstream", "downstream"])
     return RolloutResult(rows, metrics, c.decoded_tokens, c.prefill_tokens,
-                         (list(up.index), up.length_observations.tolist()))
+                         (list(up.prompt_keys), up.length_observations.tolist()), verdicts)

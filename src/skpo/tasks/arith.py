@@ -85,7 +85,7 @@ class ArithProblem:
         return len(self.steps)
 
     @classmethod
-    def from_operands(cls, first: int, ops: list[tuple[str, int]]) -> "ArithProblem":
+    def from_operands(cls, first: int, ops: list[tuple[str, int]]) -> ArithProblem:
         """Build a problem from a first operand and ``[(op, right), ...]``."""
         if not ops:
             raise ValueError("a problem needs at least one operation")
@@ -99,7 +99,7 @@ class ArithProblem:
         return cls(question=question, answer=value, steps=tuple(steps))
 
     @classmethod
-    def from_question(cls, question: str) -> "ArithProblem":
+    def from_question(cls, question: str) -> ArithProblem:
         """Parse an expression such as ``"37+48-12"`` (spaces allowed) into a problem."""
         pieces = _QUESTION_TOKEN.findall(question)
         if "".join(pieces) != re.sub(r"\s+", "", question) or len(pieces) < 3 or len(pieces) % 2 == 0:

@@ -125,7 +125,7 @@ class CountdownProblem:
         return self.target
 
     @classmethod
-    def from_question(cls, question: str) -> "CountdownProblem":
+    def from_question(cls, question: str) -> CountdownProblem:
         """Parse ``"44 19 3 8 -> 75"`` (no reference solution is attached)."""
         match = _QUESTION.match(question)
         if match is None:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -27,6 +27,9 @@ from skpo.tasks.countdown import CountdownConfig, CountdownProblem
 from skpo.tasks.countdown import heldout_problems as countdown_heldout
 from skpo.tasks.prompts import has_chat_template, prompt_ids
 from skpo.tasks.templates import plain_input_ids
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # (typing.Self from Python 3.11)
 
 __all__ = [
     "ANSWER_CANDIDATES",
@@ -146,7 +149,7 @@ class DatasetSpec(BaseModel):
     def _consistent(self) -> DatasetSpec:
         return self._check_spec()
 
-    def _check_spec(self) -> DatasetSpec:
+    def _check_spec(self) -> Self:
         if not self.name and self.path:
             stem = Path(self.path).name
             for suffix in (".gz", ".jsonl", ".parquet", ".json"):
@@ -720,16 +723,17 @@ def encode_problems(
     for p in problems:
         messages = prompt_messages(spec, p, chat)
         chars = sum(len(str(m.get("content", ""))) for m in messages)
-        ids = None if char_limit is not None and chars > char_limit else prompt_ids(tokenizer, messages, chat=chat)
-        if limit is not None and (ids is None or len(ids) > limit):
+        row_ids = None if char_limit is not None and chars > char_limit else prompt_ids(tokenizer, messages, chat=chat)
+        if limit is not None and (row_ids is None or len(row_ids) > limit):
             if spec.overlong == "error":
                 where = f"{spec.path}: row {p.index + 1}" + (f" (line {p.line})" if p.line is not None else "")
-                size = f"{chars:,} characters" if ids is None else f"{len(ids)} tokens"
+                size = f"{chars:,} characters" if row_ids is None else f"{len(row_ids)} tokens"
                 raise DatasetError(f"{where}: prompt is {size}, over max_prompt_tokens={limit}")
             out.dropped.append(p.id)
             continue
+        assert row_ids is not None  # (None only over the limit: dropped above)
         out.problems.append(p)
-        out.prompt_ids.append(ids)
+        out.prompt_ids.append(row_ids)
     return out
 
 

@@ -16,8 +16,16 @@ from skpo.rewards.base import Verdict
 from skpo.rewards.registry import RewardContext, RewardEntry, get_reward
 from skpo.tasks import countdown
 from skpo.tasks.arith import ArithConfig, iter_problems
-from skpo.tasks.dataset import (DatasetError, DatasetSpec, Problem, check_reward_columns, encode_problems,
-                                heldout_size, load_problems_and_columns, split_heldout)
+from skpo.tasks.dataset import (
+    DatasetError,
+    DatasetSpec,
+    Problem,
+    check_reward_columns,
+    encode_problems,
+    heldout_size,
+    load_problems_and_columns,
+    split_heldout,
+)
 from skpo.tasks.prompts import has_chat_template, prompt_head_length
 from skpo.tasks.templates import plain_input_ids
 

@@ -31,7 +31,8 @@ merges, ``encode(a) + encode(b)`` and ``encode(a + b)`` can differ (e.g. a draft
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from skpo.tasks import countdown
 from skpo.tasks.arith import ArithProblem, solution_text
@@ -43,13 +44,12 @@ SKIP_SEPARATOR_IDS: tuple[int, ...] = ()
 
 
 class TokenizerLike(Protocol):
-    """The two tokenizer methods used here (a Hugging Face tokenizer fits)."""
+    """What is used here of a tokenizer (a Hugging Face tokenizer fits)."""
 
-    eos_token_id: int | None
+    @property
+    def eos_token_id(self) -> int | None: ...
 
-    def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
-
-    def decode(self, ids: Sequence[int], skip_special_tokens: bool = ...) -> str: ...
+    def encode(self, text: str, *, add_special_tokens: bool = ...) -> list[int]: ...
 
 
 Synthetic = ArithProblem | countdown.CountdownProblem

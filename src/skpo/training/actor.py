@@ -5,12 +5,14 @@ the optimizer step (``docs/training.md``, ``docs/scaling.md``)."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass, field
 
 import torch
+from accelerate import Accelerator
 
+from skpo.config import RunConfig, TrainSection
 from skpo.engines import autocast
-from skpo.models.forward import can_pack, length_buckets, pack_buckets, policy_forward
+from skpo.models.forward import can_pack, length_buckets, no_grad_forward, pack_buckets, policy_forward
 from skpo.models.loading import frozen_copy
 from skpo.models.lora import is_lora
 from skpo.models.precision import head_in_float32, lm_head_float32
@@ -20,6 +22,29 @@ from skpo.training.schedule import lr_factor
 from skpo.training.sharding import full_weights, shard_model, sharding_settings, zero_loss_pass
 
 log = logging.getLogger("skpo")
+
+
+@dataclass(frozen=True)
+class ActorSettings:
+    """What the actor reads of a run's config.
+
+    Attributes:
+        dtype: ``model.dtype``, the compute precision.
+        lm_head_precision: ``model.lm_head_precision``.
+        train: the ``train`` section: optimizer, schedule, micro-batches and packing, sharding,
+            gradient checkpointing and clipping.
+        temperature: ``rollout.temperature``: log-probs are those of ``logits / temperature``,
+            like the sampler's.
+    """
+
+    dtype: str = "float32"
+    lm_head_precision: str = "auto"
+    train: TrainSection = field(default_factory=TrainSection)
+    temperature: float = 1.0
+
+    @classmethod
+    def of(cls, cfg: RunConfig) -> ActorSettings:
+        return cls(cfg.model.dtype, cfg.model.lm_head_precision, cfg.train, cfg.rollout.temperature)
 
 
 class Actor:
@@ -32,20 +57,21 @@ class Actor:
     sharded, through FSDP's mixed-precision policy.
     """
 
-    def __init__(self, model: torch.nn.Module, cfg: Any, accelerator, dist: Dist, kl_coef: float, pad_id: int) -> None:
-        self.cfg, self.accelerator, self.dist, self.pad_id = cfg, accelerator, dist, pad_id
+    def __init__(self, model: torch.nn.Module, settings: ActorSettings, accelerator: Accelerator, dist: Dist,
+                 kl_coef: float, pad_id: int) -> None:
+        self.settings, self.accelerator, self.dist, self.pad_id = settings, accelerator, dist, pad_id
         self.device = accelerator.device
-        self.compute_dtype = getattr(torch, cfg.model.dtype)
+        self.compute_dtype = getattr(torch, settings.dtype)
         self.weights_dtype = next(model.parameters()).dtype
         self.autocast_dtype = None if self.compute_dtype == self.weights_dtype else self.compute_dtype
         self.scaler = (torch.amp.GradScaler(self.device.type)
                        if self.autocast_dtype == torch.float16 else None)  # fp16 gradients underflow
-        if self.autocast_dtype is not None and lm_head_float32(cfg.model.lm_head_precision, self.device):
+        if self.autocast_dtype is not None and lm_head_float32(settings.lm_head_precision, self.device):
             head_in_float32(model)
         self.lora = is_lora(model)
         # LoRA: the base with its adapters off is the reference, so no copy
         self.ref_model = frozen_copy(model) if kl_coef > 0 and not self.lora else None
-        t = cfg.train
+        t = settings.train
         self.sharding = sharding_settings(t.fsdp, t.gradient_checkpointing, accelerator)
         if self.sharding is not None and self.lora:
             raise ValueError("train.fsdp with model.lora is not supported: LoRA trains a small adapter on a replicated "
@@ -54,10 +80,11 @@ class Actor:
 
     def prepare(self) -> None:
         """Activation checkpointing, FSDP2 shards, AdamW and the LR schedule, devices."""
-        t, model = self.cfg.train, self.policy
+        t, model = self.settings.train, self.policy
         if t.gradient_checkpointing or (self.sharding and self.sharding.gradient_checkpointing):
             # non-reentrant: works with frozen inputs (LoRA), packed masks and FSDP units
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.gradient_checkpointing_enable(  # type: ignore[operator]  # (a Hugging Face model)
+                gradient_checkpointing_kwargs={"use_reentrant": False})
         if self.sharding is not None:  # FSDP2: parameters become shards; the optimizer is built on them
             # compute precision through FSDP's MixedPrecisionPolicy (verl), not autocast: layers are
             # gathered in the compute dtype and gradients reduced in float32 onto float32 master shards
@@ -66,7 +93,7 @@ class Actor:
                 shard_model(self.ref_model, self.sharding, self.device, compute_dtype=self.autocast_dtype)
             self.autocast_dtype = None
         trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        optimizer = torch.optim.AdamW(trainable, lr=t.lr, betas=(t.betas[0], t.betas[1]), weight_decay=t.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         if self.sharding is not None:
             self.model, self.optimizer = model, optimizer
@@ -80,7 +107,7 @@ class Actor:
 
     def _lr_factor(self, step: int) -> float:
         """The LR multiplier at ``step``: :func:`skpo.training.schedule.lr_factor` (decay to 0)."""
-        t = self.cfg.train
+        t = self.settings.train
         return lr_factor(step, t.steps, t.warmup_steps, t.lr_schedule)
 
     # ------------------------------------------------------------------ forwards
@@ -97,47 +124,29 @@ class Actor:
         """``(row indices, packs)`` per forward: answers to one prompt packed into tree-masked
         sequences of at most ``train.pack_max_tokens`` when the attention supports it, else
         length-bucketed padded rows (``packs=None``); either way within ``train.micro_batch_tokens``."""
-        t = self.cfg.train
+        t = self.settings.train
         if t.pack_max_tokens and can_pack(self.policy):
             return pack_buckets(rows.prompt_ids, rows.lengths().tolist(), t.micro_batch_tokens, t.pack_max_tokens)
         return [(bucket, None) for bucket in length_buckets(row_lengths(rows), t.micro_batch_tokens)]
 
-    @torch.no_grad()
     def log_probs(self, model: torch.nn.Module, rows: Rows) -> torch.Tensor:
-        """``[B, T]`` float32 log-probs of ``rows`` under ``model`` (eval mode, micro-batched)."""
-        out = torch.zeros_like(rows.old_log_probs)
-        was_training = model.training
-        model.eval()
-        for bucket, packs in self.micro_batches(rows):
-            sub = rows.select(bucket)
-            with self.autocast():
-                lp, _ = policy_forward(model, sub.prompt_ids, sub.response_ids, sub.response_mask, self.pad_id,
-                                       self.cfg.rollout.temperature, packs=packs)
-            out[torch.tensor(bucket)] = lp.float().cpu()
-        model.train(was_training)
-        return out
+        """``[B, T]`` float32 log-probs of ``rows`` under ``model`` (:func:`~skpo.models.forward.no_grad_forward`
+        in the actor's micro-batches and precision)."""
+        return no_grad_forward(model, rows, self.micro_batches(rows), self.pad_id, self.settings.temperature,
+                               self.autocast)[0]
 
-    @torch.no_grad()
     def token_stats(self, rows: Rows, reduce) -> dict[str, torch.Tensor]:
-        """``reduce``'s token statistics ``{name: [B, T]}`` of the policy on ``rows``."""
-        out: dict[str, torch.Tensor] = {}
-        was_training = self.policy.training
-        self.policy.eval()
-        for bucket, packs in self.micro_batches(rows):
-            sub = rows.select(bucket)
-            with self.autocast():
-                _, _, stats = policy_forward(self.policy, sub.prompt_ids, sub.response_ids, sub.response_mask,
-                                             self.pad_id, self.cfg.rollout.temperature, packs=packs, reductions=reduce)
-            for name, values in stats.items():
-                out.setdefault(name, torch.zeros_like(rows.old_log_probs))[torch.tensor(bucket)] = values.float().cpu()
-        self.policy.train(was_training)
-        return out
+        """``reduce``'s token statistics ``{name: [B, T]}`` of the policy on ``rows`` (the same forward)."""
+        return no_grad_forward(self.policy, rows, self.micro_batches(rows), self.pad_id, self.settings.temperature,
+                               self.autocast, reduce)[1]
 
     def train_forward(self, rows: Rows, packs) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log_prob, entropy)`` ``[b, T]`` of the training model on one micro-batch, with grad."""
         with self.autocast():
-            return policy_forward(self.model, rows.prompt_ids, rows.response_ids, rows.response_mask, self.pad_id,
-                                  self.cfg.rollout.temperature, with_entropy=True, packs=packs)
+            log_prob, entropy = policy_forward(self.model, rows.prompt_ids, rows.response_ids, rows.response_mask,
+                                               self.pad_id, self.settings.temperature, with_entropy=True, packs=packs)
+        assert entropy is not None  # (with_entropy=True)
+        return log_prob, entropy
 
     # ------------------------------------------------------------------ backward and step
     def backward(self, loss: torch.Tensor) -> None:
@@ -157,7 +166,7 @@ class Actor:
             self.dist.all_reduce_grads(list(self.model.parameters()))
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.settings.train.grad_clip)
         if self.scaler is not None:  # skips the step when fp16 gradients overflowed
             self.scaler.step(self.optimizer)
             self.scaler.update()

@@ -10,10 +10,15 @@ from typing import Any
 
 import torch
 
-from skpo.algorithms import ADVANTAGE_ESTIMATORS, AdvantageInputs, dapo_group_filter, kl_penalty, masked_mean
-from skpo.algorithms import oar_bilevel_weights
+from skpo.algorithms import (
+    ADVANTAGE_ESTIMATORS,
+    AdvantageInputs,
+    dapo_group_filter,
+    kl_penalty,
+    masked_mean,
+    oar_bilevel_weights,
+)
 from skpo.algorithms.advantages import estimator_inputs, is_group_relative
-from skpo.algorithms.token_stats import EXTRA_PREFIX
 from skpo.engines import mix_seed
 from skpo.methods import Method, joint_roles
 from skpo.models.answer_probe import oar_importance
@@ -42,8 +47,9 @@ def _value_baseline(ctx: AdvantageContext, rows: Rows, role: str) -> torch.Tenso
     """The value tracker's pre-update baseline per row (unbiased A); rows whose prompt the
     tracker has never seen get the default (0): their advantage is the raw reward."""
     tracker = ctx.state.value_tracker
-    ctx.metrics[f"{role}/first_visit_share"] = sum(k not in tracker for k in rows.index) / max(1, len(rows))
-    return tracker.baseline(rows.index)
+    assert tracker is not None  # (the run state keeps one for an estimator that reads it)
+    ctx.metrics[f"{role}/first_visit_share"] = sum(k not in tracker for k in rows.prompt_keys) / max(1, len(rows))
+    return tracker.baseline(rows.prompt_keys)
 
 
 def _token_weights(ctx: AdvantageContext, rows: Rows, role: str) -> torch.Tensor:
@@ -51,6 +57,7 @@ def _token_weights(ctx: AdvantageContext, rows: Rows, role: str) -> torch.Tensor
     responses = [rows.response_ids[b, : int(n)].tolist() for b, n in enumerate(rows.lengths())]
     reshaping = dict(ctx.method.token_weight_params)
     answer_mode = reshaping.pop("answer_mode", "answer_mean")
+    assert ctx.method.token_weights is not None  # (called for a method with token weights)
     with ctx.actor.autocast():
         importance, scored = oar_importance(
             ctx.actor.policy, rows.prompt_ids, responses, ctx.source.answer_marker_ids(), mode=ctx.method.token_weights,
@@ -69,7 +76,7 @@ def _answers(ctx: AdvantageContext, rows: Rows, role: str) -> list[str | None]:
     by_key = {it.key: it for it in ctx.source.items}
     texts = [ctx.tokenizer.decode(rows.response_ids[b, : int(n)].tolist(), skip_special_tokens=True)
              for b, n in enumerate(rows.lengths())]
-    return [v.extracted for v in ctx.source.score([by_key[k] for k in rows.index], texts)]
+    return [v.extracted for v in ctx.source.score([by_key[k] for k in rows.prompt_keys], texts)]
 
 
 # input name (an estimator's ``needs``, or ``baseline``) → how it is made from a term's rows;
@@ -89,6 +96,7 @@ def _estimator_batch(ctx: AdvantageContext, term, sub: Rows) -> AdvantageInputs:
     token_rewards = last_token_rewards(sub.rewards, sub.response_mask)
     if method.kl_coef > 0 and method.kl_placement == "reward":
         # verl's use_kl_in_reward: r_t − β·KL(π_old ‖ π_ref) per token, before the estimator
+        assert sub.ref_log_probs is not None  # (a KL term: the log-prob phase filled them)
         kl = kl_penalty(sub.old_log_probs, sub.ref_log_probs, method.kl_estimator)
         token_rewards = token_rewards - method.kl_coef * kl * sub.response_mask
         ctx.metrics[f"{term.role}/kl_in_reward"] = masked_mean(kl, sub.response_mask).item()
@@ -99,14 +107,14 @@ def _estimator_batch(ctx: AdvantageContext, term, sub: Rows) -> AdvantageInputs:
     for name in estimator_inputs(term.estimator_meta):
         if name in INPUTS:
             setattr(batch, name, INPUTS[name](ctx, sub, term.role))
-    batch.token_stats = {k[len(EXTRA_PREFIX):]: v for k, v in sub.extra.items() if k.startswith(EXTRA_PREFIX)}
+    batch.token_stats = dict(sub.token_stats)
     batch.state = ctx.state.term_states.get(term.role)  # updated by the estimator
     return batch
 
 
 def with_advantages(ctx: AdvantageContext, rows: Rows) -> Rows:
     """New rows with every term's ``advantages`` (and, under DAPO's filter, a mask without the
-    all-equal groups) and its estimator's outputs in ``extra``. Roles that form one group (the
+    all-equal groups) and its estimator's outputs in ``estimator_outputs``. Roles that form one group (the
     rollout kind's ``joint_roles``) are estimated together: a term's estimator sees the rows of
     all of them and writes its own role's rows."""
     method, metrics = ctx.method, ctx.metrics
@@ -136,6 +144,6 @@ def with_advantages(ctx: AdvantageContext, rows: Rows) -> Rows:
         advantages[idx] = adv.to(advantages.dtype)
         mask[idx] = term_mask
         for name, value in batch.outputs.items():
-            outputs.setdefault(EXTRA_PREFIX + name, torch.zeros_like(rows.response_mask))[idx] = value[own].float()
-    extra = {**rows.extra, **outputs} if outputs else rows.extra
-    return rows.replace(advantages=advantages, response_mask=mask, extra=extra)
+            outputs.setdefault(name, torch.zeros_like(rows.response_mask))[idx] = value[own].float()
+    return rows.replace(advantages=advantages, response_mask=mask,
+                        estimator_outputs={**rows.estimator_outputs, **outputs})

@@ -12,7 +12,8 @@ import torch
 
 from skpo.config import HELDOUT, RunConfig, arith_config, countdown_config
 from skpo.evaluation.benchmarks import get_spec, resolve_benchmarks
-from skpo.evaluation.runner import evaluate
+from skpo.evaluation.runner import EvalSettings, evaluate
+from skpo.tasks.dataset import DatasetSpec
 
 
 def evaluate_benchmarks(model, tokenizer, cfg: RunConfig, autocast_dtype: torch.dtype | None = None,
@@ -25,7 +26,8 @@ def evaluate_benchmarks(model, tokenizer, cfg: RunConfig, autocast_dtype: torch.
     (skipped when it holds none); files get ``data.max_prompt_tokens`` unless their spec sets one."""
     e = cfg.eval
     limit = limit or e.limit
-    specs = []  # (spec, problems or None: the spec's own, reward or None: the spec's)
+    specs: list[tuple[DatasetSpec, Any, Any]] = []  # (spec, problems or None: the spec's own, reward or None: the spec's)
+    assert e.benchmarks is not None  # (filled in when the config is validated)
     for name in e.benchmarks:
         if name == "arith":
             specs.append((get_spec("arith").model_copy(update={"arith": arith_config(cfg), "n_problems": limit or 200}),
@@ -36,7 +38,7 @@ def evaluate_benchmarks(model, tokenizer, cfg: RunConfig, autocast_dtype: torch.
                                  "source= (the trainer's)")
             if getattr(source, "heldout", None):
                 # the training prompts' template, reward and answer budget
-                spec = cfg.data.model_copy(update={"name": HELDOUT, "max_new_tokens": cfg.rollout.max_new_tokens})
+                spec: DatasetSpec = cfg.data.model_copy(update={"name": HELDOUT, "max_new_tokens": cfg.rollout.max_new_tokens})
                 specs.append((spec, source.heldout, source.reward))
         elif name == "countdown":
             specs.append((get_spec("countdown").model_copy(update={"countdown": countdown_config(cfg),
@@ -51,12 +53,13 @@ def evaluate_benchmarks(model, tokenizer, cfg: RunConfig, autocast_dtype: torch.
     results: dict[str, dict[str, Any]] = {}
     try:
         for spec, problems, reward in specs:
-            results[spec.name] = evaluate(
-                model, tokenizer, spec, k=k or e.k, temperature=e.temperature, top_p=e.top_p,
-                max_new_tokens=e.max_new_tokens, limit=None if spec.synthetic else limit, seed=cfg.train.seed,
-                batch_size=cfg.rollout.engine_batch_size, autocast_dtype=autocast_dtype,
-                math_timeout_s=cfg.reward.math_timeout_s, should_stop=should_stop, problems=problems, reward=reward,
+            settings = EvalSettings(
+                k=k or e.k, temperature=e.temperature, top_p=e.top_p, max_new_tokens=e.max_new_tokens,
+                limit=None if spec.synthetic else limit, seed=cfg.train.seed, batch_size=cfg.rollout.engine_batch_size,
+                autocast_dtype=autocast_dtype, math_timeout_s=cfg.reward.math_timeout_s,
             )
+            results[spec.name] = evaluate(model, tokenizer, spec, settings, should_stop=should_stop, problems=problems,
+                                          reward=reward)
     finally:
         model.train(was_training)
     return results

@@ -24,17 +24,26 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 from safetensors.torch import load_file
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 from skpo.errors import DISK_FULL_ERRNOS, CheckpointError, DiskFullError, NoCheckpointError
 from skpo.models.lora import is_lora, load_adapter, save_lora
 from skpo.models.manifest import sha256_file, verify_checkpoint
-from skpo.training.sharding import (full_state_dict, is_sharded, load_full_state_dict, load_sharded_optimizer,
-                                   load_unsharded_optimizer, save_sharded_optimizer)
+from skpo.training.sharding import (
+    full_state_dict,
+    is_sharded,
+    load_full_state_dict,
+    load_sharded_optimizer,
+    load_unsharded_optimizer,
+    save_sharded_optimizer,
+)
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest"
@@ -357,7 +366,7 @@ def load_weights(path: Path, policy: torch.nn.Module, model: torch.nn.Module) ->
         raise CheckpointError(f"{path}: checkpoint weights do not match the model (missing {real_missing[:3]}, "
                               f"unexpected {unexpected[:3]})")
     if getattr(policy.config, "tie_word_embeddings", False):
-        policy.tie_weights()
+        cast("PreTrainedModel", policy).tie_weights()  # (not LoRA: a transformers model)
 
 
 def save_actor(actor: Any, run_dir: Path, step: int, tokenizer, state: dict[str, Any], keep: int, lock,

@@ -30,7 +30,8 @@ How a step runs on ``W`` processes (``accelerate launch`` / ``torchrun``; gloo o
 
 from __future__ import annotations
 
-from typing import Any, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar, cast
 
 import torch
 
@@ -108,12 +109,13 @@ class Dist:
 
     @staticmethod
     def _reduce_bucket(bucket: list[torch.nn.Parameter]) -> None:
-        flat = torch.cat([p.grad.reshape(-1) for p in bucket])
+        grads = [cast(torch.Tensor, p.grad) for p in bucket]  # (all_reduce_grads gave every parameter one)
+        flat = torch.cat([g.reshape(-1) for g in grads])
         torch.distributed.all_reduce(flat, op=torch.distributed.ReduceOp.SUM)
         offset = 0
-        for p in bucket:
+        for p, g in zip(bucket, grads):
             n = p.numel()
-            p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+            g.copy_(flat[offset : offset + n].view_as(g))
             offset += n
 
     def merge_sums(self, sums: dict[str, float], counts: dict[str, int]) -> tuple[dict[str, float], dict[str, int]]:
@@ -155,7 +157,9 @@ def _to_cpu(rows: Rows) -> Rows:
     extra = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in rows.extra.items()}
     return rows.replace(response_ids=move(rows.response_ids), response_mask=move(rows.response_mask),
                         old_log_probs=move(rows.old_log_probs), rewards=move(rows.rewards), extra=extra,
-                        advantages=move(rows.advantages), ref_log_probs=move(rows.ref_log_probs))
+                        advantages=move(rows.advantages), ref_log_probs=move(rows.ref_log_probs),
+                        token_stats={k: move(v) for k, v in rows.token_stats.items()},
+                        estimator_outputs={k: move(v) for k, v in rows.estimator_outputs.items()})
 
 
 def shutdown() -> None:

@@ -152,7 +152,7 @@ class Progress:
         self.seconds, self.header, self.slow_s = seconds, header, slow_s
         self.token_budget = token_budget
         self.tty = self.stream.isatty() if hasattr(self.stream, "isatty") else False
-        self._bar = None
+        self._bar: Any = None  # a rich Progress on a terminal (rich is imported only then)
 
     def _info(self, metrics: dict[str, float]) -> list[str]:
         parts = [f"{short} {metrics[k]:.3g}" for k, short in self.KEYS if k in metrics]
@@ -193,7 +193,7 @@ class Progress:
             parts.append(f"tokens {_count(seen)}" + (f"/{_count(self.token_budget)}" if self.token_budget else ""))
         parts.append(f"elapsed {_duration(elapsed)}")
         done = step - self.start
-        if 0 < done and step < self.total:
+        if done > 0 and step < self.total:
             parts.append(f"eta {_duration(elapsed / done * (self.total - step))}")
         parts += [f"{k} {v:.3f}" for k, v in evals.items()]
         if metrics.get("time/step", 0.0) >= self.slow_s:  # where a slow step's time went
@@ -250,9 +250,9 @@ def sample_records(rows: Any, step: int, keys: int, tokenizer: Any, verdicts: di
     wrote them (special tokens kept: the chat template, the end-of-turn token), the reward in
     the user's range (``to_user_range``), and what the reward said of the answer (``verdicts``,
     by ``(prompt key, response ids)``)."""
-    chosen = list(dict.fromkeys(rows.index))[:keys]
+    chosen = list(dict.fromkeys(rows.prompt_keys))[:keys]
     records = []
-    for i, (key, role) in enumerate(zip(rows.index, rows.roles())):
+    for i, (key, role) in enumerate(zip(rows.prompt_keys, rows.roles())):
         if key not in chosen:
             continue
         n = int(rows.response_mask[i].sum())

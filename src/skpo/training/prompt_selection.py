@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from skpo.algorithms import PlanRequest, PromptSampler, ValueTracker
 from skpo.engines import SamplingParams, mix_seed
+from skpo.rollout import ScoreFn
 from skpo.tasks.sources import PromptItem
 
 __all__ = ["StepPrompts", "plan_prompts", "score_pool", "scoring_params"]
@@ -44,7 +45,7 @@ def plan_prompts(sampler: PromptSampler, pool: list[PromptItem], num_prompts: in
 
 
 def score_pool(sampler: PromptSampler, step: int, *, engine: Any, pool: list[PromptItem], params: SamplingParams,
-               score: Callable[[list[PromptItem], list[list[int]]], tuple[list[float], list[bool]]], dist: Any,
+               score: ScoreFn, dist: Any,
                timer: Any) -> tuple[int, dict[str, float]]:
     """Run the scoring rollouts ``sampler`` asks for before ``step`` (none: ``(0, {})``): its
     ``scoring_due(step)`` answers for every pool prompt, each rank its shard; the verdicts of all
@@ -57,8 +58,8 @@ def score_pool(sampler: PromptSampler, step: int, *, engine: Any, pool: list[Pro
     with timer("rollout"):
         outs = engine.generate([list(it.prompt_ids) for it in mine], n, params) if mine else []
         with timer("scoring"):
-            _, correct = score([it for it, comps in zip(mine, outs) for _ in comps],
-                               [list(c.token_ids) for comps in outs for c in comps]) if mine else ([], [])
+            correct = score([it for it, comps in zip(mine, outs) for _ in comps],
+                            [list(c.token_ids) for comps in outs for c in comps]).correct if mine else []
     per_prompt, start = [], 0
     for comps in outs:
         per_prompt.append([bool(c) for c in correct[start : start + len(comps)]])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from skpo.reward_range import from_unit
 from skpo.rewards.countdown import numbers_and_target
 from skpo.rewards.registry import REWARDS
 from skpo.tasks import countdown
@@ -78,8 +79,7 @@ def check_reward(source: Any, value_range: tuple[float, float] = (0.0, 1.0)) -> 
     notes: list[str] = []
     if refused:
         item, text, v = refused[0]
-        low, high = value_range
-        what = (f"reward {entry.name!r} gives {low + (high - low) * v.reward:g} ({v.reason}) to the gold answer written as {text!r} "
+        what = (f"reward {entry.name!r} gives {from_unit(v.reward, value_range):g} ({v.reason}) to the gold answer written as {text!r} "
                 f"(prompt {item.key}), not the top of reward.range")
         if own:
             notes.append(f"{what}, on {len(refused)} of {len(gold)} checked rows: does it expect another format?")

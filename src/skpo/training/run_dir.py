@@ -21,26 +21,33 @@ resume that continues the run that was started.
 from __future__ import annotations
 
 import errno
-import hashlib
-import logging
 import fcntl
+import hashlib
 import json
+import logging
 import os
 import secrets
 import shutil
 import socket
 import time
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from skpo.config import RunConfig, dump_config
+from skpo.config import RunConfig, dump_config, move_old_spellings
 from skpo.errors import UserError
-from skpo.methods import SHORTCUTS
+from skpo.training.checkpoint import (
+    CHECKPOINT_DIR,
+    LATEST,
+    NoCheckpointError,
+    find_checkpoint,
+    read_state,
+    remove_partial,
+)
 from skpo.training.logging import MetricsLogger
-from skpo.training.checkpoint import CHECKPOINT_DIR, LATEST, NoCheckpointError, remove_partial
 
 log = logging.getLogger("skpo")
 
@@ -87,7 +94,7 @@ class ResumeDataError(RunDirError):
 class RunLock:
     """An exclusive ``flock`` on ``OUT/.lock`` holding the owner's pid and host."""
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: str | Path) -> None:
         self.out_dir = Path(out_dir)
         self.path = self.out_dir / LOCK_FILE
         self._fd: int | None = None
@@ -164,7 +171,7 @@ def looks_like_run(out_dir: Path) -> bool:
     return (out / "run.json").is_file() or (ckpts.is_dir() and (any(ckpts.glob("step_*")) or (ckpts / LATEST).exists()))
 
 
-def check_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
+def check_out_dir(out_dir: str | Path, *, resume: bool, overwrite: bool) -> None:
     """Refuse what must be refused before anything is loaded or written.
 
     Raises:
@@ -248,7 +255,7 @@ def open_run_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> RunLock:
     return lock
 
 
-def preflight(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
+def preflight(out_dir: str | Path, *, resume: bool, overwrite: bool) -> None:
     """The checks of :func:`open_run_dir` without writing anything (the lock is probed and
     released), so a command fails before it spends minutes loading a model."""
     if (Path(out_dir) / LOCK_FILE).is_file():  # first: a live writer explains everything else there
@@ -384,19 +391,19 @@ def _allowed(key: str) -> bool:
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> tuple[dict[str, list], dict[str, list]]:
     """``(allowed, refused)``: each changed key (dotted) → ``[old, new]``, between the config a
     checkpoint was trained with and the one given now (both as ``model_dump(mode="json")``)."""
-    try:  # fill keys added to the schema since the run started with their defaults
+    try:  # keys in their earlier spelling moved, and keys added to the schema since the run started at their defaults
+        saved, _ = move_old_spellings(saved)
         saved = RunConfig.model_validate(saved).model_dump(mode="json")
     except ValueError:
         pass  # compare what is there; keys the schema no longer has show as changes
     old, new = _flatten(saved), _flatten(current)
     allowed: dict[str, list] = {}
     refused: dict[str, list] = {}
-    through_method = _method_keys()
     for key in sorted(old.keys() | new.keys()):
         a, b = old.get(key, "(absent)"), new.get(key, "(absent)")
         if a == b or key in NOT_COMPARED:
             continue
-        if key == "method" or key.startswith("method.") or key in through_method:
+        if key == "method" or key.startswith("method."):
             continue  # what they set is compared as the resolved method (check_resolved_method): a no-op passes
         refuse = not _allowed(key)
         if key == "reward.function" and isinstance(a, str) and a.startswith("python.") and b is not None:
@@ -405,11 +412,6 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> tuple[dict
             refuse = True  # the schedule is a function of train.steps
         (refused if refuse else allowed)[key] = [a, b]
     return allowed, refused
-
-
-def _method_keys() -> set[str]:
-    """Run-config keys that only set part of the method (``rollout.group_size``, …)."""
-    return {f"{path}.{name}" for path, name, _ in SHORTCUTS}
 
 
 def check_resume_config(saved: dict[str, Any], current: dict[str, Any], where: Path) -> dict[str, list]:
@@ -436,6 +438,47 @@ def check_resolved_method(saved: dict[str, Any], current: dict[str, Any], where:
         listed = ", ".join(f"method.{k}: {_show(a)} → {_show(b)}" for k, (a, b) in changed.items())
         raise ResumeConfigError(f"--resume: the method {where} ran with resolves differently now: {listed}; "
                                 "restore it or start a new run (--overwrite or another log.out_dir)")
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a resume continues, once every check passed (:func:`check_resume`).
+
+    Attributes:
+        checkpoint: the newest intact checkpoint of the run; ``skipped``: newer ones that were
+            not, each with the reason.
+        run_id: the run id ``run.json`` records (``None``: a run from before run ids).
+        config_changes: the allowed config changes, ``{key: [old, new]}``.
+        data: the training data's fingerprint recorded at the start; ``data_changes`` its
+            changes (allowed by ``--allow-data-change``).
+    """
+
+    checkpoint: Path
+    skipped: list[tuple[Path, str]]
+    run_id: str | None
+    config_changes: dict[str, list]
+    data: dict[str, Any] | None
+    data_changes: dict[str, list]
+
+
+def check_resume(out_dir: Path, config: dict[str, Any], method_doc: dict[str, Any], data: dict[str, Any] | None,
+                 allow_data_change: bool) -> ResumePoint:
+    """Every check ``--resume`` makes, in one place (a run's start and ``--check`` call it): the
+    newest intact checkpoint of the run in ``out_dir`` (verified before anything is read from
+    it), the config it was trained with against ``config`` (``model_dump(mode="json")``), the
+    method as it resolves now (``method_doc``) against the one the run started with, and the
+    training data's fingerprint (``data``). Raises the error naming what differs."""
+    out_dir = Path(out_dir)
+    recorded = read_run_json(out_dir)
+    path, skipped = find_checkpoint(out_dir, run_id=recorded.get("run_id"))
+    saved = read_state(path).get("config")
+    if saved is None and (out_dir / "config.yaml").is_file():  # checkpoints older than run ids
+        saved = yaml.safe_load((out_dir / "config.yaml").read_text())
+    changed = check_resume_config(saved, config, out_dir) if saved else {}
+    if recorded.get("method_resolved") is not None:  # the same config can resolve differently: an edited method file
+        check_resolved_method(recorded["method_resolved"], json.loads(json.dumps(method_doc)), out_dir)
+    data_changed = check_resume_data(recorded.get("data"), data, out_dir, allow_data_change)
+    return ResumePoint(path, skipped, recorded.get("run_id"), changed, recorded.get("data"), data_changed)
 
 
 def _show(value: Any) -> str:

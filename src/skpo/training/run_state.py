@@ -4,32 +4,33 @@ policy drift the trackers' ρ may read — replicated on every rank, saved in ev
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from skpo.algorithms import LengthTracker, ValueTracker, build_prompt_sampler, kl_penalty, masked_mean
 from skpo.algorithms.advantages import estimator_inputs
 from skpo.errors import CheckpointError
-from skpo.methods import Method
-from skpo.models.forward import length_buckets, policy_forward
+from skpo.methods import Method, rollout_params
+from skpo.models.forward import length_buckets, no_grad_forward
+from skpo.reward_range import to_unit
 from skpo.rollout import ROLLOUTS, RolloutResult
 from skpo.rows import Rows
 from skpo.training.actor import Actor, row_lengths
 
 
 class RunState:
-    def __init__(self, method: Method, cfg: Any, rollout_params: Any) -> None:
-        """``rollout_params``: the rollout kind's parameter record (its ``length_tracker``
-        metadata, when a function, gives the tracker's split bounds from it)."""
+    def __init__(self, method: Method, rho_mode: str = "kl", initial_length: float = 32.0) -> None:
+        """``rho_mode``: the trackers' forgetting (``train.rho_mode``); ``initial_length``: the
+        length tracker's prior (``rollout.initial_length``), its split bounds from the rollout
+        kind's ``length_tracker`` metadata (a function of its parameter record)."""
         self.method = method
-        self.rho_mode = cfg.train.rho_mode
-        tracker_kw = {"rho_mode": self.rho_mode}
-        self.value_tracker = ValueTracker(reward_range=method.reward_range, **tracker_kw) if method.value_tracker else None
+        self.rho_mode = rho_mode
+        self.value_tracker = (ValueTracker(reward_range=method.reward_range, rho_mode=self.rho_mode)
+                              if method.value_tracker else None)
         declared = ROLLOUTS.get(method.rollout).meta.get("length_tracker")
-        bounds = declared(rollout_params) if callable(declared) else {}
-        self.length_tracker = (LengthTracker(initial=cfg.rollout.initial_length, **bounds, **tracker_kw)
+        bounds = declared(rollout_params(method)) if callable(declared) else {}
+        self.length_tracker = (LengthTracker(initial=initial_length, **bounds, rho_mode=self.rho_mode)
                                if method.length_tracker else None)
         # state of stateful estimators (``state`` metadata: RiskPO's quantiles, PAPO's controller), per term
         self.term_states = {t.role: s for t in method.terms if (s := t.make_state()) is not None}
@@ -39,7 +40,7 @@ class RunState:
         self.tokens_seen = 0
         self.train_seconds = 0.0
         self.drift = 0.0  # accumulated policy KL (rho_mode="kl")
-        self.drift_seen: dict[str, float] = {}
+        self.drift_seen: dict[Hashable, float] = {}
 
     # ------------------------------------------------------------------ after each step
     def observe(self, rows: Rows, result: RolloutResult, step: int) -> None:
@@ -50,14 +51,13 @@ class RunState:
         if self.value_tracker is not None:
             roles = [t.role for t in terms if "baseline" in estimator_inputs(t.estimator_meta)]
             sub = rows.select(rows.rows_of((roles or [terms[0].role])[0]))
-            self.value_tracker.update(sub.index, sub.rewards.tolist(), kls=self._prompt_kls(sub.index), step=step)
+            self.value_tracker.update(sub.prompt_keys, sub.rewards.tolist(), kls=self._prompt_kls(sub.prompt_keys), step=step)
         if self.length_tracker is not None and result.length_observations is not None:
             keys, lengths = result.length_observations
             self.length_tracker.update(keys, lengths, kls=self._prompt_kls(keys), step=step)
         first = rows.select(rows.rows_of(terms[0].role))
-        lo, hi = self.method.reward_range
-        self.prompt_sampler.observe(first.index, ((first.rewards.double() - lo) / (hi - lo)).tolist(), step)
-        for k in rows.index:
+        self.prompt_sampler.observe(first.prompt_keys, to_unit(first.rewards.double(), self.method.reward_range).tolist(), step)
+        for k in rows.prompt_keys:
             self.drift_seen[k] = self.drift
 
     def _prompt_kls(self, keys) -> list[float] | None:
@@ -97,17 +97,13 @@ class RunState:
             term_state.load_state_dict(saved_states[role])
 
 
-@torch.no_grad()
 def measure_drift(actor: Actor, rows: Rows, role: str) -> float:
     """One step's policy drift: k3 KL of the updated policy against the rollout policy on the
     first micro-batch of ``role``'s rows."""
     rows = rows.select(rows.rows_of(role))
-    bucket = length_buckets(row_lengths(rows), actor.cfg.train.micro_batch_tokens)[0]
+    bucket = length_buckets(row_lengths(rows), actor.settings.train.micro_batch_tokens)[0]
     sub = rows.select(bucket)
-    actor.policy.eval()
-    with actor.autocast():
-        new_lp, _ = policy_forward(actor.policy, sub.prompt_ids, sub.response_ids, sub.response_mask, actor.pad_id,
-                                   actor.cfg.rollout.temperature)
-    actor.policy.train()
-    kl = kl_penalty(sub.old_log_probs, new_lp.float().cpu(), "k3")  # KL(π_old ‖ π_new) from π_old samples
+    new_lp, _ = no_grad_forward(actor.policy, sub, [(range(len(sub)), None)], actor.pad_id, actor.settings.temperature,
+                                actor.autocast)
+    kl = kl_penalty(sub.old_log_probs, new_lp, "k3")  # KL(π_old ‖ π_new) from π_old samples
     return max(masked_mean(kl, sub.response_mask).item(), 0.0)

@@ -1,35 +1,56 @@
-"""Build a trainer from a ``RunConfig``: resolve the model path, load model and tokenizer
-(local directories only) in the run's precision, build the prompt source and its reward, and
-evaluate on the run's benchmarks."""
+"""The composition root: :func:`build_trainer` assembles a run from its ``RunConfig`` — the
+run directory checked, the method (resolved once, with the config), the model and tokenizer
+(local directories only) in the run's precision, the prompt source and its reward, the actor,
+the engine, the run state and the run directory opened or resumed — and hands the finished parts
+to the :class:`~skpo.training.trainer.Trainer`. :func:`check_run` makes the same checks without
+loading the weights (``skpo train --check``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
-import json
 import logging
 import os
+import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
 from transformers import AutoConfig
 
 from skpo.config import HELDOUT, SYNTHETIC_TASKS, RunConfig, arith_config, countdown_config
+from skpo.engines import holds_weights
 from skpo.engines.context import model_positions
+from skpo.errors import ConfigError
 from skpo.evaluation.benchmarks import get_spec, load_problems, resolve_benchmarks
-from skpo.methods import method_to_document, resolve_for_run
-from skpo.models.loading import (_WEIGHT_FILES, check_weight_files, hub_hint, load_policy, load_tokenizer,
-                                 resolve_model_path)
+from skpo.methods import method_to_document
+from skpo.models.loading import (
+    _WEIGHT_FILES,
+    check_weight_files,
+    hub_hint,
+    load_policy,
+    load_tokenizer,
+    resolve_model_path,
+)
 from skpo.models.lora import apply_lora
+from skpo.models.reward_models import RewardModelContext, RewardModelSlot, build_reward_model
 from skpo.rewards.math import default_pool
 from skpo.rewards.registry import RewardContext, RewardEntry, get_reward
+from skpo.tasks.prompts import stop_token_ids
 from skpo.tasks.sources import ArithSource, CountdownSource, DatasetSource, PromptSource
-from skpo.training.checkpoint import find_checkpoint, read_state
-from skpo.training.context import context_plan
+from skpo.training.actor import Actor, ActorSettings
+from skpo.training.checkpoint import load_checkpoint, load_extra_state, load_weights
+from skpo.training.context import build_engine, run_context_window
+from skpo.training.distributed import Dist
+from skpo.training.logging import truncate_metrics
 from skpo.training.reward_check import check_reward
-from skpo.training.run_dir import (check_resolved_method, check_resume_config, check_resume_data, preflight,
-                                   read_run_json, source_fingerprint)
+from skpo.training.run_dir import ResumePoint, RunFiles, check_resume, new_run_id, preflight, source_fingerprint
+from skpo.training.run_state import RunState
 from skpo.training.trainer import Trainer
+from skpo.version import __version__
 
 log = logging.getLogger("skpo")
 
@@ -42,7 +63,7 @@ def device_of(cfg: RunConfig) -> str:
 
 def training_reward(cfg: RunConfig) -> RewardEntry:
     """The reward training uses: ``reward.function`` when set, else the data's reward."""
-    return get_reward(cfg.reward.function or cfg.data.reward, tuple(cfg.reward.range), cfg.reward.timeout_s,
+    return get_reward(cfg.reward.function or cfg.data.reward, cfg.reward.range, cfg.reward.timeout_s,
                       cfg.reward.style, cfg.reward.worker)
 
 
@@ -53,17 +74,17 @@ def check_paths(cfg: RunConfig) -> None:
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"model.path: {cfg.model.path!r} is not a local model directory (no config.json at {path})"
                                 + hub_hint(cfg.model.path))
-    if cfg.data.task not in SYNTHETIC_TASKS and not Path(cfg.data.path).expanduser().exists():
-        raise FileNotFoundError(f"data.path: {cfg.data.path!r} does not exist")
+    if cfg.data.task not in SYNTHETIC_TASKS:
+        assert cfg.data.path is not None  # (DataSection requires it for a data file)
+        if not Path(cfg.data.path).expanduser().exists():
+            raise FileNotFoundError(f"data.path: {cfg.data.path!r} does not exist")
     try:
         training_reward(cfg)
     except ValueError as err:
         raise ValueError(f"{'reward.function' if cfg.reward.function else 'data.reward'}: {err}") from None
-    if cfg.rollout.engine == "vllm":
-        check_vllm_available()
-    if cfg.log.wandb:
-        if importlib.util.find_spec("wandb") is None:
-            raise ValueError("log.wandb is true but wandb is not installed: pip install wandb (or log.wandb=false)")
+    if cfg.log.wandb and importlib.util.find_spec("wandb") is None:
+        raise ValueError("log.wandb is true but wandb is not installed: pip install wandb (or log.wandb=false)")
+    assert cfg.eval.benchmarks is not None  # (filled in when the config is validated)
     if cfg.eval.every:
         try:
             resolve_benchmarks([b for b in cfg.eval.benchmarks if b not in (*SYNTHETIC_TASKS, HELDOUT)])
@@ -81,18 +102,14 @@ def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
     source a run builds) and every evaluation benchmark (read and parsed). Raises the error a
     run would raise; returns notes (settings that do not apply, dropped prompts) for the
     user to read. A config that passes cannot fail at start-up on configuration."""
-    method, notes = resolve_for_run(cfg)
+    resolved = cfg.resolved()
+    method, notes = resolved.method, list(resolved.notes)
+    assert cfg.log.out_dir is not None and cfg.eval.benchmarks is not None  # (filled in when the config is validated)
     if os.environ.get("RANK", "0") == "0":
         preflight(cfg.log.out_dir, resume=resume, overwrite=overwrite)
-    if resume:
-        path, _ = find_checkpoint(Path(cfg.log.out_dir), run_id=read_run_json(Path(cfg.log.out_dir)).get("run_id"))
-        saved = read_state(path).get("config")
-        if saved:
-            check_resume_config(saved, cfg.model_dump(mode="json"), Path(cfg.log.out_dir))
-        ran_with = read_run_json(Path(cfg.log.out_dir)).get("method_resolved")
-        if ran_with:  # the method as it resolves now (overrides, shortcuts, an edited file) against the run's
-            check_resolved_method(ran_with, json.loads(json.dumps(method_to_document(method))), Path(cfg.log.out_dir))
     check_paths(cfg)
+    if cfg.rollout.engine == "vllm":
+        check_vllm_available()
     if cfg.model.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"model.device: {cfg.model.device!r} but no CUDA device is available")
     path = resolve_model_path(cfg.model.path)
@@ -102,19 +119,19 @@ def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
     model_config = AutoConfig.from_pretrained(str(path), local_files_only=True)
     tokenizer = load_tokenizer(path)
     source = build_source(cfg, tokenizer, model_positions(model_config))
-    if resume:
-        changed = check_resume_data(read_run_json(Path(cfg.log.out_dir)).get("data"), source_fingerprint(source),
-                                    Path(cfg.log.out_dir), allow_data_change)
-        if changed:
-            notes.append(f"--allow-data-change: the training data changed since the run started ({', '.join(changed)} "
-                         "differ); the resume goes on with it and records it in run.json")
+    if resume:  # the checks a resume makes at start (skpo.training.run_dir.check_resume)
+        point = check_resume(Path(cfg.log.out_dir), cfg.model_dump(mode="json"), method_to_document(method),
+                             source_fingerprint(source), allow_data_change)
+        if point.data_changes:
+            notes.append(f"--allow-data-change: the training data changed since the run started "
+                         f"({', '.join(point.data_changes)} differ); the resume goes on with it and records it in run.json")
 
-    notes += check_reward(source, tuple(cfg.reward.range))  # the reward runs: gold paid, a wrong answer not
+    notes += check_reward(source, cfg.reward.range)  # the reward runs: gold paid, a wrong answer not
 
-    plan = context_plan(cfg, method, source, model_config)  # the run's context fits the model
-    if plan.may_cut:
-        notes.append(f"rollout: the engine's context is {plan.context} tokens"
-                     + ("" if plan.need is None else f" and the rollout may need {plan.need}")
+    window = run_context_window(cfg.rollout, method, source, model_config)  # the run's context window fits the model
+    if window.may_cut:
+        notes.append(f"rollout: the engine's context is {window.tokens} tokens"
+                     + ("" if window.need is None else f" and the rollout may need {window.need}")
                      + ": answers that reach it are cut, counted as rollout/cut_by_context and scored as unfinished")
 
     dropped = len(getattr(source, "dropped", []))
@@ -141,7 +158,9 @@ def check_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
 
 
 def check_vllm_available() -> None:
-    """``rollout.engine: vllm`` needs vLLM installed and a CUDA device."""
+    """``rollout.engine: vllm`` needs vLLM installed and a CUDA device (``skpo train`` and
+    ``--check`` ask before the build; :func:`build_trainer` itself builds whatever ``vllm``
+    imports, the test fake on CPU included)."""
     if importlib.util.find_spec("vllm") is None:
         raise ValueError("rollout.engine: vllm, but vLLM is not installed: pip install -r requirements/gpu.txt "
                          "(a set of versions that installs together), or use rollout.engine=hf")
@@ -174,6 +193,7 @@ def data_notes(cfg: RunConfig, source: PromptSource) -> list[str]:
     if cfg.data.task == "arith":
         return []
     evaluates = bool(cfg.eval.every or cfg.eval.every_tokens)
+    assert cfg.eval.benchmarks is not None  # (filled in when the config is validated)
     held = len(getattr(source, "heldout", []))
     rows = getattr(source, "rows", held + len(source.items))
     notes = []
@@ -204,22 +224,36 @@ def load_run_model(cfg: RunConfig, path: Path | None = None):
             f"the weights' rounding step (lr {cfg.train.lr:g}) are lost. Mixed precision (the default) keeps float32 "
             "master weights.", stacklevel=2,
         )
-        dtype = cfg.model.dtype
+        dtype: str = cfg.model.dtype
     else:
         dtype = "float32"
-    model = load_policy(path, device=device_of(cfg), dtype=dtype)
+    model: torch.nn.Module = load_policy(path, device=device_of(cfg), dtype=dtype)
     if cfg.model.lora.enabled:
         model = apply_lora(model, cfg.model.lora, seed=cfg.train.seed)
     return model
 
 
-def build_trainer(cfg: RunConfig, resume: bool = False, overwrite: bool = False, allow_data_change: bool = False):
-    """The trainer of ``cfg``; ``resume`` continues the run in ``log.out_dir`` (on changed training
-    data only with ``allow_data_change``), ``overwrite`` replaces it (a used directory is refused
-    otherwise: skpo.training.run_dir)."""
+def build_trainer(cfg: RunConfig, resume: bool = False, overwrite: bool = False, allow_data_change: bool = False,
+                  accelerator: Accelerator | None = None) -> Trainer:
+    """The run of ``cfg``, assembled, as a :class:`~skpo.training.trainer.Trainer` ready to
+    ``train()``: the run directory checked (before minutes of model loading), the method (resolved
+    once, with the config), the model and tokenizer, the data and its reward, the processes, the
+    actor, the method's reward model, the engine held to the run's context, the run state, and
+    the run directory opened — ``resume`` continues the run in ``log.out_dir`` from its newest
+    intact checkpoint (on changed training data only with ``allow_data_change``), ``overwrite``
+    replaces it (a used directory is refused otherwise: skpo.training.run_dir)."""
+    run_dir = cfg.log.out_dir
+    assert run_dir is not None  # (filled in when the config is validated)
     if os.environ.get("RANK", "0") == "0":  # (accelerate launch: only the main process owns the directory)
-        preflight(cfg.log.out_dir, resume=resume, overwrite=overwrite)  # before minutes of model loading
-
+        preflight(run_dir, resume=resume, overwrite=overwrite)
+    try:
+        check_paths(cfg)
+    except ValueError as err:  # its messages name the key (reward, benchmarks)
+        raise ConfigError(str(err)) from err
+    resolved = cfg.resolved()
+    method = resolved.method
+    for note in resolved.notes:
+        log.warning(note)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     if cfg.reward.workers:
@@ -233,5 +267,72 @@ def build_trainer(cfg: RunConfig, resume: bool = False, overwrite: bool = False,
     source = build_source(cfg, tokenizer, model_positions(getattr(model, "config", None)))
     for note in data_notes(cfg, source):
         log.info(note)
-    return Trainer(cfg, model=model, tokenizer=tokenizer, source=source, resume=resume, overwrite=overwrite,
-                   allow_data_change=allow_data_change)
+
+    accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available() or cfg.model.device == "cpu")
+    set_seed(cfg.train.seed)
+    dist = Dist(accelerator)
+    if cfg.train.prompts_per_step < dist.world:
+        raise ValueError(f"train.prompts_per_step={cfg.train.prompts_per_step} is the global batch: it needs at least "
+                         f"one prompt per process ({dist.world} processes)")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    actor = Actor(model, ActorSettings.of(cfg), accelerator, dist, method.kl_coef, pad_id)
+    # the method's trained reward model (PRIME's implicit PRM), if it declares one: built from
+    # the initial policy, before the policy is sharded or a checkpoint is loaded
+    reward_model = build_reward_model(method, RewardModelContext(
+        policy=model, ref_model=actor.ref_model if actor.sharding is None else None, device=accelerator.device,
+        autocast=actor.autocast, autocast_dtype=actor.autocast_dtype, micro_batches=actor.micro_batches,
+        pad_id=pad_id, reward_range=method.reward_range, mini_batches=cfg.train.mini_batches, dist=dist,
+        lora=actor.lora, gradient_checkpointing=cfg.train.gradient_checkpointing))
+    actor.prepare()
+    stop_ids = stop_token_ids(tokenizer, actor.policy, chat=getattr(source, "chat", False))
+    window = run_context_window(cfg.rollout, method, source, actor.policy.config)
+    engine = build_engine(cfg, window, actor, tokenizer, stop_ids, dist)
+    state = RunState(method, cfg.train.rho_mode, cfg.rollout.initial_length)
+
+    files = RunFiles(Path(run_dir), accelerator.is_main_process)
+    data = source_fingerprint(source)
+    method_doc = method_to_document(method)
+
+    def resume_run() -> tuple[str, dict[str, Any]]:
+        point = check_resume(Path(run_dir), cfg.model_dump(mode="json"), method_doc, data, allow_data_change)
+        if point.data_changes and accelerator.is_main_process:
+            log.warning(f"--allow-data-change: resuming on changed training data ({', '.join(point.data_changes)} "
+                        "differ); recorded in run.json")
+        return load_resume_point(point, actor, state, reward_model, Path(run_dir), data)
+
+    run_id = files.open(cfg, resume=resume, overwrite=overwrite, resume_run=resume_run, info={
+        "method": cfg.train.method, "reward": source.reward.name, "compute_dtype": cfg.model.dtype,
+        "weights_dtype": str(actor.weights_dtype).removeprefix("torch."), "stop_token_ids": stop_ids,
+        "prompts": len(source.items), "prompts_dropped_overlong": len(getattr(source, "dropped", [])),
+        "context_window": dataclasses.asdict(window), "world_size": dist.world,
+        "device": str(accelerator.device), "skpo_version": __version__,
+        "data_columns": getattr(source, "columns", {}), "data": data,
+    }, method_doc=method_doc)
+    if resume and holds_weights(engine):  # a separate engine loaded the base weights
+        engine.sync_weights(actor.policy)
+    return Trainer(cfg, method, tokenizer=tokenizer, source=source, accelerator=accelerator, dist=dist, actor=actor,
+                   reward_model=reward_model, engine=engine, context_window=window, state=state, files=files, run_id=run_id,
+                   stop_ids=stop_ids, pad_id=pad_id)
+
+
+def load_resume_point(point: ResumePoint, actor: Actor, state: RunState, reward_model: RewardModelSlot | None,
+                      run_dir: Path, data: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """Load the checkpoint ``point`` names (checked: :func:`~skpo.training.run_dir.check_resume`)
+    into the actor, the run state and the reward model, drop the metrics and samples logged
+    after it (they will be redone), and return the run id and the record of this resume for
+    ``run.json``."""
+    path = point.checkpoint
+    load_weights(path, actor.policy, actor.model)
+    saved = load_checkpoint(path, actor.optimizer, actor.scheduler, model=actor.policy)
+    state.load_state_dict(saved, path)
+    if reward_model is not None:
+        reward_model.load_state_dict(load_extra_state(path, "reward_model"))
+    if actor.accelerator.is_main_process:
+        truncate_metrics(run_dir / "metrics.jsonl", state.step)
+        truncate_metrics(run_dir / "samples.jsonl", state.step)  # (the same JSON lines with a step)
+    record: dict[str, Any] = {"step": state.step, "checkpoint": path.name, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                              "changed": point.config_changes,
+                              "skipped": [{"checkpoint": p.name, "reason": why} for p, why in point.skipped]}
+    if point.data_changes:  # the fingerprints before and now (run.json's "data" becomes the new one)
+        record["data_changed"] = {"before": point.data, "now": data}
+    return saved.get("run_id") or point.run_id or new_run_id(), record

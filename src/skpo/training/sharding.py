@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed.checkpoint as dcp
@@ -99,7 +99,7 @@ def shard_units(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def shard_model(model: torch.nn.Module, settings: ShardingSettings, device: torch.device,
-                compute_dtype: torch.dtype | None = None) -> list[torch.nn.Module]:
+                compute_dtype: torch.dtype | None = None) -> list[FSDPModule]:
     """Apply ``fully_shard`` to each decoder layer and then to ``model`` (in place; the model's
     class becomes its FSDP subclass). Gradients are summed over ranks, not averaged. With a
     ``compute_dtype`` (bf16/fp16) every unit gathers and computes in it and reduces gradients in
@@ -116,8 +116,8 @@ def shard_model(model: torch.nn.Module, settings: ShardingSettings, device: torc
     for unit in units:
         fully_shard(unit, **kwargs)
     fully_shard(model, **kwargs)
-    modules = [*units, model]
-    model._skpo_reshard_after_forward = settings.reshard_after_forward  # restored by full_weights
+    modules = cast(list[FSDPModule], [*units, model])  # fully_shard made each one an FSDPModule, in place
+    model._skpo_reshard_after_forward = settings.reshard_after_forward  # type: ignore[assignment]  # (a plain attribute) restored by full_weights
     for m in modules:
         m.set_gradient_divide_factor(1.0)  # a sum: the loss denominators are the global batch's
         m.set_force_sum_reduction_for_comms(True)  # plain SUM collectives (gloo has no PREMUL_SUM)
@@ -128,7 +128,7 @@ def is_sharded(model: torch.nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
-def fsdp_units(model: torch.nn.Module) -> list[torch.nn.Module]:
+def fsdp_units(model: torch.nn.Module) -> list[FSDPModule]:
     return [m for m in model.modules() if isinstance(m, FSDPModule)]
 
 
@@ -177,12 +177,15 @@ def zero_loss_pass(model: torch.nn.Module, token_id: int, device: torch.device) 
 
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The whole model's state dict on rank 0's CPU (empty on the others); a collective."""
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return cast(dict[str, torch.Tensor], state)  # a model's entries are tensors (torch types them as any state value)
 
 
 def load_full_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
     """Load a whole (unsharded) state dict, read by every rank, into the sharded ``model``."""
-    set_model_state_dict(model, state_dict, options=StateDictOptions(full_state_dict=True, strict=False))
+    # torch types the dict as any state value; dict is invariant, so a dict of tensors needs the cast
+    set_model_state_dict(model, cast(dict[str, Any], state_dict),
+                         options=StateDictOptions(full_state_dict=True, strict=False))
 
 
 def optimizer_param_names(model: torch.nn.Module) -> list[str]:

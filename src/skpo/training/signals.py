@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -22,7 +23,7 @@ class StopOnSignals:
     def __init__(self, doing: str = "stopping after this step and saving a checkpoint") -> None:
         self.signum: int | None = None
         self.doing = doing
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Any] = {}  # the handlers signal.signal returned
 
     def __enter__(self) -> StopOnSignals:
         if threading.current_thread() is threading.main_thread():  # handlers live in the main thread only

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import signal
 import time
@@ -22,103 +21,62 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from accelerate import Accelerator
-from accelerate.utils import set_seed
 
 from skpo.config import RunConfig
 from skpo.engines import SamplingParams, holds_weights, mix_seed
+from skpo.engines.context import ContextLimit, ContextWindow
 from skpo.errors import EvaluationInterrupted, TrainingInterrupted
-from skpo.methods import method_to_document, resolve_for_run, rollout_params
-from skpo.models.reward_models import RewardModelContext, build_reward_model
-from skpo.rollout import ROLLOUTS, RolloutContext, Timer
+from skpo.methods import Method, rollout_params
+from skpo.models.reward_models import RewardModelSlot
+from skpo.reward_range import from_unit, rescale
+from skpo.rollout import ROLLOUTS, RolloutContext, RolloutResult, Scores, Timer
 from skpo.rows import Rows
-from skpo.tasks.prompts import stop_token_ids
 from skpo.tasks.sources import PromptItem, PromptSource
 from skpo.training.actor import Actor
 from skpo.training.advantages import AdvantageContext, with_advantages
 from skpo.training.benchmarks import benchmark_metrics, evaluate_benchmarks
-from skpo.training.checkpoint import (CHECKPOINT_DIR, find_checkpoint, load_checkpoint, load_extra_state, load_weights,
-                                      read_state, save_actor)
-from skpo.training.context import build_engine, context_plan
+from skpo.training.checkpoint import CHECKPOINT_DIR, save_actor
 from skpo.training.distributed import Dist
-from skpo.training.log_probs import is_on_policy, with_old_and_ref_log_probs
-from skpo.training.logging import Progress, sample_records, truncate_metrics
+from skpo.training.log_probs import with_old_and_ref_log_probs
+from skpo.training.logging import Progress, sample_records
 from skpo.training.prompt_selection import StepPrompts, plan_prompts, score_pool, scoring_params
-from skpo.training.run_dir import (RunFiles, check_resolved_method, check_resume_config, check_resume_data, new_run_id,
-                                   read_run_json, source_fingerprint)
+from skpo.training.run_dir import RunFiles
 from skpo.training.run_state import RunState, measure_drift
 from skpo.training.sharding import full_weights
 from skpo.training.signals import StopOnSignals
-from skpo.training.update import update
-from skpo.version import __version__
+from skpo.training.update import UpdateSettings, update
 
 log = logging.getLogger("skpo")
 
 
 class Trainer:
-    """One run: the method resolved from ``cfg``, the actor, the engine, the run state and the
-    run directory (``resume``: its newest intact checkpoint; ``overwrite``: replaced)."""
+    """One run's loop over finished parts (built by :func:`skpo.training.setup.build_trainer`):
+    the config, the resolved method, the actor, the engine, the run state, the run directory.
 
-    def __init__(self, cfg: RunConfig, *, model, tokenizer, source: PromptSource, resume: bool = False,
-                 overwrite: bool = False, accelerator: Accelerator | None = None, allow_data_change: bool = False) -> None:
-        self.cfg, self.tokenizer, self.source = cfg, tokenizer, source
-        self.method, notes = resolve_for_run(cfg)
-        for note in notes:
-            log.warning(note)
-        self.rollout_params = rollout_params(self.method)
-        t = cfg.train
-        self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available() or cfg.model.device == "cpu")
-        set_seed(t.seed)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.run_dir = Path(cfg.log.out_dir)  # created, locked and checked by RunFiles.open below
-        self.dist = Dist(self.accelerator)
-        if t.prompts_per_step < self.dist.world:
-            raise ValueError(f"train.prompts_per_step={t.prompts_per_step} is the global batch: it needs at least one prompt "
-                             f"per process ({self.dist.world} processes)")
-        self.actor = actor = Actor(model, cfg, self.accelerator, self.dist, self.method.kl_coef, self.pad_id)
-        # the method's trained reward model (PRIME's implicit PRM), if it declares one: built from
-        # the initial policy, before the policy is sharded or a checkpoint is loaded
-        self.reward_model = build_reward_model(self.method, RewardModelContext(
-            policy=model, ref_model=actor.ref_model if actor.sharding is None else None, device=self.accelerator.device,
-            autocast=actor.autocast, autocast_dtype=actor.autocast_dtype, micro_batches=actor.micro_batches,
-            pad_id=self.pad_id, reward_range=self.method.reward_range, mini_batches=t.mini_batches, dist=self.dist,
-            lora=actor.lora, gradient_checkpointing=t.gradient_checkpointing))
-        actor.prepare()
-        self.stop_ids = stop_token_ids(tokenizer, self.policy, chat=getattr(source, "chat", False))
-        self.context = context_plan(cfg, self.method, source, self.policy.config)
-        self.engine = self.context_limit = build_engine(cfg, self.context, actor, tokenizer, self.stop_ids, self.dist)
-        self.state = RunState(self.method, cfg, self.rollout_params)
-        self._verdicts: dict | None = None  # (prompt key, response ids) -> verdict, on steps that log samples
+    Attributes:
+        policy: the model being trained (whole, unsharded view of the actor's).
+    """
+
+    def __init__(self, cfg: RunConfig, method: Method, *, tokenizer: Any, source: PromptSource,
+                 accelerator: Accelerator, dist: Dist, actor: Actor, reward_model: RewardModelSlot | None,
+                 engine: ContextLimit, context_window: ContextWindow, state: RunState, files: RunFiles, run_id: str,
+                 stop_ids: list[int], pad_id: int) -> None:
+        self.cfg, self.method, self.tokenizer, self.source = cfg, method, tokenizer, source
+        self.accelerator, self.dist, self.actor, self.reward_model = accelerator, dist, actor, reward_model
+        self.engine, self.context_window, self.state, self.files, self.run_id = engine, context_window, state, files, run_id
+        self.stop_ids, self.pad_id = stop_ids, pad_id
+        assert cfg.log.out_dir is not None  # (filled in when the config is validated)
+        self.run_dir = Path(cfg.log.out_dir)
+        self.update_settings = UpdateSettings.of(cfg)
+        self.rollout_params = rollout_params(method)
         self._samples: list[dict[str, Any]] = []  # the step's sample records, for the console
-        self.files, self._saved_step = RunFiles(self.run_dir, self.accelerator.is_main_process), None
-        self.data, self.allow_data_change = source_fingerprint(source), allow_data_change
-        self.run_id = self.files.open(cfg, resume=resume, overwrite=overwrite, resume_run=self._resume, info={
-            "method": cfg.train.method, "reward": self.source.reward.name, "compute_dtype": cfg.model.dtype,
-            "weights_dtype": str(actor.weights_dtype).removeprefix("torch."), "stop_token_ids": self.stop_ids,
-            "prompts": len(self.source.items), "prompts_dropped_overlong": len(getattr(self.source, "dropped", [])),
-            "context": dataclasses.asdict(self.context), "world_size": self.dist.world,
-            "device": str(self.accelerator.device), "skpo_version": __version__,
-            "data_columns": getattr(self.source, "columns", {}), "data": self.data,
-        }, method_doc=method_to_document(self.method))
-        if resume and holds_weights(self.engine):  # a separate engine loaded the base weights
-            self.engine.sync_weights(self.policy)
+        self._saved_step: int | None = None
 
-    # the actor's and the run state's parts, by their usual names
-    policy = property(lambda self: self.actor.policy)
-    model = property(lambda self: self.actor.model)
-    optimizer = property(lambda self: self.actor.optimizer)
-    scheduler = property(lambda self: self.actor.scheduler)
-    ref_model = property(lambda self: self.actor.ref_model)
-    sharding = property(lambda self: self.actor.sharding)
-    autocast_dtype = property(lambda self: self.actor.autocast_dtype)
-    on_policy = property(lambda self: is_on_policy(self.cfg.train))
-    step = property(lambda self: self.state.step, lambda self, value: setattr(self.state, "step", value))
-    tokens_seen = property(lambda self: self.state.tokens_seen)
-    value_tracker = property(lambda self: self.state.value_tracker)
-    length_tracker = property(lambda self: self.state.length_tracker)
-    prompt_sampler = property(lambda self: self.state.prompt_sampler)
-    term_states = property(lambda self: self.state.term_states)
+    @property
+    def policy(self) -> torch.nn.Module:
+        """The model being trained (the Python API's result: ``skpo.train(...).policy``)."""
+        return self.actor.policy
 
     def _decoding_weights(self):
         """Whole weights for the engine's decoding: the Hugging Face engine decodes with the
@@ -189,7 +147,7 @@ class Trainer:
         with timer("advantages"), self.actor.full_weights():  # (OAR's probes run the policy)
             rows = with_advantages(self.advantage_context(step, metrics), rows)
         with timer("update"):
-            update(self.actor, self.method, rows, self.dist, step, metrics)
+            update(self.actor, self.method, rows, self.dist, self.update_settings, step, metrics)
             if cfg.train.rho_mode == "kl":  # rank 0's measure: the replicated trackers stay identical
                 with self.actor.full_weights():
                     self.state.drift += self.dist.broadcast_float(measure_drift(self.actor, rows, self.method.terms[0].role))
@@ -207,9 +165,11 @@ class Trainer:
         return AdvantageContext(self.method, self.state, self.actor, self.source, self.tokenizer, self.cfg.train.seed,
                                 step, metrics)
 
-    def _rollout(self, step: int, params: SamplingParams, prompts: StepPrompts, timer: Timer):
+    def _rollout(self, step: int, params: SamplingParams, prompts: StepPrompts,
+                 timer: Timer) -> tuple[RolloutResult, int]:
         """This rank's rows of the step's prompts from the method's rollout kind, and how many
-        of its completions reached the engine's context."""
+        of its completions reached the engine's context; on a step that logs samples, their
+        records (with the verdicts the rollout returns) go to the run's samples."""
         cfg, items = self.cfg, prompts.items  # the global batch; this rank rolls out its shard
         ctx = RolloutContext(
             engine=self.engine, params=params, rollout_params=self.rollout_params, group_size=self.method.group_size,
@@ -221,21 +181,18 @@ class Trainer:
             length_tracker=self.state.length_tracker,
             group_sizes=None if prompts.group_sizes is None else self.dist.shard(prompts.group_sizes),
         )
-        self._verdicts = {} if cfg.log.samples_due(step) and self.accelerator.is_main_process else None
-        cuts_before = self.context_limit.cuts
+        cuts_before = self.engine.cuts
         with timer("rollout"), self._decoding_weights():  # sharded: each rank decodes its own number of tokens
             result = ROLLOUTS.get(self.method.rollout).fn(ctx, self.dist.shard(items))
-        if self._verdicts is not None and self.files.logger is not None:
-            lo, hi = self.method.reward_range
-            a, b = cfg.reward.range
-            self._samples = sample_records(result.rows, step + 1, cfg.log.samples, self.tokenizer, self._verdicts,
-                                           lambda r: a + (b - a) * (r - lo) / (hi - lo))
+        if cfg.log.samples_due(step) and self.accelerator.is_main_process and self.files.logger is not None:
+            user_range = (cfg.reward.range[0], cfg.reward.range[1])
+            self._samples = sample_records(result.rows, step + 1, cfg.log.samples, self.tokenizer, result.verdicts,
+                                           lambda r: rescale(r, self.method.reward_range, user_range))
             self.files.logger.log_samples(step + 1, self._samples)
-        self._verdicts = None
         # scoring and MC values run inside the rollout (SKPO scores answers between its
         # phases): report them apart so the phase times add up to the step
         timer.times["rollout"] -= timer.times.get("scoring", 0.0) + timer.times.get("mc_values", 0.0)
-        return result, self.context_limit.cuts - cuts_before
+        return result, self.engine.cuts - cuts_before
 
     def _gathered(self, result, rows: Rows):
         """Every rank gets the global batch (advantages and trackers see it all), and the
@@ -253,11 +210,11 @@ class Trainer:
 
     def _rollout_metrics(self, step: int, metrics: dict[str, float], cut: int) -> None:
         if "reward/mean" in metrics:  # the same mean in the user's own range (reward.range), for people reading the log
-            (lo, hi), (a, b) = self.method.reward_range, self.cfg.reward.range
-            metrics["reward/user_mean"] = a + (b - a) * (metrics["reward/mean"] - lo) / (hi - lo)
+            user_range = (self.cfg.reward.range[0], self.cfg.reward.range[1])
+            metrics["reward/user_mean"] = rescale(metrics["reward/mean"], self.method.reward_range, user_range)
         metrics["rollout/cut_by_context"] = cut = self.dist.sum_int(cut)
         if cut and self.accelerator.is_main_process:
-            log.warning(f"step {step + 1}: {cut} completions reached the engine's context of {self.context.context} "
+            log.warning(f"step {step + 1}: {cut} completions reached the engine's context of {self.context_window.tokens} "
                         "tokens and were cut there (unfinished answers; rollout/cut_by_context)")
 
     def _step_metrics(self, metrics: dict[str, float], timer: Timer, decoded: int, trained: int) -> None:
@@ -269,7 +226,7 @@ class Trainer:
         metrics["throughput/trained_tokens_per_s"] = trained / max(timer.times.get("update", 1e-9), 1e-9)
         metrics["tokens/decoded"] = decoded
         metrics["tokens/trained"] = trained
-        metrics["lr"] = self.scheduler.get_last_lr()[0]
+        metrics["lr"] = float(self.actor.scheduler.get_last_lr()[0])
 
     # ------------------------------------------------------------------ prompts and rewards
     @property
@@ -298,16 +255,14 @@ class Trainer:
                               params=scoring_params(params, self.cfg.train.seed, step, self.dist.rank),
                               score=self.score, dist=self.dist, timer=timer)
 
-    def score(self, items: list[PromptItem], responses: list[list[int]]) -> tuple[list[float], list[bool]]:
-        """Training rewards and correctness of ``responses`` (token ids) to ``items``, scored as
-        one batch by the source's reward; the verdict's ``[0, 1]`` reward maps linearly onto the
-        method's reward range, and correctness comes from the verdict itself."""
+    def score(self, items: list[PromptItem], responses: list[list[int]]) -> Scores:
+        """Training rewards, correctness and verdicts of ``responses`` (token ids) to ``items``,
+        scored as one batch by the source's reward; the verdict's ``[0, 1]`` reward maps linearly
+        onto the method's reward range, and correctness comes from the verdict itself."""
         texts = [self.tokenizer.decode(list(r), skip_special_tokens=True) for r in responses]
         verdicts = self.source.score(items, texts)
-        if self._verdicts is not None:  # a step that logs samples: what the reward said of each answer
-            self._verdicts.update({(it.key, tuple(r)): v for it, r, v in zip(items, responses, verdicts)})
-        lo, hi = self.method.reward_range
-        return [lo + (hi - lo) * v.reward for v in verdicts], [v.correct for v in verdicts]
+        return Scores([from_unit(v.reward, self.method.reward_range) for v in verdicts], [v.correct for v in verdicts],
+                      {(it.key, tuple(r)): v for it, r, v in zip(items, responses, verdicts)})
 
     # ------------------------------------------------------------------ stopping
     def _start_line(self) -> str:
@@ -372,35 +327,3 @@ class Trainer:
                           self.files.lock, {"reward_model": self.reward_model.state_dict()} if self.reward_model else None)
         self._saved_step = self.state.step
         return path
-
-    def _resume(self) -> tuple[str, dict[str, Any]]:
-        """Load the newest intact checkpoint of this run (verified before anything is read from
-        it), refuse a config that changes the math, and return the run id and the record of
-        this resume for ``run.json``."""
-        recorded = read_run_json(self.run_dir).get("run_id")
-        path, skipped = find_checkpoint(self.run_dir, run_id=recorded)
-        saved = read_state(path).get("config")
-        if saved is None and (self.run_dir / "config.yaml").is_file():  # checkpoints older than run ids
-            saved = yaml.safe_load((self.run_dir / "config.yaml").read_text())
-        changed = check_resume_config(saved, self.cfg.model_dump(mode="json"), self.run_dir) if saved else {}
-        ran_with = read_run_json(self.run_dir).get("method_resolved")
-        if ran_with is not None:  # the same config can resolve differently: an edited method file
-            check_resolved_method(ran_with, json.loads(json.dumps(method_to_document(self.method))), self.run_dir)
-        data_changed = check_resume_data(read_run_json(self.run_dir).get("data"), self.data, self.run_dir,
-                                         self.allow_data_change)
-        if data_changed and self.accelerator.is_main_process:
-            log.warning(f"--allow-data-change: resuming on changed training data ({', '.join(data_changed)} differ); "
-                        "recorded in run.json")
-        load_weights(path, self.policy, self.model)
-        state = load_checkpoint(path, self.optimizer, self.scheduler, model=self.policy)
-        self.state.load_state_dict(state, path)
-        if self.reward_model is not None:
-            self.reward_model.load_state_dict(load_extra_state(path, "reward_model"))
-        if self.accelerator.is_main_process:  # drop lines logged after the checkpoint (they will be redone)
-            truncate_metrics(self.run_dir / "metrics.jsonl", self.state.step)
-            truncate_metrics(self.run_dir / "samples.jsonl", self.state.step)  # (the same JSON lines with a step)
-        record = {"step": self.state.step, "checkpoint": path.name, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                  "changed": changed, "skipped": [{"checkpoint": p.name, "reason": why} for p, why in skipped]}
-        if data_changed:  # the fingerprints before and now (run.json's "data" becomes the new one)
-            record["data_changed"] = {"before": read_run_json(self.run_dir).get("data"), "now": self.data}
-        return state.get("run_id") or recorded or new_run_id(), record
