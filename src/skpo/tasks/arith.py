@@ -36,7 +36,6 @@ Simplifications (on purpose):
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import random
 import re
@@ -44,6 +43,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from skpo.rewards.arith import apply_op
+from skpo.tasks.synthetic import distinct_heldout, problem_stream
+from skpo.tasks.synthetic import split_of as split_of  # (public here too: the task's split)
 
 OPERATORS: tuple[str, ...] = ("+", "-", "*")
 ANSWER_PREFIX = "Answer:"
@@ -147,12 +148,6 @@ class ArithConfig:
             raise ValueError(f"eval_buckets must be >= 2, got {self.eval_buckets}")
 
 
-def split_of(question: str, eval_buckets: int = 16) -> str:
-    """``"eval"`` for one question in ``eval_buckets`` (by a stable hash of the text), else ``"train"``."""
-    digest = hashlib.sha256(question.encode("utf-8")).digest()
-    return "eval" if int.from_bytes(digest[:8], "big") % eval_buckets == 0 else "train"
-
-
 def sample_problem(config: ArithConfig, rng: random.Random) -> ArithProblem:
     """Draw one problem (ignores the train/eval split; see :func:`generate_problems`)."""
     n_ops = rng.randint(config.min_ops, config.max_ops)
@@ -174,13 +169,7 @@ def sample_problem(config: ArithConfig, rng: random.Random) -> ArithProblem:
 
 def iter_problems(config: ArithConfig, seed: int, split: str | None = "train") -> Iterator[ArithProblem]:
     """An endless seeded stream of problems on ``split`` (see :func:`generate_problems`)."""
-    if split not in (None, "train", "eval"):
-        raise ValueError(f"split must be 'train', 'eval' or None, got {split!r}")
-    rng = random.Random(f"arith:{seed}")
-    while True:
-        problem = sample_problem(config, rng)
-        if split is None or split_of(problem.question, config.eval_buckets) == split:
-            yield problem
+    return problem_stream("arith", sample_problem, config, seed, split)
 
 
 def generate_problems(
@@ -205,20 +194,7 @@ HELDOUT_SEED = 20260501
 def heldout_problems(config: ArithConfig | None = None, n: int = 200) -> list[ArithProblem]:
     """The fixed held-out evaluation set: ``n`` distinct eval-side problems of ``config``."""
     config = config or ArithConfig()
-    rng = random.Random(f"arith-heldout:{HELDOUT_SEED}")
-    seen: set[str] = set()
-    out: list[ArithProblem] = []
-    attempts = 0
-    while len(out) < n:
-        attempts += 1
-        if attempts > 10_000 * max(n, 1):
-            raise RuntimeError(f"could not draw {n} distinct held-out problems for {config}")
-        problem = sample_problem(config, rng)
-        if problem.question in seen or split_of(problem.question, config.eval_buckets) != "eval":
-            continue
-        seen.add(problem.question)
-        out.append(problem)
-    return out
+    return distinct_heldout("arith", sample_problem, config, HELDOUT_SEED, n)
 
 
 def solution_text(problem: ArithProblem) -> str:

@@ -53,7 +53,6 @@ Readings picked where the task is open:
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import random
 import re
@@ -61,6 +60,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
+
+from skpo.tasks.synthetic import distinct_heldout, problem_stream
+from skpo.tasks.synthetic import split_of as split_of  # (public here too: the task's split)
 
 OPERATORS: tuple[str, ...] = ("+", "-", "*", "/")
 ANSWER_PREFIX = "Answer:"
@@ -171,12 +173,6 @@ class CountdownConfig:
             raise ValueError(f"eval_buckets must be >= 2, got {self.eval_buckets}")
 
 
-def split_of(question: str, eval_buckets: int = 16) -> str:
-    """``"eval"`` for one question in ``eval_buckets`` (by a stable hash of the text), else ``"train"``."""
-    digest = hashlib.sha256(question.encode("utf-8")).digest()
-    return "eval" if int.from_bytes(digest[:8], "big") % eval_buckets == 0 else "train"
-
-
 def _expression(values: Sequence[str], i: int, j: int, op: str, swap: bool) -> str:
     """The expression of combining pool entries ``i`` and ``j`` (their expressions ``values``)."""
     left, right = (values[j], values[i]) if swap else (values[i], values[j])
@@ -228,13 +224,7 @@ def sample_problem(config: CountdownConfig, rng: random.Random) -> CountdownProb
 
 def iter_problems(config: CountdownConfig, seed: int, split: str | None = "train") -> Iterator[CountdownProblem]:
     """An endless seeded stream of problems on ``split`` (see :func:`generate_problems`)."""
-    if split not in (None, "train", "eval"):
-        raise ValueError(f"split must be 'train', 'eval' or None, got {split!r}")
-    rng = random.Random(f"countdown:{seed}")
-    while True:
-        problem = sample_problem(config, rng)
-        if split is None or split_of(problem.question, config.eval_buckets) == split:
-            yield problem
+    return problem_stream("countdown", sample_problem, config, seed, split)
 
 
 def generate_problems(config: CountdownConfig, n: int, seed: int, split: str | None = "train") -> list[CountdownProblem]:
@@ -250,20 +240,7 @@ HELDOUT_SEED = 20260601
 def heldout_problems(config: CountdownConfig | None = None, n: int = 200) -> list[CountdownProblem]:
     """The fixed held-out evaluation set: ``n`` distinct eval-side problems of ``config``."""
     config = config or CountdownConfig()
-    rng = random.Random(f"countdown-heldout:{HELDOUT_SEED}")
-    seen: set[str] = set()
-    out: list[CountdownProblem] = []
-    attempts = 0
-    while len(out) < n:
-        attempts += 1
-        if attempts > 10_000 * max(n, 1):
-            raise RuntimeError(f"could not draw {n} distinct held-out problems for {config}")
-        problem = sample_problem(config, rng)
-        if problem.question in seen or split_of(problem.question, config.eval_buckets) != "eval":
-            continue
-        seen.add(problem.question)
-        out.append(problem)
-    return out
+    return distinct_heldout("countdown", sample_problem, config, HELDOUT_SEED, n)
 
 
 def solution_text(problem: CountdownProblem) -> str:

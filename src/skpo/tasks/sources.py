@@ -8,7 +8,7 @@ training reward and the reported accuracy are one piece of code.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -73,71 +73,32 @@ class _Scored:
         return self.reward.score(list(texts), [it.answer for it in items], self.context)
 
 
-class ArithSource(_Scored):
-    """The embedded default: ``pool_size`` distinct train-side chained-arithmetic problems."""
+class _SyntheticSource(_Scored):
+    """A synthetic task's training prompts: the first ``pool_size`` distinct problems of its
+    seeded train-side stream, each prompted plainly (``Q: …\nA:\n``), one reasoning step per
+    line before ``Answer:``."""
 
     chat = False
 
-    def __init__(self, tokenizer, config: ArithConfig, pool_size: int, seed: int, reward: RewardEntry | None = None,
-                 context: RewardContext | None = None) -> None:
-        self.tokenizer = tokenizer
-        self.reward = reward or get_reward("arith")
-        self.context = context or RewardContext()
+    def __init__(self, tokenizer, problems: Iterable[Any], pool_size: int, record: Callable[[int, Any], Problem],
+                 reward: RewardEntry, context: RewardContext | None, where: str, config: Any) -> None:
+        """``record(position, problem)``: the problem as the reward reads it; ``where``: the
+        config section and ``config`` named when no problem can be drawn."""
+        self.tokenizer, self.reward, self.context = tokenizer, reward, context or RewardContext()
         seen: set[str] = set()
         items: list[PromptItem] = []
-        draws = 0
-        for problem in iter_problems(config, seed, split="train"):
-            draws += 1
-            if draws > 200 * pool_size:  # an easy config may have fewer distinct problems
-                break
-            if problem.question in seen:
-                continue
-            seen.add(problem.question)
-            record = Problem(index=len(items), id=problem.question, question=problem.question, gold=str(problem.answer),
-                             arith=problem)
-            items.append(PromptItem(problem.question, tuple(plain_input_ids(tokenizer, problem)), record))
-            if len(items) == pool_size:
-                break
-        if not items:
-            raise DatasetError(f"data.arith: no training problems can be drawn from {config}")
-        self.items = items
-        self.dropped: list[str] = []
-
-    def answer_marker_ids(self) -> tuple[int, ...]:
-        """Token ids that open the final answer (``Answer:``): OAR scores tokens before it."""
-        return tuple(self.tokenizer.encode("Answer:", add_special_tokens=False))
-
-    def step_boundary_ids(self) -> tuple[int, ...]:
-        """Newline tokens end a reasoning step (one equation per line)."""
-        return tuple(self.tokenizer.encode("\n", add_special_tokens=False))
-
-
-class CountdownSource(_Scored):
-    """The countdown task: ``pool_size`` distinct train-side problems (:mod:`skpo.tasks.countdown`),
-    each prompt ``Q: 44 19 3 8 -> 75\\nA:\\n``; the ``countdown`` reward by default."""
-
-    chat = False
-
-    def __init__(self, tokenizer, config: countdown.CountdownConfig, pool_size: int, seed: int,
-                 reward: RewardEntry | None = None, context: RewardContext | None = None) -> None:
-        self.tokenizer = tokenizer
-        self.reward = reward or get_reward("countdown")
-        self.context = context or RewardContext()
-        seen: set[str] = set()
-        items: list[PromptItem] = []
-        for draws, problem in enumerate(countdown.iter_problems(config, seed, split="train"), start=1):
+        for draws, problem in enumerate(problems, start=1):
             if draws > 200 * pool_size:  # a narrow config may have fewer distinct problems
                 break
             if problem.question in seen:
                 continue
             seen.add(problem.question)
-            record = Problem(index=len(items), id=problem.question, question=problem.question, gold=str(problem.target),
-                             countdown=problem)
-            items.append(PromptItem(problem.question, tuple(plain_input_ids(tokenizer, problem)), record))
+            items.append(PromptItem(problem.question, tuple(plain_input_ids(tokenizer, problem)),
+                                    record(len(items), problem)))
             if len(items) == pool_size:
                 break
         if not items:
-            raise DatasetError(f"data.countdown: no training problems can be drawn from {config}")
+            raise DatasetError(f"{where}: no training problems can be drawn from {config}")
         self.items = items
         self.dropped: list[str] = []
 
@@ -146,8 +107,31 @@ class CountdownSource(_Scored):
         return tuple(self.tokenizer.encode("Answer:", add_special_tokens=False))
 
     def step_boundary_ids(self) -> tuple[int, ...]:
-        """Newline tokens end a move (one per line)."""
+        """Newline tokens end a reasoning step (an equation, a move: one per line)."""
         return tuple(self.tokenizer.encode("\n", add_special_tokens=False))
+
+
+class ArithSource(_SyntheticSource):
+    """The embedded default: ``pool_size`` distinct train-side chained-arithmetic problems."""
+
+    def __init__(self, tokenizer, config: ArithConfig, pool_size: int, seed: int, reward: RewardEntry | None = None,
+                 context: RewardContext | None = None) -> None:
+        super().__init__(
+            tokenizer, iter_problems(config, seed, split="train"), pool_size,
+            lambda i, p: Problem(index=i, id=p.question, question=p.question, gold=str(p.answer), arith=p),
+            reward or get_reward("arith"), context, "data.arith", config)
+
+
+class CountdownSource(_SyntheticSource):
+    """The countdown task: ``pool_size`` distinct train-side problems (:mod:`skpo.tasks.countdown`),
+    each prompt ``Q: 44 19 3 8 -> 75\\nA:\\n``; the ``countdown`` reward by default."""
+
+    def __init__(self, tokenizer, config: countdown.CountdownConfig, pool_size: int, seed: int,
+                 reward: RewardEntry | None = None, context: RewardContext | None = None) -> None:
+        super().__init__(
+            tokenizer, countdown.iter_problems(config, seed, split="train"), pool_size,
+            lambda i, p: Problem(index=i, id=p.question, question=p.question, gold=str(p.target), countdown=p),
+            reward or get_reward("countdown"), context, "data.countdown", config)
 
 
 class DatasetSource(_Scored):
